@@ -1,0 +1,66 @@
+# fedbatch: build, test and install.
+#
+#   make test      install what is missing, build, run every test
+#   make build     release build (.build/release/fedbatch)
+#   make install   PREFIX=/usr/local
+#   make man       check the man pages render without warnings
+#   make deps      install Debian packages and the test venv (idempotent)
+
+PREFIX  ?= /usr/local
+SWIFT   ?= swift
+VENV    ?= .venv
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Build: the C libraries (and pkg-config to find them). Tests: gnupg, zstd,
+# tar and a Python with venv. Data: Debian's Fashion-MNIST.
+APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
+                gnupg zstd tar python3 python3-venv groff-base dataset-fashion-mnist
+
+.PHONY: all deps build debug test install uninstall man clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors' 2>/dev/null; then \
+	  echo "make deps: creating $(VENV) for the interop tests"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release --product fedbatch
+
+debug: deps
+	$(SWIFT) build --build-tests
+
+# The end-to-end tests run the debug binary, so it is built first.
+test: debug
+	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
+	  $(SWIFT) test --disable-xctest
+
+man:
+	@for page in man/*.[15]; do \
+	  out=$$(LC_ALL=C.UTF-8 groff -man -ww -z -Tutf8 $$page 2>&1); \
+	  if [ -n "$$out" ]; then echo "$$page: $$out"; exit 1; fi; \
+	done; echo "man pages render cleanly"
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 0755 .build/release/fedbatch $(DESTDIR)$(PREFIX)/bin/fedbatch
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/fedbatch
+	cd man && for p in *.1; do rm -f $(DESTDIR)$(PREFIX)/share/man/man1/$$p; done
+	cd man && for p in *.5; do rm -f $(DESTDIR)$(PREFIX)/share/man/man5/$$p; done
+
+clean:
+	rm -rf .build

@@ -1,0 +1,39 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// The C libraries come from Debian's -dev packages (see `make deps`); each is a
+// system-library target holding only a module map and a shim header, so that
+// every unsafe call lives in one Swift file per library under FedBatch/Native.
+let package = Package(
+    name: "fedbatch",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "fedbatch", targets: ["fedbatch"]),
+        .library(name: "FedBatch", targets: ["FedBatch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CGPGME", pkgConfig: "gpgme", providers: [.apt(["libgpgme-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(
+            name: "FedBatch",
+            dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto"]
+        ),
+        .target(
+            name: "FedBatchCLI",
+            dependencies: [
+                "FedBatch",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "fedbatch", dependencies: ["FedBatchCLI"]),
+        // Helpers shared by both test targets: temp dirs, subprocesses, fixtures.
+        .target(name: "FedBatchTestSupport", dependencies: ["FedBatch"], path: "Tests/FedBatchTestSupport"),
+        .testTarget(name: "FedBatchTests", dependencies: ["FedBatch", "FedBatchTestSupport"]),
+        .testTarget(name: "FedBatchCLITests", dependencies: ["FedBatch", "FedBatchTestSupport"]),
+    ]
+)

@@ -1,0 +1,5 @@
+#ifndef FEDBATCH_CCRYPTO_SHIM_H
+#define FEDBATCH_CCRYPTO_SHIM_H
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+#endif

@@ -1,0 +1,6 @@
+#ifndef FEDBATCH_CZSTD_SHIM_H
+#define FEDBATCH_CZSTD_SHIM_H
+
+#include <zstd.h>
+#include <zstd_errors.h>
+#endif

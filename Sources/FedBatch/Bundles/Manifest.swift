@@ -1,0 +1,235 @@
+import Foundation
+
+/// The version of this fedbatch build, recorded in every manifest it writes.
+public enum FedBatchVersion {
+    public static let current = "0.1.0"
+}
+
+/// `manifest.json`, the first member of every container. See
+/// fedbatch-bundle(5) for the field-by-field specification.
+public struct Manifest: Codable, Sendable, Equatable {
+    /// The container format this build writes; readers refuse newer ones.
+    public static let formatName = "fedbatch"
+    public static let formatVersion = 1
+
+    public enum Kind: String, Codable, Sendable {
+        case update, generation
+    }
+
+    public struct Model: Codable, Sendable, Equatable {
+        public var id: String
+        public var arch: String
+        public init(id: String, arch: String) { self.id = id; self.arch = arch }
+    }
+
+    /// A generation named by number and by the digest of its signed bytes.
+    public struct GenerationRef: Codable, Sendable, Equatable {
+        public var number: Int
+        public var digest: String
+        public init(number: Int, digest: String) { self.number = number; self.digest = digest }
+    }
+
+    public struct Site: Codable, Sendable, Equatable {
+        public var id: String
+        public var seq: Int64
+        public init(id: String, seq: Int64) { self.id = id; self.seq = seq }
+    }
+
+    /// A member other than the manifest, with its exact length and SHA-256.
+    public struct Member: Codable, Sendable, Equatable {
+        public var name: String
+        public var length: Int64
+        public var sha256: String
+        public init(name: String, length: Int64, sha256: String) { self.name = name; self.length = length; self.sha256 = sha256 }
+    }
+
+    /// A bundle a generation aggregated.
+    public struct IncludedBundle: Codable, Sendable, Equatable {
+        public var digest: String
+        public var site: String
+        public var signer: String
+        public var seq: Int64
+        public var numExamples: Int64
+        public var weight: Double
+        public init(digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double) {
+            self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
+            self.numExamples = numExamples; self.weight = weight
+        }
+    }
+
+    /// A bundle a merge refused, with the reason code.
+    public struct RejectedBundle: Codable, Sendable, Equatable {
+        public var digest: String
+        public var reason: String
+        public init(digest: String, reason: String) { self.digest = digest; self.reason = reason }
+    }
+
+    /// The aggregation strategy with its parameters.
+    public struct Strategy: Codable, Sendable, Equatable {
+        public var name: String
+        public var parameters: [String: Double]
+        public init(name: String, parameters: [String: Double]) { self.name = name; self.parameters = parameters }
+    }
+
+    public var format: String = Manifest.formatName
+    public var version: Int = Manifest.formatVersion
+    public var kind: Kind
+    public var model: Model
+    /// Generations: their own number (0 for the first).
+    public var generation: Int?
+    /// Generations: the parent generation; absent only for generation 0.
+    public var parent: GenerationRef?
+    /// Updates: the generation they were trained from.
+    public var base: GenerationRef?
+    public var site: Site?
+    public var numExamples: Int64?
+    /// UTC, RFC 3339, whole seconds.
+    public var created: String
+    /// How tensors are encoded (`fp32` or a compressed codec).
+    public var codec: String
+    public var fedbatchVersion: String
+    public var members: [Member]
+    public var metrics: [String: Double]
+    public var included: [IncludedBundle]?
+    public var rejected: [RejectedBundle]?
+    public var strategy: Strategy?
+
+    public init(kind: Kind, model: Model, created: String, codec: String = "fp32",
+                generation: Int? = nil, parent: GenerationRef? = nil, base: GenerationRef? = nil,
+                site: Site? = nil, numExamples: Int64? = nil, metrics: [String: Double] = [:],
+                included: [IncludedBundle]? = nil, rejected: [RejectedBundle]? = nil, strategy: Strategy? = nil) {
+        self.kind = kind
+        self.model = model
+        self.created = created
+        self.codec = codec
+        self.generation = generation
+        self.parent = parent
+        self.base = base
+        self.site = site
+        self.numExamples = numExamples
+        self.fedbatchVersion = FedBatchVersion.current
+        self.members = []
+        self.metrics = metrics
+        self.included = included
+        self.rejected = rejected
+        self.strategy = strategy
+    }
+
+    /// The canonical encoding: sorted keys, snake_case, no whitespace.
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return try encoder.encode(self)
+    }
+
+    /// Parses untrusted manifest bytes: strict JSON first (no duplicate
+    /// keys, bounded depth), then the schema, then `validate()`.
+    public static func decode(_ data: Data) throws -> Manifest {
+        do {
+            _ = try StrictJSON.parse(data)
+        } catch let e as JSONSyntaxError {
+            throw ContainerError.manifestInvalid("not valid JSON: \(e.description)")
+        }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let m: Manifest
+        do {
+            m = try decoder.decode(Manifest.self, from: data)
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            throw ContainerError.manifestInvalid("missing field \(Self.path(ctx.codingPath + [key]))")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)) has the wrong type")
+        } catch let DecodingError.valueNotFound(_, ctx) {
+            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)) is null")
+        } catch let DecodingError.dataCorrupted(ctx) {
+            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)): \(ctx.debugDescription)")
+        }
+        try m.validate()
+        return m
+    }
+
+    private static func path(_ keys: [CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    /// Checks the rules a decoder cannot express: known format and version,
+    /// the fields each kind requires, and well-formed member entries.
+    public func validate() throws {
+        guard format == Manifest.formatName else { throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"") }
+        guard version >= 1 else { throw ContainerError.manifestInvalid("version \(version) is not valid") }
+        guard version <= Manifest.formatVersion else {
+            throw ContainerError.manifestInvalid("format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads (\(Manifest.formatVersion)); upgrade fedbatch")
+        }
+        switch kind {
+        case .update:
+            guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }
+            guard base != nil else { throw ContainerError.manifestInvalid("an update must name its base generation") }
+            guard let n = numExamples, n > 0 else { throw ContainerError.manifestInvalid("an update must give a positive num_examples") }
+            guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
+            try Self.checkIdentifier(site.id, what: "site id")
+        case .generation:
+            guard let g = generation, g >= 0 else { throw ContainerError.manifestInvalid("a generation must give its number") }
+            if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+        }
+        try Self.checkIdentifier(model.id, what: "model id")
+        for ref in [base, parent].compactMap({ $0 }) where Digest(hex: ref.digest) == nil {
+            throw ContainerError.manifestInvalid("generation digest \"\(ref.digest)\" is not 64 lowercase hex digits")
+        }
+        var names = Set<String>()
+        for member in members {
+            guard ContainerPath.isValid(member.name), member.name != ContainerPath.manifest else {
+                throw ContainerError.manifestInvalid("member name \"\(member.name)\" is not allowed")
+            }
+            guard names.insert(member.name).inserted else { throw ContainerError.manifestInvalid("member \"\(member.name)\" is listed twice") }
+            guard member.length >= 0 else { throw ContainerError.manifestInvalid("member \"\(member.name)\" has a negative length") }
+            guard Digest(hex: member.sha256) != nil else { throw ContainerError.manifestInvalid("member \"\(member.name)\" has a malformed sha256") }
+        }
+        guard names.contains(ContainerPath.tensors) else { throw ContainerError.manifestInvalid("no \(ContainerPath.tensors) member is listed") }
+    }
+
+    /// Site ids and model ids appear in file names, so they are plain words.
+    public static func checkIdentifier(_ s: String, what: String) throws {
+        guard ContainerPath.isIdentifier(s) else {
+            throw ContainerError.manifestInvalid("\(what) \"\(s)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -")
+        }
+    }
+}
+
+/// The names a container may hold.
+public enum ContainerPath {
+    public static let manifest = "manifest.json"
+    public static let tensors = "tensors.safetensors"
+
+    private static func isPlain(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+    }
+
+    /// Relative, `/`-separated segments of `[A-Za-z0-9._-]`, none empty, `.` or `..`.
+    public static func isValid(_ path: String) -> Bool {
+        isValid(bytes: Array(path.utf8))
+    }
+
+    static func isValid(bytes: [UInt8]) -> Bool {
+        guard !bytes.isEmpty, bytes.count <= 255 else { return false }
+        for segment in bytes.split(separator: 0x2F, omittingEmptySubsequences: false) {
+            if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
+            if !segment.allSatisfy(isPlain) { return false }
+        }
+        return true
+    }
+
+    public static func isIdentifier(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard (1...64).contains(b.count), b[0] != 0x2E, b[0] != 0x2D else { return false }
+        return b.allSatisfy(isPlain)
+    }
+}
+
+/// Formats a date as the manifests record it.
+public func rfc3339(_ date: Date) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime]
+    f.timeZone = TimeZone(identifier: "UTC")
+    return f.string(from: date)
+}

@@ -1,0 +1,111 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Every raw POSIX file call lives in this file: capped reads, read-only
+// mappings and crash-safe replacement of a file.
+
+/// A file-system failure, naming the path and the errno text.
+public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public var description: String { "\(path): \(message)" }
+
+    static func errno(_ path: String, _ what: String) -> FileError {
+        FileError(path: path, message: "\(what): \(String(cString: strerror(Glibc.errno)))")
+    }
+}
+
+/// Reads a whole file into memory, refusing files larger than `cap`.
+///
+/// Untrusted containers are read (not mapped) on purpose: the bytes whose
+/// signature is checked must be the very bytes later parsed, even if the
+/// file is rewritten or truncated on disk in between (a mapping would see the
+/// change, or die of SIGBUS on truncation).
+public func readFile(_ path: String, cap: Int64) throws -> Data {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw FileError.errno(path, "cannot stat") }
+    if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
+    let size = Int64(st.st_size)
+    if size > cap { throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes") }
+    var data = Data(count: Int(size))
+    var total = 0
+    try data.withUnsafeMutableBytes { buf in
+        while total < buf.count {
+            let n = read(fd, buf.baseAddress! + total, buf.count - total)
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw FileError.errno(path, "read failed")
+            }
+            if n == 0 { break }
+            total += n
+        }
+    }
+    if total < data.count { data.removeSubrange(total...) }
+    return data
+}
+
+/// Maps a file read-only and returns it as `Data` without copying; the
+/// mapping lives as long as the returned value.
+public func mapFile(_ path: String, cap: Int64) throws -> Data {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    defer { close(fd) }
+    var st = stat()
+    if fstat(fd, &st) != 0 { throw FileError.errno(path, "cannot stat") }
+    if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
+    let size = Int(st.st_size)
+    if Int64(size) > cap { throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes") }
+    if size == 0 { return Data() }
+    guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+        throw FileError.errno(path, "cannot map")
+    }
+    return Data(bytesNoCopy: p, count: size, deallocator: .custom { ptr, count in munmap(ptr, count) })
+}
+
+/// Replaces `path` with `data` so that a crash at any point leaves either
+/// the old file or the complete new one: write a temp file in the same
+/// directory, fsync it, rename it over the target, fsync the directory.
+public func writeFileAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
+    let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+    let base = (path as NSString).lastPathComponent
+    var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    if fd < 0 { throw FileError.errno(path, "cannot create a temporary file in \(dir)") }
+    let tmp = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    var ok = false
+    defer {
+        if !ok { unlink(tmp) }
+    }
+    do {
+        defer { close(fd) }
+        fchmod(fd, mode)
+        try data.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 {
+                    if Glibc.errno == EINTR { continue }
+                    throw FileError.errno(tmp, "write failed")
+                }
+                off += n
+            }
+        }
+        if fsync(fd) != 0 { throw FileError.errno(tmp, "fsync failed") }
+    }
+    if rename(tmp, path) != 0 { throw FileError.errno(path, "cannot rename \(tmp) into place") }
+    ok = true
+    try syncDirectory(dir)
+}
+
+/// fsyncs a directory so that a rename or unlink in it survives a crash.
+public func syncDirectory(_ dir: String) throws {
+    let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd < 0 { throw FileError.errno(dir, "cannot open directory") }
+    defer { close(fd) }
+    if fsync(fd) != 0 { throw FileError.errno(dir, "fsync failed") }
+}

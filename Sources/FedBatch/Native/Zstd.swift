@@ -1,0 +1,166 @@
+import CZstd
+import Foundation
+
+// Every call into libzstd lives in this file. Callers see byte buffers and
+// `ZstdError`; nothing outside this file touches a ZSTD_* handle.
+
+/// A failure reported by libzstd, or a limit fedbatch imposes on its output.
+public enum ZstdError: Error, Equatable, Sendable {
+    /// The frame asks for a larger back-reference window than allowed.
+    case windowTooLarge(limitLog: Int)
+    /// The frame decodes to more bytes than the configured cap.
+    case outputTooLarge(cap: Int64)
+    /// The input ended inside a frame.
+    case truncated
+    /// Bytes follow the end of the (single) zstd frame.
+    case trailingData(bytes: Int)
+    /// The input is not a zstd frame at all.
+    case notZstd
+    /// Any other libzstd error, with its own message.
+    case library(String)
+}
+
+extension ZstdError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .windowTooLarge(let log):
+            return "the zstd frame needs a window larger than \(1 << log) bytes (limit 2^\(log)); refusing to allocate it"
+        case .outputTooLarge(let cap):
+            return "the zstd frame expands beyond the cap of \(cap) bytes"
+        case .truncated:
+            return "the zstd frame is truncated: the input ends before the frame does"
+        case .trailingData(let n):
+            return "\(n) bytes follow the end of the zstd frame"
+        case .notZstd:
+            return "the payload does not start with a zstd frame"
+        case .library(let message):
+            return "zstd: \(message)"
+        }
+    }
+}
+
+private func zstdCheck(_ code: Int) throws -> Int {
+    if ZSTD_isError(code) != 0 {
+        throw ZstdError.library(String(cString: ZSTD_getErrorName(code)))
+    }
+    return code
+}
+
+/// Streaming zstd compressor with fixed parameters, so that the same input
+/// gives the same bytes on every run with the same libzstd (single-threaded:
+/// multi-threaded zstd may split jobs differently).
+final class ZstdEncoder {
+    private let ctx: OpaquePointer
+    private var out = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
+    private let sink: (UnsafeRawBufferPointer) throws -> Void
+
+    init(level: Int32, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let ctx = ZSTD_createCCtx() else { throw ZstdError.library("cannot allocate a compression context") }
+        self.ctx = ctx
+        self.sink = sink
+        _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, level))
+        _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1))
+        _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, 0))
+    }
+
+    deinit { ZSTD_freeCCtx(ctx) }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var input = ZSTD_inBuffer(src: bytes.baseAddress, size: bytes.count, pos: 0)
+        while input.pos < input.size {
+            try drain(&input, ZSTD_e_continue)
+        }
+    }
+
+    func finish() throws {
+        var input = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+        var remaining = 1
+        while remaining != 0 {
+            remaining = try drain(&input, ZSTD_e_end)
+        }
+    }
+
+    @discardableResult
+    private func drain(_ input: inout ZSTD_inBuffer, _ mode: ZSTD_EndDirective) throws -> Int {
+        try out.withUnsafeMutableBytes { buf in
+            var output = ZSTD_outBuffer(dst: buf.baseAddress, size: buf.count, pos: 0)
+            let r = try zstdCheck(ZSTD_compressStream2(ctx, &output, &input, mode))
+            if output.pos > 0 { try sink(UnsafeRawBufferPointer(rebasing: buf[0..<output.pos])) }
+            return r
+        }
+    }
+}
+
+/// Streaming decoder for exactly one zstd frame held in memory, with a window
+/// limit (refuses frames that would make it allocate a huge history buffer)
+/// and an output cap (stops decompression bombs while memory stays flat).
+final class ZstdDecoder {
+    private let ctx: OpaquePointer
+    private let input: Data
+    private var inputPos = 0
+    private let outputCap: Int64
+    private let windowLogMax: Int
+    private(set) var produced: Int64 = 0
+    private var frameDone = false
+
+    init(frame: Data, windowLogMax: Int, outputCap: Int64) throws {
+        guard let ctx = ZSTD_createDCtx() else { throw ZstdError.library("cannot allocate a decompression context") }
+        self.ctx = ctx
+        self.input = frame
+        self.outputCap = outputCap
+        self.windowLogMax = windowLogMax
+        _ = try zstdCheck(ZSTD_DCtx_setParameter(ctx, ZSTD_d_windowLogMax, Int32(windowLogMax)))
+        // Only standard frames: a skippable or legacy frame inside the payload is refused.
+        let magic: UInt32 = frame.count >= 4
+            ? frame.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.littleEndian : 0
+        if magic != 0xFD2F_B528 { throw ZstdError.notZstd }
+    }
+
+    deinit { ZSTD_freeDCtx(ctx) }
+
+    /// Fills `buffer` with the next decompressed bytes; returns 0 at the end
+    /// of the frame. Throws if the frame is truncated, followed by other
+    /// bytes, needs too large a window, or expands past the cap.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if frameDone || buffer.count == 0 { return 0 }
+        var written = 0
+        try input.withUnsafeBytes { src in
+            while written == 0 && !frameDone {
+                var inBuf = ZSTD_inBuffer(src: src.baseAddress, size: src.count, pos: inputPos)
+                var outBuf = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
+                let r = ZSTD_decompressStream(ctx, &outBuf, &inBuf)
+                if ZSTD_isError(r) != 0 {
+                    if ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge {
+                        throw ZstdError.windowTooLarge(limitLog: windowLogMax)
+                    }
+                    throw ZstdError.library(String(cString: ZSTD_getErrorName(r)))
+                }
+                inputPos = inBuf.pos
+                written = outBuf.pos
+                produced += Int64(written)
+                if produced > outputCap { throw ZstdError.outputTooLarge(cap: outputCap) }
+                if r == 0 {
+                    frameDone = true
+                    if inputPos < src.count { throw ZstdError.trailingData(bytes: src.count - inputPos) }
+                } else if written == 0 && inputPos == src.count {
+                    throw ZstdError.truncated
+                }
+            }
+        }
+        return written
+    }
+}
+
+/// One-shot decompression of a small trusted frame (for tests and tools);
+/// capped like the streaming decoder.
+func zstdDecompress(_ frame: Data, windowLogMax: Int = 27, cap: Int64) throws -> Data {
+    let decoder = try ZstdDecoder(frame: frame, windowLogMax: windowLogMax, outputCap: cap)
+    var out = Data()
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = try chunk.withUnsafeMutableBytes { try decoder.read(into: $0) }
+        if n == 0 { break }
+        out.append(contentsOf: chunk[0..<n])
+    }
+    return out
+}

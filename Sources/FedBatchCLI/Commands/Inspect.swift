@@ -1,0 +1,61 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a bundle's or generation's manifest, with no trust decision.",
+        discussion: """
+        The file is read with the same hardened reader as merge and verify use \
+        (every size capped, every member hashed), but its signature is only \
+        located, not checked: use `fedbatch verify` for a verdict. Exit status \
+        3 means the file is malformed.
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("A .fbu update bundle or .fbg generation.", valueName: "file"))
+    var file: String
+
+    func run() throws {
+        let console = Console(global)
+        let report = try Inspection.inspect(path: file)
+        if global.json {
+            try console.emit(report)
+            return
+        }
+        let m = report.manifest
+        var lines: [String] = []
+        func row(_ k: String, _ v: String) { lines.append(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
+        row("file", report.file)
+        row("digest", report.digest)
+        row("signature", report.signatureBytes > 0
+            ? "\(report.signatureBytes) bytes, not checked (use fedbatch verify)"
+            : "none: the file is unsigned")
+        row("kind", m.kind.rawValue)
+        row("model", "\(m.model.id) (\(m.model.arch))")
+        if let g = m.generation { row("generation", String(g)) }
+        if let p = m.parent { row("parent", "g\(String(format: "%06d", p.number)) \(p.digest)") }
+        if let b = m.base { row("base", "g\(String(format: "%06d", b.number)) \(b.digest)") }
+        if let s = m.site { row("site", "\(s.id) seq \(s.seq)") }
+        if let n = m.numExamples { row("examples", String(n)) }
+        row("created", m.created)
+        row("codec", m.codec)
+        row("fedbatch", m.fedbatchVersion)
+        if let s = m.strategy {
+            row("strategy", ([s.name] + s.parameters.keys.sorted().map { "\($0)=\(s.parameters[$0]!)" }).joined(separator: " "))
+        }
+        if let inc = m.included { row("included", "\(inc.count) bundles, \(inc.reduce(0) { $0 + $1.numExamples }) examples") }
+        if let rej = m.rejected { row("rejected", "\(rej.count) bundles") }
+        lines.append("members")
+        for member in m.members { lines.append("  \(member.name)  \(member.length) bytes  sha256 \(member.sha256)") }
+        lines.append("tensors")
+        for t in report.tensors { lines.append("  \(t.name)  \(t.dtype) \(t.shape)") }
+        if !m.metrics.isEmpty {
+            lines.append("metrics")
+            for k in m.metrics.keys.sorted() { lines.append("  \(k)  \(m.metrics[k]!)") }
+        }
+        console.say(lines.joined(separator: "\n"))
+    }
+}

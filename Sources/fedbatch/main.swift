@@ -1,0 +1,3 @@
+import FedBatchCLI
+
+FedBatchCommand.main()

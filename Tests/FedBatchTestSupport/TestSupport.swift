@@ -1,0 +1,192 @@
+import FedBatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Paths the tests need, found from this file's location so that tests run
+/// the same from `make test`, `swift test` or an IDE.
+public enum TestPaths {
+    public static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    public static var fixtures: String { packageRoot + "/Tests/Fixtures" }
+
+    /// The fedbatch binary under test ($FEDBATCH_BIN, else the debug build).
+    public static var fedbatch: String {
+        ProcessInfo.processInfo.environment["FEDBATCH_BIN"] ?? packageRoot + "/.build/debug/fedbatch"
+    }
+
+    /// The Python with numpy and safetensors that `make deps` sets up.
+    public static var python: String {
+        ProcessInfo.processInfo.environment["FEDBATCH_PYTHON"] ?? packageRoot + "/.venv/bin/python"
+    }
+}
+
+/// A short-named temporary directory (gpg-agent sockets must stay under 108
+/// bytes), removed when the value goes away.
+public final class TempDir: @unchecked Sendable {
+    public let path: String
+
+    public init() {
+        var template = Array("/tmp/fb-XXXXXX".utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(p != nil, "mkdtemp failed")
+        path = String(cString: p!)
+    }
+
+    deinit {
+        // Stop any gpg-agent a test started in a keyring below this directory.
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: path) {
+            for e in entries where FileManager.default.fileExists(atPath: "\(path)/\(e)/pubring.kbx") {
+                _ = try? Subprocess.run("/usr/bin/gpgconf", ["--homedir", "\(path)/\(e)", "--kill", "gpg-agent"])
+            }
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    public func file(_ name: String) -> String { "\(path)/\(name)" }
+
+    @discardableResult
+    public func write(_ name: String, _ data: Data) throws -> String {
+        let p = file(name)
+        try data.write(to: URL(fileURLWithPath: p))
+        return p
+    }
+}
+
+/// The result of running a program to completion.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: Data
+    public let stderr: Data
+    /// The child's peak resident set size in KiB, from wait4(2).
+    public let maxRSSKiB: Int
+
+    public var out: String { String(decoding: stdout, as: UTF8.self) }
+    public var err: String { String(decoding: stderr, as: UTF8.self) }
+}
+
+public enum Subprocess {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Runs a program with stdout and stderr captured through files, and
+    /// reaps it with wait4 so its own peak RSS can be measured.
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                           stdin: String? = nil) throws -> ProcessResult {
+        let io = TempDir()
+        let outPath = io.file("out"), errPath = io.file("err")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+
+        var env = environment ?? ProcessInfo.processInfo.environment
+        if environment == nil { env.removeValue(forKey: "FEDBATCH_HOME") }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0)=\($1)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        guard rc == 0 else { throw Failure(description: "cannot run \(executable): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 {
+            guard errno == EINTR else { throw Failure(description: "wait4 failed") }
+        }
+        let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return ProcessResult(
+            status: exit,
+            stdout: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(),
+            stderr: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(),
+            maxRSSKiB: Int(usage.ru_maxrss))
+    }
+
+    /// Runs a shell pipeline with bash.
+    public static func shell(_ script: String) throws -> ProcessResult {
+        try run("/bin/bash", ["-o", "pipefail", "-c", script])
+    }
+
+    /// Runs the fedbatch binary under test.
+    public static func fedbatch(_ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+        try run(TestPaths.fedbatch, arguments, environment: environment)
+    }
+
+    /// Runs a fixture script with the project's Python.
+    public static func python(_ script: String, _ arguments: [String]) throws -> ProcessResult {
+        try run(TestPaths.python, [TestPaths.fixtures + "/" + script] + arguments)
+    }
+}
+
+/// Containers for tests, written through the real writer.
+public enum Samples {
+    public static let arch = "mlp:4-3-2"
+
+    /// Small deterministic weights for `arch`.
+    public static func weights(arch spec: String = arch, scale: Float = 0.01) throws -> [(name: String, tensor: Tensor)] {
+        let a = try ModelArchitecture(spec: spec)
+        var k: Float = 0
+        return a.tensorShapes.map { name, shape in
+            let n = shape.reduce(1, *)
+            let values = (0..<n).map { _ -> Float in k += 1; return sin(k) * scale }
+            return (name, Tensor(shape: shape, floats: values))
+        }
+    }
+
+    public static func updateManifest(site: String = "site-1", seq: Int64 = 1, examples: Int64 = 100) -> Manifest {
+        Manifest(kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-01T00:00:00Z",
+                 base: .init(number: 0, digest: String(repeating: "ab", count: 32)),
+                 site: .init(id: site, seq: seq), numExamples: examples, metrics: ["loss": 0.5, "accuracy": 0.75])
+    }
+
+    /// An unsigned container file (empty signature slot) holding `weights`.
+    public static func unsignedContainer(manifest: Manifest = updateManifest(), tensors: [(name: String, tensor: Tensor)]? = nil,
+                                         extra: [(name: String, data: Data)] = []) throws -> Data {
+        let t = try tensors ?? weights()
+        let payload = try ContainerWriter.payload(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))] + extra).payload
+        return ContainerFile.seal(payload: payload, signature: Data())
+    }
+}
+
+/// Hand-built zstd frames, for inputs the zstd CLI would never produce:
+/// bombs made of RLE blocks (10 GB of output from a few hundred KB) and
+/// frames that declare an enormous window.
+public enum ZstdFrames {
+    /// A frame of raw `prefix` blocks followed by `zeroBytes` of RLE zeros.
+    public static func frame(prefix: Data, zeroBytes: Int64, windowLog: Int = 20, fill: UInt8 = 0) -> Data {
+        var out = Data([0x28, 0xB5, 0x2F, 0xFD])
+        out.append(0x00)  // frame header: no content size, no checksum, not single-segment
+        out.append(UInt8((windowLog - 10) << 3))  // window descriptor: exponent only
+        let maxBlock = 128 * 1024
+        var blocks: [(type: UInt32, size: Int, payload: Data)] = []
+        var offset = 0
+        while offset < prefix.count {
+            let n = min(maxBlock, prefix.count - offset)
+            blocks.append((0, n, prefix.subdata(in: (prefix.startIndex + offset)..<(prefix.startIndex + offset + n))))
+            offset += n
+        }
+        var remaining = zeroBytes
+        while remaining > 0 {
+            let n = Int(min(Int64(maxBlock), remaining))
+            blocks.append((1, n, Data([fill])))
+            remaining -= Int64(n)
+        }
+        if blocks.isEmpty { blocks.append((0, 0, Data())) }
+        for (i, b) in blocks.enumerated() {
+            let last: UInt32 = i == blocks.count - 1 ? 1 : 0
+            let header = last | (b.type << 1) | (UInt32(b.size) << 3)
+            out.append(contentsOf: [UInt8(header & 0xFF), UInt8((header >> 8) & 0xFF), UInt8((header >> 16) & 0xFF)])
+            out.append(b.payload)
+        }
+        return out
+    }
+}

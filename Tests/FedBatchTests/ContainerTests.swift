@@ -1,0 +1,171 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+@Suite("Container")
+struct ContainerTests {
+    @Test("a written container reads back with the same manifest and tensors")
+    func roundTrip() throws {
+        let weights = try Samples.weights()
+        let file = try Samples.unsignedContainer(tensors: weights, extra: [("metrics/train.json", Data("{}".utf8))])
+        let split = try ContainerFile.split(file)
+        #expect(split.signature.isEmpty)
+        let c = try ContainerReader.read(payload: split.signedBytes)
+        #expect(c.manifest.kind == .update)
+        #expect(c.manifest.site == .init(id: "site-1", seq: 1))
+        #expect(c.manifest.members.map(\.name) == ["tensors.safetensors", "metrics/train.json"])
+        let t = try c.tensors()
+        #expect(t.names == weights.map(\.name))
+        for (name, tensor) in weights { #expect(t.tensor(name) == tensor) }
+        #expect(c.members["metrics/train.json"] == Data("{}".utf8))
+    }
+
+    @Test("the writer is deterministic")
+    func deterministic() throws {
+        let a = try Samples.unsignedContainer()
+        let b = try Samples.unsignedContainer()
+        #expect(a == b)
+        let c = try Samples.unsignedContainer(manifest: Samples.updateManifest(seq: 2))
+        #expect(a != c)
+    }
+
+    @Test("the signature slot round-trips and is located from the end")
+    func signatureSlot() throws {
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        let sig = Data((0..<300).map { UInt8($0 & 0xFF) })
+        let sealed = ContainerFile.seal(payload: payload, signature: sig)
+        let split = try ContainerFile.split(sealed)
+        #expect(split.signedBytes == payload)
+        #expect(split.signature == sig)
+        #expect(split.digest == Digest.of(payload))
+    }
+
+    @Test("a truncated file, appended junk or a broken slot is refused before decompression",
+          arguments: ["truncated", "junk", "slot-magic", "slot-size", "oversized", "tiny"])
+    func brokenSlot(kind: String) throws {
+        let good = try Samples.unsignedContainer()
+        var bad = good
+        let expected: String
+        switch kind {
+        case "truncated": bad = good.prefix(good.count - 5); expected = "signature.missing"
+        case "junk": bad.append(Data("junk".utf8)); expected = "signature.missing"
+        case "slot-magic":
+            let at = good.count - 16 - 8
+            bad[at] ^= 0x01; expected = "signature.frame"
+        case "slot-size":
+            let at = good.count - 16 - 4
+            bad[at] ^= 0x01; expected = "signature.frame"
+        case "oversized":
+            let at = good.count - 16 + 2
+            bad[at] = 0x7F; expected = "signature.too-large"
+        default: bad = Data("fbsig001".utf8); expected = "signature.missing"
+        }
+        #expect(throws: ContainerError.self) { try ContainerFile.split(bad) }
+        do { _ = try ContainerFile.split(bad) } catch let e as ContainerError { #expect(e.code == expected, "\(e)") }
+    }
+
+    @Test("every hostile archive built with Python tarfile and zstd is refused with its own reason")
+    func hostileArchives() throws {
+        let dir = TempDir()
+        let made = try Subprocess.python("evil_containers.py", [dir.path])
+        try #require(made.status == 0, "generator failed: \(made.err)")
+        let expected: [String: String] = [
+            "dotdot": "tar.unsafe-path", "absolute": "tar.unsafe-path", "symlink": "tar.symlink",
+            "hardlink": "tar.hardlink", "directory": "tar.unsafe-path",  // tarfile names it "tensors.safetensors/"
+             "fifo": "tar.not-regular",
+            "duplicate": "tar.duplicate", "extra": "member.undeclared", "missing": "member.missing",
+            "hash": "member.hash", "size": "member.size", "manifest-not-first": "manifest.not-first",
+            "manifest-json": "manifest.invalid", "trailing": "tar.trailing-data",
+            "huge-size": "tar.member-too-large", "many-entries": "tar.too-many-entries",
+        ]
+        let valid = try Data(contentsOf: URL(fileURLWithPath: dir.file("valid.zst")))
+        let c = try ContainerReader.read(payload: valid)
+        #expect(c.manifest.site?.id == "site-1", "the control case must pass")
+        for (name, code) in expected {
+            let payload = try Data(contentsOf: URL(fileURLWithPath: dir.file("\(name).zst")))
+            do {
+                _ = try ContainerReader.read(payload: payload)
+                Issue.record("\(name): accepted")
+            } catch let e as ContainerError {
+                #expect(e.code == code, "\(name): \(e)")
+            }
+        }
+    }
+
+    @Test("a frame that needs a 2 GiB window is refused")
+    func hugeWindow() throws {
+        let frame = ZstdFrames.frame(prefix: Data(), zeroBytes: 1024, windowLog: 31)
+        #expect(throws: ContainerError.compression(.windowTooLarge(limitLog: 27))) { try ContainerReader.read(payload: frame) }
+    }
+
+    @Test("a truncated zstd frame is refused")
+    func truncatedFrame() throws {
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        for cut in [payload.count / 2, payload.count - 1] {
+            do {
+                _ = try ContainerReader.read(payload: payload.prefix(cut))
+                Issue.record("truncated at \(cut): accepted")
+            } catch let e as ContainerError {
+                #expect(["zstd.truncated", "zstd.corrupt"].contains(e.code), "\(e)")
+            }
+        }
+    }
+
+    @Test("output beyond the decompressed-size cap stops the reader")
+    func outputCap() throws {
+        var limits = ContainerLimits()
+        limits.maxDecompressedBytes = 1 << 20
+        limits.maxTrailingZeroBytes = 1 << 30
+        // A valid archive followed by 64 MiB of zeros: only the cap stops it.
+        let dir = TempDir()
+        let path = try dir.write("b.fbu", try Samples.unsignedContainer())
+        let tar = try Subprocess.shell("zstd -dc '\(path)'").stdout
+        let payload = ZstdFrames.frame(prefix: tar, zeroBytes: 64 << 20)
+        #expect(throws: ContainerError.compression(.outputTooLarge(cap: 1 << 20))) {
+            try ContainerReader.read(payload: payload, limits: limits)
+        }
+    }
+
+    @Test("data after the zstd frame, or a payload that is not zstd, is refused")
+    func notOneFrame() throws {
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        #expect(throws: ContainerError.compression(.trailingData(bytes: 3))) { try ContainerReader.read(payload: payload + Data([1, 2, 3])) }
+        #expect(throws: ContainerError.compression(.notZstd)) { try ContainerReader.read(payload: Data("plain text".utf8)) }
+    }
+
+    /// The frame header has bits a decoder ignores (zstd's "unused" bit, a
+    /// larger window), so only the signature catches every flip; past the
+    /// header, zstd's checksum and the member hashes catch them all.
+    @Test("a flipped bit in the compressed data is caught even without the signature")
+    func flippedBit() throws {
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        var tried = 0, refused = 0
+        for offset in stride(from: 6, to: payload.count, by: max(1, payload.count / 40)) {
+            for bit in [0x01, 0x10, 0x80] as [UInt8] {
+                var bad = payload
+                bad[offset] ^= bit
+                tried += 1
+                do { _ = try ContainerReader.read(payload: bad) } catch is ContainerError { refused += 1 }
+            }
+        }
+        #expect(tried > 40)
+        #expect(refused == tried)
+    }
+
+    @Test("manifest rules: known format and version, kind-specific fields, member names")
+    func manifestRules() throws {
+        var m = Samples.updateManifest()
+        m.version = 2
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        m = Samples.updateManifest()
+        m.site = nil
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        m = Samples.updateManifest(examples: 0)
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(extra: [("../x", Data())]) }
+        #expect(!ContainerPath.isValid("a//b"))
+        #expect(!ContainerPath.isValid("a/./b"))
+        #expect(ContainerPath.isValid("metrics/train-1.json"))
+    }
+}
