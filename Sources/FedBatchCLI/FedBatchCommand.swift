@@ -20,6 +20,9 @@ public struct FedBatchCommand: ParsableCommand {
         subcommands: [Inspect.self]
     )
 
+    /// Global options given before the subcommand.
+    @OptionGroup(title: "Global options") var global: GlobalOptions
+
     public init() {}
 
     /// Parses, runs, and maps every failure to the documented exit table.

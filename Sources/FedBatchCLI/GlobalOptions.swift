@@ -20,6 +20,19 @@ public struct GlobalOptions: ParsableArguments {
 
     public init() {}
 
+    /// These options as given after the subcommand, falling back to those
+    /// given before it (`fedbatch --json inspect F` and `fedbatch inspect
+    /// --json F` mean the same).
+    public func merged(over outer: GlobalOptions) -> GlobalOptions {
+        var m = self
+        m.home = home ?? outer.home
+        m.json = json || outer.json
+        m.quiet = quiet || outer.quiet
+        m.gnupgHome = gnupgHome ?? outer.gnupgHome
+        m.passphraseFile = passphraseFile ?? outer.passphraseFile
+        return m
+    }
+
     /// --home, then $FEDBATCH_HOME, then the current directory.
     public var resolvedHome: String {
         if let home { return home }

@@ -17,6 +17,10 @@ struct InspectCommandTests {
 
         let json = try Subprocess.fedbatch(["inspect", "--json", path])
         #expect(json.status == 0)
+        // Global options work before the subcommand too.
+        let before = try Subprocess.fedbatch(["--json", "inspect", path])
+        #expect(before.status == 0)
+        #expect(before.stdout == json.stdout)
         let obj = try #require(try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any])
         let manifest = try #require(obj["manifest"] as? [String: Any])
         #expect(manifest["kind"] as? String == "update")

@@ -13,7 +13,9 @@ struct Inspect: ParsableCommand {
         """
     )
 
-    @OptionGroup var global: GlobalOptions
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var root: FedBatchCommand
+    var global: GlobalOptions { options.merged(over: root.global) }
 
     @Argument(help: ArgumentHelp("A .fbu update bundle or .fbg generation.", valueName: "file"))
     var file: String
