@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
@@ -21,7 +22,7 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(
             name: "FedBatch",
-            dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto"]
+            dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
         .target(
             name: "FedBatchCLI",

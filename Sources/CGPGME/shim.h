@@ -7,7 +7,12 @@
 static inline const char *fb_gpgme_check_version(const char *required) {
     return gpgme_check_version(required);
 }
-static inline gpgme_error_t fb_gpgme_err_code(gpgme_error_t err) {
+// gpgme_err_code / gpgme_error are static inline helpers over libgpg-error's
+// bit layout; wrap them so Swift need not know that layout.
+static inline unsigned int fb_gpgme_err_code(gpgme_error_t err) {
     return gpgme_err_code(err);
+}
+static inline gpgme_error_t fb_gpgme_error(unsigned int code) {
+    return gpgme_error((gpgme_err_code_t)code);
 }
 #endif

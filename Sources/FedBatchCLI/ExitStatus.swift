@@ -32,8 +32,12 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// The one place where library errors become exit codes.
     static func of(_ error: Error) -> ExitStatus {
         switch error {
-        case is ContainerError, is SafetensorsError, is ArchitectureError:
+        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch:
             return .verificationFailed
+        case let e as TrustError:
+            // Signature verdicts are verification failures; key-file and
+            // signing-key problems are configuration errors.
+            return e.code.hasPrefix("signature.") ? .verificationFailed : .failure
         case let e as CommandFailure:
             return e.status
         default:

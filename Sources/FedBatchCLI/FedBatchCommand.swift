@@ -17,7 +17,7 @@ public struct FedBatchCommand: ParsableCommand {
         \(ExitStatus.table)
         """,
         version: FedBatchVersion.current,
-        subcommands: [Inspect.self]
+        subcommands: [Init.self, Keys.self, Verify.self, Export.self, Inspect.self]
     )
 
     /// Global options given before the subcommand.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FedBatch
 import Foundation
 
 /// Options every subcommand takes, pulled in with `@OptionGroup`.
@@ -31,6 +32,11 @@ public struct GlobalOptions: ParsableArguments {
         m.gnupgHome = gnupgHome ?? outer.gnupgHome
         m.passphraseFile = passphraseFile ?? outer.passphraseFile
         return m
+    }
+
+    /// The signer for a key in --gnupg-home, with --passphrase-file.
+    func signer(fingerprint: String) throws -> PayloadSigner {
+        try PayloadSigner(gnupgHome: gnupgHome, fingerprint: fingerprint, passphraseFile: passphraseFile)
     }
 
     /// --home, then $FEDBATCH_HOME, then the current directory.

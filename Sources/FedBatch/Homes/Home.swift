@@ -1,0 +1,89 @@
+import Foundation
+
+/// An opened fedbatch home: its layout and its config.
+public struct Home: Sendable {
+    public let layout: HomeLayout
+    public let config: HomeConfig
+
+    /// Opens the home at `root`; it must hold a valid fedbatch.toml.
+    public static func open(_ root: String) throws -> Home {
+        let layout = HomeLayout(root: root)
+        guard FileManager.default.fileExists(atPath: layout.config) else { throw HomeError.notAHome(root) }
+        let data = try readFile(layout.config, cap: 1 << 20)
+        return Home(layout: layout, config: try HomeConfig.parse(String(decoding: data, as: UTF8.self), path: layout.config))
+    }
+
+    /// Opens the home and checks its role.
+    public static func open(_ root: String, as role: HomeRole) throws -> Home {
+        let home = try open(root)
+        guard home.config.role == role else { throw HomeError.wrongRole(path: root, expected: role, actual: home.config.role) }
+        return home
+    }
+
+    /// A verifier over this home's pinned keys.
+    public func verifier() throws -> Verifier { try Verifier(keysDirectory: layout.keys) }
+
+    /// The architecture: from the config on a collector; from the newest
+    /// generation's manifest on a site (callers pass it).
+    public var architecture: ModelArchitecture? { config.arch.flatMap { try? ModelArchitecture(spec: $0) } }
+
+    // MARK: creating homes
+
+    private static func prepare(_ root: String, directories: [String]) throws -> HomeLayout {
+        let layout = HomeLayout(root: root)
+        if FileManager.default.fileExists(atPath: layout.config) { throw HomeError.alreadyAHome(root) }
+        for d in [root] + directories {
+            do {
+                try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+            } catch {
+                throw FileError(path: d, message: "cannot create directory: \(error.localizedDescription)")
+            }
+        }
+        return layout
+    }
+
+    /// Creates a collector home with generation 0 signed by `signer`.
+    /// fedbatch.toml is written last: until it exists the directory is not a
+    /// home, so an interrupted init can simply be run again.
+    public static func createCollector(at root: String, modelID: String, arch spec: String, signer: PayloadSigner,
+                                       weights: [(name: String, tensor: Tensor)]?, seed: UInt64,
+                                       now: Date = Date()) throws -> (home: Home, generation: String, digest: Digest) {
+        try Manifest.checkIdentifier(modelID, what: "model id")
+        let arch = try ModelArchitecture(spec: spec)
+        let config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
+        try config.validate(path: "--key")
+        let layout = HomeLayout(root: root)
+        let tensors = weights ?? arch.initialWeights(seed: seed)
+        _ = try prepare(root, directories: [layout.keys, HomeLayout.siteKeysDirectory(in: layout.keys), layout.inbox,
+                                            layout.accepted, layout.quarantine, layout.generations])
+        try writeFileAtomically(try signer.exportPublicKey(), to: layout.collectorKey)
+
+        var manifest = Manifest(kind: .generation, model: .init(id: modelID, arch: arch.description),
+                                created: rfc3339(now), generation: 0, metrics: [:], included: [], rejected: [])
+        manifest.metrics = ["parameters": Double(arch.parameterCount)]
+        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
+        let path = layout.generation(0)
+        try writeFileAtomically(sealed.file, to: path)
+        try writeFileAtomically(Data(config.render().utf8), to: layout.config)
+        return (Home(layout: layout, config: config), path, sealed.digest)
+    }
+
+    /// Creates a site home that pins the collector key in `collectorKeyPath`.
+    public static func createSite(at root: String, siteID: String, modelID: String, signer: PayloadSigner,
+                                  collectorKeyPath: String) throws -> Home {
+        try Manifest.checkIdentifier(siteID, what: "site id")
+        try Manifest.checkIdentifier(modelID, what: "model id")
+        let collector = try KeyCandidate.read(path: collectorKeyPath)
+        if collector.revoked || collector.expired {
+            throw TrustError.keyFile(path: collectorKeyPath, reason: "the collector key is \(collector.revoked ? "revoked" : "expired")")
+        }
+        if collector.fingerprint == signer.fingerprint {
+            throw TrustError.keyFile(path: collectorKeyPath, reason: "this is the site's own signing key; the site and the collector need different keys")
+        }
+        let config = HomeConfig(role: .site, modelID: modelID, key: signer.fingerprint, siteID: siteID)
+        let layout = try prepare(root, directories: ["\(root)/keys", "\(root)/generations", "\(root)/outbox"])
+        try writeFileAtomically(collector.armored, to: layout.collectorKey)
+        try writeFileAtomically(Data(config.render().utf8), to: layout.config)
+        return Home(layout: layout, config: config)
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+
+/// The verdict on one file, as `fedbatch verify` reports it.
+public struct FileVerdict: Codable, Sendable {
+    public let file: String
+    public let ok: Bool
+    public let digest: String?
+    public let kind: String?
+    /// "generation 3" or "site-1 seq 12"
+    public let subject: String?
+    public let signer: String?
+    public let role: String?
+    public let code: String?
+    public let message: String?
+}
+
+extension Home {
+    /// Opens a container, verifies it against this home's pinned keys, and
+    /// checks it belongs here: the home's model id, a known architecture
+    /// (the home's, on a collector) and tensors that match it, all finite.
+    public func openVerified(_ path: String, verifier: Verifier, limits: ContainerLimits = .default) throws -> (VerifiedContainer, SafetensorsFile) {
+        let v = try verifier.open(path: path, limits: limits)
+        let m = v.manifest
+        guard m.model.id == config.modelID else { throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id) }
+        if let arch = config.arch, arch != m.model.arch { throw ModelMismatch.arch(expected: arch, actual: m.model.arch) }
+        let arch = try ModelArchitecture(spec: m.model.arch)
+        let tensors = try v.container.tensors(limits: limits.safetensors)
+        try arch.check(tensors)
+        return (v, tensors)
+    }
+
+    /// Verifies each file independently; one bad file does not stop the rest.
+    public func verify(paths: [String]) throws -> [FileVerdict] {
+        let verifier = try self.verifier()
+        return paths.map { path in
+            do {
+                let (v, _) = try openVerified(path, verifier: verifier)
+                let m = v.manifest
+                let subject = m.kind == .generation ? "generation \(m.generation!)" : "\(m.site!.id) seq \(m.site!.seq)"
+                return FileVerdict(file: path, ok: true, digest: v.digest.hex, kind: m.kind.rawValue, subject: subject,
+                                   signer: v.signer.fingerprint, role: "\(v.signer.role)", code: nil, message: nil)
+            } catch {
+                return FileVerdict(file: path, ok: false, digest: nil, kind: nil, subject: nil, signer: nil, role: nil,
+                                   code: reasonCode(of: error), message: "\(error)")
+            }
+        }
+    }
+
+    /// Verifies a generation and writes its weights as an F32 safetensors
+    /// file that `torch.nn.Module.load_state_dict(strict=True)` accepts.
+    public func exportGeneration(_ path: String, to out: String) throws -> VerifiedContainer {
+        let (v, tensors) = try openVerified(path, verifier: try verifier())
+        guard v.manifest.kind == .generation else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
+        let arch = try ModelArchitecture(spec: v.manifest.model.arch)
+        let weights = try arch.tensorShapes.map { name, _ in (name: name, tensor: try tensors.tensor(name)!.converted(to: .f32)) }
+        try SafetensorsWriter.write(weights, metadata: [
+            "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
+            "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
+        ], to: out)
+        return v
+    }
+
+    // MARK: the trust set (collector homes)
+
+    /// Pins a site's public key. Refuses secret keys, files holding several
+    /// keys, revoked or expired keys, a key already pinned for any role, and
+    /// a site that already has a key.
+    public func pinSiteKey(site: String, keyFile: String) throws -> PinnedKey {
+        try Manifest.checkIdentifier(site, what: "site id")
+        let trust = try TrustSet.load(keysDirectory: layout.keys)
+        if let existing = trust.key(for: .site(site)) {
+            throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has key \(existing.fingerprint) pinned; remove it first (fedbatch keys remove --site \(site))")
+        }
+        let candidate = try KeyCandidate.read(path: keyFile)
+        if let other = trust.key(fingerprint: candidate.fingerprint) {
+            throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
+        }
+        if candidate.revoked { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked") }
+        if candidate.expired { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired") }
+        try FileManager.default.createDirectory(atPath: HomeLayout.siteKeysDirectory(in: layout.keys), withIntermediateDirectories: true)
+        let dest = layout.siteKey(site)
+        try writeFileAtomically(candidate.armored, to: dest)
+        return PinnedKey(role: .site(site), fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest)
+    }
+
+    /// Removes a site's pinned key; bundles it signs are refused from then on.
+    public func unpinSiteKey(site: String) throws -> PinnedKey {
+        let trust = try TrustSet.load(keysDirectory: layout.keys)
+        guard let key = trust.key(for: .site(site)) else {
+            throw TrustError.keyFile(path: layout.siteKey(site), reason: "no key is pinned for site \(site)")
+        }
+        guard unlink(key.path) == 0 else { throw FileError.errno(key.path, "cannot remove") }
+        try syncDirectory(HomeLayout.siteKeysDirectory(in: layout.keys))
+        return key
+    }
+}

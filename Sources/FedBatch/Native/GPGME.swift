@@ -1,0 +1,322 @@
+import CGPGME
+import Foundation
+
+// Every call into gpgme lives in this file. Callers see fingerprints, byte
+// buffers and plain Swift structs; no gpgme handle escapes.
+
+/// A failure reported by gpgme or gpg, with gpgme's code and text.
+public struct GPGError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: UInt32
+    public let message: String
+    public let context: String
+    public var description: String { "\(context): \(message)" }
+
+    static func from(_ err: gpgme_error_t, _ context: String) -> GPGError {
+        GPGError(code: fb_gpgme_err_code(err), message: String(cString: gpgme_strerror(err)), context: context)
+    }
+}
+
+// libgpg-error codes fedbatch tells apart (gpg-error.h).
+enum GPGErrorCode {
+    static let noError: UInt32 = 0
+    static let badSignature: UInt32 = 8
+    static let noPublicKey: UInt32 = 9
+    static let badPassphrase: UInt32 = 11
+    static let noData: UInt32 = 58
+    static let canceled: UInt32 = 99
+    static let noPassphrase: UInt32 = 177
+    static let unusableSecretKey: UInt32 = 54
+    static let certRevoked: UInt32 = 94
+    static let keyExpired: UInt32 = 153
+    static let sigExpired: UInt32 = 154
+    static let eof: UInt32 = 16383
+}
+
+/// One subkey (the first is the primary key).
+public struct GPGSubkey: Sendable, Equatable {
+    public let fingerprint: String
+    public let keyID: String
+    public let revoked: Bool
+    public let expired: Bool
+    public let canSign: Bool
+    /// Seconds since the epoch; nil when the key never expires.
+    public let expires: Int?
+}
+
+/// An OpenPGP key as gpgme lists it.
+public struct GPGKey: Sendable, Equatable {
+    /// The primary key's fingerprint, uppercase hex.
+    public let fingerprint: String
+    public let userIDs: [String]
+    public let revoked: Bool
+    public let expired: Bool
+    public let disabled: Bool
+    public let invalid: Bool
+    public let canSign: Bool
+    public let hasSecret: Bool
+    public let subkeys: [GPGSubkey]
+
+    public var primary: GPGSubkey { subkeys[0] }
+}
+
+/// What gpg said about one signature.
+public struct GPGSignatureResult: Sendable, Equatable {
+    /// The signing key's fingerprint, or its key id when the key is unknown.
+    public let fingerprint: String
+    public let statusCode: UInt32
+    public let statusText: String
+    public let summary: UInt32
+    public let created: Int
+    /// Seconds since the epoch; nil when the signature never expires.
+    public let expires: Int?
+    public let hashAlgorithm: String
+    public let wrongKeyUsage: Bool
+
+    public var isRed: Bool { summary & UInt32(GPGME_SIGSUM_RED.rawValue) != 0 }
+    public var keyRevoked: Bool { summary & UInt32(GPGME_SIGSUM_KEY_REVOKED.rawValue) != 0 }
+    public var keyExpired: Bool { summary & UInt32(GPGME_SIGSUM_KEY_EXPIRED.rawValue) != 0 }
+    public var signatureExpired: Bool { summary & UInt32(GPGME_SIGSUM_SIG_EXPIRED.rawValue) != 0 }
+    public var keyMissing: Bool { summary & UInt32(GPGME_SIGSUM_KEY_MISSING.rawValue) != 0 }
+}
+
+/// gpgme must be initialised once, before the first context.
+private let gpgmeVersion: String? = {
+    guard let v = fb_gpgme_check_version(nil) else { return nil }
+    return String(cString: v)
+}()
+
+/// One gpgme context bound to a GnuPG home directory. It is offline (no key
+/// servers), never armors signatures, and uses loopback pinentry so that no
+/// passphrase window ever opens: a passphrase comes from the caller or the
+/// operation fails.
+final class GPGContext {
+    private let ctx: gpgme_ctx_t
+    let homedir: String?
+
+    init(homedir: String?) throws {
+        guard gpgmeVersion != nil else { throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme") }
+        var c: gpgme_ctx_t?
+        var err = gpgme_new(&c)
+        guard err == 0, let c else { throw GPGError.from(err, "gpgme_new") }
+        ctx = c
+        self.homedir = homedir
+        err = gpgme_set_protocol(ctx, GPGME_PROTOCOL_OpenPGP)
+        if err != 0 { throw GPGError.from(err, "gpgme_set_protocol") }
+        if let homedir {
+            err = gpgme_ctx_set_engine_info(ctx, GPGME_PROTOCOL_OpenPGP, nil, homedir)
+            if err != 0 { throw GPGError.from(err, "GnuPG home \(homedir)") }
+        }
+        gpgme_set_armor(ctx, 0)
+        gpgme_set_offline(ctx, 1)
+        err = gpgme_set_pinentry_mode(ctx, GPGME_PINENTRY_MODE_LOOPBACK)
+        if err != 0 { throw GPGError.from(err, "gpgme_set_pinentry_mode") }
+    }
+
+    deinit { gpgme_release(ctx) }
+
+    // MARK: data buffers
+
+    /// Runs `body` with a gpgme data object reading `bytes` without a copy.
+    private func withInput<R>(_ bytes: Data, _ body: (gpgme_data_t) throws -> R) throws -> R {
+        // gpgme wants a non-null pointer even for empty input.
+        var zero: CChar = 0
+        return try bytes.withUnsafeBytes { raw in
+            var dh: gpgme_data_t?
+            let base = raw.baseAddress?.assumingMemoryBound(to: CChar.self)
+            let err = withUnsafePointer(to: &zero) { z in gpgme_data_new_from_mem(&dh, base ?? z, raw.count, 0) }
+            guard err == 0, let dh else { throw GPGError.from(err, "gpgme_data_new_from_mem") }
+            defer { gpgme_data_release(dh) }
+            return try body(dh)
+        }
+    }
+
+    private func withOutput(_ body: (gpgme_data_t) throws -> Void) throws -> Data {
+        var dh: gpgme_data_t?
+        let err = gpgme_data_new(&dh)
+        guard err == 0, let dh else { throw GPGError.from(err, "gpgme_data_new") }
+        do {
+            try body(dh)
+        } catch {
+            gpgme_data_release(dh)
+            throw error
+        }
+        var length = 0
+        guard let mem = gpgme_data_release_and_get_mem(dh, &length) else { return Data() }
+        defer { gpgme_free(mem) }
+        return Data(bytes: mem, count: length)
+    }
+
+    // MARK: keys
+
+    private static func string(_ p: UnsafeMutablePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
+
+    private static func convert(_ key: gpgme_key_t) -> GPGKey {
+        var subkeys: [GPGSubkey] = []
+        var sk = key.pointee.subkeys
+        while let s = sk {
+            subkeys.append(GPGSubkey(
+                fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
+                revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
+                expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil))
+            sk = s.pointee.next
+        }
+        var uids: [String] = []
+        var u = key.pointee.uids
+        while let id = u {
+            if id.pointee.revoked == 0, id.pointee.invalid == 0 { uids.append(string(id.pointee.uid)) }
+            u = id.pointee.next
+        }
+        return GPGKey(
+            fingerprint: key.pointee.fpr.map { String(cString: $0) } ?? subkeys.first?.fingerprint ?? "",
+            userIDs: uids, revoked: key.pointee.revoked != 0, expired: key.pointee.expired != 0,
+            disabled: key.pointee.disabled != 0, invalid: key.pointee.invalid != 0,
+            canSign: key.pointee.can_sign != 0, hasSecret: key.pointee.secret != 0, subkeys: subkeys)
+    }
+
+    /// The keys held in an exported key block, without importing them.
+    func keys(inData bytes: Data) throws -> [GPGKey] {
+        try withInput(bytes) { dh in
+            var err = gpgme_op_keylist_from_data_start(ctx, dh, 0)
+            if err != 0 { throw GPGError.from(err, "reading keys") }
+            defer { gpgme_op_keylist_end(ctx) }
+            var out: [GPGKey] = []
+            while true {
+                var key: gpgme_key_t?
+                err = gpgme_op_keylist_next(ctx, &key)
+                if fb_gpgme_err_code(err) == GPGErrorCode.eof { break }
+                if err != 0 { throw GPGError.from(err, "reading keys") }
+                if let key {
+                    out.append(Self.convert(key))
+                    gpgme_key_unref(key)
+                }
+            }
+            return out
+        }
+    }
+
+    /// The key with this fingerprint (primary or subkey) in the keyring.
+    func key(fingerprint: String, secret: Bool) throws -> GPGKey? {
+        var key: gpgme_key_t?
+        let err = gpgme_get_key(ctx, fingerprint, &key, secret ? 1 : 0)
+        if fb_gpgme_err_code(err) == GPGErrorCode.eof { return nil }
+        if err != 0 { throw GPGError.from(err, "looking up key \(fingerprint)") }
+        guard let key else { return nil }
+        defer { gpgme_key_unref(key) }
+        return Self.convert(key)
+    }
+
+    /// Imports a key block; returns the fingerprints imported or unchanged
+    /// and how many secret keys it held.
+    @discardableResult
+    func importKeys(_ bytes: Data) throws -> (fingerprints: [String], secretKeys: Int) {
+        try withInput(bytes) { dh in
+            let err = gpgme_op_import(ctx, dh)
+            if err != 0 { throw GPGError.from(err, "importing keys") }
+            guard let r = gpgme_op_import_result(ctx) else { return ([], 0) }
+            var fprs: [String] = []
+            var s = r.pointee.imports
+            while let st = s {
+                if st.pointee.result == 0, let f = st.pointee.fpr { fprs.append(String(cString: f)) }
+                s = st.pointee.next
+            }
+            return (fprs, Int(r.pointee.secret_read))
+        }
+    }
+
+    /// The armored public key block of one key.
+    func exportPublicKey(fingerprint: String) throws -> Data {
+        let saved = gpgme_get_armor(ctx)
+        gpgme_set_armor(ctx, 1)
+        defer { gpgme_set_armor(ctx, saved) }
+        let data = try withOutput { dh in
+            let err = gpgme_op_export(ctx, fingerprint, 0, dh)
+            if err != 0 { throw GPGError.from(err, "exporting key \(fingerprint)") }
+        }
+        if data.isEmpty { throw GPGError(code: GPGErrorCode.noData, message: "no such public key", context: "exporting key \(fingerprint)") }
+        return data
+    }
+
+    // MARK: signing and verifying
+
+    private final class PassphraseBox {
+        let passphrase: [UInt8]?
+        var asked = false
+        var rejected = false
+        init(_ p: String?) { passphrase = p.map { Array($0.utf8) } }
+    }
+
+    /// A binary detached signature over `bytes` by the secret key `signer`.
+    /// With no passphrase, a protected key fails with `noPassphrase` instead
+    /// of prompting.
+    func signDetached(_ bytes: Data, signer: String, passphrase: String?) throws -> (signature: Data, hashAlgorithm: String) {
+        var key: gpgme_key_t?
+        var err = gpgme_get_key(ctx, signer, &key, 1)
+        guard err == 0, let key else { throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "secret key \(signer)") }
+        defer { gpgme_key_unref(key) }
+        gpgme_signers_clear(ctx)
+        err = gpgme_signers_add(ctx, key)
+        if err != 0 { throw GPGError.from(err, "secret key \(signer)") }
+        defer { gpgme_signers_clear(ctx) }
+
+        let box = PassphraseBox(passphrase)
+        gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
+            let box = Unmanaged<PassphraseBox>.fromOpaque(hook!).takeUnretainedValue()
+            box.asked = true
+            if prevWasBad != 0 { box.rejected = true; return fb_gpgme_error(GPGErrorCode.badPassphrase) }
+            guard let p = box.passphrase else { return fb_gpgme_error(GPGErrorCode.noPassphrase) }
+            let line = p + [0x0A]
+            let written = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
+            return written == 0 ? 0 : fb_gpgme_error(GPGErrorCode.canceled)
+        }, Unmanaged.passUnretained(box).toOpaque())
+        defer { gpgme_set_passphrase_cb(ctx, nil, nil) }
+
+        var hash = ""
+        let sig = try withInput(bytes) { plain in
+            try withOutput { out in
+                let e = gpgme_op_sign(ctx, plain, out, GPGME_SIG_MODE_DETACH)
+                if e != 0 {
+                    let code = fb_gpgme_err_code(e)
+                    if box.rejected || code == GPGErrorCode.badPassphrase {
+                        throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "signing with \(signer)")
+                    }
+                    if box.asked && box.passphrase == nil || code == GPGErrorCode.noPassphrase {
+                        throw GPGError(code: GPGErrorCode.noPassphrase, message: "the key is protected by a passphrase and none was given (use --passphrase-file)", context: "signing with \(signer)")
+                    }
+                    throw GPGError.from(e, "signing with \(signer)")
+                }
+                if let r = gpgme_op_sign_result(ctx), let s = r.pointee.signatures,
+                   let name = gpgme_hash_algo_name(s.pointee.hash_algo) {
+                    hash = String(cString: name)
+                }
+            }
+        }
+        return (sig, hash)
+    }
+
+    /// Verifies a detached signature; one result per signature gpg found.
+    func verifyDetached(signature: Data, signed: Data) throws -> [GPGSignatureResult] {
+        try withInput(signature) { sig in
+            try withInput(signed) { text in
+                let err = gpgme_op_verify(ctx, sig, text, nil)
+                if err != 0 { throw GPGError.from(err, "verifying") }
+                guard let r = gpgme_op_verify_result(ctx) else { return [] }
+                var out: [GPGSignatureResult] = []
+                var s = r.pointee.signatures
+                while let sg = s {
+                    let p = sg.pointee
+                    out.append(GPGSignatureResult(
+                        fingerprint: p.fpr.map { String(cString: $0) } ?? "",
+                        statusCode: fb_gpgme_err_code(p.status),
+                        statusText: String(cString: gpgme_strerror(p.status)),
+                        summary: UInt32(p.summary.rawValue),
+                        created: Int(p.timestamp),
+                        expires: p.exp_timestamp > 0 ? Int(p.exp_timestamp) : nil,
+                        hashAlgorithm: gpgme_hash_algo_name(p.hash_algo).map { String(cString: $0) } ?? "unknown",
+                        wrongKeyUsage: p.wrong_key_usage != 0))
+                    s = p.next
+                }
+                return out
+            }
+        }
+    }
+}

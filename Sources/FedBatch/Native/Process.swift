@@ -1,0 +1,34 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Raw process calls: creating private temp directories and running a helper
+// program to completion (gpgconf, to stop the agents of scratch keyrings).
+
+/// Creates a private directory under /tmp with a short name: gpg-agent
+/// puts its sockets inside a GnuPG home, and a socket path must stay under
+/// 108 bytes.
+func makePrivateTempDirectory(prefix: String = "fb-") throws -> String {
+    var template = Array("/tmp/\(prefix)XXXXXX".utf8CString)
+    guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+        throw FileError.errno("/tmp", "cannot create a temporary directory")
+    }
+    return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+/// Runs a program found on PATH with stdio closed, and waits for it.
+@discardableResult
+func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd in Int32(0)...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    let argv = ([program] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    guard posix_spawnp(&pid, program, &actions, nil, argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return status
+}

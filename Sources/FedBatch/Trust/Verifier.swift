@@ -1,0 +1,108 @@
+import Foundation
+
+/// A container whose signature verified against a pinned key, whose
+/// payload passed every structural check, and whose claimed role matches
+/// the key that signed it.
+public struct VerifiedContainer: Sendable {
+    public let path: String
+    public let file: ContainerFile
+    public let container: Container
+    public let signer: PinnedKey
+    public var digest: Digest { file.digest }
+    public var manifest: Manifest { container.manifest }
+}
+
+/// Verifies containers against a home's pinned keys, in an isolated keyring
+/// built once from those keys (the user's own keyring never counts).
+///
+/// The order is the one fedbatch-bundle(5) requires: locate the signature
+/// slot, check the packet framing, verify with gpg, check the key's state
+/// and the digest algorithm; only then decompress and parse, and finally
+/// check that the signer is pinned for the role the manifest claims.
+public final class Verifier {
+    public let trust: TrustSet
+    private let keyring: ScratchKeyring
+    /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is
+    /// SHA-224, which is below the SHA-256 floor.
+    static let acceptedDigests: Set<String> = ["SHA256", "SHA384", "SHA512"]
+
+    public init(keysDirectory: String) throws {
+        keyring = try ScratchKeyring()
+        let (trust, blocks) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
+        for block in blocks {
+            do { try keyring.context.importKeys(block) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+        }
+        self.trust = trust
+    }
+
+    /// Checks the signature over the exact signed bytes; returns the pinned
+    /// key that made it. Nothing of the payload is parsed.
+    public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {
+        guard !file.signature.isEmpty else { throw TrustError.unsigned }
+        try SignaturePacket.checkSingle(file.signature)
+        let results: [GPGSignatureResult]
+        do {
+            results = try keyring.context.verifyDetached(signature: file.signature, signed: file.signedBytes)
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
+        guard results.count == 1 else {
+            if results.isEmpty { throw TrustError.malformedSignature("gpg found no signature in the slot") }
+            throw TrustError.multipleSignatures(results.count)
+        }
+        let sig = results[0]
+        let who = sig.fingerprint.isEmpty ? "an unknown key" : sig.fingerprint
+        switch sig.statusCode {
+        case GPGErrorCode.noError: break
+        case GPGErrorCode.noPublicKey: throw TrustError.unknownSigner(who)
+        case GPGErrorCode.badSignature: throw TrustError.badSignature(who)
+        case GPGErrorCode.keyExpired: throw TrustError.keyExpired(who)
+        case GPGErrorCode.sigExpired: throw TrustError.signatureExpired(who)
+        case GPGErrorCode.certRevoked: throw TrustError.keyRevoked(who)
+        default: throw TrustError.gpg("signature by \(who): \(sig.statusText)")
+        }
+        // A good status alone is not enough (gpgme's GREEN does not rule out
+        // an expired key): check the summary and the key itself.
+        if sig.keyMissing { throw TrustError.unknownSigner(who) }
+        if sig.isRed { throw TrustError.badSignature(who) }
+        if sig.keyRevoked { throw TrustError.keyRevoked(who) }
+        if sig.keyExpired { throw TrustError.keyExpired(who) }
+        if sig.signatureExpired { throw TrustError.signatureExpired(who) }
+        if sig.wrongKeyUsage { throw TrustError.wrongKeyUsage(who) }
+        guard Self.acceptedDigests.contains(sig.hashAlgorithm) else { throw TrustError.weakDigest(sig.hashAlgorithm) }
+
+        let key: GPGKey
+        do {
+            guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else { throw TrustError.unknownSigner(who) }
+            key = k
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
+        if key.revoked { throw TrustError.keyRevoked(key.fingerprint) }
+        if key.expired { throw TrustError.keyExpired(key.fingerprint) }
+        if key.disabled || key.invalid { throw TrustError.wrongKeyUsage(key.fingerprint) }
+        if let sub = key.subkeys.first(where: { $0.fingerprint == sig.fingerprint.uppercased() }) {
+            if sub.revoked { throw TrustError.keyRevoked(sub.fingerprint) }
+            if sub.expired { throw TrustError.keyExpired(sub.fingerprint) }
+            if !sub.canSign { throw TrustError.wrongKeyUsage(sub.fingerprint) }
+        }
+        guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
+        return pinned
+    }
+
+    /// Reads, verifies and parses one file.
+    public func open(path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        let file = try ContainerFile.split(try readFile(path, cap: limits.maxFileBytes), limits: limits)
+        let signer = try verifySignature(file)
+        let container = try ContainerReader.read(payload: file.signedBytes, limits: limits)
+        let m = container.manifest
+        let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
+        guard signer.role == claimed else {
+            let what = m.kind == .generation
+                ? "generation \(m.generation ?? -1)"
+                : "bundle \(m.site!.id) seq \(m.site!.seq)"
+            throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
+        }
+        return VerifiedContainer(path: path, file: file, container: container, signer: signer)
+    }
+}

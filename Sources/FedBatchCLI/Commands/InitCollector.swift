@@ -1,0 +1,61 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct InitCollector: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "collector",
+        abstract: "Create a collector home and its generation 0, signed.",
+        discussion: """
+        Creates fedbatch.toml, keys/collector.asc (the public part of --key), \
+        inbox/, accepted/, quarantine/ and generations/g000000.fbg. Generation 0 \
+        holds PyTorch-style initial weights drawn from --seed, or the weights in \
+        --weights after their names and shapes are checked against --arch.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var group: Init
+    var global: GlobalOptions { options.merged(over: group.root.global) }
+
+    @Option(name: .customLong("model-id"), help: "The model id every bundle and generation must carry.")
+    var modelID: String
+
+    @Option(help: ArgumentHelp("The architecture: mlp:IN-H1-…-OUT or softmax:IN-OUT.", valueName: "spec"))
+    var arch: String
+
+    @Option(help: ArgumentHelp("Fingerprint of the collector's signing key.", valueName: "fpr"))
+    var key: String
+
+    @Option(help: ArgumentHelp("Initial weights (safetensors, PyTorch names) instead of a seeded initialisation.", valueName: "file"))
+    var weights: String?
+
+    @Option(help: "Seed for the initial weights.")
+    var seed: UInt64 = 0
+
+    func validate() throws {
+        if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
+    }
+
+    func run() throws {
+        let console = Console(global)
+        let arch = try ModelArchitecture(spec: self.arch)
+        let initial = try weights.map { try arch.loadWeights(path: $0) }
+        let signer = try global.signer(fingerprint: key)
+        let result = try Home.createCollector(at: global.resolvedHome, modelID: modelID, arch: arch.description,
+                                              signer: signer, weights: initial, seed: seed)
+        if global.json {
+            try console.emit(["home": result.home.layout.root, "generation": result.generation, "digest": result.digest.hex, "key": signer.fingerprint])
+        } else {
+            console.say("""
+            created collector home \(result.home.layout.root)
+              model       \(modelID) (\(arch), \(arch.parameterCount) parameters)
+              key         \(signer.fingerprint)
+              generation  \(result.generation)
+              digest      \(result.digest.hex)
+            next: pin each site's key with `fedbatch keys add --site ID FILE.asc`,
+            and give sites keys/collector.asc and the generation.
+            """)
+        }
+    }
+}

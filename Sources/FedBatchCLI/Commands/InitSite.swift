@@ -1,0 +1,50 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct InitSite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "site",
+        abstract: "Create a site home that trusts one collector key.",
+        discussion: """
+        Creates fedbatch.toml, keys/collector.asc (the pinned collector key), \
+        generations/ and outbox/. The site signs its bundles with --key; give \
+        its public part (gpg --armor --export FPR) to the collector.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var group: Init
+    var global: GlobalOptions { options.merged(over: group.root.global) }
+
+    @Option(name: .customLong("site-id"), help: "This site's id, as the collector pins it.")
+    var siteID: String
+
+    @Option(help: ArgumentHelp("Fingerprint of this site's signing key.", valueName: "fpr"))
+    var key: String
+
+    @Option(name: .customLong("collector-key"), help: ArgumentHelp("The collector's public key to pin.", valueName: "file.asc"))
+    var collectorKey: String
+
+    @Option(name: .customLong("model-id"), help: "The model id this site trains.")
+    var modelID: String
+
+    func run() throws {
+        let console = Console(global)
+        let signer = try global.signer(fingerprint: key)
+        let home = try Home.createSite(at: global.resolvedHome, siteID: siteID, modelID: modelID,
+                                       signer: signer, collectorKeyPath: collectorKey)
+        let pinned = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector)!
+        if global.json {
+            try console.emit(["home": home.layout.root, "site": siteID, "key": signer.fingerprint, "collector_key": pinned.fingerprint])
+        } else {
+            console.say("""
+            created site home \(home.layout.root)
+              site           \(siteID)
+              key            \(signer.fingerprint)
+              collector key  \(pinned.fingerprint) \(pinned.userID)
+            next: copy generations from the collector into \(home.layout.generations)/
+            """)
+        }
+    }
+}
