@@ -12,9 +12,11 @@ VENV    ?= .venv
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Build: the C libraries (and pkg-config to find them). Tests: gnupg, zstd,
-# tar and a Python with venv. Data: Debian's Fashion-MNIST.
+# tar, Debian's Python with venv, numpy and a CPU PyTorch. Data: Debian's
+# Fashion-MNIST.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
-                gnupg zstd tar python3 python3-venv groff-base dataset-fashion-mnist
+                gnupg zstd tar python3 python3-venv python3-numpy python3-torch \
+                groff-base dataset-fashion-mnist
 
 .PHONY: all deps build debug test install uninstall man clean
 
@@ -29,9 +31,10 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@if ! $(VENV)/bin/python -c 'import numpy, safetensors' 2>/dev/null; then \
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch' 2>/dev/null; then \
 	  echo "make deps: creating $(VENV) for the interop tests"; \
-	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
+	  rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV) && \
+	  $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
 	fi
 
 build: deps

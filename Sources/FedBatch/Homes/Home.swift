@@ -27,6 +27,11 @@ public struct Home: Sendable {
     /// generation's manifest on a site (callers pass it).
     public var architecture: ModelArchitecture? { config.arch.flatMap { try? ModelArchitecture(spec: $0) } }
 
+    /// Site and model ids end up in file names and manifests: plain words only.
+    public static func checkName(_ value: String, what: String) throws {
+        guard ContainerPath.isIdentifier(value) else { throw HomeError.invalidName(what: what, value: value) }
+    }
+
     // MARK: creating homes
 
     private static func prepare(_ root: String, directories: [String]) throws -> HomeLayout {
@@ -48,7 +53,7 @@ public struct Home: Sendable {
     public static func createCollector(at root: String, modelID: String, arch spec: String, signer: PayloadSigner,
                                        weights: [(name: String, tensor: Tensor)]?, seed: UInt64,
                                        now: Date = Date()) throws -> (home: Home, generation: String, digest: Digest) {
-        try Manifest.checkIdentifier(modelID, what: "model id")
+        try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
         let config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
         try config.validate(path: "--key")
@@ -71,8 +76,8 @@ public struct Home: Sendable {
     /// Creates a site home that pins the collector key in `collectorKeyPath`.
     public static func createSite(at root: String, siteID: String, modelID: String, signer: PayloadSigner,
                                   collectorKeyPath: String) throws -> Home {
-        try Manifest.checkIdentifier(siteID, what: "site id")
-        try Manifest.checkIdentifier(modelID, what: "model id")
+        try Home.checkName(siteID, what: "site id")
+        try Home.checkName(modelID, what: "model id")
         let collector = try KeyCandidate.read(path: collectorKeyPath)
         if collector.revoked || collector.expired {
             throw TrustError.keyFile(path: collectorKeyPath, reason: "the collector key is \(collector.revoked ? "revoked" : "expired")")

@@ -13,6 +13,7 @@ public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible {
     case wrongRole(path: String, expected: HomeRole, actual: HomeRole)
     case config(path: String, reason: String)
     case noGeneration(String)
+    case invalidName(what: String, value: String)
 
     public var description: String {
         switch self {
@@ -21,6 +22,7 @@ public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .wrongRole(p, expected, actual): return "\(p) is a \(actual.rawValue) home; this command needs a \(expected.rawValue) home"
         case let .config(p, reason): return "\(p): \(reason)"
         case .noGeneration(let p): return "no generation in \(p)"
+        case let .invalidName(what, value): return "\(what) \"\(value)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -"
         }
     }
 }

@@ -66,7 +66,7 @@ extension Home {
     /// keys, revoked or expired keys, a key already pinned for any role, and
     /// a site that already has a key.
     public func pinSiteKey(site: String, keyFile: String) throws -> PinnedKey {
-        try Manifest.checkIdentifier(site, what: "site id")
+        try Home.checkName(site, what: "site id")
         let trust = try TrustSet.load(keysDirectory: layout.keys)
         if let existing = trust.key(for: .site(site)) {
             throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has key \(existing.fingerprint) pinned; remove it first (fedbatch keys remove --site \(site))")

@@ -5,15 +5,47 @@ import Foundation
 // for SHA-256, because OpenSSL picks the SHA-NI / AVX2 code path at run time
 // and hashing is half the floor of a merge (see BENCHMARKS.md).
 
-/// Incremental SHA-256.
+/// The SHA-2 digests OpenPGP signatures may use here.
+enum SHA2: Sendable {
+    case sha256, sha384, sha512
+
+    /// From an OpenPGP hash algorithm id (RFC 4880 §9.4).
+    init?(openPGPID: UInt8) {
+        switch openPGPID {
+        case 8: self = .sha256
+        case 9: self = .sha384
+        case 10: self = .sha512
+        default: return nil
+        }
+    }
+}
+
+/// Incremental SHA-2 (SHA-256 unless told otherwise).
 public final class SHA256Hasher {
     private let ctx: OpaquePointer
 
-    public init() {
+    public convenience init() { self.init(.sha256) }
+
+    init(_ algorithm: SHA2) {
         // EVP_MD_CTX_new only fails on allocation failure, where Swift would trap anyway.
         ctx = EVP_MD_CTX_new()!
-        EVP_DigestInit_ex(ctx, EVP_sha256(), nil)
+        let md: OpaquePointer
+        switch algorithm {
+        case .sha256: md = EVP_sha256()
+        case .sha384: md = EVP_sha384()
+        case .sha512: md = EVP_sha512()
+        }
+        EVP_DigestInit_ex(ctx, md, nil)
     }
+
+    private init(copying other: SHA256Hasher) {
+        ctx = EVP_MD_CTX_new()!
+        EVP_MD_CTX_copy_ex(ctx, other.ctx)
+    }
+
+    /// An independent hasher in the same state, so that a common prefix is
+    /// hashed once for two digests.
+    func copy() -> SHA256Hasher { SHA256Hasher(copying: self) }
 
     deinit { EVP_MD_CTX_free(ctx) }
 
@@ -27,10 +59,10 @@ public final class SHA256Hasher {
 
     /// The digest; the hasher must not be used afterwards.
     public func finalize() -> Digest {
-        var out = [UInt8](repeating: 0, count: 32)
+        var out = [UInt8](repeating: 0, count: 64)
         var len: UInt32 = 0
         EVP_DigestFinal_ex(ctx, &out, &len)
-        return Digest(bytes: out)
+        return Digest(bytes: Array(out.prefix(Int(len))))
     }
 }
 

@@ -8,7 +8,8 @@ public struct VerifiedContainer: Sendable {
     public let file: ContainerFile
     public let container: Container
     public let signer: PinnedKey
-    public var digest: Digest { file.digest }
+    /// SHA-256 of the signed bytes, computed once during verification.
+    public let digest: Digest
     public var manifest: Manifest { container.manifest }
 }
 
@@ -38,8 +39,15 @@ public final class Verifier {
     /// Checks the signature over the exact signed bytes; returns the pinned
     /// key that made it. Nothing of the payload is parsed.
     public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {
+        try verify(file).signer
+    }
+
+    /// Verifies the signature and returns the signer and the file's digest
+    /// (the payload is hashed once for both the digest and the signature's
+    /// quick check).
+    func verify(_ file: ContainerFile) throws -> (signer: PinnedKey, digest: Digest) {
         guard !file.signature.isEmpty else { throw TrustError.unsigned }
-        try SignaturePacket.checkSingle(file.signature)
+        let parsed = try SignaturePacket.checkSingle(file.signature)
         let results: [GPGSignatureResult]
         do {
             results = try keyring.context.verifyDetached(signature: file.signature, signed: file.signedBytes)
@@ -87,13 +95,18 @@ public final class Verifier {
             if !sub.canSign { throw TrustError.wrongKeyUsage(sub.fingerprint) }
         }
         guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
-        return pinned
+        let hasher = SHA256Hasher()
+        hasher.update(file.signedBytes)
+        let forSignature = hasher.copy()
+        let digest = hasher.finalize()
+        try SignaturePacket.checkQuickCheck(parsed, payloadHasher: forSignature, payload: file.signedBytes)
+        return (pinned, digest)
     }
 
     /// Reads, verifies and parses one file.
     public func open(path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
         let file = try ContainerFile.split(try readFile(path, cap: limits.maxFileBytes), limits: limits)
-        let signer = try verifySignature(file)
+        let (signer, digest) = try verify(file)
         let container = try ContainerReader.read(payload: file.signedBytes, limits: limits)
         let m = container.manifest
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
@@ -103,6 +116,6 @@ public final class Verifier {
                 : "bundle \(m.site!.id) seq \(m.site!.seq)"
             throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
         }
-        return VerifiedContainer(path: path, file: file, container: container, signer: signer)
+        return VerifiedContainer(path: path, file: file, container: container, signer: signer, digest: digest)
     }
 }

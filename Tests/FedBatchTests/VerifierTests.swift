@@ -1,0 +1,218 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+/// The signature corpus of SECURITY.md, built with real gpg keys in
+/// throw-away homes. Every case must be refused with its own reason, before
+/// any byte of the payload is decompressed.
+@Suite("Verifier")
+struct VerifierTests {
+    let fed: Federation
+
+    init() throws { fed = try Federation() }
+
+    var collectorHome: Home { get throws { try Home.open(fed.collector) } }
+
+    /// An update claiming `site`, sealed with `signature` (default: signed by `signer`).
+    func bundle(claiming site: String = "site-1", signedBy signer: String? = nil, payload: Data? = nil,
+                signature: Data? = nil) throws -> (file: Data, payload: Data) {
+        let p = try payload ?? ContainerWriter.payload(
+            manifest: Samples.updateManifest(site: site),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
+        let sig = try signature ?? fed.signer(signer ?? fed.siteKeys[site]!).sign(p)
+        return (ContainerFile.seal(payload: p, signature: sig), p)
+    }
+
+    func refusal(_ file: Data) throws -> String {
+        let path = fed.keyring.dir.file("b-\(UUID().uuidString).fbu")
+        try file.write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try collectorHome.verifier().open(path: path)
+            return "accepted"
+        } catch {
+            return reasonCode(of: error) + ": \(error)"
+        }
+    }
+
+    @Test("a bundle signed by its own site's pinned key verifies, and names its signer")
+    func good() throws {
+        let path = try fed.keyring.dir.write("ok.fbu", try bundle().file)
+        let v = try collectorHome.verifier().open(path: path)
+        #expect(v.signer.role == .site("site-1"))
+        #expect(v.signer.fingerprint == fed.siteKeys["site-1"])
+        #expect(v.manifest.site?.seq == 1)
+    }
+
+    @Test("a flipped bit anywhere in the signed bytes is refused as a bad signature")
+    func flippedBit() throws {
+        let (file, payload) = try bundle()
+        for offset in [0, 4, 5, payload.count / 2, payload.count - 1] {
+            var bad = file
+            bad[offset] ^= 0x01
+            #expect(try refusal(bad).hasPrefix("signature.bad"), "offset \(offset)")
+        }
+        // So is a flipped bit anywhere in the signature packet, including
+        // its unhashed area, which gpg alone would not notice.
+        let verifier = try collectorHome.verifier()
+        let sigStart = payload.count + 8
+        for offset in sigStart..<(file.count - 16) {
+            var bad = file
+            bad[offset] ^= 0x01
+            let split = try ContainerFile.split(bad)
+            if (try? verifier.verifySignature(split)) != nil {
+                Issue.record("flipping byte \(offset - sigStart) of the signature went unnoticed: \(Array(file[sigStart..<(file.count - 16)]).map { String(format: "%02x", $0) }.joined())")
+            }
+        }
+    }
+
+    @Test("a truncated file and junk after the signature have no valid trailer")
+    func truncatedAndJunk() throws {
+        let (file, _) = try bundle()
+        #expect(try refusal(file.prefix(file.count - 1)).hasPrefix("signature.missing"))
+        #expect(try refusal(file.prefix(file.count / 2)).hasPrefix("signature.missing"))
+        #expect(try refusal(file + Data("junk".utf8)).hasPrefix("signature.missing"))
+    }
+
+    @Test("a valid signature by an unpinned key is refused")
+    func unpinned() throws {
+        let stranger = try fed.keyring.generate("stranger")
+        let r = try refusal(try bundle(signedBy: stranger).file)
+        #expect(r.hasPrefix("signature.unknown-key"))
+        #expect(r.contains(String(stranger.suffix(16))), "names the key: \(r)")
+    }
+
+    @Test("a bundle claiming site-1 but signed by site-2's pinned key is refused")
+    func otherSite() throws {
+        let r = try refusal(try bundle(claiming: "site-1", signedBy: fed.siteKeys["site-2"]!).file)
+        #expect(r.hasPrefix("signature.wrong-signer"))
+        #expect(r.contains("bundle site-1 seq 1: signed by \(fed.siteKeys["site-2"]!), which is pinned for site site-2, not site site-1"), "\(r)")
+        // Nor may a site sign a generation.
+        let g = try ContainerWriter.payload(
+            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 0),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
+        let forged = ContainerFile.seal(payload: g, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(g))
+        #expect(try refusal(forged).contains("pinned for site site-1, not the collector"))
+    }
+
+    @Test("a key that expired after it was pinned is refused")
+    func expiredKey() throws {
+        // Made and used in 2020, expired a day later; pinned by copying the
+        // key file in, as if it had been valid when `keys add` ran.
+        let fpr = try fed.keyring.generate("site-3", expire: "1d", fakedTime: "20200101T000000")
+        let keyFile = try fed.keyring.exportPublic(fpr, to: "site-3.asc")
+        try FileManager.default.copyItem(atPath: keyFile, toPath: fed.collector + "/keys/sites/site-3.asc")
+        let (_, payload) = try bundle(claiming: "site-3", signature: Data([0]))
+        let sig = try fed.keyring.detachSign(payload, as: [fpr], extra: ["--faked-system-time", "20200101T010000!", "--ignore-time-conflict"])
+        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        #expect(r.hasPrefix("signature.key-expired"), "\(r)")
+    }
+
+    @Test("a revoked key is refused")
+    func revokedKey() throws {
+        let fpr = fed.siteKeys["site-2"]!
+        let (file, _) = try bundle(claiming: "site-2")
+        try fed.keyring.revoke(fpr)
+        let revoked = try fed.keyring.exportPublic(fpr, to: "site-2-revoked.asc")
+        try FileManager.default.removeItem(atPath: fed.collector + "/keys/sites/site-2.asc")
+        try FileManager.default.copyItem(atPath: revoked, toPath: fed.collector + "/keys/sites/site-2.asc")
+        let r = try refusal(file)
+        #expect(r.hasPrefix("signature.key-revoked"), "\(r)")
+    }
+
+    @Test("two signatures in the slot are refused")
+    func twoSignatures() throws {
+        let (_, payload) = try bundle()
+        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!])
+        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        #expect(r.hasPrefix("signature.multiple"), "\(r)")
+        #expect(r.contains("2 signatures"))
+    }
+
+    @Test("an empty signature slot is refused as unsigned")
+    func emptySignature() throws {
+        let (_, payload) = try bundle()
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: Data())).hasPrefix("signature.unsigned"))
+    }
+
+    @Test("data beside the signature packet, or armor, is refused")
+    func extraPackets() throws {
+        let (_, payload) = try bundle()
+        let sig = try fed.signer(fed.siteKeys["site-1"]!).sign(payload)
+        let key = try fed.keyring.gpg(["--export", fed.siteKeys["site-1"]!]).stdout
+        // An exported key carries its own self-signature, so this is two signatures.
+        let withKey = try refusal(ContainerFile.seal(payload: payload, signature: sig + key))
+        #expect(withKey.hasPrefix("signature.multiple") || withKey.hasPrefix("signature.malformed"), "\(withKey)")
+        // A user-id packet (tag 13) beside the signature.
+        let userID = Data([0xB4, 0x05]) + Data("hello".utf8)
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig + userID)).hasPrefix("signature.malformed"))
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig + Data([0]))).hasPrefix("signature.malformed"))
+        let armored = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--armor"])
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: armored)).hasPrefix("signature.malformed"))
+    }
+
+    @Test("a SHA-1 signature is refused")
+    func weakDigest() throws {
+        let (_, payload) = try bundle()
+        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--digest-algo", "SHA1"])
+        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        #expect(r.hasPrefix("signature.weak-digest"), "\(r)")
+        #expect(r.contains("SHA1"))
+    }
+
+    @Test("a signature made by plain gpg --detach-sign over the same bytes is accepted")
+    func gpgCLISignature() throws {
+        let (_, payload) = try bundle()
+        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!])
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig)) == "accepted")
+    }
+
+    @Test("nothing is parsed before the signature verifies: a signed bomb from a stranger is refused for its signer")
+    func verifyBeforeParse() throws {
+        let stranger = try fed.keyring.generate("stranger")
+        // 10 GB of zeros: parsing it would be slow and fail with a tar error.
+        let bomb = ZstdFrames.frame(prefix: Data(), zeroBytes: 10_000_000_000)
+        let r = try refusal(try bundle(signedBy: stranger, payload: bomb).file)
+        #expect(r.hasPrefix("signature.unknown-key"), "\(r)")
+        // Same for garbage that is not even zstd.
+        let junk = Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        #expect(try refusal(try bundle(signedBy: stranger, payload: junk).file).hasPrefix("signature.unknown-key"))
+    }
+}
+
+@Suite("PayloadSigner")
+struct SignerTests {
+    @Test("a passphrase-protected key signs with a passphrase file and fails clearly without one")
+    func passphrase() throws {
+        let keyring = try TestKeyring()
+        let fpr = try keyring.generate("locked", passphrase: "correct horse")
+        // Forget any passphrase the agent cached while generating the key.
+        try keyring.gpg(["--version"])
+        _ = try Subprocess.run("/usr/bin/gpgconf", ["--homedir", keyring.home, "--kill", "gpg-agent"])
+        let payload = Data("payload".utf8)
+
+        let none = try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr, passphraseFile: nil)
+        #expect {
+            try none.sign(payload)
+        } throws: { error in
+            "\(error)".contains("protected by a passphrase and none was given")
+        }
+        let wrongFile = try keyring.dir.write("wrong", Data("battery staple\n".utf8))
+        let wrong = try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr, passphraseFile: wrongFile)
+        #expect { try wrong.sign(payload) } throws: { "\($0)".contains("passphrase is wrong") }
+
+        let rightFile = try keyring.dir.write("right", Data("correct horse\n".utf8))
+        let right = try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr, passphraseFile: rightFile)
+        let sig = try right.sign(payload)
+        #expect(sig.first.map { $0 & 0x80 != 0 } == true)
+    }
+
+    @Test("short key ids, unknown keys and subkeys are refused as signing keys")
+    func badKeys() throws {
+        let keyring = try TestKeyring()
+        let fpr = try keyring.generate("someone")
+        #expect(throws: TrustError.self) { try PayloadSigner(gnupgHome: keyring.home, fingerprint: String(fpr.suffix(16)), passphraseFile: nil) }
+        #expect(throws: TrustError.self) { try PayloadSigner(gnupgHome: keyring.home, fingerprint: String(repeating: "A", count: 40), passphraseFile: nil) }
+        #expect(try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr.lowercased(), passphraseFile: nil).fingerprint == fpr)
+    }
+}
