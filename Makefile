@@ -15,6 +15,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tar, Debian's Python with venv, numpy and a CPU PyTorch. Data: Debian's
 # Fashion-MNIST.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
+                libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist
 

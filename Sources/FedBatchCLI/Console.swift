@@ -1,3 +1,4 @@
+import FedBatch
 import Foundation
 
 /// Where a command's output goes. With `--json`, stdout carries exactly one
@@ -26,6 +27,42 @@ struct Console {
         Self.writeOut(String(decoding: try encoder.encode(value), as: UTF8.self) + "\n")
     }
 
+    /// True when a person is watching: stderr is a terminal and neither
+    /// --json nor --quiet asked for silence. Cron gets no progress lines.
+    var showsProgress: Bool { !json && !quiet && isatty(2) != 0 }
+
     static func writeOut(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }
     static func writeErr(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+}
+
+/// A single self-overwriting status line on stderr, redrawn at most five
+/// times a second.
+final class ProgressLine {
+    private let enabled: Bool
+    private var last: UInt64 = 0
+    private var drawn = false
+
+    init(console: Console) { enabled = console.showsProgress }
+
+    func update(_ text: @autoclosure () -> String, force: Bool = false) {
+        guard enabled else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard force || now - last > 200_000_000 else { return }
+        last = now
+        drawn = true
+        Console.writeErr("\r\u{1B}[K" + text())
+    }
+
+    func finish() {
+        if enabled && drawn { Console.writeErr("\r\u{1B}[K") }
+    }
+}
+
+/// Re-executes with a fast OpenBLAS kernel when the library fell back to a
+/// generic one (see NumericBackend.preferredCoreType); called first by the
+/// commands that train or evaluate.
+func ensureFastBLAS() {
+    if let core = NumericBackend.preferredCoreType() {
+        reexecuteSelf(setting: "OPENBLAS_CORETYPE", to: core)
+    }
 }

@@ -10,7 +10,7 @@ public struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Write machine-readable JSON to stdout; human text goes to stderr.")
     public var json = false
 
-    @Flag(name: .long, help: "Print only errors.")
+    @Flag(name: [.long, .customShort("q")], help: "Print only errors.")
     public var quiet = false
 
     @Option(name: .customLong("gnupg-home"), help: ArgumentHelp("Where the signing key lives (default: $GNUPGHOME, else ~/.gnupg).", valueName: "dir"))

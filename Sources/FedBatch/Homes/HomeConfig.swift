@@ -27,6 +27,31 @@ public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A site's default training settings, the `[training]` table of its
+/// fedbatch.toml; command-line flags override them.
+public struct TrainingDefaults: Sendable, Equatable {
+    public var data: String?
+    public var epochs = 1
+    public var batchSize = 64
+    public var learningRate = 0.05
+    public var optimizer = OptimizerKind.sgd
+    public var momentum = 0.9
+    public var weightDecay = 0.0
+    public var proxMu = 0.0
+    public var seed: UInt64 = 0
+    public init() {}
+
+    static let keys: Set<String> = ["data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed"]
+
+    func render() -> [String] {
+        var lines = ["", "# Defaults for `fedbatch train`; its flags override them.", "[training]"]
+        lines.append(data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/path/to/data\"   # IDX directory, .csv or .safetensors shard")
+        lines += ["epochs = \(epochs)", "batch_size = \(batchSize)", "lr = \(learningRate)", "optimizer = \"\(optimizer.rawValue)\"",
+                  "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)"]
+        return lines
+    }
+}
+
 /// `fedbatch.toml`. fedbatch writes it with comments; administrators may
 /// edit it. Unknown keys are refused so that a typo does not silently fall
 /// back to a default.
@@ -39,6 +64,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var key: String
     /// The site id (site homes).
     public var siteID: String?
+    /// Training defaults (site homes).
+    public var training = TrainingDefaults()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -50,7 +77,7 @@ public struct HomeConfig: Sendable, Equatable {
 
     static let allowedKeys: [HomeRole: Set<String>] = [
         .collector: ["role", "model_id", "arch", "key"],
-        .site: ["role", "model_id", "site_id", "key"],
+        .site: ["role", "model_id", "site_id", "key", "training"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -76,13 +103,49 @@ public struct HomeConfig: Sendable, Equatable {
         for k in table.keys where !(allowedKeys[role]!.contains(k)) {
             throw HomeError.config(path: path, reason: "unknown key \"\(k)\" for a \(role.rawValue) home")
         }
-        let config = HomeConfig(
+        var config = HomeConfig(
             role: role, modelID: try string("model_id")!,
             arch: try string("arch", required: role == .collector),
             key: try string("key")!,
             siteID: try string("site_id", required: role == .site))
+        if let t = table["training"] {
+            guard let training = t.table else { throw HomeError.config(path: path, reason: "[training] must be a table") }
+            config.training = try parseTraining(training, path: path)
+        }
         try config.validate(path: path)
         return config
+    }
+
+    private static func parseTraining(_ t: TOMLTable, path: String) throws -> TrainingDefaults {
+        var d = TrainingDefaults()
+        for k in t.keys where !TrainingDefaults.keys.contains(k) {
+            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [training]")
+        }
+        func bad(_ k: String, _ what: String) -> HomeError { HomeError.config(path: path, reason: "training.\(k) must be \(what)") }
+        func number(_ k: String) throws -> Double? {
+            guard let v = t[k] else { return nil }
+            if let i = v.int { return Double(i) }
+            if let f = v.double { return f }
+            throw bad(k, "a number")
+        }
+        func positive(_ k: String) throws -> Int? {
+            guard let v = t[k] else { return nil }
+            guard let i = v.int, i > 0 else { throw bad(k, "a positive integer") }
+            return i
+        }
+        if let v = t["data"] { guard let s = v.string else { throw bad("data", "a string") }; d.data = s }
+        if let v = try positive("epochs") { d.epochs = v }
+        if let v = try positive("batch_size") { d.batchSize = v }
+        if let v = try number("lr") { guard v > 0 else { throw bad("lr", "positive") }; d.learningRate = v }
+        if let v = t["optimizer"] {
+            guard let s = v.string, let o = OptimizerKind(rawValue: s) else { throw bad("optimizer", "\"sgd\" or \"adam\"") }
+            d.optimizer = o
+        }
+        if let v = try number("momentum") { guard (0..<1).contains(v) else { throw bad("momentum", "in [0, 1)") }; d.momentum = v }
+        if let v = try number("weight_decay") { guard v >= 0 else { throw bad("weight_decay", "non-negative") }; d.weightDecay = v }
+        if let v = try number("prox_mu") { guard v >= 0 else { throw bad("prox_mu", "non-negative") }; d.proxMu = v }
+        if let v = t["seed"] { guard let i = v.int, i >= 0 else { throw bad("seed", "a non-negative integer") }; d.seed = UInt64(i) }
+        return d
     }
 
     func validate(path: String) throws {
@@ -102,6 +165,7 @@ public struct HomeConfig: Sendable, Equatable {
         if let arch { lines.append("arch = \(StrictJSON.quote(arch))") }
         lines.append("# Fingerprint of the key this home signs with.")
         lines.append("key = \(StrictJSON.quote(key))")
+        if role == .site { lines += training.render() }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -32,3 +32,12 @@ func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return status
 }
+
+/// Replaces this process with a fresh run of the same binary and arguments,
+/// with `name=value` added to the environment. Returns only if exec fails.
+public func reexecuteSelf(setting name: String, to value: String) {
+    setenv(name, value, 1)
+    let args = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", args)
+    args.forEach { free($0) }
+}

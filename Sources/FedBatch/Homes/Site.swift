@@ -1,0 +1,76 @@
+import Foundation
+
+/// What a site run produced.
+public struct WrittenBundle: Sendable, Codable {
+    public let path: String
+    public let digest: String
+    public let site: String
+    public let seq: Int64
+    public let baseGeneration: Int
+    public let baseDigest: String
+    public let numExamples: Int64
+    public let metrics: [String: Double]
+}
+
+/// The site side: pick and verify the newest generation, then package a
+/// training result as a signed update bundle in `outbox/`.
+public struct Site {
+    public let home: Home
+    public let signer: PayloadSigner
+
+    public init(home: Home, signer: PayloadSigner) throws {
+        guard home.config.role == .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .site, actual: home.config.role) }
+        guard signer.fingerprint == home.config.key else {
+            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "this site signs with \(home.config.key) (fedbatch.toml)")
+        }
+        self.home = home
+        self.signer = signer
+    }
+
+    public var state: SiteState { get throws { try SiteState(path: home.layout.stateDatabase) } }
+
+    /// The generation to train on: a given file, or the newest in
+    /// `generations/`, verified against the pinned collector key and checked
+    /// against the rollback record.
+    public func baseGeneration(_ explicit: String? = nil) throws -> (VerifiedContainer, ModelWeights) {
+        let path: String
+        if let explicit {
+            path = explicit
+        } else {
+            guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
+            path = home.layout.generation(newest)
+        }
+        let (v, tensors) = try home.openVerified(path, verifier: try home.verifier())
+        guard v.manifest.kind == .generation, let number = v.manifest.generation else {
+            throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
+        }
+        try state.accept(generation: number, digest: v.digest.hex)
+        let arch = try ModelArchitecture(spec: v.manifest.model.arch)
+        return (v, try ModelWeights(arch: arch, file: tensors))
+    }
+
+    /// Signs and writes an update: the delta `trained − base`.
+    public func writeUpdate(base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
+                            numExamples: Int64, metrics: [String: Double], now: Date = Date()) throws -> WrittenBundle {
+        let delta = trained.subtracting(baseWeights)
+        guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else {
+            throw ArchitectureError.nonFinite("update (training diverged; lower the learning rate)")
+        }
+        let m = base.manifest
+        let number = m.generation!
+        let site = home.config.siteID!
+        let state = try self.state
+        let pending = "\(home.layout.outbox)/.pending"
+        let seq = try state.reserveSequence(base: number, file: pending, numExamples: numExamples, now: now)
+        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now),
+                                base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
+                                numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
+        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(delta.named))])
+        let name = "\(m.model.id)-g\(String(format: "%06d", number))-\(site)-\(seq).fbu"
+        let path = "\(home.layout.outbox)/\(name)"
+        try writeFileAtomically(sealed.file, to: path)
+        try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
+        return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
+                             baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics)
+    }
+}

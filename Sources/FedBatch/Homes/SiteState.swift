@@ -1,0 +1,96 @@
+import Foundation
+import GRDB
+
+/// A site's local state in `state.db` (SQLite): the generations it has
+/// accepted, so that a rollback to an older one is refused, and the bundles
+/// it has written, which give the next sequence number.
+public final class SiteState {
+    private let db: DatabaseQueue
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        db = try DatabaseQueue(path: path, configuration: config)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "generation") { t in
+                t.primaryKey("number", .integer)
+                t.column("digest", .text).notNull()
+                t.column("seen_at", .text).notNull()
+            }
+            try db.create(table: "bundle") { t in
+                t.primaryKey("seq", .integer)
+                t.column("base", .integer).notNull()
+                t.column("digest", .text)
+                t.column("file", .text).notNull()
+                t.column("num_examples", .integer).notNull()
+                // "reserved" until the file is in the outbox, then "written".
+                t.column("status", .text).notNull()
+                t.column("created", .text).notNull()
+            }
+        }
+        try migrator.migrate(db)
+    }
+
+    /// The highest generation accepted so far, with its digest.
+    public func highestGeneration() throws -> (number: Int, digest: String)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT number, digest FROM generation ORDER BY number DESC LIMIT 1")
+                .map { ($0["number"], $0["digest"]) }
+        }
+    }
+
+    /// Refuses a generation older than the highest seen, or a second,
+    /// different generation under a number already seen (a fork); records
+    /// it otherwise.
+    public func accept(generation number: Int, digest: String, now: Date = Date()) throws {
+        try db.write { db in
+            if let known: String = try String.fetchOne(db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number]) {
+                guard known == digest else { throw SiteStateError.fork(number: number, known: known, offered: digest) }
+                return
+            }
+            if let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
+                throw SiteStateError.rollback(offered: number, highest: highest)
+            }
+            try db.execute(sql: "INSERT INTO generation (number, digest, seen_at) VALUES (?, ?, ?)", arguments: [number, digest, rfc3339(now)])
+        }
+    }
+
+    /// Reserves the next sequence number before the bundle is written, so
+    /// that a crash can leave a gap but never reuse a number.
+    public func reserveSequence(base: Int, file: String, numExamples: Int64, now: Date = Date()) throws -> Int64 {
+        try db.write { db in
+            let seq = (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM bundle") ?? 0) + 1
+            try db.execute(sql: "INSERT INTO bundle (seq, base, file, num_examples, status, created) VALUES (?, ?, ?, ?, 'reserved', ?)",
+                           arguments: [seq, base, file, numExamples, rfc3339(now)])
+            return seq
+        }
+    }
+
+    public func markWritten(seq: Int64, file: String, digest: String) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE bundle SET status = 'written', file = ?, digest = ? WHERE seq = ?", arguments: [file, digest, seq])
+        }
+    }
+}
+
+public enum SiteStateError: Error, Equatable, Sendable, ReasonCoded {
+    case rollback(offered: Int, highest: Int)
+    case fork(number: Int, known: String, offered: String)
+
+    public var code: String {
+        switch self {
+        case .rollback: return "generation.rollback"
+        case .fork: return "generation.fork"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .rollback(offered, highest):
+            return "generation \(offered) is older than generation \(highest), which this site has already seen: refusing a rollback"
+        case let .fork(n, known, offered):
+            return "generation \(n) has digest \(offered), but this site already accepted generation \(n) with digest \(known): refusing a forked chain"
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct Pack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Site: make a signed update bundle from weights trained elsewhere.",
+        discussion: """
+        For sites that train with PyTorch or anything else: --weights is a \
+        safetensors file of the full model with PyTorch's names, as \
+        `safetensors.torch.save_file(model.state_dict(), F)` writes it. Its \
+        names and shapes are checked against the base generation's \
+        architecture and every value must be finite. The bundle holds the \
+        delta from the base generation, exactly as `fedbatch train` writes it.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var root: FedBatchCommand
+    var global: GlobalOptions { options.merged(over: root.global) }
+
+    @Option(help: ArgumentHelp("The trained weights (full model, not a delta).", valueName: "file.safetensors"))
+    var weights: String
+
+    @Option(name: .customLong("num-examples"), help: "How many training examples produced them.")
+    var numExamples: Int64
+
+    @Option(help: ArgumentHelp("The generation they were trained from (default: the newest in generations/).", valueName: "file"))
+    var base: String?
+
+    @Option(name: .customLong("metric"), help: ArgumentHelp("A metric to record, as name=value (repeatable).", valueName: "name=value"))
+    var metrics: [String] = []
+
+    func validate() throws {
+        if numExamples < 1 { throw ValidationError("--num-examples must be positive") }
+        for m in metrics {
+            let parts = m.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, ContainerPath.isIdentifier(String(parts[0])), let v = Double(parts[1]), v.isFinite else {
+                throw ValidationError("--metric \(m): expected name=number")
+            }
+        }
+    }
+
+    func run() throws {
+        let home = try Home.open(global.resolvedHome, as: .site)
+        let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
+        let (baseFile, baseWeights) = try site.baseGeneration(base)
+        let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: weights))
+        var recorded: [String: Double] = [:]
+        for m in metrics {
+            let parts = m.split(separator: "=", maxSplits: 1)
+            recorded[String(parts[0])] = Double(parts[1])!
+        }
+        let written = try site.writeUpdate(base: baseFile, baseWeights: baseWeights, trained: trained,
+                                           numExamples: numExamples, metrics: recorded)
+        let console = Console(global)
+        if global.json { try console.emit(written) } else { Console.writeOut(written.path + "\n") }
+    }
+}
