@@ -16,10 +16,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Fashion-MNIST.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
-                gnupg zstd tar python3 python3-venv python3-numpy python3-torch \
+                gnupg zstd tar time python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist
 
-.PHONY: all deps build debug test install uninstall man clean
+.PHONY: all deps build debug test install uninstall man clean bench bench-deps
 
 all: build
 
@@ -48,6 +48,20 @@ debug: deps
 test: debug
 	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
 	  $(SWIFT) test --disable-xctest
+
+# Benchmarks run on release builds against references in the same run; see
+# BENCHMARKS.md. The reference venv holds PyPI's torch (large download).
+bench-deps: deps
+	@if ! .venv-bench/bin/python -c 'import torch, safetensors' 2>/dev/null; then \
+	  echo "make bench-deps: creating .venv-bench (PyPI torch, several GB)"; \
+	  rm -rf .venv-bench && python3 -m venv .venv-bench && \
+	  .venv-bench/bin/pip install -q -r bench/requirements.txt; \
+	fi
+
+bench: build bench-deps
+	@mkdir -p bench/out
+	bench/gemm.sh | tee bench/out/gemm.md
+	bench/train.sh | tee bench/out/train.md
 
 man:
 	@for page in man/*.[15]; do \

@@ -63,7 +63,10 @@ public struct ProcessResult: Sendable {
     public let status: Int32
     public let stdout: Data
     public let stderr: Data
-    /// The child's peak resident set size in KiB, from wait4(2).
+    /// The child's peak resident set size in KiB, measured by GNU time
+    /// (only with `measuringRSS`; else 0). Not wait4's rusage: posix_spawn
+    /// starts the child in the parent's address space, whose peak RSS the
+    /// kernel then carries over into the child's figure.
     public let maxRSSKiB: Int
 
     public var out: String { String(decoding: stdout, as: UTF8.self) }
@@ -75,11 +78,17 @@ public enum Subprocess {
         public let description: String
     }
 
-    /// Runs a program with stdout and stderr captured through files, and
-    /// reaps it with wait4 so its own peak RSS can be measured.
+    /// Runs a program with stdout and stderr captured through files.
+    /// With `measuringRSS`, it runs under /usr/bin/time, a small process
+    /// whose fork leaves the program a clean peak-RSS figure.
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           stdin: String? = nil) throws -> ProcessResult {
+                           stdin: String? = nil, measuringRSS: Bool = false) throws -> ProcessResult {
         let io = TempDir()
+        if measuringRSS {
+            let r = try run("/usr/bin/time", ["-f", "%M", "-o", io.file("rss"), executable] + arguments, environment: environment, stdin: stdin)
+            let kib = Int((try? String(contentsOfFile: io.file("rss"), encoding: .utf8))?.split(separator: "\n").last ?? "") ?? -1
+            return ProcessResult(status: r.status, stdout: r.stdout, stderr: r.stderr, maxRSSKiB: kib)
+        }
         let outPath = io.file("out"), errPath = io.file("err")
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -107,7 +116,7 @@ public enum Subprocess {
             status: exit,
             stdout: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(),
             stderr: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(),
-            maxRSSKiB: Int(usage.ru_maxrss))
+            maxRSSKiB: 0)
     }
 
     /// Runs a shell pipeline with bash.

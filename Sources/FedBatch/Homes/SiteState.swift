@@ -45,12 +45,13 @@ public final class SiteState {
     /// it otherwise.
     public func accept(generation number: Int, digest: String, now: Date = Date()) throws {
         try db.write { db in
+            // Older than the newest seen is a rollback, even if it was accepted once.
+            if let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
+                throw SiteStateError.rollback(offered: number, highest: highest)
+            }
             if let known: String = try String.fetchOne(db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number]) {
                 guard known == digest else { throw SiteStateError.fork(number: number, known: known, offered: digest) }
                 return
-            }
-            if let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
-                throw SiteStateError.rollback(offered: number, highest: highest)
             }
             try db.execute(sql: "INSERT INTO generation (number, digest, seen_at) VALUES (?, ?, ?)", arguments: [number, digest, rfc3339(now)])
         }
