@@ -66,7 +66,13 @@ struct SiteCommandTests {
         let site = fed.site("site-1")
         let narrow = try dir.write("narrow.csv", Data("a,b,label\n1,2,3\n".utf8))
         let wide = try dir.write("labels.csv", Data(("label," + (0..<784).map { "p\($0)" }.joined(separator: ",") + "\n12," + [String](repeating: "0", count: 784).joined(separator: ",") + "\n").utf8))
+        // Fashion-MNIST with its label file cut in half.
+        try FileManager.default.createDirectory(atPath: dir.file("cut"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fashionMNIST + "/train-images-idx3-ubyte.gz", toPath: dir.file("cut/train-images-idx3-ubyte.gz"))
+        let labels = try Data(contentsOf: URL(fileURLWithPath: fashionMNIST + "/train-labels-idx1-ubyte.gz"))
+        try dir.write("cut/train-labels-idx1-ubyte.gz", labels.prefix(labels.count / 2))
         let cases: [([String], Int32, String)] = [
+            (["--data", dir.file("cut")], 1, "train-labels-idx1-ubyte.gz: corrupt or truncated gzip data"),
             (["--data", narrow], 1, "examples have 2 features; the model mlp:784-16-10 expects 784"),
             (["--data", wide], 1, "example 0 has label 12, outside 0..9"),
             (["--data", dir.file("missing")], 1, "missing: no such file or directory"),
