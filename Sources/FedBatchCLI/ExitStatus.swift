@@ -32,7 +32,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// The one place where library errors become exit codes.
     static func of(_ error: Error) -> ExitStatus {
         switch error {
-        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch:
+        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch, is ChainError:
             return .verificationFailed
         case let e as TrustError:
             // Signature verdicts are verification failures; key-file and

@@ -52,6 +52,26 @@ public struct TrainingDefaults: Sendable, Equatable {
     }
 }
 
+/// A collector's merge settings: the `[merge]` table of its fedbatch.toml.
+public struct MergeSettings: Sendable, Equatable {
+    /// Fewer accepted bundles than this and nothing is written (exit 5).
+    public var minBundles = 1
+    /// Bundles claiming more examples are rejected.
+    public var maxExamples: Int64 = 100_000_000
+    /// FedAvg weights are min(num_examples, weight_cap).
+    public var weightCap: Int64 = 100_000_000
+    /// FedAvg's server learning rate η.
+    public var serverLearningRate = 1.0
+    public init() {}
+
+    static let keys: Set<String> = ["min_bundles", "max_examples", "weight_cap", "server_lr"]
+
+    func render() -> [String] {
+        ["", "# Settings for `fedbatch merge` (strategy: FedAvg).", "[merge]", "min_bundles = \(minBundles)",
+         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)"]
+    }
+}
+
 /// `fedbatch.toml`. fedbatch writes it with comments; administrators may
 /// edit it. Unknown keys are refused so that a typo does not silently fall
 /// back to a default.
@@ -66,6 +86,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var siteID: String?
     /// Training defaults (site homes).
     public var training = TrainingDefaults()
+    /// Merge settings (collector homes).
+    public var merge = MergeSettings()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -76,7 +98,7 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key"],
+        .collector: ["role", "model_id", "arch", "key", "merge"],
         .site: ["role", "model_id", "site_id", "key", "training"],
     ]
 
@@ -112,8 +134,32 @@ public struct HomeConfig: Sendable, Equatable {
             guard let training = t.table else { throw HomeError.config(path: path, reason: "[training] must be a table") }
             config.training = try parseTraining(training, path: path)
         }
+        if let t = table["merge"] {
+            guard let merge = t.table else { throw HomeError.config(path: path, reason: "[merge] must be a table") }
+            config.merge = try parseMerge(merge, path: path)
+        }
         try config.validate(path: path)
         return config
+    }
+
+    private static func parseMerge(_ t: TOMLTable, path: String) throws -> MergeSettings {
+        var m = MergeSettings()
+        for k in t.keys where !MergeSettings.keys.contains(k) {
+            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [merge]")
+        }
+        func positive(_ k: String) throws -> Int? {
+            guard let v = t[k] else { return nil }
+            guard let i = v.int, i > 0 else { throw HomeError.config(path: path, reason: "merge.\(k) must be a positive integer") }
+            return i
+        }
+        if let v = try positive("min_bundles") { m.minBundles = v }
+        if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
+        if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
+        if let v = t["server_lr"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0 else { throw HomeError.config(path: path, reason: "merge.server_lr must be positive") }
+            m.serverLearningRate = d
+        }
+        return m
     }
 
     private static func parseTraining(_ t: TOMLTable, path: String) throws -> TrainingDefaults {
@@ -166,6 +212,7 @@ public struct HomeConfig: Sendable, Equatable {
         lines.append("# Fingerprint of the key this home signs with.")
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
+        if role == .collector { lines += merge.render() }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -109,3 +109,38 @@ public func syncDirectory(_ dir: String) throws {
     defer { close(fd) }
     if fsync(fd) != 0 { throw FileError.errno(dir, "fsync failed") }
 }
+
+/// An exclusive flock(2) on a lock file, held until the value is released
+/// or the process ends (the kernel drops it even after a crash).
+public final class FileLock {
+    private let fd: Int32
+
+    /// Takes the lock without waiting; nil when another process holds it.
+    public static func tryLock(_ path: String) throws -> FileLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if fd < 0 { throw FileError.errno(path, "cannot open lock file") }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let e = Glibc.errno
+            close(fd)
+            if e == EWOULDBLOCK { return nil }
+            throw FileError(path: path, message: "flock failed: \(String(cString: strerror(e)))")
+        }
+        return FileLock(fd: fd)
+    }
+
+    private init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}
+
+/// Moves a file within one file system and makes the move durable.
+public func moveFile(_ from: String, to: String) throws {
+    if rename(from, to) != 0 { throw FileError.errno(from, "cannot move to \(to)") }
+    try syncDirectory((to as NSString).deletingLastPathComponent)
+    try syncDirectory((from as NSString).deletingLastPathComponent)
+}
+
+/// Ends the process at once, as a crash would, for fault-injection tests:
+/// when $FEDBATCH_FAULT names `point`, nothing after it runs.
+public func faultPoint(_ point: String) {
+    if ProcessInfo.processInfo.environment["FEDBATCH_FAULT"] == point { _exit(99) }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Collector: verify the inbox, quarantine bad bundles, write the next generation.",
+        discussion: """
+        Takes the home's lock (a second merge exits 4 and changes nothing). \
+        Every file in inbox/ is verified like `fedbatch verify`, then checked \
+        against the protocol: an update, based on the current generation, not \
+        seen before by digest or by (site, seq), one per site, num_examples \
+        within merge.max_examples. Refused files move to quarantine/ beside a \
+        <name>.reason.json (code, message, digest, time). If at least \
+        --min-bundles (merge.min_bundles) pass, FedAvg aggregates them in \
+        digest order and the next generation is written and signed, then \
+        recorded in state.db, then the inputs move to accepted/. Otherwise \
+        nothing is written, they stay in the inbox, and the exit status is 5.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var root: FedBatchCommand
+    var global: GlobalOptions { options.merged(over: root.global) }
+
+    @Option(name: .customLong("min-bundles"), help: "Quorum: the fewest accepted bundles that make a generation (default: merge.min_bundles).")
+    var minBundles: Int?
+
+    func validate() throws {
+        if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
+    }
+
+    func run() throws {
+        let home = try Home.open(global.resolvedHome, as: .collector)
+        let collector = try Collector(home: home, signer: try global.signer(fingerprint: home.config.key))
+        let report: MergeReport
+        do {
+            report = try collector.merge(minBundles: minBundles)
+        } catch let e as Collector.LockHeld {
+            Console.writeErr("fedbatch: \(e)\n")
+            throw ExitCode(ExitStatus.lockHeld.rawValue)
+        }
+        let console = Console(global)
+        if global.json {
+            try console.emit(report)
+        } else {
+            for r in report.rejected {
+                Console.writeErr("quarantined \((r.file as NSString).lastPathComponent): \(r.message) [\(r.code)]\n")
+            }
+            switch report.outcome {
+            case .merged:
+                console.say("generation \(report.generation!) from \(report.accepted.count) bundles: \(report.file!)")
+            case .belowQuorum:
+                Console.writeErr("\(report.accepted.count) bundles accepted, quorum is \(report.quorum): nothing written\n")
+            case .empty:
+                if !global.quiet { Console.writeErr("the inbox is empty: nothing to do\n") }
+            }
+        }
+        if report.outcome != .merged { throw ExitCode(ExitStatus.nothingToDo.rawValue) }
+    }
+}
