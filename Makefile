@@ -1,5 +1,6 @@
 # fedbatch: build, test and install.
 #
+#   make demo      install what is missing, build, run a whole federation
 #   make test      install what is missing, build, run every test
 #   make build     release build (.build/release/fedbatch)
 #   make install   PREFIX=/usr/local
@@ -19,7 +20,7 @@ APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 gnupg zstd tar time python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist
 
-.PHONY: all deps build debug test install uninstall man clean bench bench-deps
+.PHONY: all deps build debug test demo install uninstall man clean bench bench-deps
 
 all: build
 
@@ -43,6 +44,10 @@ build: deps
 
 debug: deps
 	$(SWIFT) build --build-tests
+
+# The main job on built-in defaults: a 10-site federation on Fashion-MNIST.
+demo: build
+	examples/demo.sh
 
 # The end-to-end tests run the debug binary, so it is built first.
 test: debug

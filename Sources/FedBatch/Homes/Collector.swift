@@ -174,6 +174,7 @@ public struct Collector {
             try moveFile(c.path, to: uniqueDestination(in: layout.accepted, for: c.path))
             if i == 0 { faultPoint("after-first-move") }
         }
+        try ledger.markSettled(number + 1)
         return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: sealed.digest.hex,
                            accepted: ordered.map(\.path), rejected: rejected, quorum: quorum)
     }
@@ -228,13 +229,17 @@ public struct Collector {
         if try ledger.latestGeneration()?.number != current.manifest.generation {
             try ledger.recordGeneration(current.manifest, digest: current.digest.hex, file: current.path)
         }
+        let number = current.manifest.generation!
+        // Once settled, a copy of an included bundle is a replay for the
+        // protocol checks to quarantine, not leftover work.
+        guard try !ledger.isSettled(number) else { return }
         let included = Set((current.manifest.included ?? []).map(\.digest))
-        guard !included.isEmpty else { return }
-        for path in inboxFiles() {
+        for path in inboxFiles() where !included.isEmpty {
             guard let file = try? ContainerFile.split(try readFile(path, cap: ContainerLimits.default.maxFileBytes)),
                   included.contains(file.digest.hex) else { continue }
             try moveFile(path, to: uniqueDestination(in: home.layout.accepted, for: path))
         }
+        try ledger.markSettled(number)
     }
 
     /// Moves a refused file to quarantine/ beside a JSON reason file.

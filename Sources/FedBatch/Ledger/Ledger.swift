@@ -48,7 +48,20 @@ public final class Ledger {
                 t.column("last_seq", .integer).notNull()
             }
         }
+        migrator.registerMigration("v2-settled") { db in
+            // 1 once the inputs of a generation have left the inbox.
+            try db.alter(table: "generation") { t in t.add(column: "settled", .integer).notNull().defaults(to: 1) }
+        }
         try migrator.migrate(db)
+    }
+
+    /// Whether the inputs of generation `number` have all left the inbox.
+    public func isSettled(_ number: Int) throws -> Bool {
+        try db.read { db in try Bool.fetchOne(db, sql: "SELECT settled FROM generation WHERE number = ?", arguments: [number]) ?? false }
+    }
+
+    public func markSettled(_ number: Int) throws {
+        try db.write { db in try db.execute(sql: "UPDATE generation SET settled = 1 WHERE number = ?", arguments: [number]) }
     }
 
     public func latestGeneration() throws -> GenerationRow? {
@@ -84,7 +97,10 @@ public final class Ledger {
     public func recordGeneration(_ m: Manifest, digest: String, file: String) throws {
         try db.write { db in
             let included = m.included ?? [], rejected = m.rejected ?? []
-            try db.execute(sql: "INSERT OR REPLACE INTO generation VALUES (?, ?, ?, ?, ?, ?, ?, ?)", arguments: [
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, examples, settled)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)
+                """, arguments: [
                 m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
                 included.reduce(Int64(0)) { $0 + $1.numExamples },
             ])
@@ -106,7 +122,11 @@ public final class Ledger {
         try db.write { db in
             try db.execute(sql: "DELETE FROM generation; DELETE FROM bundle; DELETE FROM site;")
         }
-        for (m, digest, file) in generations { try recordGeneration(m, digest: digest, file: file) }
+        for (m, digest, file) in generations {
+            try recordGeneration(m, digest: digest, file: file)
+            // Only the newest may still have inputs in the inbox.
+            if m.generation != generations.last?.0.generation { try markSettled(m.generation!) }
+        }
         for q in quarantineReasons { try recordRejection(digest: q.digest, site: nil, seq: nil, reason: q.reason) }
     }
 }

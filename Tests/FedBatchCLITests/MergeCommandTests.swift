@@ -1,0 +1,196 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+/// fedbatch merge and log through the real binary: bad bundles, quorum,
+/// the lock, crashes at every write step, reproducibility.
+@Suite("fedbatch merge, log")
+struct MergeCommandTests {
+    let arch = try! ModelArchitecture(spec: Samples.arch)
+
+    func generation(_ fed: Federation, _ n: Int) throws -> (number: Int, digest: String) {
+        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n))))
+        return (n, file.digest.hex)
+    }
+
+    /// A signed update for `site`, written into the collector's inbox.
+    @discardableResult
+    func update(_ fed: Federation, site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100,
+                name: String? = nil, scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil) throws -> String {
+        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
+                                base: .init(number: base.number, digest: base.digest), site: .init(id: site, seq: seq), numExamples: examples)
+        let t = try tensors ?? Samples.weights(scale: scale * Float(seq))
+        let sealed = try fed.signer(fed.siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))])
+        let path = fed.collector + "/inbox/" + (name ?? "demo-g\(base.number)-\(site)-\(seq).fbu")
+        try sealed.file.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func names(_ dir: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+    }
+
+    func reason(_ fed: Federation, _ name: String) throws -> [String: String] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fed.collector + "/quarantine/\(name).reason.json"))) as! [String: String]
+    }
+
+    @Test("bad bundles are quarantined with their reason while the good ones beside them are merged")
+    func quarantineAndMerge() throws {
+        let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0, examples: 300)
+        try update(fed, site: "site-2", seq: 1, base: g0, examples: 100)
+        var nan = try Samples.weights(); var v = nan[0].tensor.floats(); v[1] = .nan; nan[0] = (nan[0].name, Tensor(shape: [3, 4], floats: v))
+        var inf = try Samples.weights(); v = inf[2].tensor.floats(); v[0] = .infinity; inf[2] = (inf[2].name, Tensor(shape: [2, 3], floats: v))
+        var shape = try Samples.weights(); shape[0] = ("0.weight", Tensor(shape: [4, 3], floats: [Float](repeating: 0, count: 12)))
+        var missing = try Samples.weights(); missing.removeLast()
+        var extra = try Samples.weights(); extra.append(("9.weight", Tensor(shape: [1], floats: [0])))
+        let bad: [(String, [(name: String, tensor: Tensor)]?, Int64, String)] = [
+            ("nan.fbu", nan, 100, "tensors.non-finite"), ("inf.fbu", inf, 100, "tensors.non-finite"),
+            ("shape.fbu", shape, 100, "tensors.shape"), ("missing.fbu", missing, 100, "tensors.missing"),
+            ("extra.fbu", extra, 100, "tensors.extra"), ("huge.fbu", nil, 1_000_000_000_000, "protocol.num-examples"),
+        ]
+        for (name, t, n, _) in bad { try update(fed, site: "site-3", seq: 1, base: g0, examples: n, name: name, tensors: t) }
+        try Data("not a bundle".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
+
+        let r = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(names(fed.collector + "/inbox").isEmpty)
+        #expect(names(fed.collector + "/accepted") == ["demo-g0-site-1-1.fbu", "demo-g0-site-2-1.fbu"])
+        for (name, _, _, code) in bad {
+            #expect(try reason(fed, name)["code"] == code, "\(name)")
+        }
+        #expect(try reason(fed, "junk.fbu")["code"] == "signature.missing")
+        #expect(try reason(fed, "huge.fbu")["message"]?.contains("num_examples 1000000000000 is above the cap") == true)
+
+        // The generation is FedAvg of the two: (300·Δ1 + 100·Δ2) / 400 over generation 0.
+        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).signedBytes)
+        let base = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))).signedBytes).tensors()
+        let d = try Samples.weights(scale: 0.01)
+        let b0: [Float] = base.tensor("0.weight")!.floats()
+        let d0: [Float] = d[0].tensor.floats()
+        var expected: [Float] = []
+        for i in 0..<b0.count {
+            let sum: Double = 300 * Double(d0[i]) + 100 * Double(d0[i])
+            expected.append(Float(Double(b0[i]) + sum / 400))
+        }
+        #expect(try g1.tensors().tensor("0.weight")!.floats() == expected)
+        let m = g1.manifest
+        #expect(m.generation == 1 && m.parent?.digest == g0.digest)
+        #expect(m.included?.map(\.site).sorted() == ["site-1", "site-2"])
+        #expect(m.included?.first { $0.site == "site-1" }?.weight == 300)
+        #expect(m.rejected?.count == bad.count + 1)
+        #expect(m.strategy?.name == "fedavg")
+
+        // Replays: the same bytes under a new name, and a new file reusing (site, seq).
+        let g1ref = try generation(fed, 1)
+        try FileManager.default.copyItem(atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/renamed.fbu")
+        try update(fed, site: "site-2", seq: 1, base: g1ref, name: "reused-seq.fbu", scale: 0.5)
+        try update(fed, site: "site-1", seq: 2, base: g0, name: "stale.fbu")
+        try update(fed, site: "site-3", seq: 2, base: g1ref)
+        let r2 = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(r2.status == 0, "\(r2.err)")
+        #expect(try reason(fed, "renamed.fbu")["code"] == "protocol.stale-base" || reason(fed, "renamed.fbu")["code"] == "protocol.replay")
+        #expect(try reason(fed, "reused-seq.fbu")["code"] == "protocol.seq-reused")
+        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.stale-base")
+        #expect(names(fed.collector + "/generations") == ["g000000.fbg", "g000001.fbg", "g000002.fbg"])
+
+        // log verifies the chain.
+        let log = try fed.fedbatch(["log", "--home", fed.collector, "--json"])
+        let chain = try #require(try JSONSerialization.jsonObject(with: log.stdout) as? [String: Any])
+        #expect(chain["verified"] as? Bool == true && (chain["links"] as? [Any])?.count == 3)
+        #expect(try fed.fedbatch(["log", "--home", fed.collector]).out.contains("chain verified: 3 generations"))
+    }
+
+    @Test("a replay is still caught after state.db is lost and rebuilt")
+    func rebuiltLedger() throws {
+        let fed = try Federation()
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0)
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
+        try FileManager.default.removeItem(atPath: fed.collector + "/state.db")
+        try update(fed, site: "site-1", seq: 1, base: try generation(fed, 1), name: "again.fbu", scale: 0.3)
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 5)
+        #expect(try reason(fed, "again.fbu")["code"] == "protocol.seq-reused")
+    }
+
+    @Test("below quorum nothing is written and the accepted bundles stay in the inbox")
+    func quorum() throws {
+        let fed = try Federation()
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0)
+        try update(fed, site: "site-2", seq: 1, base: g0)
+        let r = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3"])
+        #expect(r.status == 5 && r.err.contains("2 bundles accepted, quorum is 3"))
+        #expect(names(fed.collector + "/inbox").count == 2 && names(fed.collector + "/generations") == ["g000000.fbg"])
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "2"]).status == 0)
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 5)
+    }
+
+    @Test("a merge while another holds the lock exits 4 and changes nothing")
+    func lockHeld() throws {
+        let fed = try Federation()
+        try update(fed, site: "site-1", seq: 1, base: try generation(fed, 0))
+        let lock = try #require(try FileLock.tryLock(fed.collector + "/.fedbatch.lock"))
+        let r = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(r.status == 4 && r.err.contains("holds"))
+        #expect(names(fed.collector + "/inbox").count == 1 && names(fed.collector + "/generations").count == 1)
+        withExtendedLifetime(lock) {}
+    }
+
+    @Test("a crash at each write step leaves a verified chain and every bundle in one place; a rerun finishes",
+          arguments: ["after-generation", "after-ledger", "after-first-move"])
+    func crash(at point: String) throws {
+        let fed = try Federation()
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0)
+        try update(fed, site: "site-2", seq: 1, base: g0)
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["FEDBATCH_FAULT"] = point
+        let crashed = try Subprocess.fedbatch(["merge", "--home", fed.collector], environment: env)
+        #expect(crashed.status == 99, "\(crashed.err)")
+        let rerun = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(rerun.status == 5, "\(rerun.err)")  // the work was finished; nothing new to merge
+        #expect(names(fed.collector + "/generations") == ["g000000.fbg", "g000001.fbg"])
+        #expect(names(fed.collector + "/accepted").count == 2 && names(fed.collector + "/inbox").isEmpty)
+        #expect(names(fed.collector + "/quarantine").isEmpty)
+        #expect(try fed.fedbatch(["log", "--home", fed.collector]).status == 0)
+        // The index agrees: a replay of an included bundle is refused.
+        try FileManager.default.copyItem(atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/replay.fbu")
+        _ = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(names(fed.collector + "/quarantine").contains("replay.fbu"))
+    }
+
+    @Test("two collectors with the same keys, config and bundles write byte-identical payloads")
+    func reproducible() throws {
+        let fed = try Federation()
+        let twin = fed.root + "/twin"
+        #expect(try Subprocess.run("/bin/cp", ["-a", fed.collector, twin]).status == 0)
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0, examples: 70)
+        try update(fed, site: "site-2", seq: 1, base: g0, examples: 30)
+        for f in names(fed.collector + "/inbox") {
+            try FileManager.default.copyItem(atPath: fed.collector + "/inbox/" + f, toPath: twin + "/inbox/" + f)
+        }
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
+        #expect(try fed.fedbatch(["merge", "--home", twin]).status == 0)
+        let a = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg")))
+        let b = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: twin + "/generations/g000001.fbg")))
+        #expect(a.signedBytes == b.signedBytes)
+        #expect(a.digest == b.digest)
+    }
+
+    @Test("log refuses a chain with a broken link")
+    func brokenChain() throws {
+        let fed = try Federation()
+        let forged = try fed.signer(fed.collectorKey).seal(
+            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
+                               parent: .init(number: 0, digest: String(repeating: "0", count: 64))),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).file
+        try forged.write(to: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
+        let r = try fed.fedbatch(["log", "--home", fed.collector])
+        #expect(r.status == 3 && r.err.contains("generation 1: names parent 0000"), "\(r.err)")
+    }
+}
