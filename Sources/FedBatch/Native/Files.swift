@@ -17,6 +17,26 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// Opens a regular file for reading and returns it with its size, refusing
+/// anything else (directories, devices, FIFOs) and files above `cap`.
+private func openRegularFile(_ path: String, cap: Int64) throws -> (fd: Int32, size: Int) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    var st = stat()
+    if fstat(fd, &st) != 0 {
+        let e = FileError.errno(path, "cannot stat")
+        close(fd)
+        throw e
+    }
+    let size = Int64(st.st_size)
+    if (st.st_mode & S_IFMT) != S_IFREG || size > cap {
+        close(fd)
+        if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
+        throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes")
+    }
+    return (fd, Int(size))
+}
+
 /// Reads a whole file into memory, refusing files larger than `cap`.
 ///
 /// Untrusted containers are read (not mapped) on purpose: the bytes whose
@@ -24,15 +44,9 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
 /// file is rewritten or truncated on disk in between (a mapping would see the
 /// change, or die of SIGBUS on truncation).
 public func readFile(_ path: String, cap: Int64) throws -> Data {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    let (fd, size) = try openRegularFile(path, cap: cap)
     defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw FileError.errno(path, "cannot stat") }
-    if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
-    let size = Int64(st.st_size)
-    if size > cap { throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes") }
-    var data = Data(count: Int(size))
+    var data = Data(count: size)
     var total = 0
     try data.withUnsafeMutableBytes { buf in
         while total < buf.count {
@@ -52,14 +66,8 @@ public func readFile(_ path: String, cap: Int64) throws -> Data {
 /// Maps a file read-only and returns it as `Data` without copying; the
 /// mapping lives as long as the returned value.
 public func mapFile(_ path: String, cap: Int64) throws -> Data {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    let (fd, size) = try openRegularFile(path, cap: cap)
     defer { close(fd) }
-    var st = stat()
-    if fstat(fd, &st) != 0 { throw FileError.errno(path, "cannot stat") }
-    if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
-    let size = Int(st.st_size)
-    if Int64(size) > cap { throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes") }
     if size == 0 { return Data() }
     guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
         throw FileError.errno(path, "cannot map")
