@@ -17,7 +17,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Fashion-MNIST.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
-                gnupg zstd tar time python3 python3-venv python3-numpy python3-torch \
+                gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist
 
 .PHONY: all deps build debug test demo install uninstall man clean bench bench-deps
@@ -67,6 +67,9 @@ bench: build bench-deps
 	@mkdir -p bench/out
 	bench/gemm.sh | tee bench/out/gemm.md
 	bench/train.sh | tee bench/out/train.md
+	bench/merge.sh | tee bench/out/merge.md
+	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
+	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 
 man:
 	@for page in man/*.[15]; do \

@@ -139,6 +139,30 @@ struct MergeCommandTests {
         withExtendedLifetime(lock) {}
     }
 
+    @Test("two merges started at once: one writes the generation, the other exits 4 and changes nothing")
+    func concurrentMerges() throws {
+        let fed = try Federation()
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0)
+        try update(fed, site: "site-2", seq: 1, base: g0)
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        // The first merge holds the lock for two seconds before it works.
+        env["FEDBATCH_TEST_HOLD_LOCK_MS"] = "2000"
+        let first = try Subprocess.start(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env)
+        // It takes the lock within a fraction of a second and keeps it for two;
+        // probing the lock from here could itself steal it, so just wait.
+        usleep(700_000)
+        env.removeValue(forKey: "FEDBATCH_TEST_HOLD_LOCK_MS")
+        let second = try Subprocess.fedbatch(["merge", "--home", fed.collector], environment: env)
+        #expect(second.status == 4 && second.err.contains("holds"), "\(second.err)")
+        #expect(names(fed.collector + "/inbox").count == 2)
+        let r = first.wait()
+        #expect(r.status == 0, "\(r.err)")
+        #expect(names(fed.collector + "/generations") == ["g000000.fbg", "g000001.fbg"])
+        #expect(names(fed.collector + "/accepted").count == 2 && names(fed.collector + "/inbox").isEmpty)
+    }
+
     @Test("a crash at each write step leaves a verified chain and every bundle in one place; a rerun finishes",
           arguments: ["after-generation", "after-ledger", "after-first-move"])
     func crash(at point: String) throws {

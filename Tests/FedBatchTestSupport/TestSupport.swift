@@ -119,6 +119,39 @@ public enum Subprocess {
             maxRSSKiB: 0)
     }
 
+    /// A program started in the background; `wait()` reaps it.
+    public final class Running: @unchecked Sendable {
+        let pid: pid_t
+        let io: TempDir
+        init(pid: pid_t, io: TempDir) { self.pid = pid; self.io = io }
+
+        public func wait() -> ProcessResult {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            return ProcessResult(status: exit, stdout: (try? Data(contentsOf: URL(fileURLWithPath: io.file("out")))) ?? Data(),
+                                 stderr: (try? Data(contentsOf: URL(fileURLWithPath: io.file("err")))) ?? Data(), maxRSSKiB: 0)
+        }
+    }
+
+    /// Starts a program without waiting for it.
+    public static func start(_ executable: String, _ arguments: [String], environment: [String: String]) throws -> Running {
+        let io = TempDir()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, io.file("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, io.file("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        guard rc == 0 else { throw Failure(description: "cannot run \(executable): \(String(cString: strerror(rc)))") }
+        return Running(pid: pid, io: io)
+    }
+
     /// Runs a shell pipeline with bash.
     public static func shell(_ script: String) throws -> ProcessResult {
         try run("/bin/bash", ["-o", "pipefail", "-c", script])

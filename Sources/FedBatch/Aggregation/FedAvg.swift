@@ -9,24 +9,36 @@ import Foundation
 /// bundles, and the result is rounded to float32 once at the end. Callers
 /// add bundles in a canonical order (by digest): float64 addition is not
 /// associative, and a fixed order makes the result byte-identical.
-public struct FedAvg: Sendable {
+public final class FedAvg {
     public let serverLearningRate: Double
-    private var sums: [[Double]]
+    /// One float64 sum per tensor, outside the Swift heap (see LargeBuffer).
+    private var sums: [UnsafeMutableBufferPointer<Double>]
     public private(set) var totalWeight: Double = 0
     public private(set) var count = 0
 
     public init(arch: ModelArchitecture, serverLearningRate: Double = 1) {
         self.serverLearningRate = serverLearningRate
-        sums = arch.tensorShapes.map { [Double](repeating: 0, count: elementCount($0.shape)!) }
+        sums = arch.tensorShapes.map { LargeBuffer.doubles(count: elementCount($0.shape)!) }
     }
 
+    deinit { sums.forEach(LargeBuffer.release) }
+
     /// Adds one delta (checked against the architecture beforehand).
-    public mutating func add(delta file: SafetensorsFile, arch: ModelArchitecture, weight: Double) {
+    public func add(delta file: SafetensorsFile, arch: ModelArchitecture, weight: Double) {
         for (t, shape) in arch.tensorShapes.enumerated() {
-            let values = file.tensor(shape.name)!.floats()
-            sums[t].withUnsafeMutableBufferPointer { s in
-                values.withUnsafeBufferPointer { v in
-                    for i in 0..<v.count { s[i] += weight * Double(v[i]) }
+            let entry = file.entry(shape.name)!
+            do {
+                let s = sums[t]
+                if entry.dtype == .f32 {
+                    // The common case, read in place: no intermediate array.
+                    file.withBytes(of: entry) { raw in
+                        for i in 0..<s.count {
+                            s[i] += weight * Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))))
+                        }
+                    }
+                } else {
+                    let values = file.tensor(shape.name)!.floats()
+                    for i in 0..<s.count { s[i] += weight * Double(values[i]) }
                 }
             }
         }
@@ -39,7 +51,10 @@ public struct FedAvg: Sendable {
         guard totalWeight > 0 else { return base }
         let scale = serverLearningRate / totalWeight
         return ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums).map { b, s in
-            (0..<b.count).map { Float(Double(b[$0]) + scale * s[$0]) }
+            [Float](unsafeUninitializedCapacity: b.count) { out, n in
+                for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
+                n = b.count
+            }
         })
     }
 }

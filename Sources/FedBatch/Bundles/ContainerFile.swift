@@ -52,7 +52,8 @@ public struct ContainerFile: Sendable {
             guard Int(size) == length + trailerSize else {
                 throw ContainerError.badSignatureFrame("frame size \(size) disagrees with signature length \(length)")
             }
-            let payload = file.subdata(in: 0..<frameStart)
+            // A slice, not a copy: payloads run to gigabytes.
+            let payload = file[0..<frameStart]
             let sig = file.subdata(in: (frameStart + frameHeaderSize)..<t)
             return ContainerFile(signedBytes: payload, signature: sig)
         }

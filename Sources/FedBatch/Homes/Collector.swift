@@ -73,17 +73,21 @@ public struct Collector {
         public var description: String { "another fedbatch merge holds \(path); nothing was changed" }
     }
 
-    private struct Candidate {
-        let path: String
-        let digest: Digest
-        let site: String
-        let seq: Int64
-        let numExamples: Int64
-        let signer: String
-        let created: String
+    /// One inbox file after decoding: verified, parsed, tensors checked.
+    private struct Decoded: Sendable {
+        let verified: VerifiedContainer
+        let tensors: SafetensorsFile
     }
 
     /// Runs one merge. `minBundles` overrides the configured quorum.
+    ///
+    /// The files are summed in digest order (float64 addition is not
+    /// associative, and a fixed order makes the result byte-identical on any
+    /// machine). So the digests come first, in a cheap pass that only hashes;
+    /// then two workers verify and decode the bundles in that order, each
+    /// with its own gpg, while this thread checks the protocol and adds each
+    /// delta as it arrives. At most three bundles are in memory at once,
+    /// whatever the size of the inbox.
     public func merge(minBundles: Int? = nil, now: Date = Date()) throws -> MergeReport {
         let layout = home.layout
         guard let lock = try FileLock.tryLock(layout.lockFile) else { throw LockHeld(path: layout.lockFile) }
@@ -99,62 +103,81 @@ public struct Collector {
         let quorum = minBundles ?? settings.minBundles
         let arch = currentWeights.arch
         let number = current.manifest.generation!
-        var candidates: [Candidate] = []
         var rejected: [MergeReport.Rejection] = []
-        var seenDigests = Set<Digest>()
 
-        for path in inboxFiles() {
+        // Pass 1: identities. A file that cannot even be split is refused here.
+        let files = inboxFiles()
+        let identities = Parallel.map(files, workers: 2) { path in
+            Result { try ContainerFile.split(try readFile(path, cap: ContainerLimits.default.maxFileBytes)).digest }
+        }
+        var ordered: [(path: String, digest: Digest)] = []
+        for (path, identity) in zip(files, identities) {
+            switch identity {
+            case .success(let d): ordered.append((path, d))
+            case .failure(let e): rejected.append(try quarantine(path, error: e, ledger: ledger, now: now))
+            }
+        }
+        ordered.sort { $0.digest < $1.digest }
+        let order = ordered
+        let home = self.home
+
+        // Pass 2: verify, decode and add, in digest order.
+        let verifiers = [verifier, try home.verifier()]
+        let fedavg = FedAvg(arch: arch, serverLearningRate: settings.serverLearningRate)
+        var included: [Manifest.IncludedBundle] = []
+        var kept: [(path: String, created: String)] = []
+        var sitesSeen = Set<String>()
+        var digestsSeen = Set<Digest>()
+        var failure: Error?
+        Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
+            Result { () throws -> Decoded in
+                let (v, tensors) = try home.openVerified(order[i].path, verifier: verifiers[worker])
+                return Decoded(verified: v, tensors: tensors)
+            }
+        }, consume: { i, result in
+            guard failure == nil else { return }
+            let path = ordered[i].path
             do {
-                let (v, _) = try home.openVerified(path, verifier: verifier)
-                let m = v.manifest
-                guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
-                guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
-                guard base.digest == current.digest.hex else { throw ProtocolError.wrongBaseDigest(number: base.number) }
-                if let status = try ledger.bundleStatus(v.digest.hex) { throw ProtocolError.replay(status) }
-                if seenDigests.contains(v.digest) { throw ProtocolError.replay("in this inbox under another name") }
-                if let last = try ledger.lastSequence(site: site.id), site.seq <= last {
-                    throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
+                do {
+                    let d = try result.get()
+                    let v = d.verified, m = v.manifest
+                    // The bytes that verified must be the bytes the order was built on.
+                    guard v.digest == ordered[i].digest else { throw FileError(path: path, message: "changed on disk during the merge; rerun") }
+                    guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
+                    guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
+                    guard base.digest == current.digest.hex else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+                    if let status = try ledger.bundleStatus(v.digest.hex) { throw ProtocolError.replay(status) }
+                    guard digestsSeen.insert(v.digest).inserted else { throw ProtocolError.replay("in this inbox under another name") }
+                    if let last = try ledger.lastSequence(site: site.id), site.seq <= last {
+                        throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
+                    }
+                    guard n <= settings.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: settings.maxExamples) }
+                    // One update per site and generation: the first in digest order.
+                    guard sitesSeen.insert(site.id).inserted else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
+                    let weight = Double(min(n, settings.weightCap))
+                    fedavg.add(delta: d.tensors, arch: arch, weight: weight)
+                    included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
+                    kept.append((path, m.created))
+                } catch let e as FileError where e.message.hasPrefix("changed on disk") {
+                    throw e
+                } catch {
+                    rejected.append(try quarantine(path, error: error, ledger: ledger, now: now))
                 }
-                guard n <= settings.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: settings.maxExamples) }
-                seenDigests.insert(v.digest)
-                candidates.append(Candidate(path: path, digest: v.digest, site: site.id, seq: site.seq, numExamples: n,
-                                            signer: v.signer.fingerprint, created: m.created))
             } catch {
-                rejected.append(try quarantine(path, error: error, ledger: ledger, now: now))
+                failure = error
             }
-        }
-        // One update per site per generation: keep each site's lowest sequence number.
-        var kept: [Candidate] = []
-        for c in candidates.sorted(by: { ($0.site, $0.seq, $0.digest) < ($1.site, $1.seq, $1.digest) }) {
-            if kept.last?.site == c.site {
-                rejected.append(try quarantine(c.path, error: ProtocolError.secondUpdate(site: c.site, generation: number), ledger: ledger, now: now))
-            } else {
-                kept.append(c)
-            }
-        }
+        })
+        if let failure { throw failure }
+
         guard !kept.isEmpty, kept.count >= quorum else {
             return MergeReport(outcome: kept.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil, digest: nil,
                                accepted: kept.map(\.path), rejected: rejected, quorum: quorum)
-        }
-
-        // Aggregate in digest order. Each file is read again and must hash
-        // to the digest that verified, so what is summed is what was checked.
-        let ordered = kept.sorted { $0.digest < $1.digest }
-        var fedavg = FedAvg(arch: arch, serverLearningRate: settings.serverLearningRate)
-        var included: [Manifest.IncludedBundle] = []
-        for c in ordered {
-            let file = try ContainerFile.split(try readFile(c.path, cap: ContainerLimits.default.maxFileBytes))
-            guard file.digest == c.digest else { throw FileError(path: c.path, message: "changed on disk during the merge; rerun") }
-            let tensors = try ContainerReader.read(payload: file.signedBytes).tensors()
-            let weight = Double(min(c.numExamples, settings.weightCap))
-            fedavg.add(delta: tensors, arch: arch, weight: weight)
-            included.append(.init(digest: c.digest.hex, site: c.site, signer: c.signer, seq: c.seq, numExamples: c.numExamples, weight: weight))
         }
         let next = fedavg.apply(to: currentWeights)
 
         // The manifest holds nothing that differs between two collectors
         // given the same inputs: time is the newest input's, reasons are codes.
-        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: ordered.map(\.created).max()!,
+        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: kept.map(\.created).max()!,
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
                                 included: included,
                                 rejected: rejected.map { .init(digest: $0.digest, reason: $0.code) }.sorted { $0.digest < $1.digest },
@@ -170,13 +193,17 @@ public struct Collector {
         faultPoint("after-ledger")
         // 3. ... then the inputs leave the inbox. A crash anywhere leaves the
         // old or the new generation, and a rerun finishes steps 2 and 3.
-        for (i, c) in ordered.enumerated() {
-            try moveFile(c.path, to: uniqueDestination(in: layout.accepted, for: c.path))
+        for (i, c) in kept.enumerated() {
+            try moveFile(c.path, to: uniqueDestination(in: layout.accepted, for: c.path), sync: false)
             if i == 0 { faultPoint("after-first-move") }
         }
+        // One sync for all the moves: until it is done the generation is not
+        // marked settled, so a crash here is finished by the next run.
+        try syncDirectory(layout.accepted)
+        try syncDirectory(layout.inbox)
         try ledger.markSettled(number + 1)
         return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: sealed.digest.hex,
-                           accepted: ordered.map(\.path), rejected: rejected, quorum: quorum)
+                           accepted: kept.map(\.path), rejected: rejected, quorum: quorum)
     }
 
     // MARK: steps

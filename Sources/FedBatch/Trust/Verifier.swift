@@ -20,7 +20,10 @@ public struct VerifiedContainer: Sendable {
 /// slot, check the packet framing, verify with gpg, check the key's state
 /// and the digest algorithm; only then decompress and parse, and finally
 /// check that the signer is pinned for the role the manifest claims.
-public final class Verifier {
+///
+/// A verifier owns one gpgme context: use each instance from one thread at
+/// a time (the merge gives each worker its own).
+public final class Verifier: @unchecked Sendable {
     public let trust: TrustSet
     private let keyring: ScratchKeyring
     /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is

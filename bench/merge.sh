@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Merge throughput: fedbatch merge against the floor (zstd -dc and openssl
+# dgst over every bundle) and a Python pipeline, on the same bundles, plus
+# peak RSS as the number of bundles grows.
+#
+#   BUNDLES=20 ARCH=mlp:4096-4096-2048-10 bench/merge.sh   (25.2M parameters, ~100 MB each)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+fb="$root/.build/release/fedbatch"
+py="$root/.venv-bench/bin/python"
+n=${BUNDLES:-20}
+arch=${ARCH:-mlp:4096-4096-2048-10}
+work=$(mktemp -d /tmp/fb-merge-XXXXXX)
+export GNUPGHOME="$work/g"
+mkdir -m 700 "$GNUPGHOME"
+trap 'gpgconf --homedir "$GNUPGHOME" --kill all 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+key() {
+  gpg --batch --passphrase '' --quick-gen-key "$1 <$1@bench>" ed25519 sign 0 2>/dev/null
+  gpg --with-colons --list-keys "<$1@bench>" 2>/dev/null | awk -F: '/^fpr/{print $10; exit}'
+}
+"$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
+"$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
+# Trained weights: the base plus noise, written once and packed by every site.
+"$py" - "$work/base.safetensors" "$work/trained.safetensors" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import load_file, save_file
+w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
+save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
+PY
+for i in $(seq -w 1 "$n"); do
+  s="site-$i"; fpr=$(key "$s")
+  gpg --armor --export "$fpr" > "$work/$s.asc"
+  "$fb" keys add --home "$work/col" --site "$s" "$work/$s.asc" -q
+  "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$work/col/keys/collector.asc" --model-id m -q
+  cp "$work/col/generations/g000000.fbg" "$work/$s/generations/"
+  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)) -q)" "$work/col/inbox/"
+  rm -rf "$work/$s"
+done
+bundles=("$work"/col/inbox/*.fbu)
+mkdir -p "$work/saved" && cp "${bundles[@]}" "$work/saved/"   # for reruns (KEEP=1)
+size=$(du -cb "${bundles[@]}" | tail -1 | cut -f1)
+sync
+
+t0=$(date +%s.%N)
+for f in "${bundles[@]}"; do zstd -qdc "$f" > /dev/null; openssl dgst -sha256 "$f" > /dev/null; done
+t1=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$work/py.rss" "$py" "$root/bench/python_merge.py" "$GNUPGHOME" "$work/base.safetensors" "$work/py.safetensors" "${bundles[@]}"
+t2=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" -q
+t3=$(date +%s.%N)
+
+floor=$(echo "$t1 - $t0" | bc); python=$(echo "$t2 - $t1" | bc); fedbatch=$(echo "$t3 - $t2" | bc)
+echo "| bundles | parameters | MB in | floor s | Python s | fedbatch s | fedbatch/floor | Python/fedbatch | fedbatch peak RSS MB | Python peak RSS MB |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+printf '| %d | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d |\n' "$n" "$arch" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
+  "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 ))
