@@ -89,34 +89,9 @@ public enum Subprocess {
             let kib = Int((try? String(contentsOfFile: io.file("rss"), encoding: .utf8))?.split(separator: "\n").last ?? "") ?? -1
             return ProcessResult(status: r.status, stdout: r.stdout, stderr: r.stderr, maxRSSKiB: kib)
         }
-        let outPath = io.file("out"), errPath = io.file("err")
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-
         var env = environment ?? ProcessInfo.processInfo.environment
         if environment == nil { env.removeValue(forKey: "FEDBATCH_HOME") }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0)=\($1)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        guard rc == 0 else { throw Failure(description: "cannot run \(executable): \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        var usage = rusage()
-        while wait4(pid, &status, 0, &usage) < 0 {
-            guard errno == EINTR else { throw Failure(description: "wait4 failed") }
-        }
-        let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return ProcessResult(
-            status: exit,
-            stdout: (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data(),
-            stderr: (try? Data(contentsOf: URL(fileURLWithPath: errPath))) ?? Data(),
-            maxRSSKiB: 0)
+        return try start(executable, arguments, environment: env, stdin: stdin, io: io).wait()
     }
 
     /// A program started in the background; `wait()` reaps it.
@@ -134,13 +109,13 @@ public enum Subprocess {
         }
     }
 
-    /// Starts a program without waiting for it.
-    public static func start(_ executable: String, _ arguments: [String], environment: [String: String]) throws -> Running {
-        let io = TempDir()
+    /// Starts a program without waiting for it, stdout and stderr going to files.
+    public static func start(_ executable: String, _ arguments: [String], environment: [String: String],
+                             stdin: String? = nil, io: TempDir = TempDir()) throws -> Running {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, io.file("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, io.file("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]

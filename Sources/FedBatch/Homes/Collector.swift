@@ -60,10 +60,7 @@ public struct Collector {
     public let signer: PayloadSigner
 
     public init(home: Home, signer: PayloadSigner) throws {
-        guard home.config.role == .collector else { throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: home.config.role) }
-        guard signer.fingerprint == home.config.key else {
-            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "this collector signs with \(home.config.key) (fedbatch.toml)")
-        }
+        try home.requireRole(.collector, signer: signer)
         self.home = home
         self.signer = signer
     }

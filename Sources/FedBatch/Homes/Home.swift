@@ -20,6 +20,15 @@ public struct Home: Sendable {
         return home
     }
 
+    /// Checks that this home plays `role` and that `signer` holds the key
+    /// its fedbatch.toml names, before any work is done.
+    func requireRole(_ role: HomeRole, signer: PayloadSigner) throws {
+        guard config.role == role else { throw HomeError.wrongRole(path: layout.root, expected: role, actual: config.role) }
+        guard signer.fingerprint == config.key else {
+            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "this \(role.rawValue) signs with \(config.key) (fedbatch.toml)")
+        }
+    }
+
     /// A verifier over this home's pinned keys.
     public func verifier() throws -> Verifier { try Verifier(keysDirectory: layout.keys) }
 

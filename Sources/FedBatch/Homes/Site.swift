@@ -19,10 +19,7 @@ public struct Site {
     public let signer: PayloadSigner
 
     public init(home: Home, signer: PayloadSigner) throws {
-        guard home.config.role == .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .site, actual: home.config.role) }
-        guard signer.fingerprint == home.config.key else {
-            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "this site signs with \(home.config.key) (fedbatch.toml)")
-        }
+        try home.requireRole(.site, signer: signer)
         self.home = home
         self.signer = signer
     }

@@ -1,6 +1,15 @@
 import Foundation
 import GRDB
 
+/// Opens a home's `state.db`. Only one fedbatch process writes a home at a
+/// time (merge holds the lock), but `log` or `verify` may read meanwhile,
+/// so waits on a busy database instead of failing at once.
+func openStateDatabase(_ path: String) throws -> DatabaseQueue {
+    var config = Configuration()
+    config.busyMode = .timeout(10)
+    return try DatabaseQueue(path: path, configuration: config)
+}
+
 /// The collector's `state.db` (SQLite): generations, every bundle seen
 /// with its verdict, and the last sequence number per site. It is an index
 /// over the files, not the truth: `rebuild` recreates it from the signed
@@ -20,9 +29,7 @@ public final class Ledger {
     }
 
     public init(path: String) throws {
-        var config = Configuration()
-        config.busyMode = .timeout(10)
-        db = try DatabaseQueue(path: path, configuration: config)
+        db = try openStateDatabase(path)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.create(table: "generation") { t in

@@ -17,6 +17,18 @@ enum BLAS {
                     a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
     }
 
+    /// OpenBLAS keeps one thread pool and one thread-count setting per
+    /// process; two threads driving it at once (say, two trainings in one
+    /// test process) can leave its workers spinning forever. Every use of
+    /// the network goes through this lock.
+    private static let lock = NSLock()
+
+    static func exclusive<R>(_ body: () throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
     /// The kernel OpenBLAS picked for this CPU (for example "Cooperlake").
     static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 

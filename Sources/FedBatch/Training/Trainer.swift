@@ -47,6 +47,11 @@ public enum Trainer {
     /// - Parameter heldOut: evaluated after every epoch (not timed).
     public static func train(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset? = nil,
                              progress: ((TrainingProgress) -> Void)? = nil) -> TrainingResult {
+        BLAS.exclusive { trainExclusively(start, on: data, options: options, heldOut: heldOut, progress: progress) }
+    }
+
+    private static func trainExclusively(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset?,
+                                         progress: ((TrainingProgress) -> Void)?) -> TrainingResult {
         let arch = start.arch
         let batch = max(1, min(options.batchSize, data.count))
         let net = Network(weights: start, batchCapacity: batch)
@@ -93,7 +98,7 @@ public enum Trainer {
                 var report = EpochReport(epoch: epoch, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
                                          seconds: seconds, samplesPerSecond: Double(seen) / max(seconds, 1e-9))
                 if let heldOut {
-                    let e = Evaluation.evaluate(net.weights, on: heldOut)
+                    let e = Evaluation.evaluateExclusively(net.weights, on: heldOut, batchSize: 1024)
                     BLAS.useThreads(forRows: batch)
                     report.evalLoss = e.loss
                     report.evalAccuracy = e.accuracy
@@ -116,6 +121,11 @@ public struct Evaluation: Sendable, Codable {
     public let classCounts: [Int]
 
     public static func evaluate(_ weights: ModelWeights, on data: Dataset, batchSize: Int = 1024) -> Evaluation {
+        BLAS.exclusive { evaluateExclusively(weights, on: data, batchSize: batchSize) }
+    }
+
+    /// For callers already holding the BLAS lock (the trainer).
+    static func evaluateExclusively(_ weights: ModelWeights, on data: Dataset, batchSize: Int) -> Evaluation {
         let arch = weights.arch
         let batch = max(1, min(batchSize, data.count))
         let net = Network(weights: weights, batchCapacity: batch)
