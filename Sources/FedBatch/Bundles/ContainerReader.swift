@@ -105,7 +105,7 @@ public enum ContainerReader {
     /// Reads exactly `size` bytes of the current member, hashing as it goes.
     private static func readMember(_ tar: TarReader, name: String, size: Int64) throws -> (data: Data, digest: Digest) {
         let hasher = SHA256Hasher()
-        var data = LargeBuffer.data(count: Int(size))
+        var data = LargeBuffer.uninitialized(count: Int(size))
         var filled = 0
         try data.withUnsafeMutableBytes { buf in
             while filled < buf.count {

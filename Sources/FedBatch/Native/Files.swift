@@ -46,7 +46,7 @@ private func openRegularFile(_ path: String, cap: Int64) throws -> (fd: Int32, s
 public func readFile(_ path: String, cap: Int64) throws -> Data {
     let (fd, size) = try openRegularFile(path, cap: cap)
     defer { close(fd) }
-    var data = LargeBuffer.data(count: size)
+    var data = LargeBuffer.uninitialized(count: size)
     var total = 0
     try data.withUnsafeMutableBytes { buf in
         while total < buf.count {
@@ -170,6 +170,45 @@ enum LargeBuffer {
         guard count >= threshold, let p = mapUnforked(count) else { return Data(count: count) }
         return Data(bytesNoCopy: p, count: count, deallocator: .custom { ptr, n in munmap(ptr, n) })
     }
+
+    /// `count` bytes whose contents are undefined, for a caller that fills
+    /// all of them (file reads, decompressed members). Released mappings go
+    /// back to a small pool: a merge reads bundle after bundle of the same
+    /// size, and reusing a mapping saves the page faults and the kernel's
+    /// zeroing of fresh pages.
+    static func uninitialized(count: Int) -> Data {
+        guard count >= threshold else { return Data(count: count) }
+        let capacity = (count + (2 << 20) - 1) & ~((2 << 20) - 1)
+        let p = pool.take(capacity) ?? mapUnforked(capacity)
+        guard let p else { return Data(count: count) }
+        return Data(bytesNoCopy: p, count: count, deallocator: .custom { ptr, _ in pool.give(ptr, capacity) })
+    }
+
+    private final class Pool: @unchecked Sendable {
+        private var free: [(UnsafeMutableRawPointer, Int)] = []
+        private let lock = NSLock()
+        /// Enough for the buffers a merge has in flight (three bundles, two each).
+        private let limit = 8
+
+        func take(_ capacity: Int) -> UnsafeMutableRawPointer? {
+            lock.lock(); defer { lock.unlock() }
+            guard let i = free.firstIndex(where: { $0.1 == capacity }) else { return nil }
+            return free.remove(at: i).0
+        }
+
+        func give(_ p: UnsafeMutableRawPointer, _ capacity: Int) {
+            lock.lock()
+            if free.count < limit {
+                free.append((p, capacity))
+                lock.unlock()
+            } else {
+                lock.unlock()
+                munmap(p, capacity)
+            }
+        }
+    }
+
+    private static let pool = Pool()
 
     /// Zero-filled doubles, unmapped by the caller with `release`.
     static func doubles(count: Int) -> UnsafeMutableBufferPointer<Double> {
