@@ -8,24 +8,18 @@ state_dict's names, shapes and a checksum of the values, and the output of
 the model on a fixed input.
 """
 import json
+import os
 import sys
 
 import torch
 from safetensors.torch import load_file
 
+# The same spec-to-nn.Sequential mapping the PyTorch example ships.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples", "pytorch"))
+from train import build  # noqa: E402
 
-def build(spec):
-    kind, widths = spec.split(":")
-    widths = [int(w) for w in widths.split("-")]
-    layers = []
-    for i in range(len(widths) - 1):
-        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers), widths[0]
-
-
-model, width = build(sys.argv[2])
+model = build(sys.argv[2])
+width = int(sys.argv[2].split(":")[1].split("-")[0])
 result = model.load_state_dict(load_file(sys.argv[1]), strict=True)
 state = model.state_dict()
 x = torch.linspace(-1, 1, width).unsqueeze(0)

@@ -8,19 +8,17 @@ START: initial weights (safetensors, PyTorch names); DATA: a shard with x
 so the example order does not matter. Writes the trained weights to OUT.
 """
 import json
+import os
 import sys
 
 import torch
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples", "pytorch"))
+from train import build  # noqa: E402
+
 arch, start, data, out, options = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
-widths = [int(w) for w in arch.split(":")[1].split("-")]
-layers = []
-for i in range(len(widths) - 1):
-    layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-    if i < len(widths) - 2:
-        layers.append(torch.nn.ReLU())
-model = torch.nn.Sequential(*layers)
+model = build(arch)
 model.load_state_dict(load_file(start), strict=True)
 anchor = [p.detach().clone() for p in model.parameters()]
 d = load_file(data)
