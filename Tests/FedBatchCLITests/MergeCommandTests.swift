@@ -53,6 +53,8 @@ struct MergeCommandTests {
         ]
         for (name, t, n, _) in bad { try update(fed, site: "site-3", seq: 1, base: g0, examples: n, name: name, tensors: t) }
         try Data("not a bundle".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
+        // A FIFO must neither hang the merge nor stay behind.
+        #expect(mkfifo(fed.collector + "/inbox/fifo.fbu", 0o644) == 0)
 
         let r = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
         #expect(r.status == 0, "\(r.err)")
@@ -62,6 +64,7 @@ struct MergeCommandTests {
             #expect(try reason(fed, name)["code"] == code, "\(name)")
         }
         #expect(try reason(fed, "junk.fbu")["code"] == "signature.missing")
+        #expect(try reason(fed, "fifo.fbu")["message"]?.contains("not a regular file") == true)
         #expect(try reason(fed, "huge.fbu")["message"]?.contains("num_examples 1000000000000 is above the cap") == true)
 
         // The generation is FedAvg of the two: (300·Δ1 + 100·Δ2) / 400 over generation 0.
@@ -80,7 +83,7 @@ struct MergeCommandTests {
         #expect(m.generation == 1 && m.parent?.digest == g0.digest)
         #expect(m.included?.map(\.site).sorted() == ["site-1", "site-2"])
         #expect(m.included?.first { $0.site == "site-1" }?.weight == 300)
-        #expect(m.rejected?.count == bad.count + 1)
+        #expect(m.rejected?.count == bad.count + 2)
         #expect(m.strategy?.name == "fedavg")
 
         // Replays: the same bytes under a new name, and a new file reusing (site, seq).

@@ -270,7 +270,7 @@ public struct Collector {
     private func quarantine(_ path: String, error: Error, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
         let bytes = try? readFile(path, cap: ContainerLimits.default.maxFileBytes)
         // The identity of a file that cannot even be split is its whole hash.
-        let digest = (bytes.flatMap { try? ContainerFile.split($0) }?.digest ?? bytes.map(Digest.of) ?? Digest(bytes: []))
+        let digest = (bytes.flatMap { try? ContainerFile.split($0) }?.digest ?? bytes.map(Digest.of) ?? Digest.of(Data()))
         let code = reasonCode(of: error)
         let dest = uniqueDestination(in: home.layout.quarantine, for: path)
         let reason: [String: String] = ["code": code, "message": "\(error)", "digest": digest.hex, "time": rfc3339(now),

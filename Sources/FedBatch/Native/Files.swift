@@ -20,7 +20,10 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Opens a regular file for reading and returns it with its size, refusing
 /// anything else (directories, devices, FIFOs) and files above `cap`.
 private func openRegularFile(_ path: String, cap: Int64) throws -> (fd: Int32, size: Int) {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: opening a FIFO someone left in the inbox must not wait
+    // for a writer; it is refused below as not a regular file. (On regular
+    // files the flag changes nothing.)
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     if fd < 0 { throw FileError.errno(path, "cannot open") }
     var st = stat()
     if fstat(fd, &st) != 0 {
