@@ -27,6 +27,15 @@ struct MergeCommandTests {
         return path
     }
 
+    /// A federation whose inbox holds one valid update from each of two sites.
+    func federationWithTwoUpdates() throws -> Federation {
+        let fed = try Federation()
+        let g0 = try generation(fed, 0)
+        try update(fed, site: "site-1", seq: 1, base: g0)
+        try update(fed, site: "site-2", seq: 1, base: g0)
+        return fed
+    }
+
     func names(_ dir: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
     }
@@ -120,10 +129,7 @@ struct MergeCommandTests {
 
     @Test("below quorum nothing is written and the accepted bundles stay in the inbox")
     func quorum() throws {
-        let fed = try Federation()
-        let g0 = try generation(fed, 0)
-        try update(fed, site: "site-1", seq: 1, base: g0)
-        try update(fed, site: "site-2", seq: 1, base: g0)
+        let fed = try federationWithTwoUpdates()
         let r = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3"])
         #expect(r.status == 5 && r.err.contains("2 bundles accepted, quorum is 3"))
         #expect(names(fed.collector + "/inbox").count == 2 && names(fed.collector + "/generations") == ["g000000.fbg"])
@@ -144,10 +150,7 @@ struct MergeCommandTests {
 
     @Test("two merges started at once: one writes the generation, the other exits 4 and changes nothing")
     func concurrentMerges() throws {
-        let fed = try Federation()
-        let g0 = try generation(fed, 0)
-        try update(fed, site: "site-1", seq: 1, base: g0)
-        try update(fed, site: "site-2", seq: 1, base: g0)
+        let fed = try federationWithTwoUpdates()
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = fed.keyring.home
         // The first merge holds the lock for two seconds before it works.
@@ -169,10 +172,7 @@ struct MergeCommandTests {
     @Test("a crash at each write step leaves a verified chain and every bundle in one place; a rerun finishes",
           arguments: ["after-generation", "after-ledger", "after-first-move"])
     func crash(at point: String) throws {
-        let fed = try Federation()
-        let g0 = try generation(fed, 0)
-        try update(fed, site: "site-1", seq: 1, base: g0)
-        try update(fed, site: "site-2", seq: 1, base: g0)
+        let fed = try federationWithTwoUpdates()
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = fed.keyring.home
         env["FEDBATCH_FAULT"] = point

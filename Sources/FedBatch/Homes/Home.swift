@@ -32,10 +32,6 @@ public struct Home: Sendable {
     /// A verifier over this home's pinned keys.
     public func verifier() throws -> Verifier { try Verifier(keysDirectory: layout.keys) }
 
-    /// The architecture: from the config on a collector; from the newest
-    /// generation's manifest on a site (callers pass it).
-    public var architecture: ModelArchitecture? { config.arch.flatMap { try? ModelArchitecture(spec: $0) } }
-
     /// Site and model ids end up in file names and manifests: plain words only.
     public static func checkName(_ value: String, what: String) throws {
         guard ContainerPath.isIdentifier(value) else { throw HomeError.invalidName(what: what, value: value) }

@@ -75,10 +75,6 @@ public final class Ledger {
         try db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM generation ORDER BY number DESC LIMIT 1").map(Self.row) }
     }
 
-    public func generations() throws -> [GenerationRow] {
-        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM generation ORDER BY number").map(Self.row) }
-    }
-
     private static func row(_ r: Row) -> GenerationRow {
         GenerationRow(number: r["number"], digest: r["digest"], parent: r["parent"], file: r["file"], created: r["created"],
                       accepted: r["accepted"], rejected: r["rejected"], examples: r["examples"])

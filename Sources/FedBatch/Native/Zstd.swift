@@ -150,17 +150,3 @@ final class ZstdDecoder {
         return written
     }
 }
-
-/// One-shot decompression of a small trusted frame (for tests and tools);
-/// capped like the streaming decoder.
-func zstdDecompress(_ frame: Data, windowLogMax: Int = 27, cap: Int64) throws -> Data {
-    let decoder = try ZstdDecoder(frame: frame, windowLogMax: windowLogMax, outputCap: cap)
-    var out = Data()
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = try chunk.withUnsafeMutableBytes { try decoder.read(into: $0) }
-        if n == 0 { break }
-        out.append(contentsOf: chunk[0..<n])
-    }
-    return out
-}
