@@ -49,10 +49,13 @@ debug: deps
 demo: build
 	examples/demo.sh
 
-# The end-to-end tests run the debug binary, so it is built first.
+# The end-to-end tests run the debug binary, so it is built first. A run
+# takes a few minutes; the timeout turns a hang, should one ever come back,
+# into a failure long before CI's limit.
+TEST_TIMEOUT ?= 1500
 test: debug
 	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
-	  $(SWIFT) test --disable-xctest
+	  timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --disable-xctest
 
 # Benchmarks run on release builds against references in the same run; see
 # BENCHMARKS.md. The reference venv holds PyPI's torch (large download).

@@ -41,3 +41,8 @@ public func reexecuteSelf(setting name: String, to value: String) {
     execv("/proc/self/exe", args)
     args.forEach { free($0) }
 }
+
+/// Whether a process with this id exists (it may belong to another user).
+func processExists(_ pid: Int32) -> Bool {
+    kill(pid, 0) == 0 || errno == EPERM
+}

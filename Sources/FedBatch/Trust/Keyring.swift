@@ -3,13 +3,23 @@ import Foundation
 /// A throw-away GnuPG home holding only the keys fedbatch puts there. Trust
 /// decisions are made against one of these, never against the user's own
 /// keyring, whose other keys and trust settings must not count.
+///
+/// Nothing in it needs gpg-agent (public keys only), so its gpg.conf says
+/// `no-autostart`: no daemon is ever left behind, even by a fedbatch that is
+/// killed. A killed fedbatch can still leave the directory itself; it holds
+/// a marker with the owner's process id, and the next fedbatch to make a
+/// scratch keyring removes those whose owner is gone.
 final class ScratchKeyring {
+    static let marker = "fedbatch-scratch.pid"
     let path: String
     let context: GPGContext
 
     init() throws {
+        Self.removeAbandoned()
         path = try makePrivateTempDirectory()
         do {
+            try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: "\(path)/\(Self.marker)"))
+            try Data("no-autostart\n".utf8).write(to: URL(fileURLWithPath: "\(path)/gpg.conf"))
             context = try GPGContext(homedir: path)
         } catch {
             try? FileManager.default.removeItem(atPath: path)
@@ -17,13 +27,26 @@ final class ScratchKeyring {
         }
     }
 
-    deinit {
-        // gpg may have started an agent for this home; stop it before the
-        // directory (and its socket) goes away.
+    deinit { Self.remove(path) }
+
+    private static func remove(_ path: String) {
+        // Homes made by older fedbatch versions may have an agent running.
         if FileManager.default.fileExists(atPath: path + "/S.gpg-agent") {
             runQuietly("gpgconf", ["--homedir", path, "--kill", "all"])
         }
         try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Removes scratch keyrings of fedbatch processes that no longer exist.
+    static func removeAbandoned(in tmp: String = "/tmp") {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
+        for name in names where name.hasPrefix("fb-") {
+            let dir = "\(tmp)/\(name)"
+            guard let text = try? String(contentsOfFile: "\(dir)/\(marker)", encoding: .utf8),
+                  let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
+                  !processExists(pid) else { continue }
+            remove(dir)
+        }
     }
 }
 
