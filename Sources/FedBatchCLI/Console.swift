@@ -58,6 +58,16 @@ final class ProgressLine {
     }
 }
 
+extension Console {
+    /// Warns about files in generations/ that are not generations, which
+    /// every command ignores.
+    func warnAboutForeignFiles(in home: Home) {
+        for name in home.layout.foreignGenerationFiles() {
+            Self.writeErr("fedbatch: warning: ignoring \(home.layout.generations)/\(name): not a generation file name (gNNNNNN.fbg)\n")
+        }
+    }
+}
+
 /// Re-executes with a fast OpenBLAS kernel when the library fell back to a
 /// generic one (see NumericBackend.preferredCoreType); called first by the
 /// commands that train or evaluate.

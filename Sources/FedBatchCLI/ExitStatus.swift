@@ -32,7 +32,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// The one place where library errors become exit codes.
     static func of(_ error: Error) -> ExitStatus {
         switch error {
-        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch, is ChainError:
+        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch, is ChainError, is SiteStateError:
             return .verificationFailed
         case let e as TrustError:
             // Signature verdicts are verification failures; key-file and
@@ -40,6 +40,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
             return e.code.hasPrefix("signature.") ? .verificationFailed : .failure
         case let e as CommandFailure:
             return e.status
+        case SiteError.alreadySent:
+            return .nothingToDo
         default:
             return .failure
         }

@@ -42,8 +42,11 @@ struct SiteCommandTests {
         let delta = try c.tensors().tensor("0.weight")!.floats()
         #expect(delta.contains { $0 != 0 })
 
-        // A second run takes the next sequence number; quiet output is the path alone.
-        let again = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200", "-q"])
+        // A second run on the same generation writes nothing and exits 5 ...
+        let second = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200"])
+        #expect(second.status == 5 && second.err.contains("already sent an update for generation 0"), "\(second.err)")
+        // ... unless forced; it takes the next sequence number, and quiet output is the path alone.
+        let again = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200", "--force", "-q"])
         #expect(again.status == 0 && again.out == fed.site("site-1") + "/outbox/demo-g000000-site-1-2.fbu\n")
         #expect(again.err.isEmpty)
     }
@@ -52,7 +55,7 @@ struct SiteCommandTests {
     func reproducible() throws {
         let fed = try federation(arch: "mlp:784-8-10")
         for _ in 0..<2 {
-            #expect(try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "300", "--seed", "5", "-q"]).status == 0)
+            #expect(try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "300", "--seed", "5", "--force", "-q"]).status == 0)
         }
         let files = outbox(fed).map { fed.site("site-1") + "/outbox/" + $0 }
         let tensors = try files.map { try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: $0))).signedBytes).members["tensors.safetensors"] }
@@ -101,8 +104,33 @@ struct SiteCommandTests {
         #expect(try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100", "-q"]).status == 0)
         try FileManager.default.removeItem(atPath: site + "/generations/g000001.fbg")
         let rb = try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100"])
-        #expect(rb.status == 1 && rb.err.contains("generation 0 is older than generation 1, which this site has already seen: refusing a rollback"), "\(rb.err)")
+        #expect(rb.status == 3 && rb.err.contains("generation 0 is older than generation 1, which this site has already seen: refusing a rollback"), "\(rb.err)")
         #expect(outbox(fed) == ["demo-g000001-site-1-1.fbu"])
+    }
+
+    @Test("a diverging run, empty data and foreign files in generations/ give plain errors and use no sequence number")
+    func siteRefusals() throws {
+        let fed = try federation()
+        let site = fed.site("site-1")
+        let diverged = try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "256", "--lr", "1e20"])
+        #expect(diverged.status == 1, "\(diverged.err)")
+        #expect(diverged.err.contains("training diverged at epoch 1, step") && !diverged.err.contains("tensor"), "\(diverged.err)")
+        let empty = try fed.keyring.dir.write("empty.csv", Data(("label," + (0..<784).map { "p\($0)" }.joined(separator: ",") + "\n").utf8))
+        let e = try fed.fedbatch(["train", "--home", site, "--data", empty])
+        #expect(e.status == 1 && e.err.contains("empty.csv: no data rows"), "\(e.err)")
+        let shard = fed.keyring.dir.file("empty.safetensors")
+        try SafetensorsWriter.write([("x", try Tensor(dtype: .u8, shape: [0, 784], data: Data())), ("y", try Tensor(dtype: .i64, shape: [0], data: Data()))], to: shard)
+        let es = try fed.fedbatch(["train", "--home", site, "--data", shard])
+        #expect(es.status == 1 && es.err.contains("empty.safetensors: holds no examples"), "\(es.err)")
+        #expect(outbox(fed).isEmpty)
+        // A foreign file is ignored with a warning; the first bundle still gets sequence 1.
+        try Data("junk".utf8).write(to: URL(fileURLWithPath: site + "/generations/g+00009.fbg"))
+        let ok = try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100"])
+        #expect(ok.status == 0, "\(ok.err)")
+        #expect(ok.err.contains("warning: ignoring \(site)/generations/g+00009.fbg"))
+        #expect(outbox(fed) == ["demo-g000000-site-1-1.fbu"])
+        let log = try fed.fedbatch(["log", "--home", site])
+        #expect(log.status == 0 && log.out.contains("chain verified: 1 generation"), "\(log.err)")
     }
 
     @Test("a passphrase-protected site key without --passphrase-file fails clearly and writes nothing")

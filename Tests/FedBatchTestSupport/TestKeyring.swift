@@ -86,12 +86,23 @@ public final class Federation: @unchecked Sendable {
         // through the binary where the commands themselves are under test.
         let home = try Home.createCollector(at: collector, modelID: "demo", arch: arch, signer: try signer(collectorKey),
                                             weights: nil, seed: 1).home
+        // Tests write inbox files and merge at once; the settle time is
+        // tested on its own.
+        try setCollectorConfig("settle_seconds", "0")
         for s in sites {
             let file = try keyring.exportPublic(keys[s]!, to: "\(s).asc")
             _ = try home.pinSiteKey(site: s, keyFile: file)
             _ = try Home.createSite(at: site(s), siteID: s, modelID: "demo", signer: try signer(keys[s]!),
                                    collectorKeyPath: collector + "/keys/collector.asc")
         }
+    }
+
+    /// Sets `key = value` in the collector's fedbatch.toml (a key fedbatch wrote).
+    public func setCollectorConfig(_ key: String, _ value: String) throws {
+        let path = collector + "/fedbatch.toml"
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let updated = lines.map { $0.hasPrefix("\(key) = ") ? "\(key) = \(value)" : String($0) }.joined(separator: "\n")
+        try updated.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
     /// Runs fedbatch with this federation's GnuPG home; throws on failure.
@@ -108,6 +119,26 @@ public final class Federation: @unchecked Sendable {
         env["GNUPGHOME"] = keyring.home
         env.removeValue(forKey: "FEDBATCH_HOME")
         return try Subprocess.fedbatch(args, environment: env)
+    }
+
+    /// The collector's generation `n`: its number and digest.
+    public func generation(_ n: Int) throws -> (number: Int, digest: String) {
+        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: collector + "/generations/" + HomeLayout.generationFileName(n))))
+        return (n, file.digest.hex)
+    }
+
+    /// A signed update for `site` (signed with `signedBy`'s key, by default
+    /// the site's own), written into the collector's inbox as `name`.
+    @discardableResult
+    public func update(site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100, name: String? = nil,
+                       scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil, signedBy: String? = nil) throws -> String {
+        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
+                                base: .init(number: base.number, digest: base.digest), site: .init(id: site, seq: seq), numExamples: examples)
+        let t = try tensors ?? Samples.weights(scale: scale * Float(seq))
+        let sealed = try signer(signedBy ?? siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))])
+        let path = collector + "/inbox/" + (name ?? "demo-g\(base.number)-\(site)-\(seq).fbu")
+        try sealed.file.write(to: URL(fileURLWithPath: path))
+        return path
     }
 
     /// A signer for one of the federation's keys.

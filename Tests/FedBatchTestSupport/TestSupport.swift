@@ -96,7 +96,7 @@ public enum Subprocess {
 
     /// A program started in the background; `wait()` reaps it.
     public final class Running: @unchecked Sendable {
-        let pid: pid_t
+        public let pid: pid_t
         let io: TempDir
         init(pid: pid_t, io: TempDir) { self.pid = pid; self.io = io }
 

@@ -28,7 +28,7 @@ struct TrainingTests {
         o.batchSize = 16
         o.optimizer.learningRate = 1
         o.optimizer.momentum = 0
-        let stepped = Trainer.train(w, on: data, options: o).weights
+        let stepped = try Trainer.train(w, on: data, options: o).weights
         let grad = w.subtracting(stepped)
         func loss(_ w: ModelWeights) -> Double { Evaluation.evaluate(w, on: data).loss }
         var checked = 0
@@ -72,7 +72,7 @@ struct TrainingTests {
         o.optimizer.momentum = Float(opts["momentum"] as! Double)
         o.optimizer.weightDecay = Float(opts["weight_decay"] as! Double)
         o.proxMu = Float(opts["prox_mu"] as? Double ?? 0)
-        let ours = Trainer.train(ModelWeights(arch: arch, named: start), on: data, options: o).weights
+        let ours = try Trainer.train(ModelWeights(arch: arch, named: start), on: data, options: o).weights
         for (a, b) in zip(ours.tensors.joined(), reference.tensors.joined()) {
             #expect(abs(a - b) < 1e-4 + 1e-3 * abs(b))
         }
@@ -80,32 +80,32 @@ struct TrainingTests {
     }
 
     @Test("the same seed gives the same bits; another seed does not")
-    func deterministic() {
+    func deterministic() throws {
         let data = toyData(count: 200, width: 6, classes: 3, seed: 1)
         let w = ModelWeights(arch: arch, named: arch.initialWeights(seed: 1))
         var o = TrainingOptions()
         o.batchSize = 16
         o.epochs = 2
         o.seed = 7
-        let a = Trainer.train(w, on: data, options: o).weights
-        let b = Trainer.train(w, on: data, options: o).weights
+        let a = try Trainer.train(w, on: data, options: o).weights
+        let b = try Trainer.train(w, on: data, options: o).weights
         #expect(a == b)
         o.seed = 8
-        #expect(Trainer.train(w, on: data, options: o).weights != a)
+        #expect(try Trainer.train(w, on: data, options: o).weights != a)
         #expect(arch.initialWeights(seed: 1).map(\.tensor) == arch.initialWeights(seed: 1).map(\.tensor))
         #expect(arch.initialWeights(seed: 1).map(\.tensor) != arch.initialWeights(seed: 2).map(\.tensor))
     }
 
     @Test("a strong FedProx term keeps the weights near the generation")
-    func proximal() {
+    func proximal() throws {
         let data = toyData(count: 200, width: 6, classes: 3, seed: 1)
         let w = ModelWeights(arch: arch, named: arch.initialWeights(seed: 1))
         var o = TrainingOptions()
         o.epochs = 3
         o.batchSize = 20
-        let free = Trainer.train(w, on: data, options: o).weights.subtracting(w)
+        let free = try Trainer.train(w, on: data, options: o).weights.subtracting(w)
         o.proxMu = 10
-        let held = Trainer.train(w, on: data, options: o).weights.subtracting(w)
+        let held = try Trainer.train(w, on: data, options: o).weights.subtracting(w)
         func norm(_ m: ModelWeights) -> Float { m.tensors.joined().reduce(0) { $0 + $1 * $1 }.squareRoot() }
         #expect(norm(held) < 0.5 * norm(free))
     }
@@ -120,7 +120,7 @@ struct TrainingTests {
         let before = Evaluation.evaluate(start, on: test)
         var o = TrainingOptions()
         o.epochs = 3
-        let result = Trainer.train(start, on: train, options: o, heldOut: test)
+        let result = try Trainer.train(start, on: train, options: o, heldOut: test)
         let after = Evaluation.evaluate(result.weights, on: test)
         #expect(before.accuracy < 0.25)
         #expect(after.accuracy > 0.7, "test accuracy \(after.accuracy)")

@@ -23,6 +23,24 @@ public final class FedAvg {
 
     deinit { sums.forEach(LargeBuffer.release) }
 
+    /// Refuses a delta that would make the model non-finite.
+    ///
+    /// The new weights are a weighted mean of `base + η·Δᵢ` over the
+    /// bundles, so if every bundle's own `base + η·Δᵢ` fits in float32, so
+    /// does the result (for η ≤ 1; `apply` checks again regardless). A
+    /// finite but enormous delta (3e38) is thus refused here, with the
+    /// bundle named, instead of turning into Inf in a signed generation.
+    public func checkContribution(delta file: SafetensorsFile, base: ModelWeights) throws {
+        let limit = Double(Float.greatestFiniteMagnitude)
+        for (t, shape) in base.arch.tensorShapes.enumerated() {
+            let values = file.tensor(shape.name)!.floats()
+            let b = base.tensors[t]
+            for i in 0..<b.count where !(abs(Double(b[i]) + serverLearningRate * Double(values[i])) <= limit) {
+                throw AggregationError.nonFiniteResult(tensor: shape.name, index: i)
+            }
+        }
+    }
+
     /// Adds one delta (checked against the architecture beforehand).
     public func add(delta file: SafetensorsFile, arch: ModelArchitecture, weight: Double) {
         for (t, shape) in arch.tensorShapes.enumerated() {
@@ -46,15 +64,34 @@ public final class FedAvg {
         count += 1
     }
 
-    /// The new weights.
-    public func apply(to base: ModelWeights) -> ModelWeights {
+    /// The new weights; refuses to return anything non-finite, so that no
+    /// such model is ever signed.
+    public func apply(to base: ModelWeights) throws -> ModelWeights {
         guard totalWeight > 0 else { return base }
         let scale = serverLearningRate / totalWeight
-        return ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums).map { b, s in
+        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums).map { b, s in
             [Float](unsafeUninitializedCapacity: b.count) { out, n in
                 for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
                 n = b.count
             }
         })
+        for (t, shape) in base.arch.tensorShapes.enumerated() {
+            if let i = next.tensors[t].firstIndex(where: { !$0.isFinite }) { throw AggregationError.nonFiniteResult(tensor: shape.name, index: i) }
+        }
+        return next
+    }
+}
+
+/// Why aggregation refused.
+public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
+    case nonFiniteResult(tensor: String, index: Int)
+
+    public var code: String { "aggregation.non-finite" }
+
+    public var description: String {
+        switch self {
+        case let .nonFiniteResult(tensor, index):
+            return "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the update is too large to merge"
+        }
     }
 }

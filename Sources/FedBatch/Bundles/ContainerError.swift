@@ -149,3 +149,23 @@ public struct ContainerLimits: Sendable {
     public init() {}
     public static let `default` = ContainerLimits()
 }
+
+extension ContainerLimits {
+    /// Caps for the update bundles of one model. No member may be larger
+    /// than the model's tensors in float32 plus a safetensors header, so
+    /// what a bundle claims cannot make a merge allocate more than the model
+    /// itself: two 33 KB bundles declaring 1 GiB members, or 1 GiB of junk,
+    /// are refused by size before anything is read or decompressed.
+    public static func updates(of arch: ModelArchitecture) -> ContainerLimits {
+        var l = ContainerLimits()
+        let tensors = Int64(arch.parameterCount) * 4 + (64 << 10) + Int64(arch.tensorShapes.count) * 512
+        l.maxMemberBytes = max(tensors, 1 << 20)
+        l.maxManifestBytes = 1 << 20
+        // The tensors, the manifest and small extra members (metrics).
+        l.maxDecompressedBytes = l.maxMemberBytes + (2 << 20)
+        // zstd never expands incompressible data by more than a few bytes
+        // per 128 KiB block; tar adds 512-byte headers and padding.
+        l.maxFileBytes = l.maxDecompressedBytes + l.maxDecompressedBytes / 128 + (1 << 20) + Int64(l.maxSignatureBytes)
+        return l
+    }
+}

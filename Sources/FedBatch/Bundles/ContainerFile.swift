@@ -33,30 +33,61 @@ public struct ContainerFile: Sendable {
     /// An empty slot is returned as an empty signature (the caller decides).
     public static func split(_ file: Data, limits: ContainerLimits = .default) throws -> ContainerFile {
         let file = file.startIndex == 0 ? file : Data(file)
-        if Int64(file.count) > limits.maxFileBytes { throw ContainerError.fileTooLarge(size: Int64(file.count), cap: limits.maxFileBytes) }
-        guard file.count >= trailerSize + frameHeaderSize + 4 else { throw ContainerError.noSignatureTrailer }
-        return try file.withUnsafeBytes { raw -> ContainerFile in
-            let t = file.count - trailerSize
-            guard Array(raw[(t + 8)..<(t + 16)]) == trailerMagic else { throw ContainerError.noSignatureTrailer }
-            let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: t, as: UInt32.self)))
-            let reserved = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: t + 4, as: UInt32.self))
-            guard reserved == 0 else { throw ContainerError.badSignatureFrame("reserved trailer field is \(reserved), not 0") }
-            guard length <= limits.maxSignatureBytes else { throw ContainerError.signatureTooLarge(size: length, cap: limits.maxSignatureBytes) }
-            let frameStart = t - length - frameHeaderSize
-            guard frameStart >= 4 else { throw ContainerError.badSignatureFrame("signature length \(length) leaves no room for a payload") }
-            let magic = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: frameStart, as: UInt32.self))
-            let size = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: frameStart + 4, as: UInt32.self))
-            guard magic == slotMagic else {
-                throw ContainerError.badSignatureFrame(String(format: "expected skippable-frame magic 0x%08X before the signature, found 0x%08X", slotMagic, magic))
-            }
-            guard Int(size) == length + trailerSize else {
-                throw ContainerError.badSignatureFrame("frame size \(size) disagrees with signature length \(length)")
-            }
-            // A slice, not a copy: payloads run to gigabytes.
-            let payload = file[0..<frameStart]
-            let sig = file.subdata(in: (frameStart + frameHeaderSize)..<t)
-            return ContainerFile(signedBytes: payload, signature: sig)
+        let (payloadLength, sig) = try locate(size: Int64(file.count), limits: limits) { offset, count in
+            file.subdata(in: Int(offset)..<(Int(offset) + count))
         }
+        // A slice, not a copy: payloads run to gigabytes.
+        return ContainerFile(signedBytes: file[0..<payloadLength], signature: sig)
+    }
+
+    /// Reads a container from an open file, its end first: a file that is
+    /// too large or has no valid signature slot is refused before its
+    /// payload is read, so junk costs neither time nor memory.
+    public static func read(_ file: OpenFile, limits: ContainerLimits = .default) throws -> ContainerFile {
+        let (payloadLength, sig) = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+        let payload = try file.read(at: 0, count: payloadLength)
+        guard payload.count == payloadLength else { throw FileError(path: file.displayPath, message: "shrank while it was being read") }
+        return ContainerFile(signedBytes: payload, signature: sig)
+    }
+
+    /// The digest of a container's signed bytes, hashed in pieces: memory
+    /// stays small whatever the file's size.
+    public static func digest(of file: OpenFile, limits: ContainerLimits = .default) throws -> Digest {
+        let (payloadLength, _) = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+        let hasher = SHA256Hasher()
+        try file.stream(from: 0, count: Int64(payloadLength)) { hasher.update($0) }
+        return hasher.finalize()
+    }
+
+    /// Finds the payload length and the signature from the trailer and the
+    /// slot alone; `read(offset, count)` supplies bytes of the file.
+    static func locate(size: Int64, limits: ContainerLimits, read: (Int64, Int) throws -> Data) throws -> (payloadLength: Int, signature: Data) {
+        if size > limits.maxFileBytes { throw ContainerError.fileTooLarge(size: size, cap: limits.maxFileBytes) }
+        guard size >= Int64(trailerSize + frameHeaderSize + 4) else { throw ContainerError.noSignatureTrailer }
+        let trailer = try read(size - Int64(trailerSize), trailerSize)
+        guard trailer.count == trailerSize else { throw ContainerError.noSignatureTrailer }
+        let t = Array(trailer)
+        guard Array(t[8..<16]) == trailerMagic else { throw ContainerError.noSignatureTrailer }
+        let length = Int(u32(t, 0))
+        let reserved = u32(t, 4)
+        guard reserved == 0 else { throw ContainerError.badSignatureFrame("reserved trailer field is \(reserved), not 0") }
+        guard length <= limits.maxSignatureBytes else { throw ContainerError.signatureTooLarge(size: length, cap: limits.maxSignatureBytes) }
+        let frameStart = size - Int64(trailerSize + length + frameHeaderSize)
+        guard frameStart >= 4 else { throw ContainerError.badSignatureFrame("signature length \(length) leaves no room for a payload") }
+        let slot = Array(try read(frameStart, frameHeaderSize + length))
+        guard slot.count == frameHeaderSize + length else { throw ContainerError.noSignatureTrailer }
+        let magic = u32(slot, 0), frameSize = u32(slot, 4)
+        guard magic == slotMagic else {
+            throw ContainerError.badSignatureFrame(String(format: "expected skippable-frame magic 0x%08X before the signature, found 0x%08X", slotMagic, magic))
+        }
+        guard Int(frameSize) == length + trailerSize else {
+            throw ContainerError.badSignatureFrame("frame size \(frameSize) disagrees with signature length \(length)")
+        }
+        return (Int(frameStart), Data(slot[frameHeaderSize...]))
+    }
+
+    private static func u32(_ b: [UInt8], _ i: Int) -> UInt32 {
+        UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
     }
 
     /// Appends the signature slot to a payload.

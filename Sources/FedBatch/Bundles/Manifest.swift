@@ -201,6 +201,8 @@ public enum ContainerPath {
     public static let manifest = "manifest.json"
     public static let tensors = "tensors.safetensors"
 
+    public static func isPlainByte(_ c: UInt8) -> Bool { isPlain(c) }
+
     private static func isPlain(_ c: UInt8) -> Bool {
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
     }

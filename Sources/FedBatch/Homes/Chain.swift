@@ -12,28 +12,45 @@ public struct ChainLink: Sendable, Codable {
     public let file: String
 }
 
-/// Why the chain does not hold together.
+/// Why the chain does not hold together, or does not agree with the
+/// home's own record of it.
 public struct ChainError: Error, Equatable, Sendable, ReasonCoded {
     public let generation: Int
     public let message: String
-    public var code: String { "chain.broken" }
+    public let code: String
+
+    public init(generation: Int, message: String, code: String = "chain.broken") {
+        self.generation = generation
+        self.message = message
+        self.code = code
+    }
+
+    /// generations/ and state.db disagree: see `Collector.checkAgreement`.
+    static func ledgerMismatch(generation: Int, message: String) -> ChainError {
+        ChainError(generation: generation, message: message, code: "chain.ledger-mismatch")
+    }
+
     public var description: String { "generation \(generation): \(message)" }
 }
 
 extension Home {
     /// Verifies every generation in `generations/` and every link back to
     /// generation 0: numbers consecutive from 0, each naming its
-    /// predecessor's digest as its parent.
+    /// predecessor's digest as its parent, weights that a site would train
+    /// on (the model's tensors, all finite). Then checks that the chain
+    /// agrees with this home's record: on a collector, the generations
+    /// state.db lists; on a site, the generations it has accepted, by the
+    /// same rules `train` applies, so that `log` never calls verified a
+    /// chain that `train` refuses.
     public func chain() throws -> [ChainLink] {
         let verifier = try self.verifier()
         var links: [ChainLink] = []
         for n in layout.generationNumbers() {
             let path = layout.generation(n)
             let v: VerifiedContainer
-            do { v = try verifier.open(path: path) } catch { throw ChainError(generation: n, message: "\(path) does not verify: \(error)") }
+            do { (v, _) = try openVerified(path, verifier: verifier) } catch { throw ChainError(generation: n, message: "\(path) does not verify: \(error)") }
             let m = v.manifest
             guard m.kind == .generation, m.generation == n else { throw ChainError(generation: n, message: "\(path) holds generation \(m.generation ?? -1)") }
-            guard m.model.id == config.modelID else { throw ChainError(generation: n, message: "belongs to model \(m.model.id)") }
             if let previous = links.last {
                 guard previous.generation == n - 1 else { throw ChainError(generation: n, message: "generation \(n - 1) is missing") }
                 guard m.parent?.number == n - 1, m.parent?.digest == previous.digest else {
@@ -44,10 +61,31 @@ extension Home {
             }
             let included = m.included ?? []
             links.append(ChainLink(generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
-                                   rejected: m.rejected?.count ?? 0, examples: included.reduce(0) { $0 + $1.numExamples },
+                                   rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
                                    created: m.created, file: path))
         }
-        guard !links.isEmpty else { throw HomeError.noGeneration(layout.generations) }
+        guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
+        guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return links }
+        switch config.role {
+        case .collector:
+            let recorded = try Ledger(path: layout.stateDatabase).generationDigests()
+            for l in links {
+                if let d = recorded[l.generation], d != l.digest {
+                    throw ChainError.ledgerMismatch(generation: l.generation, message: "\(l.file) has digest \(l.digest), but state.db records \(d): the file was replaced")
+                }
+            }
+            if let top = recorded.keys.max(), top > newest.generation {
+                throw ChainError.ledgerMismatch(generation: top, message: "state.db records generation \(top) (\(recorded[top]!)), but \(layout.generation(top)) is missing; restore it before the next merge")
+            }
+        case .site:
+            let state = try SiteState(path: layout.stateDatabase)
+            do {
+                for l in links { try state.check(generation: l.generation, digest: l.digest, rollback: l.generation == newest.generation) }
+            } catch let e as SiteStateError {
+                // The refusal `train` would give, so that the two agree.
+                throw ChainError(generation: newest.generation, message: "\(e); fedbatch train refuses this chain", code: e.code)
+            }
+        }
         return links
     }
 }

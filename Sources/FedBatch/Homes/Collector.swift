@@ -1,47 +1,22 @@
 import Foundation
 
-/// Why a bundle that verified was still refused by a merge.
-public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
-    case notAnUpdate
-    case staleBase(offered: Int, current: Int)
-    case wrongBaseDigest(number: Int)
-    case replay(String)
-    case sequenceReused(site: String, seq: Int64, last: Int64)
-    case secondUpdate(site: String, generation: Int)
-    case tooManyExamples(Int64, cap: Int64)
-
-    public var code: String {
-        switch self {
-        case .notAnUpdate: return "protocol.kind"
-        case .staleBase, .wrongBaseDigest: return "protocol.stale-base"
-        case .replay: return "protocol.replay"
-        case .sequenceReused: return "protocol.seq-reused"
-        case .secondUpdate: return "protocol.one-per-site"
-        case .tooManyExamples: return "protocol.num-examples"
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .notAnUpdate: return "the file is a generation, not an update bundle"
-        case let .staleBase(o, c): return "the update was trained on generation \(o); the current generation is \(c)"
-        case let .wrongBaseDigest(n): return "the update names generation \(n) with a digest that is not this collector's generation \(n)"
-        case .replay(let status): return "a bundle with this digest was already \(status): a replay"
-        case let .sequenceReused(site, seq, last): return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
-        case let .secondUpdate(site, g): return "site \(site) already has an update for generation \(g) in this merge; one per site"
-        case let .tooManyExamples(n, cap): return "num_examples \(n) is above the cap of \(cap)"
-        }
-    }
-}
-
-/// What a merge did.
+/// What a merge did. Every inbox entry appears once: accepted, rejected
+/// (quarantined, or removed as a copy the home already keeps), or waiting.
 public struct MergeReport: Sendable, Codable {
     public enum Outcome: String, Sendable, Codable { case merged, belowQuorum = "below-quorum", empty }
     public struct Rejection: Sendable, Codable {
         public let file: String
-        public let digest: String
+        /// SHA-256 of the file's bytes; nil for links and other non-files.
+        public let digest: String?
         public let code: String
         public let message: String
+        /// Its name in quarantine/, or nil when it was removed as a copy.
+        public let storedAs: String?
+    }
+    /// An entry left in the inbox for a later run, and why.
+    public struct Waiting: Sendable, Codable {
+        public let file: String
+        public let reason: String
     }
     public let outcome: Outcome
     public let generation: Int?
@@ -49,6 +24,7 @@ public struct MergeReport: Sendable, Codable {
     public let digest: String?
     public let accepted: [String]
     public let rejected: [Rejection]
+    public let waiting: [Waiting]
     public let quorum: Int
 }
 
@@ -70,48 +46,56 @@ public struct Collector {
         public var description: String { "another fedbatch merge holds \(path); nothing was changed" }
     }
 
-    /// One inbox file after decoding: verified, parsed, tensors checked.
-    private struct Decoded: Sendable {
-        let verified: VerifiedContainer
-        let tensors: SafetensorsFile
+    /// One inbox entry after pass 2: verified and decoded, or refused.
+    private enum Decoded: @unchecked Sendable {
+        case ok(VerifiedContainer, SafetensorsFile)
+        /// The entry changed between the two passes: leave it for next time.
+        case changed
+        case refused(Error, bundleDigest: String?)
     }
 
-    /// Runs one merge. `minBundles` overrides the configured quorum.
+    /// Runs one merge. `minBundles` overrides the configured quorum and
+    /// `settleSeconds` the configured settle time.
     ///
     /// The files are summed in digest order (float64 addition is not
     /// associative, and a fixed order makes the result byte-identical on any
-    /// machine). So the digests come first, in a cheap pass that only hashes;
-    /// then two workers verify and decode the bundles in that order, each
-    /// with its own gpg, while this thread checks the protocol and adds each
-    /// delta as it arrives. At most three bundles are in memory at once,
-    /// whatever the size of the inbox.
-    public func merge(minBundles: Int? = nil, now: Date = Date()) throws -> MergeReport {
+    /// machine). So the digests come first, in a pass that only hashes, a
+    /// piece at a time; then two workers verify and decode the bundles in
+    /// that order, each with its own gpg, while this thread checks the
+    /// protocol and adds each delta as it arrives. At most three bundles are
+    /// in memory at once, and none can be larger than the model allows.
+    public func merge(minBundles: Int? = nil, settleSeconds: Double? = nil, now: Date = Date()) throws -> MergeReport {
         let layout = home.layout
         guard let lock = try FileLock.tryLock(layout.lockFile) else { throw LockHeld(path: layout.lockFile) }
         defer { withExtendedLifetime(lock) {} }
         if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) { usleep(n * 1000) }
+        Filing.removeCrashLeftovers(layout)
 
         let verifier = try home.verifier()
-        let ledger = try openLedger(verifier: verifier)
         let (current, currentWeights) = try currentGeneration(verifier: verifier)
+        let ledger = try openLedger(verifier: verifier)
+        try checkAgreement(ledger: ledger, current: current)
         try finishInterruptedMerge(ledger: ledger, current: current)
 
         let settings = home.config.merge
         let quorum = minBundles ?? settings.minBundles
+        let settle = settleSeconds ?? settings.settleSeconds
         let arch = currentWeights.arch
         let number = current.manifest.generation!
+        let limits = ContainerLimits.updates(of: arch)
         var rejected: [MergeReport.Rejection] = []
+        var waiting: [MergeReport.Waiting] = []
 
-        // Pass 1: identities. A file that cannot even be split is refused here.
-        let files = inboxFiles()
-        let identities = Parallel.map(files, workers: 2) { path in
-            Result { try ContainerFile.split(try readFile(path, cap: ContainerLimits.default.maxFileBytes)).digest }
-        }
-        var ordered: [(path: String, digest: Digest)] = []
-        for (path, identity) in zip(files, identities) {
+        // Pass 1: identities, from entries that have settled.
+        let clock = wallClock()
+        let entries = try listDirectory(layout.inbox)
+        let identities = Parallel.map(entries, workers: 2) { entry in Self.identify(entry, settle: settle, clock: clock, limits: limits) }
+        var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
+        for (entry, identity) in zip(entries, identities) {
             switch identity {
-            case .success(let d): ordered.append((path, d))
-            case .failure(let e): rejected.append(try quarantine(path, error: e, ledger: ledger, now: now))
+            case let .ready(digest, status): ordered.append((entry, digest, status))
+            case .waiting(let why): waiting.append(.init(file: entry.displayName, reason: why))
+            case .refused(let error): rejected.append(try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now))
             }
         }
         ordered.sort { $0.digest < $1.digest }
@@ -122,43 +106,42 @@ public struct Collector {
         let verifiers = [verifier, try home.verifier()]
         let fedavg = FedAvg(arch: arch, serverLearningRate: settings.serverLearningRate)
         var included: [Manifest.IncludedBundle] = []
-        var kept: [(path: String, created: String)] = []
+        var kept: [(entry: DirectoryEntry, digest: String, created: String)] = []
         var sitesSeen = Set<String>()
-        var digestsSeen = Set<Digest>()
+        var digestsSeen: [Digest: String] = [:]
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
-            Result { () throws -> Decoded in
-                let (v, tensors) = try home.openVerified(order[i].path, verifier: verifiers[worker])
-                return Decoded(verified: v, tensors: tensors)
-            }
-        }, consume: { i, result in
+            Self.decode(order[i].entry, expecting: order[i].digest, status: order[i].status, home: home, verifier: verifiers[worker], limits: limits)
+        }, consume: { i, decoded in
             guard failure == nil else { return }
-            let path = ordered[i].path
+            let entry = ordered[i].entry
             do {
-                do {
-                    let d = try result.get()
-                    let v = d.verified, m = v.manifest
-                    // The bytes that verified must be the bytes the order was built on.
-                    guard v.digest == ordered[i].digest else { throw FileError(path: path, message: "changed on disk during the merge; rerun") }
-                    guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
-                    guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
-                    guard base.digest == current.digest.hex else { throw ProtocolError.wrongBaseDigest(number: base.number) }
-                    if let status = try ledger.bundleStatus(v.digest.hex) { throw ProtocolError.replay(status) }
-                    guard digestsSeen.insert(v.digest).inserted else { throw ProtocolError.replay("in this inbox under another name") }
-                    if let last = try ledger.lastSequence(site: site.id), site.seq <= last {
-                        throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
+                switch decoded {
+                case .changed:
+                    waiting.append(.init(file: entry.displayName, reason: "changed while the merge read it; left for the next run"))
+                case let .refused(error, bundleDigest):
+                    rejected.append(try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now))
+                case let .ok(v, tensors):
+                    do {
+                        let m = v.manifest
+                        if let first = digestsSeen[v.digest] {
+                            // Removed once `first` is merged, as a copy of a merged bundle.
+                            waiting.append(.init(file: entry.displayName, reason: ProtocolError.duplicateInMerge(first).description))
+                            return
+                        }
+                        let (site, n) = try checkProtocol(m, digest: v.digest.hex, number: number, current: current, ledger: ledger, sitesSeen: sitesSeen)
+                        try fedavg.checkContribution(delta: tensors, base: currentWeights)
+                        digestsSeen[v.digest] = entry.displayName
+                        sitesSeen.insert(site.id)
+                        let weight = Double(min(n, settings.weightCap))
+                        fedavg.add(delta: tensors, arch: arch, weight: weight)
+                        included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
+                        kept.append((entry, v.digest.hex, m.created))
+                    } catch ProtocolError.alreadyMerged(let g) {
+                        rejected.append(try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now))
+                    } catch {
+                        rejected.append(try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now))
                     }
-                    guard n <= settings.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: settings.maxExamples) }
-                    // One update per site and generation: the first in digest order.
-                    guard sitesSeen.insert(site.id).inserted else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
-                    let weight = Double(min(n, settings.weightCap))
-                    fedavg.add(delta: d.tensors, arch: arch, weight: weight)
-                    included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
-                    kept.append((path, m.created))
-                } catch let e as FileError where e.message.hasPrefix("changed on disk") {
-                    throw e
-                } catch {
-                    rejected.append(try quarantine(path, error: error, ledger: ledger, now: now))
                 }
             } catch {
                 failure = error
@@ -167,31 +150,35 @@ public struct Collector {
         if let failure { throw failure }
 
         guard !kept.isEmpty, kept.count >= quorum else {
-            return MergeReport(outcome: kept.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil, digest: nil,
-                               accepted: kept.map(\.path), rejected: rejected, quorum: quorum)
+            let nothing = kept.isEmpty && rejected.isEmpty
+            return MergeReport(outcome: nothing ? .empty : .belowQuorum, generation: nil, file: nil, digest: nil,
+                               accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
         }
-        let next = fedavg.apply(to: currentWeights)
+        let next = try fedavg.apply(to: currentWeights)
 
         // The manifest holds nothing that differs between two collectors
-        // given the same inputs: time is the newest input's, reasons are codes.
+        // given the same inputs: time is the newest input's, reasons are
+        // codes, refusals are every one recorded since the last generation.
         var manifest = Manifest(kind: .generation, model: current.manifest.model, created: kept.map(\.created).max()!,
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
                                 included: included,
-                                rejected: rejected.map { .init(digest: $0.digest, reason: $0.code) }.sorted { $0.digest < $1.digest },
+                                rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) },
                                 strategy: .init(name: "fedavg", parameters: ["server_lr": settings.serverLearningRate, "weight_cap": Double(settings.weightCap)]))
-        manifest.metrics = ["bundles": Double(included.count), "examples": Double(included.reduce(0) { $0 + $1.numExamples })]
+        manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
         let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
         let path = layout.generation(number + 1)
+        var stored: [String: String] = [:]
+        for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
         // 1. the generation (temp file, fsync, rename, fsync dir) ...
         try writeFileAtomically(sealed.file, to: path)
         faultPoint("after-generation")
         // 2. ... then the index ...
-        try ledger.recordGeneration(sealed.manifest, digest: sealed.digest.hex, file: path)
+        try ledger.recordGeneration(sealed.manifest, digest: sealed.digest.hex, file: path, stored: stored)
         faultPoint("after-ledger")
         // 3. ... then the inputs leave the inbox. A crash anywhere leaves the
         // old or the new generation, and a rerun finishes steps 2 and 3.
-        for (i, c) in kept.enumerated() {
-            try moveFile(c.path, to: uniqueDestination(in: layout.accepted, for: c.path), sync: false)
+        for (i, k) in kept.enumerated() {
+            try moveEntry(k.entry, to: layout.accepted, as: stored[k.digest]!, sync: false)
             if i == 0 { faultPoint("after-first-move") }
         }
         // One sync for all the moves: until it is done the generation is not
@@ -200,96 +187,81 @@ public struct Collector {
         try syncDirectory(layout.inbox)
         try ledger.markSettled(number + 1)
         return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: sealed.digest.hex,
-                           accepted: kept.map(\.path), rejected: rejected, quorum: quorum)
+                           accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
     }
 
-    // MARK: steps
-
-    private func inboxFiles() -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: home.layout.inbox)) ?? []
-        // Dotfiles are transfers in progress (rsync's temp names).
-        return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(home.layout.inbox)/\($0)" }
-    }
-
-    /// The newest generation, verified.
-    func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
-        guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
-        let (v, tensors) = try home.openVerified(home.layout.generation(newest), verifier: verifier)
-        guard v.manifest.kind == .generation, v.manifest.generation == newest else {
-            throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
+    /// The protocol rules of ARCHITECTURE.md, "Merge: required behaviour",
+    /// for an update whose signature and tensors already checked out. A
+    /// copy of a bundle already merged is named for what it is before the
+    /// base is checked: it is not stale, it is a copy.
+    private func checkProtocol(_ m: Manifest, digest: String, number: Int, current: VerifiedContainer, ledger: Ledger,
+                               sitesSeen: Set<String>) throws -> (Manifest.Site, Int64) {
+        guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
+        if let merged = try ledger.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: merged.generation) }
+        guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
+        guard base.digest == current.digest.hex else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+        if let last = try ledger.lastSequence(site: site.id), site.seq <= last {
+            throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
         }
-        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+        let cap = home.config.merge.maxExamples
+        guard n <= cap else { throw ProtocolError.tooManyExamples(n, cap: cap) }
+        // One update per site and generation: the first in digest order.
+        guard !sitesSeen.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
+        return (site, n)
     }
 
-    /// Opens state.db, rebuilding it from the files when it is missing.
-    func openLedger(verifier: Verifier) throws -> Ledger {
-        let exists = FileManager.default.fileExists(atPath: home.layout.stateDatabase)
-        let ledger = try Ledger(path: home.layout.stateDatabase)
-        if !exists { try rebuild(ledger, verifier: verifier) }
-        return ledger
+    /// Pass 1 for one entry.
+    private enum Identity: @unchecked Sendable {
+        case ready(Digest, EntryStatus)
+        case waiting(String)
+        case refused(Error)
     }
 
-    /// Recreates state.db from the signed generations and the reason files.
-    public func rebuild(_ ledger: Ledger, verifier: Verifier) throws {
-        var gens: [(Manifest, digest: String, file: String)] = []
-        for n in home.layout.generationNumbers() {
-            let v = try verifier.open(path: home.layout.generation(n))
-            gens.append((v.manifest, v.digest.hex, v.path))
+    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits) -> Identity {
+        // rsync writes to a hidden temp name and renames it when complete.
+        if entry.name.first == 0x2E { return .waiting("a hidden name, as rsync gives a transfer in progress; left alone") }
+        do {
+            guard let status = try entryStatus(entry) else { return .waiting("disappeared during the merge") }
+            guard status.kind == .regular else {
+                throw FileError(path: entry.displayPath, message: "is a \(status.kind.description), not a regular file; fedbatch never follows links")
+            }
+            let age = clock - status.changed
+            if age < settle {
+                return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
+            }
+            let file = try OpenFile(entry)
+            let digest = try ContainerFile.digest(of: file, limits: limits)
+            guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
+            return .ready(digest, file.status)
+        } catch {
+            return .refused(error)
         }
-        let q = home.layout.quarantine
-        let reasons = ((try? FileManager.default.contentsOfDirectory(atPath: q)) ?? []).filter { $0.hasSuffix(".reason.json") }.compactMap { name -> (String, String)? in
-            guard let data = try? readFile("\(q)/\(name)", cap: 1 << 20),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let digest = obj["digest"] as? String, let code = obj["code"] as? String else { return nil }
-            return (digest, code)
-        }
-        try ledger.rebuild(generations: gens, quarantineReasons: reasons)
     }
 
-    /// A crash after the generation was written but before the index or the
-    /// moves completed leaves work to finish: record the newest generation
-    /// and move the bundles it includes out of the inbox.
-    private func finishInterruptedMerge(ledger: Ledger, current: VerifiedContainer) throws {
-        if try ledger.latestGeneration()?.number != current.manifest.generation {
-            try ledger.recordGeneration(current.manifest, digest: current.digest.hex, file: current.path)
+    /// Pass 2 for one entry: the same bytes as pass 1, verified and decoded.
+    private static func decode(_ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
+                               verifier: Verifier, limits: ContainerLimits) -> Decoded {
+        let file: OpenFile
+        do {
+            file = try OpenFile(entry)
+            guard file.status == status else { return .changed }
+        } catch {
+            return (try? entryStatus(entry)) == nil ? .changed : .refused(error, bundleDigest: nil)
         }
-        let number = current.manifest.generation!
-        // Once settled, a copy of an included bundle is a replay for the
-        // protocol checks to quarantine, not leftover work.
-        guard try !ledger.isSettled(number) else { return }
-        let included = Set((current.manifest.included ?? []).map(\.digest))
-        for path in inboxFiles() where !included.isEmpty {
-            guard let file = try? ContainerFile.split(try readFile(path, cap: ContainerLimits.default.maxFileBytes)),
-                  included.contains(file.digest.hex) else { continue }
-            try moveFile(path, to: uniqueDestination(in: home.layout.accepted, for: path))
+        let v: VerifiedContainer
+        do {
+            v = try verifier.open(file, path: entry.displayPath, limits: limits)
+        } catch {
+            // The bytes verified must be the bytes the order was built on.
+            if let now = try? ContainerFile.digest(of: file, limits: limits), now != digest { return .changed }
+            return .refused(error, bundleDigest: nil)
         }
-        try ledger.markSettled(number)
-    }
-
-    /// Moves a refused file to quarantine/ beside a JSON reason file.
-    private func quarantine(_ path: String, error: Error, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
-        let bytes = try? readFile(path, cap: ContainerLimits.default.maxFileBytes)
-        // The identity of a file that cannot even be split is its whole hash.
-        let digest = (bytes.flatMap { try? ContainerFile.split($0) }?.digest ?? bytes.map(Digest.of) ?? Digest.of(Data()))
-        let code = reasonCode(of: error)
-        let dest = uniqueDestination(in: home.layout.quarantine, for: path)
-        let reason: [String: String] = ["code": code, "message": "\(error)", "digest": digest.hex, "time": rfc3339(now),
-                                        "file": (path as NSString).lastPathComponent]
-        let json = try JSONSerialization.data(withJSONObject: reason, options: [.sortedKeys, .prettyPrinted])
-        try writeFileAtomically(json, to: dest + ".reason.json")
-        try moveFile(path, to: dest)
-        try ledger.recordRejection(digest: digest.hex, site: nil, seq: nil, reason: code)
-        return .init(file: path, digest: digest.hex, code: code, message: "\(error)")
-    }
-
-    private func uniqueDestination(in dir: String, for path: String) -> String {
-        let name = (path as NSString).lastPathComponent
-        var dest = "\(dir)/\(name)"
-        var i = 1
-        while FileManager.default.fileExists(atPath: dest) {
-            dest = "\(dir)/\(name).\(i)"
-            i += 1
+        guard v.digest == digest else { return .changed }
+        do {
+            let (v, tensors) = try home.checkBelongs(v, limits: limits)
+            return .ok(v, tensors)
+        } catch {
+            return .refused(error, bundleDigest: v.digest.hex)
         }
-        return dest
     }
 }

@@ -62,13 +62,18 @@ public struct MergeSettings: Sendable, Equatable {
     public var weightCap: Int64 = 100_000_000
     /// FedAvg's server learning rate η.
     public var serverLearningRate = 1.0
+    /// An inbox file changed less than this many seconds ago is still
+    /// arriving (a plain `cp` or `scp` racing cron): it is left for the
+    /// next run instead of being quarantined half-written.
+    public var settleSeconds = 60.0
     public init() {}
 
-    static let keys: Set<String> = ["min_bundles", "max_examples", "weight_cap", "server_lr"]
+    static let keys: Set<String> = ["min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds"]
 
     func render() -> [String] {
         ["", "# Settings for `fedbatch merge` (strategy: FedAvg).", "[merge]", "min_bundles = \(minBundles)",
-         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)"]
+         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
+         "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))"]
     }
 }
 
@@ -156,8 +161,14 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
         if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
         if let v = t["server_lr"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0 else { throw HomeError.config(path: path, reason: "merge.server_lr must be positive") }
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]") }
             m.serverLearningRate = d
+        }
+        if let v = t["settle_seconds"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
+                throw HomeError.config(path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
+            }
+            m.settleSeconds = d
         }
         return m
     }
@@ -182,7 +193,7 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = t["data"] { guard let s = v.string else { throw bad("data", "a string") }; d.data = s }
         if let v = try positive("epochs") { d.epochs = v }
         if let v = try positive("batch_size") { d.batchSize = v }
-        if let v = try number("lr") { guard v > 0 else { throw bad("lr", "positive") }; d.learningRate = v }
+        if let v = try number("lr") { guard v > 0, v.isFinite else { throw bad("lr", "positive") }; d.learningRate = v }
         if let v = t["optimizer"] {
             guard let s = v.string, let o = OptimizerKind(rawValue: s) else { throw bad("optimizer", "\"sgd\" or \"adam\"") }
             d.optimizer = o

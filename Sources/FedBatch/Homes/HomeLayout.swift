@@ -29,12 +29,24 @@ public struct HomeLayout: Sendable {
 
     public func generation(_ number: Int) -> String { "\(generations)/\(Self.generationFileName(number))" }
 
-    /// Generation numbers present in `generations/`, ascending.
+    /// Generation numbers present in `generations/`, ascending. Only
+    /// names of exactly `g` + six digits + `.fbg` count (`Int("+00009")`
+    /// would otherwise read `g+00009.fbg` as generation 9).
     public func generationNumbers() -> [Int] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
-        return names.compactMap { name -> Int? in
-            guard name.count == 11, name.hasPrefix("g"), name.hasSuffix(".fbg") else { return nil }
-            return Int(name.dropFirst().prefix(6))
-        }.sorted()
+        return names.compactMap(Self.generationNumber).sorted()
+    }
+
+    static func generationNumber(_ name: String) -> Int? {
+        let b = Array(name.utf8)
+        guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return Int(String(decoding: b[1..<7], as: UTF8.self))
+    }
+
+    /// Files in `generations/` that are not generations (hidden temp files
+    /// aside): they are ignored, and commands warn about them.
+    public func foreignGenerationFiles() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
+        return names.filter { !$0.hasPrefix(".") && Self.generationNumber($0) == nil }.sorted()
     }
 }

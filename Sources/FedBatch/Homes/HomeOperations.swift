@@ -19,7 +19,11 @@ extension Home {
     /// checks it belongs here: the home's model id, a known architecture
     /// (the home's, on a collector) and tensors that match it, all finite.
     public func openVerified(_ path: String, verifier: Verifier, limits: ContainerLimits = .default) throws -> (VerifiedContainer, SafetensorsFile) {
-        let v = try verifier.open(path: path, limits: limits)
+        try checkBelongs(try verifier.open(path: path, limits: limits), limits: limits)
+    }
+
+    /// The checks of `openVerified` on a container already verified.
+    func checkBelongs(_ v: VerifiedContainer, limits: ContainerLimits = .default) throws -> (VerifiedContainer, SafetensorsFile) {
         let m = v.manifest
         guard m.model.id == config.modelID else { throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id) }
         if let arch = config.arch, arch != m.model.arch { throw ModelMismatch.arch(expected: arch, actual: m.model.arch) }

@@ -46,13 +46,23 @@ public struct Site {
         return (v, try ModelWeights(arch: arch, file: tensors))
     }
 
+    /// Refuses a second update on a generation this site already sent one
+    /// for: the collector takes one per site and generation, so a second
+    /// nightly run with no new generation would only be quarantined.
+    public func checkNotSent(base: VerifiedContainer) throws {
+        let number = base.manifest.generation!
+        if let sent = try state.writtenUpdate(base: number) {
+            throw SiteError.alreadySent(generation: number, seq: sent.seq, file: sent.file)
+        }
+    }
+
     /// Signs and writes an update: the delta `trained − base`.
     public func writeUpdate(base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
                             numExamples: Int64, metrics: [String: Double], now: Date = Date()) throws -> WrittenBundle {
         let delta = trained.subtracting(baseWeights)
-        guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else {
-            throw ArchitectureError.nonFinite("update (training diverged; lower the learning rate)")
-        }
+        guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw SiteError.nonFiniteUpdate }
+        // Checked before a sequence number is taken, so a refusal uses none.
+        guard numExamples > 0 else { throw SiteError.noExamples }
         let m = base.manifest
         let number = m.generation!
         let site = home.config.siteID!
@@ -69,5 +79,31 @@ public struct Site {
         try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
         return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
                              baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics)
+    }
+}
+
+/// Why a site wrote no bundle.
+public enum SiteError: Error, Equatable, Sendable, ReasonCoded {
+    case alreadySent(generation: Int, seq: Int64, file: String)
+    case nonFiniteUpdate
+    case noExamples
+
+    public var code: String {
+        switch self {
+        case .alreadySent: return "site.already-sent"
+        case .nonFiniteUpdate: return "site.non-finite"
+        case .noExamples: return "site.no-examples"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .alreadySent(g, seq, file):
+            return "already sent an update for generation \(g) (sequence \(seq), \(file)); the collector takes one per site and generation. Wait for the next generation, or use --force to write another"
+        case .nonFiniteUpdate:
+            return "the trained weights are not all finite (training diverged; lower the learning rate); nothing was written"
+        case .noExamples:
+            return "num_examples must be positive"
+        }
     }
 }

@@ -43,16 +43,28 @@ public final class SiteState {
     /// it otherwise.
     public func accept(generation number: Int, digest: String, now: Date = Date()) throws {
         try db.write { db in
-            // Older than the newest seen is a rollback, even if it was accepted once.
-            if let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
-                throw SiteStateError.rollback(offered: number, highest: highest)
-            }
-            if let known: String = try String.fetchOne(db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number]) {
-                guard known == digest else { throw SiteStateError.fork(number: number, known: known, offered: digest) }
-                return
-            }
+            if try Self.check(number, digest, in: db) { return }
             try db.execute(sql: "INSERT INTO generation (number, digest, seen_at) VALUES (?, ?, ?)", arguments: [number, digest, rfc3339(now)])
         }
+    }
+
+    /// The rules of `accept` without recording anything (for `log`).
+    /// With `rollback` false, only a fork counts (for older links of a chain).
+    public func check(generation number: Int, digest: String, rollback: Bool = true) throws {
+        _ = try db.read { db in try Self.check(number, digest, rollback: rollback, in: db) }
+    }
+
+    /// Throws on a rollback or a fork; true when the generation is known.
+    private static func check(_ number: Int, _ digest: String, rollback: Bool = true, in db: Database) throws -> Bool {
+        // Older than the newest seen is a rollback, even if it was accepted once.
+        if rollback, let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
+            throw SiteStateError.rollback(offered: number, highest: highest)
+        }
+        if let known: String = try String.fetchOne(db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number]) {
+            guard known == digest else { throw SiteStateError.fork(number: number, known: known, offered: digest) }
+            return true
+        }
+        return false
     }
 
     /// Reserves the next sequence number before the bundle is written, so
@@ -63,6 +75,14 @@ public final class SiteState {
             try db.execute(sql: "INSERT INTO bundle (seq, base, file, num_examples, status, created) VALUES (?, ?, ?, ?, 'reserved', ?)",
                            arguments: [seq, base, file, numExamples, rfc3339(now)])
             return seq
+        }
+    }
+
+    /// The bundle already written on generation `base`, if any.
+    public func writtenUpdate(base: Int) throws -> (seq: Int64, file: String)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT seq, file FROM bundle WHERE base = ? AND status = 'written' ORDER BY seq DESC LIMIT 1", arguments: [base])
+                .map { ($0["seq"], $0["file"]) }
         }
     }
 

@@ -10,10 +10,17 @@ func openStateDatabase(_ path: String) throws -> DatabaseQueue {
     return try DatabaseQueue(path: path, configuration: config)
 }
 
-/// The collector's `state.db` (SQLite): generations, every bundle seen
-/// with its verdict, and the last sequence number per site. It is an index
-/// over the files, not the truth: `rebuild` recreates it from the signed
-/// generations and the quarantine reason files.
+/// The collector's `state.db` (SQLite): generations, the bundles they
+/// included, the last sequence number per site, and the refusals not yet
+/// reported in a generation. It is an index over the files, not the truth:
+/// `Ledger.rebuild` recreates it from the signed generations and the
+/// quarantine reason files.
+///
+/// Only bundles whose signature verified under a pinned key and that a
+/// generation included are "seen" for replay protection. A refused file is
+/// recorded under its own identity (see `Rejection`), never under a digest
+/// that a genuine bundle can share: otherwise a damaged copy sent by anyone
+/// with write access to the transport would silence the genuine bundle.
 public final class Ledger {
     private let db: DatabaseQueue
 
@@ -26,6 +33,15 @@ public final class Ledger {
         public let accepted: Int
         public let rejected: Int
         public let examples: Int64
+    }
+
+    /// A refusal: `id` is the bundle digest for a file whose signature
+    /// verified, else the SHA-256 of the whole file.
+    public struct Rejection: Sendable, Equatable {
+        public let id: String
+        public let reason: String
+        /// Its name in quarantine/.
+        public let stored: String?
     }
 
     public init(path: String) throws {
@@ -59,7 +75,29 @@ public final class Ledger {
             // 1 once the inputs of a generation have left the inbox.
             try db.alter(table: "generation") { t in t.add(column: "settled", .integer).notNull().defaults(to: 1) }
         }
+        migrator.registerMigration("v3-rejections") { db in
+            // Rejections recorded by payload digest could block a genuine
+            // bundle; they move to a table of their own, keyed per file.
+            try db.execute(sql: "DELETE FROM bundle WHERE status <> 'accepted'")
+            try db.alter(table: "bundle") { t in t.add(column: "stored", .text) }
+            try db.create(table: "rejection") { t in
+                t.primaryKey("id", .text)
+                t.column("reason", .text).notNull()
+                t.column("stored", .text)
+                t.column("reported", .integer)   // the generation that listed it
+            }
+            try db.create(table: "meta") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .text).notNull()
+            }
+        }
         try migrator.migrate(db)
+    }
+
+    /// Whether this database was completed by `rebuild`. A state.db
+    /// without the mark is partial or from an older fedbatch, and is rebuilt.
+    public func isComplete() throws -> Bool {
+        try db.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'complete'") == "1" }
     }
 
     /// Whether the inputs of generation `number` have all left the inbox.
@@ -75,61 +113,134 @@ public final class Ledger {
         try db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM generation ORDER BY number DESC LIMIT 1").map(Self.row) }
     }
 
+    /// Every recorded generation's digest, by number.
+    public func generationDigests() throws -> [Int: String] {
+        try db.read { db in
+            var out: [Int: String] = [:]
+            for r in try Row.fetchAll(db, sql: "SELECT number, digest FROM generation") { out[r["number"]] = r["digest"] }
+            return out
+        }
+    }
+
     private static func row(_ r: Row) -> GenerationRow {
         GenerationRow(number: r["number"], digest: r["digest"], parent: r["parent"], file: r["file"], created: r["created"],
                       accepted: r["accepted"], rejected: r["rejected"], examples: r["examples"])
     }
 
-    /// The verdict already recorded for a bundle digest, if any.
-    public func bundleStatus(_ digest: String) throws -> String? {
-        try db.read { db in try String.fetchOne(db, sql: "SELECT status FROM bundle WHERE digest = ?", arguments: [digest]) }
+    /// The generation that included this bundle digest, if any.
+    public func mergedInto(_ digest: String) throws -> (generation: Int, stored: String?)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT generation, stored FROM bundle WHERE digest = ? AND status = 'accepted'", arguments: [digest])
+                .map { ($0["generation"], $0["stored"]) }
+        }
     }
 
     public func lastSequence(site: String) throws -> Int64? {
         try db.read { db in try Int64.fetchOne(db, sql: "SELECT last_seq FROM site WHERE id = ?", arguments: [site]) }
     }
 
-    public func recordRejection(digest: String, site: String?, seq: Int64?, reason: String) throws {
+    /// Records a refusal; it is pending until a generation lists it.
+    public func recordRejection(_ r: Rejection) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO bundle (digest, site, seq, status, reason) VALUES (?, ?, ?, 'rejected', ?)",
-                           arguments: [digest, site, seq, reason])
-        }
-    }
-
-    /// Records a generation and the verdicts its manifest carries, in one transaction.
-    public func recordGeneration(_ m: Manifest, digest: String, file: String) throws {
-        try db.write { db in
-            let included = m.included ?? [], rejected = m.rejected ?? []
             try db.execute(sql: """
-                INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, examples, settled)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)
-                """, arguments: [
-                m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
-                included.reduce(Int64(0)) { $0 + $1.numExamples },
-            ])
-            for b in included {
-                try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation) VALUES (?, ?, ?, 'accepted', NULL, ?)",
-                               arguments: [b.digest, b.site, b.seq, m.generation!])
-                try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
-                               arguments: [b.site, b.seq])
-            }
-            for r in rejected {
-                try db.execute(sql: "INSERT OR IGNORE INTO bundle (digest, status, reason) VALUES (?, 'rejected', ?)", arguments: [r.digest, r.reason])
-            }
+                INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL)
+                ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, stored = excluded.stored, reported = NULL
+                """, arguments: [r.id, r.reason, r.stored])
         }
     }
 
-    /// Recreates the index from the files: every generation (verified by
-    /// the caller, in order) and every quarantine reason file.
-    public func rebuild(generations: [(Manifest, digest: String, file: String)], quarantineReasons: [(digest: String, reason: String)]) throws {
-        try db.write { db in
-            try db.execute(sql: "DELETE FROM generation; DELETE FROM bundle; DELETE FROM site;")
+    public func rejection(_ id: String) throws -> Rejection? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT id, reason, stored FROM rejection WHERE id = ?", arguments: [id])
+                .map { Rejection(id: $0["id"], reason: $0["reason"], stored: $0["stored"]) }
         }
-        for (m, digest, file) in generations {
-            try recordGeneration(m, digest: digest, file: file)
-            // Only the newest may still have inputs in the inbox.
-            if m.generation != generations.last?.0.generation { try markSettled(m.generation!) }
-        }
-        for q in quarantineReasons { try recordRejection(digest: q.digest, site: nil, seq: nil, reason: q.reason) }
     }
+
+    /// Refusals since the last generation, for the next one to list.
+    public func pendingRejections() throws -> [Rejection] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, reason, stored FROM rejection WHERE reported IS NULL ORDER BY id")
+                .map { Rejection(id: $0["id"], reason: $0["reason"], stored: $0["stored"]) }
+        }
+    }
+
+    /// Records where an included bundle's file now lies in accepted/.
+    public func recordStored(digest: String, name: String) throws {
+        try db.write { db in try db.execute(sql: "UPDATE bundle SET stored = ? WHERE digest = ?", arguments: [name, digest]) }
+    }
+
+    /// Records a generation, the bundles it included and the refusals it
+    /// lists, in one transaction.
+    public func recordGeneration(_ m: Manifest, digest: String, file: String, stored: [String: String] = [:]) throws {
+        try db.write { db in try Self.insert(m, digest: digest, file: file, stored: stored, settled: false, into: db) }
+    }
+
+    private static func insert(_ m: Manifest, digest: String, file: String, stored: [String: String], settled: Bool, into db: Database) throws {
+        let included = m.included ?? [], rejected = m.rejected ?? []
+        try db.execute(sql: """
+            INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, examples, settled)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [
+            m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
+            saturatingSum(included.map(\.numExamples)), settled ? 1 : 0,
+        ])
+        for b in included {
+            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored) VALUES (?, ?, ?, 'accepted', NULL, ?, ?)",
+                           arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest]])
+            try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                           arguments: [b.site, b.seq])
+        }
+        for r in rejected {
+            try db.execute(sql: """
+                INSERT INTO rejection (id, reason, reported) VALUES (?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET reported = excluded.reported
+                """, arguments: [r.digest, r.reason, m.generation!])
+        }
+    }
+
+    /// Builds a complete state.db at `path` from the files: every generation
+    /// (verified by the caller, in order) and every quarantine reason file.
+    /// It is built beside `path` under a temporary name and renamed into
+    /// place only when complete, so an interrupted rebuild (a crash, a full
+    /// disk) never leaves a partial ledger to be trusted.
+    public static func rebuild(at path: String, generations: [(Manifest, digest: String, file: String)],
+                               quarantine: [Rejection]) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = "\(dir)/.\((path as NSString).lastPathComponent).rebuild-\(getpid())"
+        try? FileManager.default.removeItem(atPath: tmp)
+        do {
+            do {
+                let ledger = try Ledger(path: tmp)
+                try ledger.db.write { db in
+                    for (m, digest, file) in generations {
+                        // Only the newest may still have inputs in the inbox.
+                        try insert(m, digest: digest, file: file, stored: [:], settled: m.generation != generations.last?.0.generation, into: db)
+                    }
+                    for q in quarantine {
+                        try db.execute(sql: "INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL) ON CONFLICT(id) DO UPDATE SET stored = excluded.stored",
+                                       arguments: [q.id, q.reason, q.stored])
+                    }
+                    try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('complete', '1')")
+                }
+                try ledger.db.close()
+            }
+            try syncFile(tmp)
+            faultPoint("rebuild-before-rename")
+            try moveFile(tmp, to: path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw error
+        }
+    }
+}
+
+/// A sum of counts that cannot trap: it stops at Int64.max. Counts come
+/// from signed but untrusted manifests and from configuration.
+public func saturatingSum(_ values: [Int64]) -> Int64 {
+    var total: Int64 = 0
+    for v in values {
+        let (s, overflow) = total.addingReportingOverflow(v)
+        total = overflow ? (v > 0 ? .max : .min) : s
+    }
+    return total
 }

@@ -113,6 +113,14 @@ public func writeFileAtomically(_ data: Data, to path: String, mode: mode_t = 0o
     try syncDirectory(dir)
 }
 
+/// fsyncs a file that was written through another API (SQLite).
+public func syncFile(_ path: String) throws {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw FileError.errno(path, "cannot open") }
+    defer { close(fd) }
+    if fsync(fd) != 0 { throw FileError.errno(path, "fsync failed") }
+}
+
 /// fsyncs a directory so that a rename or unlink in it survives a crash.
 public func syncDirectory(_ dir: String) throws {
     let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

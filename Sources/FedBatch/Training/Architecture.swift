@@ -14,6 +14,9 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     public let widths: [Int]
 
     public static let maxWidth = 1 << 20
+    /// Float32 tensors of this many parameters fill the 4 GiB member cap
+    /// of a container (ContainerLimits.maxMemberBytes).
+    public static let maxParameters = 1 << 30
 
     public init(spec: String) throws {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
@@ -33,6 +36,20 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
         default: break
         }
         guard w.last! >= 2 else { throw ArchitectureError.badSpec(spec, "a classifier needs at least 2 classes") }
+        // Counted with overflow checks: widths of 2^20 make layers of 2^40.
+        var total = 0
+        for i in 0..<(w.count - 1) {
+            let (weights, o1) = w[i].multipliedReportingOverflow(by: w[i + 1])
+            let (layer, o2) = weights.addingReportingOverflow(w[i + 1])
+            let (sum, o3) = total.addingReportingOverflow(layer)
+            guard !o1, !o2, !o3, sum <= Self.maxParameters else {
+                throw ArchitectureError.badSpec(spec, """
+                    more than \(Self.maxParameters) parameters; as float32 such a model is above the 4 GiB a bundle may hold, \
+                    and a merge needs about 16 bytes of memory per parameter
+                    """)
+            }
+            total = sum
+        }
         self.kind = kind
         self.widths = w
     }

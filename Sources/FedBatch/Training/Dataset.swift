@@ -58,6 +58,7 @@ public struct Dataset: Sendable {
 
     /// Checks that the data fits a model: the feature width and every label.
     public func check(against arch: ModelArchitecture, path: String) throws {
+        guard count > 0 else { throw DataError(path: path, message: "holds no examples") }
         guard width == arch.inputWidth else {
             throw DataError(path: path, message: "examples have \(width) features; the model \(arch) expects \(arch.inputWidth)")
         }

@@ -42,16 +42,41 @@ public struct TrainingResult: Sendable {
     public var accuracy: Double { epochs.last?.accuracy ?? .nan }
 }
 
+/// Why a training run stopped.
+public enum TrainingError: Error, Equatable, Sendable, ReasonCoded {
+    case diverged(epoch: Int, step: Int, learningRate: Float)
+    case noData
+
+    public var code: String {
+        switch self {
+        case .diverged: return "training.diverged"
+        case .noData: return "training.no-data"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .diverged(epoch, step, lr):
+            return "training diverged at epoch \(epoch), step \(step): the loss is no longer finite (learning rate \(lr)); lower --lr and run again. Nothing was written."
+        case .noData:
+            return "there are no training examples"
+        }
+    }
+}
+
 /// Mini-batch training of a `ModelArchitecture` on a `Dataset`.
 public enum Trainer {
     /// - Parameter heldOut: evaluated after every epoch (not timed).
+    /// - Throws: `TrainingError.diverged` as soon as a step's loss or the
+    ///   weights stop being finite.
     public static func train(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset? = nil,
-                             progress: ((TrainingProgress) -> Void)? = nil) -> TrainingResult {
-        BLAS.exclusive { trainExclusively(start, on: data, options: options, heldOut: heldOut, progress: progress) }
+                             progress: ((TrainingProgress) -> Void)? = nil) throws -> TrainingResult {
+        guard data.count > 0 else { throw TrainingError.noData }
+        return try BLAS.exclusive { try trainExclusively(start, on: data, options: options, heldOut: heldOut, progress: progress) }
     }
 
     private static func trainExclusively(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset?,
-                                         progress: ((TrainingProgress) -> Void)?) -> TrainingResult {
+                                         progress: ((TrainingProgress) -> Void)?) throws -> TrainingResult {
         let arch = start.arch
         let batch = max(1, min(options.batchSize, data.count))
         let net = Network(weights: start, batchCapacity: batch)
@@ -66,7 +91,7 @@ public enum Trainer {
         defer { x.deallocate(); y.deallocate() }
         var reports: [EpochReport] = []
 
-        data.features.withUnsafeBufferPointer { features in
+        try data.features.withUnsafeBufferPointer { features in
             for epoch in 1...max(1, options.epochs) {
                 // Fisher–Yates with the seeded generator: the same order on every machine.
                 for i in stride(from: order.count - 1, to: 0, by: -1) {
@@ -75,8 +100,9 @@ public enum Trainer {
                 }
                 let started = DispatchTime.now().uptimeNanoseconds
                 var lossSum = 0.0, correct = 0, seen = 0
-                var start = 0
+                var start = 0, step = 0
                 while start < order.count {
+                    step += 1
                     let rows = min(batch, order.count - start)
                     for r in 0..<rows {
                         let src = order[start + r]
@@ -86,6 +112,9 @@ public enum Trainer {
                     net.forward(x.baseAddress!, rows: rows)
                     let (l, c) = net.lossAndGradient(labels: y.baseAddress!, rows: rows)
                     net.backward(x.baseAddress!, rows: rows)
+                    // A non-finite loss means the weights already are; stop
+                    // here rather than train on and sign nothing useful.
+                    guard l.isFinite else { throw TrainingError.diverged(epoch: epoch, step: step, learningRate: options.optimizer.learningRate) }
                     opt.apply(to: net, prox: anchor)
                     lossSum += l
                     correct += c
@@ -106,7 +135,11 @@ public enum Trainer {
                 reports.append(report)
             }
         }
-        return TrainingResult(weights: net.weights, epochs: reports)
+        let weights = net.weights
+        guard weights.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else {
+            throw TrainingError.diverged(epoch: options.epochs, step: (data.count + batch - 1) / batch, learningRate: options.optimizer.learningRate)
+        }
+        return TrainingResult(weights: weights, epochs: reports)
     }
 }
 

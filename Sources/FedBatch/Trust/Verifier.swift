@@ -108,7 +108,13 @@ public final class Verifier: @unchecked Sendable {
 
     /// Reads, verifies and parses one file.
     public func open(path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
-        let file = try ContainerFile.split(try readFile(path, cap: limits.maxFileBytes), limits: limits)
+        try open(try OpenFile(path: path), path: path, limits: limits)
+    }
+
+    /// Verifies and parses a container read from an open file (its end is
+    /// read first: see `ContainerFile.read`).
+    public func open(_ handle: OpenFile, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        let file = try ContainerFile.read(handle, limits: limits)
         let (signer, digest) = try verify(file)
         let container = try ContainerReader.read(payload: file.signedBytes, limits: limits)
         let m = container.manifest

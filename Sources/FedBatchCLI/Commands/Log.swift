@@ -19,8 +19,9 @@ struct Log: ParsableCommand {
 
     func run() throws {
         let home = try Home.open(global.resolvedHome)
-        let links = try home.chain()
         let console = Console(global)
+        console.warnAboutForeignFiles(in: home)
+        let links = try home.chain()
         if global.json {
             try console.emit(ChainReport(verified: true, links: links))
             return

@@ -7,11 +7,14 @@ struct Merge: ParsableCommand {
         abstract: "Collector: verify the inbox, quarantine bad bundles, write the next generation.",
         discussion: """
         Takes the home's lock (a second merge exits 4 and changes nothing). \
-        Every file in inbox/ is verified like `fedbatch verify`, then checked \
+        Files changed in the last --settle seconds, and hidden names (rsync's \
+        temporary files), are left for the next run. \
+        Every other file in inbox/ is verified like `fedbatch verify`, then checked \
         against the protocol: an update, based on the current generation, not \
         seen before by digest or by (site, seq), one per site, num_examples \
         within merge.max_examples. Refused files move to quarantine/ beside a \
-        <name>.reason.json (code, message, digest, time). If at least \
+        <name>.reason.json (code, message, digest, time); to retry one, \
+        move it back into inbox/. If at least \
         --min-bundles (merge.min_bundles) pass, FedAvg aggregates them in \
         digest order and the next generation is written and signed, then \
         recorded in state.db, then the inputs move to accepted/. Otherwise \
@@ -26,8 +29,12 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("min-bundles"), help: "Quorum: the fewest accepted bundles that make a generation (default: merge.min_bundles).")
     var minBundles: Int?
 
+    @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
+    var settle: Double?
+
     func validate() throws {
         if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
+        if let settle, !(0...86_400).contains(settle) { throw ValidationError("--settle must be from 0 to 86400 seconds") }
     }
 
     func run() throws {
@@ -35,7 +42,7 @@ struct Merge: ParsableCommand {
         let collector = try Collector(home: home, signer: try global.signer(fingerprint: home.config.key))
         let report: MergeReport
         do {
-            report = try collector.merge(minBundles: minBundles)
+            report = try collector.merge(minBundles: minBundles, settleSeconds: settle)
         } catch let e as Collector.LockHeld {
             Console.writeErr("fedbatch: \(e)\n")
             throw ExitCode(ExitStatus.lockHeld.rawValue)
@@ -45,7 +52,11 @@ struct Merge: ParsableCommand {
             try console.emit(report)
         } else {
             for r in report.rejected {
-                Console.writeErr("quarantined \((r.file as NSString).lastPathComponent): \(r.message) [\(r.code)]\n")
+                let action = r.storedAs.map { "quarantined \(r.file) as quarantine/\($0)" } ?? "removed \(r.file)"
+                Console.writeErr("\(action): \(r.message) [\(r.code)]\n")
+            }
+            if !global.quiet {
+                for w in report.waiting { Console.writeErr("left \(w.file) in the inbox: \(w.reason)\n") }
             }
             switch report.outcome {
             case .merged:

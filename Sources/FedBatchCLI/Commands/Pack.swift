@@ -31,6 +31,9 @@ struct Pack: ParsableCommand {
     @Option(name: .customLong("metric"), help: ArgumentHelp("A metric to record, as name=value (repeatable).", valueName: "name=value"))
     var metrics: [String] = []
 
+    @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
+    var force = false
+
     func validate() throws {
         if numExamples < 1 { throw ValidationError("--num-examples must be positive") }
         for m in metrics {
@@ -44,7 +47,9 @@ struct Pack: ParsableCommand {
     func run() throws {
         let home = try Home.open(global.resolvedHome, as: .site)
         let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
+        Console(global).warnAboutForeignFiles(in: home)
         let (baseFile, baseWeights) = try site.baseGeneration(base)
+        if !force { try site.checkNotSent(base: baseFile) }
         let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: weights))
         var recorded: [String: Double] = [:]
         for m in metrics {

@@ -13,7 +13,10 @@ struct Train: ParsableCommand {
         <model>-g<generation>-<site>-<seq>.fbu. Prints the bundle's path (or \
         JSON). Defaults come from the [training] table of fedbatch.toml. \
         A progress line is shown on a terminal; under cron nothing but the \
-        path is printed.
+        path is printed. If this site already sent an update for the newest \
+        generation, exits 5 without training (use --force to write another). \
+        A run whose loss stops being finite stops and exits 1, naming the \
+        epoch and step; bad data is refused before anything is consumed.
         """
     )
 
@@ -51,6 +54,9 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("eval-split"), help: "Which IDX split of --eval-data to read.")
     var evalSplit: String = "test"
 
+    @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
+    var force = false
+
     func validate() throws {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
@@ -71,7 +77,9 @@ struct Train: ParsableCommand {
         guard let dataPath = data ?? d.data else {
             throw ValidationError("give --data, or set data in the [training] table of \(home.layout.config)")
         }
+        console.warnAboutForeignFiles(in: home)
         let (base, baseWeights) = try site.baseGeneration(self.base)
+        if !force { try site.checkNotSent(base: base) }
         var dataset = try DataLoader.load(dataPath, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
         if let limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
@@ -93,7 +101,7 @@ struct Train: ParsableCommand {
         o.seed = seed ?? (d.seed &+ UInt64(base.manifest.generation!) &* 0x9E37_79B9)
 
         let progress = ProgressLine(console: console)
-        let result = Trainer.train(baseWeights, on: dataset, options: o, heldOut: heldOut) { p in
+        let result = try Trainer.train(baseWeights, on: dataset, options: o, heldOut: heldOut) { p in
             progress.update(String(format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
                                    100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
         }

@@ -1,0 +1,146 @@
+import Foundation
+
+/// The collector's state around a merge: the current generation, state.db
+/// and its agreement with generations/, interrupted merges, and filing
+/// refused entries.
+extension Collector {
+    /// The newest generation, verified, with weights that are all finite.
+    func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
+        guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
+        let (v, tensors) = try home.openVerified(home.layout.generation(newest), verifier: verifier)
+        guard v.manifest.kind == .generation, v.manifest.generation == newest else {
+            throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
+        }
+        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+    }
+
+    /// Opens state.db, rebuilding it from the files when it is missing or
+    /// was never completed.
+    func openLedger(verifier: Verifier) throws -> Ledger {
+        let path = home.layout.stateDatabase
+        if FileManager.default.fileExists(atPath: path), try Ledger(path: path).isComplete() { return try Ledger(path: path) }
+        try rebuild(verifier: verifier)
+        return try Ledger(path: path)
+    }
+
+    /// Recreates state.db from the signed generations and the reason files.
+    public func rebuild(verifier: Verifier) throws {
+        var gens: [(Manifest, digest: String, file: String)] = []
+        for n in home.layout.generationNumbers() {
+            let v = try verifier.open(path: home.layout.generation(n))
+            gens.append((v.manifest, v.digest.hex, v.path))
+        }
+        let q = home.layout.quarantine
+        let reasons = ((try? FileManager.default.contentsOfDirectory(atPath: q)) ?? []).filter { $0.hasSuffix(Filing.reasonSuffix) }.sorted()
+            .compactMap { name -> Ledger.Rejection? in
+                guard let r = Filing.readReason("\(q)/\(name)"), let digest = r.digest else { return nil }
+                return Ledger.Rejection(id: digest, reason: r.code, stored: r.storedAs)
+            }
+        // A refusal already listed by a generation is not pending again.
+        let reported = Set(gens.flatMap { ($0.0.rejected ?? []).map(\.digest) })
+        try Ledger.rebuild(at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) })
+    }
+
+    /// state.db and generations/ must tell the same story before anything
+    /// is written. If the newest generation file went missing (restored
+    /// from an old backup, deleted by hand), writing the next generation
+    /// would reuse its number with different contents: a fork that every
+    /// site which saw the old one refuses.
+    func checkAgreement(ledger: Ledger, current: VerifiedContainer) throws {
+        guard let latest = try ledger.latestGeneration() else { return }
+        let n = current.manifest.generation!
+        let file = home.layout.generation(latest.number)
+        let advice = "state.db is an index; generations/ holds the signed truth"
+        if latest.number > n {
+            throw ChainError.ledgerMismatch(generation: latest.number, message: """
+                state.db records generation \(latest.number) (digest \(latest.digest)), but the newest file in generations/ is generation \(n): \
+                \(file) is missing. Restore it (from a backup, or from any site's generations/, which keep the copies they received) and rerun. \
+                Merging now would write a different generation \(latest.number), which sites that saw the old one refuse as a fork. \
+                Only if generation \(latest.number) never reached any site, move state.db aside and rerun to rebuild it from the files.
+                """)
+        }
+        if latest.number == n, latest.digest != current.digest.hex {
+            throw ChainError.ledgerMismatch(generation: n, message: """
+                \(current.path) has digest \(current.digest.hex), but state.db records generation \(n) as \(latest.digest): \
+                the file was replaced. Restore the generation state.db records, or, if the file is the right one, move state.db aside \
+                and rerun to rebuild it (\(advice)).
+                """)
+        }
+        if latest.number == n - 1, current.manifest.parent?.digest != latest.digest {
+            throw ChainError.ledgerMismatch(generation: n, message: """
+                \(current.path) names parent \(current.manifest.parent?.digest ?? "none"), but state.db records generation \(n - 1) as \
+                \(latest.digest). Move state.db aside and rerun to rebuild it from the files if generations/ is right (\(advice)).
+                """)
+        }
+        if latest.number < n - 1 {
+            throw ChainError.ledgerMismatch(generation: n, message: """
+                state.db stops at generation \(latest.number) while generations/ reaches \(n). Move state.db aside and rerun to \
+                rebuild it from the files (\(advice)).
+                """)
+        }
+    }
+
+    /// A crash after the generation was written but before the index or the
+    /// moves completed leaves work to finish: record the newest generation
+    /// and move the bundles it includes out of the inbox.
+    func finishInterruptedMerge(ledger: Ledger, current: VerifiedContainer) throws {
+        if try ledger.latestGeneration()?.number != current.manifest.generation {
+            try ledger.recordGeneration(current.manifest, digest: current.digest.hex, file: current.path)
+        }
+        let number = current.manifest.generation!
+        // Once settled, a copy of an included bundle is a replay for the
+        // protocol checks to deal with, not leftover work.
+        guard try !ledger.isSettled(number) else { return }
+        let included = Set((current.manifest.included ?? []).map(\.digest))
+        for entry in try listDirectory(home.layout.inbox) where !included.isEmpty && entry.name.first != 0x2E {
+            guard let file = try? OpenFile(entry),
+                  let digest = try? ContainerFile.digest(of: file), included.contains(digest.hex) else { continue }
+            let name = try Filing.freeName(in: home.layout.accepted, for: entry.name)
+            try moveEntry(entry, to: home.layout.accepted, as: name)
+            try ledger.recordStored(digest: digest.hex, name: name)
+        }
+        try ledger.markSettled(number)
+    }
+
+    /// Files a refused entry: recorded in state.db first (so that a crash
+    /// part-way still lists it in the next generation), then its reason
+    /// file, then the entry itself moves to quarantine/. A file identical
+    /// to one already quarantined for the same reason is removed instead,
+    /// so re-deliveries do not pile up copies.
+    func refuse(_ entry: DirectoryEntry, error: Error, bundleDigest: String?, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
+        let code = reasonCode(of: error)
+        let digest = Filing.fileDigest(entry)?.hex
+        let q = home.layout.quarantine
+        if let digest, let known = try ledger.rejection(digest), known.reason == code, let stored = known.stored,
+           try entryStatus(DirectoryEntry(directory: q, name: stored)) != nil {
+            try removeEntry(entry)
+            return .init(file: entry.displayName, digest: digest, code: code,
+                         message: "\(error) (identical to quarantine/\(stored), refused before for the same reason; this copy was removed)", storedAs: nil)
+        }
+        // A crash between the reason file and the move left the reason file
+        // under the name state.db recorded: reuse it, not a second name.
+        var name = try Filing.freeName(in: q, for: entry.name)
+        if let digest, let stored = try ledger.rejection(digest)?.stored, try entryStatus(DirectoryEntry(directory: q, name: stored)) == nil {
+            name = stored
+        }
+        if let digest { try ledger.recordRejection(.init(id: digest, reason: code, stored: name)) }
+        let reason = Filing.Reason(code: code, message: "\(error)", digest: digest, bundleDigest: bundleDigest, time: rfc3339(now),
+                                   file: entry.displayName, storedAs: name)
+        try Filing.writeReason(reason, to: "\(q)/\(name)\(Filing.reasonSuffix)")
+        faultPoint("after-reason")
+        try moveEntry(entry, to: q, as: name)
+        return .init(file: entry.displayName, digest: digest, code: code, message: "\(error)", storedAs: name)
+    }
+
+    /// A genuine copy of a bundle already merged: removed when accepted/
+    /// still keeps the bundle, quarantined as a replay otherwise.
+    func refuseMerged(_ entry: DirectoryEntry, digest: String, generation: Int, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
+        let error = ProtocolError.alreadyMerged(generation: generation)
+        if let stored = try ledger.mergedInto(digest)?.stored, try entryStatus(DirectoryEntry(directory: home.layout.accepted, name: stored)) != nil {
+            try removeEntry(entry)
+            return .init(file: entry.displayName, digest: Filing.fileDigest(entry)?.hex, code: error.code,
+                         message: "\(error) (accepted/\(stored) keeps it; this copy was removed)", storedAs: nil)
+        }
+        return try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
+    }
+}

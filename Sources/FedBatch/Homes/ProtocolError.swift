@@ -1,0 +1,38 @@
+import Foundation
+
+/// Why a bundle that verified was still refused by a merge.
+public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
+    case notAnUpdate
+    case staleBase(offered: Int, current: Int)
+    case wrongBaseDigest(number: Int)
+    case alreadyMerged(generation: Int)
+    case duplicateInMerge(String)
+    case sequenceReused(site: String, seq: Int64, last: Int64)
+    case secondUpdate(site: String, generation: Int)
+    case tooManyExamples(Int64, cap: Int64)
+
+    public var code: String {
+        switch self {
+        case .notAnUpdate: return "protocol.kind"
+        case .staleBase, .wrongBaseDigest: return "protocol.stale-base"
+        case .alreadyMerged, .duplicateInMerge: return "protocol.replay"
+        case .sequenceReused: return "protocol.seq-reused"
+        case .secondUpdate: return "protocol.one-per-site"
+        case .tooManyExamples: return "protocol.num-examples"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notAnUpdate: return "the file is a generation, not an update bundle"
+        case let .staleBase(o, c): return "the update was trained on generation \(o); the current generation is \(c)"
+        case let .wrongBaseDigest(n): return "the update names generation \(n) with a digest that is not this collector's generation \(n)"
+        case .alreadyMerged(let g): return "already merged into generation \(g): this is a second copy of a bundle the collector has used"
+        case .duplicateInMerge(let other): return "the same bundle as \(other) in this merge: a second copy"
+        case let .sequenceReused(site, seq, last): return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
+        case let .secondUpdate(site, g): return "site \(site) already has an update for generation \(g) in this merge; one per site"
+        case let .tooManyExamples(n, cap): return "num_examples \(n) is above the cap of \(cap)"
+        }
+    }
+}
+
