@@ -108,6 +108,13 @@ struct VerifierTests {
         #expect(r.hasPrefix("signature.key-expired"), "\(r)")
     }
 
+    @Test("a signature dated years ahead of the clock is refused")
+    func futureSignature() throws {
+        let (_, payload) = try bundle()
+        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--faked-system-time", "20350101T000000!", "--ignore-time-conflict"])
+        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig)).hasPrefix("signature.future"))
+    }
+
     @Test("a revoked key is refused")
     func revokedKey() throws {
         let fpr = fed.siteKeys["site-2"]!

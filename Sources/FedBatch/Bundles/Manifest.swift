@@ -124,33 +124,18 @@ public struct Manifest: Codable, Sendable, Equatable {
     }
 
     /// Parses untrusted manifest bytes: strict JSON first (no duplicate
-    /// keys, bounded depth), then the schema, then `validate()`.
+    /// keys, bounded depth), then exactly the fields of fedbatch-bundle(5)
+    /// (see `ManifestDecoder`), then `validate()`.
     public static func decode(_ data: Data) throws -> Manifest {
+        let tree: JSONValue
         do {
-            _ = try StrictJSON.parse(data)
+            tree = try StrictJSON.parse(data)
         } catch let e as JSONSyntaxError {
             throw ContainerError.manifestInvalid("not valid JSON: \(e.description)")
         }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let m: Manifest
-        do {
-            m = try decoder.decode(Manifest.self, from: data)
-        } catch let DecodingError.keyNotFound(key, ctx) {
-            throw ContainerError.manifestInvalid("missing field \(Self.path(ctx.codingPath + [key]))")
-        } catch let DecodingError.typeMismatch(_, ctx) {
-            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)) has the wrong type")
-        } catch let DecodingError.valueNotFound(_, ctx) {
-            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)) is null")
-        } catch let DecodingError.dataCorrupted(ctx) {
-            throw ContainerError.manifestInvalid("field \(Self.path(ctx.codingPath)): \(ctx.debugDescription)")
-        }
+        let m = try ManifestDecoder.decode(tree)
         try m.validate()
         return m
-    }
-
-    private static func path(_ keys: [CodingKey]) -> String {
-        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
     }
 
     /// Checks the rules a decoder cannot express: known format and version,
@@ -161,6 +146,13 @@ public struct Manifest: Codable, Sendable, Equatable {
         guard version <= Manifest.formatVersion else {
             throw ContainerError.manifestInvalid("format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads (\(Manifest.formatVersion)); upgrade fedbatch")
         }
+        guard Manifest.knownCodecs.contains(codec) else {
+            throw ContainerError.manifestInvalid("codec \"\(codec)\" is not one this fedbatch reads (\(Manifest.knownCodecs.sorted().joined(separator: ", ")))")
+        }
+        guard Manifest.parseCreated(created) != nil else {
+            throw ContainerError.manifestInvalid("created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
+        }
+        for (name, v) in metrics where !v.isFinite { throw ContainerError.manifestInvalid("metric \(name) is not finite") }
         switch kind {
         case .update:
             guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }
@@ -170,11 +162,15 @@ public struct Manifest: Codable, Sendable, Equatable {
             try Self.checkIdentifier(site.id, what: "site id")
         case .generation:
             guard let g = generation, g >= 0 else { throw ContainerError.manifestInvalid("a generation must give its number") }
+            for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
+                throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
+            }
             if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
         }
         try Self.checkIdentifier(model.id, what: "model id")
-        for ref in [base, parent].compactMap({ $0 }) where Digest(hex: ref.digest) == nil {
-            throw ContainerError.manifestInvalid("generation digest \"\(ref.digest)\" is not 64 lowercase hex digits")
+        for ref in [base, parent].compactMap({ $0 }) {
+            guard Digest(hex: ref.digest) != nil else { throw ContainerError.manifestInvalid("generation digest \"\(ref.digest)\" is not 64 lowercase hex digits") }
+            guard ref.number >= 0 else { throw ContainerError.manifestInvalid("generation number \(ref.number) is negative") }
         }
         var names = Set<String>()
         for member in members {

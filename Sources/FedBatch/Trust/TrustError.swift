@@ -24,6 +24,7 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
     case keyExpired(String)
     case keyRevoked(String)
     case signatureExpired(String)
+    case signatureFromFuture(String, created: Int)
     case weakDigest(String)
     case wrongKeyUsage(String)
     case wrongSigner(fingerprint: String, pinnedFor: Role, claimed: Role, what: String)
@@ -42,6 +43,7 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
         case .keyExpired: return "signature.key-expired"
         case .keyRevoked: return "signature.key-revoked"
         case .signatureExpired: return "signature.expired"
+        case .signatureFromFuture: return "signature.future"
         case .weakDigest: return "signature.weak-digest"
         case .wrongKeyUsage: return "signature.key-usage"
         case .wrongSigner: return "signature.wrong-signer"
@@ -68,6 +70,8 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
             return "signed by key \(f), which has expired"
         case .keyRevoked(let f):
             return "signed by key \(f), which has been revoked"
+        case let .signatureFromFuture(f, created):
+            return "the signature by \(f) is dated \(rfc3339(Date(timeIntervalSince1970: TimeInterval(created)))), more than 24 hours after this machine's clock"
         case .signatureExpired(let f):
             return "the signature by \(f) has expired"
         case .weakDigest(let algo):

@@ -81,6 +81,7 @@ public final class Verifier: @unchecked Sendable {
         if sig.signatureExpired { throw TrustError.signatureExpired(who) }
         if sig.wrongKeyUsage { throw TrustError.wrongKeyUsage(who) }
         guard Self.acceptedDigests.contains(sig.hashAlgorithm) else { throw TrustError.weakDigest(sig.hashAlgorithm) }
+        if Double(sig.created) - Date().timeIntervalSince1970 > Manifest.maxClockSkew { throw TrustError.signatureFromFuture(who, created: sig.created) }
 
         let key: GPGKey
         do {
@@ -118,6 +119,7 @@ public final class Verifier: @unchecked Sendable {
         let (signer, digest) = try verify(file)
         let container = try ContainerReader.read(payload: file.signedBytes, limits: limits)
         let m = container.manifest
+        try m.checkCreated(notAfter: Date())
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
         guard signer.role == claimed else {
             let what = m.kind == .generation

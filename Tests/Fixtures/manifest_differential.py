@@ -1,0 +1,274 @@
+"""Crafted manifests, and an independent manifest reader written from
+fedbatch-bundle(5) alone, for a differential test against fedbatch.
+
+    manifest_differential.py OUTDIR
+
+writes OUTDIR/<case>.zst (a container payload: pax tar of manifest.json and
+tensors.safetensors, compressed by the zstd CLI) for every case, and
+OUTDIR/verdicts.json: {case: {"ok": bool, "num_examples": int|null,
+"why": str}} as this reader sees each manifest. The Swift test reads each
+payload with fedbatch and expects the same verdict and the same count.
+"""
+import datetime
+import hashlib
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import tarfile
+
+IDENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+CREATED = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+I64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+class Refused(Exception):
+    pass
+
+
+# --- the reader, from the man page -----------------------------------------
+
+def no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise Refused("duplicate key")
+    return dict(pairs)
+
+
+def no_constants(name):
+    raise Refused("not JSON: " + name)
+
+
+def depth(v, d=1):
+    if d > 64:
+        raise Refused("nested deeper than 64")
+    if isinstance(v, dict):
+        for x in v.values():
+            depth(x, d + 1)
+    elif isinstance(v, list):
+        for x in v:
+            depth(x, d + 1)
+
+
+def integer(o, k, minimum=None):
+    v = o.get(k)
+    if isinstance(v, bool) or not isinstance(v, int) or not I64[0] <= v <= I64[1]:
+        raise Refused(k + " is not a 64-bit integer")
+    if minimum is not None and v < minimum:
+        raise Refused(k + " below " + str(minimum))
+    return v
+
+
+def string(o, k):
+    v = o.get(k)
+    if not isinstance(v, str):
+        raise Refused(k + " is not a string")
+    return v
+
+
+def obj(o, k):
+    v = o.get(k)
+    if not isinstance(v, dict):
+        raise Refused(k + " is not an object")
+    return v
+
+
+def number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise Refused("not a finite number")
+    return v
+
+
+def identifier(s):
+    if not IDENT.match(s) or s[0] in ".-":
+        raise Refused("bad identifier")
+
+
+def created_ok(s):
+    m = CREATED.match(s)
+    if not m:
+        raise Refused("created not RFC 3339 UTC")
+    try:
+        datetime.datetime(*map(int, m.groups()))
+    except ValueError:
+        raise Refused("created not a calendar time")
+
+
+def generation_ref(o, k):
+    r = obj(o, k)
+    integer(r, "number", 0)
+    if not HEX64.match(string(r, "digest")):
+        raise Refused("digest")
+
+
+def present(o, k):
+    return k in o and o[k] is not None
+
+
+def read(raw):
+    """The manifest's num_examples (None for a generation), or Refused."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("not UTF-8")
+    try:
+        m = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as e:
+        raise Refused("not JSON: %s" % e)
+    depth(m)
+    if not isinstance(m, dict):
+        raise Refused("not an object")
+    if string(m, "format") != "fedbatch":
+        raise Refused("format")
+    if integer(m, "version") != 1:
+        raise Refused("version")
+    kind = string(m, "kind")
+    if kind not in ("update", "generation"):
+        raise Refused("kind")
+    model = obj(m, "model")
+    identifier(string(model, "id"))
+    string(model, "arch")
+    created_ok(string(m, "created"))
+    if string(m, "codec") != "fp32":
+        raise Refused("codec")
+    string(m, "fedbatch_version")
+    members = m.get("members")
+    if not isinstance(members, list):
+        raise Refused("members")
+    names = set()
+    for e in members:
+        if not isinstance(e, dict):
+            raise Refused("member")
+        n = string(e, "name")
+        if n == "manifest.json" or len(n.encode()) > 255 or not all(s and s not in (".", "..") and SEGMENT.match(s) for s in n.split("/")):
+            raise Refused("member name")
+        if n in names:
+            raise Refused("member twice")
+        names.add(n)
+        integer(e, "length", 0)
+        if not HEX64.match(string(e, "sha256")):
+            raise Refused("member sha256")
+    if "tensors.safetensors" not in names:
+        raise Refused("no tensors")
+    for v in obj(m, "metrics").values():
+        number(v)
+    for k in ("base", "parent"):
+        if present(m, k):
+            generation_ref(m, k)
+    if kind == "update":
+        if not present(m, "site") or not present(m, "base") or not present(m, "num_examples"):
+            raise Refused("update fields")
+        site = obj(m, "site")
+        identifier(string(site, "id"))
+        integer(site, "seq", 0)
+        n = integer(m, "num_examples", 1)
+    else:
+        if not present(m, "generation"):
+            raise Refused("generation number")
+        g = integer(m, "generation", 0)
+        if g > 0 and not present(m, "parent"):
+            raise Refused("parent")
+        n = None
+    if present(m, "num_examples") and kind != "update":
+        integer(m, "num_examples")
+    return n
+
+
+# --- the cases ---------------------------------------------------------------
+
+def tensors():
+    header = b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    header += b" " * (-(8 + len(header)) % 8)
+    return len(header).to_bytes(8, "little") + header + b"\x00\x00\x80\x3f"
+
+
+TENSORS = tensors()
+MEMBERS = '[{"length": %d, "name": "tensors.safetensors", "sha256": "%s"}]' % (len(TENSORS), hashlib.sha256(TENSORS).hexdigest())
+BASE = '"base": {"digest": "%s", "number": 0}' % ("ab" * 32)
+
+
+def update(**over):
+    fields = {
+        "format": '"fedbatch"', "version": "1", "kind": '"update"',
+        "model": '{"arch": "mlp:4-3-2", "id": "demo"}', "base": '{"digest": "%s", "number": 0}' % ("ab" * 32),
+        "site": '{"id": "site-1", "seq": 1}', "num_examples": "100",
+        "created": '"2026-01-01T00:00:00Z"', "codec": '"fp32"', "fedbatch_version": '"test"',
+        "metrics": '{"loss": 0.5}', "members": MEMBERS,
+    }
+    extra = over.pop("_extra", "")
+    for k, v in over.items():
+        if v is None:
+            fields.pop(k)
+        else:
+            fields[k] = v
+    body = ", ".join('"%s": %s' % (k, v) for k, v in fields.items())
+    return ("{" + body + extra + "}").encode()
+
+
+CASES = {
+    "valid": update(),
+    "camel-alias": update(_extra=', "numExamples": 99999999'),
+    "camel-only": update(num_examples=None, _extra=', "numExamples": 100'),
+    "duplicate-key": update(_extra=', "num_examples": 5'),
+    "count-fraction": update(num_examples="100.0"),
+    "count-exponent": update(num_examples="1e2"),
+    "count-string": update(num_examples='"100"'),
+    "count-zero": update(num_examples="0"),
+    "count-negative": update(num_examples="-5"),
+    "count-huge": update(num_examples="1000000000000"),
+    "seq-too-big": update(site='{"id": "site-1", "seq": 9223372036854775808}'),
+    "seq-fraction": update(site='{"id": "site-1", "seq": 1.5}'),
+    "version-fraction": update(version="1.0"),
+    "version-2": update(version="2"),
+    "created-space": update(created='"2026-01-01 00:00:00Z"'),
+    "created-offset": update(created='"2026-01-01T00:00:00+01:00"'),
+    "created-fraction": update(created='"2026-01-01T00:00:00.5Z"'),
+    "created-feb-30": update(created='"2026-02-30T00:00:00Z"'),
+    "codec-int8": update(codec='"int8"'),
+    "codec-upper": update(codec='"FP32"'),
+    "codec-missing": update(codec=None),
+    "unknown-field": update(_extra=', "future": {"a": [1, 2, {"b": null}]}'),
+    "unknown-nested": update(site='{"id": "site-1", "seq": 1, "zone": "eu"}'),
+    "metric-infinite": update(metrics='{"loss": 1e999}'),
+    "metric-string": update(metrics='{"loss": "low"}'),
+    "site-bad-id": update(site='{"id": "../etc", "seq": 1}'),
+    "kind-partial": update(kind='"partial"'),
+    "base-missing": update(base=None),
+    "base-null": update(base="null"),
+    "too-deep": update(_extra=', "deep": ' + "[" * 70 + "]" * 70),
+    "nan-literal": update(metrics='{"loss": NaN}'),
+    "model-id-dash": update(model='{"arch": "mlp:4-3-2", "id": "-demo"}'),
+    "bool-count": update(num_examples="true"),
+}
+
+
+def payload(manifest):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("manifest.json", manifest), ("tensors.safetensors", TENSORS)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), check=True, stdout=subprocess.PIPE).stdout
+
+
+def main(out):
+    verdicts = {}
+    for name, manifest in CASES.items():
+        with open("%s/%s.zst" % (out, name), "wb") as f:
+            f.write(payload(manifest))
+        try:
+            verdicts[name] = {"ok": True, "num_examples": read(manifest), "why": ""}
+        except Refused as e:
+            verdicts[name] = {"ok": False, "num_examples": None, "why": str(e)}
+    with open(out + "/verdicts.json", "w") as f:
+        json.dump(verdicts, f, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
