@@ -40,6 +40,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
             return e.code.hasPrefix("signature.") ? .verificationFailed : .failure
         case let e as CommandFailure:
             return e.status
+        case is LockHeld:
+            return .lockHeld
         case SiteError.alreadySent:
             return .nothingToDo
         default:

@@ -100,6 +100,57 @@ struct TrustCommandTests {
         #expect(onSite.status == 1 && onSite.err.contains("is a site home; this command needs a collector home"))
     }
 
+    @Test("keys add refuses RSA-1024, DSA-1024 and keys that cannot sign; a weak key pinned by hand signs nothing that verifies")
+    func weakKeys() throws {
+        let fed = try Federation()
+        let k = fed.keyring
+        var fprs: [String: String] = [:]
+        for (name, algo, usage) in [("rsa-1024", "rsa1024", "sign"), ("dsa-1024", "dsa1024", "sign"), ("cert-only", "ed25519", "cert")] {
+            try k.gpg(["--passphrase", "", "--quick-gen-key", "\(name) <\(name)@fedbatch.test>", algo, usage, "0"])
+            fprs[name] = try k.fingerprint(of: name)
+        }
+        for (name, message) in [("rsa-1024", "RSA-1024 is below the minimum of RSA-2048"), ("dsa-1024", "DSA-1024 keys are not accepted"), ("cert-only", "cannot sign")] {
+            let r = try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-9", try k.exportPublic(fprs[name]!, to: "\(name).asc")])
+            #expect(r.status == 1 && r.err.contains(message), "\(name): \(r.err)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: fed.collector + "/keys/sites/site-9.asc"))
+        // An older fedbatch may have pinned a weak key: its signatures are refused anyway.
+        try FileManager.default.copyItem(atPath: k.dir.file("rsa-1024.asc"), toPath: fed.collector + "/keys/sites/site-9.asc")
+        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+                                base: .init(number: 0, digest: try fed.generation(0).digest), site: .init(id: "site-9", seq: 1), numExamples: 5)
+        let sealed = try fed.signer(fprs["rsa-1024"]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
+        let path = try k.dir.write("weak.fbu", sealed.file)
+        let v = try fed.fedbatch(["verify", "--home", fed.collector, path])
+        #expect(v.status == 3 && v.out.contains("signature.weak-key") || v.err.contains("signature.weak-key"), "\(v.out)\(v.err)")
+    }
+
+    @Test("a key renewed in gpg is re-pinned under the same fingerprint, for a site and for the collector; keys take the home's lock")
+    func renewAndLock() throws {
+        let fed = try Federation()
+        let k = fed.keyring
+        let site1 = fed.siteKeys["site-1"]!
+        try k.gpg(["--quick-set-expire", site1, "2y"])
+        let renewed = try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", try k.exportPublic(site1, to: "s1-renewed.asc")])
+        #expect(renewed.status == 0 && renewed.out.contains("renewed \(site1) for site site-1"), "\(renewed.err)")
+        let list = try fed.fedbatch(["keys", "list", "--home", fed.collector, "--json"])
+        #expect(list.out.contains("\"expires\" : \"20"), "\(list.out)")
+
+        try k.gpg(["--quick-set-expire", fed.collectorKey, "3y"])
+        let collectorFile = try k.exportPublic(fed.collectorKey, to: "collector-renewed.asc")
+        let onSite = try fed.fedbatch(["keys", "add", "--home", fed.site("site-2"), "--collector", collectorFile])
+        #expect(onSite.status == 0 && onSite.out.contains("renewed \(fed.collectorKey) for the collector"), "\(onSite.err)")
+        let other = try fed.fedbatch(["keys", "add", "--home", fed.site("site-2"), "--collector", try k.exportPublic(site1, to: "s1b.asc")])
+        #expect(other.status == 1 && other.err.contains("only the same key, renewed"), "\(other.err)")
+
+        // While a merge holds the lock, keys remove changes nothing and exits 4.
+        let lock = try #require(try FileLock.tryLock(fed.collector + "/.fedbatch.lock"))
+        let removed = try fed.fedbatch(["keys", "remove", "--home", fed.collector, "--site", "site-2"])
+        #expect(removed.status == 4 && removed.err.contains("holds"), "\(removed.err)")
+        #expect(FileManager.default.fileExists(atPath: fed.collector + "/keys/sites/site-2.asc"))
+        #expect(try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", k.dir.file("s1-renewed.asc")]).status == 4)
+        withExtendedLifetime(lock) {}
+    }
+
     @Test("verify gives one verdict per file and exits 3 when any fails")
     func mixedVerdicts() throws {
         let fed = try Federation()

@@ -41,10 +41,7 @@ public struct Collector {
         self.signer = signer
     }
 
-    public struct LockHeld: Error, CustomStringConvertible {
-        public let path: String
-        public var description: String { "another fedbatch merge holds \(path); nothing was changed" }
-    }
+    public typealias LockHeld = FedBatch.LockHeld
 
     /// One inbox entry after pass 2: verified and decoded, or refused.
     private enum Decoded: @unchecked Sendable {
@@ -66,7 +63,7 @@ public struct Collector {
     /// in memory at once, and none can be larger than the model allows.
     public func merge(minBundles: Int? = nil, settleSeconds: Double? = nil, now: Date = Date()) throws -> MergeReport {
         let layout = home.layout
-        guard let lock = try FileLock.tryLock(layout.lockFile) else { throw LockHeld(path: layout.lockFile) }
+        let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) { usleep(n * 1000) }
         Filing.removeCrashLeftovers(layout)

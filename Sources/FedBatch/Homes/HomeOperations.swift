@@ -64,37 +64,77 @@ extension Home {
         return v
     }
 
-    // MARK: the trust set (collector homes)
+    // MARK: the trust set
 
-    /// Pins a site's public key. Refuses secret keys, files holding several
-    /// keys, revoked or expired keys, a key already pinned for any role, and
-    /// a site that already has a key.
-    public func pinSiteKey(site: String, keyFile: String) throws -> PinnedKey {
-        try Home.checkName(site, what: "site id")
-        let trust = try TrustSet.load(keysDirectory: layout.keys)
-        if let existing = trust.key(for: .site(site)) {
-            throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has key \(existing.fingerprint) pinned; remove it first (fedbatch keys remove --site \(site))")
-        }
-        let candidate = try KeyCandidate.read(path: keyFile)
-        if let other = trust.key(fingerprint: candidate.fingerprint) {
-            throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
-        }
-        if candidate.revoked { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked") }
-        if candidate.expired { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired") }
-        try FileManager.default.createDirectory(atPath: HomeLayout.siteKeysDirectory(in: layout.keys), withIntermediateDirectories: true)
-        let dest = layout.siteKey(site)
-        try writeFileAtomically(candidate.armored, to: dest)
-        return PinnedKey(role: .site(site), fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest)
+    /// Takes the home's lock (the one merge holds), without waiting.
+    public func lock() throws -> FileLock {
+        guard let lock = try FileLock.tryLock(layout.lockFile) else { throw LockHeld(path: layout.lockFile) }
+        return lock
     }
 
-    /// Removes a site's pinned key; bundles it signs are refused from then on.
+    /// Pins a public key for a role: a site's key on a collector home, or
+    /// the collector's key on either home. Refuses secret keys, files
+    /// holding several keys, revoked, expired or weak keys, keys that cannot
+    /// sign, and a key already pinned for another role. A key with the same
+    /// fingerprint as the one pinned replaces it (a renewed expiry, a new
+    /// subkey); a different key for a role that has one is refused. Holds
+    /// the home's lock, so no merge runs meanwhile.
+    public func pinKey(for role: Role, keyFile: String) throws -> (key: PinnedKey, updated: Bool) {
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        let dest: String
+        switch role {
+        case .site(let site):
+            try Home.checkName(site, what: "site id")
+            guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+            dest = layout.siteKey(site)
+        case .collector:
+            dest = layout.collectorKey
+        }
+        let trust = try TrustSet.load(keysDirectory: layout.keys)
+        let candidate = try KeyCandidate.read(path: keyFile)
+        try KeyPolicy.check(candidate.key, path: keyFile)
+        if candidate.revoked { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked") }
+        if candidate.expired { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired") }
+        let existing = trust.key(for: role)
+        if let existing, existing.fingerprint != candidate.fingerprint {
+            switch role {
+            case .site(let site):
+                throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has key \(existing.fingerprint) pinned; remove it first (fedbatch keys remove --site \(site))")
+            case .collector:
+                throw TrustError.keyFile(path: keyFile, reason: "the collector's pinned key is \(existing.fingerprint); only the same key, renewed, can replace it here")
+            }
+        }
+        if existing == nil, let other = trust.key(fingerprint: candidate.fingerprint) {
+            throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
+        }
+        try FileManager.default.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try writeFileAtomically(candidate.armored, to: dest)
+        return (PinnedKey(role: role, fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest), existing != nil)
+    }
+
+    /// Pins a site's key (see `pinKey`).
+    public func pinSiteKey(site: String, keyFile: String) throws -> PinnedKey {
+        try pinKey(for: .site(site), keyFile: keyFile).key
+    }
+
+    /// Removes a site's pinned key; bundles it signs are refused from then
+    /// on. Holds the home's lock, so a merge in progress finishes first.
     public func unpinSiteKey(site: String) throws -> PinnedKey {
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
         let trust = try TrustSet.load(keysDirectory: layout.keys)
         guard let key = trust.key(for: .site(site)) else {
             throw TrustError.keyFile(path: layout.siteKey(site), reason: "no key is pinned for site \(site)")
         }
-        guard unlink(key.path) == 0 else { throw FileError.errno(key.path, "cannot remove") }
+        try removeEntry(DirectoryEntry(directory: HomeLayout.siteKeysDirectory(in: layout.keys), name: (key.path as NSString).lastPathComponent))
         try syncDirectory(HomeLayout.siteKeysDirectory(in: layout.keys))
         return key
     }
+}
+
+/// Another fedbatch process holds the home's lock.
+public struct LockHeld: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String { "another fedbatch process holds \(path); nothing was changed" }
 }

@@ -41,6 +41,11 @@ public struct GPGSubkey: Sendable, Equatable {
     public let canSign: Bool
     /// Seconds since the epoch; nil when the key never expires.
     public let expires: Int?
+    /// The public-key algorithm as OpenPGP numbers it (RFC 4880 §9.1;
+    /// 22 for EdDSA), its size in bits, and the curve for ECC keys.
+    public let algorithm: Int
+    public let bits: Int
+    public let curve: String
 }
 
 /// An OpenPGP key as gpgme lists it.
@@ -150,6 +155,17 @@ final class GPGContext {
 
     private static func string(_ p: UnsafeMutablePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
 
+    /// gpgme numbers ECC algorithms its own way (301 ECDSA, 302 ECDH, 303
+    /// EdDSA); map them back to OpenPGP's 19, 18 and 22.
+    private static func openPGPAlgorithm(_ a: gpgme_pubkey_algo_t) -> Int {
+        switch a.rawValue {
+        case 301: return 19
+        case 302: return 18
+        case 303: return 22
+        default: return Int(a.rawValue)
+        }
+    }
+
     private static func convert(_ key: gpgme_key_t) -> GPGKey {
         var subkeys: [GPGSubkey] = []
         var sk = key.pointee.subkeys
@@ -157,7 +173,8 @@ final class GPGContext {
             subkeys.append(GPGSubkey(
                 fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
                 revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
-                expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil))
+                expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
+                algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length), curve: string(s.pointee.curve)))
             sk = s.pointee.next
         }
         var uids: [String] = []

@@ -25,6 +25,7 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
     case keyRevoked(String)
     case signatureExpired(String)
     case signatureFromFuture(String, created: Int)
+    case weakKey(String, String)
     case weakDigest(String)
     case wrongKeyUsage(String)
     case wrongSigner(fingerprint: String, pinnedFor: Role, claimed: Role, what: String)
@@ -44,6 +45,7 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
         case .keyRevoked: return "signature.key-revoked"
         case .signatureExpired: return "signature.expired"
         case .signatureFromFuture: return "signature.future"
+        case .weakKey: return "signature.weak-key"
         case .weakDigest: return "signature.weak-digest"
         case .wrongKeyUsage: return "signature.key-usage"
         case .wrongSigner: return "signature.wrong-signer"
@@ -70,6 +72,8 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
             return "signed by key \(f), which has expired"
         case .keyRevoked(let f):
             return "signed by key \(f), which has been revoked"
+        case let .weakKey(f, why):
+            return "signed by key \(f), which is too weak: \(why)"
         case let .signatureFromFuture(f, created):
             return "the signature by \(f) is dated \(rfc3339(Date(timeIntervalSince1970: TimeInterval(created)))), more than 24 hours after this machine's clock"
         case .signatureExpired(let f):

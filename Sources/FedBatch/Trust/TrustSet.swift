@@ -62,6 +62,7 @@ public struct TrustSet: Sendable {
 /// A public key read from a file, before it is pinned.
 public struct KeyCandidate: Sendable {
     public let fingerprint: String
+    public let key: GPGKey
     public let userID: String
     public let expires: Int?
     public let revoked: Bool
@@ -77,7 +78,7 @@ public struct KeyCandidate: Sendable {
         do {
             try scratch.context.importKeys(data)
             let armored = try scratch.context.exportPublicKey(fingerprint: key.fingerprint)
-            return KeyCandidate(fingerprint: key.fingerprint, userID: key.userIDs.first ?? "", expires: key.primary.expires,
+            return KeyCandidate(fingerprint: key.fingerprint, key: key, userID: key.userIDs.first ?? "", expires: key.primary.expires,
                                 revoked: key.revoked, expired: key.expired, armored: armored)
         } catch let e as GPGError {
             throw TrustError.keyFile(path: path, reason: e.message)

@@ -97,6 +97,7 @@ public final class Verifier: @unchecked Sendable {
             if sub.revoked { throw TrustError.keyRevoked(sub.fingerprint) }
             if sub.expired { throw TrustError.keyExpired(sub.fingerprint) }
             if !sub.canSign { throw TrustError.wrongKeyUsage(sub.fingerprint) }
+            if let why = KeyPolicy.weakness(of: sub) { throw TrustError.weakKey(sub.fingerprint, why) }
         }
         guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
         let hasher = SHA256Hasher()

@@ -5,12 +5,17 @@ import Foundation
 struct KeysAdd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
-        abstract: "Pin a site's public key.",
+        abstract: "Pin a site's public key, or renew a pinned key.",
         discussion: """
-        The file must hold exactly one public key. Secret keys, revoked or \
-        expired keys, a key already pinned for another site or the collector, \
-        and a site that already has a key are refused. From then on the \
-        collector accepts bundles from that site only when this key signed them.
+        The file must hold exactly one public key that can sign: Ed25519, \
+        ECDSA on P-256 or stronger, or RSA of 2048 bits or more (DSA and \
+        shorter RSA keys are refused). Secret keys, revoked or expired keys, \
+        and a key already pinned for another role are refused. Adding the \
+        same key again (same fingerprint, for example with its expiry \
+        extended in gpg) replaces the pinned copy; a different key for a site \
+        that has one must be removed first. --collector renews the pinned \
+        collector key, on a collector or a site home. Takes the home's lock: \
+        exits 4 while a merge runs.
         """
     )
 
@@ -18,20 +23,29 @@ struct KeysAdd: ParsableCommand {
     @ParentCommand var group: Keys
     var global: GlobalOptions { options.merged(over: group.root.global) }
 
-    @Option(help: "The site id the key speaks for.")
-    var site: String
+    @Option(help: "The site id the key speaks for (collector homes).")
+    var site: String?
 
-    @Argument(help: ArgumentHelp("The site's armored public key (gpg --armor --export FPR).", valueName: "file.asc"))
+    @Flag(help: "Renew the collector's pinned key (the same key, re-exported after a change in gpg).")
+    var collector = false
+
+    @Argument(help: ArgumentHelp("The armored public key (gpg --armor --export FPR).", valueName: "file.asc"))
     var file: String
 
+    func validate() throws {
+        if (site == nil) == !collector { throw ValidationError("give exactly one of --site ID and --collector") }
+    }
+
     func run() throws {
-        let home = try Home.open(global.resolvedHome, as: .collector)
-        let key = try home.pinSiteKey(site: site, keyFile: file)
+        let home = try Home.open(global.resolvedHome)
+        let role: Role = site.map { .site($0) } ?? .collector
+        let (key, updated) = try home.pinKey(for: role, keyFile: file)
         let console = Console(global)
         if global.json {
             try console.emit(KeyRow(key))
         } else {
-            console.say("pinned \(key.fingerprint) for site \(site) (\(key.userID))")
+            let whom = site.map { "site \($0)" } ?? "the collector"
+            console.say("\(updated ? "renewed" : "pinned") \(key.fingerprint) for \(whom) (\(key.userID))")
         }
     }
 }
