@@ -134,6 +134,33 @@ struct MergeHardeningTests {
         #expect(!FileManager.default.fileExists(atPath: keyring.dir.file("c/fedbatch.toml")))
     }
 
+    // MARK: 7a. memory is bounded by the model, not by what a file claims
+
+    @Test("signed bundles declaring 1 GiB members, and 1 GiB junk files, are refused without the memory they claim")
+    func claimedSizes() throws {
+        let fed = try Federation()
+        let dir = fed.keyring.dir
+        let gib: Int64 = 1 << 30
+        let made = try Subprocess.python("evil_containers.py", ["bomb-header", dir.file("prefix.tar"), String(gib)])
+        try #require(made.status == 0, "\(made.err)")
+        let payload = ZstdFrames.frame(prefix: try Data(contentsOf: URL(fileURLWithPath: dir.file("prefix.tar"))), zeroBytes: gib)
+        #expect(payload.count < 100_000)
+        for i in 1...2 {
+            let signed = ContainerFile.seal(payload: payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(payload))
+            try signed.write(to: URL(fileURLWithPath: fed.collector + "/inbox/claims-\(i).fbu"))
+            // Sparse: a gibibyte on paper, nothing on disk.
+            FileManager.default.createFile(atPath: fed.collector + "/inbox/junk-\(i).fbu", contents: nil)
+            #expect(truncate(fed.collector + "/inbox/junk-\(i).fbu", off_t(gib)) == 0)
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        let r = try Subprocess.run(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env, measuringRSS: true)
+        #expect(r.status == 5, "\(r.err)")
+        #expect(r.maxRSSKiB > 0 && r.maxRSSKiB < 128 * 1024, "peak RSS \(r.maxRSSKiB) KiB")
+        #expect(try reason(fed.collector + "/quarantine/claims-1.fbu.reason.json")["code"] as? String == "tar.member-too-large")
+        #expect(try reason(fed.collector + "/quarantine/junk-1.fbu.reason.json")["code"] as? String == "file.too-large")
+    }
+
     // MARK: 3. the chain never forks silently
 
     @Test("a missing newest generation stops the merge and fails the log, naming the file and the way back")
