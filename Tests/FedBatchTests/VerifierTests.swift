@@ -212,6 +212,13 @@ struct SignerTests {
         let right = try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr, passphraseFile: rightFile)
         let sig = try right.sign(payload)
         #expect(sig.first.map { $0 & 0x80 != 0 } == true)
+
+        // The agent now holds the passphrase in its cache, as after a run at
+        // the desk. The 02:15 cron run must behave the same: no passphrase,
+        // or a wrong one, still fails, and the error names the GnuPG home.
+        #expect { try none.sign(payload) } throws: { "\($0)".contains("protected by a passphrase and none was given") && "\($0)".contains(keyring.home) }
+        #expect { try wrong.sign(payload) } throws: { "\($0)".contains("passphrase is wrong") }
+        #expect(try right.sign(payload).count > 0)
     }
 
     @Test("short key ids, unknown keys and subkeys are refused as signing keys")

@@ -46,6 +46,9 @@ public struct GPGSubkey: Sendable, Equatable {
     public let algorithm: Int
     public let bits: Int
     public let curve: String
+    /// The keygrip: gpg-agent names secret keys and their cached
+    /// passphrases by it.
+    public let keygrip: String
 }
 
 /// An OpenPGP key as gpgme lists it.
@@ -174,7 +177,8 @@ final class GPGContext {
                 fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
                 revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
                 expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
-                algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length), curve: string(s.pointee.curve)))
+                algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length), curve: string(s.pointee.curve),
+                keygrip: string(s.pointee.keygrip)))
             sk = s.pointee.next
         }
         var uids: [String] = []

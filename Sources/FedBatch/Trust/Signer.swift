@@ -5,8 +5,11 @@ import Foundation
 /// through loopback pinentry. It never opens a passphrase window.
 public final class PayloadSigner {
     public let fingerprint: String
+    /// The GnuPG home actually used, for messages and for gpg-agent.
+    public let gnupgHome: String
     private let context: GPGContext
     private let passphrase: String?
+    private let keygrips: [String]
 
     /// - Parameters:
     ///   - gnupgHome: the GnuPG home holding the secret key; nil means
@@ -18,6 +21,9 @@ public final class PayloadSigner {
         guard fpr.count == 40, fpr.allSatisfy(\.isHexDigit) else {
             throw TrustError.signingKey(fingerprint: fingerprint, reason: "give the full 40-digit fingerprint (gpg --list-secret-keys --with-colons), not a short key id or a user id")
         }
+        let home = gnupgHome ?? ProcessInfo.processInfo.environment["GNUPGHOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (NSHomeDirectory() as NSString).appendingPathComponent(".gnupg")
+        self.gnupgHome = home
         if let passphraseFile {
             let data = try readFile(passphraseFile, cap: 64 << 10)
             let text = String(decoding: data, as: UTF8.self)
@@ -26,10 +32,11 @@ public final class PayloadSigner {
             passphrase = nil
         }
         do {
-            context = try GPGContext(homedir: gnupgHome)
+            context = try GPGContext(homedir: home)
             guard let key = try context.key(fingerprint: fpr, secret: true) else {
-                throw TrustError.signingKey(fingerprint: fpr, reason: "no secret key with this fingerprint in \(gnupgHome ?? "the default GnuPG home")")
+                throw TrustError.signingKey(fingerprint: fpr, reason: "no secret key with this fingerprint in GnuPG home \(home)")
             }
+            keygrips = key.subkeys.map(\.keygrip).filter { !$0.isEmpty }
             guard key.fingerprint == fpr else {
                 throw TrustError.signingKey(fingerprint: fpr, reason: "this is a subkey; give the primary key's fingerprint \(key.fingerprint)")
             }
@@ -37,13 +44,27 @@ public final class PayloadSigner {
             if key.expired { throw TrustError.signingKey(fingerprint: fpr, reason: "the key has expired") }
             if !key.canSign { throw TrustError.signingKey(fingerprint: fpr, reason: "the key cannot sign") }
         } catch let e as GPGError {
-            throw TrustError.signingKey(fingerprint: fpr, reason: e.description)
+            throw TrustError.signingKey(fingerprint: fpr, reason: "\(e.description) (GnuPG home \(home))")
         }
         self.fingerprint = fpr
     }
 
+    /// gpg-agent caches a passphrase once it was given, for minutes or
+    /// hours. Then a protected key signs without the passphrase being asked
+    /// for, so a run at the desk would succeed where the same run from cron
+    /// fails, and a wrong --passphrase-file would go unnoticed. Clearing
+    /// this key's cache entries before each signature makes every run ask,
+    /// whatever the agent remembers. (It clears only this key's entries; the
+    /// agent is not started if it is not running.)
+    private func forgetCachedPassphrase() {
+        let commands = keygrips.map { "CLEAR_PASSPHRASE --mode=normal \($0)" }
+        guard !commands.isEmpty else { return }
+        runQuietly("gpg-connect-agent", ["--homedir", gnupgHome, "--no-autostart"] + commands + ["/bye"])
+    }
+
     /// A detached signature over the exact payload bytes.
     public func sign(_ payload: Data) throws -> Data {
+        forgetCachedPassphrase()
         do {
             let (sig, hash) = try context.signDetached(payload, signer: fingerprint, passphrase: passphrase)
             guard Verifier.acceptedDigests.contains(hash) else {
@@ -51,7 +72,7 @@ public final class PayloadSigner {
             }
             return sig
         } catch let e as GPGError {
-            throw TrustError.signingKey(fingerprint: fingerprint, reason: e.message)
+            throw TrustError.signingKey(fingerprint: fingerprint, reason: "\(e.message) (GnuPG home \(gnupgHome))")
         }
     }
 
