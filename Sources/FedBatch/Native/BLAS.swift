@@ -50,36 +50,6 @@ enum BLAS {
     }
 }
 
-/// Keeps fork() and OpenBLAS calls apart.
-///
-/// OpenBLAS registers a pthread_atfork handler that tears down its thread
-/// pool. If another thread forks (gpgme starting gpg) while a threaded
-/// sgemm is in flight, the running call waits forever for workers that no
-/// longer exist: the hang seen in `make test`. This guard registers a
-/// handler of its own that takes the same lock every BLAS call holds, so a
-/// fork waits for the call in flight to finish, and a BLAS call waits for
-/// the fork. Handlers registered later run their `prepare` step first, and
-/// OpenBLAS registers its handler when the library loads, before any Swift
-/// code runs; so ours always runs before OpenBLAS's teardown.
-///
-/// posix_spawn, which fedbatch and its tests use to start programs, does
-/// not run fork handlers and does not touch OpenBLAS's pool.
-final class ForkGuard: @unchecked Sendable {
-    static let shared = ForkGuard()
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    private init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        // Closures that capture nothing convert to C function pointers;
-        // `shared` is initialised by the time a fork can run them.
-        pthread_atfork({ ForkGuard.shared.lock() }, { ForkGuard.shared.unlock() }, { ForkGuard.shared.unlock() })
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-}
-
 /// What the numeric backend is, for metrics and `--json` output.
 public enum NumericBackend {
     public static var description: String { "OpenBLAS \(BLAS.coreName), \(BLAS.threads) threads" }

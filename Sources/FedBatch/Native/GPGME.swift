@@ -102,6 +102,8 @@ final class GPGContext {
     let homedir: String?
 
     init(homedir: String?) throws {
+        // gpgme forks to run gpg: the fork guard must be in place first.
+        ForkGuard.register()
         guard gpgmeVersion != nil else { throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme") }
         var c: gpgme_ctx_t?
         var err = gpgme_new(&c)
