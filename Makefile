@@ -6,6 +6,7 @@
 #   make install   PREFIX=/usr/local
 #   make man       check the man pages render without warnings
 #   make deps      install Debian packages and the test venv (idempotent)
+#   make fuzz      run every libFuzzer target for FUZZ_SECONDS (default 120)
 
 PREFIX  ?= /usr/local
 SWIFT   ?= swift
@@ -20,7 +21,7 @@ APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist
 
-.PHONY: all deps build debug test demo install uninstall man clean bench bench-deps
+.PHONY: all deps build debug test demo install uninstall man clean bench bench-deps fuzz
 
 all: build
 
@@ -74,6 +75,12 @@ bench: build bench-deps
 	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 
+# libFuzzer targets for every parser of untrusted bytes (not part of
+# make test, which only replays the corpus). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) Tests/Fuzz/run.sh
+
 man:
 	@for page in man/*.[15]; do \
 	  out=$$(LC_ALL=C.UTF-8 groff -man -ww -z -Tutf8 $$page 2>&1); \
@@ -92,4 +99,4 @@ uninstall:
 	cd man && for p in *.5; do rm -f $(DESTDIR)$(PREFIX)/share/man/man5/$$p; done
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -39,6 +39,9 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "fedbatch", dependencies: ["FedBatchCLI"]),
+        // libFuzzer targets for the parsers of untrusted bytes (`make fuzz`);
+        // built normally it replays a corpus, which the tests do.
+        .executableTarget(name: "fedbatch-fuzz", dependencies: ["FedBatch"], path: "Sources/FedBatchFuzz"),
         // Helpers shared by both test targets: temp dirs, subprocesses, fixtures.
         .target(name: "FedBatchTestSupport", dependencies: ["FedBatch"], path: "Tests/FedBatchTestSupport"),
         .testTarget(name: "FedBatchTests", dependencies: ["FedBatch", "FedBatchTestSupport"]),

@@ -31,7 +31,9 @@ struct ManifestTests {
 
     @Test("created must be RFC 3339 UTC and no more than a day ahead of the clock")
     func createdTime() throws {
-        #expect(Manifest.parseCreated("2026-11-29T12:00:00Z") != nil)
+        #expect(Manifest.parseCreated("2026-11-29T12:00:00Z") == Date(timeIntervalSince1970: 1_795_953_600))
+        #expect(Manifest.parseCreated("2024-02-29T00:00:00Z") == Date(timeIntervalSince1970: 1_709_164_800))
+        #expect(Manifest.parseCreated("1970-01-01T00:00:00Z") == Date(timeIntervalSince1970: 0))
         for bad in ["2026-11-29T12:00:00", "2026-11-29 12:00:00Z", "2026-02-29T00:00:00Z", "2026-11-29T24:00:00Z", "+026-11-29T12:00:00Z"] {
             #expect(Manifest.parseCreated(bad) == nil, "\(bad)")
         }

@@ -119,14 +119,27 @@ public enum DataLoader {
     static func readIDX(_ path: String) throws -> ([Int], [UInt8]) {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
-        let bytes = [UInt8](data)
+        return try parseIDX([UInt8](data), path: path)
+    }
+
+    /// The IDX parser itself, on bytes in memory (also a fuzz target).
+    public static func parseIDX(_ bytes: [UInt8], path: String) throws -> ([Int], [UInt8]) {
         guard bytes.count >= 4, bytes[0] == 0, bytes[1] == 0 else { throw DataError(path: path, message: "not an IDX file (bad magic)") }
         guard bytes[2] == 0x08 else { throw DataError(path: path, message: String(format: "IDX element type 0x%02x is not supported (only 0x08, unsigned byte)", bytes[2])) }
         let rank = Int(bytes[3])
         guard rank >= 1, rank <= 4, bytes.count >= 4 + 4 * rank else { throw DataError(path: path, message: "IDX header is truncated or has rank \(rank)") }
         let dims = (0..<rank).map { i in bytes[(4 + 4 * i)..<(8 + 4 * i)].reduce(0) { $0 << 8 | Int($1) } }
-        let n = dims.reduce(1, *)
         let start = 4 + 4 * rank
+        // Four 32-bit dimensions can multiply past Int.max: count with
+        // overflow checks, and any product above the data present is wrong.
+        var n = 1
+        for d in dims {
+            let (p, overflow) = n.multipliedReportingOverflow(by: d)
+            guard !overflow, p <= bytes.count else {
+                throw DataError(path: path, message: "IDX header declares dimensions \(dims), far more than the \(bytes.count - start) bytes of data the file holds")
+            }
+            n = p
+        }
         guard bytes.count - start == n else {
             throw DataError(path: path, message: "IDX header declares \(dims) = \(n) bytes of data, the file holds \(bytes.count - start)")
         }
@@ -141,6 +154,11 @@ public enum DataLoader {
     static func loadCSV(_ path: String, labelColumn: String) throws -> Dataset {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
+        return try parseCSV(data, path: path, labelColumn: labelColumn)
+    }
+
+    /// The CSV parser itself, on bytes in memory (also a fuzz target).
+    public static func parseCSV(_ data: Data, path: String, labelColumn: String = "label") throws -> Dataset {
         guard let text = String(data: data, encoding: .utf8) else { throw DataError(path: path, message: "not UTF-8 text") }
         var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
         guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }

@@ -39,6 +39,13 @@ public final class Verifier: @unchecked Sendable {
         self.trust = trust
     }
 
+    /// Checks that a signature slot holds exactly one well-formed OpenPGP
+    /// signature packet, without verifying it (the first step of `verify`,
+    /// and a fuzz target).
+    public static func checkSignaturePacket(_ signature: Data) throws {
+        _ = try SignaturePacket.checkSingle(signature)
+    }
+
     /// Checks the signature over the exact signed bytes; returns the pinned
     /// key that made it. Nothing of the payload is parsed.
     public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Writes the seed corpus of every fuzz target into Tests/Fuzz/corpus/: small,
+# valid inputs made by real tools (Python's safetensors, gpg, zstd, tar),
+# from which libFuzzer mutates. Run once; the seeds are checked in, and
+# crashes the fuzzer finds are added beside them.
+set -euo pipefail
+cd "$(dirname "$0")"
+out=corpus
+py=${FEDBATCH_PYTHON:-../../.venv/bin/python}
+mkdir -p $out/{safetensors,manifest,signature,container,idx,csv}
+tmp=$(mktemp -d /tmp/fb-seeds-XXXXXX)
+trap 'gpgconf --homedir "$tmp/g" --kill all 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+"$py" - "$out" <<'PY'
+import hashlib, io, json, struct, sys, tarfile, subprocess
+import numpy as np
+from safetensors.numpy import save
+out = sys.argv[1]
+t = {
+  "f32": {"0.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "0.bias": np.zeros(3, np.float32)},
+  "mixed": {"a": np.ones((2, 2), np.float16), "b": np.array([1, 2], np.int64), "c": np.array([7], np.uint8), "d": np.zeros(3, np.int32)},
+  "empty": {"e": np.zeros((0, 5), np.float32)},
+}
+for name, tensors in t.items():
+    open(f"{out}/safetensors/{name}.safetensors", "wb").write(save(tensors, metadata={"k": "v"} if name == "f32" else None))
+tensors = save({"0.weight": np.full((3, 4), 0.01, np.float32), "0.bias": np.zeros(3, np.float32),
+                "2.weight": np.zeros((2, 3), np.float32), "2.bias": np.zeros(2, np.float32)})
+member = {"name": "tensors.safetensors", "length": len(tensors), "sha256": hashlib.sha256(tensors).hexdigest()}
+update = {"format": "fedbatch", "version": 1, "kind": "update", "model": {"id": "demo", "arch": "mlp:4-3-2"},
+          "base": {"number": 0, "digest": "ab" * 32}, "site": {"id": "site-1", "seq": 1}, "num_examples": 100,
+          "created": "2026-01-01T00:00:00Z", "codec": "fp32", "fedbatch_version": "0.1.0", "metrics": {"loss": 0.5},
+          "members": [member]}
+generation = {"format": "fedbatch", "version": 1, "kind": "generation", "model": {"id": "demo", "arch": "mlp:4-3-2"},
+              "generation": 1, "parent": {"number": 0, "digest": "cd" * 32}, "created": "2026-01-01T00:00:00Z",
+              "codec": "fp32", "fedbatch_version": "0.1.0", "metrics": {"bundles": 1},
+              "included": [{"digest": "ef" * 32, "site": "site-1", "signer": "A" * 40, "seq": 1, "num_examples": 100, "weight": 100}],
+              "rejected": [{"digest": "01" * 32, "reason": "signature.bad"}],
+              "strategy": {"name": "fedavg", "parameters": {"server_lr": 1, "weight_cap": 100000000}}, "members": [member]}
+for name, m in (("update", update), ("generation", generation)):
+    raw = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+    open(f"{out}/manifest/{name}.json", "wb").write(raw)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for n, d in (("manifest.json", raw), ("tensors.safetensors", tensors)):
+            info = tarfile.TarInfo(n); info.size = len(d); tar.addfile(info, io.BytesIO(d))
+    payload = subprocess.run(["zstd", "-q", "-19", "-c"], input=buf.getvalue(), stdout=subprocess.PIPE, check=True).stdout
+    open(f"{out}/../payload-{name}.zst", "wb").write(payload)
+# IDX: three 4x4 images and their labels; CSV: a header and rows.
+open(f"{out}/idx/images.idx3", "wb").write(bytes([0, 0, 8, 3]) + struct.pack(">III", 3, 4, 4) + bytes(range(48)))
+open(f"{out}/idx/labels.idx1", "wb").write(bytes([0, 0, 8, 1]) + struct.pack(">I", 3) + bytes([0, 1, 2]))
+open(f"{out}/csv/small.csv", "w").write("label,a,b,c\n0,0.5,1,2\n1,-1e3,0,7.25\n2,3,4,5\n")
+open(f"{out}/csv/crlf.csv", "w").write("x,label\r\n1.5,1\r\n2.5,0\r\n")
+PY
+
+# Signatures by gpg, and containers sealed with them (and one unsigned).
+mkdir -m 700 "$tmp/g"
+g() { gpg --homedir "$tmp/g" --batch --no-tty --pinentry-mode loopback --passphrase '' "$@"; }
+g --quick-gen-key 'seed-ed <ed@fedbatch.test>' ed25519 sign 0 2>/dev/null
+g --quick-gen-key 'seed-rsa <rsa@fedbatch.test>' rsa3072 sign 0 2>/dev/null
+for who in ed rsa; do
+  for kind in update generation; do
+    p=corpus/../payload-$kind.zst
+    g -u "$who@fedbatch.test" --detach-sign -o "$tmp/$who-$kind.sig" "$p"
+    cp "$tmp/$who-$kind.sig" "$out/signature/$who-$kind.sig"
+    "$py" - "$p" "$tmp/$who-$kind.sig" "$out/container/$who-$kind.fbu" <<'PY'
+import struct, sys
+payload, sig = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+slot = struct.pack("<II", 0x184D2A5E, len(sig) + 16) + sig + struct.pack("<II", len(sig), 0) + b"fbsig001"
+open(sys.argv[3], "wb").write(payload + slot)
+PY
+  done
+done
+"$py" - corpus/../payload-update.zst "$out/container/unsigned.fbu" <<'PY'
+import struct, sys
+payload = open(sys.argv[1], "rb").read()
+open(sys.argv[2], "wb").write(payload + struct.pack("<II", 0x184D2A5E, 16) + struct.pack("<II", 0, 0) + b"fbsig001")
+PY
+rm -f corpus/../payload-*.zst
+find corpus -type f | sort | xargs ls -l | awk '{print $5, $9}'
