@@ -53,4 +53,14 @@ struct ArchitectureTests {
         w[3] = ("2.bias", try Tensor(dtype: .i32, shape: [2], data: Data(count: 8)))
         #expect(throws: ArchitectureError.wrongDType("2.bias", .i32)) { try check(w) }
     }
+
+    @Test("models too large to exchange or to merge are refused, without overflow")
+    func tooLarge() throws {
+        for spec in ["mlp:100000-100000-10", "mlp:1048576-1048576-1048576-10"] {
+            #expect(throws: ArchitectureError.self) { try ModelArchitecture(spec: spec) }
+        }
+        let big = try ModelArchitecture(spec: "mlp:16384-16384-10")
+        #expect(throws: ArchitectureError.self) { try big.checkFitsInMemory(physicalMemory: 2 << 30) }
+        try big.checkFitsInMemory(physicalMemory: 64 << 30)
+    }
 }

@@ -60,12 +60,7 @@ public struct Home: Sendable {
                                        now: Date = Date()) throws -> (home: Home, generation: String, digest: Digest) {
         try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
-        // A merge holds the model in float32 and its sums in float64, with
-        // up to three bundles in flight: about 16 bytes per parameter.
-        let needed = UInt64(arch.parameterCount) * 16
-        if needed > ProcessInfo.processInfo.physicalMemory {
-            throw ArchitectureError.badSpec(spec, "\(arch.parameterCount) parameters need about \(needed >> 30) GiB to merge; this machine has \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
-        }
+        try arch.checkFitsInMemory()
         let config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)

@@ -69,6 +69,16 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
 
     public var parameterCount: Int { tensorShapes.reduce(0) { $0 + elementCount($1.shape)! } }
 
+    /// Refuses a model this machine cannot merge: a merge holds the model in
+    /// float32 and its sums in float64, with up to three bundles in flight,
+    /// about 16 bytes per parameter.
+    public func checkFitsInMemory(physicalMemory: UInt64 = ProcessInfo.processInfo.physicalMemory) throws {
+        let needed = UInt64(parameterCount) * 16
+        if needed > physicalMemory {
+            throw ArchitectureError.badSpec(description, "\(parameterCount) parameters need about \(needed >> 30) GiB to merge; this machine has \(physicalMemory >> 30) GiB")
+        }
+    }
+
     /// Checks that a tensor file holds exactly this model's tensors, as
     /// floating-point values of the right shapes, all finite.
     public func check(_ file: SafetensorsFile) throws {

@@ -34,7 +34,7 @@ struct InitCollector: ParsableCommand {
     var seed: UInt64 = 0
 
     func validate() throws {
-        do { _ = try ModelArchitecture(spec: arch) } catch { throw ValidationError("--arch: \(error)") }
+        do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
     }
 
