@@ -123,8 +123,17 @@ struct SiteCommandTests {
         let es = try fed.fedbatch(["train", "--home", site, "--data", shard])
         #expect(es.status == 1 && es.err.contains("empty.safetensors: holds no examples"), "\(es.err)")
         #expect(outbox(fed).isEmpty)
-        // A foreign file is ignored with a warning; the first bundle still gets sequence 1.
+        // While another run holds the site's lock, train exits 4.
+        do {
+            let lock = try #require(try FileLock.tryLock(site + "/.fedbatch.lock"))
+            let held = try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100"])
+            #expect(held.status == 4 && held.err.contains("holds"), "\(held.err)")
+            withExtendedLifetime(lock) {}
+        }
+        // A foreign file is ignored with a warning; the leftover of a killed
+        // run is removed; the first bundle still gets sequence 1.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: site + "/generations/g+00009.fbg"))
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: site + "/outbox/.demo-g000000-site-1-1.fbu.tmp-AbC123"))
         let ok = try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100"])
         #expect(ok.status == 0, "\(ok.err)")
         #expect(ok.err.contains("warning: ignoring \(site)/generations/g+00009.fbg"))

@@ -24,6 +24,14 @@ public struct Site {
         self.signer = signer
     }
 
+    /// Takes the site home's lock for one run of train or pack (a second
+    /// run meanwhile exits 4), and removes what a killed run left behind.
+    public func lock() throws -> FileLock {
+        let lock = try home.lock()
+        Filing.removeCrashLeftovers(home.layout)
+        return lock
+    }
+
     public var state: SiteState { get throws { try SiteState(path: home.layout.stateDatabase) } }
 
     /// The generation to train on: a given file, or the newest in

@@ -47,6 +47,8 @@ struct Pack: ParsableCommand {
     func run() throws {
         let home = try Home.open(global.resolvedHome, as: .site)
         let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
+        let lock = try site.lock()
+        defer { withExtendedLifetime(lock) {} }
         Console(global).warnAboutForeignFiles(in: home)
         let (baseFile, baseWeights) = try site.baseGeneration(base)
         if !force { try site.checkNotSent(base: baseFile) }

@@ -73,6 +73,8 @@ struct Train: ParsableCommand {
         let console = Console(global)
         let home = try Home.open(global.resolvedHome, as: .site)
         let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
+        let lock = try site.lock()
+        defer { withExtendedLifetime(lock) {} }
         let d = home.config.training
         guard let dataPath = data ?? d.data else {
             throw ValidationError("give --data, or set data in the [training] table of \(home.layout.config)")
