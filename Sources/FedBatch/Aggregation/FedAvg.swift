@@ -32,12 +32,24 @@ public final class FedAvg {
     /// bundle named, instead of turning into Inf in a signed generation.
     public func checkContribution(delta file: SafetensorsFile, base: ModelWeights) throws {
         let limit = Double(Float.greatestFiniteMagnitude)
+        let lr = serverLearningRate
         for (t, shape) in base.arch.tensorShapes.enumerated() {
-            let values = file.tensor(shape.name)!.floats()
+            let entry = file.entry(shape.name)!
             let b = base.tensors[t]
-            for i in 0..<b.count where !(abs(Double(b[i]) + serverLearningRate * Double(values[i])) <= limit) {
-                throw AggregationError.nonFiniteResult(tensor: shape.name, index: i)
+            var bad: Int?
+            if entry.dtype == .f32 {
+                // Read in place, as `add` does: no copy of a large tensor.
+                file.withBytes(of: entry) { raw in
+                    for i in 0..<b.count {
+                        let d = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                        if !(abs(Double(b[i]) + lr * Double(d)) <= limit) { bad = i; return }
+                    }
+                }
+            } else {
+                let values = file.tensor(shape.name)!.floats()
+                bad = (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(values[$0])) <= limit) }
             }
+            if let bad { throw AggregationError.nonFiniteResult(tensor: shape.name, index: bad) }
         }
     }
 
