@@ -46,7 +46,7 @@ for f in "${bundles[@]}"; do zstd -qdc "$f" > /dev/null; openssl dgst -sha256 "$
 t1=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/py.rss" "$py" "$root/bench/python_merge.py" "$GNUPGHOME" "$work/base.safetensors" "$work/py.safetensors" "${bundles[@]}"
 t2=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" -q
+/usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" --settle 0 -q
 t3=$(date +%s.%N)
 
 floor=$(echo "$t1 - $t0" | bc); python=$(echo "$t2 - $t1" | bc); fedbatch=$(echo "$t3 - $t2" | bc)

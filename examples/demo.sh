@@ -51,7 +51,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" -q)
     deliver "$bundle" "$col/inbox"
   done
-  "$fb" merge --home "$col" -q
+  # Bundles arrive by rename, complete, so the merge need not wait for
+  # them to settle (merge.settle_seconds guards plain copies).
+  "$fb" merge --home "$col" --settle 0 -q
   gen=$(ls "$col/generations" | tail -1)
   acc=$("$fb" eval --home "$col" "$col/generations/$gen" --data "$data" --json |
         python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["evaluation"]["accuracy"])')
