@@ -29,6 +29,18 @@ struct InspectCommandTests {
         #expect((obj["tensors"] as? [[String: Any]])?.count == 4)
     }
 
+    @Test("a generation whose included counts add past Int64.max is shown, not a crash")
+    func hugeCounts() throws {
+        let dir = TempDir()
+        let big = Manifest.IncludedBundle(digest: String(repeating: "ab", count: 32), site: "site-1", signer: String(repeating: "A", count: 40),
+                                          seq: 1, numExamples: 5_000_000_000_000_000_000, weight: 1)
+        let m = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
+                         parent: .init(number: 0, digest: String(repeating: "cd", count: 32)), included: [big, big], rejected: [])
+        let path = try dir.write("g.fbg", try Samples.unsignedContainer(manifest: m))
+        let r = try Subprocess.fedbatch(["inspect", path])
+        #expect(r.status == 0 && r.out.contains("2 bundles, 9223372036854775807 examples"), "\(r.out)\(r.err)")
+    }
+
     @Test("standard zstd and tar list a container fedbatch wrote, manifest first")
     func standardTools() throws {
         let dir = TempDir()

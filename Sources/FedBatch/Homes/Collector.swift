@@ -92,7 +92,7 @@ public struct Collector {
             switch identity {
             case let .ready(digest, status): ordered.append((entry, digest, status))
             case .waiting(let why): waiting.append(.init(file: entry.displayName, reason: why))
-            case .refused(let error): rejected.append(try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now))
+            case .refused(let error): try file(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
             }
         }
         ordered.sort { $0.digest < $1.digest }
@@ -117,7 +117,7 @@ public struct Collector {
                 case .changed:
                     waiting.append(.init(file: entry.displayName, reason: "changed while the merge read it; left for the next run"))
                 case let .refused(error, bundleDigest):
-                    rejected.append(try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now))
+                    try file(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
                 case let .ok(v, tensors):
                     do {
                         let m = v.manifest
@@ -135,9 +135,9 @@ public struct Collector {
                         included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
                         kept.append((entry, v.digest.hex, m.created))
                     } catch ProtocolError.alreadyMerged(let g) {
-                        rejected.append(try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now))
+                        try file(entry, into: &rejected, or: &waiting) { try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now) }
                     } catch {
-                        rejected.append(try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now))
+                        try file(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now) }
                     }
                 }
             } catch {
@@ -185,6 +185,19 @@ public struct Collector {
         try ledger.markSettled(number + 1)
         return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: sealed.digest.hex,
                            accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
+    }
+
+    /// Files a refused entry; if the file system will not let it be moved
+    /// (permissions, a full disk), the entry stays in the inbox with the
+    /// reason reported, and the merge goes on with the others. A failure of
+    /// state.db itself still stops the merge.
+    private func file(_ entry: DirectoryEntry, into rejected: inout [MergeReport.Rejection], or waiting: inout [MergeReport.Waiting],
+                      _ refuse: () throws -> MergeReport.Rejection) throws {
+        do {
+            rejected.append(try refuse())
+        } catch let error as FileError {
+            waiting.append(.init(file: entry.displayName, reason: "refused, but could not be quarantined: \(error)"))
+        }
     }
 
     /// The protocol rules of ARCHITECTURE.md, "Merge: required behaviour",

@@ -48,7 +48,7 @@ struct Inspect: ParsableCommand {
         if let s = m.strategy {
             row("strategy", ([s.name] + s.parameters.keys.sorted().map { "\($0)=\(s.parameters[$0]!)" }).joined(separator: " "))
         }
-        if let inc = m.included { row("included", "\(inc.count) bundles, \(inc.reduce(0) { $0 + $1.numExamples }) examples") }
+        if let inc = m.included { row("included", "\(inc.count) bundles, \(saturatingSum(inc.map(\.numExamples))) examples") }
         if let rej = m.rejected { row("rejected", "\(rej.count) bundles") }
         lines.append("members")
         for member in m.members { lines.append("  \(member.name)  \(member.length) bytes  sha256 \(member.sha256)") }
