@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb="$root/.build/release/fedbatch"
-py="$root/.venv-bench/bin/python"
+py=${BENCH_PYTHON:-"$root/.venv-bench/bin/python"}
 n=${BUNDLES:-20}
 arch=${ARCH:-mlp:4096-4096-2048-10}
 work=$(mktemp -d /tmp/fb-merge-XXXXXX)

@@ -7,7 +7,7 @@
 # the collector merges, and the test accuracy of the new generation is
 # printed. At the end `fedbatch log` verifies the whole chain.
 #
-#   make demo                      # defaults below, about 5 minutes on 2 cores
+#   make demo                      # defaults below, about 2 minutes on 2 idle cores
 #   ROUNDS=60 EPOCHS=2 make demo   # the longer setting (see BENCHMARKS.md)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
