@@ -29,8 +29,8 @@ public struct MergeReport: Sendable, Codable {
 }
 
 /// The collector side: verify the inbox, quarantine the bad, aggregate the
-/// good into the next signed generation. See ARCHITECTURE.md, "Merge:
-/// required behaviour", which this follows step by step.
+/// good into the next signed generation. fedbatch-merge(1) describes
+/// what this does step by step.
 public struct Collector {
     public let home: Home
     public let signer: PayloadSigner
@@ -200,7 +200,7 @@ public struct Collector {
         }
     }
 
-    /// The protocol rules of ARCHITECTURE.md, "Merge: required behaviour",
+    /// The protocol rules of fedbatch-merge(1), step 5,
     /// for an update whose signature and tensors already checked out. A
     /// copy of a bundle already merged is named for what it is before the
     /// base is checked: it is not stale, it is a copy.
