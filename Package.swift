@@ -6,7 +6,6 @@ import PackageDescription
 // every unsafe call lives in one Swift file per library under FedBatch/Native.
 let package = Package(
     name: "fedbatch",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fedbatch", targets: ["fedbatch"]),
         .library(name: "FedBatch", targets: ["FedBatch"]),

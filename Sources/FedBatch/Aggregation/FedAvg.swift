@@ -57,19 +57,17 @@ public final class FedAvg {
     public func add(delta file: SafetensorsFile, arch: ModelArchitecture, weight: Double) {
         for (t, shape) in arch.tensorShapes.enumerated() {
             let entry = file.entry(shape.name)!
-            do {
-                let s = sums[t]
-                if entry.dtype == .f32 {
-                    // The common case, read in place: no intermediate array.
-                    file.withBytes(of: entry) { raw in
-                        for i in 0..<s.count {
-                            s[i] += weight * Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))))
-                        }
+            let s = sums[t]
+            if entry.dtype == .f32 {
+                // The common case, read in place: no intermediate array.
+                file.withBytes(of: entry) { raw in
+                    for i in 0..<s.count {
+                        s[i] += weight * Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))))
                     }
-                } else {
-                    let values = file.tensor(shape.name)!.floats()
-                    for i in 0..<s.count { s[i] += weight * Double(values[i]) }
                 }
+            } else {
+                let values = file.tensor(shape.name)!.floats()
+                for i in 0..<s.count { s[i] += weight * Double(values[i]) }
             }
         }
         totalWeight += weight

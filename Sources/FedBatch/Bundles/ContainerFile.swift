@@ -54,7 +54,7 @@ public struct ContainerFile: Sendable {
     /// stays small whatever the file's size.
     public static func digest(of file: OpenFile, limits: ContainerLimits = .default) throws -> Digest {
         let (payloadLength, _) = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
-        let hasher = SHA256Hasher()
+        let hasher = SHA2Hasher()
         try file.stream(from: 0, count: Int64(payloadLength)) { hasher.update($0) }
         return hasher.finalize()
     }

@@ -31,7 +31,7 @@ public struct Container: Sendable {
 public enum ContainerReader {
     public static func read(payload: Data, limits: ContainerLimits = .default) throws -> Container {
         do {
-            return try readUnmapped(payload: payload, limits: limits)
+            return try readStream(payload: payload, limits: limits)
         } catch let e as ZstdError {
             throw ContainerError.compression(e)
         } catch let e as ArchiveError {
@@ -39,7 +39,7 @@ public enum ContainerReader {
         }
     }
 
-    private static func readUnmapped(payload: Data, limits: ContainerLimits) throws -> Container {
+    private static func readStream(payload: Data, limits: ContainerLimits) throws -> Container {
         let decoder = try ZstdDecoder(frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
         let tar = try TarReader { buffer in try decoder.read(into: buffer) }
 
@@ -104,7 +104,7 @@ public enum ContainerReader {
 
     /// Reads exactly `size` bytes of the current member, hashing as it goes.
     private static func readMember(_ tar: TarReader, name: String, size: Int64) throws -> (data: Data, digest: Digest) {
-        let hasher = SHA256Hasher()
+        let hasher = SHA2Hasher()
         var data = LargeBuffer.uninitialized(count: Int(size))
         var filled = 0
         try data.withUnsafeMutableBytes { buf in

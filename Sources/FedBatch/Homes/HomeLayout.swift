@@ -24,8 +24,17 @@ public struct HomeLayout: Sendable {
     static func collectorKey(in keys: String) -> String { "\(keys)/collector.asc" }
     static func siteKeysDirectory(in keys: String) -> String { "\(keys)/sites" }
 
+    /// `g000042`: how file names and messages name generation 42.
+    public static func generationName(_ number: Int) -> String { String(format: "g%06d", number) }
+
     /// `g000042.fbg`
-    public static func generationFileName(_ number: Int) -> String { String(format: "g%06d.fbg", number) }
+    public static func generationFileName(_ number: Int) -> String { generationName(number) + ".fbg" }
+
+    /// `<model>-g<base>-<site>-<seq>.fbu`: informative only; a bundle's
+    /// identity is its digest.
+    public static func bundleFileName(model: String, base: Int, site: String, seq: Int64) -> String {
+        "\(model)-\(generationName(base))-\(site)-\(seq).fbu"
+    }
 
     public func generation(_ number: Int) -> String { "\(generations)/\(Self.generationFileName(number))" }
 

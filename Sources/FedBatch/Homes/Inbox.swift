@@ -44,7 +44,7 @@ enum Filing {
     /// The SHA-256 of a regular file's bytes; nil for anything else.
     static func fileDigest(_ entry: DirectoryEntry) -> Digest? {
         guard let file = try? OpenFile(entry) else { return nil }
-        let hasher = SHA256Hasher()
+        let hasher = SHA2Hasher()
         guard (try? file.stream(from: 0, count: file.size) { hasher.update($0) }) != nil else { return nil }
         return hasher.finalize()
     }

@@ -81,7 +81,7 @@ public struct Site {
                                 base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
                                 numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
         let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(delta.named))])
-        let name = "\(m.model.id)-g\(String(format: "%06d", number))-\(site)-\(seq).fbu"
+        let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
         let path = "\(home.layout.outbox)/\(name)"
         try writeFileAtomically(sealed.file, to: path)
         try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)

@@ -21,7 +21,7 @@ enum SHA2: Sendable {
 }
 
 /// Incremental SHA-2 (SHA-256 unless told otherwise).
-public final class SHA256Hasher {
+public final class SHA2Hasher {
     private let ctx: OpaquePointer
 
     public convenience init() { self.init(.sha256) }
@@ -38,14 +38,14 @@ public final class SHA256Hasher {
         EVP_DigestInit_ex(ctx, md, nil)
     }
 
-    private init(copying other: SHA256Hasher) {
+    private init(copying other: SHA2Hasher) {
         ctx = EVP_MD_CTX_new()!
         EVP_MD_CTX_copy_ex(ctx, other.ctx)
     }
 
     /// An independent hasher in the same state, so that a common prefix is
     /// hashed once for two digests.
-    func copy() -> SHA256Hasher { SHA256Hasher(copying: self) }
+    func copy() -> SHA2Hasher { SHA2Hasher(copying: self) }
 
     deinit { EVP_MD_CTX_free(ctx) }
 
@@ -107,7 +107,7 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible {
     public static func < (a: Digest, b: Digest) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
 
     public static func of(_ data: Data) -> Digest {
-        let h = SHA256Hasher()
+        let h = SHA2Hasher()
         h.update(data)
         return h.finalize()
     }

@@ -54,12 +54,6 @@ enum SignaturePacket {
         }
     }
 
-    /// Checks that `signature` is exactly one complete v4 signature packet
-    /// over a binary document, and that the bytes gpg does not cover are
-    /// pinned down too: the unhashed area may hold only an issuer key id
-    /// that agrees with the hashed issuer fingerprint. Otherwise a signature
-    /// would stay valid while bits in its unhashed area change, and the file
-    /// would no longer be one fixed sequence of bytes.
     /// The parts of a v4 signature packet needed to recompute its hash.
     struct Parsed {
         let hashAlgorithm: UInt8
@@ -74,15 +68,15 @@ enum SignaturePacket {
     /// (RFC 4880 §5.2.4) and requires them to match: then no bit of the
     /// slot can change without the file being refused. `payloadHasher`
     /// has already consumed the payload.
-    static func checkQuickCheck(_ parsed: Parsed, payloadHasher: SHA256Hasher?, payload: Data) throws {
+    static func checkQuickCheck(_ parsed: Parsed, payloadHasher: SHA2Hasher?, payload: Data) throws {
         guard let algorithm = SHA2(openPGPID: parsed.hashAlgorithm) else {
             throw TrustError.weakDigest("OpenPGP hash algorithm \(parsed.hashAlgorithm)")
         }
-        let h: SHA256Hasher
+        let h: SHA2Hasher
         if algorithm == .sha256, let payloadHasher {
             h = payloadHasher
         } else {
-            h = SHA256Hasher(algorithm)
+            h = SHA2Hasher(algorithm)
             h.update(payload)
         }
         let n = UInt32(parsed.hashedPart.count)
@@ -94,6 +88,12 @@ enum SignaturePacket {
         }
     }
 
+    /// Checks that `signature` is exactly one complete v4 signature packet
+    /// over a binary document, and that the bytes gpg does not cover are
+    /// pinned down too: the unhashed area may hold only an issuer key id
+    /// that agrees with the hashed issuer fingerprint. Otherwise a signature
+    /// would stay valid while bits in its unhashed area change, and the file
+    /// would no longer be one fixed sequence of bytes.
     @discardableResult
     static func checkSingle(_ signature: Data) throws -> Parsed {
         try checkFraming(signature)

@@ -107,7 +107,7 @@ public final class Verifier: @unchecked Sendable {
             if let why = KeyPolicy.weakness(of: sub) { throw TrustError.weakKey(sub.fingerprint, why) }
         }
         guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
-        let hasher = SHA256Hasher()
+        let hasher = SHA2Hasher()
         hasher.update(file.signedBytes)
         let forSignature = hasher.copy()
         let digest = hasher.finalize()

@@ -38,8 +38,8 @@ struct Inspect: ParsableCommand {
         row("kind", m.kind.rawValue)
         row("model", "\(m.model.id) (\(m.model.arch))")
         if let g = m.generation { row("generation", String(g)) }
-        if let p = m.parent { row("parent", "g\(String(format: "%06d", p.number)) \(p.digest)") }
-        if let b = m.base { row("base", "g\(String(format: "%06d", b.number)) \(b.digest)") }
+        if let p = m.parent { row("parent", "\(HomeLayout.generationName(p.number)) \(p.digest)") }
+        if let b = m.base { row("base", "\(HomeLayout.generationName(b.number)) \(b.digest)") }
         if let s = m.site { row("site", "\(s.id) seq \(s.seq)") }
         if let n = m.numExamples { row("examples", String(n)) }
         row("created", m.created)
