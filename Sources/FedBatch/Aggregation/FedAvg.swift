@@ -9,15 +9,23 @@ import Foundation
 /// bundles, and the result is rounded to float32 once at the end. Callers
 /// add bundles in a canonical order (by digest): float64 addition is not
 /// associative, and a fixed order makes the result byte-identical.
-public final class FedAvg {
+public final class FedAvg: AggregationStrategy {
+    public static let name = "fedavg"
+    public static let access = StrategyAccess.streaming
     public let serverLearningRate: Double
+    /// Weights are min(num_examples, weight_cap): one site claiming a huge
+    /// count cannot outweigh the rest by more than the cap allows.
+    public let weightCap: Int64
+    private let arch: ModelArchitecture
     /// One float64 sum per tensor, outside the Swift heap (see LargeBuffer).
     private var sums: [UnsafeMutableBufferPointer<Double>]
     public private(set) var totalWeight: Double = 0
     public private(set) var count = 0
 
-    public init(arch: ModelArchitecture, serverLearningRate: Double = 1) {
+    public init(arch: ModelArchitecture, serverLearningRate: Double = 1, weightCap: Int64 = 100_000_000) {
         self.serverLearningRate = serverLearningRate
+        self.weightCap = weightCap
+        self.arch = arch
         sums = arch.tensorShapes.map { LargeBuffer.doubles(count: elementCount($0.shape)!) }
     }
 
@@ -30,7 +38,11 @@ public final class FedAvg {
     /// does the result (for η ≤ 1; `apply` checks again regardless). A
     /// finite but enormous delta (3e38) is thus refused here, with the
     /// bundle named, instead of turning into Inf in a signed generation.
-    public func checkContribution(delta file: SafetensorsFile, base: ModelWeights) throws {
+    public var parameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
+
+    public func weight(examples: Int64) -> Double { Double(min(examples, weightCap)) }
+
+    public func check(delta file: SafetensorsFile, base: ModelWeights) throws {
         let limit = Double(Float.greatestFiniteMagnitude)
         let lr = serverLearningRate
         for (t, shape) in base.arch.tensorShapes.enumerated() {
@@ -54,7 +66,7 @@ public final class FedAvg {
     }
 
     /// Adds one delta (checked against the architecture beforehand).
-    public func add(delta file: SafetensorsFile, arch: ModelArchitecture, weight: Double) {
+    public func add(delta file: SafetensorsFile, weight: Double) {
         for (t, shape) in arch.tensorShapes.enumerated() {
             let entry = file.entry(shape.name)!
             let s = sums[t]
@@ -76,7 +88,7 @@ public final class FedAvg {
 
     /// The new weights; refuses to return anything non-finite, so that no
     /// such model is ever signed.
-    public func apply(to base: ModelWeights) throws -> ModelWeights {
+    public func finish(base: ModelWeights) throws -> ModelWeights {
         guard totalWeight > 0 else { return base }
         let scale = serverLearningRate / totalWeight
         let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums).map { b, s in

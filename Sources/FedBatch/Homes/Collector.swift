@@ -101,10 +101,14 @@ public struct Collector {
 
         // Pass 2: verify, decode and add, in digest order.
         let verifiers = [verifier, try home.verifier()]
-        let fedavg = FedAvg(arch: arch, serverLearningRate: settings.serverLearningRate)
+        let strategy = try Strategies.make(name: settings.strategy, parameters: settings.strategyParameters, arch: arch)
+        guard type(of: strategy).access == .streaming else { throw StrategyError.needsChunkedPasses(type(of: strategy).name) }
         var included: [Manifest.IncludedBundle] = []
         var kept: [(entry: DirectoryEntry, digest: String, created: String)] = []
-        var sitesSeen = Set<String>()
+        let knowledge = MergeProtocol.Knowledge(
+            current: .init(number: number, digest: current.digest.hex), maxExamples: settings.maxExamples,
+            mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
+        var rules = MergeProtocol(knowledge: knowledge)
         var digestsSeen: [Digest: String] = [:]
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
@@ -126,12 +130,12 @@ public struct Collector {
                             waiting.append(.init(file: entry.displayName, reason: ProtocolError.duplicateInMerge(first).description))
                             return
                         }
-                        let (site, n) = try checkProtocol(m, digest: v.digest.hex, number: number, current: current, ledger: ledger, sitesSeen: sitesSeen)
-                        try fedavg.checkContribution(delta: tensors, base: currentWeights)
+                        let (site, n) = try rules.decide(m, digest: v.digest.hex)
+                        try strategy.check(delta: tensors, base: currentWeights)
                         digestsSeen[v.digest] = entry.displayName
-                        sitesSeen.insert(site.id)
-                        let weight = Double(min(n, settings.weightCap))
-                        fedavg.add(delta: tensors, arch: arch, weight: weight)
+                        rules.accepted(site: site.id)
+                        let weight = strategy.weight(examples: n)
+                        strategy.add(delta: tensors, weight: weight)
                         included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
                         kept.append((entry, v.digest.hex, m.created))
                     } catch ProtocolError.alreadyMerged(let g) {
@@ -151,7 +155,7 @@ public struct Collector {
             return MergeReport(outcome: nothing ? .empty : .belowQuorum, generation: nil, file: nil, digest: nil,
                                accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
         }
-        let next = try fedavg.apply(to: currentWeights)
+        let next = try strategy.finish(base: currentWeights)
 
         // The manifest holds nothing that differs between two collectors
         // given the same inputs: time is the newest input's, reasons are
@@ -160,7 +164,7 @@ public struct Collector {
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
                                 included: included,
                                 rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) },
-                                strategy: .init(name: "fedavg", parameters: ["server_lr": settings.serverLearningRate, "weight_cap": Double(settings.weightCap)]))
+                                strategy: .init(name: type(of: strategy).name, parameters: strategy.parameters))
         manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
         let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
         let path = layout.generation(number + 1)
@@ -198,26 +202,6 @@ public struct Collector {
         } catch let error as FileError {
             waiting.append(.init(file: entry.displayName, reason: "refused, but could not be quarantined: \(error)"))
         }
-    }
-
-    /// The protocol rules of fedbatch-merge(1), step 5,
-    /// for an update whose signature and tensors already checked out. A
-    /// copy of a bundle already merged is named for what it is before the
-    /// base is checked: it is not stale, it is a copy.
-    private func checkProtocol(_ m: Manifest, digest: String, number: Int, current: VerifiedContainer, ledger: Ledger,
-                               sitesSeen: Set<String>) throws -> (Manifest.Site, Int64) {
-        guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
-        if let merged = try ledger.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: merged.generation) }
-        guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
-        guard base.digest == current.digest.hex else { throw ProtocolError.wrongBaseDigest(number: base.number) }
-        if let last = try ledger.lastSequence(site: site.id), site.seq <= last {
-            throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
-        }
-        let cap = home.config.merge.maxExamples
-        guard n <= cap else { throw ProtocolError.tooManyExamples(n, cap: cap) }
-        // One update per site and generation: the first in digest order.
-        guard !sitesSeen.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
-        return (site, n)
     }
 
     /// Pass 1 for one entry.

@@ -66,12 +66,17 @@ public struct MergeSettings: Sendable, Equatable {
     /// arriving (a plain `cp` or `scp` racing cron): it is left for the
     /// next run instead of being quarantined half-written.
     public var settleSeconds = 60.0
+    /// The aggregation strategy (see `Strategies`).
+    public var strategy = FedAvg.name
     public init() {}
 
-    static let keys: Set<String> = ["min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds"]
+    /// The parameters handed to the strategy.
+    public var strategyParameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
+
+    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds"]
 
     func render() -> [String] {
-        ["", "# Settings for `fedbatch merge` (strategy: FedAvg).", "[merge]", "min_bundles = \(minBundles)",
+        ["", "# Settings for `fedbatch merge`.", "[merge]", "strategy = \(StrictJSON.quote(strategy))", "min_bundles = \(minBundles)",
          "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))"]
     }
@@ -163,6 +168,12 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = t["server_lr"] {
             guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]") }
             m.serverLearningRate = d
+        }
+        if let v = t["strategy"] {
+            guard let name = v.string, Strategies.names.contains(name) else {
+                throw HomeError.config(path: path, reason: "merge.strategy must be one of \(Strategies.names.map { "\"\($0)\"" }.joined(separator: ", "))")
+            }
+            m.strategy = name
         }
         if let v = t["settle_seconds"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {

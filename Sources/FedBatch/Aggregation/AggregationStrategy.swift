@@ -1,0 +1,75 @@
+import Foundation
+
+/// How a strategy reads the bundles of a merge.
+public enum StrategyAccess: Sendable {
+    /// One bundle at a time, in digest order, within memory of a few
+    /// copies of the model whatever the number of bundles (FedAvg and the
+    /// server optimisers).
+    case streaming
+    /// Every bundle at each coordinate (median, trimmed mean, Krum): the
+    /// merge must make chunked passes over coordinate ranges. No strategy
+    /// of this kind exists yet, and the collector refuses one until the
+    /// chunked merge does.
+    case chunkedPasses
+}
+
+/// A server-side aggregation rule. The collector creates one per merge,
+/// offers it each accepted bundle's delta in digest order (float64
+/// arithmetic is not associative, and a fixed order keeps merges
+/// byte-identical), and asks it for the new weights at the end.
+///
+/// Adding a strategy: one file in Aggregation/ with a type conforming to
+/// this protocol, its entry in `Strategies.registry`, and its tests.
+public protocol AggregationStrategy: AnyObject {
+    /// The name in `[merge] strategy` and in a generation's manifest.
+    static var name: String { get }
+    static var access: StrategyAccess { get }
+    /// The parameters recorded in the generation's manifest.
+    var parameters: [String: Double] { get }
+    /// The weight of an update that claims `examples` training examples.
+    func weight(examples: Int64) -> Double
+    /// Refuses a delta before it is added (for example, one that would
+    /// make the model non-finite); a refused delta changes nothing.
+    func check(delta: SafetensorsFile, base: ModelWeights) throws
+    /// Adds one delta, already checked against the model and by `check`.
+    func add(delta: SafetensorsFile, weight: Double)
+    /// The new weights; never anything non-finite.
+    func finish(base: ModelWeights) throws -> ModelWeights
+}
+
+/// The strategies a collector can be configured with.
+public enum Strategies {
+    /// Name → constructor from the `[merge]` parameters.
+    static let registry: [String: @Sendable (ModelArchitecture, [String: Double]) throws -> AggregationStrategy] = [
+        FedAvg.name: { arch, p in
+            FedAvg(arch: arch, serverLearningRate: p["server_lr"] ?? 1, weightCap: count(p["weight_cap"] ?? 1e8))
+        },
+    ]
+
+    public static var names: [String] { registry.keys.sorted() }
+
+    /// A count passed as a Double parameter, clamped into Int64: a config
+    /// may set Int64.max, which as a Double rounds to 2^63 and would trap.
+    static func count(_ d: Double) -> Int64 {
+        guard d.isFinite, d > 0 else { return 0 }
+        return d >= 9.2e18 ? Int64.max : Int64(d)
+    }
+
+    /// The strategy `name`, or a refusal naming the ones that exist.
+    public static func make(name: String, parameters: [String: Double], arch: ModelArchitecture) throws -> AggregationStrategy {
+        guard let make = registry[name] else { throw StrategyError.unknown(name, known: names) }
+        return try make(arch, parameters)
+    }
+}
+
+public enum StrategyError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unknown(String, known: [String])
+    case needsChunkedPasses(String)
+
+    public var description: String {
+        switch self {
+        case let .unknown(name, known): return "unknown aggregation strategy \"\(name)\"; this fedbatch has \(known.joined(separator: ", "))"
+        case .needsChunkedPasses(let name): return "strategy \(name) needs chunked passes over all bundles, which this merge does not make yet"
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+/// The protocol rules a merge applies to an update whose signature and
+/// tensors already checked out (fedbatch-merge(1), step 5), as a pure
+/// decision: given what the collector knows, accept the update (with its
+/// site and example count) or refuse it with a typed reason. The collector
+/// supplies what state.db knows through `Knowledge`; nothing here reads or
+/// writes a file, so every rule is unit-tested directly.
+public struct MergeProtocol {
+    /// What the collector knows when it decides.
+    public struct Knowledge {
+        /// The current generation: updates must be based on it.
+        public var current: Manifest.GenerationRef
+        public var maxExamples: Int64
+        /// The generation that included a bundle digest, if any.
+        public var mergedInto: (String) throws -> Int?
+        /// The last sequence number a site used in a merged bundle.
+        public var lastSequence: (String) throws -> Int64?
+
+        public init(current: Manifest.GenerationRef, maxExamples: Int64,
+                    mergedInto: @escaping (String) throws -> Int?, lastSequence: @escaping (String) throws -> Int64?) {
+            self.current = current
+            self.maxExamples = maxExamples
+            self.mergedInto = mergedInto
+            self.lastSequence = lastSequence
+        }
+    }
+
+    public let knowledge: Knowledge
+    /// Sites already accepted in this merge (the first in digest order wins).
+    public private(set) var sitesAccepted: Set<String> = []
+
+    public init(knowledge: Knowledge) { self.knowledge = knowledge }
+
+    /// Accepts or refuses one update. A copy of a bundle already merged is
+    /// named for what it is before the base is checked: it is not stale, it
+    /// is a copy.
+    public func decide(_ m: Manifest, digest: String) throws -> (site: Manifest.Site, examples: Int64) {
+        guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
+        if let g = try knowledge.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: g) }
+        let number = knowledge.current.number
+        guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
+        guard base.digest == knowledge.current.digest else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+        if let last = try knowledge.lastSequence(site.id), site.seq <= last {
+            throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
+        }
+        guard n <= knowledge.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: knowledge.maxExamples) }
+        guard !sitesAccepted.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
+        return (site, n)
+    }
+
+    /// Records that an update from `site` was accepted in this merge.
+    public mutating func accepted(site: String) { sitesAccepted.insert(site) }
+}
