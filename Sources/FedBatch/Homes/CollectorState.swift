@@ -7,11 +7,11 @@ extension Collector {
     /// The newest generation, verified, with weights that are all finite.
     func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
         guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
-        let (v, tensors) = try home.openVerified(home.layout.generation(newest), verifier: verifier)
-        guard v.manifest.kind == .generation, v.manifest.generation == newest else {
+        let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: verifier)
+        guard v.manifest.generation == newest else {
             throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
         }
-        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+        return (v, weights)
     }
 
     /// Opens state.db, rebuilding it from the files when it is missing or

@@ -33,6 +33,14 @@ extension Home {
         return (v, tensors)
     }
 
+    /// Opens a generation (a path), verified as `openVerified` does, with
+    /// its weights; refuses an update bundle given in its place.
+    public func openGeneration(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
+        let (v, tensors) = try openVerified(path, verifier: verifier)
+        guard v.manifest.kind == .generation, v.manifest.generation != nil else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
+        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+    }
+
     /// Verifies each file independently; one bad file does not stop the rest.
     public func verify(paths: [String]) throws -> [FileVerdict] {
         let verifier = try self.verifier()
@@ -53,11 +61,9 @@ extension Home {
     /// Verifies a generation and writes its weights as an F32 safetensors
     /// file that `torch.nn.Module.load_state_dict(strict=True)` accepts.
     public func exportGeneration(_ path: String, to out: String) throws -> VerifiedContainer {
-        let (v, tensors) = try openVerified(path, verifier: try verifier())
-        guard v.manifest.kind == .generation else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
-        let arch = try ModelArchitecture(spec: v.manifest.model.arch)
-        let weights = try arch.tensorShapes.map { name, _ in (name: name, tensor: try tensors.tensor(name)!.converted(to: .f32)) }
-        try SafetensorsWriter.write(weights, metadata: [
+        let (v, weights) = try openGeneration(path, verifier: try verifier())
+        let arch = weights.arch
+        try SafetensorsWriter.write(weights.named, metadata: [
             "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
             "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
         ], to: out)

@@ -45,13 +45,9 @@ public struct Site {
             guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
             path = home.layout.generation(newest)
         }
-        let (v, tensors) = try home.openVerified(path, verifier: try home.verifier())
-        guard v.manifest.kind == .generation, let number = v.manifest.generation else {
-            throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
-        }
-        try state.accept(generation: number, digest: v.digest.hex)
-        let arch = try ModelArchitecture(spec: v.manifest.model.arch)
-        return (v, try ModelWeights(arch: arch, file: tensors))
+        let (v, weights) = try home.openGeneration(path, verifier: try home.verifier())
+        try state.accept(generation: v.manifest.generation!, digest: v.digest.hex)
+        return (v, weights)
     }
 
     /// Refuses a second update on a generation this site already sent one

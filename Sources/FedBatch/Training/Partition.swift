@@ -24,7 +24,7 @@ public enum Partition {
         switch scheme {
         case .iid:
             var order = Array(0..<labels.count)
-            shuffle(&order, &rng)
+            rng.shuffle(&order)
             return (0..<sites).map { s in stride(from: s, to: order.count, by: sites).map { order[$0] } }
         case .dirichlet(let alpha):
             guard alpha > 0, alpha.isFinite else { throw Failure(description: "--dirichlet must be a positive number") }
@@ -36,7 +36,7 @@ public enum Partition {
                 var parts = [[Int]](repeating: [], count: sites)
                 for c in 0..<classes where !byClass[c].isEmpty {
                     var idx = byClass[c]
-                    shuffle(&idx, &rng)
+                    rng.shuffle(&idx)
                     let p = dirichlet(alpha: alpha, count: sites, rng: &rng)
                     var start = 0, cumulative = 0.0
                     for s in 0..<sites {
@@ -50,10 +50,6 @@ public enum Partition {
             }
             throw Failure(description: "no Dirichlet(\(alpha)) split in 100 draws gave every one of \(sites) sites at least \(need) examples; raise --dirichlet or lower --sites")
         }
-    }
-
-    private static func shuffle(_ a: inout [Int], _ rng: inout SeededRandom) {
-        for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
     }
 
     private static func unit(_ rng: inout SeededRandom) -> Double {

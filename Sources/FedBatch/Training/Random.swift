@@ -38,4 +38,10 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     public mutating func uniform(_ low: Float, _ high: Float) -> Float {
         low + (high - low) * nextUnitFloat()
     }
+
+    /// Fisher–Yates with this generator: the same order on every machine
+    /// for the same seed (Swift's own shuffle makes no such promise).
+    public mutating func shuffle<T>(_ a: inout [T]) {
+        for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, Int(next() % UInt64(i + 1))) }
+    }
 }

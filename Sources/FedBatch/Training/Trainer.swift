@@ -93,11 +93,7 @@ public enum Trainer {
 
         try data.features.withUnsafeBufferPointer { features in
             for epoch in 1...max(1, options.epochs) {
-                // Fisher–Yates with the seeded generator: the same order on every machine.
-                for i in stride(from: order.count - 1, to: 0, by: -1) {
-                    let j = Int(rng.next() % UInt64(i + 1))
-                    order.swapAt(i, j)
-                }
+                rng.shuffle(&order)
                 let started = DispatchTime.now().uptimeNanoseconds
                 var lossSum = 0.0, correct = 0, seen = 0
                 var start = 0, step = 0

@@ -36,9 +36,7 @@ struct Eval: ParsableCommand {
     func run() throws {
         ensureFastBLAS()
         let home = try Home.open(global.resolvedHome)
-        let (v, tensors) = try home.openVerified(file, verifier: try home.verifier())
-        guard v.manifest.kind == .generation else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
-        let weights = try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors)
+        let (v, weights) = try home.openGeneration(file, verifier: try home.verifier())
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
         try dataset.check(against: weights.arch, path: data)
         let e = Evaluation.evaluate(weights, on: dataset)
