@@ -29,23 +29,22 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         allCases.map { "  \($0.rawValue)  \($0.meaning)" }.joined(separator: "\n")
     }
 
-    /// The one place where library errors become exit codes.
+    /// Reason-code families whose errors mean "this file cannot be
+    /// trusted or does not belong here": verification failed.
+    static let verificationFamilies: Set<String> = [
+        "signature", "file", "zstd", "tar", "manifest", "member", "tensors", "model", "arch", "chain", "generation",
+    ]
+
+    /// The one place where library errors become exit codes: by the
+    /// family of their reason code (the part before the first dot).
     static func of(_ error: Error) -> ExitStatus {
-        switch error {
-        case is ContainerError, is SafetensorsError, is ArchitectureError, is ModelMismatch, is ChainError, is SiteStateError:
-            return .verificationFailed
-        case let e as TrustError:
-            // Signature verdicts are verification failures; key-file and
-            // signing-key problems are configuration errors.
-            return e.code.hasPrefix("signature.") ? .verificationFailed : .failure
-        case let e as CommandFailure:
-            return e.status
-        case is LockHeld:
-            return .lockHeld
-        case SiteError.alreadySent:
-            return .nothingToDo
-        default:
-            return .failure
+        if let e = error as? CommandFailure { return e.status }
+        switch reasonCode(of: error) {
+        case "lock.held": return .lockHeld
+        case "site.already-sent": return .nothingToDo
+        case let code:
+            let family = String(code.prefix { $0 != "." })
+            return verificationFamilies.contains(family) ? .verificationFailed : .failure
         }
     }
 }

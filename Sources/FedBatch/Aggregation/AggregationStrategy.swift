@@ -62,7 +62,9 @@ public enum Strategies {
     }
 }
 
-public enum StrategyError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum StrategyError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    public var code: String { "merge.strategy" }
+
     case unknown(String, known: [String])
     case needsChunkedPasses(String)
 

@@ -3,7 +3,7 @@ import Foundation
 /// Why a container (update bundle or generation) was refused. Every case has
 /// a stable `code` for reason files and scripts, and a message that names the
 /// member, size or limit at fault.
-public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
     case fileTooLarge(size: Int64, cap: Int64)
     case noSignatureTrailer
     case badSignatureFrame(String)

@@ -65,7 +65,7 @@ public struct Home: Sendable {
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
         let tensors = weights ?? arch.initialWeights(seed: seed)
-        _ = try prepare(root, directories: [layout.keys, HomeLayout.siteKeysDirectory(in: layout.keys), layout.inbox,
+        _ = try prepare(root, directories: [layout.keys, layout.siteKeys, layout.inbox,
                                             layout.accepted, layout.quarantine, layout.generations])
         try writeFileAtomically(try signer.exportPublicKey(), to: layout.collectorKey)
 

@@ -7,7 +7,9 @@ public enum HomeRole: String, Sendable {
 }
 
 /// Why a home or its config could not be used.
-public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    public var code: String { "home.error" }
+
     case notAHome(String)
     case alreadyAHome(String)
     case wrongRole(path: String, expected: HomeRole, actual: HomeRole)

@@ -18,11 +18,10 @@ public struct HomeLayout: Sendable {
     public var stateDatabase: String { "\(root)/state.db" }
     public var lockFile: String { "\(root)/.fedbatch.lock" }
 
-    public var collectorKey: String { Self.collectorKey(in: keys) }
-    public func siteKey(_ site: String) -> String { "\(Self.siteKeysDirectory(in: keys))/\(site).asc" }
-
-    static func collectorKey(in keys: String) -> String { "\(keys)/collector.asc" }
-    static func siteKeysDirectory(in keys: String) -> String { "\(keys)/sites" }
+    // The layout inside keys/ belongs to the trust set (TrustSet.Files).
+    public var collectorKey: String { TrustSet.Files.collectorKey(in: keys) }
+    public var siteKeys: String { TrustSet.Files.siteKeys(in: keys) }
+    public func siteKey(_ site: String) -> String { TrustSet.Files.siteKey(site, in: keys) }
 
     /// `g000042`: how file names and messages name generation 42.
     public static func generationName(_ number: Int) -> String { String(format: "g%06d", number) }

@@ -133,14 +133,15 @@ extension Home {
         guard let key = trust.key(for: .site(site)) else {
             throw TrustError.keyFile(path: layout.siteKey(site), reason: "no key is pinned for site \(site)")
         }
-        try removeEntry(DirectoryEntry(directory: HomeLayout.siteKeysDirectory(in: layout.keys), name: (key.path as NSString).lastPathComponent))
-        try syncDirectory(HomeLayout.siteKeysDirectory(in: layout.keys))
+        try removeEntry(DirectoryEntry(directory: layout.siteKeys, name: (key.path as NSString).lastPathComponent))
+        try syncDirectory(layout.siteKeys)
         return key
     }
 }
 
 /// Another fedbatch process holds the home's lock.
-public struct LockHeld: Error, CustomStringConvertible {
+public struct LockHeld: Error, CustomStringConvertible, ReasonCoded {
     public let path: String
+    public var code: String { "lock.held" }
     public var description: String { "another fedbatch process holds \(path); nothing was changed" }
 }

@@ -81,7 +81,7 @@ enum Filing {
     /// Removes what a crash can leave behind: writeFileAtomically's temp
     /// files (`.NAME.tmp-XXXXXX`) and interrupted ledger rebuilds.
     static func removeCrashLeftovers(_ layout: HomeLayout) {
-        for dir in [layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, HomeLayout.siteKeysDirectory(in: layout.keys), layout.root] {
+        for dir in [layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, layout.siteKeys, layout.root] {
             for e in (try? listDirectory(dir)) ?? [] where isLeftover(e.name) {
                 try? removeEntry(e)
             }

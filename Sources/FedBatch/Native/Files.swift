@@ -7,7 +7,8 @@ import Glibc
 // mappings and crash-safe replacement of a file.
 
 /// A file-system failure, naming the path and the errno text.
-public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
+public struct FileError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    public var code: String { "io.error" }
     public let path: String
     public let message: String
     public var description: String { "\(path): \(message)" }

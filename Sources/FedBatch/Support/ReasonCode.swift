@@ -7,42 +7,7 @@ public protocol ReasonCoded: Error, CustomStringConvertible {
     var code: String { get }
 }
 
-extension ContainerError: ReasonCoded {}
-extension TrustError: ReasonCoded {}
-extension ArchitectureError: ReasonCoded {}
-extension SafetensorsError: ReasonCoded {
-    public var code: String { "tensors.invalid" }
-}
-
-/// The reason code of any error: its own, or a generic one by kind.
+/// The reason code of any error: its own, or a generic one.
 public func reasonCode(of error: Error) -> String {
-    switch error {
-    case let e as ReasonCoded: return e.code
-    case is FileError: return "io.error"
-    case is HomeError: return "home.error"
-    default: return "error"
-    }
-}
-
-/// A container that is sound but does not belong to this home.
-public enum ModelMismatch: Error, Equatable, Sendable, ReasonCoded {
-    case modelID(expected: String, actual: String)
-    case arch(expected: String, actual: String)
-    case kind(expected: Manifest.Kind, actual: Manifest.Kind)
-
-    public var code: String {
-        switch self {
-        case .modelID: return "model.id"
-        case .arch: return "model.arch"
-        case .kind: return "model.kind"
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case let .modelID(e, a): return "the file is for model \"\(a)\"; this home's model is \"\(e)\""
-        case let .arch(e, a): return "the file's architecture is \(a); this home's is \(e)"
-        case let .kind(e, a): return "the file is \(a == .update ? "an update" : "a generation"), not \(e == .update ? "an update" : "a generation")"
-        }
-    }
+    (error as? ReasonCoded)?.code ?? "error"
 }

@@ -2,7 +2,9 @@ import Foundation
 
 /// Why a safetensors file was refused. Each case names the tensor or the
 /// header field at fault.
-public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    public var code: String { "tensors.invalid" }
+
     case tooShort(bytes: Int)
     case headerTooLarge(length: UInt64, cap: Int)
     case headerBeyondFile(length: UInt64, fileSize: Int)

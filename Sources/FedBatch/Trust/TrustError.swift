@@ -15,7 +15,7 @@ public enum Role: Hashable, Sendable, CustomStringConvertible {
 
 /// Why a file's signature, or a key, was refused. Messages name the key
 /// and the role so that an administrator can act on them.
-public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
     case unsigned
     case malformedSignature(String)
     case multipleSignatures(Int)

@@ -17,6 +17,13 @@ public struct PinnedKey: Sendable, Equatable {
 public struct TrustSet: Sendable {
     public let keys: [PinnedKey]
 
+    /// Where the pinned keys lie inside a keys directory.
+    public enum Files {
+        public static func collectorKey(in keys: String) -> String { "\(keys)/collector.asc" }
+        public static func siteKeys(in keys: String) -> String { "\(keys)/sites" }
+        public static func siteKey(_ site: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site).asc" }
+    }
+
     public func key(for role: Role) -> PinnedKey? { keys.first { $0.role == role } }
 
     public func key(fingerprint: String) -> PinnedKey? {
@@ -38,9 +45,9 @@ public struct TrustSet: Sendable {
                                     expires: key.primary.expires, path: path))
             blocks.append(data)
         }
-        let collector = HomeLayout.collectorKey(in: keysDirectory)
+        let collector = Files.collectorKey(in: keysDirectory)
         if FileManager.default.fileExists(atPath: collector) { try add(collector, .collector) }
-        let sitesDir = HomeLayout.siteKeysDirectory(in: keysDirectory)
+        let sitesDir = Files.siteKeys(in: keysDirectory)
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: sitesDir)) ?? []).filter { $0.hasSuffix(".asc") }.sorted()
         for f in files {
             let site = String(f.dropLast(4))

@@ -97,7 +97,7 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Why a spec or a tensor file does not fit an architecture.
-public enum ArchitectureError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum ArchitectureError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
     case badSpec(String, String)
     case missingTensor(String, arch: String)
     case extraTensor(String, arch: String)
