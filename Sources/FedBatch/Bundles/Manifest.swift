@@ -187,7 +187,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// Site ids and model ids appear in file names, so they are plain words.
     public static func checkIdentifier(_ s: String, what: String) throws {
         guard ContainerPath.isIdentifier(s) else {
-            throw ContainerError.manifestInvalid("\(what) \"\(s)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -")
+            throw ContainerError.manifestInvalid(ContainerPath.identifierRule(what, s))
         }
     }
 }
@@ -217,6 +217,12 @@ public enum ContainerPath {
         return true
     }
 
+    /// Why `value` is not an identifier, for every message that says so.
+    public static func identifierRule(_ what: String, _ value: String) -> String {
+        "\(what) \"\(value)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -"
+    }
+
+    /// Site and model ids: 1 to 64 plain characters, not starting with `.` or `-`.
     public static func isIdentifier(_ s: String) -> Bool {
         let b = Array(s.utf8)
         guard (1...64).contains(b.count), b[0] != 0x2E, b[0] != 0x2D else { return false }

@@ -65,7 +65,7 @@ public struct Collector {
         let layout = home.layout
         let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
-        if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) { usleep(n * 1000) }
+        holdLockForTests()
         Filing.removeCrashLeftovers(layout)
 
         let verifier = try home.verifier()

@@ -24,7 +24,7 @@ public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible, Reas
         case let .wrongRole(p, expected, actual): return "\(p) is a \(actual.rawValue) home; this command needs a \(expected.rawValue) home"
         case let .config(p, reason): return "\(p): \(reason)"
         case .noGeneration(let p): return "no generation in \(p)"
-        case let .invalidName(what, value): return "\(what) \"\(value)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -"
+        case let .invalidName(what, value): return ContainerPath.identifierRule(what, value)
         }
     }
 }
@@ -219,8 +219,8 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     func validate(path: String) throws {
-        guard ContainerPath.isIdentifier(modelID) else { throw HomeError.config(path: path, reason: "model_id \"\(modelID)\" must be 1-64 characters of A-Z a-z 0-9 . _ -") }
-        if let siteID, !ContainerPath.isIdentifier(siteID) { throw HomeError.config(path: path, reason: "site_id \"\(siteID)\" must be 1-64 characters of A-Z a-z 0-9 . _ -") }
+        guard ContainerPath.isIdentifier(modelID) else { throw HomeError.config(path: path, reason: ContainerPath.identifierRule("model_id", modelID)) }
+        if let siteID, !ContainerPath.isIdentifier(siteID) { throw HomeError.config(path: path, reason: ContainerPath.identifierRule("site_id", siteID)) }
         if let arch {
             do { _ = try ModelArchitecture(spec: arch) } catch { throw HomeError.config(path: path, reason: "\(error)") }
         }

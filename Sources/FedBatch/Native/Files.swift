@@ -162,12 +162,6 @@ public func moveFile(_ from: String, to: String, sync: Bool = true) throws {
     }
 }
 
-/// Ends the process at once, as a crash would, for fault-injection tests:
-/// when $FEDBATCH_FAULT names `point`, nothing after it runs.
-public func faultPoint(_ point: String) {
-    if ProcessInfo.processInfo.environment["FEDBATCH_FAULT"] == point { _exit(99) }
-}
-
 /// Large buffers are mapped with MADV_DONTFORK. gpgme starts gpg with
 /// fork(), and a forked child of a process holding gigabytes of tensors
 /// copies all its page tables and turns every later write in the parent
