@@ -53,9 +53,10 @@ struct MergeProtocolTests {
 struct FedAvgTests {
     let arch = try! ModelArchitecture(spec: "mlp:2-2")
 
-    func delta(_ values: [Float]) throws -> SafetensorsFile {
-        try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 2], floats: Array(values.prefix(4)))),
-                                                              ("0.bias", Tensor(shape: [2], floats: Array(values.suffix(2))))]))
+    func delta(_ values: [Float]) throws -> DecodedDelta {
+        let file = try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 2], floats: Array(values.prefix(4)))),
+                                                                         ("0.bias", Tensor(shape: [2], floats: Array(values.suffix(2))))]))
+        return try Codecs.make(name: "fp32").decode(file, arch: arch)
     }
 
     @Test("the weighted mean of the deltas, scaled by server_lr, added to the base; weights capped")
@@ -85,5 +86,23 @@ struct FedAvgTests {
     @Test("an unknown strategy is refused, naming the ones that exist")
     func unknown() {
         #expect(throws: StrategyError.unknown("median", known: ["fedavg"])) { try Strategies.make(name: "median", parameters: [:], arch: arch) }
+    }
+}
+
+@Suite("Codecs")
+struct CodecTests {
+    @Test("fp32 stores the delta as it is and decodes it back exactly, F16 widened; unknown codecs are refused")
+    func fp32() throws {
+        let arch = try ModelArchitecture(spec: "mlp:3-2")
+        let delta = ModelWeights(arch: arch, tensors: [[0.5, -1, 2, 1e-3, 3e38, -0], [1, 2]])
+        let codec = try Codecs.make(name: "fp32")
+        let stored = try SafetensorsFile(bytes: SafetensorsWriter.encode(codec.encode(delta)))
+        let decoded = try codec.decode(stored, arch: arch)
+        for t in 0..<2 { #expect(decoded.withTensor(t) { Array($0) } == delta.tensors[t]) }
+        // A half-precision tensor is widened on the way out.
+        let half = try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 3], floats: delta.tensors[0]).converted(to: .f16)),
+                                                                         ("0.bias", Tensor(shape: [2], floats: [1, 2]))]))
+        #expect(try codec.decode(half, arch: arch).withTensor(1) { Array($0) } == [1, 2])
+        #expect(throws: ContainerError.self) { try Codecs.make(name: "int8") }
     }
 }

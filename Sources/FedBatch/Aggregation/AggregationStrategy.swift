@@ -30,9 +30,9 @@ public protocol AggregationStrategy: AnyObject {
     func weight(examples: Int64) -> Double
     /// Refuses a delta before it is added (for example, one that would
     /// make the model non-finite); a refused delta changes nothing.
-    func check(delta: SafetensorsFile, base: ModelWeights) throws
+    func check(delta: DecodedDelta, base: ModelWeights) throws
     /// Adds one delta, already checked against the model and by `check`.
-    func add(delta: SafetensorsFile, weight: Double)
+    func add(delta: DecodedDelta, weight: Double)
     /// The new weights; never anything non-finite.
     func finish(base: ModelWeights) throws -> ModelWeights
 }

@@ -42,44 +42,22 @@ public final class FedAvg: AggregationStrategy {
 
     public func weight(examples: Int64) -> Double { Double(min(examples, weightCap)) }
 
-    public func check(delta file: SafetensorsFile, base: ModelWeights) throws {
+    public func check(delta: DecodedDelta, base: ModelWeights) throws {
         let limit = Double(Float.greatestFiniteMagnitude)
         let lr = serverLearningRate
         for (t, shape) in base.arch.tensorShapes.enumerated() {
-            let entry = file.entry(shape.name)!
             let b = base.tensors[t]
-            var bad: Int?
-            if entry.dtype == .f32 {
-                // Read in place, as `add` does: no copy of a large tensor.
-                file.withBytes(of: entry) { raw in
-                    for i in 0..<b.count {
-                        let d = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-                        if !(abs(Double(b[i]) + lr * Double(d)) <= limit) { bad = i; return }
-                    }
-                }
-            } else {
-                let values = file.tensor(shape.name)!.floats()
-                bad = (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(values[$0])) <= limit) }
-            }
+            let bad = delta.withTensor(t) { d in (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(d[$0])) <= limit) } }
             if let bad { throw AggregationError.nonFiniteResult(tensor: shape.name, index: bad) }
         }
     }
 
     /// Adds one delta (checked against the architecture beforehand).
-    public func add(delta file: SafetensorsFile, weight: Double) {
-        for (t, shape) in arch.tensorShapes.enumerated() {
-            let entry = file.entry(shape.name)!
+    public func add(delta: DecodedDelta, weight: Double) {
+        for t in sums.indices {
             let s = sums[t]
-            if entry.dtype == .f32 {
-                // The common case, read in place: no intermediate array.
-                file.withBytes(of: entry) { raw in
-                    for i in 0..<s.count {
-                        s[i] += weight * Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))))
-                    }
-                }
-            } else {
-                let values = file.tensor(shape.name)!.floats()
-                for i in 0..<s.count { s[i] += weight * Double(values[i]) }
+            delta.withTensor(t) { d in
+                for i in 0..<s.count { s[i] += weight * Double(d[i]) }
             }
         }
         totalWeight += weight

@@ -124,7 +124,7 @@ struct ManifestDecoder {
 
 extension Manifest {
     /// The codecs this build reads; any other is refused, never read as fp32.
-    public static let knownCodecs: Set<String> = ["fp32"]
+    public static var knownCodecs: Set<String> { Codecs.names }
 
     /// How far in the future a `created` time (or a signature) may lie:
     /// clocks at sites drift, but not by days.

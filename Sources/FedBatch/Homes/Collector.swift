@@ -131,11 +131,12 @@ public struct Collector {
                             return
                         }
                         let (site, n) = try rules.decide(m, digest: v.digest.hex)
-                        try strategy.check(delta: tensors, base: currentWeights)
+                        let delta = try Codecs.make(name: m.codec).decode(tensors, arch: arch)
+                        try strategy.check(delta: delta, base: currentWeights)
                         digestsSeen[v.digest] = entry.displayName
                         rules.accepted(site: site.id)
                         let weight = strategy.weight(examples: n)
-                        strategy.add(delta: tensors, weight: weight)
+                        strategy.add(delta: delta, weight: weight)
                         included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
                         kept.append((entry, v.digest.hex, m.created))
                     } catch ProtocolError.alreadyMerged(let g) {

@@ -73,10 +73,11 @@ public struct Site {
         let state = try self.state
         let pending = "\(home.layout.outbox)/.pending"
         let seq = try state.reserveSequence(base: number, file: pending, numExamples: numExamples, now: now)
-        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now),
+        let codec = FP32Codec()
+        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now), codec: type(of: codec).name,
                                 base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
                                 numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
-        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(delta.named))])
+        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(codec.encode(delta)))])
         let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
         let path = "\(home.layout.outbox)/\(name)"
         try writeFileAtomically(sealed.file, to: path)
