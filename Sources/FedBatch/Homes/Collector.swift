@@ -167,8 +167,21 @@ public struct Collector {
                                 rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) },
                                 strategy: .init(name: type(of: strategy).name, parameters: strategy.parameters))
         manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
+        let (path, digest) = try write(manifest, weights: next, inputs: kept.map { ($0.entry, $0.digest) }, ledger: ledger)
+        return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: digest,
+                           accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
+    }
+
+    /// Signs and writes the next generation, then records it, then moves
+    /// its inputs to accepted/, in that order: a crash at any step leaves
+    /// the old or the new generation, and the next run finishes the rest
+    /// (`finishInterruptedMerge`).
+    private func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
+                       ledger: Ledger) throws -> (path: String, digest: String) {
+        let layout = home.layout
+        let number = manifest.generation!
         let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
-        let path = layout.generation(number + 1)
+        let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
         // 1. the generation (temp file, fsync, rename, fsync dir) ...
@@ -187,9 +200,8 @@ public struct Collector {
         // marked settled, so a crash here is finished by the next run.
         try syncDirectory(layout.accepted)
         try syncDirectory(layout.inbox)
-        try ledger.markSettled(number + 1)
-        return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: sealed.digest.hex,
-                           accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
+        try ledger.markSettled(number)
+        return (path, sealed.digest.hex)
     }
 
     /// Files a refused entry; if the file system will not let it be moved
