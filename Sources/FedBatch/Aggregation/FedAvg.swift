@@ -18,7 +18,7 @@ public final class FedAvg: AggregationStrategy {
     public let weightCap: Int64
     private let arch: ModelArchitecture
     /// One float64 sum per tensor, outside the Swift heap (see LargeBuffer).
-    private var sums: [UnsafeMutableBufferPointer<Double>]
+    private let sums: [NumericBuffer<Double>]
     public private(set) var totalWeight: Double = 0
     public private(set) var count = 0
 
@@ -26,10 +26,8 @@ public final class FedAvg: AggregationStrategy {
         self.serverLearningRate = serverLearningRate
         self.weightCap = weightCap
         self.arch = arch
-        sums = arch.tensorShapes.map { LargeBuffer.doubles(count: elementCount($0.shape)!) }
+        sums = arch.tensorShapes.map { NumericBuffer<Double>(count: elementCount($0.shape)!) }
     }
-
-    deinit { sums.forEach(LargeBuffer.release) }
 
     /// Refuses a delta that would make the model non-finite.
     ///
@@ -55,7 +53,7 @@ public final class FedAvg: AggregationStrategy {
     /// Adds one delta (checked against the architecture beforehand).
     public func add(delta: DecodedDelta, weight: Double) {
         for t in sums.indices {
-            let s = sums[t]
+            let s = sums[t].buffer
             delta.withTensor(t) { d in
                 for i in 0..<s.count { s[i] += weight * Double(d[i]) }
             }
@@ -69,7 +67,7 @@ public final class FedAvg: AggregationStrategy {
     public func finish(base: ModelWeights) throws -> ModelWeights {
         guard totalWeight > 0 else { return base }
         let scale = serverLearningRate / totalWeight
-        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums).map { b, s in
+        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums.map(\.buffer)).map { b, s in
             [Float](unsafeUninitializedCapacity: b.count) { out, n in
                 for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
                 n = b.count

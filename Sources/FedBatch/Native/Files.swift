@@ -216,23 +216,7 @@ enum LargeBuffer {
 
     private static let pool = Pool()
 
-    /// Zero-filled doubles, unmapped by the caller with `release`.
-    static func doubles(count: Int) -> UnsafeMutableBufferPointer<Double> {
-        let bytes = max(1, count) * MemoryLayout<Double>.stride
-        guard let p = mapUnforked(bytes) else {
-            let b = UnsafeMutableBufferPointer<Double>.allocate(capacity: count)
-            b.initialize(repeating: 0)
-            return b
-        }
-        return UnsafeMutableBufferPointer(start: p.bindMemory(to: Double.self, capacity: count), count: count)
-    }
-
-    static func release(_ b: UnsafeMutableBufferPointer<Double>) {
-        let bytes = max(1, b.count) * MemoryLayout<Double>.stride
-        if munmap(b.baseAddress, bytes) != 0 { b.deallocate() }
-    }
-
-    private static func mapUnforked(_ count: Int) -> UnsafeMutableRawPointer? {
+    static func mapUnforked(_ count: Int) -> UnsafeMutableRawPointer? {
         guard let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
         madvise(p, count, 10 /* MADV_DONTFORK */)
         return p

@@ -6,41 +6,28 @@ import Foundation
 final class Network {
     let arch: ModelArchitecture
     let capacity: Int
-    /// W0, b0, W1, b1, … (PyTorch order).
+    /// W0, b0, W1, b1, … (PyTorch order). The views below point into
+    /// `storage`, which owns the memory for the network's lifetime.
     private(set) var params: [UnsafeMutableBufferPointer<Float>]
     private(set) var grads: [UnsafeMutableBufferPointer<Float>]
     /// Per layer: the output (post-ReLU for hidden layers, logits for the last).
     private var outputs: [UnsafeMutableBufferPointer<Float>]
     /// Per layer: d loss / d pre-activation.
     private var deltas: [UnsafeMutableBufferPointer<Float>]
+    private let storage: [NumericBuffer<Float>]
 
     init(weights: ModelWeights, batchCapacity: Int) {
         arch = weights.arch
         capacity = batchCapacity
-        params = weights.tensors.map { t in
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.count)
-            _ = b.initialize(from: t)
-            return b
-        }
-        grads = weights.tensors.map { t in
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: t.count)
-            b.initialize(repeating: 0)
-            return b
-        }
-        outputs = arch.widths.dropFirst().map { w in
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: w * batchCapacity)
-            b.initialize(repeating: 0)
-            return b
-        }
-        deltas = arch.widths.dropFirst().map { w in
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: w * batchCapacity)
-            b.initialize(repeating: 0)
-            return b
-        }
-    }
-
-    deinit {
-        for b in params + grads + outputs + deltas { b.deallocate() }
+        let p = weights.tensors.map { NumericBuffer<Float>(copying: $0) }
+        let g = weights.tensors.map { NumericBuffer<Float>(count: $0.count) }
+        let o = arch.widths.dropFirst().map { NumericBuffer<Float>(count: $0 * batchCapacity) }
+        let d = arch.widths.dropFirst().map { NumericBuffer<Float>(count: $0 * batchCapacity) }
+        params = p.map(\.buffer)
+        grads = g.map(\.buffer)
+        outputs = o.map(\.buffer)
+        deltas = d.map(\.buffer)
+        storage = p + g + o + d
     }
 
     var weights: ModelWeights { ModelWeights(arch: arch, tensors: params.map { Array($0) }) }

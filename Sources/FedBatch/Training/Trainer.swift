@@ -86,9 +86,9 @@ public enum Trainer {
         var rng = SeededRandom(seed: options.seed)
         var order = Array(0..<data.count)
         let width = arch.inputWidth
-        let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * width)
-        let y = UnsafeMutableBufferPointer<Int32>.allocate(capacity: batch)
-        defer { x.deallocate(); y.deallocate() }
+        let xs = NumericBuffer<Float>(count: batch * width), ys = NumericBuffer<Int32>(count: batch)
+        let x = xs.buffer, y = ys.buffer
+        defer { withExtendedLifetime((xs, ys)) {} }
         var reports: [EpochReport] = []
 
         try data.features.withUnsafeBufferPointer { features in

@@ -1,0 +1,45 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A zero-filled buffer of numbers that owns its memory and frees it when
+/// released: what training and aggregation compute in, instead of raw
+/// allocations of their own. Memory is 64-byte aligned (a cache line, and
+/// AVX-512's width); buffers of 1 MiB or more are mapped with MADV_DONTFORK
+/// like LargeBuffer, so that gpgme's fork does not copy their page tables.
+///
+/// `buffer` is a view that is valid as long as this object lives; keep the
+/// object, not the view.
+public final class NumericBuffer<Element: Numeric>: @unchecked Sendable {
+    public let buffer: UnsafeMutableBufferPointer<Element>
+    private let mapped: Int
+
+    public init(count: Int) {
+        let bytes = max(1, count) * MemoryLayout<Element>.stride
+        if bytes >= LargeBuffer.threshold, let p = LargeBuffer.mapUnforked(bytes) {
+            // Anonymous mappings are zero-filled by the kernel.
+            mapped = bytes
+            buffer = UnsafeMutableBufferPointer(start: p.bindMemory(to: Element.self, capacity: count), count: count)
+        } else {
+            mapped = 0
+            let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            buffer = UnsafeMutableBufferPointer(start: p.bindMemory(to: Element.self, capacity: count), count: count)
+        }
+    }
+
+    /// A buffer holding a copy of `values`.
+    public convenience init(copying values: [Element]) {
+        self.init(count: values.count)
+        _ = buffer.update(fromContentsOf: values)
+    }
+
+    deinit {
+        guard let base = buffer.baseAddress else { return }
+        if mapped > 0 { munmap(UnsafeMutableRawPointer(base), mapped) } else { UnsafeMutableRawPointer(base).deallocate() }
+    }
+
+    public var count: Int { buffer.count }
+    public var array: [Element] { Array(buffer) }
+}
