@@ -22,10 +22,13 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Every call into C lives here: the C modules are imported
+        // `internal`, so nothing outside this target can reach them.
+        .target(name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib"]),
         .target(
             name: "FedBatch",
             dependencies: [
-                "CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib",
+                "FedBatchNative",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]

@@ -1,4 +1,4 @@
-import CZstd
+internal import CZstd
 import Foundation
 
 // Every call into libzstd lives in this file. Callers see byte buffers and
@@ -49,12 +49,12 @@ private func zstdCheck(_ code: Int) throws -> Int {
 /// Streaming zstd compressor with fixed parameters, so that the same input
 /// gives the same bytes on every run with the same libzstd (single-threaded:
 /// multi-threaded zstd may split jobs differently).
-final class ZstdEncoder {
+public final class ZstdEncoder {
     private let ctx: OpaquePointer
     private var out = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
     private let sink: (UnsafeRawBufferPointer) throws -> Void
 
-    init(level: Int32, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+    public init(level: Int32, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         guard let ctx = ZSTD_createCCtx() else { throw ZstdError.library("cannot allocate a compression context") }
         self.ctx = ctx
         self.sink = sink
@@ -65,14 +65,14 @@ final class ZstdEncoder {
 
     deinit { ZSTD_freeCCtx(ctx) }
 
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
         var input = ZSTD_inBuffer(src: bytes.baseAddress, size: bytes.count, pos: 0)
         while input.pos < input.size {
             try drain(&input, ZSTD_e_continue)
         }
     }
 
-    func finish() throws {
+    public func finish() throws {
         var input = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
         var remaining = 1
         while remaining != 0 {
@@ -94,7 +94,7 @@ final class ZstdEncoder {
 /// Streaming decoder for exactly one zstd frame held in memory, with a window
 /// limit (refuses frames that would make it allocate a huge history buffer)
 /// and an output cap (stops decompression bombs while memory stays flat).
-final class ZstdDecoder {
+public final class ZstdDecoder {
     private let ctx: OpaquePointer
     private let input: Data
     private var inputPos = 0
@@ -103,7 +103,7 @@ final class ZstdDecoder {
     private(set) var produced: Int64 = 0
     private var frameDone = false
 
-    init(frame: Data, windowLogMax: Int, outputCap: Int64) throws {
+    public init(frame: Data, windowLogMax: Int, outputCap: Int64) throws {
         guard let ctx = ZSTD_createDCtx() else { throw ZstdError.library("cannot allocate a decompression context") }
         self.ctx = ctx
         self.input = frame
@@ -121,7 +121,7 @@ final class ZstdDecoder {
     /// Fills `buffer` with the next decompressed bytes; returns 0 at the end
     /// of the frame. Throws if the frame is truncated, followed by other
     /// bytes, needs too large a window, or expands past the cap.
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if frameDone || buffer.count == 0 { return 0 }
         var written = 0
         try input.withUnsafeBytes { src in

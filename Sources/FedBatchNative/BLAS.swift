@@ -1,4 +1,4 @@
-import CBLAS
+internal import CBLAS
 import Foundation
 
 // Every call into OpenBLAS lives in this file. fedbatch measured OpenBLAS
@@ -6,12 +6,12 @@ import Foundation
 // OpenBLAS (see BENCHMARKS.md).
 
 /// Row-major single-precision matrix products.
-enum BLAS {
+public enum BLAS {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, all row-major.
     /// op(A) is m×k (A is k×m when `transA`); op(B) is k×n (B is n×k when `transB`).
     /// Every call holds `ForkGuard`, so no fork can start while it runs.
     @inline(__always)
-    static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
                       a: UnsafePointer<Float>, b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
         ForkGuard.shared.lock()
         defer { ForkGuard.shared.unlock() }
@@ -26,7 +26,7 @@ enum BLAS {
     /// the network goes through this lock.
     private static let lock = NSLock()
 
-    static func exclusive<R>(_ body: () throws -> R) rethrows -> R {
+    public static func exclusive<R>(_ body: () throws -> R) rethrows -> R {
         lock.lock()
         defer { lock.unlock() }
         return try body()
@@ -44,7 +44,7 @@ enum BLAS {
     /// the MLP 784-256-128-10), because splitting such small products
     /// costs more than it saves; large batches (evaluation) use every core.
     /// An explicit OPENBLAS_NUM_THREADS wins.
-    static func useThreads(forRows rows: Int) {
+    public static func useThreads(forRows rows: Int) {
         if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] != nil { return }
         setThreads(rows < 256 ? 1 : ProcessInfo.processInfo.activeProcessorCount)
     }

@@ -1,4 +1,4 @@
-import CZlib
+internal import CZlib
 import Foundation
 
 // Every call into zlib lives in this file: reading .gz data files (the IDX
@@ -6,7 +6,7 @@ import Foundation
 
 /// Reads a file, decompressing it if it is gzip (zlib reads plain files as
 /// they are). Stops with an error past `cap` bytes of output.
-func readMaybeGzip(_ path: String, cap: Int64) throws -> Data {
+public func readMaybeGzip(_ path: String, cap: Int64) throws -> Data {
     guard let gz = gzopen(path, "rb") else { throw FileError.errno(path, "cannot open") }
     defer { gzclose(gz) }
     gzbuffer(gz, 1 << 17)

@@ -69,7 +69,7 @@ public struct DirectoryEntry: Sendable, Hashable {
 public enum EntryKind: Sendable, Equatable {
     case regular, symlink, directory, other
 
-    init(mode: mode_t) {
+    public init(mode: mode_t) {
         switch mode & S_IFMT {
         case S_IFREG: self = .regular
         case S_IFLNK: self = .symlink
@@ -98,7 +98,7 @@ public struct EntryStatus: Sendable, Equatable {
     let device: UInt64
     let inode: UInt64
 
-    init(_ st: stat) {
+    public init(_ st: stat) {
         kind = EntryKind(mode: st.st_mode)
         size = Int64(st.st_size)
         let m = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9

@@ -1,4 +1,4 @@
-import CGPGME
+internal import CGPGME
 import Foundation
 
 // Every call into gpgme lives in this file. Callers see fingerprints, byte
@@ -17,18 +17,18 @@ public struct GPGError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 // libgpg-error codes fedbatch tells apart (gpg-error.h).
-enum GPGErrorCode {
-    static let noError: UInt32 = 0
-    static let badSignature: UInt32 = 8
-    static let noPublicKey: UInt32 = 9
+public enum GPGErrorCode {
+    public static let noError: UInt32 = 0
+    public static let badSignature: UInt32 = 8
+    public static let noPublicKey: UInt32 = 9
     static let badPassphrase: UInt32 = 11
     static let noData: UInt32 = 58
     static let canceled: UInt32 = 99
     static let noPassphrase: UInt32 = 177
     static let unusableSecretKey: UInt32 = 54
-    static let certRevoked: UInt32 = 94
-    static let keyExpired: UInt32 = 153
-    static let sigExpired: UInt32 = 154
+    public static let certRevoked: UInt32 = 94
+    public static let keyExpired: UInt32 = 153
+    public static let sigExpired: UInt32 = 154
     static let eof: UInt32 = 16383
 }
 
@@ -97,11 +97,11 @@ private let gpgmeVersion: String? = {
 /// servers), never armors signatures, and uses loopback pinentry so that no
 /// passphrase window ever opens: a passphrase comes from the caller or the
 /// operation fails.
-final class GPGContext {
+public final class GPGContext {
     private let ctx: gpgme_ctx_t
     let homedir: String?
 
-    init(homedir: String?) throws {
+    public init(homedir: String?) throws {
         // gpgme forks to run gpg: the fork guard must be in place first.
         ForkGuard.register()
         guard gpgmeVersion != nil else { throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme") }
@@ -197,7 +197,7 @@ final class GPGContext {
     }
 
     /// The keys held in an exported key block, without importing them.
-    func keys(inData bytes: Data) throws -> [GPGKey] {
+    public func keys(inData bytes: Data) throws -> [GPGKey] {
         try withInput(bytes) { dh in
             var err = gpgme_op_keylist_from_data_start(ctx, dh, 0)
             if err != 0 { throw GPGError.from(err, "reading keys") }
@@ -218,7 +218,7 @@ final class GPGContext {
     }
 
     /// The key with this fingerprint (primary or subkey) in the keyring.
-    func key(fingerprint: String, secret: Bool) throws -> GPGKey? {
+    public func key(fingerprint: String, secret: Bool) throws -> GPGKey? {
         var key: gpgme_key_t?
         let err = gpgme_get_key(ctx, fingerprint, &key, secret ? 1 : 0)
         if fb_gpgme_err_code(err) == GPGErrorCode.eof { return nil }
@@ -231,7 +231,7 @@ final class GPGContext {
     /// Imports a key block; returns the fingerprints imported or unchanged
     /// and how many secret keys it held.
     @discardableResult
-    func importKeys(_ bytes: Data) throws -> (fingerprints: [String], secretKeys: Int) {
+    public func importKeys(_ bytes: Data) throws -> (fingerprints: [String], secretKeys: Int) {
         try withInput(bytes) { dh in
             let err = gpgme_op_import(ctx, dh)
             if err != 0 { throw GPGError.from(err, "importing keys") }
@@ -247,7 +247,7 @@ final class GPGContext {
     }
 
     /// The armored public key block of one key.
-    func exportPublicKey(fingerprint: String) throws -> Data {
+    public func exportPublicKey(fingerprint: String) throws -> Data {
         let saved = gpgme_get_armor(ctx)
         gpgme_set_armor(ctx, 1)
         defer { gpgme_set_armor(ctx, saved) }
@@ -271,7 +271,7 @@ final class GPGContext {
     /// A binary detached signature over `bytes` by the secret key `signer`.
     /// With no passphrase, a protected key fails with `noPassphrase` instead
     /// of prompting.
-    func signDetached(_ bytes: Data, signer: String, passphrase: String?) throws -> (signature: Data, hashAlgorithm: String) {
+    public func signDetached(_ bytes: Data, signer: String, passphrase: String?) throws -> (signature: Data, hashAlgorithm: String) {
         var key: gpgme_key_t?
         var err = gpgme_get_key(ctx, signer, &key, 1)
         guard err == 0, let key else { throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "secret key \(signer)") }
@@ -317,7 +317,7 @@ final class GPGContext {
     }
 
     /// Verifies a detached signature; one result per signature gpg found.
-    func verifyDetached(signature: Data, signed: Data) throws -> [GPGSignatureResult] {
+    public func verifyDetached(signature: Data, signed: Data) throws -> [GPGSignatureResult] {
         try withInput(signature) { sig in
             try withInput(signed) { text in
                 let err = gpgme_op_verify(ctx, sig, text, nil)

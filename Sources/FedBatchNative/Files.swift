@@ -11,6 +11,10 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible, Re
     public var code: String { "io.error" }
     public let path: String
     public let message: String
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
     public var description: String { "\(path): \(message)" }
 
     static func errno(_ path: String, _ what: String) -> FileError {
@@ -168,7 +172,7 @@ public func moveFile(_ from: String, to: String, sync: Bool = true) throws {
 /// into a copy-on-write fault; measured on a 20-bundle merge, that was half
 /// of all CPU time. Pages marked DONTFORK are simply absent in the child,
 /// which execs gpg at once and never needed them.
-enum LargeBuffer {
+public enum LargeBuffer {
     static let threshold = 1 << 20
 
     /// Zero-filled memory of `count` bytes as Data, unmapped when released.
@@ -182,7 +186,7 @@ enum LargeBuffer {
     /// back to a small pool: a merge reads bundle after bundle of the same
     /// size, and reusing a mapping saves the page faults and the kernel's
     /// zeroing of fresh pages.
-    static func uninitialized(count: Int) -> Data {
+    public static func uninitialized(count: Int) -> Data {
         guard count >= threshold else { return Data(count: count) }
         let capacity = (count + (2 << 20) - 1) & ~((2 << 20) - 1)
         let p = pool.take(capacity) ?? mapUnforked(capacity)

@@ -1,4 +1,4 @@
-import CCrypto
+internal import CCrypto
 import Foundation
 
 // Every call into OpenSSL's libcrypto lives in this file. fedbatch uses it only
@@ -6,11 +6,11 @@ import Foundation
 // and hashing is half the floor of a merge (see BENCHMARKS.md).
 
 /// The SHA-2 digests OpenPGP signatures may use here.
-enum SHA2: Sendable {
+public enum SHA2: Sendable {
     case sha256, sha384, sha512
 
     /// From an OpenPGP hash algorithm id (RFC 4880 §9.4).
-    init?(openPGPID: UInt8) {
+    public init?(openPGPID: UInt8) {
         switch openPGPID {
         case 8: self = .sha256
         case 9: self = .sha384
@@ -26,7 +26,7 @@ public final class SHA2Hasher {
 
     public convenience init() { self.init(.sha256) }
 
-    init(_ algorithm: SHA2) {
+    public init(_ algorithm: SHA2) {
         // EVP_MD_CTX_new only fails on allocation failure, where Swift would trap anyway.
         ctx = EVP_MD_CTX_new()!
         let md: OpaquePointer
@@ -45,7 +45,7 @@ public final class SHA2Hasher {
 
     /// An independent hasher in the same state, so that a common prefix is
     /// hashed once for two digests.
-    func copy() -> SHA2Hasher { SHA2Hasher(copying: self) }
+    public func copy() -> SHA2Hasher { SHA2Hasher(copying: self) }
 
     deinit { EVP_MD_CTX_free(ctx) }
 

@@ -1,4 +1,4 @@
-import CArchive
+internal import CArchive
 import Foundation
 
 // Every call into libarchive lives in this file. Only the tar format is
@@ -21,7 +21,7 @@ private func archiveMessage(_ a: OpaquePointer?, _ fallback: String) -> String {
 /// Writes a pax tar stream deterministically: entries in the order given,
 /// regular files only, mode 0644, mtime 0, uid/gid 0, no owner names and no
 /// padding past the two end-of-archive blocks.
-final class TarWriter {
+public final class TarWriter {
     private final class SinkBox {
         let sink: (UnsafeRawBufferPointer) throws -> Void
         var error: Error?
@@ -32,7 +32,7 @@ final class TarWriter {
     private let box: SinkBox
     private var closed = false
 
-    init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+    public init(sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         guard let a = archive_write_new() else { throw ArchiveError(message: "cannot allocate a writer") }
         handle = a
         box = SinkBox(sink)
@@ -64,7 +64,7 @@ final class TarWriter {
         }
     }
 
-    func add(name: String, contents: Data) throws {
+    public func add(name: String, contents: Data) throws {
         guard let a = handle else { throw ArchiveError(message: "writer already closed") }
         guard let entry = archive_entry_new() else { throw ArchiveError(message: "cannot allocate an entry") }
         defer { archive_entry_free(entry) }
@@ -86,7 +86,7 @@ final class TarWriter {
         }
     }
 
-    func finish() throws {
+    public func finish() throws {
         guard let a = handle, !closed else { return }
         closed = true
         try check(archive_write_close(a))
@@ -96,20 +96,20 @@ final class TarWriter {
 // MARK: - Reading
 
 /// What a tar header says about one entry, before any of its data is read.
-struct TarEntryHeader: Sendable {
-    enum Kind: Sendable, Equatable { case regular, symlink, hardlink, directory, other(UInt32) }
+public struct TarEntryHeader: Sendable {
+    public enum Kind: Sendable, Equatable { case regular, symlink, hardlink, directory, other(UInt32) }
     /// The raw path bytes, never interpreted through the locale.
-    let path: [UInt8]
-    let kind: Kind
+    public let path: [UInt8]
+    public let kind: Kind
     /// The declared size; nil when the header does not set one.
-    let size: Int64?
-    let isSparse: Bool
-    var pathString: String { String(decoding: path, as: UTF8.self) }
+    public let size: Int64?
+    public let isSparse: Bool
+    public var pathString: String { String(decoding: path, as: UTF8.self) }
 }
 
 /// Reads a tar stream pulled from `source` (which fills the buffer it is
 /// given and returns 0 at the end). Never writes anything to disk.
-final class TarReader {
+public final class TarReader {
     static let chunkSize = 64 * 1024
 
     private final class SourceBox {
@@ -139,7 +139,7 @@ final class TarReader {
     private var handle: OpaquePointer?
     private let box: SourceBox
 
-    init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) throws {
+    public init(source: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) throws {
         guard let a = archive_read_new() else { throw ArchiveError(message: "cannot allocate a reader") }
         handle = a
         box = SourceBox(source)
@@ -170,7 +170,7 @@ final class TarReader {
     }
 
     /// The next entry's header, or nil at the end-of-archive marker.
-    func next() throws -> TarEntryHeader? {
+    public func next() throws -> TarEntryHeader? {
         guard let a = handle else { return nil }
         var entry: OpaquePointer?
         let r = archive_read_next_header(a, &entry)
@@ -199,7 +199,7 @@ final class TarReader {
     }
 
     /// Reads the current entry's data; returns 0 at its end.
-    func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let a = handle else { return 0 }
         let n = archive_read_data(a, buffer.baseAddress, buffer.count)
         if n < 0 { try check(Int32(truncatingIfNeeded: n)) }
@@ -210,7 +210,7 @@ final class TarReader {
     /// handed but did not consume (whatever followed the end-of-archive
     /// marker in the last chunk). Nil if they cannot be located, which the
     /// caller treats as a failure.
-    func unconsumedTail() -> UnsafeRawBufferPointer? {
+    public func unconsumedTail() -> UnsafeRawBufferPointer? {
         guard let a = handle else { return nil }
         let consumed = Int64(archive_filter_bytes(a, 0))
         let chunkStart = box.served - Int64(box.chunkLength)
@@ -220,7 +220,7 @@ final class TarReader {
     }
 
     /// Pulls more bytes straight from the source, past what libarchive saw.
-    func readSource(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func readSource(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         try box.source(buffer)
     }
 }

@@ -9,7 +9,7 @@ import Glibc
 /// Creates a private directory under /tmp with a short name: gpg-agent
 /// puts its sockets inside a GnuPG home, and a socket path must stay under
 /// 108 bytes.
-func makePrivateTempDirectory(prefix: String = "fb-") throws -> String {
+public func makePrivateTempDirectory(prefix: String = "fb-") throws -> String {
     var template = Array("/tmp/\(prefix)XXXXXX".utf8CString)
     guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
         throw FileError.errno("/tmp", "cannot create a temporary directory")
@@ -19,7 +19,7 @@ func makePrivateTempDirectory(prefix: String = "fb-") throws -> String {
 
 /// Runs a program found on PATH with stdio closed, and waits for it.
 @discardableResult
-func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
+public func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -43,6 +43,6 @@ public func reexecuteSelf(setting name: String, to value: String) {
 }
 
 /// Whether a process with this id exists (it may belong to another user).
-func processExists(_ pid: Int32) -> Bool {
+public func processExists(_ pid: Int32) -> Bool {
     kill(pid, 0) == 0 || errno == EPERM
 }
