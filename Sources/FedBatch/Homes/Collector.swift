@@ -84,18 +84,7 @@ public struct Collector {
         var waiting: [MergeReport.Waiting] = []
 
         // Pass 1: identities, from entries that have settled.
-        let clock = wallClock()
-        let entries = try listDirectory(layout.inbox)
-        let identities = Parallel.map(entries, workers: 2) { entry in Self.identify(entry, settle: settle, clock: clock, limits: limits) }
-        var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
-        for (entry, identity) in zip(entries, identities) {
-            switch identity {
-            case let .ready(digest, status): ordered.append((entry, digest, status))
-            case .waiting(let why): waiting.append(.init(file: entry.displayName, reason: why))
-            case .refused(let error): try file(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
-            }
-        }
-        ordered.sort { $0.digest < $1.digest }
+        let ordered = try identifyInbox(settle: settle, limits: limits, ledger: ledger, now: now, rejected: &rejected, waiting: &waiting)
         let order = ordered
         let home = self.home
 
@@ -170,6 +159,28 @@ public struct Collector {
         let (path, digest) = try write(manifest, weights: next, inputs: kept.map { ($0.entry, $0.digest) }, ledger: ledger)
         return MergeReport(outcome: .merged, generation: number + 1, file: path, digest: digest,
                            accepted: kept.map(\.entry.displayName), rejected: rejected, waiting: waiting, quorum: quorum)
+    }
+
+    /// Pass 1: every settled regular file's digest, a piece at a time, two
+    /// files at once; entries still arriving wait, and entries that cannot
+    /// even be identified (links, junk without a signature slot, files above
+    /// the model's size) are refused here. Returns the files in digest order.
+    private func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date,
+                               rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting])
+        throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
+        let clock = wallClock()
+        let entries = try listDirectory(home.layout.inbox)
+        let identities = Parallel.map(entries, workers: 2) { entry in Self.identify(entry, settle: settle, clock: clock, limits: limits) }
+        var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
+        for (entry, identity) in zip(entries, identities) {
+            switch identity {
+            case let .ready(digest, status): ordered.append((entry, digest, status))
+            case .waiting(let why): waiting.append(.init(file: entry.displayName, reason: why))
+            case .refused(let error): try file(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
+            }
+        }
+        ordered.sort { $0.digest < $1.digest }
+        return ordered
     }
 
     /// Signs and writes the next generation, then records it, then moves
