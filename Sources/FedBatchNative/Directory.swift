@@ -30,11 +30,6 @@ public struct DirectoryEntry: Sendable, Hashable {
     /// The full path for messages.
     public var displayPath: String { "\(directory)/\(displayName)" }
 
-    /// The full path if the name is valid UTF-8 (for APIs that take Strings).
-    public var path: String? {
-        String(validating: name, as: UTF8.self).map { "\(directory)/\($0)" }
-    }
-
     public static func escape(_ bytes: [UInt8]) -> String {
         if let s = String(validating: bytes, as: UTF8.self), !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\\" }) {
             return s
@@ -139,7 +134,7 @@ public func entryStatus(_ entry: DirectoryEntry) throws -> EntryStatus? {
 /// blocking (a FIFO is refused, not waited on). Reads are positional, so a
 /// caller can check the end of a file before reading the rest of it.
 public final class OpenFile {
-    private let fd: Int32
+    let fd: Int32
     public let displayPath: String
     public let status: EntryStatus
 

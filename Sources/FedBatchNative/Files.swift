@@ -22,27 +22,12 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible, Re
     }
 }
 
-/// Opens a regular file for reading and returns it with its size, refusing
-/// anything else (directories, devices, FIFOs) and files above `cap`.
-private func openRegularFile(_ path: String, cap: Int64) throws -> (fd: Int32, size: Int) {
-    // O_NONBLOCK: opening a FIFO someone left in the inbox must not wait
-    // for a writer; it is refused below as not a regular file. (On regular
-    // files the flag changes nothing.)
-    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-    if fd < 0 { throw FileError.errno(path, "cannot open") }
-    var st = stat()
-    if fstat(fd, &st) != 0 {
-        let e = FileError.errno(path, "cannot stat")
-        close(fd)
-        throw e
-    }
-    let size = Int64(st.st_size)
-    if (st.st_mode & S_IFMT) != S_IFREG || size > cap {
-        close(fd)
-        if (st.st_mode & S_IFMT) != S_IFREG { throw FileError(path: path, message: "not a regular file") }
-        throw FileError(path: path, message: "file is \(size) bytes, above the cap of \(cap) bytes")
-    }
-    return (fd, Int(size))
+/// Opens a regular file (following links: the caller named it) and
+/// refuses files above `cap`; see OpenFile for the rest.
+private func openCapped(_ path: String, cap: Int64) throws -> OpenFile {
+    let file = try OpenFile(path: path)
+    if file.size > cap { throw FileError(path: path, message: "file is \(file.size) bytes, above the cap of \(cap) bytes") }
+    return file
 }
 
 /// Reads a whole file into memory, refusing files larger than `cap`.
@@ -52,32 +37,17 @@ private func openRegularFile(_ path: String, cap: Int64) throws -> (fd: Int32, s
 /// file is rewritten or truncated on disk in between (a mapping would see the
 /// change, or die of SIGBUS on truncation).
 public func readFile(_ path: String, cap: Int64) throws -> Data {
-    let (fd, size) = try openRegularFile(path, cap: cap)
-    defer { close(fd) }
-    var data = LargeBuffer.uninitialized(count: size)
-    var total = 0
-    try data.withUnsafeMutableBytes { buf in
-        while total < buf.count {
-            let n = read(fd, buf.baseAddress! + total, buf.count - total)
-            if n < 0 {
-                if Glibc.errno == EINTR { continue }
-                throw FileError.errno(path, "read failed")
-            }
-            if n == 0 { break }
-            total += n
-        }
-    }
-    if total < data.count { data.removeSubrange(total...) }
-    return data
+    let file = try openCapped(path, cap: cap)
+    return try file.read(at: 0, count: Int(file.size))
 }
 
 /// Maps a file read-only and returns it as `Data` without copying; the
 /// mapping lives as long as the returned value.
 public func mapFile(_ path: String, cap: Int64) throws -> Data {
-    let (fd, size) = try openRegularFile(path, cap: cap)
-    defer { close(fd) }
+    let file = try openCapped(path, cap: cap)
+    let size = Int(file.size)
     if size == 0 { return Data() }
-    guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+    guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, file.fd, 0), p != MAP_FAILED else {
         throw FileError.errno(path, "cannot map")
     }
     return Data(bytesNoCopy: p, count: size, deallocator: .custom { ptr, count in munmap(ptr, count) })

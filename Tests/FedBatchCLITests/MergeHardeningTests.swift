@@ -149,7 +149,7 @@ struct MergeHardeningTests {
             let signed = ContainerFile.seal(payload: payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(payload))
             try signed.write(to: URL(fileURLWithPath: fed.collector + "/inbox/claims-\(i).fbu"))
             // Sparse: a gibibyte on paper, nothing on disk.
-            FileManager.default.createFile(atPath: fed.collector + "/inbox/junk-\(i).fbu", contents: nil)
+            #expect(FileManager.default.createFile(atPath: fed.collector + "/inbox/junk-\(i).fbu", contents: nil))
             #expect(truncate(fed.collector + "/inbox/junk-\(i).fbu", off_t(gib)) == 0)
         }
         var env = ProcessInfo.processInfo.environment

@@ -33,12 +33,8 @@ public struct DecodedDelta {
     public func withTensor<R>(_ t: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
         let name = arch.tensorShapes[t].name
         let entry = stored.entry(name)!
-        if entry.dtype == .f32 {
-            let direct: R?? = try stored.withBytes(of: entry) { raw in
-                guard let base = raw.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else { return Optional<R>.none }
-                return try body(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: raw.count / 4))
-            }
-            if let direct, let value = direct { return value }
+        if entry.dtype == .f32, stored.withBytes(of: entry, { Int(bitPattern: $0.baseAddress) % MemoryLayout<Float>.alignment == 0 }) {
+            return try stored.withBytes(of: entry) { try body($0.assumingMemoryBound(to: Float.self)) }
         }
         let values = stored.tensor(name)!.floats()
         return try values.withUnsafeBufferPointer(body)

@@ -197,9 +197,8 @@ public enum ContainerPath {
     public static let manifest = "manifest.json"
     public static let tensors = "tensors.safetensors"
 
-    public static func isPlainByte(_ c: UInt8) -> Bool { isPlain(c) }
-
-    private static func isPlain(_ c: UInt8) -> Bool {
+    /// `[A-Za-z0-9._-]`, the bytes names and ids are made of.
+    public static func isPlainByte(_ c: UInt8) -> Bool {
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
     }
 
@@ -212,7 +211,7 @@ public enum ContainerPath {
         guard !bytes.isEmpty, bytes.count <= 255 else { return false }
         for segment in bytes.split(separator: 0x2F, omittingEmptySubsequences: false) {
             if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
-            if !segment.allSatisfy(isPlain) { return false }
+            if !segment.allSatisfy(isPlainByte) { return false }
         }
         return true
     }
@@ -226,7 +225,7 @@ public enum ContainerPath {
     public static func isIdentifier(_ s: String) -> Bool {
         let b = Array(s.utf8)
         guard (1...64).contains(b.count), b[0] != 0x2E, b[0] != 0x2D else { return false }
-        return b.allSatisfy(isPlain)
+        return b.allSatisfy(isPlainByte)
     }
 }
 

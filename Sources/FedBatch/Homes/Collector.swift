@@ -41,7 +41,6 @@ public struct Collector {
         self.signer = signer
     }
 
-    public typealias LockHeld = FedBatch.LockHeld
 
     /// One inbox entry after pass 2: verified and decoded, or refused.
     private enum Decoded: @unchecked Sendable {

@@ -18,7 +18,10 @@ extension Collector {
     /// was never completed.
     func openLedger(verifier: Verifier) throws -> Ledger {
         let path = home.layout.stateDatabase
-        if FileManager.default.fileExists(atPath: path), try Ledger(path: path).isComplete() { return try Ledger(path: path) }
+        if FileManager.default.fileExists(atPath: path) {
+            let ledger = try Ledger(path: path)
+            if try ledger.isComplete() { return ledger }
+        }
         try rebuild(verifier: verifier)
         return try Ledger(path: path)
     }

@@ -40,13 +40,8 @@ struct Merge: ParsableCommand {
     func run() throws {
         let home = try Home.open(global.resolvedHome, as: .collector)
         let collector = try Collector(home: home, signer: try global.signer(fingerprint: home.config.key))
-        let report: MergeReport
-        do {
-            report = try collector.merge(minBundles: minBundles, settleSeconds: settle)
-        } catch let e as Collector.LockHeld {
-            Console.writeErr("fedbatch: \(e)\n")
-            throw ExitCode(ExitStatus.lockHeld.rawValue)
-        }
+        // A held lock is LockHeld, which the exit table maps to 4.
+        let report = try collector.merge(minBundles: minBundles, settleSeconds: settle)
         let console = Console(global)
         if global.json {
             try console.emit(report)
