@@ -82,21 +82,23 @@ fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) Tests/Fuzz/run.sh
 
 man:
-	@for page in man/*.[15]; do \
+	@for page in man/*.[157]; do \
 	  out=$$(LC_ALL=C.UTF-8 groff -man -ww -z -Tutf8 $$page 2>&1); \
 	  if [ -n "$$out" ]; then echo "$$page: $$out"; exit 1; fi; \
 	done; echo "man pages render cleanly"
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 0755 .build/release/fedbatch $(DESTDIR)$(PREFIX)/bin/fedbatch
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fedbatch
 	cd man && for p in *.1; do rm -f $(DESTDIR)$(PREFIX)/share/man/man1/$$p; done
 	cd man && for p in *.5; do rm -f $(DESTDIR)$(PREFIX)/share/man/man5/$$p; done
+	cd man && for p in *.7; do rm -f $(DESTDIR)$(PREFIX)/share/man/man7/$$p; done
 
 clean:
 	rm -rf .build .build-fuzz

@@ -33,7 +33,7 @@ for i in $(seq -w 1 "$n"); do
   "$fb" keys add --home "$work/col" --site "$s" "$work/$s.asc" -q
   "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$work/col/keys/collector.asc" --model-id m -q
   cp "$work/col/generations/g000000.fbg" "$work/$s/generations/"
-  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)) -q)" "$work/col/inbox/"
+  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)))" "$work/col/inbox/"
   rm -rf "$work/$s"
 done
 bundles=("$work"/col/inbox/*.fbu)

@@ -29,15 +29,15 @@ cp "$work/col/generations/g000000.fbg" "$work/site/generations/"
 
 "$py" - "$work/fedbatch.json" "$work/torch.jsonl" <<'PY'
 import json, sys, statistics
-fb = json.load(open(sys.argv[1]))
+fb = json.loads(open(sys.argv[1]).read().splitlines()[-1])  # the summary line (fedbatch-json(7))
 pt = [json.loads(l) for l in open(sys.argv[2])]
-fbs = [e["samples_per_second"] for e in fb["epochs"]]
+fbs = [e["examples_per_second"] for e in fb["epochs"]]
 pts = [e["samples_per_s"] for e in pt]
 print(f"backend: {fb['backend']}; reference: torch {pt[0]['torch']}, {pt[0]['threads']} threads\n")
 print("| epoch | fedbatch samples/s | PyTorch samples/s | fedbatch test acc | PyTorch test acc |")
 print("|---|---|---|---|---|")
 for a, b in zip(fb["epochs"], pt):
-    print(f"| {a['epoch']} | {a['samples_per_second']:.0f} | {b['samples_per_s']:.0f} | {a['eval_accuracy']:.4f} | {b['test_accuracy']:.4f} |")
+    print(f"| {a['epoch']} | {a['examples_per_second']:.0f} | {b['samples_per_s']:.0f} | {a['eval_accuracy']:.4f} | {b['test_accuracy']:.4f} |")
 print(f"\nmedian throughput: fedbatch {statistics.median(fbs):.0f}/s, PyTorch {statistics.median(pts):.0f}/s, ratio {statistics.median(fbs)/statistics.median(pts):.2f}x")
 best = max(e["eval_accuracy"] for e in fb["epochs"])
 first = next(e["epoch"] for e in fb["epochs"] if e["eval_accuracy"] >= 0.87) if best >= 0.87 else None

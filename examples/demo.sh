@@ -42,13 +42,22 @@ for shard in "$work"/shards/site-*.safetensors; do
   "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$col/keys/collector.asc" --model-id fmnist -q
 done
 
+# Prints one field of a --json run's summary (its last line); see
+# fedbatch-json(7).
+summary() {
+  python3 -c 'import json, sys
+v = json.loads(sys.stdin.read().splitlines()[-1])
+for k in sys.argv[1:]: v = v[k]
+print("%.4f" % v if isinstance(v, float) else v)' "$@"
+}
+
 printf '%-6s %-11s %-9s %-9s %s\n' round generation bundles accuracy seconds
 start=$(date +%s)
 for ((r = 1; r <= ROUNDS; r++)); do
   newest=$(ls "$col/generations" | tail -1)
   for s in "${sites[@]}"; do
     deliver "$col/generations/$newest" "$work/$s/generations"
-    bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" -q)
+    bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" --json | summary bundle file)
     deliver "$bundle" "$col/inbox"
   done
   # Bundles arrive by rename, complete, so the merge need not wait for
@@ -56,7 +65,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   "$fb" merge --home "$col" --settle 0 -q
   gen=$(ls "$col/generations" | tail -1)
   acc=$("$fb" eval --home "$col" "$col/generations/$gen" --data "$data" --json |
-        python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["evaluation"]["accuracy"])')
+        summary accuracy)
   bundles=$(ls "$col/accepted" | wc -l)
   printf '%-6d %-11s %-9d %-9s %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $(( $(date +%s) - start ))
 done

@@ -1,38 +1,105 @@
 import FedBatch
 import Foundation
 
-/// Where a command's output goes. With `--json`, stdout carries exactly one
-/// JSON document and human text moves to stderr; `--quiet` silences human
-/// text but never JSON or errors.
+/// The one place that decides what a command prints and where.
+///
+/// In text mode the command's result goes to stdout, notes and a progress
+/// line to stderr, and warnings and errors to stderr as
+/// `fedbatch: warning: …`. `--quiet` drops the result, notes and progress:
+/// only warnings and errors remain, so cron mails only when something is
+/// wrong. With `--json`, stdout carries JSON lines (zero or more `status`
+/// messages, then one `summary`) and stderr carries only JSON lines too
+/// (`warning` and `error`); fedbatch-json(7) documents every field.
 struct Console {
     let json: Bool
     let quiet: Bool
 
-    init(_ options: GlobalOptions) {
-        json = options.json
-        quiet = options.quiet
+    init(json: Bool, quiet: Bool) {
+        self.json = json
+        self.quiet = quiet
     }
 
-    /// Human-readable output: stdout normally, stderr under --json.
-    func say(_ text: String) {
-        if quiet { return }
-        if json { Self.writeErr(text + "\n") } else { Self.writeOut(text + "\n") }
+    /// A command's result, rendered in the form the options ask for.
+    func finish<Output: CommandOutput>(_ output: Output) throws {
+        if json {
+            Self.writeOut(try Self.line(output, type: "summary"))
+            return
+        }
+        var text = TextRendering()
+        output.render(into: &text)
+        for w in text.warnings { Self.writeErr(w + "\n") }
+        guard !quiet else { return }
+        for n in text.notes { Self.writeErr(n + "\n") }
+        if !text.out.isEmpty { Self.writeOut(text.out.joined(separator: "\n") + "\n") }
     }
 
-    /// Emits a JSON document on stdout (snake_case keys, sorted, pretty).
-    func emit<T: Encodable>(_ value: T) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        Self.writeOut(String(decoding: try encoder.encode(value), as: UTF8.self) + "\n")
+    /// A status message of a long command: a JSON line under --json; in text
+    /// mode, the progress line shows it instead.
+    func status<Status: Encodable>(_ status: Status) {
+        guard json else { return }
+        if let line = try? Self.line(status, type: "status") { Self.writeOut(line) }
+    }
+
+    /// Something the user should know that does not stop the command.
+    func warn(_ message: String, code: String) {
+        if json {
+            if let line = try? Self.line(Problem(code: code, message: message), type: "warning") { Self.writeErr(line) }
+        } else {
+            Self.writeErr("fedbatch: warning: \(message)\n")
+        }
+    }
+
+    /// The error that ended the command, with the exit status it causes.
+    func fail(code: String, message: String, status: ExitStatus) {
+        if json, let line = try? Self.line(Failure(code: code, message: message, exitCode: Int(status.rawValue)), type: "error") {
+            Self.writeErr(line)
+        } else {
+            Self.writeErr("fedbatch: error: \(message)\n")
+        }
     }
 
     /// True when a person is watching: stderr is a terminal and neither
     /// --json nor --quiet asked for silence. Cron gets no progress lines.
     var showsProgress: Bool { !json && !quiet && isatty(2) != 0 }
 
+    /// One JSON line: the value's fields plus `message_type`, keys sorted
+    /// and in snake_case, so that equal results print equal bytes.
+    static func line<T: Encodable>(_ value: T, type: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: try encoder.encode(Tagged(messageType: type, value: value)), as: UTF8.self) + "\n"
+    }
+
     static func writeOut(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }
     static func writeErr(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+}
+
+/// A value with a `message_type` field added beside its own.
+private struct Tagged<Value: Encodable>: Encodable {
+    let messageType: String
+    let value: Value
+
+    private enum CodingKeys: String, CodingKey { case messageType }
+
+    func encode(to encoder: Encoder) throws {
+        try value.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(messageType, forKey: .messageType)
+    }
+}
+
+/// The body of a `warning` message.
+private struct Problem: Encodable {
+    let code: String
+    let message: String
+}
+
+/// The body of an `error` message.
+private struct Failure: Encodable {
+    let code: String
+    let message: String
+    let exitCode: Int
 }
 
 /// A single self-overwriting status line on stderr, redrawn at most five
@@ -55,16 +122,6 @@ final class ProgressLine {
 
     func finish() {
         if enabled && drawn { Console.writeErr("\r\u{1B}[K") }
-    }
-}
-
-extension Console {
-    /// Warns about files in generations/ that are not generations, which
-    /// every command ignores.
-    func warnAboutForeignFiles(in home: Home) {
-        for name in home.layout.foreignGenerationFiles() {
-            Self.writeErr("fedbatch: warning: ignoring \(home.layout.generations)/\(name): not a generation file name (gNNNNNN.fbg)\n")
-        }
     }
 }
 

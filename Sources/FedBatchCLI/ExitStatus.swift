@@ -38,20 +38,17 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// The one place where library errors become exit codes: by the
     /// family of their reason code (the part before the first dot).
     static func of(_ error: Error) -> ExitStatus {
-        if let e = error as? CommandFailure { return e.status }
-        switch reasonCode(of: error) {
+        return of(code: reasonCode(of: error))
+    }
+
+    static func of(code: String) -> ExitStatus {
+        switch code {
         case "lock.held": return .lockHeld
         case "site.already-sent": return .nothingToDo
-        case let code:
+        default:
             let family = String(code.prefix { $0 != "." })
+            if family == "usage" { return .usage }
             return verificationFamilies.contains(family) ? .verificationFailed : .failure
         }
     }
-}
-
-/// An error a command reports with a chosen exit status.
-struct CommandFailure: Error, CustomStringConvertible {
-    let status: ExitStatus
-    let message: String
-    var description: String { message }
 }

@@ -25,7 +25,8 @@ public struct FedBatchCommand: ParsableCommand {
 
     public init() {}
 
-    /// Parses, runs, and maps every failure to the documented exit table.
+    /// Parses, runs, and maps every failure to the documented exit table;
+    /// under --json the error is a JSON line on stderr (fedbatch-json(7)).
     public static func main() {
         var command: ParsableCommand
         do {
@@ -34,23 +35,43 @@ public struct FedBatchCommand: ParsableCommand {
             // Help, --version and argument errors belong to ArgumentParser;
             // usage errors are renumbered from its 64 to our 2.
             if exitCode(for: error) == .validationFailure {
-                Console.writeErr(fullMessage(for: error) + "\n")
+                if jsonRequested(by: nil) {
+                    Console(json: true, quiet: false).fail(code: "usage", message: message(for: error), status: .usage)
+                } else {
+                    Console.writeErr(fullMessage(for: error) + "\n")
+                }
                 Foundation.exit(ExitStatus.usage.rawValue)
             }
             Self.exit(withError: error)
         }
+        let console = Console(json: jsonRequested(by: command), quiet: quietRequested(by: command))
         do {
             try command.run()
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)
         } catch let error as ValidationError {
-            Console.writeErr("fedbatch: error: \(error.message)\n")
+            console.fail(code: "usage", message: error.message, status: .usage)
             Foundation.exit(ExitStatus.usage.rawValue)
         } catch {
             // A root command run without a subcommand asks ArgumentParser for help.
             if exitCode(for: error) == .success { Self.exit(withError: error) }
-            Console.writeErr("fedbatch: error: \(error)\n")
-            Foundation.exit(ExitStatus.of(error).rawValue)
+            let status = ExitStatus.of(error)
+            // "Nothing to do" is not an error: under --quiet it prints nothing.
+            if status == .nothingToDo && console.quiet && !console.json { Foundation.exit(status.rawValue) }
+            console.fail(code: reasonCode(of: error), message: "\(error)", status: status)
+            Foundation.exit(status.rawValue)
         }
+    }
+
+    private static func quietRequested(by command: ParsableCommand) -> Bool {
+        (command as? any Subcommand)?.global.quiet ?? false
+    }
+
+    /// Whether the command line asked for JSON. Once parsed, the command
+    /// knows; when parsing itself failed, the raw arguments are all there is.
+    private static func jsonRequested(by command: ParsableCommand?) -> Bool {
+        if let command = command as? any Subcommand { return command.global.json }
+        if let root = command as? FedBatchCommand { return root.global.json }
+        return CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
     }
 }

@@ -34,11 +34,6 @@ public struct GlobalOptions: ParsableArguments {
         return m
     }
 
-    /// The signer for a key in --gnupg-home, with --passphrase-file.
-    func signer(fingerprint: String) throws -> PayloadSigner {
-        try PayloadSigner(gnupgHome: gnupgHome, fingerprint: fingerprint, passphraseFile: passphraseFile)
-    }
-
     /// --home, then $FEDBATCH_HOME, then the current directory.
     public var resolvedHome: String {
         if let home { return home }

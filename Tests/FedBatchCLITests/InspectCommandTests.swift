@@ -21,7 +21,7 @@ struct InspectCommandTests {
         let before = try Subprocess.fedbatch(["--json", "inspect", path])
         #expect(before.status == 0)
         #expect(before.stdout == json.stdout)
-        let obj = try #require(try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any])
+        let obj = try json.summary()
         let manifest = try #require(obj["manifest"] as? [String: Any])
         #expect(manifest["kind"] as? String == "update")
         #expect(manifest["num_examples"] as? Int == 100)

@@ -105,8 +105,8 @@ struct MergeCommandTests {
 
         // log verifies the chain.
         let log = try fed.fedbatch(["log", "--home", fed.collector, "--json"])
-        let chain = try #require(try JSONSerialization.jsonObject(with: log.stdout) as? [String: Any])
-        #expect(chain["verified"] as? Bool == true && (chain["links"] as? [Any])?.count == 3)
+        let chain = try log.summary()
+        #expect(chain["verified"] as? Bool == true && (chain["generations"] as? [Any])?.count == 3)
         #expect(try fed.fedbatch(["log", "--home", fed.collector]).out.contains("chain verified: 3 generations"))
     }
 
@@ -126,8 +126,15 @@ struct MergeCommandTests {
     func quorum() throws {
         let fed = try federationWithTwoUpdates()
         let r = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3"])
-        #expect(r.status == 5 && r.err.contains("2 bundles accepted, quorum is 3"))
+        #expect(r.status == 5 && r.err.contains("2 bundles passed, quorum is 3"))
         #expect(names(fed.collector + "/inbox").count == 2 && names(fed.collector + "/generations") == ["g000000.fbg"])
+        // Under --json the bundles that passed are reported where they are, waiting; none is called accepted.
+        let j = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3", "--json"]).summary()
+        #expect(j["outcome"] as? String == "below-quorum" && j["passed"] as? Int == 2 && (j["accepted"] as? [Any])?.isEmpty == true)
+        #expect((j["waiting"] as? [[String: Any]])?.compactMap { $0["file"] as? String }.allSatisfy { $0.hasPrefix(fed.collector + "/inbox/") && FileManager.default.fileExists(atPath: $0) } == true)
+        // Quiet below quorum prints nothing: cron mails only when something is wrong.
+        let quiet = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3", "-q"])
+        #expect(quiet.status == 5 && quiet.stdout.isEmpty && quiet.stderr.isEmpty)
         #expect(try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "2"]).status == 0)
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 5)
     }

@@ -263,8 +263,10 @@ struct MergeHardeningTests {
         #expect(!(try String(contentsOfFile: fed.collector + "/quarantine/link.fbu.reason.json", encoding: .utf8)).contains(Digest.of(Data("not for the collector".utf8)).hex))
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/generations")).contains { $0.contains(".tmp-") })
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/quarantine")).contains { $0.contains(".tmp-") })
-        let report = try #require(try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])
-        #expect((report["accepted"] as? [String]) == ["caf\\xE9.fbu"])
+        let report = try r.summary()
+        let accepted = try #require(report["accepted"] as? [[String: Any]])
+        #expect(accepted.map { $0["name"] as? String } == ["caf\\xE9.fbu"])
+        #expect(accepted.map { $0["file"] as? String } == [fed.collector + "/accepted/caf_.fbu"])
     }
 
     @Test("a crash while quarantining does not drop the file from the next generation's rejected list")

@@ -24,9 +24,11 @@ struct SiteCommandTests {
         let fed = try federation()
         let r = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "1500", "--epochs", "2", "--json"])
         #expect(r.status == 0, "\(r.err)")
-        let report = try #require(try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])
+        let report = try r.summary()
         let bundle = try #require(report["bundle"] as? [String: Any])
-        let path = try #require(bundle["path"] as? String)
+        let path = try #require(bundle["file"] as? String)
+        // One status line per epoch came before the summary.
+        #expect(try r.jsonLines().dropLast().map { $0["message_type"] as? String } == ["status", "status"])
         #expect(path.hasSuffix("/outbox/demo-g000000-site-1-1.fbu"))
         #expect((report["epochs"] as? [[String: Any]])?.count == 2)
 
@@ -45,10 +47,13 @@ struct SiteCommandTests {
         // A second run on the same generation writes nothing and exits 5 ...
         let second = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200"])
         #expect(second.status == 5 && second.err.contains("already sent an update for generation 0"), "\(second.err)")
-        // ... unless forced; it takes the next sequence number, and quiet output is the path alone.
+        // ... and under -q prints nothing at all, for cron ...
+        let quietSecond = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200", "-q"])
+        #expect(quietSecond.status == 5 && quietSecond.stdout.isEmpty && quietSecond.stderr.isEmpty)
+        // ... unless forced; it takes the next sequence number, and -q prints nothing on success either.
         let again = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200", "--force", "-q"])
-        #expect(again.status == 0 && again.out == fed.site("site-1") + "/outbox/demo-g000000-site-1-2.fbu\n")
-        #expect(again.err.isEmpty)
+        #expect(again.status == 0 && again.stdout.isEmpty && again.stderr.isEmpty, "\(again.err)")
+        #expect(FileManager.default.fileExists(atPath: fed.site("site-1") + "/outbox/demo-g000000-site-1-2.fbu"))
     }
 
     @Test("the same seed trains the same bits")
@@ -232,11 +237,11 @@ struct SiteCommandTests {
         let g0 = fed.site("site-1") + "/generations/g000000.fbg"
         let r = try fed.fedbatch(["eval", "--home", fed.site("site-1"), g0, "--data", fashionMNIST, "--json"])
         #expect(r.status == 0, "\(r.err)")
-        let report = try #require(try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])
-        let e = try #require(report["evaluation"] as? [String: Any])
+        let e = try r.summary()
         #expect(e["examples"] as? Int == 10000)
-        #expect((e["per_class_accuracy"] as? [Any])?.count == 10)
-        #expect((e["class_counts"] as? [Int]) == [Int](repeating: 1000, count: 10))
+        let classes = try #require(e["classes"] as? [[String: Any]])
+        #expect(classes.map { $0["label"] as? Int } == Array(0..<10))
+        #expect(classes.map { $0["examples"] as? Int } == [Int](repeating: 1000, count: 10))
         let acc = try #require(e["accuracy"] as? Double)
         #expect(acc > 0 && acc < 0.3, "an untrained model is near chance: \(acc)")
         let human = try fed.fedbatch(["eval", "--home", fed.site("site-1"), g0, "--data", fashionMNIST])
@@ -260,7 +265,7 @@ struct SiteCommandTests {
         let shards = try (1...4).map { try DataLoader.load(dir.file("a/site-0\($0).safetensors")) }
         #expect(shards.map(\.count).reduce(0, +) == 10000)
         let j = try split("c", ["--iid", "--json"])
-        let rows = try #require(try JSONSerialization.jsonObject(with: j.stdout) as? [[String: Any]])
+        let rows = try #require(try j.summary()["shards"] as? [[String: Any]])
         #expect(rows.map { $0["examples"] as? Int } == [2500, 2500, 2500, 2500])
         #expect(try split("d", ["--iid", "--dirichlet", "1"]).status == 2)
     }

@@ -18,8 +18,8 @@ struct TrustCommandTests {
 
         let made = try fb(["init", "collector", "--home", "\(root)/col", "--model-id", "fmnist", "--arch", "mlp:784-16-10", "--key", collector, "--json"])
         #expect(made.status == 0, "\(made.err)")
-        let info = try JSONSerialization.jsonObject(with: made.stdout) as? [String: String]
-        #expect(info?["generation"] == "\(root)/col/generations/g000000.fbg")
+        let info = try made.summary()
+        #expect(info["file"] as? String == "\(root)/col/generations/g000000.fbg" && info["generation"] as? Int == 0)
         for d in ["inbox", "accepted", "quarantine", "generations", "keys/sites"] {
             #expect(FileManager.default.fileExists(atPath: "\(root)/col/\(d)"), "\(d)")
         }
@@ -38,12 +38,13 @@ struct TrustCommandTests {
         // FEDBATCH_HOME stands in for --home, and --json gives one verdict per file.
         env["FEDBATCH_HOME"] = "\(root)/site-1"
         let j = try Subprocess.fedbatch(["verify", "--json", "\(root)/site-1/generations/g000000.fbg"], environment: env)
-        let verdicts = try #require(try JSONSerialization.jsonObject(with: j.stdout) as? [[String: Any]])
+        let verdicts = try #require(try j.summary()["files"] as? [[String: Any]])
         #expect(verdicts.count == 1 && verdicts[0]["ok"] as? Bool == true && verdicts[0]["signer"] as? String == collector)
+        #expect(verdicts[0]["role"] as? String == "collector" && verdicts[0]["generation"] as? Int == 0 && verdicts[0]["kind"] as? String == "generation")
 
         // keys list shows the collector and both sites.
         let list = try fb(["keys", "list", "--home", "\(root)/col", "--json"])
-        let rows = try #require(try JSONSerialization.jsonObject(with: list.stdout) as? [[String: Any]])
+        let rows = try #require(try list.summary()["keys"] as? [[String: Any]])
         #expect(Set(rows.compactMap { $0["fingerprint"] as? String }) == Set([collector] + sites.values))
         #expect(rows.first { $0["site"] as? String == "site-2" }?["user_id"] as? String == "site-2 <site-2@fedbatch.test>")
         let human = try fb(["keys", "list", "--home", "\(root)/col"])
@@ -133,7 +134,7 @@ struct TrustCommandTests {
         let renewed = try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", try k.exportPublic(site1, to: "s1-renewed.asc")])
         #expect(renewed.status == 0 && renewed.out.contains("renewed \(site1) for site site-1"), "\(renewed.err)")
         let list = try fed.fedbatch(["keys", "list", "--home", fed.collector, "--json"])
-        #expect(list.out.contains("\"expires\" : \"20"), "\(list.out)")
+        #expect(list.out.contains("\"expires\":\"20"), "\(list.out)")
 
         try k.gpg(["--quick-set-expire", fed.collectorKey, "3y"])
         let collectorFile = try k.exportPublic(fed.collectorKey, to: "collector-renewed.asc")

@@ -71,6 +71,33 @@ public struct ProcessResult: Sendable {
 
     public var out: String { String(decoding: stdout, as: UTF8.self) }
     public var err: String { String(decoding: stderr, as: UTF8.self) }
+
+    /// The JSON lines a `--json` run printed on stdout, each an object.
+    public func jsonLines() throws -> [[String: Any]] {
+        try Self.objects(stdout)
+    }
+
+    /// The JSON lines a `--json` run printed on stderr (warnings, an error).
+    public func jsonErrorLines() throws -> [[String: Any]] {
+        try Self.objects(stderr)
+    }
+
+    /// The `summary` message of a `--json` run: its last stdout line.
+    public func summary() throws -> [String: Any] {
+        guard let last = try jsonLines().last, last["message_type"] as? String == "summary" else {
+            throw Subprocess.Failure(description: "no summary line in stdout: \(out)")
+        }
+        return last
+    }
+
+    private static func objects(_ data: Data) throws -> [[String: Any]] {
+        try data.split(separator: UInt8(ascii: "\n")).map { line in
+            guard let o = try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+                throw Subprocess.Failure(description: "not a JSON object: \(String(decoding: line, as: UTF8.self))")
+            }
+            return o
+        }
+    }
 }
 
 public enum Subprocess {

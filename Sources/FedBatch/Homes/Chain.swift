@@ -43,8 +43,25 @@ extension Home {
     /// same rules `train` applies, so that `log` never calls verified a
     /// chain that `train` refuses.
     public func chain() throws -> [ChainLink] {
-        let verifier = try self.verifier()
+        let check = checkChain()
+        if let failure = check.failure { throw failure }
+        return check.links
+    }
+
+    /// The chain as far as it verifies, and why it stops there, so that a
+    /// broken chain still shows the generations that do check out.
+    public func checkChain() -> (links: [ChainLink], failure: Error?) {
         var links: [ChainLink] = []
+        do {
+            try walkChain(into: &links)
+            return (links, nil)
+        } catch {
+            return (links, error)
+        }
+    }
+
+    private func walkChain(into links: inout [ChainLink]) throws {
+        let verifier = try self.verifier()
         for n in layout.generationNumbers() {
             let path = layout.generation(n)
             let v: VerifiedContainer
@@ -65,7 +82,7 @@ extension Home {
                                    created: m.created, file: path))
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
-        guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return links }
+        guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }
         switch config.role {
         case .collector:
             let recorded = try Ledger(path: layout.stateDatabase).generationDigests()
@@ -86,6 +103,5 @@ extension Home {
                 throw ChainError(generation: newest.generation, message: "\(e); fedbatch train refuses this chain", code: e.code)
             }
         }
-        return links
     }
 }

@@ -117,8 +117,8 @@ extension Collector {
         if let digest, let known = try ledger.rejection(digest), known.reason == code, let stored = known.stored,
            try entryStatus(DirectoryEntry(directory: q, name: stored)) != nil {
             try removeEntry(entry)
-            return .init(file: entry.displayName, digest: digest, code: code,
-                         message: "\(error) (identical to quarantine/\(stored), refused before for the same reason; this copy was removed)", storedAs: nil)
+            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: digest, code: code,
+                         message: "\(error) (identical to quarantine/\(stored), refused before for the same reason; this copy was removed)")
         }
         // A crash between the reason file and the move left the reason file
         // under the name state.db recorded: reuse it, not a second name.
@@ -132,7 +132,8 @@ extension Collector {
         try Filing.writeReason(reason, to: "\(q)/\(name)\(Filing.reasonSuffix)")
         faultPoint("after-reason")
         try moveEntry(entry, to: q, as: name)
-        return .init(file: entry.displayName, digest: digest, code: code, message: "\(error)", storedAs: name)
+        return .init(name: entry.displayName, file: "\(q)/\(name)", reasonFile: "\(q)/\(name)\(Filing.reasonSuffix)",
+                     digest: digest, code: code, message: "\(error)")
     }
 
     /// A genuine copy of a bundle already merged: removed when accepted/
@@ -141,8 +142,8 @@ extension Collector {
         let error = ProtocolError.alreadyMerged(generation: generation)
         if let stored = try ledger.mergedInto(digest)?.stored, try entryStatus(DirectoryEntry(directory: home.layout.accepted, name: stored)) != nil {
             try removeEntry(entry)
-            return .init(file: entry.displayName, digest: Filing.fileDigest(entry)?.hex, code: error.code,
-                         message: "\(error) (accepted/\(stored) keeps it; this copy was removed)", storedAs: nil)
+            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: Filing.fileDigest(entry)?.hex, code: error.code,
+                         message: "\(error) (accepted/\(stored) keeps it; this copy was removed)")
         }
         return try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
     }

@@ -1,17 +1,11 @@
 import Foundation
 
-/// The verdict on one file, as `fedbatch verify` reports it.
-public struct FileVerdict: Codable, Sendable {
+/// The verdict on one file, as `fedbatch verify` reports it: the verified
+/// container, or the reason code and message of the first check it failed.
+public struct FileVerdict {
     public let file: String
-    public let ok: Bool
-    public let digest: String?
-    public let kind: String?
-    /// "generation 3" or "site-1 seq 12"
-    public let subject: String?
-    public let signer: String?
-    public let role: String?
-    public let code: String?
-    public let message: String?
+    public let verified: VerifiedContainer?
+    public let failure: (code: String, message: String)?
 }
 
 extension Home {
@@ -47,13 +41,9 @@ extension Home {
         return paths.map { path in
             do {
                 let (v, _) = try openVerified(path, verifier: verifier)
-                let m = v.manifest
-                let subject = m.kind == .generation ? "generation \(m.generation!)" : "\(m.site!.id) seq \(m.site!.seq)"
-                return FileVerdict(file: path, ok: true, digest: v.digest.hex, kind: m.kind.rawValue, subject: subject,
-                                   signer: v.signer.fingerprint, role: "\(v.signer.role)", code: nil, message: nil)
+                return FileVerdict(file: path, verified: v, failure: nil)
             } catch {
-                return FileVerdict(file: path, ok: false, digest: nil, kind: nil, subject: nil, signer: nil, role: nil,
-                                   code: reasonCode(of: error), message: "\(error)")
+                return FileVerdict(file: path, verified: nil, failure: (reasonCode(of: error), "\(error)"))
             }
         }
     }

@@ -20,6 +20,8 @@ public struct TrainingProgress: Sendable {
     public let examplesDone: Int
     public let examplesPerEpoch: Int
     public let runningLoss: Double
+    /// Set once, when an epoch (and its held-out evaluation) is complete.
+    public var finished: EpochReport? = nil
 }
 
 /// One epoch's figures.
@@ -129,6 +131,8 @@ public enum Trainer {
                     report.evalAccuracy = e.accuracy
                 }
                 reports.append(report)
+                progress?(TrainingProgress(epoch: epoch, epochs: options.epochs, examplesDone: seen, examplesPerEpoch: order.count,
+                                           runningLoss: report.loss, finished: report))
             }
         }
         let weights = net.weights

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct DataSplitCommand: ParsableCommand {
+struct DataSplitCommand: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "split",
         abstract: "Partition a dataset into one safetensors shard per site.",
@@ -51,34 +51,38 @@ struct DataSplitCommand: ParsableCommand {
         if DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train or test") }
     }
 
-    func run() throws {
+    func run(_ context: CommandContext) throws -> SplitOutput {
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
         let parts = try Partition.assign(labels: dataset.labels, sites: sites, scheme: iid ? .iid : .dirichlet(alpha: dirichlet!), seed: seed)
         let paths = try Partition.writeShards(dataset, parts: parts, to: out)
         let classes = Int(dataset.labels.max() ?? 0) + 1
-        let rows = zip(paths, parts).map { path, idx in
-            SplitRow(shard: path, examples: idx.count, labelCounts: dataset.subset(idx).labelCounts(classes: classes))
-        }
-        let console = Console(global)
-        if global.json {
-            try console.emit(rows)
-            return
-        }
-        let header = ["site".padding(toLength: 8, withPad: " ", startingAt: 0), String(repeating: " ", count: 3) + "total"]
-            + (0..<classes).map { String(repeating: " ", count: max(0, 6 - String($0).count)) + String($0) }
-        var lines = [header.joined(separator: " ")]
-        for r in rows {
-            let name = ((r.shard as NSString).lastPathComponent as NSString).deletingPathExtension
-            lines.append(([name.padding(toLength: 8, withPad: " ", startingAt: 0), String(format: "%8d", r.examples)]
-                          + r.labelCounts.map { String(format: "%6d", $0) }).joined(separator: " "))
-        }
-        lines.append("wrote \(rows.count) shards to \(out)")
-        console.say(lines.joined(separator: "\n"))
+        return SplitOutput(out: out, shards: zip(paths, parts).map { path, idx in
+            .init(file: path, examples: idx.count, labelCounts: dataset.subset(idx).labelCounts(classes: classes))
+        })
     }
 }
 
-struct SplitRow: Encodable {
-    let shard: String
-    let examples: Int
-    let labelCounts: [Int]
+struct SplitOutput: CommandOutput {
+    struct Shard: Encodable {
+        let file: String
+        let examples: Int
+        /// Examples of each label, from label 0.
+        let labelCounts: [Int]
+    }
+
+    let out: String
+    let shards: [Shard]
+
+    func render(into text: inout TextRendering) {
+        let classes = shards.first?.labelCounts.count ?? 0
+        let header = ["site".padding(toLength: 8, withPad: " ", startingAt: 0), String(repeating: " ", count: 3) + "total"]
+            + (0..<classes).map { String(repeating: " ", count: max(0, 6 - String($0).count)) + String($0) }
+        text.out = [header.joined(separator: " ")]
+        for r in shards {
+            let name = ((r.file as NSString).lastPathComponent as NSString).deletingPathExtension
+            text.out.append(([name.padding(toLength: 8, withPad: " ", startingAt: 0), String(format: "%8d", r.examples)]
+                             + r.labelCounts.map { String(format: "%6d", $0) }).joined(separator: " "))
+        }
+        text.out.append("wrote \(shards.count) shards to \(out)")
+    }
 }

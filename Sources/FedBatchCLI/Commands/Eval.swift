@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Eval: ParsableCommand {
+struct Eval: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Accuracy and loss of a generation on a dataset.",
         discussion: """
@@ -33,34 +33,44 @@ struct Eval: ParsableCommand {
         if DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train or test") }
     }
 
-    func run() throws {
+    func run(_ context: CommandContext) throws -> EvalOutput {
         ensureFastBLAS()
-        let home = try Home.open(global.resolvedHome)
+        let home = try context.home()
         let (v, weights) = try home.openGeneration(file, verifier: try home.verifier())
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
         try dataset.check(against: weights.arch, path: data)
         let e = Evaluation.evaluate(weights, on: dataset)
-        let console = Console(global)
-        if global.json {
-            try console.emit(EvalReport(file: file, generation: v.manifest.generation!, digest: v.digest.hex, evaluation: e))
-            return
-        }
-        var lines = [
-            "generation \(v.manifest.generation!) of \(v.manifest.model.id) on \(dataset.count) examples",
-            String(format: "accuracy  %.4f", e.accuracy),
-            String(format: "loss      %.4f", e.loss),
-            "class  examples  accuracy",
-        ]
-        for (c, acc) in e.perClassAccuracy.enumerated() {
-            lines.append(String(format: "%5d  %8d  %@", c, e.classCounts[c], acc.map { String(format: "%.4f", $0) } ?? "-"))
-        }
-        console.say(lines.joined(separator: "\n"))
+        return EvalOutput(file: file, generation: v.manifest.generation!, modelId: v.manifest.model.id, digest: v.digest.hex,
+                          examples: dataset.count, accuracy: e.accuracy, loss: e.loss,
+                          classes: e.perClassAccuracy.enumerated().map { .init(label: $0.offset, examples: e.classCounts[$0.offset], accuracy: $0.element) })
     }
 }
 
-struct EvalReport: Encodable {
+struct EvalOutput: CommandOutput {
+    struct PerClass: Encodable {
+        let label: Int
+        let examples: Int
+        /// Null for a class with no examples in the data.
+        @OrNull var accuracy: Double?
+    }
+
     let file: String
     let generation: Int
+    let modelId: String
     let digest: String
-    let evaluation: Evaluation
+    let examples: Int
+    let accuracy: Double
+    let loss: Double
+    let classes: [PerClass]
+
+    func render(into text: inout TextRendering) {
+        text.out = [
+            "generation \(generation) of \(modelId) on \(examples) examples",
+            String(format: "accuracy  %.4f", accuracy),
+            String(format: "loss      %.4f", loss),
+            "class  examples  accuracy",
+        ] + classes.map { c in
+            String(format: "%5d  %8d  %@", c.label, c.examples, c.accuracy.map { String(format: "%.4f", $0) } ?? "-")
+        }
+    }
 }

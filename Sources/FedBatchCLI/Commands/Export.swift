@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Export: ParsableCommand {
+struct Export: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a generation's weights as a safetensors file.",
         discussion: """
@@ -23,14 +23,22 @@ struct Export: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the weights.", valueName: "file.safetensors"))
     var out: String
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome)
-        let v = try home.exportGeneration(file, to: out)
-        let console = Console(global)
-        if global.json {
-            try console.emit(["file": file, "out": out, "generation": String(v.manifest.generation!), "digest": v.digest.hex])
-        } else {
-            console.say("wrote generation \(v.manifest.generation!) of \(v.manifest.model.id) (\(v.manifest.model.arch)) to \(out)")
-        }
+    func run(_ context: CommandContext) throws -> ExportOutput {
+        let v = try context.home().exportGeneration(file, to: out)
+        let m = v.manifest
+        return ExportOutput(file: file, out: out, generation: m.generation!, modelId: m.model.id, arch: m.model.arch, digest: v.digest.hex)
+    }
+}
+
+struct ExportOutput: CommandOutput {
+    let file: String
+    let out: String
+    let generation: Int
+    let modelId: String
+    let arch: String
+    let digest: String
+
+    func render(into text: inout TextRendering) {
+        text.out = ["wrote generation \(generation) of \(modelId) (\(arch)) to \(out)"]
     }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct InitCollector: ParsableCommand {
+struct InitCollector: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "collector",
         abstract: "Create a collector home and its generation 0, signed.",
@@ -38,25 +38,37 @@ struct InitCollector: ParsableCommand {
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
     }
 
-    func run() throws {
-        let console = Console(global)
+    func run(_ context: CommandContext) throws -> InitCollectorOutput {
         let arch = try ModelArchitecture(spec: self.arch)
         let initial = try weights.map { try arch.loadWeights(path: $0) }
-        let signer = try global.signer(fingerprint: key)
-        let result = try Home.createCollector(at: global.resolvedHome, modelID: modelID, arch: arch.description,
+        let signer = try context.signer(fingerprint: key)
+        let result = try Home.createCollector(at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
                                               signer: signer, weights: initial, seed: seed)
-        if global.json {
-            try console.emit(["home": result.home.layout.root, "generation": result.generation, "digest": result.digest.hex, "key": signer.fingerprint])
-        } else {
-            console.say("""
-            created collector home \(result.home.layout.root)
-              model       \(modelID) (\(arch), \(arch.parameterCount) parameters)
-              key         \(signer.fingerprint)
-              generation  \(result.generation)
-              digest      \(result.digest.hex)
-            next: pin each site's key with `fedbatch keys add --site ID FILE.asc`,
-            and give sites keys/collector.asc and the generation.
-            """)
-        }
+        return InitCollectorOutput(home: result.home.layout.root, modelId: modelID, arch: arch.description,
+                                   parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,
+                                   file: result.generation, digest: result.digest.hex)
+    }
+}
+
+struct InitCollectorOutput: CommandOutput {
+    let home: String
+    let modelId: String
+    let arch: String
+    let parameters: Int
+    let key: String
+    let generation: Int
+    let file: String
+    let digest: String
+
+    func render(into text: inout TextRendering) {
+        text.out = ["""
+        created collector home \(home)
+          model       \(modelId) (\(arch), \(parameters) parameters)
+          key         \(key)
+          generation  \(file)
+          digest      \(digest)
+        next: pin each site's key with `fedbatch keys add --site ID FILE.asc`,
+        and give sites keys/collector.asc and the generation.
+        """]
     }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct InitSite: ParsableCommand {
+struct InitSite: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "site",
         abstract: "Create a site home that trusts one collector key.",
@@ -29,22 +29,30 @@ struct InitSite: ParsableCommand {
     @Option(name: .customLong("model-id"), help: "The model id this site trains.")
     var modelID: String
 
-    func run() throws {
-        let console = Console(global)
-        let signer = try global.signer(fingerprint: key)
-        let home = try Home.createSite(at: global.resolvedHome, siteID: siteID, modelID: modelID,
+    func run(_ context: CommandContext) throws -> InitSiteOutput {
+        let signer = try context.signer(fingerprint: key)
+        let home = try Home.createSite(at: context.options.resolvedHome, siteID: siteID, modelID: modelID,
                                        signer: signer, collectorKeyPath: collectorKey)
         let pinned = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector)!
-        if global.json {
-            try console.emit(["home": home.layout.root, "site": siteID, "key": signer.fingerprint, "collector_key": pinned.fingerprint])
-        } else {
-            console.say("""
-            created site home \(home.layout.root)
-              site           \(siteID)
-              key            \(signer.fingerprint)
-              collector key  \(pinned.fingerprint) \(pinned.userID)
-            next: copy generations from the collector into \(home.layout.generations)/
-            """)
-        }
+        return InitSiteOutput(home: home.layout.root, site: siteID, modelId: modelID, key: signer.fingerprint,
+                              collectorKey: KeyInfo(pinned))
+    }
+}
+
+struct InitSiteOutput: CommandOutput {
+    let home: String
+    let site: String
+    let modelId: String
+    let key: String
+    let collectorKey: KeyInfo
+
+    func render(into text: inout TextRendering) {
+        text.out = ["""
+        created site home \(home)
+          site           \(site)
+          key            \(key)
+          collector key  \(collectorKey.fingerprint) \(collectorKey.userId)
+        next: copy generations from the collector into \(home)/generations/
+        """]
     }
 }

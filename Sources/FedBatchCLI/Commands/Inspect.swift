@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Inspect: ParsableCommand {
+struct Inspect: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a bundle's or generation's manifest, with no trust decision.",
         discussion: """
@@ -20,21 +20,21 @@ struct Inspect: ParsableCommand {
     @Argument(help: ArgumentHelp("A .fbu update bundle or .fbg generation.", valueName: "file"))
     var file: String
 
-    func run() throws {
-        let console = Console(global)
-        let report = try Inspection.inspect(path: file)
-        if global.json {
-            try console.emit(report)
-            return
-        }
-        let m = report.manifest
+    func run(_ context: CommandContext) throws -> Inspection {
+        try Inspection.inspect(path: file)
+    }
+}
+
+/// inspect prints the library's report as it is: the manifest inside it
+/// is fedbatch-bundle(5)'s, which has its own specification.
+extension Inspection: CommandOutput {
+    func render(into text: inout TextRendering) {
+        let m = manifest
         var lines: [String] = []
         func row(_ k: String, _ v: String) { lines.append(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
-        row("file", report.file)
-        row("digest", report.digest)
-        row("signature", report.signatureBytes > 0
-            ? "\(report.signatureBytes) bytes, not checked (use fedbatch verify)"
-            : "none: the file is unsigned")
+        row("file", file)
+        row("digest", digest)
+        row("signature", signatureBytes > 0 ? "\(signatureBytes) bytes, not checked (use fedbatch verify)" : "none: the file is unsigned")
         row("kind", m.kind.rawValue)
         row("model", "\(m.model.id) (\(m.model.arch))")
         if let g = m.generation { row("generation", String(g)) }
@@ -53,11 +53,11 @@ struct Inspect: ParsableCommand {
         lines.append("members")
         for member in m.members { lines.append("  \(member.name)  \(member.length) bytes  sha256 \(member.sha256)") }
         lines.append("tensors")
-        for t in report.tensors { lines.append("  \(t.name)  \(t.dtype) \(t.shape)") }
+        for t in tensors { lines.append("  \(t.name)  \(t.dtype) \(t.shape)") }
         if !m.metrics.isEmpty {
             lines.append("metrics")
             for k in m.metrics.keys.sorted() { lines.append("  \(k)  \(m.metrics[k]!)") }
         }
-        console.say(lines.joined(separator: "\n"))
+        text.out = lines
     }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct KeysAdd: ParsableCommand {
+struct KeysAdd: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
         abstract: "Pin a site's public key, or renew a pinned key.",
@@ -36,35 +36,20 @@ struct KeysAdd: ParsableCommand {
         if (site == nil) == !collector { throw ValidationError("give exactly one of --site ID and --collector") }
     }
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome)
-        let role: Role = site.map { .site($0) } ?? .collector
-        let (key, updated) = try home.pinKey(for: role, keyFile: file)
-        let console = Console(global)
-        if global.json {
-            try console.emit(KeyRow(key))
-        } else {
-            let whom = site.map { "site \($0)" } ?? "the collector"
-            console.say("\(updated ? "renewed" : "pinned") \(key.fingerprint) for \(whom) (\(key.userID))")
-        }
+    func run(_ context: CommandContext) throws -> KeyChange {
+        let home = try context.home()
+        let (key, updated) = try home.pinKey(for: site.map { .site($0) } ?? .collector, keyFile: file)
+        return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key))
     }
 }
 
-/// One row of `keys list`, also the JSON shape.
-struct KeyRow: Encodable {
-    let role: String
-    let site: String?
-    let fingerprint: String
-    let userID: String
-    let expires: String?
+/// What keys add and keys remove did, to which key.
+struct KeyChange: CommandOutput {
+    let action: String
+    let key: KeyInfo
 
-    init(_ k: PinnedKey) {
-        switch k.role {
-        case .collector: role = "collector"; site = nil
-        case .site(let s): role = "site"; site = s
-        }
-        fingerprint = k.fingerprint
-        userID = k.userID
-        expires = k.expires.map { rfc3339(Date(timeIntervalSince1970: TimeInterval($0))) }
+    func render(into text: inout TextRendering) {
+        let whom = key.site.map { "site \($0)" } ?? "the collector"
+        text.out = ["\(action) \(key.fingerprint) for \(whom) (\(key.userId))"]
     }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct KeysRemove: ParsableCommand {
+struct KeysRemove: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "remove",
         abstract: "Unpin a site's key; its bundles are refused from then on."
@@ -15,14 +15,8 @@ struct KeysRemove: ParsableCommand {
     @Option(help: "The site whose key to remove.")
     var site: String
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome, as: .collector)
-        let key = try home.unpinSiteKey(site: site)
-        let console = Console(global)
-        if global.json {
-            try console.emit(KeyRow(key))
-        } else {
-            console.say("removed \(key.fingerprint) for site \(site)")
-        }
+    func run(_ context: CommandContext) throws -> KeyChange {
+        let key = try context.home(as: .collector).unpinSiteKey(site: site)
+        return KeyChange(action: "removed", key: KeyInfo(key))
     }
 }

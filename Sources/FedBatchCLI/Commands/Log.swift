@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Log: ParsableCommand {
+struct Log: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the generation chain and verify every link back to generation 0.",
         discussion: """
@@ -17,27 +17,67 @@ struct Log: ParsableCommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome)
-        let console = Console(global)
-        console.warnAboutForeignFiles(in: home)
-        let links = try home.chain()
-        if global.json {
-            try console.emit(ChainReport(verified: true, links: links))
-            return
-        }
-        var lines = ["GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED"]
-        for l in links {
-            lines.append(String(format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
-                                (l.parent.map { String($0.prefix(12)) } ?? "-").padding(toLength: 12, withPad: " ", startingAt: 0),
-                                l.accepted, l.rejected, l.examples, l.created))
-        }
-        lines.append("chain verified: \(links.count) generation\(links.count == 1 ? "" : "s"), every link back to generation 0 checks out")
-        console.say(lines.joined(separator: "\n"))
+    func run(_ context: CommandContext) throws -> LogOutput {
+        let home = try context.home()
+        context.warnAboutForeignFiles(in: home)
+        let (links, failure) = home.checkChain()
+        return LogOutput(verified: failure == nil, generations: links.map(LogOutput.Link.init),
+                         error: failure.map { LogOutput.Broken(code: reasonCode(of: $0), message: "\($0)") })
     }
 }
 
-struct ChainReport: Encodable {
+/// The chain as far as it verifies; `error` says where and why it breaks.
+struct LogOutput: CommandOutput {
+    struct Link: Encodable {
+        let generation: Int
+        let file: String
+        let digest: String
+        @OrNull var parent: String?
+        let accepted: Int
+        let rejected: Int
+        let examples: Int64
+        let created: String
+
+        init(_ l: ChainLink) {
+            generation = l.generation
+            file = l.file
+            digest = l.digest
+            parent = l.parent
+            accepted = l.accepted
+            rejected = l.rejected
+            examples = l.examples
+            created = l.created
+        }
+    }
+
+    struct Broken: Encodable {
+        let code: String
+        let message: String
+    }
+
     let verified: Bool
-    let links: [ChainLink]
+    let generations: [Link]
+    @OrNull var error: Broken?
+
+    var exitStatus: ExitStatus {
+        guard let error else { return .success }
+        return ExitStatus.of(code: error.code)
+    }
+
+    func render(into text: inout TextRendering) {
+        if !generations.isEmpty {
+            text.out = ["GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED"]
+            for l in generations {
+                text.out.append(String(format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
+                                       (l.parent.map { String($0.prefix(12)) } ?? "-").padding(toLength: 12, withPad: " ", startingAt: 0),
+                                       l.accepted, l.rejected, l.examples, l.created))
+            }
+        }
+        if let error {
+            text.warnings = ["chain broken: \(error.message) [\(error.code)]"]
+        } else {
+            let n = generations.count
+            text.out.append("chain verified: \(n) generation\(n == 1 ? "" : "s"), every link back to generation 0 checks out")
+        }
+    }
 }

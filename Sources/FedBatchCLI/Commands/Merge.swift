@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Merge: ParsableCommand {
+struct Merge: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Collector: verify the inbox, quarantine bad bundles, write the next generation.",
         discussion: """
@@ -37,31 +37,91 @@ struct Merge: ParsableCommand {
         if let settle, !(0...86_400).contains(settle) { throw ValidationError("--settle must be from 0 to 86400 seconds") }
     }
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome, as: .collector)
-        let collector = try Collector(home: home, signer: try global.signer(fingerprint: home.config.key))
+    func run(_ context: CommandContext) throws -> MergeOutput {
+        let home = try context.home(as: .collector)
+        let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key))
+        let console = context.console
+        let progress = ProgressLine(console: console)
         // A held lock is LockHeld, which the exit table maps to 4.
-        let report = try collector.merge(minBundles: minBundles, settleSeconds: settle)
-        let console = Console(global)
-        if global.json {
-            try console.emit(report)
-        } else {
-            for r in report.rejected {
-                let action = r.storedAs.map { "quarantined \(r.file) as quarantine/\($0)" } ?? "removed \(r.file)"
-                Console.writeErr("\(action): \(r.message) [\(r.code)]\n")
-            }
-            if !global.quiet {
-                for w in report.waiting { Console.writeErr("left \(w.file) in the inbox: \(w.reason)\n") }
-            }
-            switch report.outcome {
-            case .merged:
-                console.say("generation \(report.generation!) from \(report.accepted.count) bundles: \(report.file!)")
-            case .belowQuorum:
-                Console.writeErr("\(report.accepted.count) bundles accepted, quorum is \(report.quorum): nothing written\n")
-            case .empty:
-                if !global.quiet { Console.writeErr("the inbox is empty: nothing to do\n") }
+        let report = try collector.merge(minBundles: minBundles, settleSeconds: settle) { p in
+            console.status(MergeStatus(p))
+            switch p.phase {
+            case .identify: progress.update("hashing the inbox", force: true)
+            case .verify: progress.update("verified \(p.done)/\(p.total) bundles")
+            case .write: progress.update("writing the next generation", force: true)
             }
         }
-        if report.outcome != .merged { throw ExitCode(ExitStatus.nothingToDo.rawValue) }
+        progress.finish()
+        return MergeOutput(report)
+    }
+}
+
+/// One step of a merge, under --json.
+struct MergeStatus: Encodable {
+    let phase: String
+    let done: Int
+    let total: Int
+    @OrNull var file: String?
+
+    init(_ p: MergeProgress) {
+        phase = p.phase.rawValue
+        done = p.done
+        total = p.total
+        file = p.file
+    }
+}
+
+struct MergeOutput: CommandOutput {
+    struct Rejected: Encodable {
+        let name: String
+        @OrNull var file: String?
+        @OrNull var reasonFile: String?
+        @OrNull var digest: String?
+        let code: String
+        let message: String
+    }
+
+    let outcome: String
+    @OrNull var generation: Int?
+    @OrNull var file: String?
+    @OrNull var digest: String?
+    let quorum: Int
+    let passed: Int
+    let strategy: String
+    let accepted: [MergeReport.Accepted]
+    let rejected: [Rejected]
+    let waiting: [MergeReport.Waiting]
+
+    init(_ r: MergeReport) {
+        outcome = r.outcome.rawValue
+        generation = r.generation
+        file = r.file
+        digest = r.digest
+        quorum = r.quorum
+        passed = r.passed
+        strategy = r.strategy
+        accepted = r.accepted
+        rejected = r.rejected.map { Rejected(name: $0.name, file: $0.file, reasonFile: $0.reasonFile, digest: $0.digest, code: $0.code, message: $0.message) }
+        waiting = r.waiting
+    }
+
+    var exitStatus: ExitStatus { outcome == MergeReport.Outcome.merged.rawValue ? .success : .nothingToDo }
+
+    func render(into text: inout TextRendering) {
+        // A refused bundle is a warning even under --quiet: someone should
+        // look at quarantine/.
+        text.warnings = rejected.map { r in
+            let action = r.file.map { "quarantined \(r.name) as \($0)" } ?? "removed \(r.name)"
+            return "\(action): \(r.message) [\(r.code)]"
+        }
+        text.notes = waiting.map { "left \($0.name) in the inbox: \($0.reason)" }
+        switch outcome {
+        case MergeReport.Outcome.merged.rawValue:
+            text.out = ["generation \(generation!) from \(accepted.count) bundles: \(file!)"]
+        case MergeReport.Outcome.belowQuorum.rawValue:
+            text.notes.append("\(passed) bundles passed, quorum is \(quorum): nothing written")
+        default:
+            text.notes.append("the inbox is empty: nothing to do")
+        }
     }
 }

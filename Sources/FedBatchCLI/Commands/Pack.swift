@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Pack: ParsableCommand {
+struct Pack: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Site: make a signed update bundle from weights trained elsewhere.",
         discussion: """
@@ -44,23 +44,22 @@ struct Pack: ParsableCommand {
         }
     }
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome, as: .site)
-        let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
-        let lock = try site.lock()
-        defer { withExtendedLifetime(lock) {} }
-        Console(global).warnAboutForeignFiles(in: home)
-        let (baseFile, baseWeights) = try site.baseGeneration(base)
-        if !force { try site.checkNotSent(base: baseFile) }
-        let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: weights))
+    func run(_ context: CommandContext) throws -> PackOutput {
+        let home = try context.home(as: .site)
+        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key))
+        context.warnAboutForeignFiles(in: home)
         var recorded: [String: Double] = [:]
         for m in metrics {
             let parts = m.split(separator: "=", maxSplits: 1)
             recorded[String(parts[0])] = Double(parts[1])!
         }
-        let written = try site.writeUpdate(base: baseFile, baseWeights: baseWeights, trained: trained,
-                                           numExamples: numExamples, metrics: recorded)
-        let console = Console(global)
-        if global.json { try console.emit(written) } else { Console.writeOut(written.path + "\n") }
+        let written = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force)
+        return PackOutput(bundle: BundleInfo(written))
     }
+}
+
+struct PackOutput: CommandOutput {
+    let bundle: BundleInfo
+
+    func render(into text: inout TextRendering) { text.out = [bundle.file] }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Train: ParsableCommand {
+struct Train: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Site: train on local data and write a signed update bundle to outbox/.",
         discussion: """
@@ -12,8 +12,8 @@ struct Train: ParsableCommand {
         the delta from the generation's weights as a signed bundle named \
         <model>-g<generation>-<site>-<seq>.fbu. Prints the bundle's path (or \
         JSON). Defaults come from the [training] table of fedbatch.toml. \
-        A progress line is shown on a terminal; under cron nothing but the \
-        path is printed. If this site already sent an update for the newest \
+        A progress line is shown on a terminal; with --quiet (cron) nothing \
+        is printed unless something goes wrong. If this site already sent an update for the newest \
         generation, exits 5 without training (use --force to write another). \
         A run whose loss stops being finite stops and exits 1, naming the \
         epoch and step; bad data is refused before anything is consumed.
@@ -68,72 +68,58 @@ struct Train: ParsableCommand {
         if let limit, limit < 1 { throw ValidationError("--limit must be positive") }
     }
 
-    func run() throws {
+    func run(_ context: CommandContext) throws -> TrainOutput {
         ensureFastBLAS()
-        let console = Console(global)
-        let home = try Home.open(global.resolvedHome, as: .site)
-        let site = try Site(home: home, signer: try global.signer(fingerprint: home.config.key))
-        let lock = try site.lock()
-        defer { withExtendedLifetime(lock) {} }
-        let d = home.config.training
-        guard let dataPath = data ?? d.data else {
-            throw ValidationError("give --data, or set data in the [training] table of \(home.layout.config)")
-        }
-        console.warnAboutForeignFiles(in: home)
-        let (base, baseWeights) = try site.baseGeneration(self.base)
-        if !force { try site.checkNotSent(base: base) }
-        var dataset = try DataLoader.load(dataPath, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
-        if let limit { dataset = dataset.prefix(limit) }
-        try dataset.check(against: baseWeights.arch, path: dataPath)
-        let heldOut = try evalData.map { path -> Dataset in
-            let d = try DataLoader.load(path, split: DataSplit(rawValue: evalSplit)!, labelColumn: labelColumn)
-            try d.check(against: baseWeights.arch, path: path)
-            return d
-        }
+        let home = try context.home(as: .site)
+        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key))
+        context.warnAboutForeignFiles(in: home)
+        var request = TrainingRequest()
+        request.data = data
+        request.split = DataSplit(rawValue: split)!
+        request.labelColumn = labelColumn
+        request.limit = limit
+        request.epochs = epochs
+        request.batchSize = batchSize
+        request.learningRate = lr
+        request.optimizer = optimizer.flatMap(OptimizerKind.init(rawValue:))
+        request.momentum = momentum
+        request.weightDecay = weightDecay
+        request.proxMu = proxMu
+        request.seed = seed
+        request.base = base
+        request.evalData = evalData
+        request.evalSplit = DataSplit(rawValue: evalSplit)!
+        request.force = force
 
-        var o = TrainingOptions()
-        o.epochs = epochs ?? d.epochs
-        o.batchSize = batchSize ?? d.batchSize
-        o.optimizer.kind = optimizer.flatMap(OptimizerKind.init(rawValue:)) ?? d.optimizer
-        o.optimizer.learningRate = Float(lr ?? d.learningRate)
-        o.optimizer.momentum = Float(momentum ?? d.momentum)
-        o.optimizer.weightDecay = Float(weightDecay ?? d.weightDecay)
-        o.proxMu = Float(proxMu ?? d.proxMu)
-        // A different shuffle each round, yet reproducible from the inputs.
-        o.seed = seed ?? (d.seed &+ UInt64(base.manifest.generation!) &* 0x9E37_79B9)
-
+        let console = context.console
         let progress = ProgressLine(console: console)
-        let result = try Trainer.train(baseWeights, on: dataset, options: o, heldOut: heldOut) { p in
+        let run = try site.train(request) { p in
+            if let finished = p.finished {
+                console.status(TrainStatus(done: p.epoch, total: p.epochs, epoch: EpochInfo(finished)))
+            }
             progress.update(String(format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
                                    100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
         }
         progress.finish()
-        var metrics: [String: Double] = ["loss": result.loss, "accuracy": result.accuracy, "epochs": Double(o.epochs),
-                                         "lr": Double(o.optimizer.learningRate), "batch_size": Double(o.batchSize)]
-        if o.proxMu > 0 { metrics["prox_mu"] = Double(o.proxMu) }
-        if let last = result.epochs.last, let acc = last.evalAccuracy, let loss = last.evalLoss {
-            metrics["eval_accuracy"] = acc
-            metrics["eval_loss"] = loss
-        }
-        let written = try site.writeUpdate(base: base, baseWeights: baseWeights, trained: result.weights,
-                                           numExamples: Int64(dataset.count), metrics: metrics)
-        if global.json {
-            try console.emit(TrainReport(bundle: written, epochs: result.epochs, backend: NumericBackend.description))
-        } else {
-            if !global.quiet {
-                for e in result.epochs {
-                    var line = String(format: "epoch %d: loss %.4f, accuracy %.4f, %.0f examples/s", e.epoch, e.loss, e.accuracy, e.samplesPerSecond)
-                    if let a = e.evalAccuracy, let l = e.evalLoss { line += String(format: "; held-out loss %.4f, accuracy %.4f", l, a) }
-                    Console.writeErr(line + "\n")
-                }
-            }
-            Console.writeOut(written.path + "\n")
-        }
+        return TrainOutput(bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init), backend: NumericBackend.description)
     }
 }
 
-struct TrainReport: Encodable {
-    let bundle: WrittenBundle
-    let epochs: [EpochReport]
+/// After each epoch, under --json.
+struct TrainStatus: Encodable {
+    let phase = "train"
+    let done: Int
+    let total: Int
+    let epoch: EpochInfo
+}
+
+struct TrainOutput: CommandOutput {
+    let bundle: BundleInfo
+    let epochs: [EpochInfo]
     let backend: String
+
+    func render(into text: inout TextRendering) {
+        text.notes = epochs.map(\.text)
+        text.out = [bundle.file]
+    }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import FedBatch
 import Foundation
 
-struct Verify: ParsableCommand {
+struct Verify: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against the home's pinned keys.",
         discussion: """
@@ -29,23 +29,68 @@ struct Verify: ParsableCommand {
         if files.isEmpty { throw ValidationError("give at least one file to verify") }
     }
 
-    func run() throws {
-        let home = try Home.open(global.resolvedHome)
-        let verdicts = try home.verify(paths: files)
-        let console = Console(global)
-        if global.json {
-            try console.emit(verdicts)
-        } else {
-            for v in verdicts {
-                if v.ok {
-                    console.say("ok    \(v.file): \(v.subject!), signed by \(v.signer!) (\(v.role!)), digest \(v.digest!)")
-                } else {
-                    // Failures go to stderr even without --json, so that a
-                    // cron mail shows them.
-                    Console.writeErr("FAIL  \(v.file): \(v.message!) [\(v.code!)]\n")
+    func run(_ context: CommandContext) throws -> VerifyOutput {
+        let verdicts = try context.home().verify(paths: files)
+        return VerifyOutput(files: verdicts.map(VerifyOutput.Verdict.init))
+    }
+}
+
+struct VerifyOutput: CommandOutput {
+    /// One file's verdict: what it is and who signed it, or why it failed.
+    struct Verdict: Encodable {
+        let file: String
+        let ok: Bool
+        @OrNull var kind: String?
+        @OrNull var generation: Int?
+        @OrNull var site: String?
+        @OrNull var seq: Int64?
+        @OrNull var role: String?
+        @OrNull var signer: String?
+        @OrNull var digest: String?
+        @OrNull var code: String?
+        @OrNull var message: String?
+
+        init(_ v: FileVerdict) {
+            file = v.file
+            ok = v.verified != nil
+            if let c = v.verified {
+                let m = c.manifest
+                kind = m.kind.rawValue
+                generation = m.generation
+                site = m.site?.id
+                seq = m.site?.seq
+                switch c.signer.role {
+                case .collector: role = "collector"
+                case .site: role = "site"
                 }
+                signer = c.signer.fingerprint
+                digest = c.digest.hex
+            }
+            code = v.failure?.code
+            message = v.failure?.message
+        }
+    }
+
+    let ok: Bool
+    let files: [Verdict]
+
+    init(files: [Verdict]) {
+        self.files = files
+        ok = files.allSatisfy(\.ok)
+    }
+
+    var exitStatus: ExitStatus { ok ? .success : .verificationFailed }
+
+    func render(into text: inout TextRendering) {
+        for v in files {
+            if v.ok {
+                let subject = v.kind == "generation" ? "generation \(v.generation!)" : "\(v.site!) seq \(v.seq!)"
+                let whom = v.role == "collector" ? "the collector" : "site \(v.site!)"
+                text.out.append("ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)")
+            } else {
+                // A warning, so that a cron mail shows it even under --quiet.
+                text.warnings.append("FAIL  \(v.file): \(v.message!) [\(v.code!)]")
             }
         }
-        if verdicts.contains(where: { !$0.ok }) { throw ExitCode(ExitStatus.verificationFailed.rawValue) }
     }
 }

@@ -1,0 +1,92 @@
+import Foundation
+
+/// The two reading passes of a merge over the inbox. Pass 1 hashes every
+/// settled file to fix the summation order; pass 2 verifies and decodes
+/// the same bytes in that order. Both run on worker threads and touch
+/// nothing but the entry they are given.
+extension Collector {
+    /// One inbox entry after pass 2: verified and decoded, or refused.
+    enum Decoded: @unchecked Sendable {
+        case ok(VerifiedContainer, SafetensorsFile)
+        /// The entry changed between the two passes: leave it for next time.
+        case changed
+        case refused(Error, bundleDigest: String?)
+    }
+
+    /// Pass 1: every settled regular file's digest, a piece at a time, two
+    /// files at once; entries still arriving wait, and entries that cannot
+    /// even be identified (links, junk without a signature slot, files above
+    /// the model's size) are refused here. Returns the files in digest order.
+    func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date,
+                               rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting])
+        throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
+        let clock = wallClock()
+        let entries = try listDirectory(home.layout.inbox)
+        let identities = Parallel.map(entries, workers: 2) { entry in Self.identify(entry, settle: settle, clock: clock, limits: limits) }
+        var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
+        for (entry, identity) in zip(entries, identities) {
+            switch identity {
+            case let .ready(digest, status): ordered.append((entry, digest, status))
+            case .waiting(let why): waiting.append(.init(entry, why))
+            case .refused(let error): try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
+            }
+        }
+        ordered.sort { $0.digest < $1.digest }
+        return ordered
+    }
+
+    /// Pass 1 for one entry.
+    private enum Identity: @unchecked Sendable {
+        case ready(Digest, EntryStatus)
+        case waiting(String)
+        case refused(Error)
+    }
+
+    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits) -> Identity {
+        // rsync writes to a hidden temp name and renames it when complete.
+        if entry.name.first == 0x2E { return .waiting("a hidden name, as rsync gives a transfer in progress; left alone") }
+        do {
+            guard let status = try entryStatus(entry) else { return .waiting("disappeared during the merge") }
+            guard status.kind == .regular else {
+                throw FileError(path: entry.displayPath, message: "is a \(status.kind.description), not a regular file; fedbatch never follows links")
+            }
+            let age = clock - status.changed
+            if age < settle {
+                return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
+            }
+            let file = try OpenFile(entry)
+            let digest = try ContainerFile.digest(of: file, limits: limits)
+            guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
+            return .ready(digest, file.status)
+        } catch {
+            return .refused(error)
+        }
+    }
+
+    /// Pass 2 for one entry: the same bytes as pass 1, verified and decoded.
+    static func decode(_ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
+                               verifier: Verifier, limits: ContainerLimits) -> Decoded {
+        let file: OpenFile
+        do {
+            file = try OpenFile(entry)
+            guard file.status == status else { return .changed }
+        } catch {
+            return (try? entryStatus(entry)) == nil ? .changed : .refused(error, bundleDigest: nil)
+        }
+        let v: VerifiedContainer
+        do {
+            v = try verifier.open(file, path: entry.displayPath, limits: limits)
+        } catch {
+            // The bytes verified must be the bytes the order was built on.
+            if let now = try? ContainerFile.digest(of: file, limits: limits), now != digest { return .changed }
+            return .refused(error, bundleDigest: nil)
+        }
+        guard v.digest == digest else { return .changed }
+        do {
+            let (v, tensors) = try home.checkBelongs(v, limits: limits)
+            return .ok(v, tensors)
+        } catch {
+            return .refused(error, bundleDigest: v.digest.hex)
+        }
+    }
+}

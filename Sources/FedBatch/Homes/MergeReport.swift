@@ -1,0 +1,76 @@
+import Foundation
+
+/// What a merge did. Every inbox entry appears once: accepted, rejected
+/// (quarantined, or removed as a copy the home already keeps), or waiting.
+/// Paths are where each file is once the merge has finished, so a script
+/// can act on them; `name` is the name it had in the inbox.
+public struct MergeReport: Sendable, Codable {
+    public enum Outcome: String, Sendable, Codable { case merged, belowQuorum = "below-quorum", empty }
+
+    /// A bundle the new generation includes, now in accepted/.
+    public struct Accepted: Sendable, Codable {
+        public let name: String
+        public let file: String
+        public let site: String
+        public let seq: Int64
+        public let digest: String
+        public let numExamples: Int64
+        public let weight: Double
+    }
+
+    public struct Rejection: Sendable, Codable {
+        public let name: String
+        /// Where the file is now (in quarantine/), or nil when it was
+        /// removed as a copy of a file the home already keeps.
+        public let file: String?
+        /// Its `.reason.json` beside it in quarantine/, or nil when removed.
+        public let reasonFile: String?
+        /// SHA-256 of the file's bytes; nil for links and other non-files.
+        public let digest: String?
+        public let code: String
+        public let message: String
+    }
+
+    /// An entry left in the inbox for a later run, and why.
+    public struct Waiting: Sendable, Codable {
+        public let name: String
+        public let file: String
+        public let reason: String
+    }
+
+    public let outcome: Outcome
+    public let generation: Int?
+    public let file: String?
+    public let digest: String?
+    public let quorum: Int
+    /// Bundles that passed every check: the accepted ones, or below quorum
+    /// those left waiting for it.
+    public let passed: Int
+    public let strategy: String
+    public let accepted: [Accepted]
+    public let rejected: [Rejection]
+    public let waiting: [Waiting]
+}
+
+/// Where a merge is, for a progress line or a JSON status message.
+public struct MergeProgress: Sendable {
+    public enum Phase: String, Sendable, Codable {
+        /// Hashing settled inbox files to fix the summation order.
+        case identify
+        /// Verifying, checking and adding bundles in that order.
+        case verify
+        /// Signing and writing the next generation.
+        case write
+    }
+    public let phase: Phase
+    public let done: Int
+    public let total: Int
+    /// The inbox entry just finished, in the verify phase.
+    public let file: String?
+}
+
+extension MergeReport.Waiting {
+    init(_ entry: DirectoryEntry, _ reason: String) {
+        self.init(name: entry.displayName, file: entry.displayPath, reason: reason)
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+/// Pass 2 of a merge on the consuming side: each verified, decoded bundle,
+/// in digest order, is checked against the merge protocol and the strategy
+/// and, if it passes, added. Filing what fails (quarantine, state.db) is the
+/// collector's business; this type only decides and accumulates, so the
+/// order of checks lives in one place.
+struct MergeRound {
+    /// What became of one bundle.
+    enum Outcome {
+        case added
+        /// A byte-identical copy of a bundle added earlier in this merge.
+        case duplicate(of: String)
+        /// A genuine bundle that a generation already includes.
+        case alreadyMerged(generation: Int)
+        case refused(Error)
+    }
+
+    private var rules: MergeProtocol
+    private let strategy: AggregationStrategy
+    private let base: ModelWeights
+    private var firstCopy: [Digest: String] = [:]
+    private(set) var included: [Manifest.IncludedBundle] = []
+    /// For each added bundle, its inbox entry and created time, in order.
+    private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String)] = []
+
+    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, base: ModelWeights) {
+        rules = MergeProtocol(knowledge: knowledge)
+        self.strategy = strategy
+        self.base = base
+    }
+
+    mutating func take(_ v: VerifiedContainer, tensors: SafetensorsFile, entry: DirectoryEntry) -> Outcome {
+        if let first = firstCopy[v.digest] { return .duplicate(of: first) }
+        do {
+            let m = v.manifest
+            let (site, n) = try rules.decide(m, digest: v.digest.hex)
+            let delta = try Codecs.make(name: m.codec).decode(tensors, arch: base.arch)
+            try strategy.check(delta: delta, base: base)
+            firstCopy[v.digest] = entry.displayName
+            rules.accepted(site: site.id)
+            let weight = strategy.weight(examples: n)
+            strategy.add(delta: delta, weight: weight)
+            included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
+            inputs.append((entry, v.digest.hex, m.created))
+            return .added
+        } catch ProtocolError.alreadyMerged(let g) {
+            return .alreadyMerged(generation: g)
+        } catch {
+            return .refused(error)
+        }
+    }
+
+    /// The next generation's manifest and weights. Nothing in the manifest
+    /// differs between two collectors given the same inputs: its time is the
+    /// newest input's, refusals are codes.
+    func finish(current: VerifiedContainer, rejected: [Manifest.RejectedBundle]) throws -> (Manifest, ModelWeights) {
+        let number = current.manifest.generation!
+        let next = try strategy.finish(base: base)
+        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
+                                generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
+                                included: included, rejected: rejected,
+                                strategy: .init(name: type(of: strategy).name, parameters: strategy.parameters))
+        manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
+        return (manifest, next)
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+
+/// What one `fedbatch train` run was asked for. A nil field means the
+/// command line said nothing, so the home's `[training]` table decides.
+public struct TrainingRequest: Sendable {
+    public var data: String?
+    public var split = DataSplit.train
+    public var labelColumn = "label"
+    public var limit: Int?
+    public var epochs: Int?
+    public var batchSize: Int?
+    public var learningRate: Double?
+    public var optimizer: OptimizerKind?
+    public var momentum: Double?
+    public var weightDecay: Double?
+    public var proxMu: Double?
+    public var seed: UInt64?
+    /// A generation file instead of the newest in generations/.
+    public var base: String?
+    public var evalData: String?
+    public var evalSplit = DataSplit.test
+    /// Write a bundle even if one was already sent for this generation.
+    public var force = false
+
+    public init() {}
+
+    /// The options the trainer runs with: the command line over the home's
+    /// defaults. Without --seed the shuffle differs each generation yet is
+    /// reproducible from the inputs.
+    public func options(defaults d: TrainingDefaults, generation: Int) -> TrainingOptions {
+        var o = TrainingOptions()
+        o.epochs = epochs ?? d.epochs
+        o.batchSize = batchSize ?? d.batchSize
+        o.optimizer.kind = optimizer ?? d.optimizer
+        o.optimizer.learningRate = Float(learningRate ?? d.learningRate)
+        o.optimizer.momentum = Float(momentum ?? d.momentum)
+        o.optimizer.weightDecay = Float(weightDecay ?? d.weightDecay)
+        o.proxMu = Float(proxMu ?? d.proxMu)
+        o.seed = seed ?? (d.seed &+ UInt64(generation) &* 0x9E37_79B9)
+        return o
+    }
+}
+
+/// What a training run produced: the bundle, and each epoch's figures.
+public struct TrainingRun: Sendable {
+    public let bundle: WrittenBundle
+    public let epochs: [EpochReport]
+}
+
+/// A train or pack run that was asked to do something impossible.
+public struct SiteUsageError: Error, Sendable, ReasonCoded, CustomStringConvertible {
+    public let description: String
+    public var code: String { "usage.site" }
+}
+
+extension Site {
+    /// One `fedbatch train`: under the home's lock, the base generation
+    /// (verified, not older than one already seen), unless --force a check
+    /// that no update was sent for it yet, the data (checked against the
+    /// model before anything is consumed), training, and the signed bundle.
+    public func train(_ request: TrainingRequest, progress: @escaping (TrainingProgress) -> Void = { _ in }) throws -> TrainingRun {
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        let defaults = home.config.training
+        guard let dataPath = request.data ?? defaults.data else {
+            throw SiteUsageError(description: "give --data, or set data in the [training] table of \(home.layout.config)")
+        }
+        let (base, baseWeights) = try baseGeneration(request.base)
+        if !request.force { try checkNotSent(base: base) }
+        var dataset = try DataLoader.load(dataPath, split: request.split, labelColumn: request.labelColumn)
+        if let limit = request.limit { dataset = dataset.prefix(limit) }
+        try dataset.check(against: baseWeights.arch, path: dataPath)
+        let heldOut = try request.evalData.map { path -> Dataset in
+            let d = try DataLoader.load(path, split: request.evalSplit, labelColumn: request.labelColumn)
+            try d.check(against: baseWeights.arch, path: path)
+            return d
+        }
+        let options = request.options(defaults: defaults, generation: base.manifest.generation!)
+        let result = try Trainer.train(baseWeights, on: dataset, options: options, heldOut: heldOut, progress: progress)
+        let written = try writeUpdate(base: base, baseWeights: baseWeights, trained: result.weights,
+                                      numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options))
+        return TrainingRun(bundle: written, epochs: result.epochs)
+    }
+
+    /// One `fedbatch pack`: weights trained elsewhere, checked against the
+    /// base generation's model, signed as an update exactly as train does.
+    public func pack(weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
+                     force: Bool = false) throws -> WrittenBundle {
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        let (base, baseWeights) = try baseGeneration(explicit)
+        if !force { try checkNotSent(base: base) }
+        let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: path))
+        return try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics)
+    }
+
+    /// The metrics a trained bundle records: the last epoch's figures and
+    /// the hyperparameters a reader needs to interpret them.
+    static func metrics(of result: TrainingResult, options o: TrainingOptions) -> [String: Double] {
+        var metrics: [String: Double] = ["loss": result.loss, "accuracy": result.accuracy, "epochs": Double(o.epochs),
+                                         "lr": Double(o.optimizer.learningRate), "batch_size": Double(o.batchSize)]
+        if o.proxMu > 0 { metrics["prox_mu"] = Double(o.proxMu) }
+        if let last = result.epochs.last, let acc = last.evalAccuracy, let loss = last.evalLoss {
+            metrics["eval_accuracy"] = acc
+            metrics["eval_loss"] = loss
+        }
+        return metrics
+    }
+}

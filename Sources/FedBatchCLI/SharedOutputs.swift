@@ -1,0 +1,74 @@
+import FedBatch
+import Foundation
+
+// JSON objects that more than one command prints; fedbatch-json(7) names
+// each after the struct here.
+
+/// A pinned key (`key` in fedbatch-json(7)).
+struct KeyInfo: Encodable {
+    let role: String
+    @OrNull var site: String?
+    let fingerprint: String
+    let userId: String
+    @OrNull var expires: String?
+
+    init(_ k: PinnedKey) {
+        switch k.role {
+        case .collector: role = "collector"; site = nil
+        case .site(let s): role = "site"; site = s
+        }
+        fingerprint = k.fingerprint
+        userId = k.userID
+        expires = k.expires.map { rfc3339(Date(timeIntervalSince1970: TimeInterval($0))) }
+    }
+}
+
+/// An update bundle a site wrote (`bundle`): the same for train and pack.
+struct BundleInfo: Encodable {
+    let file: String
+    let digest: String
+    let site: String
+    let seq: Int64
+    let baseGeneration: Int
+    let baseDigest: String
+    let numExamples: Int64
+    let metrics: [String: Double]
+
+    init(_ b: WrittenBundle) {
+        file = b.path
+        digest = b.digest
+        site = b.site
+        seq = b.seq
+        baseGeneration = b.baseGeneration
+        baseDigest = b.baseDigest
+        numExamples = b.numExamples
+        metrics = b.metrics
+    }
+}
+
+/// One epoch of training (`epoch`).
+struct EpochInfo: Encodable {
+    let epoch: Int
+    let loss: Double
+    let accuracy: Double
+    let seconds: Double
+    let examplesPerSecond: Double
+    @OrNull var evalLoss: Double?
+    @OrNull var evalAccuracy: Double?
+
+    init(_ e: EpochReport) {
+        epoch = e.epoch
+        loss = e.loss
+        accuracy = e.accuracy
+        seconds = e.seconds
+        examplesPerSecond = e.samplesPerSecond
+        evalLoss = e.evalLoss
+        evalAccuracy = e.evalAccuracy
+    }
+
+    var text: String {
+        var line = String(format: "epoch %d: loss %.4f, accuracy %.4f, %.0f examples/s", epoch, loss, accuracy, examplesPerSecond)
+        if let a = evalAccuracy, let l = evalLoss { line += String(format: "; held-out loss %.4f, accuracy %.4f", l, a) }
+        return line
+    }
+}

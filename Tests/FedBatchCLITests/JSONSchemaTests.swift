@@ -1,0 +1,106 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+/// Every command's --json output, checked field by field against
+/// man/fedbatch-json.7 by Tests/Fixtures/json_schema.py.
+@Suite("fedbatch --json output matches fedbatch-json(7)")
+struct JSONSchemaTests {
+    /// One command's output, with the summary it must print (nil: it must
+    /// fail with an error message on stderr).
+    struct Run: Encodable {
+        let label: String
+        let summary: String?
+        let stdout: String
+        let stderr: String
+    }
+
+    static let manPage = TestPaths.packageRoot + "/man/fedbatch-json.7"
+
+    func validate(_ runs: [Run], in dir: TempDir) throws -> ProcessResult {
+        let path = try dir.write("runs.json", try JSONEncoder().encode(runs))
+        return try Subprocess.python("json_schema.py", [Self.manPage, path])
+    }
+
+    @Test("every command's --json output has exactly the documented fields, with their types")
+    func everyCommand() throws {
+        let fed = try Federation(arch: "mlp:784-16-10")
+        let root = fed.root
+        var runs: [Run] = []
+        /// Runs one command with --json, checks its exit status, records it.
+        @discardableResult
+        func record(_ label: String, _ summary: String?, status: Int32, _ args: [String]) throws -> ProcessResult {
+            let r = try fed.fedbatch(args + ["--json"])
+            #expect(r.status == status, "\(label): \(r.err)")
+            runs.append(Run(label: label, summary: summary, stdout: r.out, stderr: r.err))
+            return r
+        }
+
+        // Homes and keys.
+        try record("init collector", "init collector", status: 0, ["init", "collector", "--home", root + "/c2", "--model-id", "other",
+                                                                   "--arch", "mlp:4-3-2", "--key", fed.collectorKey])
+        try record("init site", "init site", status: 0, ["init", "site", "--home", root + "/s2", "--site-id", "site-9", "--key",
+                                                         fed.siteKeys["site-1"]!, "--collector-key", fed.collector + "/keys/collector.asc",
+                                                         "--model-id", "demo"])
+        try record("keys add", "keys add", status: 0, ["keys", "add", "--home", fed.collector, "--site", "site-1", root + "/site-1.asc"])
+        try record("keys list", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
+
+        // A site trains (with a foreign file to warn about); another packs
+        // weights exported from generation 0.
+        let g0 = fed.collector + "/generations/g000000.fbg"
+        for s in ["site-1", "site-2"] { try FileManager.default.copyItem(atPath: g0, toPath: fed.site(s) + "/generations/g000000.fbg") }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: fed.site("site-1") + "/generations/notes.txt"))
+        let train = try record("train", "train", status: 0, ["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200",
+                                                             "--epochs", "2", "--eval-data", fashionMNIST])
+        #expect(try train.jsonErrorLines().map { $0["code"] as? String } == ["home.foreign-file"])
+        try record("export", "export", status: 0, ["export", "--home", fed.site("site-2"), fed.site("site-2") + "/generations/g000000.fbg",
+                                                   "--out", root + "/g0.safetensors"])
+        try record("pack", "pack", status: 0, ["pack", "--home", fed.site("site-2"), "--weights", root + "/g0.safetensors", "--num-examples", "50"])
+
+        // The collector: below quorum with a rejection, merged, then empty.
+        for s in ["site-1", "site-2"] {
+            for name in try FileManager.default.contentsOfDirectory(atPath: fed.site(s) + "/outbox") {
+                try FileManager.default.copyItem(atPath: fed.site(s) + "/outbox/" + name, toPath: fed.collector + "/inbox/" + name)
+            }
+        }
+        try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
+        try record("merge below quorum", "merge", status: 5, ["merge", "--home", fed.collector, "--min-bundles", "3"])
+        let merged = try record("merge", "merge", status: 0, ["merge", "--home", fed.collector])
+        #expect(try merged.jsonLines().dropLast().allSatisfy { $0["message_type"] as? String == "status" })
+        try record("merge empty", "merge", status: 5, ["merge", "--home", fed.collector])
+
+        // Reading generations.
+        let g1 = fed.collector + "/generations/g000001.fbg"
+        try record("verify", "verify", status: 3, ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
+        try record("log", "log", status: 0, ["log", "--home", fed.collector])
+        try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))
+        try record("log of a broken chain", "log", status: 3, ["log", "--home", root + "/c2"])
+        try record("eval", "eval", status: 0, ["eval", "--home", fed.collector, g1, "--data", fashionMNIST])
+        try record("inspect", "inspect", status: 0, ["inspect", g1])
+        try record("data split", "data split", status: 0, ["data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "2",
+                                                           "--iid", "--out", root + "/shards"])
+        try record("keys remove", "keys remove", status: 0, ["keys", "remove", "--home", fed.collector, "--site", "site-2"])
+
+        // Failures: a usage error and an error from the library.
+        try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])
+        let failed = try record("verification error", nil, status: 3, ["export", "--home", fed.collector, fed.collector + "/quarantine/junk.fbu",
+                                                                        "--out", root + "/x.safetensors"])
+        #expect(try failed.jsonErrorLines().last?["exit_code"] as? Int == 3)
+
+        let dir = TempDir()
+        let check = try validate(runs, in: dir)
+        #expect(check.status == 0, "\(check.out)\(check.err)")
+
+        // The check can fail: an undocumented field, a missing one, and a
+        // wrong type are each caught.
+        let merge = try #require(runs.first { $0.label == "merge" })
+        for (from, to, problem) in [("\"outcome\":", "\"extra\":1,\"outcome\":", "'extra' is not documented"),
+                                    ("\"quorum\":", "\"q\":", "documented field 'quorum' is missing"),
+                                    ("\"passed\":", "\"passed\":\"2\",\"x\":", "expected an integer")] {
+            let doctored = Run(label: "doctored", summary: "merge", stdout: merge.stdout.replacingOccurrences(of: from, with: to), stderr: "")
+            let bad = try validate([doctored], in: dir)
+            #expect(bad.status == 1 && bad.out.contains(problem), "\(bad.out)")
+        }
+    }
+}
