@@ -5,7 +5,7 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, signature, container, idx, csv
+    case safetensors, manifest, statement, signature, container, idx, csv
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -29,11 +29,16 @@ enum FuzzTarget: String, CaseIterable {
             }
         case .manifest:
             _ = try? Manifest.decode(data)
+        case .statement:
+            _ = try? Statement.parse(data)
         case .signature:
             _ = try? Verifier.checkSignaturePacket(data)
         case .container:
             if let file = try? ContainerFile.split(data, limits: Self.limits) {
-                _ = try? ContainerReader.read(payload: file.signedBytes, limits: Self.limits).tensors()
+                if let statement = try? Statement.parse(file.statement), let m = try? ContainerReader.read(payload: file.payload, limits: Self.limits) {
+                    _ = try? statement.check(against: m.manifest)
+                }
+                _ = try? ContainerReader.read(payload: file.payload, limits: Self.limits).tensors()
             }
         case .idx:
             _ = try? DataLoader.parseIDX([UInt8](data), path: "fuzz")

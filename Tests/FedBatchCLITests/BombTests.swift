@@ -11,7 +11,7 @@ struct BombTests {
     static let rssLimitKiB = 256 * 1024
 
     private func inspect(_ payload: Data, in dir: TempDir) throws -> ProcessResult {
-        let path = try dir.write("bomb.fbu", ContainerFile.seal(payload: payload, signature: Data()))
+        let path = try dir.write("bomb.fbu", Samples.seal(payload, signature: Data()))
         return try Subprocess.run(TestPaths.fedbatch, ["inspect", path], measuringRSS: true)
     }
 

@@ -68,8 +68,8 @@ struct MergeCommandTests {
         #expect(try reason(fed, "huge.fbu")["message"]?.contains("num_examples 1000000000000 is above the cap") == true)
 
         // The generation is FedAvg of the two: (300·Δ1 + 100·Δ2) / 400 over generation 0.
-        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).signedBytes)
-        let base = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))).signedBytes).tensors()
+        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload)
+        let base = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))).payload).tensors()
         let d = try Samples.weights(scale: 0.01)
         let b0: [Float] = base.tensor("0.weight")!.floats()
         let d0: [Float] = d[0].tensor.floats()
@@ -221,7 +221,7 @@ struct MergeCommandTests {
         #expect(try fed.fedbatch(["merge", "--home", twin]).status == 0)
         let a = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg")))
         let b = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: twin + "/generations/g000001.fbg")))
-        #expect(a.signedBytes == b.signedBytes)
+        #expect(a.payload == b.payload)
         #expect(a.digest == b.digest)
     }
 

@@ -25,7 +25,7 @@ struct MergeHardeningTests {
 
     func generationTensors(_ fed: Federation, _ n: Int) throws -> SafetensorsFile {
         let path = fed.collector + "/generations/" + HomeLayout.generationFileName(n)
-        return try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).signedBytes).tensors()
+        return try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).payload).tensors()
     }
 
     // MARK: 1. a file that does not verify decides nothing about another
@@ -43,8 +43,8 @@ struct MergeHardeningTests {
         flipped[genuine.count - ContainerFile.trailerSize - 20] ^= 0x01
         let copies: [(String, Data)] = [
             ("a-flipped.fbu", flipped),
-            ("a-empty.fbu", ContainerFile.seal(payload: parts.signedBytes, signature: Data())),
-            ("a-spliced.fbu", ContainerFile.seal(payload: parts.signedBytes, signature: otherParts.signature)),
+            ("a-empty.fbu", ContainerFile.seal(payload: parts.payload, statement: parts.statement, signature: Data())),
+            ("a-spliced.fbu", ContainerFile.seal(payload: parts.payload, statement: parts.statement, signature: otherParts.signature)),
         ]
         if when == "earlier-merge" {
             try FileManager.default.moveItem(atPath: genuinePath, toPath: fed.root + "/held.fbu")
@@ -60,7 +60,7 @@ struct MergeHardeningTests {
         #expect(names(fed.collector + "/accepted").contains("z-genuine.fbu"))
         for (name, _) in copies { #expect(names(fed.collector + "/quarantine").contains(name)) }
         let g1 = try fed.generation(1)
-        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).signedBytes).manifest
+        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload).manifest
         #expect(manifest.included?.contains { $0.digest == parts.digest.hex } == true)
         // The refusals are listed by each file's own SHA-256, which the
         // genuine bundle's digest never equals.
@@ -146,7 +146,7 @@ struct MergeHardeningTests {
         let payload = ZstdFrames.frame(prefix: try Data(contentsOf: URL(fileURLWithPath: dir.file("prefix.tar"))), zeroBytes: gib)
         #expect(payload.count < 100_000)
         for i in 1...2 {
-            let signed = ContainerFile.seal(payload: payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(payload))
+            let signed = Samples.seal(payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(Samples.statement(for: payload)))
             try signed.write(to: URL(fileURLWithPath: fed.collector + "/inbox/claims-\(i).fbu"))
             // Sparse: a gibibyte on paper, nothing on disk.
             #expect(FileManager.default.createFile(atPath: fed.collector + "/inbox/junk-\(i).fbu", contents: nil))
@@ -280,7 +280,7 @@ struct MergeHardeningTests {
         #expect(try merge(fed).status == 5)
         try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
         #expect(try merge(fed).status == 0)
-        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).signedBytes).manifest
+        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload).manifest
         #expect(manifest.rejected?.map(\.digest) == [Digest.of(Data("junk".utf8)).hex])
         #expect(names(fed.collector + "/quarantine") == ["junk.fbu", "junk.fbu.reason.json"])
     }

@@ -63,7 +63,14 @@ struct TrustCommandTests {
         #expect(r.err.contains("Good signature from \"collector <collector@fedbatch.test>\""), "\(r.err)")
         // And the manual page holds exactly the commands the example runs.
         let page = try String(contentsOfFile: "\(TestPaths.packageRoot)/man/fedbatch-bundle.5", encoding: .utf8)
-        #expect(page.contains("gpg \\-\\-verify payload.sig payload.zst"))
+        #expect(page.contains("gpg \\-\\-verify statement.sig statement.json"))
+        #expect(r.out.contains("matches the statement"))
+        // A payload altered after signing is caught by the same recipe.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))
+        bytes[100] ^= 0x04
+        let altered = try verifier.dir.write("altered.fbg", bytes)
+        let a = try Subprocess.run("/bin/sh", ["\(TestPaths.packageRoot)/examples/standard-tools.sh", altered], environment: env)
+        #expect(a.status != 0 && a.err.contains("does NOT match the statement"), "\(a.out)\(a.err)")
     }
 
     @Test("keys add refuses secret keys, several keys, keys pinned elsewhere and a second key for a site")
@@ -167,8 +174,8 @@ struct TrustCommandTests {
         let r = try fed.fedbatch(["verify", "--home", fed.site("site-2"), good, bad, forged, fed.root + "/nope.fbg"])
         #expect(r.status == 3)
         #expect(r.out.contains("ok    \(good)"))
-        #expect(r.err.contains("FAIL  \(bad): the signature by"))
-        #expect(r.err.contains("[signature.bad]"))
+        #expect(r.err.contains("FAIL  \(bad): the payload's SHA-256 is"))
+        #expect(r.err.contains("the payload was altered after signing [payload.digest]"))
         #expect(r.err.contains("FAIL  \(forged): signed by key \(fed.siteKeys["site-1"]!), which is not pinned in this home [signature.unknown-key]"))
         #expect(r.err.contains("nope.fbg: cannot open"))
         // The collector pins site-1, so there the same file names the role instead.
@@ -221,7 +228,7 @@ struct TrustCommandTests {
         let r = try Subprocess.fedbatch(["init", "collector", "--home", keyring.dir.file("c1"), "--model-id", "m", "--arch", Samples.arch,
                                           "--key", fpr, "--weights", good], environment: env)
         #expect(r.status == 0, "\(r.err)")
-        let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: keyring.dir.file("c1/generations/g000000.fbg")))).signedBytes)
+        let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: keyring.dir.file("c1/generations/g000000.fbg")))).payload)
         let t = try c.tensors()
         let src = try SafetensorsFile.open(path: good)
         #expect(t.tensor("2.bias")?.dtype == .f32)

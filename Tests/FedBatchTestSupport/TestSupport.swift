@@ -191,13 +191,25 @@ public enum Samples {
                  site: .init(id: site, seq: seq), numExamples: examples, metrics: ["loss": 0.5, "accuracy": 0.75])
     }
 
+    /// A file around any payload, with the statement an update from site-1
+    /// (seq 1) would carry for it, and `signature` (by default none).
+    public static func seal(_ payload: Data, signature: Data = Data()) -> Data {
+        ContainerFile.seal(payload: payload, statement: statement(for: payload), signature: signature)
+    }
+
+    /// The statement `seal` writes: an update from site-1, seq 1.
+    public static func statement(for payload: Data) -> Data {
+        Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1),
+                  payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)).encoded
+    }
+
     /// An unsigned container file (empty signature slot) holding `weights`.
     public static func unsignedContainer(manifest: Manifest = updateManifest(), tensors: [(name: String, tensor: Tensor)]? = nil,
                                          extra: [(name: String, data: Data)] = []) throws -> Data {
         let t = try tensors ?? weights()
-        let payload = try ContainerWriter.payload(
-            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))] + extra).payload
-        return ContainerFile.seal(payload: payload, signature: Data())
+        let (payload, final) = try ContainerWriter.payload(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))] + extra)
+        return ContainerFile.seal(payload: payload, statement: Statement(for: final, payload: payload).encoded, signature: Data())
     }
 }
 

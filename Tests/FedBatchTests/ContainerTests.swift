@@ -11,7 +11,7 @@ struct ContainerTests {
         let file = try Samples.unsignedContainer(tensors: weights, extra: [("metrics/train.json", Data("{}".utf8))])
         let split = try ContainerFile.split(file)
         #expect(split.signature.isEmpty)
-        let c = try ContainerReader.read(payload: split.signedBytes)
+        let c = try ContainerReader.read(payload: split.payload)
         #expect(c.manifest.kind == .update)
         #expect(c.manifest.site == .init(id: "site-1", seq: 1))
         #expect(c.manifest.members.map(\.name) == ["tensors.safetensors", "metrics/train.json"])
@@ -30,15 +30,20 @@ struct ContainerTests {
         #expect(a != c)
     }
 
-    @Test("the signature slot round-trips and is located from the end")
+    @Test("the slot round-trips statement and signature and is located from the end")
     func signatureSlot() throws {
-        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        let unsigned = try ContainerFile.split(try Samples.unsignedContainer())
+        let payload = unsigned.payload
         let sig = Data((0..<300).map { UInt8($0 & 0xFF) })
-        let sealed = ContainerFile.seal(payload: payload, signature: sig)
+        let sealed = ContainerFile.seal(payload: payload, statement: unsigned.statement, signature: sig)
         let split = try ContainerFile.split(sealed)
-        #expect(split.signedBytes == payload)
+        #expect(split.payload == payload)
+        #expect(split.statement == unsigned.statement)
         #expect(split.signature == sig)
         #expect(split.digest == Digest.of(payload))
+        let statement = try Statement.parse(split.statement)
+        #expect(statement.payloadDigest == Digest.of(payload) && statement.payloadLength == Int64(payload.count))
+        #expect(statement.site == .init(id: "site-1", seq: 1) && statement.model == "demo")
     }
 
     @Test("a truncated file, appended junk or a broken slot is refused before decompression",
@@ -47,19 +52,21 @@ struct ContainerTests {
         let good = try Samples.unsignedContainer()
         var bad = good
         let expected: String
+        // The slot: frame header (8), statement, signature (none here), trailer (16).
+        let statementLength = try ContainerFile.split(good).statement.count
         switch kind {
         case "truncated": bad = good.prefix(good.count - 5); expected = "signature.missing"
         case "junk": bad.append(Data("junk".utf8)); expected = "signature.missing"
         case "slot-magic":
-            let at = good.count - 16 - 8
+            let at = good.count - 16 - statementLength - 8
             bad[at] ^= 0x01; expected = "signature.frame"
         case "slot-size":
-            let at = good.count - 16 - 4
+            let at = good.count - 16 - statementLength - 4
             bad[at] ^= 0x01; expected = "signature.frame"
         case "oversized":
-            let at = good.count - 16 + 2
+            let at = good.count - 16 + 6
             bad[at] = 0x7F; expected = "signature.too-large"
-        default: bad = Data("fbsig001".utf8); expected = "signature.missing"
+        default: bad = Data("fbsig002".utf8); expected = "signature.missing"
         }
         #expect(throws: ContainerError.self) { try ContainerFile.split(bad) }
         do { _ = try ContainerFile.split(bad) } catch let e as ContainerError { #expect(e.code == expected, "\(e)") }
@@ -101,7 +108,7 @@ struct ContainerTests {
 
     @Test("a truncated zstd frame is refused")
     func truncatedFrame() throws {
-        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).payload
         for cut in [payload.count / 2, payload.count - 1] {
             do {
                 _ = try ContainerReader.read(payload: payload.prefix(cut))
@@ -129,7 +136,7 @@ struct ContainerTests {
 
     @Test("data after the zstd frame, or a payload that is not zstd, is refused")
     func notOneFrame() throws {
-        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).payload
         #expect(throws: ContainerError.compression(.trailingData(bytes: 3))) { try ContainerReader.read(payload: payload + Data([1, 2, 3])) }
         #expect(throws: ContainerError.compression(.notZstd)) { try ContainerReader.read(payload: Data("plain text".utf8)) }
     }
@@ -139,7 +146,7 @@ struct ContainerTests {
     /// header, zstd's checksum and the member hashes catch them all.
     @Test("a flipped bit in the compressed data is caught even without the signature")
     func flippedBit() throws {
-        let payload = try ContainerFile.split(try Samples.unsignedContainer()).signedBytes
+        let payload = try ContainerFile.split(try Samples.unsignedContainer()).payload
         var tried = 0, refused = 0
         for offset in stride(from: 6, to: payload.count, by: max(1, payload.count / 40)) {
             for bit in [0x01, 0x10, 0x80] as [UInt8] {
@@ -156,7 +163,9 @@ struct ContainerTests {
     @Test("manifest rules: known format and version, kind-specific fields, member names")
     func manifestRules() throws {
         var m = Samples.updateManifest()
-        m.version = 2
+        m.version = 3
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        m.version = 1
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
         m = Samples.updateManifest()
         m.site = nil

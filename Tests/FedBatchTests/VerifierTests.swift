@@ -20,8 +20,17 @@ struct VerifierTests {
         let p = try payload ?? ContainerWriter.payload(
             manifest: Samples.updateManifest(site: site),
             members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
-        let sig = try signature ?? fed.signer(signer ?? fed.siteKeys[site]!).sign(p)
-        return (ContainerFile.seal(payload: p, signature: sig), p)
+        let sig = try signature ?? fed.signer(signer ?? fed.siteKeys[site]!).sign(statement(p, site: site))
+        return (seal(p, sig, site: site), p)
+    }
+
+    /// The statement an update from `site` (seq 1) with payload `p` carries.
+    func statement(_ p: Data, site: String = "site-1") -> Data {
+        Statement(kind: .update, model: "demo", site: .init(id: site, seq: 1), payloadLength: Int64(p.count), payloadDigest: Digest.of(p)).encoded
+    }
+
+    func seal(_ p: Data, _ signature: Data, site: String = "site-1") -> Data {
+        ContainerFile.seal(payload: p, statement: statement(p, site: site), signature: signature)
     }
 
     func refusal(_ file: Data) throws -> String {
@@ -44,18 +53,24 @@ struct VerifierTests {
         #expect(v.manifest.site?.seq == 1)
     }
 
-    @Test("a flipped bit anywhere in the signed bytes is refused as a bad signature")
+    @Test("a flipped bit in the payload breaks its digest, in the statement its signature, and in the signature packet is caught")
     func flippedBit() throws {
         let (file, payload) = try bundle()
         for offset in [0, 4, 5, payload.count / 2, payload.count - 1] {
             var bad = file
             bad[offset] ^= 0x01
-            #expect(try refusal(bad).hasPrefix("signature.bad"), "offset \(offset)")
+            #expect(try refusal(bad).hasPrefix("payload.digest"), "offset \(offset)")
+        }
+        let statementStart = payload.count + 8, statementLength = statement(payload).count
+        for offset in [statementStart, statementStart + statementLength / 2, statementStart + statementLength - 1] {
+            var bad = file
+            bad[offset] ^= 0x01
+            #expect(try refusal(bad).hasPrefix("signature.bad"), "statement offset \(offset - statementStart)")
         }
         // So is a flipped bit anywhere in the signature packet, including
         // its unhashed area, which gpg alone would not notice.
         let verifier = try collectorHome.verifier()
-        let sigStart = payload.count + 8
+        let sigStart = statementStart + statementLength
         for offset in sigStart..<(file.count - 16) {
             var bad = file
             bad[offset] ^= 0x01
@@ -64,6 +79,44 @@ struct VerifierTests {
                 Issue.record("flipping byte \(offset - sigStart) of the signature went unnoticed: \(Array(file[sigStart..<(file.count - 16)]).map { String(format: "%02x", $0) }.joined())")
             }
         }
+    }
+
+    @Test("a signed statement that is not canonical, names another payload, or contradicts the manifest is refused")
+    func statementRules() throws {
+        let (_, payload) = try bundle()
+        let signer = try fed.signer(fed.siteKeys["site-1"]!)
+        func signed(_ statement: Data) throws -> Data {
+            ContainerFile.seal(payload: payload, statement: statement, signature: try signer.sign(statement))
+        }
+        let good = statement(payload)
+        #expect(try refusal(try signed(good)) == "accepted")
+        // The same fields with a space, or keys in another order: the
+        // signature is good but there is one spelling only.
+        let spaced = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: ",\"kind\"", with: ", \"kind\"").utf8)
+        #expect(try refusal(try signed(spaced)).hasPrefix("statement.invalid"))
+        let extra = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "\"version\":2}", with: "\"version\":2,\"x\":1}").utf8)
+        #expect(try refusal(try signed(extra)).hasPrefix("statement.invalid"))
+        let v3 = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "\"version\":2", with: "\"version\":3").utf8)
+        #expect(try refusal(try signed(v3)).contains("format version 3"))
+        // Another payload's digest, or another length.
+        let other = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count),
+                              payloadDigest: Digest.of(Data("other".utf8))).encoded
+        #expect(try refusal(try signed(other)).hasPrefix("payload.digest"))
+        let longer = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count + 1),
+                               payloadDigest: Digest.of(payload)).encoded
+        #expect(try refusal(try signed(longer)).hasPrefix("payload.length"))
+        // A statement for seq 2 over a payload whose manifest says seq 1.
+        let seq2 = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 2), payloadLength: Int64(payload.count),
+                             payloadDigest: Digest.of(payload)).encoded
+        #expect(try refusal(try signed(seq2)).hasPrefix("statement.mismatch"))
+    }
+
+    @Test("a format-1 file is refused with a message that names its version")
+    func formatOne() throws {
+        var (file, _) = try bundle()
+        file.replaceSubrange((file.count - 8)..<file.count, with: Data("fbsig001".utf8))
+        let r = try refusal(file)
+        #expect(r.hasPrefix("file.version") && r.contains("format-1"), "\(r)")
     }
 
     @Test("a truncated file and junk after the signature have no valid trailer")
@@ -91,7 +144,8 @@ struct VerifierTests {
         let g = try ContainerWriter.payload(
             manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 0),
             members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
-        let forged = ContainerFile.seal(payload: g, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(g))
+        let gs = Statement(kind: .generation, model: "demo", generation: 0, payloadLength: Int64(g.count), payloadDigest: Digest.of(g)).encoded
+        let forged = ContainerFile.seal(payload: g, statement: gs, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(gs))
         #expect(try refusal(forged).contains("pinned for site site-1, not the collector"))
     }
 
@@ -103,16 +157,16 @@ struct VerifierTests {
         let keyFile = try fed.keyring.exportPublic(fpr, to: "site-3.asc")
         try FileManager.default.copyItem(atPath: keyFile, toPath: fed.collector + "/keys/sites/site-3.asc")
         let (_, payload) = try bundle(claiming: "site-3", signature: Data([0]))
-        let sig = try fed.keyring.detachSign(payload, as: [fpr], extra: ["--faked-system-time", "20200101T010000!", "--ignore-time-conflict"])
-        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        let sig = try fed.keyring.detachSign(statement(payload, site: "site-3"), as: [fpr], extra: ["--faked-system-time", "20200101T010000!", "--ignore-time-conflict"])
+        let r = try refusal(seal(payload, sig, site: "site-3"))
         #expect(r.hasPrefix("signature.key-expired"), "\(r)")
     }
 
     @Test("a signature dated years ahead of the clock is refused")
     func futureSignature() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--faked-system-time", "20350101T000000!", "--ignore-time-conflict"])
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig)).hasPrefix("signature.future"))
+        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--faked-system-time", "20350101T000000!", "--ignore-time-conflict"])
+        #expect(try refusal(seal(payload, sig)).hasPrefix("signature.future"))
     }
 
     @Test("a revoked key is refused")
@@ -130,8 +184,8 @@ struct VerifierTests {
     @Test("two signatures in the slot are refused")
     func twoSignatures() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!])
-        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!])
+        let r = try refusal(seal(payload, sig))
         #expect(r.hasPrefix("signature.multiple"), "\(r)")
         #expect(r.contains("2 signatures"))
     }
@@ -139,30 +193,30 @@ struct VerifierTests {
     @Test("an empty signature slot is refused as unsigned")
     func emptySignature() throws {
         let (_, payload) = try bundle()
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: Data())).hasPrefix("signature.unsigned"))
+        #expect(try refusal(seal(payload, Data())).hasPrefix("signature.unsigned"))
     }
 
     @Test("data beside the signature packet, or armor, is refused")
     func extraPackets() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.signer(fed.siteKeys["site-1"]!).sign(payload)
+        let sig = try fed.signer(fed.siteKeys["site-1"]!).sign(statement(payload))
         let key = try fed.keyring.gpg(["--export", fed.siteKeys["site-1"]!]).stdout
         // An exported key carries its own self-signature, so this is two signatures.
-        let withKey = try refusal(ContainerFile.seal(payload: payload, signature: sig + key))
+        let withKey = try refusal(seal(payload, sig + key))
         #expect(withKey.hasPrefix("signature.multiple") || withKey.hasPrefix("signature.malformed"), "\(withKey)")
         // A user-id packet (tag 13) beside the signature.
         let userID = Data([0xB4, 0x05]) + Data("hello".utf8)
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig + userID)).hasPrefix("signature.malformed"))
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig + Data([0]))).hasPrefix("signature.malformed"))
-        let armored = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--armor"])
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: armored)).hasPrefix("signature.malformed"))
+        #expect(try refusal(seal(payload, sig + userID)).hasPrefix("signature.malformed"))
+        #expect(try refusal(seal(payload, sig + Data([0]))).hasPrefix("signature.malformed"))
+        let armored = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--armor"])
+        #expect(try refusal(seal(payload, armored)).hasPrefix("signature.malformed"))
     }
 
     @Test("a SHA-1 signature is refused")
     func weakDigest() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!], extra: ["--digest-algo", "SHA1"])
-        let r = try refusal(ContainerFile.seal(payload: payload, signature: sig))
+        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--digest-algo", "SHA1"])
+        let r = try refusal(seal(payload, sig))
         #expect(r.hasPrefix("signature.weak-digest"), "\(r)")
         #expect(r.contains("SHA1"))
     }
@@ -170,8 +224,8 @@ struct VerifierTests {
     @Test("a signature made by plain gpg --detach-sign over the same bytes is accepted")
     func gpgCLISignature() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(payload, as: [fed.siteKeys["site-1"]!])
-        #expect(try refusal(ContainerFile.seal(payload: payload, signature: sig)) == "accepted")
+        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!])
+        #expect(try refusal(seal(payload, sig)) == "accepted")
     }
 
     @Test("nothing is parsed before the signature verifies: a signed bomb from a stranger is refused for its signer")

@@ -24,7 +24,7 @@ def safetensors_bytes():
 
 def manifest(members):
     m = {
-        "format": "fedbatch", "version": 1, "kind": "update",
+        "format": "fedbatch", "version": 2, "kind": "update",
         "model": {"id": "demo", "arch": "mlp:4-3-2"},
         "base": {"number": 0, "digest": "ab" * 32},
         "site": {"id": "site-1", "seq": 1}, "num_examples": 10,

@@ -124,7 +124,7 @@ def read(raw):
         raise Refused("not an object")
     if string(m, "format") != "fedbatch":
         raise Refused("format")
-    if integer(m, "version") != 1:
+    if integer(m, "version") != 2:
         raise Refused("version")
     kind = string(m, "kind")
     if kind not in ("update", "generation"):
@@ -193,7 +193,7 @@ BASE = '"base": {"digest": "%s", "number": 0}' % ("ab" * 32)
 
 def update(**over):
     fields = {
-        "format": '"fedbatch"', "version": "1", "kind": '"update"',
+        "format": '"fedbatch"', "version": "2", "kind": '"update"',
         "model": '{"arch": "mlp:4-3-2", "id": "demo"}', "base": '{"digest": "%s", "number": 0}' % ("ab" * 32),
         "site": '{"id": "site-1", "seq": 1}', "num_examples": "100",
         "created": '"2026-01-01T00:00:00Z"', "codec": '"fp32"', "fedbatch_version": '"test"',
@@ -222,8 +222,9 @@ CASES = {
     "count-huge": update(num_examples="1000000000000"),
     "seq-too-big": update(site='{"id": "site-1", "seq": 9223372036854775808}'),
     "seq-fraction": update(site='{"id": "site-1", "seq": 1.5}'),
-    "version-fraction": update(version="1.0"),
-    "version-2": update(version="2"),
+    "version-fraction": update(version="2.0"),
+    "version-1": update(version="1"),
+    "version-3": update(version="3"),
     "created-space": update(created='"2026-01-01 00:00:00Z"'),
     "created-offset": update(created='"2026-01-01T00:00:00+01:00"'),
     "created-fraction": update(created='"2026-01-01T00:00:00.5Z"'),

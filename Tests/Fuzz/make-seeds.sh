@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=corpus
 py=${FEDBATCH_PYTHON:-../../.venv/bin/python}
-mkdir -p $out/{safetensors,manifest,signature,container,idx,csv}
+mkdir -p $out/{safetensors,manifest,statement,signature,container,idx,csv}
 tmp=$(mktemp -d /tmp/fb-seeds-XXXXXX)
 trap 'gpgconf --homedir "$tmp/g" --kill all 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -26,11 +26,11 @@ for name, tensors in t.items():
 tensors = save({"0.weight": np.full((3, 4), 0.01, np.float32), "0.bias": np.zeros(3, np.float32),
                 "2.weight": np.zeros((2, 3), np.float32), "2.bias": np.zeros(2, np.float32)})
 member = {"name": "tensors.safetensors", "length": len(tensors), "sha256": hashlib.sha256(tensors).hexdigest()}
-update = {"format": "fedbatch", "version": 1, "kind": "update", "model": {"id": "demo", "arch": "mlp:4-3-2"},
+update = {"format": "fedbatch", "version": 2, "kind": "update", "model": {"id": "demo", "arch": "mlp:4-3-2"},
           "base": {"number": 0, "digest": "ab" * 32}, "site": {"id": "site-1", "seq": 1}, "num_examples": 100,
           "created": "2026-01-01T00:00:00Z", "codec": "fp32", "fedbatch_version": "0.1.0", "metrics": {"loss": 0.5},
           "members": [member]}
-generation = {"format": "fedbatch", "version": 1, "kind": "generation", "model": {"id": "demo", "arch": "mlp:4-3-2"},
+generation = {"format": "fedbatch", "version": 2, "kind": "generation", "model": {"id": "demo", "arch": "mlp:4-3-2"},
               "generation": 1, "parent": {"number": 0, "digest": "cd" * 32}, "created": "2026-01-01T00:00:00Z",
               "codec": "fp32", "fedbatch_version": "0.1.0", "metrics": {"bundles": 1},
               "included": [{"digest": "ef" * 32, "site": "site-1", "signer": "A" * 40, "seq": 1, "num_examples": 100, "weight": 100}],
@@ -52,7 +52,21 @@ open(f"{out}/csv/small.csv", "w").write("label,a,b,c\n0,0.5,1,2\n1,-1e3,0,7.25\n
 open(f"{out}/csv/crlf.csv", "w").write("x,label\r\n1.5,1\r\n2.5,0\r\n")
 PY
 
-# Signatures by gpg, and containers sealed with them (and one unsigned).
+# Each payload's statement (fedbatch-bundle(5), STATEMENT), signatures over
+# it by gpg, and containers sealed with them (and one unsigned).
+for kind in update generation; do
+  "$py" - corpus/../payload-$kind.zst $kind "$tmp/$kind.statement" <<'PY'
+import hashlib, sys
+p, kind = open(sys.argv[1], "rb").read(), sys.argv[2]
+payload = '"payload":{"length":%d,"sha256":"%s"}' % (len(p), hashlib.sha256(p).hexdigest())
+if kind == "update":
+    s = '{"format":"fedbatch","kind":"update","model":"demo",%s,"site":{"id":"site-1","seq":1},"version":2}' % payload
+else:
+    s = '{"format":"fedbatch","generation":1,"kind":"generation","model":"demo",%s,"version":2}' % payload
+open(sys.argv[3], "wb").write(s.encode())
+PY
+  cp "$tmp/$kind.statement" "$out/statement/$kind.json"
+done
 mkdir -m 700 "$tmp/g"
 g() { gpg --homedir "$tmp/g" --batch --no-tty --pinentry-mode loopback --passphrase '' "$@"; }
 g --quick-gen-key 'seed-ed <ed@fedbatch.test>' ed25519 sign 0 2>/dev/null
@@ -60,20 +74,20 @@ g --quick-gen-key 'seed-rsa <rsa@fedbatch.test>' rsa3072 sign 0 2>/dev/null
 for who in ed rsa; do
   for kind in update generation; do
     p=corpus/../payload-$kind.zst
-    g -u "$who@fedbatch.test" --detach-sign -o "$tmp/$who-$kind.sig" "$p"
+    g -u "$who@fedbatch.test" --detach-sign -o "$tmp/$who-$kind.sig" "$tmp/$kind.statement"
     cp "$tmp/$who-$kind.sig" "$out/signature/$who-$kind.sig"
-    "$py" - "$p" "$tmp/$who-$kind.sig" "$out/container/$who-$kind.fbu" <<'PY'
+    "$py" - "$p" "$tmp/$kind.statement" "$tmp/$who-$kind.sig" "$out/container/$who-$kind.fbu" <<'PY'
 import struct, sys
-payload, sig = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
-slot = struct.pack("<II", 0x184D2A5E, len(sig) + 16) + sig + struct.pack("<II", len(sig), 0) + b"fbsig001"
-open(sys.argv[3], "wb").write(payload + slot)
+payload, st, sig = (open(a, "rb").read() for a in sys.argv[1:4])
+slot = struct.pack("<II", 0x184D2A5E, len(st) + len(sig) + 16) + st + sig + struct.pack("<II", len(st), len(sig)) + b"fbsig002"
+open(sys.argv[4], "wb").write(payload + slot)
 PY
   done
 done
-"$py" - corpus/../payload-update.zst "$out/container/unsigned.fbu" <<'PY'
+"$py" - corpus/../payload-update.zst "$tmp/update.statement" "$out/container/unsigned.fbu" <<'PY'
 import struct, sys
-payload = open(sys.argv[1], "rb").read()
-open(sys.argv[2], "wb").write(payload + struct.pack("<II", 0x184D2A5E, 16) + struct.pack("<II", 0, 0) + b"fbsig001")
+payload, st = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+open(sys.argv[3], "wb").write(payload + struct.pack("<II", 0x184D2A5E, len(st) + 16) + st + struct.pack("<II", len(st), 0) + b"fbsig002")
 PY
 rm -f corpus/../payload-*.zst
 find corpus -type f | sort | xargs ls -l | awk '{print $5, $9}'

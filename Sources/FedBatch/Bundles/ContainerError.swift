@@ -5,6 +5,7 @@ import Foundation
 /// member, size or limit at fault.
 public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
     case fileTooLarge(size: Int64, cap: Int64)
+    case formatVersion(Int)
     case noSignatureTrailer
     case badSignatureFrame(String)
     case signatureTooLarge(size: Int, cap: Int)
@@ -33,6 +34,7 @@ public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible,
     public var code: String {
         switch self {
         case .fileTooLarge: return "file.too-large"
+        case .formatVersion: return "file.version"
         case .noSignatureTrailer: return "signature.missing"
         case .badSignatureFrame: return "signature.frame"
         case .signatureTooLarge: return "signature.too-large"
@@ -77,6 +79,8 @@ public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible,
         switch self {
         case let .fileTooLarge(size, cap):
             return "file is \(size) bytes, above the cap of \(cap) bytes"
+        case .formatVersion(let v):
+            return "this is a format-\(v) container; this fedbatch reads format \(Statement.version) only (fedbatch-bundle(5)): ask its sender to write it again with this version"
         case .noSignatureTrailer:
             return "file does not end with a fedbatch signature slot: it was truncated, bytes were appended, or it is not a fedbatch container"
         case .badSignatureFrame(let why):

@@ -1,105 +1,134 @@
 import Foundation
 
-/// The outer framing of a container file: the signed payload (one zstd
-/// frame) followed by the signature slot, a zstd *skippable frame* that
-/// standard decompressors pass over:
+/// The outer framing of a container file (format 2): the payload (one
+/// zstd frame), then one zstd *skippable frame*, which standard
+/// decompressors pass over, holding the signed statement and its signature:
 ///
-///     payload     := zstd frame                       (the signed bytes)
+///     payload     := zstd frame                       (P bytes; the statement names its SHA-256)
 ///     slot        := u32le 0x184D2A5E                 (skippable-frame magic)
-///                    u32le L + 16                     (frame content size)
-///                    L bytes                          (binary OpenPGP signature)
-///                    u32le L  u32le 0  "fbsig001"     (16-byte trailer)
+///                    u32le S + L + 16                 (frame content size)
+///                    S bytes                          (the statement, canonical JSON)
+///                    L bytes                          (binary OpenPGP signature over the statement)
+///                    u32le S  u32le L  "fbsig002"     (16-byte trailer)
 ///
 /// The trailer sits at the very end, so a reader finds the slot with one
-/// fixed-size read and never has to parse the payload to locate it: that is
-/// what lets the signature be checked before any byte is decompressed.
-/// fedbatch-bundle(5) is the normative description.
+/// fixed-size read and never has to parse the payload to locate it: the
+/// signature and the statement are checked, and the payload hashed against
+/// it, before any byte is decompressed. fedbatch-bundle(5) is the normative
+/// description.
 public struct ContainerFile: Sendable {
     public static let slotMagic: UInt32 = 0x184D_2A5E
-    public static let trailerMagic = Array("fbsig001".utf8)
+    public static let trailerMagic = Array("fbsig002".utf8)
+    /// Format 1's trailer, recognised only to refuse it by name.
+    static let formatOneMagic = Array("fbsig001".utf8)
     public static let trailerSize = 16
     public static let frameHeaderSize = 8
 
-    /// The exact bytes the signature covers (the zstd payload).
-    public let signedBytes: Data
-    /// The binary OpenPGP signature; empty for an unsigned file.
+    /// The compressed archive (manifest and members).
+    public let payload: Data
+    /// The statement bytes, exactly as signed.
+    public let statement: Data
+    /// The binary OpenPGP signature over `statement`; empty for an unsigned file.
     public let signature: Data
 
-    /// The container's identity: SHA-256 of the signed bytes (never its file name).
-    public var digest: Digest { Digest.of(signedBytes) }
+    /// SHA-256 of the payload, computed here. For a file that verified this
+    /// is the digest its statement names: the container's identity (never
+    /// its file name).
+    public var digest: Digest { Digest.of(payload) }
 
-    /// Splits a file into payload and signature by reading only the
-    /// fixed-size trailer and the slot header; nothing is decompressed.
-    /// An empty slot is returned as an empty signature (the caller decides).
+    /// Where the slot sits and what it holds, from the trailer alone.
+    struct Slot {
+        let payloadLength: Int
+        let statement: Data
+        let signature: Data
+    }
+
+    /// Splits a file into payload, statement and signature by reading only
+    /// the fixed-size trailer and the slot; nothing is decompressed. An
+    /// empty signature is returned as it is (the caller decides).
     public static func split(_ file: Data, limits: ContainerLimits = .default) throws -> ContainerFile {
         let file = file.startIndex == 0 ? file : Data(file)
-        let (payloadLength, sig) = try locate(size: Int64(file.count), limits: limits) { offset, count in
+        let slot = try locate(size: Int64(file.count), limits: limits) { offset, count in
             file.subdata(in: Int(offset)..<(Int(offset) + count))
         }
         // A slice, not a copy: payloads run to gigabytes.
-        return ContainerFile(signedBytes: file[0..<payloadLength], signature: sig)
+        return ContainerFile(payload: file[0..<slot.payloadLength], statement: slot.statement, signature: slot.signature)
     }
 
     /// Reads a container from an open file, its end first: a file that is
-    /// too large or has no valid signature slot is refused before its
-    /// payload is read, so junk costs neither time nor memory.
+    /// too large or has no valid slot is refused before its payload is read,
+    /// so junk costs neither time nor memory.
     public static func read(_ file: OpenFile, limits: ContainerLimits = .default) throws -> ContainerFile {
-        let (payloadLength, sig) = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
-        let payload = try file.read(at: 0, count: payloadLength)
-        guard payload.count == payloadLength else { throw FileError(path: file.displayPath, message: "shrank while it was being read") }
-        return ContainerFile(signedBytes: payload, signature: sig)
+        let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+        let payload = try file.read(at: 0, count: slot.payloadLength)
+        guard payload.count == slot.payloadLength else { throw FileError(path: file.displayPath, message: "shrank while it was being read") }
+        return ContainerFile(payload: payload, statement: slot.statement, signature: slot.signature)
     }
 
-    /// The digest of a container's signed bytes, hashed in pieces: memory
-    /// stays small whatever the file's size.
-    public static func digest(of file: OpenFile, limits: ContainerLimits = .default) throws -> Digest {
-        let (payloadLength, _) = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+    /// The statement of a file, parsed but not verified, from its last few
+    /// hundred bytes. A merge orders the inbox by the payload digests these
+    /// name without reading any payload; verification later proves them.
+    public static func statement(of file: OpenFile, limits: ContainerLimits = .default) throws -> Statement {
+        let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+        return try Statement.parse(slot.statement)
+    }
+
+    /// The SHA-256 of a file's payload, hashed in pieces: memory stays small
+    /// whatever the file's size.
+    public static func payloadDigest(of file: OpenFile, limits: ContainerLimits = .default) throws -> Digest {
+        let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
         let hasher = SHA2Hasher()
-        try file.stream(from: 0, count: Int64(payloadLength)) { hasher.update($0) }
+        try file.stream(from: 0, count: Int64(slot.payloadLength)) { hasher.update($0) }
         return hasher.finalize()
     }
 
-    /// Finds the payload length and the signature from the trailer and the
-    /// slot alone; `read(offset, count)` supplies bytes of the file.
-    static func locate(size: Int64, limits: ContainerLimits, read: (Int64, Int) throws -> Data) throws -> (payloadLength: Int, signature: Data) {
+    /// Finds the slot from the trailer; `read(offset, count)` supplies bytes
+    /// of the file.
+    static func locate(size: Int64, limits: ContainerLimits, read: (Int64, Int) throws -> Data) throws -> Slot {
         if size > limits.maxFileBytes { throw ContainerError.fileTooLarge(size: size, cap: limits.maxFileBytes) }
         guard size >= Int64(trailerSize + frameHeaderSize + 4) else { throw ContainerError.noSignatureTrailer }
         let trailer = try read(size - Int64(trailerSize), trailerSize)
         guard trailer.count == trailerSize else { throw ContainerError.noSignatureTrailer }
         let t = Array(trailer)
-        guard Array(t[8..<16]) == trailerMagic else { throw ContainerError.noSignatureTrailer }
-        let length = Int(u32(t, 0))
-        let reserved = u32(t, 4)
-        guard reserved == 0 else { throw ContainerError.badSignatureFrame("reserved trailer field is \(reserved), not 0") }
+        let magic = Array(t[8..<16])
+        if magic == formatOneMagic { throw ContainerError.formatVersion(1) }
+        guard magic == trailerMagic else { throw ContainerError.noSignatureTrailer }
+        let statementLength = Int(u32(t, 0)), length = Int(u32(t, 4))
+        guard statementLength > 0, statementLength <= Statement.maxBytes else {
+            throw ContainerError.badSignatureFrame("statement length \(statementLength) is not between 1 and \(Statement.maxBytes)")
+        }
         guard length <= limits.maxSignatureBytes else { throw ContainerError.signatureTooLarge(size: length, cap: limits.maxSignatureBytes) }
-        let frameStart = size - Int64(trailerSize + length + frameHeaderSize)
-        guard frameStart >= 4 else { throw ContainerError.badSignatureFrame("signature length \(length) leaves no room for a payload") }
-        let slot = Array(try read(frameStart, frameHeaderSize + length))
-        guard slot.count == frameHeaderSize + length else { throw ContainerError.noSignatureTrailer }
-        let magic = u32(slot, 0), frameSize = u32(slot, 4)
-        guard magic == slotMagic else {
-            throw ContainerError.badSignatureFrame(String(format: "expected skippable-frame magic 0x%08X before the signature, found 0x%08X", slotMagic, magic))
+        let content = statementLength + length + trailerSize
+        let frameStart = size - Int64(content + frameHeaderSize)
+        guard frameStart >= 4 else { throw ContainerError.badSignatureFrame("statement and signature lengths leave no room for a payload") }
+        let slot = Array(try read(frameStart, frameHeaderSize + statementLength + length))
+        guard slot.count == frameHeaderSize + statementLength + length else { throw ContainerError.noSignatureTrailer }
+        let frameMagic = u32(slot, 0), frameSize = u32(slot, 4)
+        guard frameMagic == slotMagic else {
+            throw ContainerError.badSignatureFrame(String(format: "expected skippable-frame magic 0x%08X before the statement, found 0x%08X", slotMagic, frameMagic))
         }
-        guard Int(frameSize) == length + trailerSize else {
-            throw ContainerError.badSignatureFrame("frame size \(frameSize) disagrees with signature length \(length)")
+        guard Int(frameSize) == content else {
+            throw ContainerError.badSignatureFrame("frame size \(frameSize) disagrees with the statement and signature lengths \(statementLength) + \(length)")
         }
-        return (Int(frameStart), Data(slot[frameHeaderSize...]))
+        let body = Data(slot[frameHeaderSize...])
+        return Slot(payloadLength: Int(frameStart), statement: body.prefix(statementLength), signature: body.suffix(length))
     }
 
     private static func u32(_ b: [UInt8], _ i: Int) -> UInt32 {
         UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
     }
 
-    /// Appends the signature slot to a payload.
-    public static func seal(payload: Data, signature: Data) -> Data {
-        var out = Data(capacity: payload.count + signature.count + frameHeaderSize + trailerSize)
+    /// Appends the slot to a payload.
+    public static func seal(payload: Data, statement: Data, signature: Data) -> Data {
+        var out = Data(capacity: payload.count + statement.count + signature.count + frameHeaderSize + trailerSize)
         out.append(payload)
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         u32(slotMagic)
-        u32(UInt32(signature.count + trailerSize))
+        u32(UInt32(statement.count + signature.count + trailerSize))
+        out.append(statement)
         out.append(signature)
+        u32(UInt32(statement.count))
         u32(UInt32(signature.count))
-        u32(0)
         out.append(contentsOf: trailerMagic)
         return out
     }

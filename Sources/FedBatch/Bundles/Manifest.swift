@@ -10,7 +10,7 @@ public enum FedBatchVersion {
 public struct Manifest: Codable, Sendable, Equatable {
     /// The container format this build writes; readers refuse newer ones.
     public static let formatName = "fedbatch"
-    public static let formatVersion = 1
+    public static let formatVersion = 2
 
     public enum Kind: String, Codable, Sendable {
         case update, generation
@@ -142,7 +142,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// the fields each kind requires, and well-formed member entries.
     public func validate() throws {
         guard format == Manifest.formatName else { throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"") }
-        guard version >= 1 else { throw ContainerError.manifestInvalid("version \(version) is not valid") }
+        guard version >= Manifest.formatVersion else {
+            throw ContainerError.manifestInvalid("version \(version) is an older format than the container's; a format-\(Manifest.formatVersion) manifest says \(Manifest.formatVersion)")
+        }
         guard version <= Manifest.formatVersion else {
             throw ContainerError.manifestInvalid("format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads (\(Manifest.formatVersion)); upgrade fedbatch")
         }

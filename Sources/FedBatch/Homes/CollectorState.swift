@@ -97,7 +97,7 @@ extension Collector {
         let included = Set((current.manifest.included ?? []).map(\.digest))
         for entry in try listDirectory(home.layout.inbox) where !included.isEmpty && entry.name.first != 0x2E {
             guard let file = try? OpenFile(entry),
-                  let digest = try? ContainerFile.digest(of: file), included.contains(digest.hex) else { continue }
+                  let digest = try? ContainerFile.payloadDigest(of: file), included.contains(digest.hex) else { continue }
             let name = try Filing.freeName(in: home.layout.accepted, for: entry.name)
             try moveEntry(entry, to: home.layout.accepted, as: name)
             try ledger.recordStored(digest: digest.hex, name: name)

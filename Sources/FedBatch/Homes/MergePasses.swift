@@ -1,9 +1,10 @@
 import Foundation
 
-/// The two reading passes of a merge over the inbox. Pass 1 hashes every
-/// settled file to fix the summation order; pass 2 verifies and decodes
-/// the same bytes in that order. Both run on worker threads and touch
-/// nothing but the entry they are given.
+/// The two reading passes of a merge over the inbox. Pass 1 reads only each
+/// settled file's statement (its last few hundred bytes) to fix the
+/// summation order by the payload digests they name; pass 2 reads each
+/// file once, verifying, hashing and decoding it, in that order. Both run
+/// on worker threads and touch nothing but the entry they are given.
 extension Collector {
     /// One inbox entry after pass 2: verified and decoded, or refused.
     enum Decoded: @unchecked Sendable {
@@ -13,10 +14,11 @@ extension Collector {
         case refused(Error, bundleDigest: String?)
     }
 
-    /// Pass 1: every settled regular file's digest, a piece at a time, two
-    /// files at once; entries still arriving wait, and entries that cannot
-    /// even be identified (links, junk without a signature slot, files above
-    /// the model's size) are refused here. Returns the files in digest order.
+    /// Pass 1: every settled regular file's statement, unverified: it only
+    /// orders the work, and pass 2 proves it. Entries still arriving wait,
+    /// and entries that cannot even be identified (links, junk without a
+    /// slot or with a malformed statement, files above the model's size) are
+    /// refused here. Returns the files in digest order.
     func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date,
                                rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting])
         throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
@@ -31,7 +33,9 @@ extension Collector {
             case .refused(let error): try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
             }
         }
-        ordered.sort { $0.digest < $1.digest }
+        // Equal digests are copies of one payload; the name breaks the tie so
+        // that which copy counts is the same on every run.
+        ordered.sort { a, b in a.digest != b.digest ? a.digest < b.digest : a.entry.name.lexicographicallyPrecedes(b.entry.name) }
         return ordered
     }
 
@@ -55,15 +59,16 @@ extension Collector {
                 return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
             }
             let file = try OpenFile(entry)
-            let digest = try ContainerFile.digest(of: file, limits: limits)
+            let statement = try ContainerFile.statement(of: file, limits: limits)
             guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
-            return .ready(digest, file.status)
+            return .ready(statement.payloadDigest, file.status)
         } catch {
             return .refused(error)
         }
     }
 
-    /// Pass 2 for one entry: the same bytes as pass 1, verified and decoded.
+    /// Pass 2 for one entry: the same file as pass 1 (same size, times and
+    /// inode), read once, verified and decoded.
     static func decode(_ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
                                verifier: Verifier, limits: ContainerLimits) -> Decoded {
         let file: OpenFile
@@ -77,8 +82,8 @@ extension Collector {
         do {
             v = try verifier.open(file, path: entry.displayPath, limits: limits)
         } catch {
-            // The bytes verified must be the bytes the order was built on.
-            if let now = try? ContainerFile.digest(of: file, limits: limits), now != digest { return .changed }
+            // A file rewritten while it was read is not refused for it.
+            if (try? file.currentStatus()) != status { return .changed }
             return .refused(error, bundleDigest: nil)
         }
         guard v.digest == digest else { return .changed }

@@ -62,7 +62,7 @@ public final class PayloadSigner {
         runQuietly("gpg-connect-agent", ["--homedir", gnupgHome, "--no-autostart"] + commands + ["/bye"])
     }
 
-    /// A detached signature over the exact payload bytes.
+    /// A detached signature over exact bytes (a container's statement).
     public func sign(_ payload: Data) throws -> Data {
         forgetCachedPassphrase()
         do {
@@ -76,10 +76,13 @@ public final class PayloadSigner {
         }
     }
 
-    /// Builds, signs and seals a container in one step.
+    /// Builds, signs and seals a container in one step. gpg signs the
+    /// statement only, so signing costs the same whatever the model's size.
     public func seal(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (file: Data, manifest: Manifest, digest: Digest) {
         let (payload, final) = try ContainerWriter.payload(manifest: manifest, members: members)
-        return (ContainerFile.seal(payload: payload, signature: try sign(payload)), final, Digest.of(payload))
+        let statement = Statement(for: final, payload: payload)
+        let bytes = statement.encoded
+        return (ContainerFile.seal(payload: payload, statement: bytes, signature: try sign(bytes)), final, statement.payloadDigest)
     }
 
     /// This key's public part, armored, for pinning elsewhere.

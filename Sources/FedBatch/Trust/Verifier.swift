@@ -8,7 +8,10 @@ public struct VerifiedContainer: Sendable {
     public let file: ContainerFile
     public let container: Container
     public let signer: PinnedKey
-    /// SHA-256 of the signed bytes, computed once during verification.
+    /// The signed statement the payload matched.
+    public let statement: Statement
+    /// SHA-256 of the payload, computed once during verification (and equal
+    /// to the one the statement names).
     public let digest: Digest
     public var manifest: Manifest { container.manifest }
 }
@@ -16,10 +19,12 @@ public struct VerifiedContainer: Sendable {
 /// Verifies containers against a home's pinned keys, in an isolated keyring
 /// built once from those keys (the user's own keyring never counts).
 ///
-/// The order is the one fedbatch-bundle(5) requires: locate the signature
-/// slot, check the packet framing, verify with gpg, check the key's state
-/// and the digest algorithm; only then decompress and parse, and finally
-/// check that the signer is pinned for the role the manifest claims.
+/// The order is the one fedbatch-bundle(5) requires: locate the slot, check
+/// the signature packet's framing, verify it over the statement with gpg,
+/// check the key's state and the digest algorithm, parse the statement
+/// strictly, hash the payload and compare; only then decompress and parse,
+/// check that the manifest says what the statement says, and finally that
+/// the signer is pinned for the role they claim.
 ///
 /// A verifier owns one gpgme context: use each instance from one thread at
 /// a time (the merge gives each worker its own).
@@ -46,21 +51,19 @@ public final class Verifier: @unchecked Sendable {
         _ = try SignaturePacket.checkSingle(signature)
     }
 
-    /// Checks the signature over the exact signed bytes; returns the pinned
-    /// key that made it. Nothing of the payload is parsed.
+    /// Checks the signature over the exact statement bytes; returns the
+    /// pinned key that made it. Nothing else of the file is read.
     public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {
-        try verify(file).signer
+        try verify(file)
     }
 
-    /// Verifies the signature and returns the signer and the file's digest
-    /// (the payload is hashed once for both the digest and the signature's
-    /// quick check).
-    func verify(_ file: ContainerFile) throws -> (signer: PinnedKey, digest: Digest) {
+    /// Verifies the statement's signature: gpg sees the statement only.
+    func verify(_ file: ContainerFile) throws -> PinnedKey {
         guard !file.signature.isEmpty else { throw TrustError.unsigned }
         let parsed = try SignaturePacket.checkSingle(file.signature)
         let results: [GPGSignatureResult]
         do {
-            results = try keyring.context.verifyDetached(signature: file.signature, signed: file.signedBytes)
+            results = try keyring.context.verifyDetached(signature: file.signature, signed: file.statement)
         } catch let e as GPGError {
             throw TrustError.gpg(e.description)
         }
@@ -108,11 +111,24 @@ public final class Verifier: @unchecked Sendable {
         }
         guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
         let hasher = SHA2Hasher()
-        hasher.update(file.signedBytes)
-        let forSignature = hasher.copy()
-        let digest = hasher.finalize()
-        try SignaturePacket.checkQuickCheck(parsed, payloadHasher: forSignature, payload: file.signedBytes)
-        return (pinned, digest)
+        hasher.update(file.statement)
+        try SignaturePacket.checkQuickCheck(parsed, payloadHasher: hasher, payload: file.statement)
+        return pinned
+    }
+
+    /// The statement of a file whose signature verified, and the payload
+    /// checked against it: its length, then its SHA-256 (one pass, with the
+    /// CPU's SHA instructions). Nothing is decompressed before this.
+    public func checkPayload(_ file: ContainerFile) throws -> (Statement, Digest) {
+        let statement = try Statement.parse(file.statement)
+        guard Int64(file.payload.count) == statement.payloadLength else {
+            throw StatementError.payloadLength(declared: statement.payloadLength, actual: Int64(file.payload.count))
+        }
+        let digest = Digest.of(file.payload)
+        guard digest == statement.payloadDigest else {
+            throw StatementError.payloadDigest(declared: statement.payloadDigest.hex, actual: digest.hex)
+        }
+        return (statement, digest)
     }
 
     /// Reads, verifies and parses one file.
@@ -124,9 +140,11 @@ public final class Verifier: @unchecked Sendable {
     /// read first: see `ContainerFile.read`).
     public func open(_ handle: OpenFile, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
         let file = try ContainerFile.read(handle, limits: limits)
-        let (signer, digest) = try verify(file)
-        let container = try ContainerReader.read(payload: file.signedBytes, limits: limits)
+        let signer = try verify(file)
+        let (statement, digest) = try checkPayload(file)
+        let container = try ContainerReader.read(payload: file.payload, limits: limits)
         let m = container.manifest
+        try statement.check(against: m)
         try m.checkCreated(notAfter: Date())
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
         guard signer.role == claimed else {
@@ -135,6 +153,6 @@ public final class Verifier: @unchecked Sendable {
                 : "bundle \(m.site!.id) seq \(m.site!.seq)"
             throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
         }
-        return VerifiedContainer(path: path, file: file, container: container, signer: signer, digest: digest)
+        return VerifiedContainer(path: path, file: file, container: container, signer: signer, statement: statement, digest: digest)
     }
 }

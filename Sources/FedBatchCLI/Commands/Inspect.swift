@@ -34,6 +34,8 @@ extension Inspection: CommandOutput {
         func row(_ k: String, _ v: String) { lines.append(k.padding(toLength: 12, withPad: " ", startingAt: 0) + v) }
         row("file", file)
         row("digest", digest)
+        row("statement", statement)
+        row("payload", payloadMatches ? "matches the statement" : "does NOT match the statement")
         row("signature", signatureBytes > 0 ? "\(signatureBytes) bytes, not checked (use fedbatch verify)" : "none: the file is unsigned")
         row("kind", m.kind.rawValue)
         row("model", "\(m.model.id) (\(m.model.arch))")
