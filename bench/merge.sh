@@ -20,6 +20,9 @@ key() {
 }
 "$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
 "$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
+# A first merge on the empty inbox builds state.db, as a collector in
+# service has it; the timed merge below is then a steady-state one.
+"$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
 # Trained weights: the base plus noise, written once and packed by every site.
 "$py" - "$work/base.safetensors" "$work/trained.safetensors" <<'PY'
 import sys, numpy as np

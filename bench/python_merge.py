@@ -3,10 +3,13 @@
     python_merge.py GNUPGHOME BASE.safetensors OUT.safetensors BUNDLE...
 
 What a careful Python collector would do with the same files: for each
-bundle, split off fedbatch's signature slot, verify the detached signature
-with python-gnupg, decompress with zstandard, read the tar, check each
-member's SHA-256 against the manifest, load the tensors with safetensors,
-and accumulate the FedAvg sum in float64 with numpy; then write the result.
+bundle, split off fedbatch's slot (fedbatch-bundle(5), format 2), verify the
+statement's detached signature with python-gnupg, check the payload's
+SHA-256 against the statement with hashlib, decompress with zstandard, read
+the tar, check each member's SHA-256 against the manifest, load the tensors
+with safetensors, and accumulate the FedAvg sum in float64 with numpy; then
+write the result. (It checks fewer rules than fedbatch: no strict statement
+or manifest parsing, no caps, no finite-result check before writing.)
 """
 import hashlib
 import io
@@ -24,9 +27,11 @@ from safetensors.numpy import load, load_file, save_file
 
 
 def split(data):
-    length = struct.unpack("<I", data[-16:-12])[0]
-    start = len(data) - 16 - length - 8
-    return data[:start], data[start + 8:start + 8 + length]
+    assert data[-8:] == b"fbsig002"
+    slen, length = struct.unpack("<II", data[-16:-8])
+    start = len(data) - 16 - length - slen - 8
+    body = data[start + 8:len(data) - 16]
+    return data[:start], body[:slen], body[slen:]
 
 
 def main():
@@ -38,12 +43,14 @@ def main():
     for path in sorted(bundles):
         with open(path, "rb") as fh:
             data = fh.read()
-        payload, sig = split(data)
+        payload, statement, sig = split(data)
         with tempfile.NamedTemporaryFile(delete=False) as s:
             s.write(sig)
-        verified = gpg.verify_data(s.name, payload)
+        verified = gpg.verify_data(s.name, statement)
         os.unlink(s.name)
         assert verified.valid, f"{path}: {verified.status}"
+        named = json.loads(statement)["payload"]
+        assert named["length"] == len(payload) and named["sha256"] == hashlib.sha256(payload).hexdigest(), path
         tar = tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(payload, max_output_size=1 << 32)))
         manifest = json.loads(tar.extractfile("manifest.json").read())
         members = {m["name"]: m for m in manifest["members"]}

@@ -18,7 +18,10 @@ public final class NumericBuffer<Element: Numeric>: @unchecked Sendable {
     public init(count: Int) {
         let bytes = max(1, count) * MemoryLayout<Element>.stride
         if bytes >= LargeBuffer.threshold, let p = LargeBuffer.mapUnforked(bytes) {
-            // Anonymous mappings are zero-filled by the kernel.
+            // Anonymous mappings read as zeros, but through the shared zero
+            // page: the first write to each page would fault a second time.
+            // Writing the zeros now takes every fault here, once, in huge pages.
+            memset(p, 0, bytes)
             mapped = bytes
             buffer = UnsafeMutableBufferPointer(start: p.bindMemory(to: Element.self, capacity: count), count: count)
         } else {

@@ -57,6 +57,12 @@ public func mapFile(_ path: String, cap: Int64) throws -> Data {
 /// the old file or the complete new one: write a temp file in the same
 /// directory, fsync it, rename it over the target, fsync the directory.
 public func writeFileAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
+    try writeFileAtomically(parts: [data], to: path, mode: mode)
+}
+
+/// The same, for a file given as consecutive parts (a container's payload
+/// and slot), so that a large file is never copied just to be joined.
+public func writeFileAtomically(parts: [Data], to path: String, mode: mode_t = 0o644) throws {
     let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
     let base = (path as NSString).lastPathComponent
     var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
@@ -70,15 +76,17 @@ public func writeFileAtomically(_ data: Data, to path: String, mode: mode_t = 0o
     do {
         defer { close(fd) }
         fchmod(fd, mode)
-        try data.withUnsafeBytes { buf in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 {
-                    if Glibc.errno == EINTR { continue }
-                    throw FileError.errno(tmp, "write failed")
+        for data in parts {
+            try data.withUnsafeBytes { buf in
+                var off = 0
+                while off < buf.count {
+                    let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                    if n < 0 {
+                        if Glibc.errno == EINTR { continue }
+                        throw FileError.errno(tmp, "write failed")
+                    }
+                    off += n
                 }
-                off += n
             }
         }
         if fsync(fd) != 0 { throw FileError.errno(tmp, "fsync failed") }
@@ -158,8 +166,8 @@ public enum LargeBuffer {
     /// zeroing of fresh pages.
     public static func uninitialized(count: Int) -> Data {
         guard count >= threshold else { return Data(count: count) }
-        let capacity = (count + (2 << 20) - 1) & ~((2 << 20) - 1)
-        let p = pool.take(capacity) ?? mapUnforked(capacity)
+        let needed = (count + (2 << 20) - 1) & ~((2 << 20) - 1)
+        let (p, capacity) = pool.take(needed) ?? (mapUnforked(needed), needed)
         guard let p else { return Data(count: count) }
         return Data(bytesNoCopy: p, count: count, deallocator: .custom { ptr, _ in pool.give(ptr, capacity) })
     }
@@ -170,10 +178,14 @@ public enum LargeBuffer {
         /// Enough for the buffers a merge has in flight (three bundles, two each).
         private let limit = 8
 
-        func take(_ capacity: Int) -> UnsafeMutableRawPointer? {
+        /// The smallest free mapping that fits, if it wastes at most an
+        /// eighth: bundles of one model differ in compressed size by a few
+        /// megabytes, and each should reuse the last one's mapping.
+        func take(_ needed: Int) -> (UnsafeMutableRawPointer, Int)? {
             lock.lock(); defer { lock.unlock() }
-            guard let i = free.firstIndex(where: { $0.1 == capacity }) else { return nil }
-            return free.remove(at: i).0
+            let fits = free.indices.filter { free[$0].1 >= needed && free[$0].1 <= needed + needed / 8 }
+            guard let i = fits.min(by: { free[$0].1 < free[$1].1 }) else { return nil }
+            return free.remove(at: i)
         }
 
         func give(_ p: UnsafeMutableRawPointer, _ capacity: Int) {
@@ -190,9 +202,26 @@ public enum LargeBuffer {
 
     private static let pool = Pool()
 
+    /// Anonymous memory for a large buffer, aligned to 2 MiB and backed by
+    /// transparent huge pages where the kernel has them. A merge streams
+    /// gigabytes through buffers like these: with 4 KiB pages every first
+    /// touch is a fault (and, in a threaded process, a TLB shoot-down on the
+    /// other cores), which profiled as a fifth of the merge's time.
+    /// MADV_DONTFORK keeps the buffers out of the children gpgme forks, so a
+    /// fork neither copies their page tables nor makes them copy-on-write.
     static func mapUnforked(_ count: Int) -> UnsafeMutableRawPointer? {
-        guard let p = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
-        madvise(p, count, 10 /* MADV_DONTFORK */)
+        let huge = 2 << 20
+        guard let raw = mmap(nil, count + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else { return nil }
+        // Keep the 2 MiB-aligned part; give back the slack on either side.
+        let start = (Int(bitPattern: raw) + huge - 1) & ~(huge - 1)
+        let head = start - Int(bitPattern: raw)
+        let length = (count + Int(getpagesize()) - 1) & ~(Int(getpagesize()) - 1)
+        if head > 0 { munmap(raw, head) }
+        let tail = count + huge - head - length
+        if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: start + length), tail) }
+        let p = UnsafeMutableRawPointer(bitPattern: start)!
+        madvise(p, length, 14 /* MADV_HUGEPAGE */)
+        madvise(p, length, 10 /* MADV_DONTFORK */)
         return p
     }
 }

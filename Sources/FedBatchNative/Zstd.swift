@@ -47,8 +47,14 @@ private func zstdCheck(_ code: Int) throws -> Int {
 }
 
 /// Streaming zstd compressor with fixed parameters, so that the same input
-/// gives the same bytes on every run with the same libzstd (single-threaded:
-/// multi-threaded zstd may split jobs differently).
+/// gives the same bytes on every run with the same libzstd.
+///
+/// It compresses on two worker threads. zstd's multi-threaded output
+/// differs from its single-threaded output, but in streaming mode it is the
+/// same for any number of workers of one or more (zstd issues #2238 and
+/// #2327), so a collector with 2 cores and one with 64 write the same
+/// generation. A libzstd built without threads cannot make those bytes, so
+/// it is refused rather than silently writing others.
 public final class ZstdEncoder {
     private let ctx: OpaquePointer
     private var out = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
@@ -60,7 +66,10 @@ public final class ZstdEncoder {
         self.sink = sink
         _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_compressionLevel, level))
         _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1))
-        _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, 0))
+        if ZSTD_isError(ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, 2)) != 0 {
+            ZSTD_freeCCtx(ctx)
+            throw ZstdError.library("this libzstd has no multi-threaded compression, which fedbatch's reproducible output needs")
+        }
     }
 
     deinit { ZSTD_freeCCtx(ctx) }

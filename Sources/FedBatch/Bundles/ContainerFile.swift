@@ -120,8 +120,12 @@ public struct ContainerFile: Sendable {
 
     /// Appends the slot to a payload.
     public static func seal(payload: Data, statement: Data, signature: Data) -> Data {
-        var out = Data(capacity: payload.count + statement.count + signature.count + frameHeaderSize + trailerSize)
-        out.append(payload)
+        payload + slot(statement: statement, signature: signature)
+    }
+
+    /// The slot that follows a payload: frame header, statement, signature, trailer.
+    public static func slot(statement: Data, signature: Data) -> Data {
+        var out = Data(capacity: statement.count + signature.count + frameHeaderSize + trailerSize)
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         u32(slotMagic)
         u32(UInt32(statement.count + signature.count + trailerSize))

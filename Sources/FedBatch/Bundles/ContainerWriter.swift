@@ -17,6 +17,9 @@ public enum ContainerWriter {
         let manifestBytes = try manifest.encoded()
 
         var out = Data()
+        // Weights barely compress: reserve what the archive takes, so the
+        // output is not copied each time it grows.
+        out.reserveCapacity(manifestBytes.count + members.reduce(0) { $0 + $1.data.count } + (64 << 10))
         let encoder = try ZstdEncoder(level: compressionLevel) { chunk in out.append(contentsOf: chunk) }
         let tar = try TarWriter { chunk in try encoder.write(chunk) }
         try tar.add(name: ContainerPath.manifest, contents: manifestBytes)

@@ -128,12 +128,12 @@ public struct Collector {
                        ledger: Ledger) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
-        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
         // 1. the generation (temp file, fsync, rename, fsync dir) ...
-        try writeFileAtomically(sealed.file, to: path)
+        try writeFileAtomically(parts: sealed.parts, to: path)
         faultPoint("after-generation")
         // 2. ... then the index ...
         try ledger.recordGeneration(sealed.manifest, digest: sealed.digest.hex, file: path, stored: stored)

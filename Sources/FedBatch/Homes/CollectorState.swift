@@ -11,7 +11,7 @@ extension Collector {
         guard v.manifest.generation == newest else {
             throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
         }
-        return (v, weights)
+        return (v.identityOnly(), weights)
     }
 
     /// Opens state.db, rebuilding it from the files when it is missing or

@@ -72,9 +72,9 @@ public struct Home: Sendable {
         var manifest = Manifest(kind: .generation, model: .init(id: modelID, arch: arch.description),
                                 created: rfc3339(now), generation: 0, metrics: [:], included: [], rejected: [])
         manifest.metrics = ["parameters": Double(arch.parameterCount)]
-        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
         let path = layout.generation(0)
-        try writeFileAtomically(sealed.file, to: path)
+        try writeFileAtomically(parts: sealed.parts, to: path)
         try writeFileAtomically(Data(config.render().utf8), to: layout.config)
         return (Home(layout: layout, config: config), path, sealed.digest)
     }

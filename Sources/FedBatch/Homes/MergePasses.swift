@@ -89,7 +89,7 @@ extension Collector {
         guard v.digest == digest else { return .changed }
         do {
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
-            return .ok(v, tensors)
+            return .ok(v.droppingPayload(), tensors)
         } catch {
             return .refused(error, bundleDigest: v.digest.hex)
         }

@@ -77,10 +77,10 @@ public struct Site {
         let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now), codec: type(of: codec).name,
                                 base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
                                 numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
-        let sealed = try signer.seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(codec.encode(delta)))])
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(codec.encode(delta)))])
         let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
         let path = "\(home.layout.outbox)/\(name)"
-        try writeFileAtomically(sealed.file, to: path)
+        try writeFileAtomically(parts: sealed.parts, to: path)
         try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
         return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
                              baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics)

@@ -79,10 +79,18 @@ public final class PayloadSigner {
     /// Builds, signs and seals a container in one step. gpg signs the
     /// statement only, so signing costs the same whatever the model's size.
     public func seal(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (file: Data, manifest: Manifest, digest: Digest) {
+        let sealed = try sealInParts(manifest: manifest, members: members)
+        return (sealed.parts[0] + sealed.parts[1], sealed.manifest, sealed.digest)
+    }
+
+    /// The same container as its two parts, payload and slot, for
+    /// `writeFileAtomically(parts:)`: a generation is never copied whole
+    /// just to append a few hundred bytes.
+    public func sealInParts(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (parts: [Data], manifest: Manifest, digest: Digest) {
         let (payload, final) = try ContainerWriter.payload(manifest: manifest, members: members)
         let statement = Statement(for: final, payload: payload)
         let bytes = statement.encoded
-        return (ContainerFile.seal(payload: payload, statement: bytes, signature: try sign(bytes)), final, statement.payloadDigest)
+        return ([payload, ContainerFile.slot(statement: bytes, signature: try sign(bytes))], final, statement.payloadDigest)
     }
 
     /// This key's public part, armored, for pinning elsewhere.

@@ -14,6 +14,23 @@ public struct VerifiedContainer: Sendable {
     /// to the one the statement names).
     public let digest: Digest
     public var manifest: Manifest { container.manifest }
+
+    /// The same container without its compressed payload, which nothing
+    /// needs once the members are read: a merge holds several bundles and
+    /// the current generation at once, and each payload is as large as the
+    /// model.
+    func droppingPayload() -> VerifiedContainer {
+        VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+                          container: container, signer: signer, statement: statement, digest: digest)
+    }
+
+    /// Only what identifies the container (manifest, signer, digest), for
+    /// a generation whose weights were already copied out.
+    func identityOnly() -> VerifiedContainer {
+        VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+                          container: Container(manifest: container.manifest, manifestBytes: container.manifestBytes, members: [:]),
+                          signer: signer, statement: statement, digest: digest)
+    }
 }
 
 /// Verifies containers against a home's pinned keys, in an isolated keyring
@@ -31,6 +48,10 @@ public struct VerifiedContainer: Sendable {
 public final class Verifier: @unchecked Sendable {
     public let trust: TrustSet
     private let keyring: ScratchKeyring
+    /// Keys already looked up. The scratch keyring never changes after
+    /// `init`, and each lookup is a gpg process: a merge of 200 small
+    /// bundles would otherwise start 200 extra gpg processes.
+    private var keys: [String: GPGKey] = [:]
     /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is
     /// SHA-224, which is below the SHA-256 floor.
     static let acceptedDigests: Set<String> = ["SHA256", "SHA384", "SHA512"]
@@ -95,8 +116,13 @@ public final class Verifier: @unchecked Sendable {
 
         let key: GPGKey
         do {
-            guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else { throw TrustError.unknownSigner(who) }
-            key = k
+            if let cached = keys[sig.fingerprint] {
+                key = cached
+            } else {
+                guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else { throw TrustError.unknownSigner(who) }
+                keys[sig.fingerprint] = k
+                key = k
+            }
         } catch let e as GPGError {
             throw TrustError.gpg(e.description)
         }
