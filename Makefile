@@ -72,6 +72,8 @@ bench: build bench-deps
 	bench/gemm.sh | tee bench/out/gemm.md
 	bench/train.sh | tee bench/out/train.md
 	bench/merge.sh | tee bench/out/merge.md
+	CODEC=int8 bench/merge.sh | tail -1 | tee -a bench/out/merge.md
+	bench/codecs.sh | tee bench/out/codecs.md
 	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 

@@ -4,11 +4,13 @@
 # peak RSS as the number of bundles grows.
 #
 #   BUNDLES=20 ARCH=mlp:4096-4096-2048-10 bench/merge.sh   (25.2M parameters, ~100 MB each)
+#   CODEC=int8 bench/merge.sh                              (the sites' codec; default fp32)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb="$root/.build/release/fedbatch"
 py=${BENCH_PYTHON:-"$root/.venv-bench/bin/python"}
 n=${BUNDLES:-20}
+codec=${CODEC:-fp32}
 arch=${ARCH:-mlp:4096-4096-2048-10}
 work=$(mktemp -d /tmp/fb-merge-XXXXXX)
 export GNUPGHOME="$work/g"
@@ -36,7 +38,7 @@ for i in $(seq -w 1 "$n"); do
   "$fb" keys add --home "$work/col" --site "$s" "$work/$s.asc" -q
   "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$work/col/keys/collector.asc" --model-id m -q
   cp "$work/col/generations/g000000.fbg" "$work/$s/generations/"
-  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)))" "$work/col/inbox/"
+  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)) --codec "$codec")" "$work/col/inbox/"
   rm -rf "$work/$s"
 done
 bundles=("$work"/col/inbox/*.fbu)
@@ -53,7 +55,7 @@ t2=$(date +%s.%N)
 t3=$(date +%s.%N)
 
 floor=$(echo "$t1 - $t0" | bc); python=$(echo "$t2 - $t1" | bc); fedbatch=$(echo "$t3 - $t2" | bc)
-echo "| bundles | parameters | MB in | floor s | Python s | fedbatch s | fedbatch/floor | Python/fedbatch | fedbatch peak RSS MB | Python peak RSS MB |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-printf '| %d | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d |\n' "$n" "$arch" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
+echo "| bundles | parameters | codec | MB in | floor s | Python s | fedbatch s | fedbatch/floor | Python/fedbatch | fedbatch peak RSS MB | Python peak RSS MB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+printf '| %d | %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d |\n' "$n" "$arch" "$codec" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
   "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 ))

@@ -57,7 +57,13 @@ def main():
         tensors = tar.extractfile("tensors.safetensors").read()
         assert hashlib.sha256(tensors).hexdigest() == members["tensors.safetensors"]["sha256"]
         weight = float(manifest["num_examples"])
-        for k, v in load(tensors).items():
+        stored = load(tensors)
+        for k in base:
+            if manifest["codec"] == "int8":  # fedbatch-bundle(5), CODECS
+                scale = np.repeat(stored[k + "#scale"], 256)[:base[k].size].reshape(base[k].shape)
+                v = stored[k].astype(np.float32) * scale
+            else:
+                v = stored[k]
             assert np.isfinite(v).all()
             sums[k] += weight * v.astype(np.float64)
         total += weight

@@ -9,11 +9,13 @@
 #
 #   make demo                      # defaults below, about 2 minutes on 2 idle cores
 #   ROUNDS=60 EPOCHS=2 make demo   # the longer setting (see BENCHMARKS.md)
+#   CODEC=int8 make demo           # sites store updates with another codec
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
 data=${DATA:-/usr/share/datasets/fashion-mnist}
 SITES=${SITES:-10} ROUNDS=${ROUNDS:-30} ALPHA=${ALPHA:-0.5} EPOCHS=${EPOCHS:-1} LR=${LR:-0.05}
+codec=(); [ -z "${CODEC:-}" ] || codec=(--codec "$CODEC")
 work=${DEMO_DIR:-$(mktemp -d /tmp/fb-demo-XXXXXX)}
 export GNUPGHOME="$work/gnupg"
 mkdir -p -m 700 "$GNUPGHOME"
@@ -28,7 +30,7 @@ deliver() {  # deliver FILE DIR: copy as rsync does, to a dotfile renamed into p
   cp "$1" "$2/.$(basename "$1").tmp" && mv "$2/.$(basename "$1").tmp" "$2/$(basename "$1")"
 }
 
-echo "fedbatch demo: $SITES sites, Dirichlet alpha=$ALPHA, $ROUNDS rounds of $EPOCHS local epoch(s), in $work" >&2
+echo "fedbatch demo: $SITES sites, Dirichlet alpha=$ALPHA, $ROUNDS rounds of $EPOCHS local epoch(s), codec ${CODEC:-default}, in $work" >&2
 col="$work/collector"
 "$fb" init collector --home "$col" --model-id fmnist --arch mlp:784-256-128-10 --key "$(key collector)" -q
 "$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 -q
@@ -57,7 +59,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   newest=$(ls "$col/generations" | tail -1)
   for s in "${sites[@]}"; do
     deliver "$col/generations/$newest" "$work/$s/generations"
-    bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" --json | summary bundle file)
+    bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json | summary bundle file)
     deliver "$bundle" "$col/inbox"
   done
   # Bundles arrive by rename, complete, so the merge need not wait for
@@ -69,5 +71,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
   bundles=$(ls "$col/accepted" | wc -l)
   printf '%-6d %-11s %-9d %-9s %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $(( $(date +%s) - start ))
 done
+echo "bundles: $(ls "$col/accepted" | wc -l) files, $(du -cb "$col/accepted" | tail -1 | cut -f1) bytes (mean $(( $(du -cb "$col/accepted" | tail -1 | cut -f1) / $(ls "$col/accepted" | wc -l) )) per bundle)"
 echo >&2
 "$fb" log --home "$col" | tail -4

@@ -32,7 +32,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// Reason-code families whose errors mean "this file cannot be
     /// trusted or does not belong here": verification failed.
     static let verificationFamilies: Set<String> = [
-        "signature", "statement", "payload", "file", "zstd", "tar", "manifest", "member", "tensors", "model", "arch", "chain", "generation",
+        "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model", "arch", "chain", "generation",
     ]
 
     /// The one place where library errors become exit codes: by the

@@ -40,9 +40,12 @@ struct SiteCommandTests {
         #expect(m.kind == .update && m.numExamples == 1500 && m.site == .init(id: "site-1", seq: 1))
         #expect(m.base?.digest == (try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg")))).digest.hex)
         #expect((m.metrics["accuracy"] ?? 0) > 0.5)
-        // The tensors are the delta from generation 0: small, and not the weights.
-        let delta = try c.tensors().tensor("0.weight")!.floats()
-        #expect(delta.contains { $0 != 0 })
+        // Stored with the default codec, int8; decoded, the tensors are the
+        // delta from generation 0: small, and not the weights.
+        #expect(m.codec == "int8")
+        let arch = try ModelArchitecture(spec: "mlp:784-16-10")
+        let delta = Int8Codec().decodeAll(try c.tensors(), arch: arch).tensors[0]
+        #expect(delta.contains { $0 != 0 } && delta.allSatisfy { abs($0) < 0.5 })
 
         // A second run on the same generation writes nothing and exits 5 ...
         let second = try fed.fedbatch(["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200"])
@@ -200,7 +203,8 @@ struct SiteCommandTests {
             #expect(r.status == 3 && r.err.contains(message), "\(name): \(r.err)")
         }
         #expect(outbox(fed).isEmpty)
-        let ok = try fed.fedbatch(["pack", "--home", site, "--weights", dir.file("good.safetensors"), "--num-examples", "600", "--metric", "loss=0.25"])
+        let ok = try fed.fedbatch(["pack", "--home", site, "--weights", dir.file("good.safetensors"), "--num-examples", "600", "--metric", "loss=0.25",
+                                   "--codec", "fp32"])
         #expect(ok.status == 0, "\(ok.err)")
         let path = ok.out.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try fed.fedbatch(["verify", "--home", fed.collector, path]).status == 0)

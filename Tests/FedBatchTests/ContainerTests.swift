@@ -167,6 +167,12 @@ struct ContainerTests {
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
         m.version = 1
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        // A generation is the model itself: fp32 only.
+        var g = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
+                         parent: .init(number: 0, digest: String(repeating: "ab", count: 32)))
+        #expect(throws: Never.self) { try Samples.unsignedContainer(manifest: g) }
+        g.codec = "int8"
+        #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: g) }
         m = Samples.updateManifest()
         m.site = nil
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }

@@ -27,6 +27,17 @@ struct MergeProtocolTests {
         #expect(site.id == "site-1" && site.seq == 3 && n == 100)
     }
 
+    @Test("a codec the collector does not accept is refused with its own reason")
+    func codecNotAccepted() throws {
+        var k = rules().knowledge
+        k.acceptedCodecs = ["fp32", "int8"]
+        var m = update()
+        m.codec = "topk"
+        #expect(refusal(MergeProtocol(knowledge: k), m) == .codecNotAccepted("topk", accepted: ["fp32", "int8"]))
+        m.codec = "int8"
+        #expect(try MergeProtocol(knowledge: k).decide(m, digest: "d").examples == 100)
+    }
+
     @Test("each rule refuses with its own typed reason, a copy of a merged bundle before a stale base")
     func refusals() {
         let g = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 5,
@@ -56,7 +67,7 @@ struct FedAvgTests {
     func delta(_ values: [Float]) throws -> DecodedDelta {
         let file = try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 2], floats: Array(values.prefix(4)))),
                                                                          ("0.bias", Tensor(shape: [2], floats: Array(values.suffix(2))))]))
-        return try Codecs.make(name: "fp32").decode(file, arch: arch)
+        return try DecodedDelta.checked(file, codec: Codecs.make(name: "fp32"), arch: arch)
     }
 
     @Test("the weighted mean of the deltas, scaled by server_lr, added to the base; weights capped")
@@ -86,23 +97,5 @@ struct FedAvgTests {
     @Test("an unknown strategy is refused, naming the ones that exist")
     func unknown() {
         #expect(throws: StrategyError.unknown("median", known: ["fedavg"])) { try Strategies.make(name: "median", parameters: [:], arch: arch) }
-    }
-}
-
-@Suite("Codecs")
-struct CodecTests {
-    @Test("fp32 stores the delta as it is and decodes it back exactly, F16 widened; unknown codecs are refused")
-    func fp32() throws {
-        let arch = try ModelArchitecture(spec: "mlp:3-2")
-        let delta = ModelWeights(arch: arch, tensors: [[0.5, -1, 2, 1e-3, 3e38, -0], [1, 2]])
-        let codec = try Codecs.make(name: "fp32")
-        let stored = try SafetensorsFile(bytes: SafetensorsWriter.encode(codec.encode(delta)))
-        let decoded = try codec.decode(stored, arch: arch)
-        for t in 0..<2 { #expect(decoded.withTensor(t) { Array($0) } == delta.tensors[t]) }
-        // A half-precision tensor is widened on the way out.
-        let half = try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 3], floats: delta.tensors[0]).converted(to: .f16)),
-                                                                         ("0.bias", Tensor(shape: [2], floats: [1, 2]))]))
-        #expect(try codec.decode(half, arch: arch).withTensor(1) { Array($0) } == [1, 2])
-        #expect(throws: ContainerError.self) { try Codecs.make(name: "int8") }
     }
 }

@@ -133,8 +133,11 @@ def read(raw):
     identifier(string(model, "id"))
     string(model, "arch")
     created_ok(string(m, "created"))
-    if string(m, "codec") != "fp32":
+    codec = string(m, "codec")
+    if codec not in ("fp32", "fp16", "bf16", "int8", "topk"):
         raise Refused("codec")
+    if kind == "generation" and codec != "fp32":
+        raise Refused("a generation's codec must be fp32")
     string(m, "fedbatch_version")
     members = m.get("members")
     if not isinstance(members, list):
@@ -230,6 +233,8 @@ CASES = {
     "created-fraction": update(created='"2026-01-01T00:00:00.5Z"'),
     "created-feb-30": update(created='"2026-02-30T00:00:00Z"'),
     "codec-int8": update(codec='"int8"'),
+    "codec-topk": update(codec='"topk"'),
+    "codec-zip": update(codec='"zip"'),
     "codec-upper": update(codec='"FP32"'),
     "codec-missing": update(codec=None),
     "unknown-field": update(_extra=', "future": {"a": [1, 2, {"b": null}]}'),

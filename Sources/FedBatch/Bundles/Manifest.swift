@@ -151,6 +151,8 @@ public struct Manifest: Codable, Sendable, Equatable {
         guard Manifest.knownCodecs.contains(codec) else {
             throw ContainerError.manifestInvalid("codec \"\(codec)\" is not one this fedbatch reads (\(Manifest.knownCodecs.sorted().joined(separator: ", ")))")
         }
+        // Codecs compress updates; a generation is the model itself.
+        guard kind == .update || codec == "fp32" else { throw ContainerError.manifestInvalid("a generation's codec must be fp32, not \"\(codec)\"") }
         guard Manifest.parseCreated(created) != nil else {
             throw ContainerError.manifestInvalid("created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
         }

@@ -55,9 +55,10 @@ public struct Collector {
         // check and add here, in digest order.
         let home = self.home
         let verifiers = [verifier, try home.verifier()]
-        let knowledge = MergeProtocol.Knowledge(
+        var knowledge = MergeProtocol.Knowledge(
             current: .init(number: current.manifest.generation!, digest: current.digest.hex), maxExamples: settings.maxExamples,
             mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
+        knowledge.acceptedCodecs = settings.acceptCodecs
         var round = MergeRound(knowledge: knowledge, strategy: strategy, base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in

@@ -41,15 +41,24 @@ public struct TrainingDefaults: Sendable, Equatable {
     public var weightDecay = 0.0
     public var proxMu = 0.0
     public var seed: UInt64 = 0
+    /// How updates are stored (fedbatch-bundle(5), CODECS).
+    public var codec = TrainingDefaults.defaultCodec
+    /// The share of each tensor the topk codec keeps.
+    public var topkFraction = TopKCodec.defaultFraction
     public init() {}
 
-    static let keys: Set<String> = ["data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed"]
+    public static let defaultCodec = "int8"
+
+    static let keys: Set<String> = ["data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed",
+                                    "codec", "topk_fraction"]
 
     func render() -> [String] {
         var lines = ["", "# Defaults for `fedbatch train`; its flags override them.", "[training]"]
         lines.append(data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/path/to/data\"   # IDX directory, .csv or .safetensors shard")
         lines += ["epochs = \(epochs)", "batch_size = \(batchSize)", "lr = \(learningRate)", "optimizer = \"\(optimizer.rawValue)\"",
-                  "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)"]
+                  "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)",
+                  "# How updates are stored: fp32, fp16, bf16, int8 or topk (fedbatch-bundle(5)).",
+                  "codec = \(StrictJSON.quote(codec))", "topk_fraction = \(topkFraction)"]
         return lines
     }
 }
@@ -70,17 +79,21 @@ public struct MergeSettings: Sendable, Equatable {
     public var settleSeconds = 60.0
     /// The aggregation strategy (see `Strategies`).
     public var strategy = FedAvg.name
+    /// Codecs whose bundles a merge takes; others are quarantined.
+    public var acceptCodecs = Codecs.names.sorted()
     public init() {}
 
     /// The parameters handed to the strategy.
     public var strategyParameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
 
-    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds"]
+    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs"]
 
     func render() -> [String] {
         ["", "# Settings for `fedbatch merge`.", "[merge]", "strategy = \(StrictJSON.quote(strategy))", "min_bundles = \(minBundles)",
          "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
-         "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))"]
+         "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
+         "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
+         "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]"]
     }
 }
 
@@ -177,6 +190,15 @@ public struct HomeConfig: Sendable, Equatable {
             }
             m.strategy = name
         }
+        if let v = t["accept_codecs"] {
+            guard let list = v.array, !list.isEmpty else { throw HomeError.config(path: path, reason: "merge.accept_codecs must be a non-empty list of codec names") }
+            m.acceptCodecs = try list.map { item in
+                guard let s = item.string, Codecs.names.contains(s) else {
+                    throw HomeError.config(path: path, reason: "merge.accept_codecs: each must be one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))")
+                }
+                return s
+            }
+        }
         if let v = t["settle_seconds"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
                 throw HomeError.config(path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
@@ -213,6 +235,11 @@ public struct HomeConfig: Sendable, Equatable {
         }
         if let v = try number("momentum") { guard (0..<1).contains(v) else { throw bad("momentum", "in [0, 1)") }; d.momentum = v }
         if let v = try number("weight_decay") { guard v >= 0 else { throw bad("weight_decay", "non-negative") }; d.weightDecay = v }
+        if let v = t["codec"] {
+            guard let s = v.string, Codecs.names.contains(s) else { throw bad("codec", "one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))") }
+            d.codec = s
+        }
+        if let v = try number("topk_fraction") { guard v > 0, v <= 1 else { throw bad("topk_fraction", "in (0, 1]") }; d.topkFraction = v }
         if let v = try number("prox_mu") { guard v >= 0 else { throw bad("prox_mu", "non-negative") }; d.proxMu = v }
         if let v = t["seed"] { guard let i = v.int, i >= 0 else { throw bad("seed", "a non-negative integer") }; d.seed = UInt64(i) }
         return d

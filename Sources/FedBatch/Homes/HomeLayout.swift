@@ -16,6 +16,9 @@ public struct HomeLayout: Sendable {
     public var quarantine: String { "\(root)/quarantine" }
     public var outbox: String { "\(root)/outbox" }
     public var stateDatabase: String { "\(root)/state.db" }
+    /// A site's error-feedback residual: what a lossy codec left out of its
+    /// last update, added to its next one.
+    public var residual: String { "\(root)/residual.safetensors" }
     public var lockFile: String { "\(root)/.fedbatch.lock" }
 
     // The layout inside keys/ belongs to the trust set (TrustSet.Files).

@@ -23,7 +23,9 @@ extension Home {
         if let arch = config.arch, arch != m.model.arch { throw ModelMismatch.arch(expected: arch, actual: m.model.arch) }
         let arch = try ModelArchitecture(spec: m.model.arch)
         let tensors = try v.container.tensors(limits: limits.safetensors)
-        try arch.check(tensors)
+        // A generation holds full weights; an update holds a delta in its
+        // codec's layout, checked here before anything is decoded.
+        if m.kind == .generation { try arch.check(tensors) } else { try Codecs.make(name: m.codec).check(tensors, arch: arch) }
         return (v, tensors)
     }
 

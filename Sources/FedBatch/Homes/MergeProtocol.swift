@@ -12,6 +12,8 @@ public struct MergeProtocol {
         /// The current generation: updates must be based on it.
         public var current: Manifest.GenerationRef
         public var maxExamples: Int64
+        /// Codecs the collector takes (merge.accept_codecs).
+        public var acceptedCodecs: [String] = Codecs.names.sorted()
         /// The generation that included a bundle digest, if any.
         public var mergedInto: (String) throws -> Int?
         /// The last sequence number a site used in a merged bundle.
@@ -45,6 +47,7 @@ public struct MergeProtocol {
             throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
         }
         guard n <= knowledge.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: knowledge.maxExamples) }
+        guard knowledge.acceptedCodecs.contains(m.codec) else { throw ProtocolError.codecNotAccepted(m.codec, accepted: knowledge.acceptedCodecs) }
         guard !sitesAccepted.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
         return (site, n)
     }

@@ -10,6 +10,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
     case sequenceReused(site: String, seq: Int64, last: Int64)
     case secondUpdate(site: String, generation: Int)
     case tooManyExamples(Int64, cap: Int64)
+    case codecNotAccepted(String, accepted: [String])
 
     public var code: String {
         switch self {
@@ -19,6 +20,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
         case .sequenceReused: return "protocol.seq-reused"
         case .secondUpdate: return "protocol.one-per-site"
         case .tooManyExamples: return "protocol.num-examples"
+        case .codecNotAccepted: return "protocol.codec"
         }
     }
 
@@ -32,6 +34,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
         case let .sequenceReused(site, seq, last): return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
         case let .secondUpdate(site, g): return "site \(site) already has an update for generation \(g) in this merge; one per site"
         case let .tooManyExamples(n, cap): return "num_examples \(n) is above the cap of \(cap)"
+        case let .codecNotAccepted(c, accepted): return "codec \(c) is not in merge.accept_codecs (\(accepted.joined(separator: ", ")))"
         }
     }
 }

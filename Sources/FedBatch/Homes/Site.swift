@@ -60,11 +60,17 @@ public struct Site {
         }
     }
 
-    /// Signs and writes an update: the delta `trained − base`.
+    /// Signs and writes an update: the delta `trained − base`, stored with
+    /// `codec`. With a codec that feeds back its error (topk), the residual
+    /// the last update left out is added first, and what this one leaves out
+    /// is kept for the next.
     public func writeUpdate(base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
-                            numExamples: Int64, metrics: [String: Double], now: Date = Date()) throws -> WrittenBundle {
-        let delta = trained.subtracting(baseWeights)
+                            numExamples: Int64, metrics: [String: Double], codec: any TensorCodec = FP32Codec(),
+                            now: Date = Date()) throws -> WrittenBundle {
+        var delta = trained.subtracting(baseWeights)
         guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw SiteError.nonFiniteUpdate }
+        if codec.feedsBackError, let residual = loadResidual(arch: delta.arch) { delta = delta.adding(residual) }
+        let stored = try codec.encode(delta)
         // Checked before a sequence number is taken, so a refusal uses none.
         guard numExamples > 0 else { throw SiteError.noExamples }
         let m = base.manifest
@@ -73,14 +79,23 @@ public struct Site {
         let state = try self.state
         let pending = "\(home.layout.outbox)/.pending"
         let seq = try state.reserveSequence(base: number, file: pending, numExamples: numExamples, now: now)
-        let codec = FP32Codec()
-        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now), codec: type(of: codec).name,
+        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now), codec: codec.name,
                                 base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
                                 numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(codec.encode(delta)))])
+        let member = SafetensorsWriter.encode(stored)
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, member)])
         let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
         let path = "\(home.layout.outbox)/\(name)"
         try writeFileAtomically(parts: sealed.parts, to: path)
+        if codec.feedsBackError {
+            // A crash before this line loses one residual: that update's
+            // left-out part never reaches the model, nothing worse.
+            let sent = codec.decodeAll(try SafetensorsFile(bytes: member), arch: delta.arch)
+            try SafetensorsWriter.write(delta.subtracting(sent).named, to: home.layout.residual)
+        } else if FileManager.default.fileExists(atPath: home.layout.residual) {
+            // Switching away from topk: the residual no longer applies.
+            try? FileManager.default.removeItem(atPath: home.layout.residual)
+        }
         try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
         return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
                              baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics)
@@ -110,5 +125,17 @@ public enum SiteError: Error, Equatable, Sendable, ReasonCoded {
         case .noExamples:
             return "num_examples must be positive"
         }
+    }
+}
+
+extension Site {
+    /// The residual of the last update, if one was kept and still fits the
+    /// model. A residual that does not load (another model, a damaged
+    /// file) is dropped: losing it costs accuracy, never correctness.
+    func loadResidual(arch: ModelArchitecture) -> ModelWeights? {
+        guard FileManager.default.fileExists(atPath: home.layout.residual),
+              let file = try? SafetensorsFile.open(path: home.layout.residual),
+              let residual = try? ModelWeights(arch: arch, file: file) else { return nil }
+        return residual
     }
 }

@@ -21,8 +21,16 @@ public struct TrainingRequest: Sendable {
     public var evalSplit = DataSplit.test
     /// Write a bundle even if one was already sent for this generation.
     public var force = false
+    /// How to store the update, and topk's share.
+    public var codec: String?
+    public var topkFraction: Double?
 
     public init() {}
+
+    /// The codec to write with: the command line over the home's defaults.
+    public func codec(defaults d: TrainingDefaults) throws -> any TensorCodec {
+        try Codecs.make(name: codec ?? d.codec, topkFraction: topkFraction ?? d.topkFraction)
+    }
 
     /// The options the trainer runs with: the command line over the home's
     /// defaults. Without --seed the shuffle differs each generation yet is
@@ -76,22 +84,25 @@ extension Site {
             return d
         }
         let options = request.options(defaults: defaults, generation: base.manifest.generation!)
+        let codec = try request.codec(defaults: defaults)
         let result = try Trainer.train(baseWeights, on: dataset, options: options, heldOut: heldOut, progress: progress)
         let written = try writeUpdate(base: base, baseWeights: baseWeights, trained: result.weights,
-                                      numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options))
+                                      numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec)
         return TrainingRun(bundle: written, epochs: result.epochs)
     }
 
     /// One `fedbatch pack`: weights trained elsewhere, checked against the
     /// base generation's model, signed as an update exactly as train does.
     public func pack(weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
-                     force: Bool = false) throws -> WrittenBundle {
+                     force: Bool = false, codec: String? = nil, topkFraction: Double? = nil) throws -> WrittenBundle {
+        let defaults = home.config.training
+        let codec = try Codecs.make(name: codec ?? defaults.codec, topkFraction: topkFraction ?? defaults.topkFraction)
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         let (base, baseWeights) = try baseGeneration(explicit)
         if !force { try checkNotSent(base: base) }
         let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: path))
-        return try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics)
+        return try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics, codec: codec)
     }
 
     /// The metrics a trained bundle records: the last epoch's figures and

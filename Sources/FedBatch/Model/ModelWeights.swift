@@ -37,4 +37,14 @@ public struct ModelWeights: Sendable, Equatable {
             }
         })
     }
+
+    /// self + other, tensor by tensor.
+    public func adding(_ other: ModelWeights) -> ModelWeights {
+        ModelWeights(arch: arch, tensors: zip(tensors, other.tensors).map { a, b in
+            [Float](unsafeUninitializedCapacity: a.count) { out, n in
+                for i in 0..<a.count { out[i] = a[i] + b[i] }
+                n = a.count
+            }
+        })
+    }
 }

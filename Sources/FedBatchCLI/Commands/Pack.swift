@@ -34,7 +34,15 @@ struct Pack: Subcommand {
     @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
     var force = false
 
+    @Option(help: ArgumentHelp("How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
+    var codec: String?
+
+    @Option(name: .customLong("topk-fraction"), help: ArgumentHelp("The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
+    var topkFraction: Double?
+
     func validate() throws {
+        if let codec, !Codecs.names.contains(codec) { throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))") }
+        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) { throw ValidationError("--topk-fraction must be in (0, 1]") }
         if numExamples < 1 { throw ValidationError("--num-examples must be positive") }
         for m in metrics {
             let parts = m.split(separator: "=", maxSplits: 1)
@@ -53,7 +61,8 @@ struct Pack: Subcommand {
             let parts = m.split(separator: "=", maxSplits: 1)
             recorded[String(parts[0])] = Double(parts[1])!
         }
-        let written = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force)
+        let written = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
+                                    codec: codec, topkFraction: topkFraction)
         return PackOutput(bundle: BundleInfo(written))
     }
 }

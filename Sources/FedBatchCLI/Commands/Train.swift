@@ -57,7 +57,15 @@ struct Train: Subcommand {
     @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
     var force = false
 
+    @Option(help: ArgumentHelp("How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
+    var codec: String?
+
+    @Option(name: .customLong("topk-fraction"), help: ArgumentHelp("The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
+    var topkFraction: Double?
+
     func validate() throws {
+        if let codec, !Codecs.names.contains(codec) { throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))") }
+        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) { throw ValidationError("--topk-fraction must be in (0, 1]") }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
@@ -90,6 +98,8 @@ struct Train: Subcommand {
         request.evalData = evalData
         request.evalSplit = DataSplit(rawValue: evalSplit)!
         request.force = force
+        request.codec = codec
+        request.topkFraction = topkFraction
 
         let console = context.console
         let progress = ProgressLine(console: console)
