@@ -44,15 +44,32 @@ extension TensorCodec {
 }
 
 /// An update's delta as float32, tensor by tensor in the model's order.
-public struct DecodedDelta {
+public struct DecodedDelta: @unchecked Sendable {
     public let arch: ModelArchitecture
     private let stored: SafetensorsFile
     private let codec: any TensorCodec
+    /// Every tensor decoded ahead of use (`materialized`), or nil.
+    private var dense: [NumericBuffer<Float>]?
 
     init(arch: ModelArchitecture, stored: SafetensorsFile, codec: any TensorCodec) {
         self.arch = arch
         self.stored = stored
         self.codec = codec
+    }
+
+    /// The same delta with every tensor decoded now, so that a merge's
+    /// worker threads decode while the aggregating thread adds, and no
+    /// tensor is decoded twice (a strategy reads each bundle more than once).
+    /// fp32 is read in place and needs no copy.
+    public func materialized() -> DecodedDelta {
+        guard !(codec is FP32Codec), dense == nil else { return self }
+        var copy = self
+        copy.dense = arch.tensorShapes.indices.map { t in
+            let buffer = NumericBuffer<Float>(count: elementCount(arch.tensorShapes[t].shape)!)
+            codec.decode(stored, tensor: t, arch: arch, into: buffer.buffer)
+            return buffer
+        }
+        return copy
     }
 
     /// Checks `stored` with `codec`, then wraps it for aggregation.
@@ -65,6 +82,7 @@ public struct DecodedDelta {
     /// when it is aligned; anything else is decoded into a temporary array
     /// the size of that one tensor.
     public func withTensor<R>(_ t: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        if let dense { return try body(UnsafeBufferPointer(dense[t].buffer)) }
         if codec is FP32Codec {
             let entry = stored.entry(arch.tensorShapes[t].name)!
             if stored.withBytes(of: entry, { Int(bitPattern: $0.baseAddress) % MemoryLayout<Float>.alignment == 0 }) {

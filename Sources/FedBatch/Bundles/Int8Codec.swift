@@ -66,8 +66,12 @@ public struct Int8Codec: TensorCodec {
         let tensorName = arch.tensorShapes[t].name
         let scales = stored.tensor(Self.scaleName(tensorName))!.floats()
         stored.withBytes(of: stored.entry(tensorName)!) { raw in
-            for i in 0..<out.count {
-                out[i] = Float(Int8(bitPattern: raw[i])) * scales[i / Self.blockSize]
+            // Block by block, so the inner loop is a plain vectorisable
+            // multiply by one scale.
+            let q = raw.bindMemory(to: Int8.self)
+            for (b, s) in scales.enumerated() {
+                let start = b * Self.blockSize, end = min(out.count, start + Self.blockSize)
+                for i in start..<end { out[i] = Float(q[i]) * s }
             }
         }
     }

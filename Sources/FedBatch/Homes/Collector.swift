@@ -106,8 +106,8 @@ public struct Collector {
             waiting.append(.init(entry, "changed while the merge read it; left for the next run"))
         case let .refused(error, bundleDigest):
             try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
-        case let .ok(v, tensors):
-            switch round.take(v, tensors: tensors, entry: entry) {
+        case let .ok(v, delta):
+            switch round.take(v, delta: delta, entry: entry) {
             case .added:
                 break
             case .duplicate(let first):

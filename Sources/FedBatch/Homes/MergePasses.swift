@@ -8,7 +8,7 @@ import Foundation
 extension Collector {
     /// One inbox entry after pass 2: verified and decoded, or refused.
     enum Decoded: @unchecked Sendable {
-        case ok(VerifiedContainer, SafetensorsFile)
+        case ok(VerifiedContainer, DecodedDelta)
         /// The entry changed between the two passes: leave it for next time.
         case changed
         case refused(Error, bundleDigest: String?)
@@ -89,7 +89,11 @@ extension Collector {
         guard v.digest == digest else { return .changed }
         do {
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
-            return .ok(v.droppingPayload(), tensors)
+            // checkBelongs ran the codec's checks; decoding here keeps that
+            // work on this worker thread.
+            let delta = DecodedDelta(arch: try ModelArchitecture(spec: v.manifest.model.arch), stored: tensors,
+                                     codec: try Codecs.make(name: v.manifest.codec))
+            return .ok(v.droppingPayload(), delta.materialized())
         } catch {
             return .refused(error, bundleDigest: v.digest.hex)
         }

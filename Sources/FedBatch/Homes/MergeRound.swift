@@ -30,13 +30,11 @@ struct MergeRound {
         self.base = base
     }
 
-    mutating func take(_ v: VerifiedContainer, tensors: SafetensorsFile, entry: DirectoryEntry) -> Outcome {
+    mutating func take(_ v: VerifiedContainer, delta: DecodedDelta, entry: DirectoryEntry) -> Outcome {
         if let first = firstCopy[v.digest] { return .duplicate(of: first) }
         do {
             let m = v.manifest
             let (site, n) = try rules.decide(m, digest: v.digest.hex)
-            // The codec checked the stored layout when the bundle was read.
-            let delta = DecodedDelta(arch: base.arch, stored: tensors, codec: try Codecs.make(name: m.codec))
             try strategy.check(delta: delta, base: base)
             firstCopy[v.digest] = entry.displayName
             rules.accepted(site: site.id)
