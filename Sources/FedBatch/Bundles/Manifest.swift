@@ -22,7 +22,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public init(id: String, arch: String) { self.id = id; self.arch = arch }
     }
 
-    /// A generation named by number and by the digest of its signed bytes.
+    /// A generation named by number and by its digest (the SHA-256 of its payload).
     public struct GenerationRef: Codable, Sendable, Equatable {
         public var number: Int
         public var digest: String
