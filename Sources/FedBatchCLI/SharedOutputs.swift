@@ -33,6 +33,7 @@ struct BundleInfo: Encodable {
     let baseDigest: String
     let numExamples: Int64
     let metrics: [String: Double]
+    let codec: String
 
     init(_ b: WrittenBundle) {
         file = b.path
@@ -43,6 +44,7 @@ struct BundleInfo: Encodable {
         baseDigest = b.baseDigest
         numExamples = b.numExamples
         metrics = b.metrics
+        codec = b.codec
     }
 }
 

@@ -10,6 +10,7 @@ public struct WrittenBundle: Sendable, Codable {
     public let baseDigest: String
     public let numExamples: Int64
     public let metrics: [String: Double]
+    public let codec: String
 }
 
 /// The site side: pick and verify the newest generation, then package a
@@ -98,7 +99,7 @@ public struct Site {
         }
         try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
         return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
-                             baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics)
+                             baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name)
     }
 }
 
