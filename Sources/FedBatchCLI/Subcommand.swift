@@ -20,9 +20,16 @@ struct CommandContext {
         return try Home.open(options.resolvedHome)
     }
 
-    /// The signer for a key in --gnupg-home, with --passphrase-file.
-    func signer(fingerprint: String) throws -> PayloadSigner {
-        try PayloadSigner(gnupgHome: options.gnupgHome, fingerprint: fingerprint, passphraseFile: options.passphraseFile)
+    /// The signer for a key in --gnupg-home, with --passphrase-file; for a
+    /// home that exists, its `[gnupg]` table fills in what the command line
+    /// does not give (paths relative to the home).
+    func signer(fingerprint: String, for home: Home? = nil) throws -> PayloadSigner {
+        func resolved(_ path: String?) -> String? {
+            guard let path, let home else { return path }
+            return path.hasPrefix("/") ? path : "\(home.layout.root)/\(path)"
+        }
+        return try PayloadSigner(gnupgHome: options.gnupgHome ?? resolved(home?.config.gnupg.home), fingerprint: fingerprint,
+                                 passphraseFile: options.passphraseFile ?? resolved(home?.config.gnupg.passphraseFile))
     }
 
     /// Warns about files in generations/ that are not generations, which

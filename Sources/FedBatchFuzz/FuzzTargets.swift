@@ -5,7 +5,7 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, statement, signature, container, idx, csv
+    case safetensors, manifest, statement, signature, container, codec, idx, csv
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -40,12 +40,22 @@ enum FuzzTarget: String, CaseIterable {
                 }
                 _ = try? ContainerReader.read(payload: file.payload, limits: Self.limits).tensors()
             }
+        case .codec:
+            // Stored tensors of an update to mlp:4-3-2, against every codec:
+            // what passes a codec's check must decode within the model.
+            guard let file = try? SafetensorsFile(bytes: data) else { return }
+            for name in Codecs.names.sorted() {
+                let codec = try! Codecs.make(name: name)
+                if (try? codec.check(file, arch: Self.codecArch)) != nil { _ = codec.decodeAll(file, arch: Self.codecArch) }
+            }
         case .idx:
             _ = try? DataLoader.parseIDX([UInt8](data), path: "fuzz")
         case .csv:
             _ = try? DataLoader.parseCSV(data, path: "fuzz")
         }
     }
+
+    static let codecArch = try! ModelArchitecture(spec: "mlp:4-3-2")
 
     /// The target named by $FEDBATCH_FUZZ_TARGET.
     static let selected: FuzzTarget = {

@@ -150,7 +150,7 @@ struct SiteCommandTests {
         #expect(log.status == 0 && log.out.contains("chain verified: 1 generation"), "\(log.err)")
     }
 
-    @Test("a passphrase-protected site key without --passphrase-file fails clearly and writes nothing")
+    @Test("a passphrase-protected site key without --passphrase-file fails clearly and writes nothing; [gnupg] in fedbatch.toml replaces the environment")
     func lockedKey() throws {
         let keyring = try TestKeyring()
         let c = try keyring.generate("collector")
@@ -171,6 +171,27 @@ struct SiteCommandTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: site + "/outbox")) ?? []).filter { !$0.hasPrefix(".") }.isEmpty)
         let ok = try Subprocess.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "50", "--passphrase-file", pass, "-q"], environment: env)
         #expect(ok.status == 0, "\(ok.err)")
+
+        // The same from fedbatch.toml alone, as cron runs it: no GNUPGHOME in
+        // the environment, the GnuPG home absolute, the passphrase file
+        // relative to the home.
+        try FileManager.default.copyItem(atPath: pass, toPath: site + "/passphrase")
+        let config = site + "/fedbatch.toml"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        #expect(text.contains("[gnupg]"))
+        try (text.replacingOccurrences(of: "# home = \"/var/lib/fedbatch/gnupg\"", with: "home = \"\(keyring.home)\"")
+                 .replacingOccurrences(of: "# passphrase_file = \"/etc/fedbatch/passphrase\"", with: "passphrase_file = \"passphrase\""))
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        var bare = ProcessInfo.processInfo.environment
+        bare.removeValue(forKey: "GNUPGHOME")
+        _ = try Subprocess.run("/usr/bin/gpgconf", ["--homedir", keyring.home, "--kill", "gpg-agent"])
+        let fromConfig = try Subprocess.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "50", "--force", "-q"], environment: bare)
+        #expect(fromConfig.status == 0 && fromConfig.stderr.isEmpty, "\(fromConfig.err)")
+        // A typo in the table is refused, not ignored.
+        try (try String(contentsOfFile: config, encoding: .utf8)).replacingOccurrences(of: "passphrase_file =", with: "passfile =")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let typo = try Subprocess.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "50", "--force"], environment: bare)
+        #expect(typo.status == 1 && typo.err.contains("unknown key \"passfile\" in [gnupg]"), "\(typo.err)")
     }
 
     @Test("pack takes weights written by Python and refuses ones that do not fit")

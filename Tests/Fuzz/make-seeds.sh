@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=corpus
 py=${FEDBATCH_PYTHON:-../../.venv/bin/python}
-mkdir -p $out/{safetensors,manifest,statement,signature,container,idx,csv}
+mkdir -p $out/{safetensors,manifest,statement,signature,container,codec,idx,csv}
 tmp=$(mktemp -d /tmp/fb-seeds-XXXXXX)
 trap 'gpgconf --homedir "$tmp/g" --kill all 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -90,4 +90,25 @@ payload, st = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
 open(sys.argv[3], "wb").write(payload + struct.pack("<II", 0x184D2A5E, len(st) + 16) + st + struct.pack("<II", len(st), 0) + b"fbsig002")
 PY
 rm -f corpus/../payload-*.zst
+
+# Codec seeds: the stored tensors of a real update to mlp:4-3-2 in every
+# codec, packed by fedbatch itself and taken out of the bundle with tar.
+fb=${FEDBATCH_BIN:-../../.build/debug/fedbatch}
+fpr() { g --with-colons --list-keys "$1" 2>/dev/null | awk -F: '/^fpr/{print $10; exit}'; }
+GNUPGHOME="$tmp/g" "$fb" init collector --home "$tmp/col" --model-id demo --arch mlp:4-3-2 --key "$(fpr ed@fedbatch.test)" -q
+g --armor --export rsa@fedbatch.test > "$tmp/site.asc"
+GNUPGHOME="$tmp/g" "$fb" keys add --home "$tmp/col" --site s "$tmp/site.asc" -q
+GNUPGHOME="$tmp/g" "$fb" init site --home "$tmp/site" --site-id s --key "$(fpr rsa@fedbatch.test)" --collector-key "$tmp/col/keys/collector.asc" --model-id demo -q
+cp "$tmp/col/generations/g000000.fbg" "$tmp/site/generations/"
+"$py" - "$tmp/w.safetensors" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import save_file
+rng = np.random.default_rng(1)
+save_file({"0.weight": rng.standard_normal((3, 4)).astype(np.float32), "0.bias": rng.standard_normal(3).astype(np.float32),
+           "2.weight": rng.standard_normal((2, 3)).astype(np.float32), "2.bias": rng.standard_normal(2).astype(np.float32)}, sys.argv[1])
+PY
+for codec in fp32 fp16 bf16 int8 topk; do
+  f=$(GNUPGHOME="$tmp/g" "$fb" pack --home "$tmp/site" --weights "$tmp/w.safetensors" --num-examples 1 --codec "$codec" --topk-fraction 0.5 --force)
+  zstd -qdc "$f" | tar -xO tensors.safetensors > "$out/codec/$codec.safetensors"
+done
 find corpus -type f | sort | xargs ls -l | awk '{print $5, $9}'

@@ -97,6 +97,24 @@ public struct MergeSettings: Sendable, Equatable {
     }
 }
 
+/// Where the home's signing key lives: the `[gnupg]` table, so that a cron
+/// line or a service unit needs no environment. Relative paths are taken
+/// from the home directory. `--gnupg-home` and `--passphrase-file` override
+/// these; `$GNUPGHOME` is used only when neither names a GnuPG home.
+public struct GnuPGSettings: Sendable, Equatable {
+    public var home: String?
+    public var passphraseFile: String?
+    public init() {}
+
+    static let keys: Set<String> = ["home", "passphrase_file"]
+
+    func render() -> [String] {
+        ["", "# Where this home's signing key lives (default: $GNUPGHOME, else ~/.gnupg).", "[gnupg]",
+         home.map { "home = \(StrictJSON.quote($0))" } ?? "# home = \"/var/lib/fedbatch/gnupg\"",
+         passphraseFile.map { "passphrase_file = \(StrictJSON.quote($0))" } ?? "# passphrase_file = \"/etc/fedbatch/passphrase\""]
+    }
+}
+
 /// `fedbatch.toml`. fedbatch writes it with comments; administrators may
 /// edit it. Unknown keys are refused so that a typo does not silently fall
 /// back to a default.
@@ -113,6 +131,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var training = TrainingDefaults()
     /// Merge settings (collector homes).
     public var merge = MergeSettings()
+    /// The signing key's GnuPG home and passphrase file.
+    public var gnupg = GnuPGSettings()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -123,8 +143,8 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key", "merge"],
-        .site: ["role", "model_id", "site_id", "key", "training"],
+        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg"],
+        .site: ["role", "model_id", "site_id", "key", "training", "gnupg"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -162,6 +182,17 @@ public struct HomeConfig: Sendable, Equatable {
         if let t = table["merge"] {
             guard let merge = t.table else { throw HomeError.config(path: path, reason: "[merge] must be a table") }
             config.merge = try parseMerge(merge, path: path)
+        }
+        if let t = table["gnupg"] {
+            guard let g = t.table else { throw HomeError.config(path: path, reason: "[gnupg] must be a table") }
+            for k in g.keys where !GnuPGSettings.keys.contains(k) {
+                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [gnupg]")
+            }
+            for k in GnuPGSettings.keys.sorted() {
+                guard let v = g[k] else { continue }
+                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "gnupg.\(k) must be a non-empty path") }
+                if k == "home" { config.gnupg.home = s } else { config.gnupg.passphraseFile = s }
+            }
         }
         try config.validate(path: path)
         return config
@@ -264,6 +295,7 @@ public struct HomeConfig: Sendable, Equatable {
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
         if role == .collector { lines += merge.render() }
+        lines += gnupg.render()
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -39,7 +39,7 @@ struct Merge: Subcommand {
 
     func run(_ context: CommandContext) throws -> MergeOutput {
         let home = try context.home(as: .collector)
-        let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key))
+        let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         let console = context.console
         let progress = ProgressLine(console: console)
         // A held lock is LockHeld, which the exit table maps to 4.

@@ -54,7 +54,7 @@ struct Pack: Subcommand {
 
     func run(_ context: CommandContext) throws -> PackOutput {
         let home = try context.home(as: .site)
-        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key))
+        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         context.warnAboutForeignFiles(in: home)
         var recorded: [String: Double] = [:]
         for m in metrics {

@@ -79,7 +79,7 @@ struct Train: Subcommand {
     func run(_ context: CommandContext) throws -> TrainOutput {
         ensureFastBLAS()
         let home = try context.home(as: .site)
-        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key))
+        let site = try Site(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         context.warnAboutForeignFiles(in: home)
         var request = TrainingRequest()
         request.data = data
