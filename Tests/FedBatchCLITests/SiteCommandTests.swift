@@ -256,7 +256,7 @@ struct SiteCommandTests {
         #expect(try fed.fedbatch(["verify", "--home", fed.collector, site + "/outbox/demo-g000000-site-1-1.fbu"]).status == 0)
     }
 
-    @Test("eval reports accuracy, loss and per-class accuracy of a verified generation")
+    @Test("eval reports accuracy, loss and per-class accuracy of a verified generation, named by path, latest, 0 or g0")
     func eval() throws {
         let fed = try federation()
         let g0 = fed.site("site-1") + "/generations/g000000.fbg"
@@ -271,6 +271,15 @@ struct SiteCommandTests {
         #expect(acc > 0 && acc < 0.3, "an untrained model is near chance: \(acc)")
         let human = try fed.fedbatch(["eval", "--home", fed.site("site-1"), g0, "--data", fashionMNIST])
         #expect(human.out.contains("generation 0 of demo on 10000 examples"))
+        // A generation may be named as latest, 0 or g0 instead of by its path.
+        for name in ["latest", "0", "g0", "g000000"] {
+            let r = try fed.fedbatch(["eval", "--home", fed.site("site-1"), name, "--data", fashionMNIST])
+            #expect(r.status == 0 && r.out == human.out, "\(name): \(r.err)")
+        }
+        let missing = try fed.fedbatch(["eval", "--home", fed.site("site-1"), "g9", "--data", fashionMNIST])
+        #expect(missing.status == 1 && missing.err.contains("there is no generation 9"), "\(missing.err)")
+        #expect(try fed.fedbatch(["export", "--home", fed.site("site-1"), "latest", "--out", fed.root + "/latest.safetensors"]).status == 0)
+        #expect(try fed.fedbatch(["verify", "--home", fed.site("site-1"), "0"]).out.contains("generation 0, signed by"))
     }
 
     @Test("data split writes deterministic shards and prints label counts")

@@ -40,6 +40,26 @@ public struct HomeLayout: Sendable {
 
     public func generation(_ number: Int) -> String { "\(generations)/\(Self.generationFileName(number))" }
 
+    /// A generation named the way a person would: `latest`, `7` or `g7`
+    /// for a file in generations/, or a path. A path that exists wins, so
+    /// a file that happens to be called `7` is still that file.
+    public func generation(named reference: String) throws -> String {
+        if FileManager.default.fileExists(atPath: reference) { return reference }
+        if reference == "latest" {
+            guard let newest = generationNumbers().last else { throw HomeError.noGeneration(generations) }
+            return generation(newest)
+        }
+        let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
+        if !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let n = Int(digits) {
+            let path = generation(n)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw HomeError.config(path: generations, reason: "there is no generation \(n) (\(Self.generationFileName(n))); `fedbatch log` lists them")
+            }
+            return path
+        }
+        return reference
+    }
+
     /// Generation numbers present in `generations/`, ascending. Only
     /// names of exactly `g` + six digits + `.fbg` count (`Int("+00009")`
     /// would otherwise read `g+00009.fbg` as generation 9).

@@ -41,7 +41,7 @@ public struct Site {
     public func baseGeneration(_ explicit: String? = nil) throws -> (VerifiedContainer, ModelWeights) {
         let path: String
         if let explicit {
-            path = explicit
+            path = try home.layout.generation(named: explicit)
         } else {
             guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
             path = home.layout.generation(newest)

@@ -17,7 +17,7 @@ struct Eval: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Argument(help: ArgumentHelp("A generation (.fbg).", valueName: "file"))
+    @Argument(help: ArgumentHelp("A generation: a .fbg file, or latest, 7 or g7 for one in generations/.", valueName: "generation"))
     var file: String
 
     @Option(help: ArgumentHelp("Evaluation data.", valueName: "path"))
@@ -36,6 +36,7 @@ struct Eval: Subcommand {
     func run(_ context: CommandContext) throws -> EvalOutput {
         ensureFastBLAS()
         let home = try context.home()
+        let file = try home.layout.generation(named: self.file)
         let (v, weights) = try home.openGeneration(file, verifier: try home.verifier())
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
         try dataset.check(against: weights.arch, path: data)

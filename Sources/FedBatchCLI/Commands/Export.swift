@@ -17,14 +17,16 @@ struct Export: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Argument(help: ArgumentHelp("A generation (.fbg).", valueName: "file"))
+    @Argument(help: ArgumentHelp("A generation: a .fbg file, or latest, 7 or g7 for one in generations/.", valueName: "generation"))
     var file: String
 
     @Option(help: ArgumentHelp("Where to write the weights.", valueName: "file.safetensors"))
     var out: String
 
     func run(_ context: CommandContext) throws -> ExportOutput {
-        let v = try context.home().exportGeneration(file, to: out)
+        let home = try context.home()
+        let file = try home.layout.generation(named: self.file)
+        let v = try home.exportGeneration(file, to: out)
         let m = v.manifest
         return ExportOutput(file: file, out: out, generation: m.generation!, modelId: m.model.id, arch: m.model.arch, digest: v.digest.hex)
     }

@@ -25,7 +25,7 @@ struct Pack: Subcommand {
     @Option(name: .customLong("num-examples"), help: "How many training examples produced them.")
     var numExamples: Int64
 
-    @Option(help: ArgumentHelp("The generation they were trained from (default: the newest in generations/).", valueName: "file"))
+    @Option(help: ArgumentHelp("The generation they were trained from: a .fbg file, or latest, 7 or g7 (default: the newest in generations/).", valueName: "generation"))
     var base: String?
 
     @Option(name: .customLong("metric"), help: ArgumentHelp("A metric to record, as name=value (repeatable).", valueName: "name=value"))

@@ -45,7 +45,7 @@ struct Train: Subcommand {
     @Option(name: .customLong("prox-mu"), help: "FedProx proximal term μ (0: plain FedAvg local training).") var proxMu: Double?
     @Option(help: "Seed for shuffling (default: training.seed plus the generation number).") var seed: UInt64?
 
-    @Option(help: ArgumentHelp("Train on this generation file instead of the newest in generations/.", valueName: "file"))
+    @Option(help: ArgumentHelp("Train on this generation instead of the newest in generations/: a .fbg file, or latest, 7 or g7.", valueName: "generation"))
     var base: String?
 
     @Option(name: .customLong("eval-data"), help: ArgumentHelp("Held-out data to evaluate after each epoch; its figures go into the bundle's metrics.", valueName: "path"))

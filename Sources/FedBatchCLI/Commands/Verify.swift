@@ -30,7 +30,10 @@ struct Verify: Subcommand {
     }
 
     func run(_ context: CommandContext) throws -> VerifyOutput {
-        let verdicts = try context.home().verify(paths: files)
+        let home = try context.home()
+        // `latest`, `7` and `g7` name generations in this home; anything
+        // else, or a number with no such generation, is taken as a path.
+        let verdicts = try home.verify(paths: files.map { (try? home.layout.generation(named: $0)) ?? $0 })
         return VerifyOutput(files: verdicts.map(VerifyOutput.Verdict.init))
     }
 }
