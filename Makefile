@@ -15,11 +15,12 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Build: the C libraries (and pkg-config to find them). Tests: gnupg, zstd,
 # tar, Debian's Python with venv, numpy and a CPU PyTorch. Data: Debian's
-# Fashion-MNIST.
+# Fashion-MNIST. systemd only for systemd-analyze, which checks the units in
+# examples/systemd/ (nothing is started).
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
-                groff-base dataset-fashion-mnist
+                groff-base dataset-fashion-mnist systemd
 
 .PHONY: all deps build debug test demo install uninstall man clean bench bench-deps fuzz
 
