@@ -8,18 +8,9 @@
 #   bench/codecs.sh                       (both models)
 #   ARCHS=mlp:784-256-128-10 bench/codecs.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-fb="$root/.build/release/fedbatch"
-py=${BENCH_PYTHON:-"$root/.venv-bench/bin/python"}
 archs=${ARCHS:-"mlp:784-256-128-10 mlp:4096-4096-2048-10"}
-work=$(mktemp -d /tmp/fb-codecs-XXXXXX)
-export GNUPGHOME="$work/g"
-mkdir -m 700 "$GNUPGHOME"
-trap 'gpgconf --homedir "$GNUPGHOME" --kill all 2>/dev/null || true; rm -rf "$work"' EXIT
-key() {
-  gpg --batch --passphrase '' --quick-gen-key "$1 <$1@bench>" ed25519 sign 0 2>/dev/null
-  gpg --with-colons --list-keys "<$1@bench>" 2>/dev/null | awk -F: '/^fpr/{print $10; exit}'
-}
+bench_name=codecs
+. "$(dirname "$0")/common.sh"
 now() { date +%s.%N; }
 ck=$(key collector); sk=$(key site)
 echo "| parameters | codec | bundle bytes | vs fp32 | pack s | vs fp32 pack |"

@@ -6,20 +6,11 @@
 #   BUNDLES=20 ARCH=mlp:4096-4096-2048-10 bench/merge.sh   (25.2M parameters, ~100 MB each)
 #   CODEC=int8 bench/merge.sh                              (the sites' codec; default fp32)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-fb="$root/.build/release/fedbatch"
-py=${BENCH_PYTHON:-"$root/.venv-bench/bin/python"}
 n=${BUNDLES:-20}
 codec=${CODEC:-fp32}
 arch=${ARCH:-mlp:4096-4096-2048-10}
-work=$(mktemp -d /tmp/fb-merge-XXXXXX)
-export GNUPGHOME="$work/g"
-mkdir -m 700 "$GNUPGHOME"
-trap 'gpgconf --homedir "$GNUPGHOME" --kill all 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-key() {
-  gpg --batch --passphrase '' --quick-gen-key "$1 <$1@bench>" ed25519 sign 0 2>/dev/null
-  gpg --with-colons --list-keys "<$1@bench>" 2>/dev/null | awk -F: '/^fpr/{print $10; exit}'
-}
+bench_name=merge
+. "$(dirname "$0")/common.sh"
 "$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
 "$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
 # A first merge on the empty inbox builds state.db, as a collector in
