@@ -70,6 +70,17 @@ struct JSONSchemaTests {
         #expect(try merged.jsonLines().dropLast().allSatisfy { $0["message_type"] as? String == "status" })
         try record("merge empty", "merge", status: 5, ["merge", "--home", fed.collector])
 
+        // status, on the collector and on a site that has generation 1.
+        try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))
+        let cs = try record("status collector", "status collector", status: 0, ["status", "--home", fed.collector]).summary()
+        #expect((cs["generation"] as? [String: Any])?["number"] as? Int == 1 && (cs["inbox"] as? [String: Any])?["files"] as? Int == 1)
+        #expect((cs["quarantine"] as? [[String: Any]])?.first?["code"] as? String == "signature.missing")
+        #expect((cs["sites"] as? [[String: Any]])?.map { $0["last_generation"] as? Int } == [1, 1])
+        try FileManager.default.removeItem(atPath: fed.collector + "/inbox/late.fbu")
+        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000001.fbg", toPath: fed.site("site-1") + "/generations/g000001.fbg")
+        let ss = try record("status site", "status site", status: 0, ["status", "--home", fed.site("site-1")]).summary()
+        #expect((ss["last_bundle"] as? [String: Any])?["included_in"] as? Int == 1 && (ss["last_bundle"] as? [String: Any])?["in_outbox"] as? Bool == true)
+
         // Reading generations.
         let g1 = fed.collector + "/generations/g000001.fbg"
         try record("verify", "verify", status: 3, ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])

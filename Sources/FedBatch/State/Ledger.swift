@@ -126,6 +126,20 @@ public final class Ledger {
         }
     }
 
+    /// Per site, the newest generation that included one of its bundles,
+    /// that bundle's sequence number, and how many bundles it has merged.
+    public func siteActivity() throws -> [(site: String, generation: Int, seq: Int64, created: String, bundles: Int)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT b.site AS site, b.generation AS generation, b.seq AS seq, g.created AS created, n.bundles AS bundles
+                FROM bundle b JOIN generation g ON g.number = b.generation
+                JOIN (SELECT site, MAX(generation) AS newest, COUNT(*) AS bundles FROM bundle WHERE status = 'accepted' GROUP BY site) n
+                  ON n.site = b.site AND n.newest = b.generation
+                WHERE b.status = 'accepted' ORDER BY b.site
+                """).map { ($0["site"], $0["generation"], $0["seq"], $0["created"], $0["bundles"]) }
+        }
+    }
+
     public func lastSequence(site: String) throws -> Int64? {
         try db.read { db in try Int64.fetchOne(db, sql: "SELECT last_seq FROM site WHERE id = ?", arguments: [site]) }
     }

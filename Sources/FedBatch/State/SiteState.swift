@@ -86,6 +86,14 @@ public final class SiteState {
         }
     }
 
+    /// The newest bundle this site wrote.
+    public func lastWritten() throws -> (seq: Int64, base: Int, file: String, digest: String, created: String)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT seq, base, file, digest, created FROM bundle WHERE status = 'written' ORDER BY seq DESC LIMIT 1")
+                .map { ($0["seq"], $0["base"], $0["file"], $0["digest"], $0["created"]) }
+        }
+    }
+
     public func markWritten(seq: Int64, file: String, digest: String) throws {
         try db.write { db in
             try db.execute(sql: "UPDATE bundle SET status = 'written', file = ?, digest = ? WHERE seq = ?", arguments: [file, digest, seq])

@@ -1,0 +1,95 @@
+import Foundation
+
+/// What `fedbatch status` reports about a collector home: read from the
+/// files and state.db, with no lock taken and nothing written, so it is
+/// safe beside a running merge.
+public struct CollectorStatus: Sendable {
+    public struct Site: Sendable {
+        public let site: String
+        /// The newest generation that included one of its bundles (nil: none yet).
+        public let lastGeneration: Int?
+        public let lastSeq: Int64?
+        public let lastCreated: String?
+        public let bundles: Int
+    }
+    public let generation: Int?
+    public let digest: String?
+    public let created: String?
+    public let quorum: Int
+    /// Regular files waiting in inbox/, and the age of the oldest.
+    public let inboxFiles: Int
+    public let oldestInboxSeconds: Double?
+    /// quarantine/ reason files by code.
+    public let quarantine: [String: Int]
+    /// Every pinned site, merged or not.
+    public let sites: [Site]
+}
+
+/// What `fedbatch status` reports about a site home.
+public struct SiteStatus: Sendable {
+    public struct Bundle: Sendable {
+        public let file: String
+        public let digest: String
+        public let seq: Int64
+        public let baseGeneration: Int
+        /// Still in outbox/ (not yet taken away by the transport).
+        public let inOutbox: Bool
+        /// The generation that included it, if one in generations/ does.
+        public let includedIn: Int?
+    }
+    public let site: String
+    public let newestGeneration: Int?
+    public let newestDigest: String?
+    public let lastBundle: Bundle?
+}
+
+extension Home {
+    public func collectorStatus(now: Date = Date()) throws -> CollectorStatus {
+        let layout = self.layout
+        let ledger = FileManager.default.fileExists(atPath: layout.stateDatabase) ? try Ledger(path: layout.stateDatabase) : nil
+        let newest = try ledger?.latestGeneration()
+        let clock = now.timeIntervalSince1970
+        var files = 0
+        var oldest: Double?
+        for entry in try listDirectory(layout.inbox) where entry.name.first != 0x2E {
+            guard let status = try entryStatus(entry), status.kind == .regular else { continue }
+            files += 1
+            oldest = max(oldest ?? 0, clock - status.changed)
+        }
+        var quarantine: [String: Int] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: layout.quarantine)) ?? [] where name.hasSuffix(Filing.reasonSuffix) {
+            let code = Filing.readReason("\(layout.quarantine)/\(name)")?.code ?? "unreadable"
+            quarantine[code, default: 0] += 1
+        }
+        let activity = Dictionary((try ledger?.siteActivity() ?? []).map { ($0.site, $0) }, uniquingKeysWith: { a, _ in a })
+        let pinned = try TrustSet.load(keysDirectory: layout.keys).keys.compactMap { key -> String? in
+            if case .site(let s) = key.role { return s } else { return nil }
+        }
+        let sites = Set(pinned).union(activity.keys).sorted().map { s in
+            CollectorStatus.Site(site: s, lastGeneration: activity[s]?.generation, lastSeq: activity[s]?.seq,
+                                 lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0)
+        }
+        return CollectorStatus(generation: newest?.number ?? layout.generationNumbers().last, digest: newest?.digest, created: newest?.created,
+                               quorum: config.merge.minBundles, inboxFiles: files, oldestInboxSeconds: oldest,
+                               quarantine: quarantine, sites: sites)
+    }
+
+    /// The site's state; whether its last bundle was included is read from
+    /// the generations in generations/ newer than its base, each verified.
+    public func siteStatus() throws -> SiteStatus {
+        let state = FileManager.default.fileExists(atPath: layout.stateDatabase) ? try SiteState(path: layout.stateDatabase) : nil
+        let newest = try state?.highestGeneration()
+        var bundle: SiteStatus.Bundle?
+        if let last = try state?.lastWritten() {
+            var includedIn: Int?
+            let verifier = try self.verifier()
+            for n in layout.generationNumbers() where n > last.base {
+                guard let v = try? verifier.open(path: layout.generation(n)) else { continue }
+                if v.manifest.included?.contains(where: { $0.digest == last.digest }) == true { includedIn = n; break }
+            }
+            bundle = .init(file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,
+                           inOutbox: FileManager.default.fileExists(atPath: last.file), includedIn: includedIn)
+        }
+        return SiteStatus(site: config.siteID ?? "", newestGeneration: newest?.number, newestDigest: newest?.digest, lastBundle: bundle)
+    }
+}
