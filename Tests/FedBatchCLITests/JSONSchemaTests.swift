@@ -92,6 +92,7 @@ struct JSONSchemaTests {
         try record("data split", "data split", status: 0, ["data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "2",
                                                            "--iid", "--out", root + "/shards"])
         try record("keys remove", "keys remove", status: 0, ["keys", "remove", "--home", fed.collector, "--site", "site-2"])
+        try record("revert", "revert", status: 0, ["revert", "--home", fed.collector, "0"])
 
         // Failures: a usage error and an error from the library.
         try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])

@@ -122,6 +122,36 @@ struct MergeCommandTests {
         #expect(try reason(fed, "again.fbu")["code"] == "protocol.seq-reused")
     }
 
+    @Test("revert writes the next generation with an earlier one's weights; the chain stays linear and merging goes on from it")
+    func revert() throws {
+        let fed = try federationWithTwoUpdates()
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
+        func tensors(_ n: Int) throws -> [[Float]] {
+            let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n)))).payload)
+            let t = try c.tensors()
+            return arch.tensorShapes.map { t.tensor($0.name)!.floats() }
+        }
+        #expect(try tensors(1) != tensors(0))
+        let r = try fed.fedbatch(["revert", "--home", fed.collector, "g0", "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let s = try r.summary()
+        #expect(s["generation"] as? Int == 2 && s["reverted_to"] as? Int == 0)
+        #expect(try tensors(2) == tensors(0))
+        let m = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000002.fbg"))).payload).manifest
+        #expect(m.strategy?.name == "revert" && m.strategy?.parameters["generation"] == 0 && m.included == [] && m.parent?.number == 1)
+        #expect(try fed.fedbatch(["log", "--home", fed.collector]).out.contains("chain verified: 3 generations"))
+        // Only an earlier generation can be restored.
+        let current = try fed.fedbatch(["revert", "--home", fed.collector, "2"])
+        #expect(current.status == 1 && current.err.contains("give 0 to 1, not 2"), "\(current.err)")
+        #expect(try fed.fedbatch(["revert", "--home", fed.collector, "9"]).status == 1)
+        // Work trained on the bad generation is stale; work on the revert merges.
+        try update(fed, site: "site-1", seq: 2, base: try generation(fed, 1), name: "stale.fbu")
+        try update(fed, site: "site-2", seq: 2, base: try generation(fed, 2))
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
+        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.stale-base")
+        #expect(names(fed.collector + "/generations").last == "g000003.fbg")
+    }
+
     @Test("below quorum nothing is written and the accepted bundles stay in the inbox")
     func quorum() throws {
         let fed = try federationWithTwoUpdates()

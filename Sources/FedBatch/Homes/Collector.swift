@@ -125,7 +125,7 @@ public struct Collector {
     /// its inputs to accepted/, in that order: a crash at any step leaves
     /// the old or the new generation, and the next run finishes the rest
     /// (`finishInterruptedMerge`).
-    private func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
+    func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
                        ledger: Ledger) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!

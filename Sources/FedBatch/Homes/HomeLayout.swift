@@ -68,7 +68,7 @@ public struct HomeLayout: Sendable {
         return names.compactMap(Self.generationNumber).sorted()
     }
 
-    static func generationNumber(_ name: String) -> Int? {
+    public static func generationNumber(_ name: String) -> Int? {
         let b = Array(name.utf8)
         guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
         return Int(String(decoding: b[1..<7], as: UTF8.self))

@@ -1,0 +1,46 @@
+import Foundation
+
+/// What `fedbatch revert` wrote.
+public struct RevertReport: Sendable {
+    public let generation: Int
+    public let file: String
+    public let digest: String
+    public let revertedTo: Int
+}
+
+extension Collector {
+    /// Writes the next generation with generation `target`'s weights, as
+    /// `git revert` moves forward: the chain stays linear (its parent is the
+    /// current generation), so sites accept it like any newer generation,
+    /// and nothing is deleted. It includes no bundle, and its strategy is
+    /// recorded as `revert` with the generation it restores. Refusals still
+    /// pending stay pending for the next merge. The write is crash-ordered
+    /// exactly as a merge's.
+    public func revert(to target: Int, now: Date = Date()) throws -> RevertReport {
+        let layout = home.layout
+        let lock = try home.lock()
+        defer { withExtendedLifetime(lock) {} }
+        Filing.removeCrashLeftovers(layout)
+        let verifier = try home.verifier()
+        let (current, _) = try currentGeneration(verifier: verifier)
+        let ledger = try openLedger(verifier: verifier)
+        try checkAgreement(ledger: ledger, current: current)
+        try finishInterruptedMerge(ledger: ledger, current: current)
+        let number = current.manifest.generation!
+        guard target >= 0, target < number else {
+            throw HomeError.config(path: layout.generations, reason: "revert restores an earlier generation: give 0 to \(number - 1), not \(target)")
+        }
+        // The restored weights must verify like any generation a site would train on.
+        let (old, weights) = try home.openGeneration(layout.generation(target), verifier: verifier)
+        guard old.manifest.generation == target else {
+            throw HomeError.config(path: old.path, reason: "holds generation \(old.manifest.generation ?? -1), not \(target)")
+        }
+        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: rfc3339(now),
+                                generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
+                                included: [], rejected: [],
+                                strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
+        manifest.metrics = ["bundles": 0, "examples": 0]
+        let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger)
+        return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
+    }
+}
