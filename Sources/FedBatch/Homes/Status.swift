@@ -47,7 +47,13 @@ extension Home {
     public func collectorStatus(now: Date = Date()) throws -> CollectorStatus {
         let layout = self.layout
         let ledger = FileManager.default.fileExists(atPath: layout.stateDatabase) ? try Ledger(path: layout.stateDatabase) : nil
-        let newest = try ledger?.latestGeneration()
+        var newest: (number: Int, digest: String, created: String?)? = try ledger?.latestGeneration().map { ($0.number, $0.digest, $0.created) }
+        if newest == nil, let n = layout.generationNumbers().last {
+            // Before the first merge there is no state.db: read the newest
+            // generation itself, verified like everything else.
+            let v = try openVerified(layout.generation(n), verifier: try verifier()).0
+            newest = (n, v.digest.hex, v.manifest.created)
+        }
         let clock = now.timeIntervalSince1970
         var files = 0
         var oldest: Double?
@@ -69,7 +75,7 @@ extension Home {
             CollectorStatus.Site(site: s, lastGeneration: activity[s]?.generation, lastSeq: activity[s]?.seq,
                                  lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0)
         }
-        return CollectorStatus(generation: newest?.number ?? layout.generationNumbers().last, digest: newest?.digest, created: newest?.created,
+        return CollectorStatus(generation: newest?.number, digest: newest?.digest, created: newest?.created,
                                quorum: config.merge.minBundles, inboxFiles: files, oldestInboxSeconds: oldest,
                                quarantine: quarantine, sites: sites)
     }

@@ -12,7 +12,8 @@ struct Merge: Subcommand {
         Every other file in inbox/ is verified like `fedbatch verify`, then checked \
         against the protocol: an update, based on the current generation, not \
         seen before by digest or by (site, seq), one per site, num_examples \
-        within merge.max_examples. Refused files move to quarantine/ beside a \
+        within merge.max_examples, a codec in merge.accept_codecs whose stored \
+        tensors fit the model. Refused files move to quarantine/ beside a \
         <name>.reason.json (code, message, digest, time); to retry one, \
         move it back into inbox/. If at least \
         --min-bundles (merge.min_bundles) pass, FedAvg aggregates them in \

@@ -30,105 +30,106 @@ struct Status: Subcommand {
 
 /// `status`: one of two shapes, told apart by `role` (fedbatch-json(7),
 /// "status collector" and "status site").
-struct StatusOutput: CommandOutput {
+enum StatusOutput: CommandOutput {
+    case collector(CollectorView)
+    case site(SiteView)
+
+    init(collector s: CollectorStatus) { self = .collector(CollectorView(s)) }
+    init(site s: SiteStatus) { self = .site(SiteView(s)) }
+
+    func encode(to encoder: Encoder) throws {
+        switch self {
+        case .collector(let v): try v.encode(to: encoder)
+        case .site(let v): try v.encode(to: encoder)
+        }
+    }
+
+    func render(into text: inout TextRendering) {
+        switch self {
+        case .collector(let v): v.render(into: &text)
+        case .site(let v): v.render(into: &text)
+        }
+    }
+
     struct Generation: Encodable {
         let number: Int
         let digest: String
         @OrNull var created: String?
     }
-    struct Inbox: Encodable {
-        let files: Int
-        @OrNull var oldestAgeSeconds: Double?
-    }
-    struct Reason: Encodable {
-        let code: String
-        let files: Int
-    }
-    struct Site: Encodable {
-        let site: String
-        @OrNull var lastGeneration: Int?
-        @OrNull var lastSeq: Int64?
-        @OrNull var lastCreated: String?
-        let bundles: Int
-    }
-    struct Bundle: Encodable {
-        let file: String
-        let digest: String
-        let seq: Int64
-        let baseGeneration: Int
-        let inOutbox: Bool
-        @OrNull var includedIn: Int?
-    }
 
-    let role: String
-    // collector
-    var generation: Generation??
-    var quorum: Int?
-    var inbox: Inbox?
-    var quarantine: [Reason]?
-    var sites: [Site]?
-    // site
-    var site: String?
-    var newestGeneration: Generation??
-    var lastBundle: Bundle??
-
-    init(collector s: CollectorStatus) {
-        role = "collector"
-        generation = .some(s.generation.map { Generation(number: $0, digest: s.digest ?? "", created: s.created) })
-        quorum = s.quorum
-        inbox = Inbox(files: s.inboxFiles, oldestAgeSeconds: s.oldestInboxSeconds.map { ($0 * 10).rounded() / 10 })
-        quarantine = s.quarantine.keys.sorted().map { Reason(code: $0, files: s.quarantine[$0]!) }
-        sites = s.sites.map { Site(site: $0.site, lastGeneration: $0.lastGeneration, lastSeq: $0.lastSeq, lastCreated: $0.lastCreated, bundles: $0.bundles) }
-    }
-
-    init(site s: SiteStatus) {
-        role = "site"
-        site = s.site
-        newestGeneration = .some(s.newestGeneration.map { Generation(number: $0, digest: s.newestDigest ?? "", created: nil) })
-        lastBundle = .some(s.lastBundle.map { Bundle(file: $0.file, digest: $0.digest, seq: $0.seq, baseGeneration: $0.baseGeneration,
-                                                    inOutbox: $0.inOutbox, includedIn: $0.includedIn) })
-    }
-
-    private enum CodingKeys: String, CodingKey {
-        case role, generation, quorum, inbox, quarantine, sites, site, newestGeneration, lastBundle
-    }
-
-    /// Each role's fields, all of them, null where there is no value; the
-    /// other role's fields are left out.
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(role, forKey: .role)
-        if role == "collector" {
-            try c.encode(generation!, forKey: .generation)
-            try c.encode(quorum, forKey: .quorum)
-            try c.encode(inbox, forKey: .inbox)
-            try c.encode(quarantine, forKey: .quarantine)
-            try c.encode(sites, forKey: .sites)
-        } else {
-            try c.encode(site, forKey: .site)
-            try c.encode(newestGeneration!, forKey: .newestGeneration)
-            try c.encode(lastBundle!, forKey: .lastBundle)
+    struct CollectorView: Encodable {
+        struct Inbox: Encodable {
+            let files: Int
+            @OrNull var oldestAgeSeconds: Double?
         }
-    }
+        struct Reason: Encodable {
+            let code: String
+            let files: Int
+        }
+        struct Site: Encodable {
+            let site: String
+            @OrNull var lastGeneration: Int?
+            @OrNull var lastSeq: Int64?
+            @OrNull var lastCreated: String?
+            let bundles: Int
+        }
 
-    func render(into text: inout TextRendering) {
-        if role == "collector" {
-            let g = generation!
-            text.out.append("generation  " + (g.map { "\($0.number) (\(String($0.digest.prefix(12))), \($0.created ?? "?"))" } ?? "none recorded yet"))
-            text.out.append("quorum      \(quorum!)")
-            let age = inbox!.oldestAgeSeconds.map { String(format: ", oldest %.0f s", $0) } ?? ""
-            text.out.append("inbox       \(inbox!.files) file\(inbox!.files == 1 ? "" : "s")\(age)")
-            text.out.append("quarantine  " + (quarantine!.isEmpty ? "empty" : quarantine!.map { "\($0.files) \($0.code)" }.joined(separator: ", ")))
-            text.out.append("SITE        LAST GEN  SEQ     BUNDLES  LAST CREATED")
-            for s in sites! {
-                func right(_ v: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - v.count)) + v }
+        let role = "collector"
+        @OrNull var generation: Generation?
+        let quorum: Int
+        let inbox: Inbox
+        let quarantine: [Reason]
+        let sites: [Site]
+
+        init(_ s: CollectorStatus) {
+            generation = s.generation.map { Generation(number: $0, digest: s.digest ?? "", created: s.created) }
+            quorum = s.quorum
+            inbox = Inbox(files: s.inboxFiles, oldestAgeSeconds: s.oldestInboxSeconds.map { ($0 * 10).rounded() / 10 })
+            quarantine = s.quarantine.keys.sorted().map { Reason(code: $0, files: s.quarantine[$0]!) }
+            sites = s.sites.map { Site(site: $0.site, lastGeneration: $0.lastGeneration, lastSeq: $0.lastSeq, lastCreated: $0.lastCreated, bundles: $0.bundles) }
+        }
+
+        func render(into text: inout TextRendering) {
+            text.out.append("generation  " + (generation.map { "\($0.number) (\(String($0.digest.prefix(12))), \($0.created ?? "?"))" } ?? "none yet"))
+            text.out.append("quorum      \(quorum)")
+            let age = inbox.oldestAgeSeconds.map { String(format: ", oldest %.0f s", $0) } ?? ""
+            text.out.append("inbox       \(inbox.files) file\(inbox.files == 1 ? "" : "s")\(age)")
+            text.out.append("quarantine  " + (quarantine.isEmpty ? "empty" : quarantine.map { "\($0.files) \($0.code)" }.joined(separator: ", ")))
+            text.out.append("SITE        LAST GEN     SEQ  BUNDLES  LAST CREATED")
+            func right(_ v: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - v.count)) + v }
+            for s in sites {
                 text.out.append(s.site.padding(toLength: 10, withPad: " ", startingAt: 0) + "  " + right(s.lastGeneration.map(String.init) ?? "-", 8)
                                 + "  " + right(s.lastSeq.map { String($0) } ?? "-", 6) + "  " + right(String(s.bundles), 7) + "  " + (s.lastCreated ?? "never"))
             }
-        } else {
-            text.out.append("site        \(site!)")
-            text.out.append("generation  " + (newestGeneration!.map { "\($0.number) (\(String($0.digest.prefix(12))))" } ?? "none accepted yet"))
-            if let b = lastBundle! {
+        }
+    }
+
+    struct SiteView: Encodable {
+        struct Bundle: Encodable {
+            let file: String
+            let digest: String
+            let seq: Int64
+            let baseGeneration: Int
+            let inOutbox: Bool
+            @OrNull var includedIn: Int?
+        }
+
+        let role = "site"
+        let site: String
+        @OrNull var newestGeneration: Generation?
+        @OrNull var lastBundle: Bundle?
+
+        init(_ s: SiteStatus) {
+            site = s.site
+            newestGeneration = s.newestGeneration.map { Generation(number: $0, digest: s.newestDigest ?? "", created: nil) }
+            lastBundle = s.lastBundle.map { Bundle(file: $0.file, digest: $0.digest, seq: $0.seq, baseGeneration: $0.baseGeneration,
+                                                   inOutbox: $0.inOutbox, includedIn: $0.includedIn) }
+        }
+
+        func render(into text: inout TextRendering) {
+            text.out.append("site        \(site)")
+            text.out.append("generation  " + (newestGeneration.map { "\($0.number) (\(String($0.digest.prefix(12))))" } ?? "none accepted yet"))
+            if let b = lastBundle {
                 let place = b.inOutbox ? "in outbox/" : "taken from outbox/"
                 let used = b.includedIn.map { "included in generation \($0)" } ?? "not (yet) in any generation here"
                 text.out.append("last bundle seq \(b.seq) on generation \(b.baseGeneration), \(place), \(used)")
