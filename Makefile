@@ -2,7 +2,8 @@
 #
 #   make demo      install what is missing, build, run a whole federation
 #   make test      install what is missing, build, run every test
-#   make build     release build (.build/release/fedbatch)
+#   make build     release build (.build/release/fedbatch), Swift runtime linked in
+#   make deb       Debian package in dist/, checked with lintian
 #   make install   PREFIX=/usr/local
 #   make man       check the man pages render without warnings
 #   make deps      install Debian packages and the test venv (idempotent)
@@ -16,13 +17,16 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Build: the C libraries (and pkg-config to find them). Tests: gnupg, zstd,
 # tar, Debian's Python with venv, numpy and a CPU PyTorch. Data: Debian's
 # Fashion-MNIST. systemd only for systemd-analyze, which checks the units in
-# examples/systemd/ (nothing is started).
+# examples/systemd/ (nothing is started). Packaging: dpkg-dev and lintian.
+# Operations tests: prometheus for promtool, python3-yaml for the Kubernetes
+# manifests, chromium to render `fedbatch report`, util-linux for unshare.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
-                groff-base dataset-fashion-mnist systemd
+                groff-base dataset-fashion-mnist systemd \
+                dpkg-dev binutils lintian prometheus python3-yaml chromium util-linux
 
-.PHONY: all deps build debug test demo install uninstall man clean bench bench-deps fuzz
+.PHONY: all deps build deb debug test demo install uninstall man clean bench bench-deps fuzz
 
 all: build
 
@@ -41,8 +45,19 @@ deps:
 	  $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
 	fi
 
+# The release binary links the Swift runtime statically and carries no
+# RUNPATH, so it runs where no Swift toolchain is installed (an air-gapped
+# site): it needs only Debian's own libraries.
 build: deps
-	$(SWIFT) build -c release --product fedbatch
+	$(SWIFT) build -c release --product fedbatch --static-swift-stdlib --disable-local-rpath \
+	  -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
+
+# The Debian package: binary, man pages, examples, systemd units. lintian
+# must report nothing (warnings and errors fail the build).
+deb: build
+	@deb=$$(packaging/deb/build.sh .build/release/fedbatch dist) && \
+	  lintian --fail-on error,warning "$$deb" && \
+	  echo "$$deb"
 
 debug: deps
 	$(SWIFT) build --build-tests
@@ -55,8 +70,9 @@ demo: build
 # takes a few minutes; the timeout turns a hang, should one ever come back,
 # into a failure long before CI's limit.
 TEST_TIMEOUT ?= 1500
-test: debug
+test: debug deb
 	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
+	  FEDBATCH_DEB=$(CURDIR)/dist/fedbatch_$$(.build/release/fedbatch --version)_$$(dpkg --print-architecture).deb \
 	  timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --disable-xctest
 
 # Benchmarks run on release builds against references in the same run; see
@@ -104,4 +120,4 @@ uninstall:
 	cd man && for p in *.7; do rm -f $(DESTDIR)$(PREFIX)/share/man/man7/$$p; done
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz dist

@@ -103,6 +103,7 @@ public struct ProcessResult: Sendable {
 public enum Subprocess {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Runs a program with stdout and stderr captured through files.
