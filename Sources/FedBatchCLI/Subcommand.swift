@@ -32,6 +32,28 @@ struct CommandContext {
                                  passphraseFile: options.passphraseFile ?? resolved(home?.config.gnupg.passphraseFile))
     }
 
+    /// Runs a `train` or `merge`, then rewrites the home's metrics textfile
+    /// (`[metrics] textfile_dir`) with the outcome, whether it succeeded or
+    /// not: a failing cron job must show up in monitoring. A metrics file
+    /// that cannot be written is a warning; it never fails the run.
+    func recordingMetrics<Output: CommandOutput>(_ command: String, home: Home, _ body: () throws -> Output) throws -> Output {
+        let started = Date()
+        func record(_ status: ExitStatus) {
+            let run = RunRecord(command: command, exitCode: status.rawValue, started: started, duration: Date().timeIntervalSince(started))
+            do { try home.writeMetrics(run: run) } catch {
+                console.warn("cannot write the metrics textfile: \(error)", code: "metrics.write")
+            }
+        }
+        do {
+            let output = try body()
+            record(output.exitStatus)
+            return output
+        } catch {
+            record(ExitStatus.of(error))
+            throw error
+        }
+    }
+
     /// Warns about files in generations/ that are not generations, which
     /// every command ignores.
     func warnAboutForeignFiles(in home: Home) {

@@ -69,7 +69,9 @@ struct JSONSchemaTests {
         }
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
         try record("merge below quorum", "merge", status: 5, ["merge", "--home", fed.collector, "--min-bundles", "3"])
+        try Federation.setConfig(home: fed.collector, table: "eval", "data", "\"\(fashionMNIST)\"")
         let merged = try record("merge", "merge", status: 0, ["merge", "--home", fed.collector])
+        #expect((try merged.summary()["evaluation"] as? [String: Any])?["examples"] as? Int == 10_000)
         #expect(try merged.jsonLines().dropLast().allSatisfy { $0["message_type"] as? String == "status" })
         try record("merge empty", "merge", status: 5, ["merge", "--home", fed.collector])
 

@@ -105,6 +105,19 @@ public final class Federation: @unchecked Sendable {
         try updated.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
+    /// Sets `key = value` in table `[table]` of a home's fedbatch.toml,
+    /// whether fedbatch wrote the key or left it commented out.
+    public static func setConfig(home: String, table: String, _ key: String, _ value: String) throws {
+        let path = home + "/fedbatch.toml"
+        var lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard let start = lines.firstIndex(of: "[\(table)]") else { throw Subprocess.Failure(description: "no [\(table)] in \(path)") }
+        var end = start + 1
+        while end < lines.count, !lines[end].hasPrefix("[") { end += 1 }
+        lines[(start + 1)..<end].removeAll { $0.hasPrefix("\(key) = ") || $0.hasPrefix("# \(key) = ") }
+        lines.insert("\(key) = \(value)", at: start + 1)
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
     /// Runs fedbatch with this federation's GnuPG home; throws on failure.
     @discardableResult
     public func run(_ args: [String]) throws -> ProcessResult {

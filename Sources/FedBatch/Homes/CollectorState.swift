@@ -41,7 +41,13 @@ extension Collector {
             }
         // A refusal already listed by a generation is not pending again.
         let reported = Set(gens.flatMap { ($0.0.rejected ?? []).map(\.digest) })
-        try Ledger.rebuild(at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) })
+        // The collector's own evaluations are not in any signed file; keep
+        // what an old (even incomplete) state.db has for generations that
+        // still exist.
+        let old = home.layout.stateDatabase
+        let evaluations = FileManager.default.fileExists(atPath: old) ? (try? Ledger(path: old).evaluations()) ?? [] : []
+        try Ledger.rebuild(at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) },
+                           evaluations: evaluations)
     }
 
     /// state.db and generations/ must tell the same story before anything

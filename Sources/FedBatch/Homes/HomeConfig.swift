@@ -115,6 +115,39 @@ public struct GnuPGSettings: Sendable, Equatable {
     }
 }
 
+/// Where `train` and `merge` leave their Prometheus metrics: the
+/// `[metrics]` table. node_exporter's textfile collector reads the
+/// directory (fedbatch-metrics(7)).
+public struct MetricsSettings: Sendable, Equatable {
+    public var textfileDir: String?
+    public init() {}
+
+    static let keys: Set<String> = ["textfile_dir"]
+
+    func render() -> [String] {
+        ["", "# A node_exporter textfile directory for train/merge metrics (fedbatch-metrics(7)).", "[metrics]",
+         textfileDir.map { "textfile_dir = \(StrictJSON.quote($0))" } ?? "# textfile_dir = \"/var/lib/prometheus/node-exporter\""]
+    }
+}
+
+/// The collector's own held-out data: the `[eval]` table. After each merge
+/// the new generation is evaluated on it and the figures are recorded in
+/// state.db, for `fedbatch report` and the metrics.
+public struct EvalSettings: Sendable, Equatable {
+    public var data: String?
+    public var split = DataSplit.test
+    public var labelColumn = "label"
+    public init() {}
+
+    static let keys: Set<String> = ["data", "split", "label"]
+
+    func render() -> [String] {
+        ["", "# Held-out data to evaluate each new generation on (fedbatch report).", "[eval]",
+         data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/usr/share/datasets/fashion-mnist\"",
+         "split = \(StrictJSON.quote(split.rawValue))"]
+    }
+}
+
 /// `fedbatch.toml`. fedbatch writes it with comments; administrators may
 /// edit it. Unknown keys are refused so that a typo does not silently fall
 /// back to a default.
@@ -133,6 +166,10 @@ public struct HomeConfig: Sendable, Equatable {
     public var merge = MergeSettings()
     /// The signing key's GnuPG home and passphrase file.
     public var gnupg = GnuPGSettings()
+    /// Where to write Prometheus metrics.
+    public var metrics = MetricsSettings()
+    /// Held-out data for the collector's evaluation after each merge.
+    public var eval = EvalSettings()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -143,8 +180,8 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg"],
-        .site: ["role", "model_id", "site_id", "key", "training", "gnupg"],
+        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval"],
+        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -192,6 +229,34 @@ public struct HomeConfig: Sendable, Equatable {
                 guard let v = g[k] else { continue }
                 guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "gnupg.\(k) must be a non-empty path") }
                 if k == "home" { config.gnupg.home = s } else { config.gnupg.passphraseFile = s }
+            }
+        }
+        if let t = table["metrics"] {
+            guard let m = t.table else { throw HomeError.config(path: path, reason: "[metrics] must be a table") }
+            for k in m.keys where !MetricsSettings.keys.contains(k) {
+                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [metrics]")
+            }
+            if let v = m["textfile_dir"] {
+                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "metrics.textfile_dir must be a non-empty path") }
+                config.metrics.textfileDir = s
+            }
+        }
+        if let t = table["eval"] {
+            guard let e = t.table else { throw HomeError.config(path: path, reason: "[eval] must be a table") }
+            for k in e.keys where !EvalSettings.keys.contains(k) {
+                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [eval]")
+            }
+            if let v = e["data"] {
+                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "eval.data must be a non-empty path") }
+                config.eval.data = s
+            }
+            if let v = e["split"] {
+                guard let s = v.string, let split = DataSplit(rawValue: s) else { throw HomeError.config(path: path, reason: "eval.split must be \"train\" or \"test\"") }
+                config.eval.split = split
+            }
+            if let v = e["label"] {
+                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "eval.label must be a column name") }
+                config.eval.labelColumn = s
             }
         }
         try config.validate(path: path)
@@ -294,8 +359,8 @@ public struct HomeConfig: Sendable, Equatable {
         lines.append("# Fingerprint of the key this home signs with.")
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
-        if role == .collector { lines += merge.render() }
-        lines += gnupg.render()
+        if role == .collector { lines += merge.render() + eval.render() }
+        lines += gnupg.render() + metrics.render()
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -97,7 +97,8 @@ public struct Site {
             // Switching away from topk: the residual no longer applies.
             try? FileManager.default.removeItem(atPath: home.layout.residual)
         }
-        try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex)
+        try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex,
+                              bytes: Int64(sealed.parts.reduce(0) { $0 + $1.count }), metrics: manifest.metrics)
         return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
                              baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name)
     }

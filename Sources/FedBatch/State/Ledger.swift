@@ -82,6 +82,19 @@ public final class Ledger {
                 t.column("value", .text).notNull()
             }
         }
+        migrator.registerMigration("v4-evaluations") { db in
+            // The collector's own evaluation of each generation on its
+            // [eval] data. Not derivable from the signed files, so a rebuild
+            // carries the rows over (see `rebuild`).
+            try db.create(table: "evaluation") { t in
+                t.primaryKey("generation", .integer)
+                t.column("accuracy", .double).notNull()
+                t.column("loss", .double).notNull()
+                t.column("examples", .integer).notNull()
+                t.column("data", .text).notNull()
+                t.column("evaluated", .text).notNull()
+            }
+        }
         try migrator.migrate(db)
     }
 
@@ -142,6 +155,66 @@ public final class Ledger {
 
     public func lastSequence(site: String) throws -> Int64? {
         try db.read { db in try Int64.fetchOne(db, sql: "SELECT last_seq FROM site WHERE id = ?", arguments: [site]) }
+    }
+
+    /// One generation's evaluation on the collector's held-out data.
+    public struct EvaluationRow: Sendable, Equatable {
+        public let generation: Int
+        public let accuracy: Double
+        public let loss: Double
+        public let examples: Int
+        public let data: String
+        public let evaluated: String
+        public init(generation: Int, accuracy: Double, loss: Double, examples: Int, data: String, evaluated: String) {
+            self.generation = generation
+            self.accuracy = accuracy
+            self.loss = loss
+            self.examples = examples
+            self.data = data
+            self.evaluated = evaluated
+        }
+    }
+
+    public func recordEvaluation(_ e: EvaluationRow) throws {
+        try db.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, evaluated) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
+        }
+    }
+
+    public func evaluations() throws -> [EvaluationRow] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM evaluation ORDER BY generation").map {
+                EvaluationRow(generation: $0["generation"], accuracy: $0["accuracy"], loss: $0["loss"], examples: $0["examples"],
+                           data: $0["data"], evaluated: $0["evaluated"])
+            }
+        }
+    }
+
+    /// Every generation's row, oldest first.
+    public func generations() throws -> [GenerationRow] {
+        try db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM generation ORDER BY number").map(Self.row) }
+    }
+
+    /// Included bundles per generation and site (for participation).
+    public func participation() throws -> [(generation: Int, site: String)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT generation, site FROM bundle WHERE status = 'accepted' ORDER BY generation, site")
+                .map { ($0["generation"], $0["site"]) }
+        }
+    }
+
+    /// Counters for the metrics: every bundle a generation included, and
+    /// every refused file by reason code.
+    public func totals() throws -> (accepted: Int, rejected: [String: Int]) {
+        try db.read { db in
+            let accepted = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM bundle WHERE status = 'accepted'") ?? 0
+            var rejected: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT reason, COUNT(*) AS n FROM rejection GROUP BY reason") {
+                rejected[row["reason"]] = row["n"]
+            }
+            return (accepted, rejected)
+        }
     }
 
     /// Records a refusal; it is pending until a generation lists it.
@@ -209,7 +282,7 @@ public final class Ledger {
     /// place only when complete, so an interrupted rebuild (a crash, a full
     /// disk) never leaves a partial ledger to be trusted.
     public static func rebuild(at path: String, generations: [(Manifest, digest: String, file: String)],
-                               quarantine: [Rejection]) throws {
+                               quarantine: [Rejection], evaluations: [EvaluationRow] = []) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = "\(dir)/.\((path as NSString).lastPathComponent).rebuild-\(getpid())"
         try? FileManager.default.removeItem(atPath: tmp)
@@ -224,6 +297,10 @@ public final class Ledger {
                     for q in quarantine {
                         try db.execute(sql: "INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL) ON CONFLICT(id) DO UPDATE SET stored = excluded.stored",
                                        arguments: [q.id, q.reason, q.stored])
+                    }
+                    for e in evaluations where generations.contains(where: { $0.0.generation == e.generation }) {
+                        try db.execute(sql: "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, evaluated) VALUES (?, ?, ?, ?, ?, ?)",
+                                       arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
                     }
                     try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('complete', '1')")
                 }

@@ -27,6 +27,14 @@ public final class SiteState {
                 t.column("created", .text).notNull()
             }
         }
+        migrator.registerMigration("v2-bundle-figures") { db in
+            // For the metrics textfile, which a run with nothing to do still
+            // rewrites: the last bundle's size and training figures.
+            try db.alter(table: "bundle") { t in
+                t.add(column: "bytes", .integer)
+                t.add(column: "metrics", .text)
+            }
+        }
         try migrator.migrate(db)
     }
 
@@ -94,9 +102,24 @@ public final class SiteState {
         }
     }
 
-    public func markWritten(seq: Int64, file: String, digest: String) throws {
+    public func markWritten(seq: Int64, file: String, digest: String, bytes: Int64? = nil, metrics: [String: Double] = [:]) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let figures = String(decoding: try encoder.encode(metrics), as: UTF8.self)
         try db.write { db in
-            try db.execute(sql: "UPDATE bundle SET status = 'written', file = ?, digest = ? WHERE seq = ?", arguments: [file, digest, seq])
+            try db.execute(sql: "UPDATE bundle SET status = 'written', file = ?, digest = ?, bytes = ?, metrics = ? WHERE seq = ?",
+                           arguments: [file, digest, bytes, figures, seq])
+        }
+    }
+
+    /// The newest written bundle's size, training figures and time.
+    public func lastFigures() throws -> (bytes: Int64?, metrics: [String: Double], examples: Int64, created: String)? {
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT bytes, metrics, num_examples, created FROM bundle WHERE status = 'written' ORDER BY seq DESC LIMIT 1").map { row in
+                let text: String? = row["metrics"]
+                let metrics = text.flatMap { try? JSONDecoder().decode([String: Double].self, from: Data($0.utf8)) } ?? [:]
+                return (row["bytes"], metrics, row["num_examples"], row["created"])
+            }
         }
     }
 }

@@ -19,7 +19,11 @@ struct Merge: Subcommand {
         --min-bundles (merge.min_bundles) pass, FedAvg aggregates them in \
         digest order and the next generation is written and signed, then \
         recorded in state.db, then the inputs move to accepted/. Otherwise \
-        nothing is written, they stay in the inbox, and the exit status is 5.
+        nothing is written, they stay in the inbox, and the exit status is 5. \
+        With [eval] data set, the new generation is then evaluated on it and \
+        the figures recorded in state.db (fedbatch report). With [metrics] \
+        textfile_dir set, every run rewrites its Prometheus textfile \
+        (fedbatch-metrics(7)).
         """
     )
 
@@ -40,20 +44,32 @@ struct Merge: Subcommand {
 
     func run(_ context: CommandContext) throws -> MergeOutput {
         let home = try context.home(as: .collector)
+        if home.config.eval.data != nil { ensureFastBLAS() }
         let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         let console = context.console
-        let progress = ProgressLine(console: console)
-        // A held lock is LockHeld, which the exit table maps to 4.
-        let report = try collector.merge(minBundles: minBundles, settleSeconds: settle) { p in
-            console.status(MergeStatus(p))
-            switch p.phase {
-            case .identify: progress.update("hashing the inbox", force: true)
-            case .verify: progress.update("verified \(p.done)/\(p.total) bundles")
-            case .write: progress.update("writing the next generation", force: true)
+        return try context.recordingMetrics("merge", home: home) {
+            let progress = ProgressLine(console: console)
+            // A held lock is LockHeld, which the exit table maps to 4.
+            let report = try collector.merge(minBundles: minBundles, settleSeconds: settle) { p in
+                console.status(MergeStatus(p))
+                switch p.phase {
+                case .identify: progress.update("hashing the inbox", force: true)
+                case .verify: progress.update("verified \(p.done)/\(p.total) bundles")
+                case .write: progress.update("writing the next generation", force: true)
+                }
             }
+            var evaluation: Ledger.EvaluationRow?
+            if report.outcome == .merged, home.config.eval.data != nil {
+                progress.update("evaluating the new generation", force: true)
+                // The generation is written and recorded: a failure here
+                // is reported, and undoes nothing.
+                do { evaluation = try collector.evaluateNewest() } catch {
+                    console.warn("cannot evaluate generation \(report.generation ?? -1) on [eval] data: \(error)", code: "eval.failed")
+                }
+            }
+            progress.finish()
+            return MergeOutput(report, evaluation: evaluation)
         }
-        progress.finish()
-        return MergeOutput(report)
     }
 }
 
@@ -92,8 +108,11 @@ struct MergeOutput: CommandOutput {
     let accepted: [MergeReport.Accepted]
     let rejected: [Rejected]
     let waiting: [MergeReport.Waiting]
+    /// The new generation on the collector's [eval] data, when configured.
+    @OrNull var evaluation: EvaluationInfo?
 
-    init(_ r: MergeReport) {
+    init(_ r: MergeReport, evaluation e: Ledger.EvaluationRow? = nil) {
+        evaluation = e.map { EvaluationInfo(generation: $0.generation, examples: $0.examples, accuracy: $0.accuracy, loss: $0.loss) }
         outcome = r.outcome.rawValue
         generation = r.generation
         file = r.file
@@ -119,10 +138,22 @@ struct MergeOutput: CommandOutput {
         switch outcome {
         case MergeReport.Outcome.merged.rawValue:
             text.out = ["generation \(generation!) from \(accepted.count) bundles: \(file!)"]
+            if let e = evaluation {
+                text.notes.append(String(format: "generation %d on [eval] data: accuracy %.4f, loss %.4f (%d examples)",
+                                         e.generation, e.accuracy, e.loss, e.examples))
+            }
         case MergeReport.Outcome.belowQuorum.rawValue:
             text.notes.append("\(passed) bundles passed, quorum is \(quorum): nothing written")
         default:
             text.notes.append("the inbox is empty: nothing to do")
         }
     }
+}
+
+/// A generation's figures on the collector's held-out data.
+struct EvaluationInfo: Encodable {
+    let generation: Int
+    let examples: Int
+    let accuracy: Double
+    let loss: Double
 }

@@ -102,16 +102,18 @@ struct Train: Subcommand {
         request.topkFraction = topkFraction
 
         let console = context.console
-        let progress = ProgressLine(console: console)
-        let run = try site.train(request) { p in
-            if let finished = p.finished {
-                console.status(TrainStatus(done: p.epoch, total: p.epochs, epoch: EpochInfo(finished)))
+        return try context.recordingMetrics("train", home: home) {
+            let progress = ProgressLine(console: console)
+            let run = try site.train(request) { p in
+                if let finished = p.finished {
+                    console.status(TrainStatus(done: p.epoch, total: p.epochs, epoch: EpochInfo(finished)))
+                }
+                progress.update(String(format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
+                                       100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
             }
-            progress.update(String(format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
-                                   100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
+            progress.finish()
+            return TrainOutput(bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init), backend: NumericBackend.description)
         }
-        progress.finish()
-        return TrainOutput(bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init), backend: NumericBackend.description)
     }
 }
 
