@@ -19,12 +19,13 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Fashion-MNIST. systemd only for systemd-analyze, which checks the units in
 # examples/systemd/ (nothing is started). Packaging: dpkg-dev and lintian.
 # Operations tests: prometheus for promtool, python3-yaml for the Kubernetes
-# manifests, chromium to render `fedbatch report`, util-linux for unshare.
+# manifests, chromium and python3-pil to render and measure `fedbatch
+# report`, util-linux for unshare.
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist systemd \
-                dpkg-dev binutils lintian prometheus python3-yaml chromium util-linux
+                dpkg-dev binutils lintian prometheus python3-yaml python3-pil chromium util-linux
 
 .PHONY: all deps build deb debug test demo install uninstall man clean bench bench-deps fuzz
 

@@ -10,6 +10,7 @@
 #   make demo                      # defaults below, about 2 minutes on 2 idle cores
 #   ROUNDS=60 EPOCHS=2 make demo   # the longer setting (see BENCHMARKS.md)
 #   CODEC=int8 make demo           # sites store updates with another codec
+#   KEEP=1 make demo               # keep the work directory, with report.html
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
@@ -32,7 +33,7 @@ deliver() {  # deliver FILE DIR: copy as rsync does, to a dotfile renamed into p
 
 echo "fedbatch demo: $SITES sites, Dirichlet alpha=$ALPHA, $ROUNDS rounds of $EPOCHS local epoch(s), codec ${CODEC:-default}, in $work" >&2
 col="$work/collector"
-"$fb" init collector --home "$col" --model-id fmnist --arch mlp:784-256-128-10 --key "$(key collector)" -q
+"$fb" init collector --home "$col" --model-id fmnist --arch mlp:784-256-128-10 --key "$(key collector)" --eval-data "$data" -q
 "$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 -q
 sites=()
 for shard in "$work"/shards/site-*.safetensors; do
@@ -64,13 +65,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
   # Bundles arrive by rename, complete, so the merge need not wait for
   # them to settle (merge.settle_seconds guards plain copies).
-  "$fb" merge --home "$col" --settle 0 -q
+  # The collector evaluates each generation it writes on its [eval] data
+  # (--eval-data above): the test split.
+  merged=$("$fb" merge --home "$col" --settle 0 --json)
   gen=$(ls "$col/generations" | tail -1)
-  acc=$("$fb" eval --home "$col" "$col/generations/$gen" --data "$data" --json |
-        summary accuracy)
+  acc=$(echo "$merged" | summary evaluation accuracy)
   bundles=$(ls "$col/accepted" | wc -l)
   printf '%-6d %-11s %-9d %-9s %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $(( $(date +%s) - start ))
 done
 echo "bundles: $(ls "$col/accepted" | wc -l) files, $(du -cb "$col/accepted" | tail -1 | cut -f1) bytes (mean $(( $(du -cb "$col/accepted" | tail -1 | cut -f1) / $(ls "$col/accepted" | wc -l) )) per bundle)"
 echo >&2
 "$fb" log --home "$col" | tail -4
+"$fb" report --home "$col" --out "$work/report.html" -q
+if [ -n "${KEEP:-}" ]; then echo "report: $work/report.html"; fi

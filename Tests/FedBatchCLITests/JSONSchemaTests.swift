@@ -90,6 +90,7 @@ struct JSONSchemaTests {
         let g1 = fed.collector + "/generations/g000001.fbg"
         try record("verify", "verify", status: 3, ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
         try record("log", "log", status: 0, ["log", "--home", fed.collector])
+        try record("report", "report", status: 0, ["report", "--home", fed.collector, "--out", root + "/report.html"])
         try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))
         try record("log of a broken chain", "log", status: 3, ["log", "--home", root + "/c2"])
         try record("eval", "eval", status: 0, ["eval", "--home", fed.collector, g1, "--data", fashionMNIST])

@@ -56,12 +56,13 @@ public struct Home: Sendable {
     /// fedbatch.toml is written last: until it exists the directory is not a
     /// home, so an interrupted init can simply be run again.
     public static func createCollector(at root: String, modelID: String, arch spec: String, signer: PayloadSigner,
-                                       weights: [(name: String, tensor: Tensor)]?, seed: UInt64,
+                                       weights: [(name: String, tensor: Tensor)]?, seed: UInt64, evalData: String? = nil,
                                        now: Date = Date()) throws -> (home: Home, generation: String, digest: Digest) {
         try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
         try arch.checkFitsInMemory()
-        let config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
+        var config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
+        config.eval.data = evalData
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
         let tensors = weights ?? arch.initialWeights(seed: seed)

@@ -204,6 +204,14 @@ public final class Ledger {
         }
     }
 
+    /// Every included bundle's generation, site and name in accepted/.
+    public func storedBundles() throws -> [(generation: Int, site: String, stored: String?)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT generation, site, stored FROM bundle WHERE status = 'accepted' ORDER BY generation, site")
+                .map { ($0["generation"], $0["site"], $0["stored"]) }
+        }
+    }
+
     /// Counters for the metrics: every bundle a generation included, and
     /// every refused file by reason code.
     public func totals() throws -> (accepted: Int, rejected: [String: Int]) {

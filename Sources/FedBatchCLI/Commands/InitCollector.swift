@@ -33,6 +33,9 @@ struct InitCollector: Subcommand {
     @Option(help: "Seed for the initial weights.")
     var seed: UInt64 = 0
 
+    @Option(name: .customLong("eval-data"), help: ArgumentHelp("Held-out data each merge evaluates its generation on ([eval] data; fedbatch report).", valueName: "path"))
+    var evalData: String?
+
     func validate() throws {
         do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
@@ -43,7 +46,8 @@ struct InitCollector: Subcommand {
         let initial = try weights.map { try arch.loadWeights(path: $0) }
         let signer = try context.signer(fingerprint: key)
         let result = try Home.createCollector(at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
-                                              signer: signer, weights: initial, seed: seed)
+                                              signer: signer, weights: initial, seed: seed,
+                                              evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 })
         return InitCollectorOutput(home: result.home.layout.root, modelId: modelID, arch: arch.description,
                                    parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,
                                    file: result.generation, digest: result.digest.hex)
