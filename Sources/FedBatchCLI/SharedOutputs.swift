@@ -11,8 +11,17 @@ struct KeyInfo: Encodable {
     let fingerprint: String
     let userId: String
     @OrNull var expires: String?
+    /// "current" or "retired".
+    let status: String
+    /// For a collector key, the generations it signs (until: nil while it
+    /// is the current key); null for a site key.
+    @OrNull var validFrom: Int?
+    @OrNull var validUntil: Int?
 
     init(_ k: PinnedKey) {
+        status = k.retired ? "retired" : "current"
+        validFrom = k.role == .collector ? k.validFrom : nil
+        validUntil = k.role == .collector ? k.validUntil : nil
         switch k.role {
         case .collector: role = "collector"; site = nil
         case .site(let s): role = "site"; site = s

@@ -98,13 +98,21 @@ struct JSONSchemaTests {
         try record("data split", "data split", status: 0, ["data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "2",
                                                            "--iid", "--out", root + "/shards"])
         try record("keys remove", "keys remove", status: 0, ["keys", "remove", "--home", fed.collector, "--site", "site-2"])
+        let nextKey = try fed.keyring.generate("collector-next")
+        try record("keys rotate", "keys rotate", status: 0, ["keys", "rotate", "--home", fed.collector, "--new-key", nextKey])
         try record("revert", "revert", status: 0, ["revert", "--home", fed.collector, "0"])
+        try record("keys list after a rotation", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
 
         // Failures: a usage error and an error from the library.
         try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])
         let failed = try record("verification error", nil, status: 3, ["export", "--home", fed.collector, fed.collector + "/quarantine/junk.fbu",
                                                                         "--out", root + "/x.safetensors"])
         #expect(try failed.jsonErrorLines().last?["exit_code"] as? Int == 3)
+        // Last, as it removes files the runs above read.
+        let pruned = try record("prune", "prune", status: 0, ["prune", "--home", fed.collector, "--keep", "1"]).summary()
+        #expect(pruned["generations"] as? [Int] == [0, 1], "\(pruned)")
+        try record("prune with nothing to do", "prune", status: 5, ["prune", "--home", fed.collector, "--keep", "1"])
+        try record("log with pruned generations", "log", status: 0, ["log", "--home", fed.collector])
 
         let dir = TempDir()
         let check = try validate(runs, in: dir)

@@ -25,21 +25,29 @@ public struct Statement: Equatable, Sendable {
     public var site: Manifest.Site?
     public var payloadLength: Int64
     public var payloadDigest: Digest
+    /// For a generation, the SHA-256 of its manifest.json: what lets
+    /// `fedbatch prune` drop the weights and keep a manifest that still
+    /// verifies (fedbatch-bundle(5), PRUNED GENERATIONS). Generations
+    /// written before it existed have none, and are never pruned.
+    public var manifestDigest: Digest?
 
     public init(kind: Manifest.Kind, model: String, generation: Int? = nil, site: Manifest.Site? = nil,
-                payloadLength: Int64, payloadDigest: Digest) {
+                payloadLength: Int64, payloadDigest: Digest, manifestDigest: Digest? = nil) {
         self.kind = kind
         self.model = model
         self.generation = generation
         self.site = site
         self.payloadLength = payloadLength
         self.payloadDigest = payloadDigest
+        self.manifestDigest = manifestDigest
     }
 
-    /// The statement for a payload holding `manifest`.
-    public init(for manifest: Manifest, payload: Data) {
+    /// The statement for a payload holding `manifest`, encoded as
+    /// `manifestBytes`.
+    public init(for manifest: Manifest, payload: Data, manifestBytes: Data? = nil) {
         self.init(kind: manifest.kind, model: manifest.model.id, generation: manifest.kind == .generation ? manifest.generation : nil,
-                  site: manifest.kind == .update ? manifest.site : nil, payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload))
+                  site: manifest.kind == .update ? manifest.site : nil, payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload),
+                  manifestDigest: manifest.kind == .generation ? manifestBytes.map(Digest.of) : nil)
     }
 
     /// The canonical bytes. Identifiers are checked on the way in, so no
@@ -48,6 +56,7 @@ public struct Statement: Equatable, Sendable {
         var fields: [String] = ["\"format\":\"\(Self.format)\""]
         if let generation { fields.append("\"generation\":\(generation)") }
         fields.append("\"kind\":\"\(kind.rawValue)\"")
+        if let manifestDigest { fields.append("\"manifest\":{\"sha256\":\"\(manifestDigest.hex)\"}") }
         fields.append("\"model\":\"\(model)\"")
         fields.append("\"payload\":{\"length\":\(payloadLength),\"sha256\":\"\(payloadDigest.hex)\"}")
         if let site { fields.append("\"site\":{\"id\":\"\(site.id)\",\"seq\":\(site.seq)}") }
@@ -68,8 +77,10 @@ public struct Statement: Equatable, Sendable {
         guard let kindName = object["kind"] as? String, let kind = Manifest.Kind(rawValue: kindName) else {
             throw StatementError.invalid("kind must be \"update\" or \"generation\"")
         }
-        let expected: Set<String> = kind == .update ? ["format", "version", "kind", "model", "payload", "site"]
+        var expected: Set<String> = kind == .update ? ["format", "version", "kind", "model", "payload", "site"]
                                                     : ["format", "version", "kind", "model", "payload", "generation"]
+        // A generation's statement may name its manifest's digest.
+        if kind == .generation, object["manifest"] != nil { expected.insert("manifest") }
         guard Set(object.keys) == expected else {
             throw StatementError.invalid("fields \(object.keys.sorted()) are not those of a\(kind == .update ? "n update" : " generation"): \(expected.sorted())")
         }
@@ -89,6 +100,13 @@ public struct Statement: Equatable, Sendable {
         } else {
             guard let g = object["generation"] as? Int, g >= 0 else { throw StatementError.invalid("generation must be a non-negative integer") }
             statement.generation = g
+            if let m = object["manifest"] {
+                guard let manifest = m as? [String: Any], Set(manifest.keys) == ["sha256"], let hex = manifest["sha256"] as? String,
+                      let digest = Digest(hex: hex) else {
+                    throw StatementError.invalid("manifest must be {sha256} with 64 lowercase hex digits")
+                }
+                statement.manifestDigest = digest
+            }
         }
         // Anything JSONSerialization accepts but the canonical form does not
         // spell that way (white space, 1.0 for 1, escapes, key order).

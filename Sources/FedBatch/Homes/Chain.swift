@@ -10,6 +10,8 @@ public struct ChainLink: Sendable, Codable {
     public let examples: Int64
     public let created: String
     public let file: String
+    /// Only the signed manifest is kept (fedbatch prune).
+    public let pruned: Bool
 }
 
 /// Why the chain does not hold together, or does not agree with the
@@ -62,12 +64,20 @@ extension Home {
 
     private func walkChain(into links: inout [ChainLink]) throws {
         let verifier = try self.verifier()
-        for n in layout.generationNumbers() {
-            let path = layout.generation(n)
+        for (n, path, pruned) in layout.chainFiles() {
             let v: VerifiedContainer
-            do { (v, _) = try openVerified(path, verifier: verifier) } catch { throw ChainError(generation: n, message: "\(path) does not verify: \(error)") }
+            do {
+                // A pruned generation keeps its signed manifest: enough for
+                // the link, which is all log checks of it.
+                v = pruned ? try verifier.openPruned(path: path) : try openVerified(path, verifier: verifier).0
+            } catch {
+                throw ChainError(generation: n, message: "\(path) does not verify: \(error)")
+            }
             let m = v.manifest
             guard m.kind == .generation, m.generation == n else { throw ChainError(generation: n, message: "\(path) holds generation \(m.generation ?? -1)") }
+            // A rotation this generation announces applies to the links
+            // after it (in memory: log writes nothing).
+            do { try verifier.adoptRotation(carriedBy: v) } catch { throw ChainError(generation: n, message: "\(path) carries a key rotation that does not verify: \(error)") }
             if let previous = links.last {
                 guard previous.generation == n - 1 else { throw ChainError(generation: n, message: "generation \(n - 1) is missing") }
                 guard m.parent?.number == n - 1, m.parent?.digest == previous.digest else {
@@ -79,7 +89,7 @@ extension Home {
             let included = m.included ?? []
             links.append(ChainLink(generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
                                    rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
-                                   created: m.created, file: path))
+                                   created: m.created, file: path, pruned: pruned))
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }

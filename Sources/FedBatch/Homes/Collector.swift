@@ -8,6 +8,13 @@ public struct Collector {
     public let signer: PayloadSigner
 
     public init(home: Home, signer: PayloadSigner) throws {
+        // A rotation interrupted by a crash is finished first, so that the
+        // signer is checked against the key the home signs with now.
+        let home = try home.completeKeyRotation()
+        if home.config.key != signer.fingerprint, let rotated = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector),
+           rotated.fingerprint == home.config.key, rotated.validFrom > 0 {
+            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "the collector's key was rotated to \(rotated.fingerprint) from generation \(rotated.validFrom) (fedbatch.toml now names it): run the command again")
+        }
         try home.requireRole(.collector, signer: signer)
         self.home = home
         self.signer = signer
@@ -129,7 +136,17 @@ public struct Collector {
                        ledger: Ledger) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))])
+        // A pending key rotation rides in this generation, the last the old
+        // key signs (see KeyRotation).
+        let rotation = try pendingRotation()
+        if let rotation {
+            guard rotation.statement.fromGeneration == number + 1, rotation.statement.oldKey == signer.fingerprint else {
+                throw HomeError.config(path: TrustSet.Files.pendingRotation(in: layout.keys),
+                                       reason: "this pending rotation is for generation \(rotation.statement.fromGeneration - 1) by \(rotation.statement.oldKey), not \(number) by \(signer.fingerprint); run fedbatch keys rotate again")
+            }
+        }
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))]
+                                                                     + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
@@ -150,6 +167,7 @@ public struct Collector {
         try syncDirectory(layout.accepted)
         try syncDirectory(layout.inbox)
         try ledger.markSettled(number)
+        if let rotation { try home.applyRotation(rotation) }
         return (path, sealed.digest.hex, stored)
     }
 

@@ -29,8 +29,8 @@ extension Collector {
     /// Recreates state.db from the signed generations and the reason files.
     public func rebuild(verifier: Verifier) throws {
         var gens: [(Manifest, digest: String, file: String)] = []
-        for n in home.layout.generationNumbers() {
-            let v = try verifier.open(path: home.layout.generation(n))
+        for (_, path, pruned) in home.layout.chainFiles() {
+            let v = pruned ? try verifier.openPruned(path: path) : try verifier.open(path: path)
             gens.append((v.manifest, v.digest.hex, v.path))
         }
         let q = home.layout.quarantine

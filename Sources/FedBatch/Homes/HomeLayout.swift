@@ -52,6 +52,9 @@ public struct HomeLayout: Sendable {
         let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
         if !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let n = Int(digits) {
             let path = generation(n)
+            if !FileManager.default.fileExists(atPath: path), FileManager.default.fileExists(atPath: prunedGeneration(n)) {
+                throw HomeError.config(path: prunedGeneration(n), reason: "generation \(n) was pruned (fedbatch prune): only its signed manifest is kept, not its weights")
+            }
             guard FileManager.default.fileExists(atPath: path) else {
                 throw HomeError.config(path: generations, reason: "there is no generation \(n) (\(Self.generationFileName(n))); `fedbatch log` lists them")
             }
@@ -74,10 +77,34 @@ public struct HomeLayout: Sendable {
         return Int(String(decoding: b[1..<7], as: UTF8.self))
     }
 
+    /// `g000042.fbm`: generation 42 after `fedbatch prune` dropped its
+    /// weights, keeping its statement, signature and manifest.
+    public func prunedGeneration(_ number: Int) -> String { "\(generations)/\(Self.generationName(number)).fbm" }
+
+    /// Numbers of the pruned generations in `generations/`, ascending.
+    public func prunedGenerationNumbers() -> [Int] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
+        return names.compactMap(Self.prunedGenerationNumber).sorted()
+    }
+
+    public static func prunedGenerationNumber(_ name: String) -> Int? {
+        guard name.hasSuffix(".fbm") else { return nil }
+        return generationNumber(String(name.dropLast(4)) + ".fbg")
+    }
+
+    /// Every generation of the chain, whole or pruned, ascending; with the
+    /// file that holds it (the whole one when both exist, as they do for a
+    /// moment while prune works).
+    public func chainFiles() -> [(number: Int, path: String, pruned: Bool)] {
+        let whole = Set(generationNumbers())
+        let all = whole.union(prunedGenerationNumbers()).sorted()
+        return all.map { whole.contains($0) ? ($0, generation($0), false) : ($0, prunedGeneration($0), true) }
+    }
+
     /// Files in `generations/` that are not generations (hidden temp files
     /// aside): they are ignored, and commands warn about them.
     public func foreignGenerationFiles() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
-        return names.filter { !$0.hasPrefix(".") && Self.generationNumber($0) == nil }.sorted()
+        return names.filter { !$0.hasPrefix(".") && Self.generationNumber($0) == nil && Self.prunedGenerationNumber($0) == nil }.sorted()
     }
 }

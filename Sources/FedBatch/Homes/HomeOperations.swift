@@ -6,6 +6,8 @@ public struct FileVerdict {
     public let file: String
     public let verified: VerifiedContainer?
     public let failure: (code: String, message: String)?
+    /// Something a reader of the verdict should know (a retired key).
+    public let note: String?
 }
 
 extension Home {
@@ -30,22 +32,55 @@ extension Home {
     }
 
     /// Opens a generation (a path), verified as `openVerified` does, with
-    /// its weights; refuses an update bundle given in its place.
+    /// its weights; refuses an update bundle given in its place. A
+    /// generation signed by a key this home does not know yet may come
+    /// after a key rotation: then the rotations that generations/ carries
+    /// are adopted into `verifier` (in memory; see `Verifier.adopted`) and
+    /// it is tried once more.
     public func openGeneration(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
-        let (v, tensors) = try openVerified(path, verifier: verifier)
+        let v: VerifiedContainer, tensors: SafetensorsFile
+        do {
+            (v, tensors) = try openVerified(path, verifier: verifier)
+        } catch let error as TrustError {
+            guard case .unknownSigner = error, try adoptRotations(verifier: verifier, persist: false) > 0 else { throw error }
+            (v, tensors) = try openVerified(path, verifier: verifier)
+        }
         guard v.manifest.kind == .generation, v.manifest.generation != nil else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
         return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
     }
 
     /// Verifies each file independently; one bad file does not stop the rest.
+    ///
+    /// The audit trail survives key changes: a generation signed by a key a
+    /// rotation introduced verifies once the rotations in generations/ are
+    /// read (in memory), and a bundle signed by a retired site key verifies
+    /// if a generation included it (state.db says which), with a note.
     public func verify(paths: [String]) throws -> [FileVerdict] {
         let verifier = try self.verifier()
+        verifier.acceptsRetiredKeys = true
+        var rotationsRead = false
+        let ledger = config.role == .collector && FileManager.default.fileExists(atPath: layout.stateDatabase) ? try? Ledger(path: layout.stateDatabase) : nil
         return paths.map { path in
             do {
-                let (v, _) = try openVerified(path, verifier: verifier)
-                return FileVerdict(file: path, verified: v, failure: nil)
+                var opened: VerifiedContainer
+                do {
+                    opened = try openVerified(path, verifier: verifier).0
+                } catch let error as TrustError {
+                    guard case .unknownSigner = error, !rotationsRead else { throw error }
+                    rotationsRead = true
+                    guard try adoptRotations(verifier: verifier, persist: false) > 0 else { throw error }
+                    opened = try openVerified(path, verifier: verifier).0
+                }
+                var note: String?
+                if opened.signer.retired {
+                    guard opened.manifest.kind == .update, let g = try ledger?.mergedInto(opened.digest.hex)?.generation else {
+                        throw TrustError.retiredKey(fingerprint: opened.signer.fingerprint, role: opened.signer.role)
+                    }
+                    note = "signed by \(opened.signer.fingerprint), a retired key of \(opened.signer.role); generation \(g) included it"
+                }
+                return FileVerdict(file: path, verified: opened, failure: nil, note: note)
             } catch {
-                return FileVerdict(file: path, verified: nil, failure: (reasonCode(of: error), "\(error)"))
+                return FileVerdict(file: path, verified: nil, failure: (reasonCode(of: error), "\(error)"), note: nil)
             }
         }
     }
@@ -74,41 +109,56 @@ extension Home {
     /// the collector's key on either home. Refuses secret keys, files
     /// holding several keys, revoked, expired or weak keys, keys that cannot
     /// sign, and a key already pinned for another role. A key with the same
-    /// fingerprint as the one pinned replaces it (a renewed expiry, a new
-    /// subkey); a different key for a role that has one is refused. Holds
-    /// the home's lock, so no merge runs meanwhile.
+    /// fingerprint as one pinned replaces it (a renewed expiry, a new
+    /// subkey). A site may have two keys at once, so that it can rotate its
+    /// key with bundles signed by the old one still in transit; a third is
+    /// refused. The collector's key changes only by a rotation
+    /// (`Collector.prepareKeyRotation`). Holds the home's lock, so no merge
+    /// runs meanwhile.
     public func pinKey(for role: Role, keyFile: String) throws -> (key: PinnedKey, updated: Bool) {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
-        let dest: String
-        switch role {
-        case .site(let site):
-            try Home.checkName(site, what: "site id")
-            guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
-            dest = layout.siteKey(site)
-        case .collector:
-            dest = layout.collectorKey
-        }
         let trust = try TrustSet.load(keysDirectory: layout.keys)
         let candidate = try KeyCandidate.read(path: keyFile)
         try KeyPolicy.check(candidate.key, path: keyFile)
         if candidate.revoked { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked") }
         if candidate.expired { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired") }
-        let existing = trust.key(for: role)
-        if let existing, existing.fingerprint != candidate.fingerprint {
-            switch role {
-            case .site(let site):
-                throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has key \(existing.fingerprint) pinned; remove it first (fedbatch keys remove --site \(site))")
-            case .collector:
-                throw TrustError.keyFile(path: keyFile, reason: "the collector's pinned key is \(existing.fingerprint); only the same key, renewed, can replace it here")
+        let current = trust.keys(for: role)
+        let same = current.first { $0.fingerprint == candidate.fingerprint }
+        let dest: String
+        switch role {
+        case .site(let site):
+            try Home.checkName(site, what: "site id")
+            guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+            if let same {
+                dest = same.path
+            } else if current.isEmpty {
+                dest = layout.siteKey(site)
+            } else if current.count == 1 {
+                dest = TrustSet.Files.siteKey(site, fingerprint: candidate.fingerprint, in: layout.keys)
+            } else {
+                throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has two keys pinned (\(current.map(\.fingerprint).joined(separator: ", "))); remove one first (fedbatch keys remove --site \(site) --key FPR)")
             }
+        case .collector:
+            guard let same, let newest = trust.key(for: .collector), same.fingerprint == newest.fingerprint else {
+                throw TrustError.keyFile(path: keyFile, reason: "the collector's pinned key is \(trust.key(for: .collector)?.fingerprint ?? "none"); only the same key, renewed, can replace it here (a new collector key comes by fedbatch keys rotate)")
+            }
+            guard same.validFrom == 0 else {
+                throw TrustError.keyFile(path: keyFile, reason: "the collector key \(same.fingerprint) came with a rotation, whose statement fixes its bytes; rotate to a new key instead of renewing it")
+            }
+            dest = layout.collectorKey
         }
-        if existing == nil, let other = trust.key(fingerprint: candidate.fingerprint) {
+        if same == nil, let other = trust.key(fingerprint: candidate.fingerprint), !(other.retired && other.role == role) {
             throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
         }
         try FileManager.default.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try writeFileAtomically(candidate.armored, to: dest)
-        return (PinnedKey(role: role, fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest), existing != nil)
+        // A key pinned again is no longer retired.
+        if case .site(let site) = role {
+            let retired = "\(TrustSet.Files.retiredSiteKeys(in: layout.keys))/\(site)@\(candidate.fingerprint).asc"
+            if FileManager.default.fileExists(atPath: retired) { try FileManager.default.removeItem(atPath: retired) }
+        }
+        return (PinnedKey(role: role, fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest), same != nil)
     }
 
     /// Pins a site's key (see `pinKey`).
@@ -116,18 +166,38 @@ extension Home {
         try pinKey(for: .site(site), keyFile: keyFile).key
     }
 
-    /// Removes a site's pinned key; bundles it signs are refused from then
-    /// on. Holds the home's lock, so a merge in progress finishes first.
-    public func unpinSiteKey(site: String) throws -> PinnedKey {
+    /// Retires a site's pinned key, or all of them when `fingerprint` is
+    /// nil: bundles they sign are refused from then on. The key files move
+    /// to `keys/retired/sites/`, so that `fedbatch verify` can still check
+    /// the bundles they signed that a generation included. Holds the home's
+    /// lock, so a merge in progress finishes first.
+    public func unpinSiteKey(site: String, fingerprint: String? = nil) throws -> [PinnedKey] {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         let trust = try TrustSet.load(keysDirectory: layout.keys)
-        guard let key = trust.key(for: .site(site)) else {
+        let current = trust.keys(for: .site(site))
+        guard !current.isEmpty else {
             throw TrustError.keyFile(path: layout.siteKey(site), reason: "no key is pinned for site \(site)")
         }
-        try removeEntry(DirectoryEntry(directory: layout.siteKeys, name: (key.path as NSString).lastPathComponent))
+        let chosen = try fingerprint.map { f -> [PinnedKey] in
+            let wanted = f.replacingOccurrences(of: " ", with: "").uppercased()
+            guard let k = current.first(where: { $0.fingerprint == wanted }) else {
+                throw TrustError.keyFile(path: layout.siteKeys, reason: "site \(site) has no pinned key \(f) (pinned: \(current.map(\.fingerprint).joined(separator: ", ")))")
+            }
+            return [k]
+        } ?? current
+        let retired = TrustSet.Files.retiredSiteKeys(in: layout.keys)
+        try FileManager.default.createDirectory(atPath: retired, withIntermediateDirectories: true)
+        for k in chosen {
+            try moveFile(k.path, to: "\(retired)/\(site)@\(k.fingerprint).asc")
+        }
+        // The site's first key file keeps the plain name: a second key that
+        // remains takes it.
+        if let remaining = current.first(where: { k in !chosen.contains { $0.fingerprint == k.fingerprint } }), remaining.path != layout.siteKey(site) {
+            try moveFile(remaining.path, to: layout.siteKey(site))
+        }
         try syncDirectory(layout.siteKeys)
-        return key
+        return chosen.map { var k = $0; k.retired = true; return k }
     }
 }
 

@@ -46,7 +46,12 @@ public struct Site {
             guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
             path = home.layout.generation(newest)
         }
-        let (v, weights) = try home.openGeneration(path, verifier: try home.verifier())
+        let verifier = try home.verifier()
+        let (v, weights) = try home.openGeneration(path, verifier: verifier)
+        // The generation that announces a rotation is the last the old key
+        // signs: keep the new key (and any adopted on the way) for the next.
+        try verifier.adoptRotation(carriedBy: v)
+        for r in verifier.adopted { try home.record(r) }
         try state.accept(generation: v.manifest.generation!, digest: v.digest.hex)
         return (v, weights)
     }

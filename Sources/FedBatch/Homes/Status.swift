@@ -89,8 +89,8 @@ extension Home {
         if let last = try state?.lastWritten() {
             var includedIn: Int?
             let verifier = try self.verifier()
-            for n in layout.generationNumbers() where n > last.base {
-                guard let v = try? verifier.open(path: layout.generation(n)) else { continue }
+            for (n, path, pruned) in layout.chainFiles() where n > last.base {
+                guard let v = try? (pruned ? verifier.openPruned(path: path) : verifier.open(path: path)) else { continue }
                 if v.manifest.included?.contains(where: { $0.digest == last.digest }) == true { includedIn = n; break }
             }
             bundle = .init(file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,

@@ -212,6 +212,15 @@ public final class Ledger {
         }
     }
 
+    /// Quarantine names of refusals that generation `upTo` or an earlier
+    /// one reported (listed in its manifest).
+    public func reportedRejections(upTo generation: Int) throws -> [String] {
+        try db.read { db in
+            try String.fetchAll(db, sql: "SELECT stored FROM rejection WHERE reported IS NOT NULL AND reported <= ? AND stored IS NOT NULL ORDER BY stored",
+                                arguments: [generation])
+        }
+    }
+
     /// Counters for the metrics: every bundle a generation included, and
     /// every refused file by reason code.
     public func totals() throws -> (accepted: Int, rejected: [String: Int]) {

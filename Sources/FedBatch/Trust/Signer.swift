@@ -88,7 +88,7 @@ public final class PayloadSigner {
     /// just to append a few hundred bytes.
     public func sealInParts(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (parts: [Data], manifest: Manifest, digest: Digest) {
         let (payload, final) = try ContainerWriter.payload(manifest: manifest, members: members)
-        let statement = Statement(for: final, payload: payload)
+        let statement = Statement(for: final, payload: payload, manifestBytes: try final.encoded())
         let bytes = statement.encoded
         return ([payload, ContainerFile.slot(statement: bytes, signature: try sign(bytes))], final, statement.payloadDigest)
     }

@@ -33,6 +33,8 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
     case keyFile(path: String, reason: String)
     case alreadyPinned(fingerprint: String, role: Role)
     case signingKey(fingerprint: String, reason: String)
+    case retiredKey(fingerprint: String, role: Role)
+    case keyOutOfRange(fingerprint: String, generation: Int, from: Int, until: Int?)
 
     public var code: String {
         switch self {
@@ -53,6 +55,8 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
         case .keyFile: return "key.invalid"
         case .alreadyPinned: return "key.already-pinned"
         case .signingKey: return "key.signing"
+        case .retiredKey: return "signature.retired-key"
+        case .keyOutOfRange: return "signature.key-range"
         }
     }
 
@@ -92,6 +96,11 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
             return "key \(f) is already pinned for \(role)"
         case let .signingKey(f, reason):
             return "signing key \(f): \(reason)"
+        case let .retiredKey(f, role):
+            return "signed by key \(f), which was pinned for \(role) but has been retired (fedbatch keys remove); only bundles a generation already included stay verifiable"
+        case let .keyOutOfRange(f, n, from, until):
+            let range = until.map { "generations \(from) to \($0)" } ?? "generations from \(from)"
+            return "generation \(n) is signed by collector key \(f), which signs only \(range): the collector rotated its key"
         }
     }
 }

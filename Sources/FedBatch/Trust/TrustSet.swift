@@ -9,54 +9,132 @@ public struct PinnedKey: Sendable, Equatable {
     /// Seconds since the epoch; nil when the key never expires.
     public let expires: Int?
     public let path: String
+    /// For a collector key: the generations it may sign, first and last
+    /// (nil: no last yet). A rotation ends the old key's range.
+    public var validFrom = 0
+    public var validUntil: Int?
+    /// A site key that `keys remove` retired: no bundle it signs is merged
+    /// any more, but `verify` still checks the bundles it signed that a
+    /// generation included, so the audit trail survives.
+    public var retired = false
+
+    public init(role: Role, fingerprint: String, userID: String, expires: Int?, path: String) {
+        self.role = role
+        self.fingerprint = fingerprint
+        self.userID = userID
+        self.expires = expires
+        self.path = path
+    }
+
+    /// Whether this collector key may sign generation `n`.
+    public func maySign(generation n: Int) -> Bool { n >= validFrom && n <= (validUntil ?? Int.max) }
 }
 
-/// The keys a home trusts: `keys/collector.asc` for the collector and, on a
-/// collector home, `keys/sites/<site-id>.asc` for each site. A fingerprint
-/// may be pinned for one role only.
+/// The keys a home trusts:
+/// - `keys/collector.asc`, the collector key pinned at init, then each key
+///   a verified rotation introduced (`keys/rotations/gNNNNNN/`), each valid
+///   for its own range of generations;
+/// - on a collector home, each site's keys: `keys/sites/<site-id>.asc` and,
+///   during a rotation's overlap, a second one `keys/sites/<site-id>@<FPR>.asc`;
+///   and the site keys `keys remove` retired, in `keys/retired/sites/`.
+/// A fingerprint may be pinned for one role only.
 public struct TrustSet: Sendable {
-    public let keys: [PinnedKey]
+    public internal(set) var keys: [PinnedKey]
 
     /// Where the pinned keys lie inside a keys directory.
     public enum Files {
         public static func collectorKey(in keys: String) -> String { "\(keys)/collector.asc" }
         public static func siteKeys(in keys: String) -> String { "\(keys)/sites" }
         public static func siteKey(_ site: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site).asc" }
+        /// A site's second key, pinned beside the first during a rotation.
+        public static func siteKey(_ site: String, fingerprint: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site)@\(fingerprint).asc" }
+        public static func retiredSiteKeys(in keys: String) -> String { "\(keys)/retired/sites" }
+        public static func rotations(in keys: String) -> String { "\(keys)/rotations" }
+        public static func pendingRotation(in keys: String) -> String { "\(keys)/rotation-pending" }
     }
 
-    public func key(for role: Role) -> PinnedKey? { keys.first { $0.role == role } }
+    /// The key that speaks for `role` now: for the collector the newest,
+    /// for a site its first current key.
+    public func key(for role: Role) -> PinnedKey? { keys.last { $0.role == role && !$0.retired && $0.validUntil == nil } ?? keys.first { $0.role == role && !$0.retired } }
+
+    /// Every current (not retired) key of `role`.
+    public func keys(for role: Role) -> [PinnedKey] { keys.filter { $0.role == role && !$0.retired } }
 
     public func key(fingerprint: String) -> PinnedKey? {
         let f = fingerprint.uppercased()
-        return keys.first { $0.fingerprint == f }
+        return keys.first { $0.fingerprint == f && !$0.retired } ?? keys.first { $0.fingerprint == f }
     }
 
     /// Reads every pinned key file below `keysDirectory`.
-    static func load(keysDirectory: String, context: GPGContext) throws -> (TrustSet, [Data]) {
+    /// Reads every pinned key file below `keysDirectory`, and the rotations
+    /// in order. The rotations' signatures are checked by `Verifier`, which
+    /// has the keyring to check them in.
+    static func load(keysDirectory: String, context: GPGContext) throws -> (TrustSet, [Data], [KeyRotation]) {
         var pinned: [PinnedKey] = []
         var blocks: [Data] = []
-        func add(_ path: String, _ role: Role) throws {
-            let data = try readFile(path, cap: 1 << 20)
+        @discardableResult
+        func add(_ data: Data, path: String, _ role: Role, retired: Bool = false, expect fingerprint: String? = nil) throws -> PinnedKey {
             let key = try KeyFile.parse(data, path: path, context: context)
+            if let fingerprint, fingerprint != key.fingerprint {
+                throw TrustError.keyFile(path: path, reason: "holds key \(key.fingerprint), not the \(fingerprint) its name says")
+            }
             if let other = pinned.first(where: { $0.fingerprint == key.fingerprint }) {
+                // A retired copy of a key pinned again for the same site is
+                // harmless; anything else is one key speaking for two roles.
+                if other.role == role && (other.retired || retired) { return other }
                 throw TrustError.keyFile(path: path, reason: "key \(key.fingerprint) is also pinned for \(other.role); a key may speak for one role only")
             }
-            pinned.append(PinnedKey(role: role, fingerprint: key.fingerprint, userID: key.userIDs.first ?? "",
-                                    expires: key.primary.expires, path: path))
+            var k = PinnedKey(role: role, fingerprint: key.fingerprint, userID: key.userIDs.first ?? "", expires: key.primary.expires, path: path)
+            k.retired = retired
+            pinned.append(k)
             blocks.append(data)
+            return k
         }
         let collector = Files.collectorKey(in: keysDirectory)
-        if FileManager.default.fileExists(atPath: collector) { try add(collector, .collector) }
-        let sitesDir = Files.siteKeys(in: keysDirectory)
-        let files = ((try? FileManager.default.contentsOfDirectory(atPath: sitesDir)) ?? []).filter { $0.hasSuffix(".asc") }.sorted()
-        for f in files {
-            let site = String(f.dropLast(4))
-            guard ContainerPath.isIdentifier(site) else {
-                throw TrustError.keyFile(path: "\(sitesDir)/\(f)", reason: "file name is not <site-id>.asc with a valid site id")
+        var rotations: [KeyRotation] = []
+        if FileManager.default.fileExists(atPath: collector) {
+            try add(try readFile(collector, cap: 1 << 20), path: collector, .collector)
+            let dir = Files.rotations(in: keysDirectory)
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter({ !$0.hasPrefix(".") }).sorted() {
+                let path = "\(dir)/\(name)"
+                let r = try KeyRotation.load(directory: path)
+                guard name == KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration) else {
+                    throw TrustError.keyFile(path: path, reason: "a rotation from generation \(r.statement.fromGeneration) must be in \(KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration))")
+                }
+                let index = pinned.lastIndex { $0.role == .collector }!
+                let previous = pinned[index]
+                guard r.statement.oldKey == previous.fingerprint, r.statement.fromGeneration > previous.validFrom else {
+                    throw TrustError.keyFile(path: path, reason: "this rotation replaces \(r.statement.oldKey) from generation \(r.statement.fromGeneration), but the collector key then is \(previous.fingerprint) (from generation \(previous.validFrom))")
+                }
+                guard Digest.of(r.newKey).hex == r.statement.newKeySHA256 else {
+                    throw TrustError.keyFile(path: path, reason: "\(KeyRotation.Files.newKey) does not match the SHA-256 its statement names")
+                }
+                pinned[index].validUntil = r.statement.fromGeneration - 1
+                let new = try add(r.newKey, path: "\(path)/\(KeyRotation.Files.newKey)", .collector, expect: r.statement.newKey)
+                if let i = pinned.lastIndex(where: { $0.fingerprint == new.fingerprint }) { pinned[i].validFrom = r.statement.fromGeneration }
+                rotations.append(r)
             }
-            try add("\(sitesDir)/\(f)", .site(site))
         }
-        return (TrustSet(keys: pinned), blocks)
+        for (dir, retired) in [(Files.siteKeys(in: keysDirectory), false), (Files.retiredSiteKeys(in: keysDirectory), true)] {
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".asc") }.sorted()
+            for f in files {
+                let stem = String(f.dropLast(4))
+                let parts = stem.split(separator: "@", maxSplits: 1).map(String.init)
+                let fingerprint = parts.count == 2 ? parts[1] : nil
+                guard let site = parts.first, ContainerPath.isIdentifier(site),
+                      fingerprint.map({ $0.count == 40 && $0.allSatisfy(\.isHexDigit) }) ?? !retired
+                else {
+                    throw TrustError.keyFile(path: "\(dir)/\(f)", reason: retired ? "file name is not <site-id>@<fingerprint>.asc"
+                                                                           : "file name is not <site-id>.asc or <site-id>@<fingerprint>.asc with a valid site id")
+                }
+                try add(try readFile("\(dir)/\(f)", cap: 1 << 20), path: "\(dir)/\(f)", .site(site), retired: retired, expect: fingerprint)
+            }
+        }
+        // A key pinned again after it was retired counts as current.
+        for (i, k) in pinned.enumerated() where k.retired {
+            if pinned.contains(where: { !$0.retired && $0.fingerprint == k.fingerprint }) { pinned[i].retired = false }
+        }
+        return (TrustSet(keys: pinned), blocks, rotations)
     }
 
     /// Reads the pinned keys (for listing); no verification keyring is kept.

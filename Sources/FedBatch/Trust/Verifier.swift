@@ -46,7 +46,12 @@ public struct VerifiedContainer: Sendable {
 /// A verifier owns one gpgme context: use each instance from one thread at
 /// a time (the merge gives each worker its own).
 public final class Verifier: @unchecked Sendable {
-    public let trust: TrustSet
+    public private(set) var trust: TrustSet
+    /// Whether a bundle signed by a retired site key verifies (for
+    /// `fedbatch verify` of the audit trail; never for a merge).
+    public var acceptsRetiredKeys = false
+    /// The rotations `adoptRotation` accepted, in order.
+    public private(set) var adopted: [KeyRotation] = []
     private let keyring: ScratchKeyring
     /// Keys already looked up. The scratch keyring never changes after
     /// `init`, and each lookup is a gpg process: a merge of 200 small
@@ -58,11 +63,76 @@ public final class Verifier: @unchecked Sendable {
 
     public init(keysDirectory: String) throws {
         keyring = try ScratchKeyring()
-        let (trust, blocks) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
+        let (trust, blocks, rotations) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
         for block in blocks {
             do { try keyring.context.importKeys(block) } catch let e as GPGError { throw TrustError.gpg(e.description) }
         }
         self.trust = trust
+        // Each recorded rotation must still carry both keys' signatures.
+        for r in rotations {
+            do { try checkSignatures(of: r) } catch {
+                throw TrustError.keyFile(path: "\(TrustSet.Files.rotations(in: keysDirectory))/\(KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration))",
+                                         reason: "\(error)")
+            }
+        }
+    }
+
+    /// Both signatures of a rotation: the old key's and the new key's,
+    /// each over the exact statement bytes.
+    private func checkSignatures(of r: KeyRotation) throws {
+        let bytes = r.statement.encoded
+        for (signature, expected, who) in [(r.oldSignature, r.statement.oldKey, "old"), (r.newSignature, r.statement.newKey, "new")] {
+            let signer = try verify(ContainerFile(payload: Data(), statement: bytes, signature: signature))
+            guard signer.fingerprint == expected else {
+                throw RotationError.invalid("the \(who) key's signature was made by \(signer.fingerprint), not \(expected)")
+            }
+        }
+    }
+
+    /// Adopts the rotation that generation `v` carries, if any: checked
+    /// against `v` (verified by the key it retires, naming the next
+    /// generation as the first the new key signs), the new key against the
+    /// key policy, and both signatures. Returns it when it is new to this
+    /// verifier, nil when `v` carries none or it was known already.
+    @discardableResult
+    public func adoptRotation(carriedBy v: VerifiedContainer) throws -> KeyRotation? {
+        guard v.manifest.kind == .generation, let n = v.manifest.generation,
+              let r = try KeyRotation.carried(in: v.container.members) else { return nil }
+        let s = r.statement
+        if let known = trust.keys.first(where: { $0.role == .collector && $0.fingerprint == s.newKey }), known.validFrom == s.fromGeneration {
+            return nil
+        }
+        guard s.model == v.manifest.model.id else { throw RotationError.invalid("it names model \(s.model), not \(v.manifest.model.id)") }
+        guard s.oldKey == v.signer.fingerprint else {
+            throw RotationError.invalid("generation \(n) is signed by \(v.signer.fingerprint), but the rotation replaces \(s.oldKey)")
+        }
+        guard s.fromGeneration == n + 1 else { throw RotationError.invalid("generation \(n) carries a rotation from generation \(s.fromGeneration), not \(n + 1)") }
+        guard let index = trust.keys.lastIndex(where: { $0.role == .collector }), trust.keys[index].fingerprint == s.oldKey,
+              trust.keys[index].validUntil == nil else {
+            throw RotationError.invalid("\(s.oldKey) is not the collector's current key here")
+        }
+        guard Digest.of(r.newKey).hex == s.newKeySHA256 else { throw RotationError.invalid("the new key does not match the SHA-256 the statement names") }
+        let parsed: GPGKey
+        do { parsed = try KeyFile.parse(r.newKey, path: "generation \(n): \(KeyRotation.Files.memberPrefix)\(KeyRotation.Files.newKey)", context: keyring.context) } catch {
+            throw RotationError.invalid("\(error)")
+        }
+        guard parsed.fingerprint == s.newKey else { throw RotationError.invalid("the carried key is \(parsed.fingerprint), not \(s.newKey)") }
+        try KeyPolicy.check(parsed, path: "the new collector key")
+        if parsed.revoked || parsed.expired { throw RotationError.invalid("the new key \(s.newKey) is revoked or expired") }
+        if let other = trust.key(fingerprint: s.newKey) { throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role) }
+        do { try keyring.context.importKeys(r.newKey) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+        let before = trust
+        trust.keys[index].validUntil = s.fromGeneration - 1
+        var key = PinnedKey(role: .collector, fingerprint: s.newKey, userID: parsed.userIDs.first ?? "", expires: parsed.primary.expires,
+                            path: v.path + ":" + KeyRotation.Files.memberPrefix + KeyRotation.Files.newKey)
+        key.validFrom = s.fromGeneration
+        trust.keys.append(key)
+        do { try checkSignatures(of: r) } catch {
+            trust = before
+            throw error
+        }
+        adopted.append(r)
+        return r
     }
 
     /// Checks that a signature slot holds exactly one well-formed OpenPGP
@@ -157,6 +227,35 @@ public final class Verifier: @unchecked Sendable {
         return (statement, digest)
     }
 
+    /// Verifies a pruned generation (`gNNNNNN.fbm`, fedbatch-bundle(5),
+    /// PRUNED GENERATIONS): the original statement and signature, and in
+    /// place of the payload the manifest whose SHA-256 the statement names.
+    /// The result has the generation's identity and manifest, no members.
+    public func openPruned(path: String) throws -> VerifiedContainer {
+        var limits = ContainerLimits.default
+        limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
+        let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
+        let signer = try verify(file)
+        let statement = try Statement.parse(file.statement)
+        guard statement.kind == .generation, let n = statement.generation, let declared = statement.manifestDigest else {
+            throw StatementError.invalid("a pruned generation's statement must be a generation's and name its manifest's SHA-256")
+        }
+        let actual = Digest.of(file.payload)
+        guard actual == declared else {
+            throw StatementError.mismatch("the kept manifest's SHA-256 is \(actual.hex), the statement names \(declared.hex)")
+        }
+        let manifest = try Manifest.decode(file.payload)
+        try statement.check(against: manifest)
+        guard signer.role == .collector else {
+            throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: .collector, what: "generation \(n)")
+        }
+        if !signer.maySign(generation: n) {
+            throw TrustError.keyOutOfRange(fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+        }
+        return VerifiedContainer(path: path, file: file, container: Container(manifest: manifest, manifestBytes: file.payload, members: [:]),
+                                 signer: signer, statement: statement, digest: statement.payloadDigest)
+    }
+
     /// Reads, verifies and parses one file.
     public func open(path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
         try open(try OpenFile(path: path), path: path, limits: limits)
@@ -171,6 +270,9 @@ public final class Verifier: @unchecked Sendable {
         let container = try ContainerReader.read(payload: file.payload, limits: limits)
         let m = container.manifest
         try statement.check(against: m)
+        if let declared = statement.manifestDigest, Digest.of(container.manifestBytes) != declared {
+            throw StatementError.mismatch("the manifest's SHA-256 is \(Digest.of(container.manifestBytes).hex), the statement names \(declared.hex)")
+        }
         try m.checkCreated(notAfter: Date())
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
         guard signer.role == claimed else {
@@ -179,6 +281,12 @@ public final class Verifier: @unchecked Sendable {
                 : "bundle \(m.site!.id) seq \(m.site!.seq)"
             throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
         }
+        // A collector key signs only its own range of generations: after a
+        // rotation, the old key (stolen, say) cannot sign a newer one.
+        if let n = m.generation, m.kind == .generation, !signer.maySign(generation: n) {
+            throw TrustError.keyOutOfRange(fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+        }
+        if signer.retired && !acceptsRetiredKeys { throw TrustError.retiredKey(fingerprint: signer.fingerprint, role: signer.role) }
         return VerifiedContainer(path: path, file: file, container: container, signer: signer, statement: statement, digest: digest)
     }
 }

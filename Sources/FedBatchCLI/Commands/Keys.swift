@@ -2,8 +2,8 @@ import ArgumentParser
 
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage a collector's trust set: the site keys it pins.",
-        subcommands: [KeysAdd.self, KeysList.self, KeysRemove.self]
+        abstract: "Manage a home's trust set: the site keys a collector pins, and the collector's own key.",
+        subcommands: [KeysAdd.self, KeysList.self, KeysRemove.self, KeysRotate.self]
     )
 
     @ParentCommand var root: FedBatchCommand

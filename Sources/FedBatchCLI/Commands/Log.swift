@@ -37,8 +37,10 @@ struct LogOutput: CommandOutput {
         let rejected: Int
         let examples: Int64
         let created: String
+        let pruned: Bool
 
         init(_ l: ChainLink) {
+            pruned = l.pruned
             generation = l.generation
             file = l.file
             digest = l.digest
@@ -70,7 +72,7 @@ struct LogOutput: CommandOutput {
             for l in generations {
                 text.out.append(String(format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
                                        (l.parent.map { String($0.prefix(12)) } ?? "-").padding(toLength: 12, withPad: " ", startingAt: 0),
-                                       l.accepted, l.rejected, l.examples, l.created))
+                                       l.accepted, l.rejected, l.examples, l.created) + (l.pruned ? "  (pruned)" : ""))
             }
         }
         if let error {

@@ -52,8 +52,11 @@ struct VerifyOutput: CommandOutput {
         @OrNull var digest: String?
         @OrNull var code: String?
         @OrNull var message: String?
+        /// For a verified file: something to know (a retired key).
+        @OrNull var note: String?
 
         init(_ v: FileVerdict) {
+            note = v.note
             file = v.file
             ok = v.verified != nil
             if let c = v.verified {
@@ -89,7 +92,7 @@ struct VerifyOutput: CommandOutput {
             if v.ok {
                 let subject = v.kind == "generation" ? "generation \(v.generation!)" : "\(v.site!) seq \(v.seq!)"
                 let whom = v.role == "collector" ? "the collector" : "site \(v.site!)"
-                text.out.append("ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)")
+                text.out.append("ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)" + (v.note.map { "; \($0)" } ?? ""))
             } else {
                 // A warning, so that a cron mail shows it even under --quiet.
                 text.warnings.append("FAIL  \(v.file): \(v.message!) [\(v.code!)]")
