@@ -11,11 +11,24 @@
 #   ROUNDS=60 EPOCHS=2 make demo   # the longer setting (see BENCHMARKS.md)
 #   CODEC=int8 make demo           # sites store updates with another codec
 #   KEEP=1 make demo               # keep the work directory, with report.html
+#
+# Late sites (air-gapped, on a USB cycle): LATE=k makes the last k sites
+# late. Each takes the newest generation only every LAG rounds and its
+# bundle reaches the collector LAG rounds later, trained on a generation LAG
+# behind. A round is one day of simulated time.
+#   LATE=3 LAG=4 MAX_STALENESS=0 QUORUM=7 make demo   # (a) synchronous: late bundles refused as too stale
+#   LATE=3 LAG=4 WAIT_ALL=1 make demo                 # (b) every generation waits for the slowest site
+#   LATE=3 LAG=4 STALENESS=polynomial make demo       # (c) asynchronous, staleness-weighted
+# QUORUM (merge.min_bundles) defaults to the on-time sites, MAX_STALENESS to
+# LAG, STALENESS to merge.staleness's default. At the end the accuracy on the
+# two classes the late sites hold most is printed too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
 data=${DATA:-/usr/share/datasets/fashion-mnist}
 SITES=${SITES:-10} ROUNDS=${ROUNDS:-30} ALPHA=${ALPHA:-0.5} EPOCHS=${EPOCHS:-1} LR=${LR:-0.05}
+LATE=${LATE:-0} LAG=${LAG:-4} WAIT_ALL=${WAIT_ALL:-}
+QUORUM=${QUORUM:-$((SITES - LATE))} MAX_STALENESS=${MAX_STALENESS:-$LAG}
 codec=(); [ -z "${CODEC:-}" ] || codec=(--codec "$CODEC")
 work=${DEMO_DIR:-$(mktemp -d /tmp/fb-demo-XXXXXX)}
 export GNUPGHOME="$work/gnupg"
@@ -34,7 +47,13 @@ deliver() {  # deliver FILE DIR: copy as rsync does, to a dotfile renamed into p
 echo "fedbatch demo: $SITES sites, Dirichlet alpha=$ALPHA, $ROUNDS rounds of $EPOCHS local epoch(s), codec ${CODEC:-default}, in $work" >&2
 col="$work/collector"
 "$fb" init collector --home "$col" --model-id fmnist --arch mlp:784-256-128-10 --key "$(key collector)" --eval-data "$data" -q
-"$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 -q
+# The merge settings of this simulation, in the collector's fedbatch.toml.
+setting() { sed -i "s|^$1 = .*|$1 = $2|" "$col/fedbatch.toml"; }
+setting settle_seconds 0
+setting min_bundles "$([ -n "$WAIT_ALL" ] && echo "$SITES" || echo "$QUORUM")"
+setting max_staleness "$MAX_STALENESS"
+[ -z "${STALENESS:-}" ] || setting staleness "\"$STALENESS\""
+"$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 --json > "$work/split.json"
 sites=()
 for shard in "$work"/shards/site-*.safetensors; do
   s=$(basename "$shard" .safetensors)
@@ -54,11 +73,29 @@ for k in sys.argv[1:]: v = v[k]
 print("%.4f" % v if isinstance(v, float) else v)' "$@"
 }
 
-printf '%-6s %-11s %-9s %-9s %s\n' round generation bundles accuracy seconds
+late=("${sites[@]:$((SITES - LATE))}")
+is_late() { [ -z "$WAIT_ALL" ] && [[ " ${late[*]} " == *" $1 "* ]]; }
+# A round is a day; waiting for all sites, each generation takes LAG days.
+day_step=$([ -n "$WAIT_ALL" ] && [ "$LATE" -gt 0 ] && echo "$LAG" || echo 1)
+
+printf '%-6s %-11s %-9s %-9s %-5s %s\n' round generation bundles accuracy day seconds
 start=$(date +%s)
 for ((r = 1; r <= ROUNDS; r++)); do
-  newest=$(ls "$col/generations" | tail -1)
+  newest=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
   for s in "${sites[@]}"; do
+    if is_late "$s"; then
+      # A late site's bundle arrives LAG rounds after it trained; then it
+      # takes the newest generation and trains again.
+      if [ -f "$work/$s/due" ] && [ "$(cat "$work/$s/due")" -le "$r" ]; then
+        for f in "$work/$s/outbox"/*.fbu; do deliver "$f" "$col/inbox" && rm "$f"; done
+        rm "$work/$s/due"
+      fi
+      [ -f "$work/$s/due" ] && continue
+      deliver "$col/generations/$newest" "$work/$s/generations"
+      "$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" -q || [ $? -eq 5 ]
+      echo $((r + LAG)) > "$work/$s/due"
+      continue
+    fi
     deliver "$col/generations/$newest" "$work/$s/generations"
     bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json | summary bundle file)
     deliver "$bundle" "$col/inbox"
@@ -68,11 +105,28 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # The collector evaluates each generation it writes on its [eval] data
   # (--eval-data above): the test split.
   merged=$("$fb" merge --home "$col" --settle 0 --json)
-  gen=$(ls "$col/generations" | tail -1)
+  gen=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
   acc=$(echo "$merged" | summary evaluation accuracy)
   bundles=$(ls "$col/accepted" | wc -l)
-  printf '%-6d %-11s %-9d %-9s %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $(( $(date +%s) - start ))
+  printf '%-6d %-11s %-9d %-9s %-5d %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $((r * day_step)) $(( $(date +%s) - start ))
 done
+if [ "$LATE" -gt 0 ]; then
+  # The two classes the late sites hold the largest share of, and the
+  # final generation's accuracy on them.
+  "$fb" eval --home "$col" latest --data "$data" --json > "$work/final-eval.json"
+  python3 - "$work/split.json" "$work/final-eval.json" "$LATE" <<'PY'
+import json, sys
+shards = json.loads(open(sys.argv[1]).read().splitlines()[-1])["shards"]
+late = shards[len(shards) - int(sys.argv[3]):]
+share = [sum(s["label_counts"][c] for s in late) / max(1, sum(s["label_counts"][c] for s in shards)) for c in range(10)]
+top = sorted(range(10), key=lambda c: -share[c])[:2]
+ev = json.loads(open(sys.argv[2]).read().splitlines()[-1])
+acc = [next(x["accuracy"] for x in ev["classes"] if x["label"] == c) for c in top]
+print("late sites' classes %s (%.0f%%, %.0f%% of their examples at the late sites): accuracy %.4f; overall %.4f"
+      % (top, 100 * share[top[0]], 100 * share[top[1]], sum(acc) / 2, ev["accuracy"]))
+PY
+  echo "quarantined: $(ls "$col/quarantine" | grep -vc '\.reason\.json$' || true) files ($(cat "$col"/quarantine/*.reason.json 2>/dev/null | python3 -c 'import sys,json,re; t=sys.stdin.read(); print(", ".join(sorted(set(re.findall(r"\"code\" : \"([a-z.-]+)\"", t)))) or "none")'))"
+fi
 echo "bundles: $(ls "$col/accepted" | wc -l) files, $(du -cb "$col/accepted" | tail -1 | cut -f1) bytes (mean $(( $(du -cb "$col/accepted" | tail -1 | cut -f1) / $(ls "$col/accepted" | wc -l) )) per bundle)"
 echo >&2
 "$fb" log --home "$col" | tail -4

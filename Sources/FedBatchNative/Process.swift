@@ -10,11 +10,20 @@ import Glibc
 /// puts its sockets inside a GnuPG home, and a socket path must stay under
 /// 108 bytes.
 public func makePrivateTempDirectory(prefix: String = "fb-") throws -> String {
-    var template = Array("/tmp/\(prefix)XXXXXX".utf8CString)
+    var template = Array("\(temporaryRoot)/\(prefix)XXXXXX".utf8CString)
     guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-        throw FileError.errno("/tmp", "cannot create a temporary directory")
+        throw FileError.errno(temporaryRoot, "cannot create a temporary directory")
     }
     return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+/// Where temporary directories go: $TMPDIR when it names an absolute
+/// path, else /tmp.
+public var temporaryRoot: String {
+    if let dir = ProcessInfo.processInfo.environment["TMPDIR"], dir.hasPrefix("/"), dir.count > 1 {
+        return dir.hasSuffix("/") ? String(dir.dropLast()) : dir
+    }
+    return "/tmp"
 }
 
 /// Runs a program found on PATH with stdio closed, and waits for it.

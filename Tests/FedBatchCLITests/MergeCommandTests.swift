@@ -38,6 +38,8 @@ struct MergeCommandTests {
     @Test("bad bundles are quarantined with their reason while the good ones beside them are merged")
     func quarantineAndMerge() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
+        // Synchronous merging, so that an update on an older generation is refused.
+        try fed.setCollectorConfig("max_staleness", "0")
         let g0 = try generation(fed, 0)
         try update(fed, site: "site-1", seq: 1, base: g0, examples: 300)
         try update(fed, site: "site-2", seq: 1, base: g0, examples: 100)
@@ -100,7 +102,7 @@ struct MergeCommandTests {
         #expect(r2.err.contains("removed renamed.fbu: already merged into generation 1"), "\(r2.err)")
         #expect(!names(fed.collector + "/quarantine").contains("renamed.fbu"))
         #expect(try reason(fed, "reused-seq.fbu")["code"] == "protocol.seq-reused")
-        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.stale-base")
+        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.too-stale")
         #expect(names(fed.collector + "/generations") == ["g000000.fbg", "g000001.fbg", "g000002.fbg"])
 
         // log verifies the chain.
@@ -125,6 +127,8 @@ struct MergeCommandTests {
     @Test("revert writes the next generation with an earlier one's weights; the chain stays linear and merging goes on from it")
     func revert() throws {
         let fed = try federationWithTwoUpdates()
+        // Synchronous merging: work on an older generation is refused.
+        try fed.setCollectorConfig("max_staleness", "0")
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
         func tensors(_ n: Int) throws -> [[Float]] {
             let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n)))).payload)
@@ -148,7 +152,7 @@ struct MergeCommandTests {
         try update(fed, site: "site-1", seq: 2, base: try generation(fed, 1), name: "stale.fbu")
         try update(fed, site: "site-2", seq: 2, base: try generation(fed, 2))
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
-        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.stale-base")
+        #expect(try reason(fed, "stale.fbu")["code"] == "protocol.too-stale")
         #expect(names(fed.collector + "/generations").last == "g000003.fbg")
     }
 
@@ -205,8 +209,13 @@ struct MergeCommandTests {
           arguments: ["after-generation", "after-ledger", "after-first-move"])
     func crash(at point: String) throws {
         let fed = try federationWithTwoUpdates()
+        // A temporary root of its own: any fedbatch another test starts
+        // meanwhile removes abandoned scratch keyrings in /tmp, which would
+        // race with this test's look at them.
+        let tmp = TempDir()
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = fed.keyring.home
+        env["TMPDIR"] = tmp.path
         env["FEDBATCH_FAULT"] = point
         let process = try Subprocess.start(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env)
         let crashed = process.wait()
@@ -214,14 +223,15 @@ struct MergeCommandTests {
         // Dying without cleaning up, it left its scratch keyrings (but no
         // gpg-agent: they never start one); the next run removes them.
         func leftBehind() -> [String] {
-            ((try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []).filter { name in
-                name.hasPrefix("fb-") && (try? String(contentsOfFile: "/tmp/\(name)/fedbatch-scratch.pid", encoding: .utf8))?
+            ((try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? []).filter { name in
+                name.hasPrefix("fb-") && (try? String(contentsOfFile: "\(tmp.path)/\(name)/fedbatch-scratch.pid", encoding: .utf8))?
                     .trimmingCharacters(in: .whitespacesAndNewlines) == String(process.pid)
             }
         }
         #expect(!leftBehind().isEmpty)
         #expect(try Subprocess.shell("pgrep -af gpg-agent || true").out.split(separator: "\n").allSatisfy { line in !leftBehind().contains { line.contains($0) } })
-        let rerun = try fed.fedbatch(["merge", "--home", fed.collector])
+        env.removeValue(forKey: "FEDBATCH_FAULT")
+        let rerun = try Subprocess.fedbatch(["merge", "--home", fed.collector], environment: env)
         #expect(rerun.status == 5, "\(rerun.err)")  // the work was finished; nothing new to merge
         #expect(leftBehind().isEmpty)
         #expect(names(fed.collector + "/generations") == ["g000000.fbg", "g000001.fbg"])

@@ -86,9 +86,10 @@ public final class Federation: @unchecked Sendable {
         // through the binary where the commands themselves are under test.
         let home = try Home.createCollector(at: collector, modelID: "demo", arch: arch, signer: try signer(collectorKey),
                                             weights: nil, seed: 1).home
-        // Tests write inbox files and merge at once; the settle time is
-        // tested on its own.
+        // Tests write inbox files and merge at once, often one bundle at a
+        // time; the settle time and the quorum are tested on their own.
         try setCollectorConfig("settle_seconds", "0")
+        try setCollectorConfig("min_bundles", "1")
         for s in sites {
             let file = try keyring.exportPublic(keys[s]!, to: "\(s).asc")
             _ = try home.pinSiteKey(site: s, keyFile: file)

@@ -7,9 +7,12 @@ import Testing
 struct MergeProtocolTests {
     let current = Manifest.GenerationRef(number: 4, digest: String(repeating: "c4", count: 32))
 
-    func rules(merged: [String: Int] = [:], lastSeq: [String: Int64] = [:], cap: Int64 = 1000) -> MergeProtocol {
-        MergeProtocol(knowledge: .init(current: current, maxExamples: cap,
-                                       mergedInto: { merged[$0] }, lastSequence: { lastSeq[$0] }))
+    func rules(merged: [String: Int] = [:], lastSeq: [String: Int64] = [:], cap: Int64 = 1000, maxStaleness: Int = 0,
+               digests: [Int: String] = [:]) -> MergeProtocol {
+        var k = MergeProtocol.Knowledge(current: current, maxExamples: cap, mergedInto: { merged[$0] }, lastSequence: { lastSeq[$0] })
+        k.maxStaleness = maxStaleness
+        k.generationDigest = { digests[$0] }
+        return MergeProtocol(knowledge: k)
     }
 
     func update(site: String = "site-1", seq: Int64 = 3, base: Manifest.GenerationRef? = nil, examples: Int64 = 100) -> Manifest {
@@ -23,8 +26,28 @@ struct MergeProtocolTests {
 
     @Test("an update on the current generation with a new sequence number is accepted with its count")
     func accepts() throws {
-        let (site, n) = try rules(lastSeq: ["site-1": 2]).decide(update(), digest: "d1")
-        #expect(site.id == "site-1" && site.seq == 3 && n == 100)
+        let (site, n, staleness) = try rules(lastSeq: ["site-1": 2]).decide(update(), digest: "d1")
+        #expect(site.id == "site-1" && site.seq == 3 && n == 100 && staleness == 0)
+    }
+
+    @Test("a stale update inside the window is accepted with its staleness if it names the recorded digest; outside, too-stale")
+    func staleness() throws {
+        let g2 = String(repeating: "22", count: 32)
+        let r = rules(maxStaleness: 2, digests: [2: g2, 1: String(repeating: "11", count: 32)])
+        #expect(try r.decide(update(base: .init(number: 2, digest: g2)), digest: "d1").staleness == 2)
+        #expect(refusal(r, update(base: .init(number: 2, digest: String(repeating: "00", count: 32)))) == .wrongBaseDigest(number: 2))
+        #expect(refusal(r, update(base: .init(number: 1, digest: String(repeating: "11", count: 32)))) == .tooStale(offered: 1, current: 4, max: 2))
+        #expect(refusal(r, update(base: .init(number: 5, digest: g2))) == .staleBase(offered: 5, current: 4))
+        #expect(ProtocolError.tooStale(offered: 1, current: 4, max: 2).code == "protocol.too-stale")
+    }
+
+    @Test("the staleness functions of FedAsync: constant, polynomial and hinge")
+    func stalenessFunctions() {
+        let poly = StalenessFunction(kind: .polynomial, a: 0.5)
+        #expect(poly.weight(staleness: 0) == 1 && abs(poly.weight(staleness: 3) - 0.5) < 1e-15)
+        let hinge = StalenessFunction(kind: .hinge, a: 2, b: 1)
+        #expect(hinge.weight(staleness: 1) == 1 && abs(hinge.weight(staleness: 3) - 0.2) < 1e-15)
+        #expect(StalenessFunction(kind: .constant).weight(staleness: 9) == 1)
     }
 
     @Test("a codec the collector does not accept is refused with its own reason")
@@ -44,7 +67,7 @@ struct MergeProtocolTests {
                          parent: current)
         #expect(refusal(rules(), g) == .notAnUpdate)
         #expect(refusal(rules(merged: ["d1": 2]), update(base: .init(number: 1, digest: current.digest))) == .alreadyMerged(generation: 2))
-        #expect(refusal(rules(), update(base: .init(number: 3, digest: current.digest))) == .staleBase(offered: 3, current: 4))
+        #expect(refusal(rules(), update(base: .init(number: 3, digest: current.digest))) == .tooStale(offered: 3, current: 4, max: 0))
         #expect(refusal(rules(), update(base: .init(number: 4, digest: String(repeating: "00", count: 32)))) == .wrongBaseDigest(number: 4))
         #expect(refusal(rules(lastSeq: ["site-1": 3]), update(seq: 3)) == .sequenceReused(site: "site-1", seq: 3, last: 3))
         #expect(refusal(rules(cap: 99), update(examples: 100)) == .tooManyExamples(100, cap: 99))

@@ -31,10 +31,20 @@ public protocol AggregationStrategy: AnyObject {
     /// Refuses a delta before it is added (for example, one that would
     /// make the model non-finite); a refused delta changes nothing.
     func check(delta: DecodedDelta, base: ModelWeights) throws
-    /// Adds one delta, already checked against the model and by `check`.
-    func add(delta: DecodedDelta, weight: Double)
+    /// Adds one delta, already checked against the model and by `check`,
+    /// with example weight `weight`, its contribution multiplied by
+    /// `scale`, the staleness factor w(s) (1 for a fresh update). The
+    /// normalisation uses `weight` alone, so stale updates move the model
+    /// less rather than being renormalised back to full strength (as in
+    /// FedBuff).
+    func add(delta: DecodedDelta, weight: Double, scale: Double)
     /// The new weights; never anything non-finite.
     func finish(base: ModelWeights) throws -> ModelWeights
+}
+
+extension AggregationStrategy {
+    /// Adds a fresh update (staleness factor 1).
+    public func add(delta: DecodedDelta, weight: Double) { add(delta: delta, weight: weight, scale: 1) }
 }
 
 /// The strategies a collector can be configured with.

@@ -2,9 +2,11 @@ import Foundation
 
 /// Federated averaging (McMahan et al., 2017) over update deltas:
 ///
-///     new = base + η · Σ wᵢ·Δᵢ / Σ wᵢ
+///     new = base + η · Σ wᵢ·sᵢ·Δᵢ / Σ wᵢ
 ///
-/// with wᵢ the bundle's example count (capped). Deltas are added one bundle
+/// with wᵢ the bundle's example count (capped) and sᵢ its staleness factor
+/// (1 for an update trained on the current generation; see
+/// `StalenessFunction`). Each Δᵢ is the update against its own base. Deltas are added one bundle
 /// at a time into float64 sums, so memory does not grow with the number of
 /// bundles, and the result is rounded to float32 once at the end. Callers
 /// add bundles in a canonical order (by digest): float64 addition is not
@@ -51,11 +53,12 @@ public final class FedAvg: AggregationStrategy {
     }
 
     /// Adds one delta (checked against the architecture beforehand).
-    public func add(delta: DecodedDelta, weight: Double) {
+    public func add(delta: DecodedDelta, weight: Double, scale: Double = 1) {
+        let factor = weight * scale
         for t in sums.indices {
             let s = sums[t].buffer
             delta.withTensor(t) { d in
-                for i in 0..<s.count { s[i] += weight * Double(d[i]) }
+                for i in 0..<s.count { s[i] += factor * Double(d[i]) }
             }
         }
         totalWeight += weight

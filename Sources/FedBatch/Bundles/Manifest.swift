@@ -50,10 +50,20 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var signer: String
         public var seq: Int64
         public var numExamples: Int64
+        /// The example weight (FedAvg's wᵢ, capped).
         public var weight: Double
-        public init(digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double) {
+        /// The generation the update was trained on, how many generations
+        /// behind the merged one that was, and the staleness factor w(s)
+        /// its contribution was multiplied by. Absent in generations
+        /// written before staleness-aware merging (all fresh then).
+        public var base: Int?
+        public var staleness: Int?
+        public var stalenessWeight: Double?
+        public init(digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
+                    base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil) {
             self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
             self.numExamples = numExamples; self.weight = weight
+            self.base = base; self.staleness = staleness; self.stalenessWeight = stalenessWeight
         }
     }
 
@@ -166,6 +176,14 @@ public struct Manifest: Codable, Sendable, Equatable {
             try Self.checkIdentifier(site.id, what: "site id")
         case .generation:
             guard let g = generation, g >= 0 else { throw ContainerError.manifestInvalid("a generation must give its number") }
+            for b in included ?? [] {
+                if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
+                    throw ContainerError.manifestInvalid("included bundle \(b.digest): base \(base) and staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)")
+                }
+                if let w = b.stalenessWeight, !(w > 0 && w <= 1) {
+                    throw ContainerError.manifestInvalid("included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
+                }
+            }
             for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
                 throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
             }

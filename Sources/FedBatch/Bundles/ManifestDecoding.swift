@@ -46,8 +46,12 @@ struct ManifestDecoder {
         m.numExamples = try d.optional("num_examples") { try d.int64("num_examples") }
         m.included = try d.optional("included") {
             try d.array("included").map {
-                Manifest.IncludedBundle(digest: try $0.string("digest"), site: try $0.string("site"), signer: try $0.string("signer"),
-                                        seq: try $0.int64("seq"), numExamples: try $0.int64("num_examples"), weight: try $0.double("weight"))
+                let b = $0
+                return Manifest.IncludedBundle(digest: try b.string("digest"), site: try b.string("site"), signer: try b.string("signer"),
+                                               seq: try b.int64("seq"), numExamples: try b.int64("num_examples"), weight: try b.double("weight"),
+                                               base: try b.optional("base") { try b.int("base") },
+                                               staleness: try b.optional("staleness") { try b.int("staleness") },
+                                               stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") })
             }
         }
         m.rejected = try d.optional("rejected") {

@@ -20,8 +20,15 @@ public struct Collector {
         self.signer = signer
     }
 
-    /// Runs one merge. `minBundles` overrides the configured quorum and
-    /// `settleSeconds` the configured settle time.
+    /// Runs one merge. `minBundles` overrides the configured quorum,
+    /// `maxWait` the configured wait and `settleSeconds` the settle time.
+    ///
+    /// Updates trained on the current generation or on one up to
+    /// `merge.max_staleness` older are taken, each delta against its own
+    /// base, its contribution scaled by the staleness function. A
+    /// generation is written when the quorum passed, or when the oldest
+    /// passing bundle arrived at least `maxWait` seconds ago (FedBuff's
+    /// buffer with a timeout): a late site's lone bundle waits no longer.
     ///
     /// The files are summed in digest order (float64 addition is not
     /// associative, and a fixed order makes the result byte-identical on any
@@ -30,7 +37,7 @@ public struct Collector {
     /// that order, each with its own gpg, while this thread checks the
     /// protocol and adds each delta as it arrives. At most three bundles are
     /// in memory at once, and none can be larger than the model allows.
-    public func merge(minBundles: Int? = nil, settleSeconds: Double? = nil, now: Date = Date(),
+    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, now: Date = Date(),
                       progress: (MergeProgress) -> Void = { _ in }) throws -> MergeReport {
         let layout = home.layout
         let lock = try home.lock()
@@ -66,7 +73,10 @@ public struct Collector {
             current: .init(number: current.manifest.generation!, digest: current.digest.hex), maxExamples: settings.maxExamples,
             mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
         knowledge.acceptedCodecs = settings.acceptCodecs
-        var round = MergeRound(knowledge: knowledge, strategy: strategy, base: currentWeights)
+        knowledge.maxStaleness = settings.maxStaleness
+        let digests = try ledger.generationDigests()
+        knowledge.generationDigest = { digests[$0] }
+        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
@@ -75,7 +85,8 @@ public struct Collector {
             guard failure == nil else { return }
             let entry = ordered[i].entry
             do {
-                try settle(entry, decoded, in: &round, ledger: ledger, now: now, rejected: &rejected, waiting: &waiting)
+                try settle(entry, decoded, arrived: ordered[i].status.changed, in: &round, ledger: ledger, now: now,
+                           rejected: &rejected, waiting: &waiting)
             } catch {
                 failure = error
             }
@@ -84,10 +95,12 @@ public struct Collector {
         if let failure { throw failure }
 
         let inputs = round.inputs
-        guard !inputs.isEmpty, inputs.count >= quorum else {
+        let wait = maxWait ?? settings.maxWait
+        let oldestWait = inputs.map { now.timeIntervalSince1970 - $0.arrived }.max() ?? 0
+        guard !inputs.isEmpty, inputs.count >= quorum || oldestWait >= wait else {
             // Bundles that passed stay in the inbox for a later run.
             for input in inputs {
-                waiting.append(.init(input.entry, "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed)"))
+                waiting.append(.init(input.entry, "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)"))
             }
             return MergeReport(outcome: inputs.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil,
                                digest: nil, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name, accepted: [], rejected: rejected,
@@ -98,7 +111,8 @@ public struct Collector {
         let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger)
         let accepted = zip(inputs, round.included).map { input, b in
             MergeReport.Accepted(name: input.entry.displayName, file: "\(layout.accepted)/\(stored[b.digest]!)", site: b.site, seq: b.seq,
-                                 digest: b.digest, numExamples: b.numExamples, weight: b.weight)
+                                 digest: b.digest, numExamples: b.numExamples, weight: b.weight, base: b.base ?? manifest.generation! - 1,
+                                 staleness: b.staleness ?? 0, stalenessWeight: b.stalenessWeight ?? 1)
         }
         return MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
                            passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted, rejected: rejected, waiting: waiting)
@@ -106,7 +120,7 @@ public struct Collector {
 
     /// Files one entry after pass 2: added to the round, left in the inbox,
     /// quarantined, or removed as a copy of a bundle the home keeps.
-    private func settle(_ entry: DirectoryEntry, _ decoded: Decoded, in round: inout MergeRound, ledger: Ledger, now: Date,
+    private func settle(_ entry: DirectoryEntry, _ decoded: Decoded, arrived: Double, in round: inout MergeRound, ledger: Ledger, now: Date,
                         rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]) throws {
         switch decoded {
         case .changed:
@@ -114,7 +128,7 @@ public struct Collector {
         case let .refused(error, bundleDigest):
             try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
         case let .ok(v, delta):
-            switch round.take(v, delta: delta, entry: entry) {
+            switch round.take(v, delta: delta, entry: entry, arrived: arrived) {
             case .added:
                 break
             case .duplicate(let first):

@@ -65,8 +65,22 @@ public struct TrainingDefaults: Sendable, Equatable {
 
 /// A collector's merge settings: the `[merge]` table of its fedbatch.toml.
 public struct MergeSettings: Sendable, Equatable {
-    /// Fewer accepted bundles than this and nothing is written (exit 5).
-    public var minBundles = 1
+    /// Fewer accepted bundles than this and nothing is written (exit 5),
+    /// unless one has waited `maxWait` (FedBuff's buffer size K). Above 1
+    /// so that a fresh collector does not turn each arriving bundle into a
+    /// generation that makes everyone else's work stale.
+    public var minBundles = 3
+    /// Seconds since the oldest passing bundle arrived after which a merge
+    /// writes a generation below quorum, so a late site's lone bundle waits
+    /// at most this long.
+    public var maxWait = 86_400.0
+    /// How many generations old an update's base may be (s = current −
+    /// base); older ones are quarantined as protocol.too-stale.
+    public var maxStaleness = 4
+    /// How a stale update is discounted: w(s), see `StalenessFunction`.
+    public var staleness = StalenessFunction.Kind.polynomial
+    public var stalenessA = 0.5
+    public var stalenessB = 4.0
     /// Bundles claiming more examples are rejected.
     public var maxExamples: Int64 = 100_000_000
     /// FedAvg weights are min(num_examples, weight_cap).
@@ -86,10 +100,20 @@ public struct MergeSettings: Sendable, Equatable {
     /// The parameters handed to the strategy.
     public var strategyParameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
 
-    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs"]
+    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
+                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b"]
+
+    /// The staleness weighting these settings describe.
+    public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
 
     func render() -> [String] {
-        ["", "# Settings for `fedbatch merge`.", "[merge]", "strategy = \(StrictJSON.quote(strategy))", "min_bundles = \(minBundles)",
+        ["", "# Settings for `fedbatch merge` (fedbatch-merge(1)).", "[merge]", "strategy = \(StrictJSON.quote(strategy))",
+         "# Quorum: bundles that make a generation; below it, merge once the oldest has waited max_wait seconds.",
+         "min_bundles = \(minBundles)", "max_wait = \(Int(maxWait))",
+         "# Updates trained on a generation up to max_staleness older than the current one merge, weighted by",
+         "# staleness = \"constant\" (1), \"polynomial\" ((1+s)^-a) or \"hinge\" (1 up to b, then 1/(a(s-b)+1)).",
+         "max_staleness = \(maxStaleness)", "staleness = \(StrictJSON.quote(staleness.rawValue))",
+         "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
          "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
          "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
@@ -274,6 +298,25 @@ public struct HomeConfig: Sendable, Equatable {
             return i
         }
         if let v = try positive("min_bundles") { m.minBundles = v }
+        if let v = t["max_wait"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else { throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more") }
+            m.maxWait = d
+        }
+        if let v = t["max_staleness"] {
+            guard let i = v.int, i >= 0, i <= 1000 else { throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000") }
+            m.maxStaleness = i
+        }
+        if let v = t["staleness"] {
+            guard let s = v.string, let kind = StalenessFunction.Kind(rawValue: s) else {
+                throw HomeError.config(path: path, reason: "merge.staleness must be \"constant\", \"polynomial\" or \"hinge\"")
+            }
+            m.staleness = kind
+        }
+        for (key, keyPath) in [("staleness_a", \MergeSettings.stalenessA), ("staleness_b", \MergeSettings.stalenessB)] {
+            guard let v = t[key] else { continue }
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.\(key) must be a number from 0 to 1000") }
+            m[keyPath: keyPath] = d
+        }
         if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
         if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
         if let v = t["server_lr"] {

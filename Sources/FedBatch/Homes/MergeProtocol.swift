@@ -14,6 +14,10 @@ public struct MergeProtocol {
         public var maxExamples: Int64
         /// Codecs the collector takes (merge.accept_codecs).
         public var acceptedCodecs: [String] = Codecs.names.sorted()
+        /// How many generations behind the current one a base may be.
+        public var maxStaleness = 0
+        /// The digest state.db records for an earlier generation.
+        public var generationDigest: (Int) throws -> String? = { _ in nil }
         /// The generation that included a bundle digest, if any.
         public var mergedInto: (String) throws -> Int?
         /// The last sequence number a site used in a merged bundle.
@@ -34,22 +38,29 @@ public struct MergeProtocol {
 
     public init(knowledge: Knowledge) { self.knowledge = knowledge }
 
-    /// Accepts or refuses one update. A copy of a bundle already merged is
-    /// named for what it is before the base is checked: it is not stale, it
-    /// is a copy.
-    public func decide(_ m: Manifest, digest: String) throws -> (site: Manifest.Site, examples: Int64) {
+    /// Accepts or refuses one update, and says how stale it is. A copy of a
+    /// bundle already merged is named for what it is before the base is
+    /// checked: it is not stale, it is a copy. An update trained on an
+    /// earlier generation is accepted while it is at most `maxStaleness`
+    /// generations behind, if it names that generation's recorded digest.
+    public func decide(_ m: Manifest, digest: String) throws -> (site: Manifest.Site, examples: Int64, staleness: Int) {
         guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
         if let g = try knowledge.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: g) }
         let number = knowledge.current.number
-        guard base.number == number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
-        guard base.digest == knowledge.current.digest else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+        guard base.number <= number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
+        let staleness = number - base.number
+        guard staleness <= knowledge.maxStaleness else {
+            throw ProtocolError.tooStale(offered: base.number, current: number, max: knowledge.maxStaleness)
+        }
+        let expected = staleness == 0 ? knowledge.current.digest : try knowledge.generationDigest(base.number)
+        guard base.digest == expected else { throw ProtocolError.wrongBaseDigest(number: base.number) }
         if let last = try knowledge.lastSequence(site.id), site.seq <= last {
             throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
         }
         guard n <= knowledge.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: knowledge.maxExamples) }
         guard knowledge.acceptedCodecs.contains(m.codec) else { throw ProtocolError.codecNotAccepted(m.codec, accepted: knowledge.acceptedCodecs) }
         guard !sitesAccepted.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
-        return (site, n)
+        return (site, n, staleness)
     }
 
     /// Records that an update from `site` was accepted in this merge.

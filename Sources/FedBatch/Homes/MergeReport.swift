@@ -16,6 +16,11 @@ public struct MergeReport: Sendable, Codable {
         public let digest: String
         public let numExamples: Int64
         public let weight: Double
+        /// The generation it was trained on, how far behind the merged
+        /// base that is, and the factor its contribution was scaled by.
+        public let base: Int
+        public let staleness: Int
+        public let stalenessWeight: Double
     }
 
     public struct Rejection: Sendable, Codable {

@@ -18,36 +18,48 @@ struct MergeRound {
 
     private var rules: MergeProtocol
     private let strategy: AggregationStrategy
+    private let staleness: StalenessFunction
     private let base: ModelWeights
     private var firstCopy: [Digest: String] = [:]
     private(set) var included: [Manifest.IncludedBundle] = []
-    /// For each added bundle, its inbox entry and created time, in order.
-    private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String)] = []
+    /// For each added bundle, its inbox entry, created time and when it
+    /// arrived (its inode change time), in order.
+    private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
 
-    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, base: ModelWeights) {
+    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, base: ModelWeights) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
+        self.staleness = staleness
         self.base = base
     }
 
-    mutating func take(_ v: VerifiedContainer, delta: DecodedDelta, entry: DirectoryEntry) -> Outcome {
+    mutating func take(_ v: VerifiedContainer, delta: DecodedDelta, entry: DirectoryEntry, arrived: Double) -> Outcome {
         if let first = firstCopy[v.digest] { return .duplicate(of: first) }
         do {
             let m = v.manifest
-            let (site, n) = try rules.decide(m, digest: v.digest.hex)
+            let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
             try strategy.check(delta: delta, base: base)
             firstCopy[v.digest] = entry.displayName
             rules.accepted(site: site.id)
             let weight = strategy.weight(examples: n)
-            strategy.add(delta: delta, weight: weight)
-            included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight))
-            inputs.append((entry, v.digest.hex, m.created))
+            let factor = staleness.weight(staleness: s)
+            strategy.add(delta: delta, weight: weight, scale: factor)
+            included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight,
+                                  base: m.base!.number, staleness: s, stalenessWeight: factor))
+            inputs.append((entry, v.digest.hex, m.created, arrived))
             return .added
         } catch ProtocolError.alreadyMerged(let g) {
             return .alreadyMerged(generation: g)
         } catch {
             return .refused(error)
         }
+    }
+
+    /// The staleness rule, recorded with the strategy: its window and the
+    /// function's parameters (the function itself is implied by them:
+    /// hinge names b, polynomial only a, constant neither).
+    var stalenessParameters: [String: Double] {
+        staleness.parameters.merging(["max_staleness": Double(rules.knowledge.maxStaleness)]) { a, _ in a }
     }
 
     /// The next generation's manifest and weights. Nothing in the manifest
@@ -59,7 +71,8 @@ struct MergeRound {
         var manifest = Manifest(kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
                                 included: included, rejected: rejected,
-                                strategy: .init(name: type(of: strategy).name, parameters: strategy.parameters))
+                                strategy: .init(name: type(of: strategy).name,
+                                                parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }))
         manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
         return (manifest, next)
     }

@@ -4,6 +4,7 @@ import Foundation
 public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
     case notAnUpdate
     case staleBase(offered: Int, current: Int)
+    case tooStale(offered: Int, current: Int, max: Int)
     case wrongBaseDigest(number: Int)
     case alreadyMerged(generation: Int)
     case duplicateInMerge(String)
@@ -16,6 +17,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
         switch self {
         case .notAnUpdate: return "protocol.kind"
         case .staleBase, .wrongBaseDigest: return "protocol.stale-base"
+        case .tooStale: return "protocol.too-stale"
         case .alreadyMerged, .duplicateInMerge: return "protocol.replay"
         case .sequenceReused: return "protocol.seq-reused"
         case .secondUpdate: return "protocol.one-per-site"
@@ -27,7 +29,9 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case .notAnUpdate: return "the file is a generation, not an update bundle"
-        case let .staleBase(o, c): return "the update was trained on generation \(o); the current generation is \(c)"
+        case let .staleBase(o, c): return "the update was trained on generation \(o), but the current generation is \(c): this collector never wrote generation \(o)"
+        case let .tooStale(o, c, max):
+            return "the update was trained on generation \(o), \(c - o) generations behind the current \(c); merge.max_staleness is \(max)"
         case let .wrongBaseDigest(n): return "the update names generation \(n) with a digest that is not this collector's generation \(n)"
         case .alreadyMerged(let g): return "already merged into generation \(g): this is a second copy of a bundle the collector has used"
         case .duplicateInMerge(let other): return "the same bundle as \(other) in this merge: a second copy"

@@ -38,7 +38,7 @@ final class ScratchKeyring {
     }
 
     /// Removes scratch keyrings of fedbatch processes that no longer exist.
-    static func removeAbandoned(in tmp: String = "/tmp") {
+    static func removeAbandoned(in tmp: String = temporaryRoot) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
         for name in names where name.hasPrefix("fb-") {
             let dir = "\(tmp)/\(name)"

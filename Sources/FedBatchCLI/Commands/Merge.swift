@@ -10,16 +10,20 @@ struct Merge: Subcommand {
         Files changed in the last --settle seconds, and hidden names (rsync's \
         temporary files), are left for the next run. \
         Every other file in inbox/ is verified like `fedbatch verify`, then checked \
-        against the protocol: an update, based on the current generation, not \
+        against the protocol: an update, based on the current generation or \
+        one at most merge.max_staleness older, not \
         seen before by digest or by (site, seq), one per site, num_examples \
         within merge.max_examples, a codec in merge.accept_codecs whose stored \
         tensors fit the model. Refused files move to quarantine/ beside a \
         <name>.reason.json (code, message, digest, time); to retry one, \
         move it back into inbox/. If at least \
-        --min-bundles (merge.min_bundles) pass, FedAvg aggregates them in \
-        digest order and the next generation is written and signed, then \
-        recorded in state.db, then the inputs move to accepted/. Otherwise \
-        nothing is written, they stay in the inbox, and the exit status is 5. \
+        --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
+        arrived --max-wait (merge.max_wait, a day) ago, FedAvg aggregates \
+        them in digest order, a stale update's delta scaled by \
+        merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
+        written and signed, then recorded in state.db, then the inputs move \
+        to accepted/. Otherwise nothing is written, they stay in the inbox, \
+        and the exit status is 5. \
         With [eval] data set, the new generation is then evaluated on it and \
         the figures recorded in state.db (fedbatch report). With [metrics] \
         textfile_dir set, every run rewrites its Prometheus textfile \
@@ -37,9 +41,13 @@ struct Merge: Subcommand {
     @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
     var settle: Double?
 
+    @Option(name: .customLong("max-wait"), help: ArgumentHelp("Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).", valueName: "seconds"))
+    var maxWait: Double?
+
     func validate() throws {
         if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
         if let settle, !(0...86_400).contains(settle) { throw ValidationError("--settle must be from 0 to 86400 seconds") }
+        if let maxWait, !(maxWait >= 0 && maxWait.isFinite) { throw ValidationError("--max-wait must be a number of seconds, 0 or more") }
     }
 
     func run(_ context: CommandContext) throws -> MergeOutput {
@@ -50,7 +58,7 @@ struct Merge: Subcommand {
         return try context.recordingMetrics("merge", home: home) {
             let progress = ProgressLine(console: console)
             // A held lock is LockHeld, which the exit table maps to 4.
-            let report = try collector.merge(minBundles: minBundles, settleSeconds: settle) { p in
+            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle) { p in
                 console.status(MergeStatus(p))
                 switch p.phase {
                 case .identify: progress.update("hashing the inbox", force: true)

@@ -1,0 +1,77 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+/// Asynchronous, staleness-aware merging through the real binary: updates
+/// trained on older generations merge inside merge.max_staleness with the
+/// documented weights (checked against numpy), older ones are refused, and
+/// max_wait lets a lone late bundle through.
+@Suite("staleness-aware merging")
+struct StalenessTests {
+    @Test("stale updates inside the window merge with w(s) = (1+s)^-a, checked against numpy; beyond it, protocol.too-stale")
+    func staleMerge() throws {
+        let fed = try Federation(sites: ["site-1", "site-2", "site-3", "site-4"])
+        try fed.setCollectorConfig("max_staleness", "2")
+        try fed.setCollectorConfig("staleness_a", "0.5")
+        // Generations 1 to 3 from site-1 alone.
+        for round in 1...3 {
+            try fed.update(site: "site-1", seq: Int64(round), base: try fed.generation(round - 1), scale: 0.01)
+            try fed.run(["merge", "--home", fed.collector, "-q"])
+        }
+        // Then: site-2 on generation 1 (s = 2), site-3 on 2 (s = 1), site-1
+        // on 3 (s = 0), and site-4 on 0 (s = 3, beyond the window).
+        let dir = TempDir()
+        var updates: [[String: Any]] = []
+        for (site, base, examples, scale) in [("site-2", 1, 300, 0.02), ("site-3", 2, 200, -0.015), ("site-1", 3, 100, 0.005)] {
+            let seq: Int64 = site == "site-1" ? 4 : 1
+            try fed.update(site: site, seq: seq, base: try fed.generation(base), examples: Int64(examples), scale: Float(scale))
+            // The same delta the bundle carries (Federation.update: Samples.weights at scale × seq).
+            let path = dir.file("\(site).safetensors")
+            try SafetensorsWriter.write(try Samples.weights(scale: Float(scale) * Float(seq)), to: path)
+            updates.append(["delta": path, "examples": examples, "staleness": 3 - base])
+        }
+        try fed.update(site: "site-4", seq: 1, base: try fed.generation(0), name: "late.fbu")
+        let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
+        let accepted = try #require(merged["accepted"] as? [[String: Any]])
+        #expect(accepted.count == 3 && merged["generation"] as? Int == 4)
+        #expect(Set(accepted.map { "\($0["site"]!):\($0["base"]!):\($0["staleness"]!)" }) == ["site-2:1:2", "site-3:2:1", "site-1:3:0"])
+        let s2 = try #require(accepted.first { $0["site"] as? String == "site-2" })
+        #expect(abs((s2["staleness_weight"] as? Double ?? 0) - pow(3.0, -0.5)) < 1e-12)
+        let rejected = try #require(merged["rejected"] as? [[String: Any]])
+        #expect(rejected.map { $0["code"] as? String } == ["protocol.too-stale"] && (rejected[0]["message"] as? String ?? "").contains("max_staleness is 2"))
+
+        // The generation's manifest records each bundle's base, staleness and factor.
+        let inspect = try fed.run(["inspect", fed.collector + "/generations/g000004.fbg", "--json"]).summary()
+        let included = try #require(((inspect["manifest"] as? [String: Any])?["included"]) as? [[String: Any]])
+        #expect(Set(included.compactMap { $0["staleness"] as? Int }) == [0, 1, 2] && included.allSatisfy { $0["staleness_weight"] != nil })
+
+        // numpy agrees on the weights.
+        for n in [3, 4] {
+            try fed.run(["export", "--home", fed.collector, "\(n)", "--out", dir.file("g\(n).safetensors")])
+        }
+        let spec: [String: Any] = ["base": dir.file("g3.safetensors"), "result": dir.file("g4.safetensors"), "a": 0.5, "function": "polynomial",
+                                   "updates": updates]
+        let check = try Subprocess.python("staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        #expect(check.status == 0, "\(check.out)\(check.err)")
+        #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
+    }
+
+    @Test("below quorum a bundle waits; once the oldest has waited max_wait, the merge takes what is there")
+    func maxWait() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        try fed.setCollectorConfig("min_bundles", "3")
+        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
+        let waiting = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
+        #expect(waiting.status == 5)
+        let reason = ((try waiting.summary()["waiting"] as? [[String: Any]])?.first?["reason"] as? String) ?? ""
+        #expect(reason.contains("quorum of 3") && reason.contains("max_wait (86400 s"), "\(reason)")
+        // --max-wait overrides for one run; here nothing has waited 10 s yet.
+        #expect(try fed.fedbatch(["merge", "--home", fed.collector, "--max-wait", "10"]).status == 5)
+        // With max_wait 0 the lone bundle has waited long enough: it merges.
+        try fed.setCollectorConfig("max_wait", "0")
+        let r = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
+        let generation = try r.summary()["generation"] as? Int
+        #expect(r.status == 0 && generation == 1, "\(r.err)")
+    }
+}
