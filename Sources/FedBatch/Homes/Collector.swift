@@ -108,7 +108,8 @@ public struct Collector {
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
         let (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
-        let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger)
+        let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
+                                               carrying: current)
         let accepted = zip(inputs, round.included).map { input, b in
             MergeReport.Accepted(name: input.entry.displayName, file: "\(layout.accepted)/\(stored[b.digest]!)", site: b.site, seq: b.seq,
                                  digest: b.digest, numExamples: b.numExamples, weight: b.weight, base: b.base ?? manifest.generation! - 1,
@@ -147,7 +148,7 @@ public struct Collector {
     /// the old or the new generation, and the next run finishes the rest
     /// (`finishInterruptedMerge`).
     func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
-                       ledger: Ledger) throws -> (path: String, digest: String, stored: [String: String]) {
+                       ledger: Ledger, carrying current: VerifiedContainer) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
         // A pending key rotation rides in this generation, the last the old
@@ -159,8 +160,11 @@ public struct Collector {
                                        reason: "this pending rotation is for generation \(rotation.statement.fromGeneration - 1) by \(rotation.statement.oldKey), not \(number) by \(signer.fingerprint); run fedbatch keys rotate again")
             }
         }
+        // The tabular schema, if the model has one, is the same for every
+        // generation: carried forward from the current one.
+        let schema = current.container.members[TabularSchema.member].map { [(TabularSchema.member, $0)] } ?? []
         let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))]
-                                                                     + (rotation?.members ?? []))
+                                                                     + schema + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }

@@ -13,8 +13,8 @@ extension Collector {
         guard let path = settings.data else { return nil }
         let resolved = path.hasPrefix("/") ? path : "\(home.layout.root)/\(path)"
         guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
-        let (_, weights) = try home.openGeneration(home.layout.generation(newest), verifier: try home.verifier())
-        let dataset = try DataLoader.load(resolved, split: settings.split, labelColumn: settings.labelColumn)
+        let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: try home.verifier())
+        let dataset = try DataLoader.load(resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema())
         try dataset.check(against: weights.arch, path: resolved)
         let e = Evaluation.evaluate(weights, on: dataset)
         let row = Ledger.EvaluationRow(generation: newest, accuracy: e.accuracy, loss: e.loss, examples: dataset.count,

@@ -57,6 +57,7 @@ public struct Home: Sendable {
     /// home, so an interrupted init can simply be run again.
     public static func createCollector(at root: String, modelID: String, arch spec: String, signer: PayloadSigner,
                                        weights: [(name: String, tensor: Tensor)]?, seed: UInt64, evalData: String? = nil,
+                                       schema: TabularSchema? = nil,
                                        now: Date = Date()) throws -> (home: Home, generation: String, digest: Digest) {
         try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
@@ -65,6 +66,9 @@ public struct Home: Sendable {
         config.eval.data = evalData
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
+        if let schema, schema.features.count != arch.inputWidth {
+            throw SchemaError("the schema has \(schema.features.count) feature columns; the model \(arch) reads \(arch.inputWidth)")
+        }
         let tensors = weights ?? arch.initialWeights(seed: seed)
         _ = try prepare(root, directories: [layout.keys, layout.siteKeys, layout.inbox,
                                             layout.accepted, layout.quarantine, layout.generations])
@@ -73,7 +77,8 @@ public struct Home: Sendable {
         var manifest = Manifest(kind: .generation, model: .init(id: modelID, arch: arch.description),
                                 created: rfc3339(now), generation: 0, metrics: [:], included: [], rejected: [])
         manifest.metrics = ["parameters": Double(arch.parameterCount)]
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))]
+                                                                     + (schema.map { [(TabularSchema.member, $0.encoded)] } ?? []))
         let path = layout.generation(0)
         try writeFileAtomically(parts: sealed.parts, to: path)
         try writeFileAtomically(Data(config.render().utf8), to: layout.config)

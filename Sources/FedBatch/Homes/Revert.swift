@@ -40,7 +40,7 @@ extension Collector {
                                 included: [], rejected: [],
                                 strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
         manifest.metrics = ["bundles": 0, "examples": 0]
-        let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger)
+        let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger, carrying: current)
         return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
     }
 }

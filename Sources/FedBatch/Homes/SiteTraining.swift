@@ -6,6 +6,8 @@ public struct TrainingRequest: Sendable {
     public var data: String?
     public var split = DataSplit.train
     public var labelColumn = "label"
+    /// CSV columns to leave out (an id column), for a model with a schema.
+    public var drop: [String] = []
     public var limit: Int?
     public var epochs: Int?
     public var batchSize: Int?
@@ -75,11 +77,13 @@ extension Site {
         }
         let (base, baseWeights) = try baseGeneration(request.base)
         if !request.force { try checkNotSent(base: base) }
-        var dataset = try DataLoader.load(dataPath, split: request.split, labelColumn: request.labelColumn)
+        // A tabular model's generation pins its columns: the CSV is read by name.
+        let schema = try base.tabularSchema()
+        var dataset = try DataLoader.load(dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
         if let limit = request.limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
         let heldOut = try request.evalData.map { path -> Dataset in
-            let d = try DataLoader.load(path, split: request.evalSplit, labelColumn: request.labelColumn)
+            let d = try DataLoader.load(path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
             try d.check(against: baseWeights.arch, path: path)
             return d
         }

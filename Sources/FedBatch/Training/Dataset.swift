@@ -79,13 +79,21 @@ public enum DataLoader {
     /// 2^31 bytes: far above Fashion-MNIST, far below what would hurt the machine.
     static let maxBytes: Int64 = 1 << 31
 
-    public static func load(_ path: String, split: DataSplit = .train, labelColumn: String = "label") throws -> Dataset {
+    /// With a `schema`, a CSV file is read by column name (see
+    /// `TabularSchema`), `drop` naming columns to leave out; without one, by
+    /// position, every column but the label being a feature.
+    public static func load(_ path: String, split: DataSplit = .train, labelColumn: String = "label",
+                            schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw DataError(path: path, message: "no such file or directory")
         }
         if isDir.boolValue { return try loadIDX(directory: path, split: split) }
-        if path.hasSuffix(".csv") || path.hasSuffix(".csv.gz") { return try loadCSV(path, labelColumn: labelColumn) }
+        if path.hasSuffix(".csv") || path.hasSuffix(".csv.gz") {
+            if let schema { return try loadCSV(path, schema: schema, drop: drop) }
+            if !drop.isEmpty { throw DataError(path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)") }
+            return try loadCSV(path, labelColumn: labelColumn)
+        }
         if path.hasSuffix(".safetensors") { return try loadShard(path) }
         throw DataError(path: path, message: "unknown data form: give a directory of IDX files, a .csv file or a .safetensors shard")
     }
@@ -155,6 +163,51 @@ public enum DataLoader {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
         return try parseCSV(data, path: path, labelColumn: labelColumn)
+    }
+
+    /// A CSV file's header, the names trimmed.
+    public static func csvHeader(_ path: String) throws -> [String] {
+        let data: Data
+        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
+        guard let text = String(data: data.prefix(1 << 20), encoding: .utf8) ?? String(data: data.prefix(1 << 16), encoding: .utf8),
+              let line = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).first else {
+            throw DataError(path: path, message: "no header line")
+        }
+        return line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+
+    /// A CSV file read by the model's schema: columns by name, then
+    /// standardised as the schema says.
+    static func loadCSV(_ path: String, schema: TabularSchema, drop: [String]) throws -> Dataset {
+        let data: Data
+        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
+        guard let text = String(data: data, encoding: .utf8) else { throw DataError(path: path, message: "not UTF-8 text") }
+        var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
+        guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }
+        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let (columns, labelIndex) = try schema.columns(of: header, drop: drop, path: path)
+        var features: [Float] = []
+        var labels: [Int32] = []
+        var row = 1
+        var fields: [Substring] = []
+        while let line = lines.next() {
+            row += 1
+            fields = line.split(separator: ",", omittingEmptySubsequences: false)
+            guard fields.count == header.count else {
+                throw DataError(path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
+            }
+            let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
+            guard let label = Int32(l) else { throw DataError(path: path, message: "row \(row), column \"\(schema.label)\": \"\(l)\" is not an integer label") }
+            labels.append(label)
+            for c in columns {
+                let t = fields[c].trimmingCharacters(in: .whitespaces)
+                guard let v = Float(t), v.isFinite else { throw DataError(path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number") }
+                features.append(v)
+            }
+        }
+        guard !labels.isEmpty else { throw DataError(path: path, message: "no data rows") }
+        schema.standardise(&features, width: columns.count)
+        return Dataset(features: features, labels: labels, width: columns.count)
     }
 
     /// The CSV parser itself, on bytes in memory (also a fuzz target).

@@ -24,12 +24,19 @@ public struct VerifiedContainer: Sendable {
                           container: container, signer: signer, statement: statement, digest: digest)
     }
 
-    /// Only what identifies the container (manifest, signer, digest), for
-    /// a generation whose weights were already copied out.
+    /// Only what identifies the container (manifest, signer, digest), and
+    /// the small tabular schema a generation carries forward, for a
+    /// generation whose weights were already copied out.
     func identityOnly() -> VerifiedContainer {
         VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
-                          container: Container(manifest: container.manifest, manifestBytes: container.manifestBytes, members: [:]),
+                          container: Container(manifest: container.manifest, manifestBytes: container.manifestBytes,
+                                               members: container.members.filter { $0.key == TabularSchema.member }),
                           signer: signer, statement: statement, digest: digest)
+    }
+
+    /// The tabular schema a generation pins, if any.
+    public func tabularSchema() throws -> TabularSchema? {
+        try container.members[TabularSchema.member].map(TabularSchema.parse)
     }
 }
 

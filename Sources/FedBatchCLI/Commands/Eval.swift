@@ -26,8 +26,12 @@ struct Eval: Subcommand {
     @Option(help: "Which IDX split to read.")
     var split: String = "test"
 
-    @Option(name: .customLong("label-column"), help: "The label column of a CSV file.")
+    @Option(name: [.customLong("label"), .customLong("label-column")],
+            help: "The label column of a CSV file (a model with a schema names its own).")
     var labelColumn: String = "label"
+
+    @Option(name: .customLong("drop"), help: ArgumentHelp("A CSV column to leave out, such as an id (repeatable); only for a model with a schema.", valueName: "column"))
+    var drop: [String] = []
 
     func validate() throws {
         if DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train or test") }
@@ -38,7 +42,7 @@ struct Eval: Subcommand {
         let home = try context.home()
         let file = try home.layout.generation(named: self.file)
         let (v, weights) = try home.openGeneration(file, verifier: try home.verifier())
-        let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
+        let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn, schema: try v.tabularSchema(), drop: drop)
         try dataset.check(against: weights.arch, path: data)
         let e = Evaluation.evaluate(weights, on: dataset)
         return EvalOutput(file: file, generation: v.manifest.generation!, modelId: v.manifest.model.id, digest: v.digest.hex,

@@ -33,21 +33,38 @@ struct InitCollector: Subcommand {
     @Option(help: "Seed for the initial weights.")
     var seed: UInt64 = 0
 
+    @Option(name: .customLong("schema-from"), help: ArgumentHelp("A CSV file whose header names the feature columns: the model then reads CSV data by column name (a pinned schema).", valueName: "file.csv"))
+    var schemaFrom: String?
+
+    @Option(help: ArgumentHelp("The label column of --schema-from.", valueName: "column"))
+    var label: String = "label"
+
+    @Option(help: ArgumentHelp("A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
+    var drop: [String] = []
+
+    @Option(help: ArgumentHelp("Standardise each feature with this JSON file's {\"mean\": {column: value}, \"std\": {column: value}}.", valueName: "stats.json"))
+    var normalize: String?
+
     @Option(name: .customLong("eval-data"), help: ArgumentHelp("Held-out data each merge evaluates its generation on ([eval] data; fedbatch report).", valueName: "path"))
     var evalData: String?
 
     func validate() throws {
         do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
+        if schemaFrom == nil && (normalize != nil || !drop.isEmpty) { throw ValidationError("--drop and --normalize need --schema-from") }
     }
 
     func run(_ context: CommandContext) throws -> InitCollectorOutput {
         let arch = try ModelArchitecture(spec: self.arch)
         let initial = try weights.map { try arch.loadWeights(path: $0) }
         let signer = try context.signer(fingerprint: key)
+        let schema = try schemaFrom.map { path in
+            try TabularSchema.fromCSVHeader(path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) })
+        }
         let result = try Home.createCollector(at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
                                               signer: signer, weights: initial, seed: seed,
-                                              evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 })
+                                              evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 },
+                                              schema: schema)
         return InitCollectorOutput(home: result.home.layout.root, modelId: modelID, arch: arch.description,
                                    parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,
                                    file: result.generation, digest: result.digest.hex)

@@ -30,8 +30,12 @@ struct Train: Subcommand {
     @Option(help: "Which IDX split to read.")
     var split: String = "train"
 
-    @Option(name: .customLong("label-column"), help: "The label column of a CSV file.")
+    @Option(name: [.customLong("label"), .customLong("label-column")],
+            help: "The label column of a CSV file (a model with a schema names its own).")
     var labelColumn: String = "label"
+
+    @Option(name: .customLong("drop"), help: ArgumentHelp("A CSV column to leave out, such as an id (repeatable); only for a model with a schema.", valueName: "column"))
+    var drop: [String] = []
 
     @Option(help: "Train on the first N examples only.")
     var limit: Int?
@@ -85,6 +89,7 @@ struct Train: Subcommand {
         request.data = data
         request.split = DataSplit(rawValue: split)!
         request.labelColumn = labelColumn
+        request.drop = drop
         request.limit = limit
         request.epochs = epochs
         request.batchSize = batchSize
