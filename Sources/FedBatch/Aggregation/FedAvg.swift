@@ -6,7 +6,14 @@ import Foundation
 ///
 /// with wᵢ the bundle's example count (capped) and sᵢ its staleness factor
 /// (1 for an update trained on the current generation; see
-/// `StalenessFunction`). Each Δᵢ is the update against its own base. Deltas are added one bundle
+/// `StalenessFunction`). Each Δᵢ is the update against its own base.
+///
+/// Integer tensors of a `tensors:` model (BatchNorm's num_batches_tracked)
+/// are not averaged: a mean of counters is not a count, and PyTorch's
+/// `load_state_dict` wants an integer back. The new value is the base plus
+/// the largest increment any included bundle reports (rounded to an
+/// integer), that is, the count of the site that went furthest; it never
+/// decreases, as a counter should not. Deltas are added one bundle
 /// at a time into float64 sums, so memory does not grow with the number of
 /// bundles, and the result is rounded to float32 once at the end. Callers
 /// add bundles in a canonical order (by digest): float64 addition is not
@@ -21,6 +28,8 @@ public final class FedAvg: AggregationStrategy {
     private let arch: ModelArchitecture
     /// One float64 sum per tensor, outside the Swift heap (see LargeBuffer).
     private let sums: [NumericBuffer<Double>]
+    /// For integer tensors, the largest rounded increment seen so far.
+    private var maxIncrements: [Int: [Double]] = [:]
     public private(set) var totalWeight: Double = 0
     public private(set) var count = 0
 
@@ -28,7 +37,10 @@ public final class FedAvg: AggregationStrategy {
         self.serverLearningRate = serverLearningRate
         self.weightCap = weightCap
         self.arch = arch
-        sums = arch.tensorShapes.map { NumericBuffer<Double>(count: elementCount($0.shape)!) }
+        sums = zip(arch.tensorShapes, arch.dtypes).map { NumericBuffer<Double>(count: $1.isFloatingPoint ? elementCount($0.shape)! : 0) }
+        for (t, dtype) in arch.dtypes.enumerated() where !dtype.isFloatingPoint {
+            maxIncrements[t] = [Double](repeating: -.infinity, count: elementCount(arch.tensorShapes[t].shape)!)
+        }
     }
 
     /// Refuses a delta that would make the model non-finite.
@@ -56,6 +68,13 @@ public final class FedAvg: AggregationStrategy {
     public func add(delta: DecodedDelta, weight: Double, scale: Double = 1) {
         let factor = weight * scale
         for t in sums.indices {
+            if var m = maxIncrements[t] {
+                delta.withTensor(t) { d in
+                    for i in 0..<m.count { m[i] = max(m[i], Double(d[i]).rounded()) }
+                }
+                maxIncrements[t] = m
+                continue
+            }
             let s = sums[t].buffer
             delta.withTensor(t) { d in
                 for i in 0..<s.count { s[i] += factor * Double(d[i]) }
@@ -70,8 +89,10 @@ public final class FedAvg: AggregationStrategy {
     public func finish(base: ModelWeights) throws -> ModelWeights {
         guard totalWeight > 0 else { return base }
         let scale = serverLearningRate / totalWeight
-        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums.map(\.buffer)).map { b, s in
-            [Float](unsafeUninitializedCapacity: b.count) { out, n in
+        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums.map(\.buffer)).enumerated().map { t, pair in
+            let (b, s) = pair
+            if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + $1) } }
+            return [Float](unsafeUninitializedCapacity: b.count) { out, n in
                 for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
                 n = b.count
             }

@@ -170,7 +170,7 @@ public struct FP32Codec: TensorCodec {
     public let name = "fp32"
     public init() {}
 
-    public func encode(_ delta: ModelWeights) -> [(name: String, tensor: Tensor)] { delta.named }
+    public func encode(_ delta: ModelWeights) -> [(name: String, tensor: Tensor)] { delta.namedF32 }
 
     public func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws {
         try Codecs.checkLayout(stored, codec: name, expected: arch.tensorShapes.map { ($0.name, .f32, $0.shape) })

@@ -11,7 +11,7 @@ public struct HalfCodec: TensorCodec {
     let dtype: DType
 
     public func encode(_ delta: ModelWeights) throws -> [(name: String, tensor: Tensor)] {
-        try delta.named.map { named in
+        try delta.namedF32.map { named in
             let t = try named.tensor.converted(to: dtype)
             guard t.allFinite() else {
                 throw EncodeError(description: "a value of \(named.name) is beyond \(name)'s range (±65504); use bf16 or fp32")

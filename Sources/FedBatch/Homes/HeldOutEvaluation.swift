@@ -14,6 +14,7 @@ extension Collector {
         let resolved = path.hasPrefix("/") ? path : "\(home.layout.root)/\(path)"
         guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
         let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: try home.verifier())
+        guard weights.arch.isBuiltIn else { throw NotBuiltInError("evaluate") }
         let dataset = try DataLoader.load(resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema())
         try dataset.check(against: weights.arch, path: resolved)
         let e = Evaluation.evaluate(weights, on: dataset)

@@ -97,7 +97,7 @@ public struct Site {
             // A crash before this line loses one residual: that update's
             // left-out part never reaches the model, nothing worse.
             let sent = codec.decodeAll(try SafetensorsFile(bytes: member), arch: delta.arch)
-            try SafetensorsWriter.write(delta.subtracting(sent).named, to: home.layout.residual)
+            try SafetensorsWriter.write(delta.subtracting(sent).namedF32, to: home.layout.residual)
         } else if FileManager.default.fileExists(atPath: home.layout.residual) {
             // Switching away from topk: the residual no longer applies.
             try? FileManager.default.removeItem(atPath: home.layout.residual)

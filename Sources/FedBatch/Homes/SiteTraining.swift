@@ -76,6 +76,7 @@ extension Site {
             throw SiteUsageError(description: "give --data, or set data in the [training] table of \(home.layout.config)")
         }
         let (base, baseWeights) = try baseGeneration(request.base)
+        guard baseWeights.arch.isBuiltIn else { throw NotBuiltInError("train") }
         if !request.force { try checkNotSent(base: base) }
         // A tabular model's generation pins its columns: the CSV is read by name.
         let schema = try base.tabularSchema()

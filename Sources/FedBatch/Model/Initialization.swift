@@ -5,6 +5,7 @@ extension ModelArchitecture {
     /// weight and bias both uniform in ±1/√fan_in (kaiming_uniform with
     /// a = √5 reduces to that bound). Same seed, same bits.
     public func initialWeights(seed: UInt64) -> [(name: String, tensor: Tensor)] {
+        precondition(isBuiltIn, "a tensors: model starts from given weights")
         var rng = SeededRandom(seed: seed)
         return tensorShapes.map { name, shape in
             let fanIn = widths[(Int(name.split(separator: ".")[0])! / 2)]
@@ -16,10 +17,12 @@ extension ModelArchitecture {
     }
 
     /// Weights from a safetensors file, checked against this architecture
-    /// and widened to F32, in PyTorch's order.
+    /// and widened to F32 (a `tensors:` model keeps every pinned dtype), in
+    /// the model's order.
     public func loadWeights(path: String) throws -> [(name: String, tensor: Tensor)] {
         let file = try SafetensorsFile.open(path: path)
         try check(file)
+        if kind == .tensors { return tensorShapes.map { name, _ in (name, file.tensor(name)!) } }
         return try tensorShapes.map { name, _ in (name, try file.tensor(name)!.converted(to: .f32)) }
     }
 }

@@ -23,8 +23,18 @@ public struct ModelWeights: Sendable, Equatable {
         self.init(arch: arch, tensors: arch.tensorShapes.map { byName[$0.name]!.floats() })
     }
 
-    /// Named F32 tensors, ready for `SafetensorsWriter`.
+    /// Named tensors, ready for `SafetensorsWriter`: F32 for the built-in
+    /// kinds, each in its pinned dtype for a `tensors:` model (so PyTorch's
+    /// `load_state_dict(strict=True)` gets back an int64 counter as int64).
     public var named: [(name: String, tensor: Tensor)] {
+        zip(zip(arch.tensorShapes, arch.dtypes), tensors).map { spec, values in
+            (spec.0.name, spec.1 == .f32 ? Tensor(shape: spec.0.shape, floats: values) : try! Tensor(shape: spec.0.shape, dtype: spec.1, values: values))
+        }
+    }
+
+    /// The same tensors as F32, whatever the model pins: an update's delta
+    /// (a counter's increment is a float like any other delta).
+    public var namedF32: [(name: String, tensor: Tensor)] {
         zip(arch.tensorShapes, tensors).map { ($0.name, Tensor(shape: $0.shape, floats: $1)) }
     }
 

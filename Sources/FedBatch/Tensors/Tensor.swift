@@ -75,6 +75,28 @@ public struct Tensor: Sendable, Equatable {
 
     public var count: Int { data.count / dtype.byteSize }
 
+    /// A tensor of `dtype` from float values: rounded to nearest even for
+    /// F16 and BF16, to the nearest integer for the integer dtypes (the
+    /// values are expected to fit; see ModelArchitecture.check).
+    public init(shape: [Int], dtype: DType, values: [Float]) throws {
+        if dtype == .f32 { self.init(shape: shape, floats: values); return }
+        if dtype.isFloatingPoint { self = try Tensor(shape: shape, floats: values).converted(to: dtype); return }
+        var out = Data(count: values.count * dtype.byteSize)
+        out.withUnsafeMutableBytes { raw in
+            for (i, v) in values.enumerated() {
+                let r = v.rounded()
+                switch dtype {
+                case .i64: raw.storeBytes(of: Int64(r).littleEndian, toByteOffset: 8 * i, as: Int64.self)
+                case .i32: raw.storeBytes(of: Int32(clamping: Int64(r)).littleEndian, toByteOffset: 4 * i, as: Int32.self)
+                case .i8: raw.storeBytes(of: Int8(clamping: Int64(r)), toByteOffset: i, as: Int8.self)
+                case .u8: raw.storeBytes(of: UInt8(clamping: Int64(r)), toByteOffset: i, as: UInt8.self)
+                default: break
+                }
+            }
+        }
+        try self.init(dtype: dtype, shape: shape, data: out)
+    }
+
     /// The values widened to Float (exact for F16, BF16, I8, U8; I32 and
     /// I64 round as Float does).
     public func floats() -> [Float] {

@@ -42,6 +42,7 @@ struct Eval: Subcommand {
         let home = try context.home()
         let file = try home.layout.generation(named: self.file)
         let (v, weights) = try home.openGeneration(file, verifier: try home.verifier())
+        guard weights.arch.isBuiltIn else { throw NotBuiltInError("evaluate") }
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn, schema: try v.tabularSchema(), drop: drop)
         try dataset.check(against: weights.arch, path: data)
         let e = Evaluation.evaluate(weights, on: dataset)

@@ -21,8 +21,8 @@ struct InitCollector: Subcommand {
     @Option(name: .customLong("model-id"), help: "The model id every bundle and generation must carry.")
     var modelID: String
 
-    @Option(help: ArgumentHelp("The architecture: mlp:IN-H1-…-OUT or softmax:IN-OUT.", valueName: "spec"))
-    var arch: String
+    @Option(help: ArgumentHelp("The architecture: mlp:IN-H1-…-OUT or softmax:IN-OUT. Without it, --weights defines the model by its tensors (any PyTorch state_dict).", valueName: "spec"))
+    var arch: String?
 
     @Option(help: ArgumentHelp("Fingerprint of the collector's signing key.", valueName: "fpr"))
     var key: String
@@ -49,13 +49,20 @@ struct InitCollector: Subcommand {
     var evalData: String?
 
     func validate() throws {
-        do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
+        if let arch {
+            do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
+        } else if weights == nil {
+            throw ValidationError("give --arch, or --weights for a model defined by its tensors")
+        }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
         if schemaFrom == nil && (normalize != nil || !drop.isEmpty) { throw ValidationError("--drop and --normalize need --schema-from") }
     }
 
     func run(_ context: CommandContext) throws -> InitCollectorOutput {
-        let arch = try ModelArchitecture(spec: self.arch)
+        // Without --arch the weights file defines the model: every tensor's
+        // name, dtype and shape, pinned in the generation.
+        let arch = try self.arch.map { try ModelArchitecture(spec: $0) } ?? ModelArchitecture(tensorsOf: try SafetensorsFile.open(path: weights!))
+        try arch.checkFitsInMemory()
         let initial = try weights.map { try arch.loadWeights(path: $0) }
         let signer = try context.signer(fingerprint: key)
         let schema = try schemaFrom.map { path in
@@ -84,7 +91,7 @@ struct InitCollectorOutput: CommandOutput {
     func render(into text: inout TextRendering) {
         text.out = ["""
         created collector home \(home)
-          model       \(modelId) (\(arch), \(parameters) parameters)
+          model       \(modelId) (\(arch.hasPrefix("tensors:") ? "defined by its tensors" : arch), \(parameters) parameters)
           key         \(key)
           generation  \(file)
           digest      \(digest)
