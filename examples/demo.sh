@@ -19,6 +19,7 @@
 #   LATE=3 LAG=4 MAX_STALENESS=0 QUORUM=7 make demo   # (a) synchronous: late bundles refused as too stale
 #   LATE=3 LAG=4 WAIT_ALL=1 make demo                 # (b) every generation waits for the slowest site
 #   LATE=3 LAG=4 STALENESS=polynomial make demo       # (c) asynchronous, staleness-weighted
+# LATE_EPOCHS lets a late site use its long cycle for more local epochs.
 # QUORUM (merge.min_bundles) defaults to the on-time sites, MAX_STALENESS to
 # LAG, STALENESS to merge.staleness's default. At the end the accuracy on the
 # two classes the late sites hold most is printed too.
@@ -27,7 +28,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
 data=${DATA:-/usr/share/datasets/fashion-mnist}
 SITES=${SITES:-10} ROUNDS=${ROUNDS:-30} ALPHA=${ALPHA:-0.5} EPOCHS=${EPOCHS:-1} LR=${LR:-0.05}
-LATE=${LATE:-0} LAG=${LAG:-4} WAIT_ALL=${WAIT_ALL:-}
+LATE=${LATE:-0} LAG=${LAG:-4} WAIT_ALL=${WAIT_ALL:-} LATE_EPOCHS=${LATE_EPOCHS:-$EPOCHS}
 QUORUM=${QUORUM:-$((SITES - LATE))} MAX_STALENESS=${MAX_STALENESS:-$LAG}
 codec=(); [ -z "${CODEC:-}" ] || codec=(--codec "$CODEC")
 work=${DEMO_DIR:-$(mktemp -d /tmp/fb-demo-XXXXXX)}
@@ -92,7 +93,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
       fi
       [ -f "$work/$s/due" ] && continue
       deliver "$col/generations/$newest" "$work/$s/generations"
-      "$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" -q || [ $? -eq 5 ]
+      "$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$LATE_EPOCHS" --lr "$LR" "${codec[@]}" -q || [ $? -eq 5 ]
       echo $((r + LAG)) > "$work/$s/due"
       continue
     fi

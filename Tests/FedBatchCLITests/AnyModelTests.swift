@@ -60,4 +60,18 @@ struct AnyModelTests {
         #expect(check.status == 0, "\(check.out)\(check.err)")
         #expect(try fb(["log", "--home", col]).status == 0)
     }
+
+    @Test("examples/pytorch/federate-cnn.sh runs a small federation of the CNN through the real binary")
+    func federationScript() throws {
+        var env = ProcessInfo.processInfo.environment
+        env["FEDBATCH"] = TestPaths.fedbatch
+        env["PYTHON"] = TestPaths.python
+        for (k, v) in ["SITES": "2", "ROUNDS": "2", "LIMIT": "200", "TEST_LIMIT": "300"] { env[k] = v }
+        env.removeValue(forKey: "GNUPGHOME")
+        let r = try Subprocess.run("/bin/bash", [TestPaths.packageRoot + "/examples/pytorch/federate-cnn.sh"], environment: env)
+        #expect(r.status == 0, "\(r.out)\(r.err)")
+        let rows = r.out.split(separator: "\n").filter { $0.first?.isNumber == true }
+        #expect(rows.count == 2 && rows.last!.contains("g000002"), "\(r.out)")
+        #expect(r.out.contains("chain verified: 3 generations"), "\(r.out)")
+    }
 }
