@@ -74,4 +74,24 @@ struct StalenessTests {
         let generation = try r.summary()["generation"] as? Int
         #expect(r.status == 0 && generation == 1, "\(r.err)")
     }
+
+    @Test("a site that skips generations (0, then 3) accepts the newer one and trains on it; going back is still refused")
+    func skippingGenerations() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        for round in 1...3 {
+            try fed.update(site: "site-2", seq: Int64(round), base: try fed.generation(round - 1))
+            try fed.run(["merge", "--home", fed.collector, "-q"])
+        }
+        let site = fed.site("site-1")
+        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
+        try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w.safetensors"])
+        try fed.run(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "-q"])
+        // The stick brings generation 3 only: the site takes it.
+        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000003.fbg", toPath: site + "/generations/g000003.fbg")
+        let r = try fed.run(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--json"]).summary()
+        #expect((r["bundle"] as? [String: Any])?["base_generation"] as? Int == 3, "\(r)")
+        // An older generation offered afterwards is a rollback.
+        let old = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "0", "--force"])
+        #expect(old.status == 3 && old.err.contains("rollback"), "\(old.err)")
+    }
 }
