@@ -94,6 +94,8 @@ bench: build bench-deps
 	bench/codecs.sh | tee bench/out/codecs.md
 	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
+	bench/late-sites.sh | tee bench/out/late-sites.md
+	PYTHON=$(CURDIR)/$(VENV)/bin/python examples/pytorch/federate-cnn.sh | tee bench/out/cnn.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

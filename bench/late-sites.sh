@@ -4,7 +4,8 @@
 # weekly USB cycle would, over ROUNDS generations. Runs
 #   (a) synchronous: late bundles refused as too stale (MAX_STALENESS=0);
 #   (b) wait-for-all: each generation waits for the slowest site (LAG days);
-#   (c) asynchronous with each staleness function,
+#   (c) asynchronous with each staleness function, and once with the late
+#       sites training LAG epochs per cycle,
 # and prints final accuracy, accuracy on the two classes the late sites hold
 # most, and the simulated days it took. Release build (make build).
 set -euo pipefail
@@ -28,3 +29,5 @@ run "(b) wait for all sites" WAIT_ALL=1
 for f in constant polynomial hinge; do
   run "(c) asynchronous, $f" STALENESS=$f
 done
+# A late site has LAG days per cycle: let it train LAG epochs in them.
+run "(c) asynchronous, constant, late sites $LAG epochs per cycle" STALENESS=constant LATE_EPOCHS=$LAG
