@@ -10,7 +10,7 @@ import Testing
 @Suite("fedbatch report")
 struct ReportTests {
     /// Each chart's data colour, in page order (HTMLReport.charts).
-    static let colours = ["accuracy=#1f77b4", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd"]
+    static let colours = ["accuracy=#1f77b4", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd", "staleness=#8c564b"]
 
     /// Renders `html` with headless chromium and measures each chart region.
     static func screenshot(_ html: String, in dir: TempDir) throws -> [String: [String: Double]] {
@@ -29,7 +29,7 @@ struct ReportTests {
         return (json?["charts"] as? [String: [String: Double]]) ?? [:]
     }
 
-    @Test("three merges with evaluations and a refusal give a self-contained report whose four charts chromium draws")
+    @Test("three merges with evaluations, a refusal and a stale bundle give a self-contained report whose five charts chromium draws")
     func report() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"], arch: "mlp:784-16-10")
         try Federation.setConfig(home: fed.collector, table: "eval", "data", "\"\(fashionMNIST)\"")
@@ -40,14 +40,19 @@ struct ReportTests {
         for round in 0..<3 {
             let g = fed.collector + "/generations/" + HomeLayout.generationFileName(round)
             let sites = round == 2 ? ["site-1", "site-3"] : ["site-1", "site-2", "site-3"]
-            for s in sites {
-                try FileManager.default.copyItem(atPath: g, toPath: fed.site(s) + "/generations/" + HomeLayout.generationFileName(round))
-                try fed.run(["train", "--home", fed.site(s), "--data", fashionMNIST, "--limit", "\(200 + 100 * round)", "--seed", "\(round)", "-q"])
+            func deliver(_ s: String) throws {
                 let outbox = fed.site(s) + "/outbox/"
                 for name in try FileManager.default.contentsOfDirectory(atPath: outbox) {
                     try FileManager.default.moveItem(atPath: outbox + name, toPath: fed.collector + "/inbox/" + name)
                 }
             }
+            for s in sites {
+                try FileManager.default.copyItem(atPath: g, toPath: fed.site(s) + "/generations/" + HomeLayout.generationFileName(round))
+                try fed.run(["train", "--home", fed.site(s), "--data", fashionMNIST, "--limit", "\(200 + 100 * round)", "--seed", "\(round)", "-q"])
+                // Site-2's second bundle arrives a generation late: stale by one.
+                if !(round == 1 && s == "site-2") { try deliver(s) }
+            }
+            if round == 2 { try deliver("site-2") }
             if round == 1 { try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu")) }
             try fed.run(["merge", "--home", fed.collector, "-q"])
         }
@@ -60,7 +65,7 @@ struct ReportTests {
         #expect(summary["bytes"] as? Int == html.utf8.count)
         // Self-contained: no script, nothing fetched from anywhere.
         #expect(!html.lowercased().contains("<script") && !html.contains("http://") && !html.contains("https://") && !html.contains("src="))
-        #expect(html.components(separatedBy: "<svg").count - 1 == 4)
+        #expect(html.components(separatedBy: "<svg").count - 1 == 5)
         // Participation: 8 included bundles of 9 cells; the refusal counted.
         #expect(html.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 8)
         #expect(html.contains("signature.missing: 1"))

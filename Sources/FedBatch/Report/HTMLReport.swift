@@ -14,11 +14,12 @@ public enum HTMLReport {
         ("participation", "Participation: which site's bundle each generation included"),
         ("rejections", "Refused files by reason"),
         ("sizes", "Size of each included bundle"),
+        ("staleness", "Staleness: how many generations behind each included bundle was"),
     ]
     public static let headerHeight = 120, sectionHeight = 340
 
     static let accuracyColor = "#1f77b4", lossColor = "#ff7f0e", includedColor = "#2ca02c", absentColor = "#e8e8e8",
-                rejectedColor = "#d62728", sizeColor = "#9467bd"
+                rejectedColor = "#d62728", sizeColor = "#9467bd", stalenessColor = "#8c564b"
 
     public static func render(_ data: ReportData, now: Date = Date()) -> String {
         let newest = data.generations.last
@@ -58,8 +59,8 @@ public enum HTMLReport {
         html += section("rejections", note: data.rejections.isEmpty ? "no file has been refused" : "every refused file since the home was created, by reason code",
                         svg: rejectionChart(data))
         html += section("sizes", note: sizesNote(data), svg: sizeChart(data))
+        html += section("staleness", note: stalenessNote(data), svg: stalenessChart(data))
         html += table(data)
-        html += "<p style=\"margin: 0 24px 24px; color: #777\">Staleness will appear here once merges accept bundles trained on older generations.</p>\n"
         html += "</body>\n</html>\n"
         return html
     }
@@ -86,7 +87,12 @@ public enum HTMLReport {
         let x = SVGChart.Scale(lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
         let acc = SVGChart.Scale(lower: 0, upper: 1, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         let lossMax = max(d.evaluations.map(\.loss).max() ?? 1, 1e-6)
-        let lossTicks = niceTicks(0, lossMax * 1.05)
+        // Ticks that reach above the largest loss, so that no point is drawn
+        // outside the plot.
+        var lossTicks = niceTicks(0, lossMax * 1.05)
+        if let last = lossTicks.last, last < lossMax {
+            lossTicks.append(last + (lossTicks.count > 1 ? lossTicks[1] - lossTicks[0] : max(last, 1)))
+        }
         let loss = SVGChart.Scale(lower: 0, upper: lossTicks.last ?? lossMax, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         c.yAxis(acc, ticks: niceTicks(0, 1), label: "accuracy", color: accuracyColor)
         c.yAxis(loss, ticks: lossTicks, label: "loss", onRight: true, grid: false, color: lossColor)
@@ -169,6 +175,33 @@ public enum HTMLReport {
         c.dots(d.bundleSizes.map { (x(Double($0.generation)), y(Double($0.bytes))) }, fill: sizeColor, radius: 4,
                titles: d.bundleSizes.map { "\($0.site), generation \($0.generation): \(byteLabel(Double($0.bytes)))" })
         return c.svg(label: "size of each included bundle")
+    }
+
+    static func stalenessNote(_ d: ReportData) -> String {
+        guard !d.staleness.isEmpty else { return "no staleness recorded yet" }
+        let stale = d.staleness.filter { $0.staleness > 0 }.count
+        return "\(stale) of \(d.staleness.count) included bundles were trained on an older generation (merge.max_staleness)"
+    }
+
+    /// Each generation's bundles by staleness: a dot per (generation,
+    /// staleness) pair, sized by how many bundles share it.
+    static func stalenessChart(_ d: ReportData) -> String {
+        var c = SVGChart()
+        var counts: [[Int]: Int] = [:]
+        for p in d.staleness { counts[[p.generation, p.staleness], default: 0] += 1 }
+        let gens = d.staleness.map { Double($0.generation) }
+        let xLower = (gens.min() ?? 1) - 0.5, xUpper = max(gens.max() ?? 1, xLower + 1) + 0.5
+        let x = SVGChart.Scale(lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
+        let top = Double(max(d.staleness.map(\.staleness).max() ?? 1, 1))
+        let y = SVGChart.Scale(lower: -0.5, upper: top + 0.5, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
+        c.yAxis(y, ticks: integerTicks(0, top), label: "generations behind")
+        c.xAxis(x, ticks: integerTicks(xLower + 0.5, xUpper - 0.5), label: "generation")
+        let points = counts.sorted { ($0.key[0], $0.key[1]) < ($1.key[0], $1.key[1]) }
+        for (key, n) in points {
+            c.dots([(x(Double(key[0])), y(Double(key[1])))], fill: stalenessColor, radius: 3 + min(Double(n), 9),
+                   titles: ["generation \(key[0]): \(n) bundle\(n == 1 ? "" : "s") \(key[1]) behind"])
+        }
+        return c.svg(label: "staleness of the included bundles")
     }
 
     // MARK: Table

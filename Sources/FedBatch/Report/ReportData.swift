@@ -33,6 +33,8 @@ public struct ReportData: Sendable {
     public let bundleSizes: [BundleSize]
     /// Included bundles whose file is gone (pruned or moved), so no size.
     public let bundlesWithoutSize: Int
+    /// How stale each included bundle was (generations behind), by generation.
+    public let staleness: [(generation: Int, staleness: Int)]
 }
 
 extension Home {
@@ -64,6 +66,6 @@ extension Home {
                           evaluations: try ledger.evaluations(),
                           sites: Set(pinned).union(participation.map(\.site)).sorted(), participation: participation,
                           rejections: try ledger.totals().rejected.map { ($0.key, $0.value) }.sorted { ($0.count, $1.reason) > ($1.count, $0.reason) },
-                          bundleSizes: sizes, bundlesWithoutSize: missing)
+                          bundleSizes: sizes, bundlesWithoutSize: missing, staleness: try ledger.stalenessByGeneration())
     }
 }

@@ -95,6 +95,11 @@ public final class Ledger {
                 t.column("evaluated", .text).notNull()
             }
         }
+        migrator.registerMigration("v5-staleness") { db in
+            // How stale each included bundle was, from its generation's
+            // manifest (null for generations written before it was recorded).
+            try db.alter(table: "bundle") { t in t.add(column: "staleness", .integer) }
+        }
         try migrator.migrate(db)
     }
 
@@ -204,6 +209,14 @@ public final class Ledger {
         }
     }
 
+    /// Every included bundle's generation and staleness, where recorded.
+    public func stalenessByGeneration() throws -> [(generation: Int, staleness: Int)] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT generation, staleness FROM bundle WHERE status = 'accepted' AND staleness IS NOT NULL ORDER BY generation")
+                .map { ($0["generation"], $0["staleness"]) }
+        }
+    }
+
     /// Every included bundle's generation, site and name in accepted/.
     public func storedBundles() throws -> [(generation: Int, site: String, stored: String?)] {
         try db.read { db in
@@ -280,8 +293,8 @@ public final class Ledger {
             saturatingSum(included.map(\.numExamples)), settled ? 1 : 0,
         ])
         for b in included {
-            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored) VALUES (?, ?, ?, 'accepted', NULL, ?, ?)",
-                           arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest]])
+            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?)",
+                           arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest], b.staleness])
             try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
                            arguments: [b.site, b.seq])
         }

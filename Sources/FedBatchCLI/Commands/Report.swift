@@ -9,9 +9,9 @@ struct Report: Subcommand {
         One HTML file with inline SVG charts and no script or link out, so it \
         opens anywhere, also offline: accuracy and loss per generation (from \
         the evaluations that [eval] data makes after each merge), which site \
-        each generation included, refused files by reason, and the size of \
-        every included bundle still in accepted/; then a table of the \
-        generations. It reads state.db without a lock and verifies nothing \
+        each generation included, refused files by reason, the size of \
+        every included bundle still in accepted/, and how stale the included \
+        bundles were; then a table of the generations. It reads state.db without a lock and verifies nothing \
         (fedbatch log does). The file is written atomically.
         """
     )
