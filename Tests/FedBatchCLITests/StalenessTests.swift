@@ -94,4 +94,40 @@ struct StalenessTests {
         let old = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "0", "--force"])
         #expect(old.status == 3 && old.err.contains("rollback"), "\(old.err)")
     }
+
+    @Test("merge.clip_norm scales each delta down to the bound (over all tensors) before aggregating, checked against numpy")
+    func clipping() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        let g0 = try fed.generation(0)
+        let dir = TempDir()
+        // Two deltas: a large one (scale 0.5) and a small one (0.01).
+        func norm(_ t: [(name: String, tensor: Tensor)]) -> Double {
+            t.reduce(0.0) { $0 + $1.tensor.floats().reduce(0.0) { $0 + Double($1) * Double($1) } }.squareRoot()
+        }
+        let big = try Samples.weights(scale: 0.5), small = try Samples.weights(scale: 0.01)
+        let bound = (norm(big) * norm(small)).squareRoot()
+        #expect(norm(big) > bound && norm(small) < bound)
+        try Federation.setConfig(home: fed.collector, table: "merge", "clip_norm", "\(bound)")
+        var updates: [[String: Any]] = []
+        for (site, t, n) in [("site-1", big, 100), ("site-2", small, 300)] {
+            try fed.update(site: site, seq: 1, base: g0, examples: Int64(n), tensors: t)
+            let path = dir.file("\(site).safetensors")
+            try SafetensorsWriter.write(t, to: path)
+            updates.append(["delta": path, "examples": n, "staleness": 0])
+        }
+        let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
+        #expect(merged["generation"] as? Int == 1)
+        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload)
+        #expect(g1.manifest.strategy?.parameters["clip_norm"] == bound)
+        for n in [0, 1] { try fed.run(["export", "--home", fed.collector, "\(n)", "--out", dir.file("g\(n).safetensors")]) }
+        let spec: [String: Any] = ["base": dir.file("g0.safetensors"), "result": dir.file("g1.safetensors"), "a": 0.5, "function": "polynomial",
+                                   "clip_norm": bound, "updates": updates]
+        let check = try Subprocess.python("staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        #expect(check.status == 0, "\(check.out)\(check.err)")
+        // Without the clip, numpy's answer differs: the check can fail.
+        var unclipped = spec
+        unclipped.removeValue(forKey: "clip_norm")
+        let wrong = try Subprocess.python("staleness_check.py", [try dir.write("case2.json", try JSONSerialization.data(withJSONObject: unclipped))])
+        #expect(wrong.status == 1)
+    }
 }

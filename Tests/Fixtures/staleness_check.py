@@ -5,8 +5,9 @@ CASE.json: {"base": B.safetensors, "result": R.safetensors, "a": float,
             "function": "polynomial"|"hinge"|"constant", "b": float,
             "updates": [{"delta": D.safetensors, "examples": n, "staleness": s}, ...]}
 
-The rule of fedbatch-merge(1): new = base + sum(n_i * w(s_i) * delta_i) / sum(n_i),
-in float64, rounded to float32 once. Prints the largest relative error and
+The rule of fedbatch-merge(1): new = base + sum(n_i * w(s_i) * c_i * delta_i) / sum(n_i),
+in float64, rounded to float32 once; c_i = min(1, clip_norm / |delta_i|) when
+the case gives "clip_norm" (the L2 norm over all tensors), else 1. Prints the largest relative error and
 exits 1 if any element is off by more than 1e-6 relative.
 """
 import json
@@ -29,7 +30,20 @@ def w(s):
 
 base = load_file(case["base"])
 result = load_file(case["result"])
-deltas = [(load_file(u["delta"]), u["examples"], w(u["staleness"])) for u in case["updates"]]
+clip = case.get("clip_norm")
+
+
+def clip_factor(d):
+    if clip is None:
+        return 1.0
+    norm = np.sqrt(sum(float(np.sum(t.astype(np.float64) ** 2)) for t in d.values()))
+    return min(1.0, clip / norm) if norm > 0 else 1.0
+
+
+deltas = []
+for u in case["updates"]:
+    d = load_file(u["delta"])
+    deltas.append((d, u["examples"], w(u["staleness"]) * clip_factor(d)))
 total = sum(n for _, n, _ in deltas)
 worst = 0.0
 for name, t in base.items():

@@ -72,6 +72,15 @@ public struct DecodedDelta: @unchecked Sendable {
         return copy
     }
 
+    /// The L2 norm over every tensor together, in float64.
+    public func l2Norm() -> Double {
+        var sum = 0.0
+        for t in arch.tensorShapes.indices {
+            withTensor(t) { d in for v in d { sum += Double(v) * Double(v) } }
+        }
+        return sum.squareRoot()
+    }
+
     /// Checks `stored` with `codec`, then wraps it for aggregation.
     public static func checked(_ stored: SafetensorsFile, codec: any TensorCodec, arch: ModelArchitecture) throws -> DecodedDelta {
         try codec.check(stored, arch: arch)

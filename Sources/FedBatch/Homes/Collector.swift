@@ -76,7 +76,8 @@ public struct Collector {
         knowledge.maxStaleness = settings.maxStaleness
         let digests = try ledger.generationDigests()
         knowledge.generationDigest = { digests[$0] }
-        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, base: currentWeights)
+        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: settings.clipNorm,
+                               base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,

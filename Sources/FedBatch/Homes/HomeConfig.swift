@@ -81,6 +81,10 @@ public struct MergeSettings: Sendable, Equatable {
     public var staleness = StalenessFunction.Kind.polynomial
     public var stalenessA = 0.5
     public var stalenessB = 4.0
+    /// When set, each update's delta is scaled down to at most this L2
+    /// norm (over all its tensors together) before it is aggregated, so no
+    /// single site can move the model further than that.
+    public var clipNorm: Double?
     /// Bundles claiming more examples are rejected.
     public var maxExamples: Int64 = 100_000_000
     /// FedAvg weights are min(num_examples, weight_cap).
@@ -101,7 +105,7 @@ public struct MergeSettings: Sendable, Equatable {
     public var strategyParameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
 
     static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
-                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b"]
+                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm"]
 
     /// The staleness weighting these settings describe.
     public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
@@ -114,6 +118,8 @@ public struct MergeSettings: Sendable, Equatable {
          "# staleness = \"constant\" (1), \"polynomial\" ((1+s)^-a) or \"hinge\" (1 up to b, then 1/(a(s-b)+1)).",
          "max_staleness = \(maxStaleness)", "staleness = \(StrictJSON.quote(staleness.rawValue))",
          "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
+         "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
+         clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
          "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
          "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
@@ -301,6 +307,10 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = t["max_wait"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else { throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more") }
             m.maxWait = d
+        }
+        if let v = t["clip_norm"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d.isFinite else { throw HomeError.config(path: path, reason: "merge.clip_norm must be a positive number") }
+            m.clipNorm = d
         }
         if let v = t["max_staleness"] {
             guard let i = v.int, i >= 0, i <= 1000 else { throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000") }

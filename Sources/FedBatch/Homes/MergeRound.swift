@@ -19,6 +19,8 @@ struct MergeRound {
     private var rules: MergeProtocol
     private let strategy: AggregationStrategy
     private let staleness: StalenessFunction
+    /// merge.clip_norm, if set.
+    private let clipNorm: Double?
     private let base: ModelWeights
     private var firstCopy: [Digest: String] = [:]
     private(set) var included: [Manifest.IncludedBundle] = []
@@ -26,10 +28,12 @@ struct MergeRound {
     /// arrived (its inode change time), in order.
     private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
 
-    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, base: ModelWeights) {
+    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, clipNorm: Double? = nil,
+         base: ModelWeights) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
         self.staleness = staleness
+        self.clipNorm = clipNorm
         self.base = base
     }
 
@@ -43,7 +47,14 @@ struct MergeRound {
             rules.accepted(site: site.id)
             let weight = strategy.weight(examples: n)
             let factor = staleness.weight(staleness: s)
-            strategy.add(delta: delta, weight: weight, scale: factor)
+            // Clipping scales the whole delta down to the norm bound, the
+            // same for every tensor, so its direction is kept.
+            var clip = 1.0
+            if let bound = clipNorm {
+                let norm = delta.l2Norm()
+                if norm > bound { clip = bound / norm }
+            }
+            strategy.add(delta: delta, weight: weight, scale: factor * clip)
             included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight,
                                   base: m.base!.number, staleness: s, stalenessWeight: factor))
             inputs.append((entry, v.digest.hex, m.created, arrived))
@@ -60,6 +71,7 @@ struct MergeRound {
     /// hinge names b, polynomial only a, constant neither).
     var stalenessParameters: [String: Double] {
         staleness.parameters.merging(["max_staleness": Double(rules.knowledge.maxStaleness)]) { a, _ in a }
+            .merging(clipNorm.map { ["clip_norm": $0] } ?? [:]) { a, _ in a }
     }
 
     /// The next generation's manifest and weights. Nothing in the manifest
