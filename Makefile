@@ -40,7 +40,7 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch' 2>/dev/null; then \
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch, flwr' 2>/dev/null; then \
 	  echo "make deps: creating $(VENV) for the interop tests"; \
 	  rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV) && \
 	  $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \

@@ -40,11 +40,21 @@ public protocol AggregationStrategy: AnyObject {
     func add(delta: DecodedDelta, weight: Double, scale: Double)
     /// The new weights; never anything non-finite.
     func finish(base: ModelWeights) throws -> ModelWeights
+    /// Server state from the current generation (`optimizer.safetensors`),
+    /// before any bundle is added; nil when it carries none.
+    func restore(state: SafetensorsFile?) throws
+    /// State for the next generation to carry, after `finish`; nil for a
+    /// stateless strategy.
+    var stateTensors: [(name: String, tensor: Tensor)]? { get }
+    var stateMetadata: [String: String] { get }
 }
 
 extension AggregationStrategy {
     /// Adds a fresh update (staleness factor 1).
     public func add(delta: DecodedDelta, weight: Double) { add(delta: delta, weight: weight, scale: 1) }
+    public func restore(state: SafetensorsFile?) throws {}
+    public var stateTensors: [(name: String, tensor: Tensor)]? { nil }
+    public var stateMetadata: [String: String] { [:] }
 }
 
 /// The strategies a collector can be configured with.
@@ -54,6 +64,10 @@ public enum Strategies {
         FedAvg.name: { arch, p in
             FedAvg(arch: arch, serverLearningRate: p["server_lr"] ?? 1, weightCap: count(p["weight_cap"] ?? 1e8))
         },
+        FedAvgM.name: { arch, p in FedAvgM(arch: arch, parameters: p, defaults: FedAvgM.defaults) },
+        FedAdagrad.name: { arch, p in FedAdagrad(arch: arch, parameters: p, defaults: FedAdagrad.defaults) },
+        FedAdam.name: { arch, p in FedAdam(arch: arch, parameters: p, defaults: FedAdam.defaults) },
+        FedYogi.name: { arch, p in FedYogi(arch: arch, parameters: p, defaults: FedYogi.defaults) },
     ]
 
     public static var names: [String] { registry.keys.sorted() }

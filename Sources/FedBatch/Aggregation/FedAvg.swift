@@ -84,6 +84,17 @@ public final class FedAvg: AggregationStrategy {
         count += 1
     }
 
+    /// Σ wᵢ·sᵢ·Δᵢ / Σ wᵢ per tensor in float64 (for integer tensors, the
+    /// largest rounded increment): the pseudo-gradient a server optimiser
+    /// steps along.
+    public func meanDelta() -> [[Double]] {
+        sums.indices.map { t in
+            if let m = maxIncrements[t] { return m.map { $0.isFinite ? $0 : 0 } }
+            let s = sums[t].buffer
+            return totalWeight > 0 ? s.map { $0 / totalWeight } : [Double](repeating: 0, count: s.count)
+        }
+    }
+
     /// The new weights; refuses to return anything non-finite, so that no
     /// such model is ever signed.
     public func finish(base: ModelWeights) throws -> ModelWeights {

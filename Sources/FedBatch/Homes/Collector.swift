@@ -37,7 +37,7 @@ public struct Collector {
     /// that order, each with its own gpg, while this thread checks the
     /// protocol and adds each delta as it arrives. At most three bundles are
     /// in memory at once, and none can be larger than the model allows.
-    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, now: Date = Date(),
+    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, strategyName: String? = nil, now: Date = Date(),
                       progress: (MergeProgress) -> Void = { _ in }) throws -> MergeReport {
         let layout = home.layout
         let lock = try home.lock()
@@ -55,7 +55,9 @@ public struct Collector {
         let quorum = minBundles ?? settings.minBundles
         let arch = currentWeights.arch
         let limits = ContainerLimits.updates(of: arch)
-        let strategy = try Strategies.make(name: settings.strategy, parameters: settings.strategyParameters, arch: arch)
+        let strategy = try Strategies.make(name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
+        // A server optimiser resumes from the state the current generation carries.
+        try strategy.restore(state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
         guard type(of: strategy).access == .streaming else { throw StrategyError.needsChunkedPasses(type(of: strategy).name) }
         var rejected: [MergeReport.Rejection] = []
         var waiting: [MergeReport.Waiting] = []
@@ -109,8 +111,9 @@ public struct Collector {
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
         let (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        let state = strategy.stateTensors.map { [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))] } ?? []
         let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
-                                               carrying: current)
+                                               carrying: current, state: state)
         let accepted = zip(inputs, round.included).map { input, b in
             MergeReport.Accepted(name: input.entry.displayName, file: "\(layout.accepted)/\(stored[b.digest]!)", site: b.site, seq: b.seq,
                                  digest: b.digest, numExamples: b.numExamples, weight: b.weight, base: b.base ?? manifest.generation! - 1,
@@ -149,7 +152,8 @@ public struct Collector {
     /// the old or the new generation, and the next run finishes the rest
     /// (`finishInterruptedMerge`).
     func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
-                       ledger: Ledger, carrying current: VerifiedContainer) throws -> (path: String, digest: String, stored: [String: String]) {
+                       ledger: Ledger, carrying current: VerifiedContainer,
+                       state: [(name: String, data: Data)] = []) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
         // A pending key rotation rides in this generation, the last the old
@@ -165,7 +169,7 @@ public struct Collector {
         // generation: carried forward from the current one.
         let schema = current.container.members[TabularSchema.member].map { [(TabularSchema.member, $0)] } ?? []
         let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))]
-                                                                     + schema + (rotation?.members ?? []))
+                                                                     + schema + state + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }

@@ -89,8 +89,15 @@ public struct MergeSettings: Sendable, Equatable {
     public var maxExamples: Int64 = 100_000_000
     /// FedAvg weights are min(num_examples, weight_cap).
     public var weightCap: Int64 = 100_000_000
-    /// FedAvg's server learning rate η.
-    public var serverLearningRate = 1.0
+    /// The server learning rate η (nil: the strategy's default, as
+    /// Flower's: 1 for fedavg and fedavgm, 0.1 for fedadam and fedadagrad,
+    /// 0.01 for fedyogi).
+    public var serverLearningRate: Double?
+    /// Server optimiser parameters (nil: the strategy's defaults).
+    public var momentum: Double?
+    public var beta1: Double?
+    public var beta2: Double?
+    public var tau: Double?
     /// An inbox file changed less than this many seconds ago is still
     /// arriving (a plain `cp` or `scp` racing cron): it is left for the
     /// next run instead of being quarantined half-written.
@@ -102,10 +109,19 @@ public struct MergeSettings: Sendable, Equatable {
     public init() {}
 
     /// The parameters handed to the strategy.
-    public var strategyParameters: [String: Double] { ["server_lr": serverLearningRate, "weight_cap": Double(weightCap)] }
+    public var strategyParameters: [String: Double] {
+        var p: [String: Double] = ["weight_cap": Double(weightCap)]
+        p["server_lr"] = serverLearningRate
+        p["momentum"] = momentum
+        p["beta1"] = beta1
+        p["beta2"] = beta2
+        p["tau"] = tau
+        return p
+    }
 
     static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
-                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm"]
+                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
+                                    "momentum", "beta1", "beta2", "tau"]
 
     /// The staleness weighting these settings describe.
     public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
@@ -120,7 +136,10 @@ public struct MergeSettings: Sendable, Equatable {
          "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
          "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
          clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
-         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)", "server_lr = \(serverLearningRate)",
+         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)",
+         "# strategy: fedavg, fedavgm, fedadam, fedyogi or fedadagrad (fedbatch-merge(1), STRATEGIES); their parameters",
+         "# default to Flower's: server_lr, and momentum (fedavgm) or beta1, beta2, tau (the adaptive ones).",
+         serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
          "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
          "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]"]
@@ -332,6 +351,14 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = t["server_lr"] {
             guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]") }
             m.serverLearningRate = d
+        }
+        for (key, keyPath, range) in [("momentum", \MergeSettings.momentum, 0.0..<1.0), ("beta1", \MergeSettings.beta1, 0.0..<1.0),
+                                      ("beta2", \MergeSettings.beta2, 0.0..<1.0), ("tau", \MergeSettings.tau, 0.0..<1.0)] {
+            guard let v = t[key] else { continue }
+            guard let d = v.double ?? v.int.map(Double.init), range.contains(d) else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be a number in [0, 1)")
+            }
+            m[keyPath: keyPath] = d
         }
         if let v = t["strategy"] {
             guard let name = v.string, Strategies.names.contains(name) else {

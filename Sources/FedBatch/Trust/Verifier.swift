@@ -24,13 +24,14 @@ public struct VerifiedContainer: Sendable {
                           container: container, signer: signer, statement: statement, digest: digest)
     }
 
-    /// Only what identifies the container (manifest, signer, digest), and
-    /// the small tabular schema a generation carries forward, for a
-    /// generation whose weights were already copied out.
+    /// Only what identifies the container (manifest, signer, digest), the
+    /// tabular schema a generation carries forward and the server
+    /// optimiser's state, for a generation whose weights were already
+    /// copied out.
     func identityOnly() -> VerifiedContainer {
         VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
                           container: Container(manifest: container.manifest, manifestBytes: container.manifestBytes,
-                                               members: container.members.filter { $0.key == TabularSchema.member }),
+                                               members: container.members.filter { $0.key == TabularSchema.member || $0.key == ServerOptimizer.stateMember }),
                           signer: signer, statement: statement, digest: digest)
     }
 

@@ -18,7 +18,9 @@ struct Merge: Subcommand {
         <name>.reason.json (code, message, digest, time); to retry one, \
         move it back into inbox/. If at least \
         --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
-        arrived --max-wait (merge.max_wait, a day) ago, FedAvg aggregates \
+        arrived --max-wait (merge.max_wait, a day) ago, the strategy \
+        (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi or \
+        fedadagrad) aggregates \
         them in digest order, a stale update's delta scaled by \
         merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
         written and signed, then recorded in state.db, then the inputs move \
@@ -41,12 +43,18 @@ struct Merge: Subcommand {
     @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
     var settle: Double?
 
+    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi or fedadagrad.", valueName: "name"))
+    var strategy: String?
+
     @Option(name: .customLong("max-wait"), help: ArgumentHelp("Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).", valueName: "seconds"))
     var maxWait: Double?
 
     func validate() throws {
         if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
         if let settle, !(0...86_400).contains(settle) { throw ValidationError("--settle must be from 0 to 86400 seconds") }
+        if let strategy, !Strategies.names.contains(strategy) {
+            throw ValidationError("--strategy must be one of \(Strategies.names.joined(separator: ", "))")
+        }
         if let maxWait, !(maxWait >= 0 && maxWait.isFinite) { throw ValidationError("--max-wait must be a number of seconds, 0 or more") }
     }
 
@@ -58,7 +66,7 @@ struct Merge: Subcommand {
         return try context.recordingMetrics("merge", home: home) {
             let progress = ProgressLine(console: console)
             // A held lock is LockHeld, which the exit table maps to 4.
-            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle) { p in
+            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy) { p in
                 console.status(MergeStatus(p))
                 switch p.phase {
                 case .identify: progress.update("hashing the inbox", force: true)
