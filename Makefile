@@ -40,10 +40,18 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch, flwr' 2>/dev/null; then \
+	@# A venv whose NumPy is 2 shadows Debian's NumPy 1, which Debian's PyTorch
+	@# is built against: it is made again.
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch' 2>/dev/null || \
+	    $(VENV)/bin/python -c 'import numpy, sys; sys.exit(not numpy.__version__.startswith("2"))' 2>/dev/null; then \
 	  echo "make deps: creating $(VENV) for the interop tests"; \
 	  rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV) && \
 	  $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
+	fi
+	@if ! .venv-flower/bin/python -c 'import flwr, safetensors, numpy' 2>/dev/null; then \
+	  echo "make deps: creating .venv-flower for the Flower oracle tests"; \
+	  rm -rf .venv-flower && /usr/bin/python3 -m venv .venv-flower && \
+	  .venv-flower/bin/pip install -q -r Tests/Fixtures/flower-requirements.txt; \
 	fi
 
 # The release binary links the Swift runtime statically and carries no
@@ -72,7 +80,8 @@ demo: build
 # into a failure long before CI's limit.
 TEST_TIMEOUT ?= 1500
 test: debug deb
-	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
+	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_FLOWER_PYTHON=$(CURDIR)/.venv-flower/bin/python \
+	  FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
 	  FEDBATCH_DEB=$(CURDIR)/dist/fedbatch_$$(.build/release/fedbatch --version)_$$(dpkg --print-architecture).deb \
 	  timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --disable-xctest
 

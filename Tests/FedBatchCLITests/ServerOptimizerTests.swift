@@ -53,7 +53,8 @@ struct ServerOptimizerTests {
         let state = try SafetensorsFile(bytes: try #require(g3.members[ServerOptimizer.stateMember]))
         #expect(state.metadata["fedbatch_strategy"] == strategy && state.tensor("step")?.floats() == [3])
         let spec: [String: Any] = ["strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds]
-        let check = try Subprocess.python("flower_oracle.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        let check = try Subprocess.run(TestPaths.flowerPython, [TestPaths.fixtures + "/flower_oracle.py",
+                                                                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
     }

@@ -20,6 +20,11 @@ public enum TestPaths {
         ProcessInfo.processInfo.environment["FEDBATCH_BIN"] ?? packageRoot + "/.build/debug/fedbatch"
     }
 
+    /// The Python with Flower that `make deps` sets up in a venv of its own.
+    public static var flowerPython: String {
+        ProcessInfo.processInfo.environment["FEDBATCH_FLOWER_PYTHON"] ?? packageRoot + "/.venv-flower/bin/python"
+    }
+
     /// The Python with numpy and safetensors that `make deps` sets up.
     public static var python: String {
         ProcessInfo.processInfo.environment["FEDBATCH_PYTHON"] ?? packageRoot + "/.venv/bin/python"
