@@ -20,11 +20,12 @@ struct ServerOptimizerTests {
         }
     }
 
-    @Test("fedavgm, fedadam, fedyogi and fedadagrad match Flower over three generations",
+    @Test("fedavgm, fedadam, fedyogi and fedadagrad match Flower, and diloco PyTorch's Nesterov SGD, over three generations",
           arguments: [("fedavgm", ["server_lr": 1.0, "momentum": 0.9]),
                       ("fedadam", ["server_lr": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9]),
                       ("fedyogi", ["server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3]),
-                      ("fedadagrad", ["server_lr": 0.1, "tau": 1e-9])])
+                      ("fedadagrad", ["server_lr": 0.1, "tau": 1e-9]),
+                      ("diloco", ["server_lr": 0.7, "momentum": 0.9])])
     func matchesFlower(strategy: String, params: [String: Double]) throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
         try Federation.setConfig(home: fed.collector, table: "merge", "strategy", "\"\(strategy)\"")
@@ -53,8 +54,10 @@ struct ServerOptimizerTests {
         let state = try SafetensorsFile(bytes: try #require(g3.members[ServerOptimizer.stateMember]))
         #expect(state.metadata["fedbatch_strategy"] == strategy && state.tensor("step")?.floats() == [3])
         let spec: [String: Any] = ["strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds]
-        let check = try Subprocess.run(TestPaths.flowerPython, [TestPaths.fixtures + "/flower_oracle.py",
-                                                                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        // Flower has no DiLoCo: its oracle is PyTorch's own outer optimiser.
+        let (python, oracle) = strategy == "diloco" ? (TestPaths.python, "diloco_oracle.py") : (TestPaths.flowerPython, "flower_oracle.py")
+        let check = try Subprocess.run(python, [TestPaths.fixtures + "/" + oracle,
+                                                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
     }

@@ -68,6 +68,7 @@ public enum Strategies {
         FedAdagrad.name: { arch, p in FedAdagrad(arch: arch, parameters: p, defaults: FedAdagrad.defaults) },
         FedAdam.name: { arch, p in FedAdam(arch: arch, parameters: p, defaults: FedAdam.defaults) },
         FedYogi.name: { arch, p in FedYogi(arch: arch, parameters: p, defaults: FedYogi.defaults) },
+        DiLoCo.name: { arch, p in DiLoCo(arch: arch, parameters: p, defaults: DiLoCo.defaults) },
     ]
 
     public static var names: [String] { registry.keys.sorted() }

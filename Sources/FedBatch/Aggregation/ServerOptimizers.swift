@@ -146,3 +146,16 @@ public final class FedYogi: ServerOptimizer {
         return eta * m / (v.squareRoot() + tau)
     }
 }
+
+/// DiLoCo's outer step (Douillard et al., 2023): SGD with Nesterov momentum
+/// on the outer gradient −Δ, as PyTorch's `SGD(nesterov=True)` takes it
+/// (which DiLoCo uses): m = μ·m + Δ (m = Δ at the first step),
+/// x += η·(Δ + μ·m). Defaults: server_lr 0.7, momentum 0.9, the paper's.
+public final class DiLoCo: ServerOptimizer {
+    override public class var name: String { "diloco" }
+    static let defaults: [String: Double] = ["server_lr": 0.7, "beta1": 0.9]
+    override func update(delta: Double, m: inout Double, v: inout Double, first: Bool) -> Double {
+        m = first ? delta : beta1 * m + delta
+        return eta * (delta + beta1 * m)
+    }
+}

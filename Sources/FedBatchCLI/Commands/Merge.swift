@@ -19,8 +19,8 @@ struct Merge: Subcommand {
         move it back into inbox/. If at least \
         --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
         arrived --max-wait (merge.max_wait, a day) ago, the strategy \
-        (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi or \
-        fedadagrad) aggregates \
+        (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi, \
+        fedadagrad or diloco) aggregates \
         them in digest order, a stale update's delta scaled by \
         merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
         written and signed, then recorded in state.db, then the inputs move \
@@ -43,7 +43,7 @@ struct Merge: Subcommand {
     @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
     var settle: Double?
 
-    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi or fedadagrad.", valueName: "name"))
+    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi, fedadagrad or diloco.", valueName: "name"))
     var strategy: String?
 
     @Option(name: .customLong("max-wait"), help: ArgumentHelp("Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).", valueName: "seconds"))
