@@ -97,6 +97,11 @@ public func writeFileAtomically(parts: [Data], to path: String, mode: mode_t = 0
 }
 
 /// fsyncs a file that was written through another API (SQLite).
+/// A file's size in bytes, or nil when it cannot be read (gone, say).
+public func fileSize(_ path: String) -> Int64? {
+    (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
+}
+
 public func syncFile(_ path: String) throws {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 { throw FileError.errno(path, "cannot open") }

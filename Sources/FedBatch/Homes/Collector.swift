@@ -46,10 +46,7 @@ public struct Collector {
         Filing.removeCrashLeftovers(layout)
 
         let verifier = try home.verifier()
-        let (current, currentWeights) = try currentGeneration(verifier: verifier)
-        let ledger = try openLedger(verifier: verifier)
-        try checkAgreement(ledger: ledger, current: current)
-        try finishInterruptedMerge(ledger: ledger, current: current)
+        let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
 
         let settings = home.config.merge
         let quorum = minBundles ?? settings.minBundles

@@ -14,6 +14,18 @@ extension Collector {
         return (v.identityOnly(), weights)
     }
 
+    /// What every command that writes a generation (merge, revert) does
+    /// first, under the home's lock: verify the current generation, open
+    /// state.db, check that the two agree, and finish a merge a crash
+    /// interrupted.
+    func prepareToWrite(verifier: Verifier) throws -> (current: VerifiedContainer, weights: ModelWeights, ledger: Ledger) {
+        let (current, weights) = try currentGeneration(verifier: verifier)
+        let ledger = try openLedger(verifier: verifier)
+        try checkAgreement(ledger: ledger, current: current)
+        try finishInterruptedMerge(ledger: ledger, current: current)
+        return (current, weights, ledger)
+    }
+
     /// Opens state.db, rebuilding it from the files when it is missing or
     /// was never completed.
     func openLedger(verifier: Verifier) throws -> Ledger {

@@ -76,7 +76,7 @@ extension Home {
                 report.skipped.append(.init(generation: n, reason: "carries a key rotation, which sites adopt from its members; kept whole"))
                 continue
             }
-            let size = fileSize(path)
+            let size = fileSize(path) ?? 0
             if !policy.dryRun {
                 let dest = layout.prunedGeneration(n)
                 try writeFileAtomically(parts: [v.container.manifestBytes, ContainerFile.slot(statement: v.file.statement, signature: v.file.signature)], to: dest)
@@ -86,7 +86,7 @@ extension Home {
                 }
                 try FileManager.default.removeItem(atPath: path)
                 try syncDirectory(layout.generations)
-                report.bytesFreed += size - fileSize(dest)
+                report.bytesFreed += size - (fileSize(dest) ?? 0)
             } else {
                 report.bytesFreed += size - Int64(v.container.manifestBytes.count + v.file.statement.count + v.file.signature.count + 16)
             }
@@ -99,14 +99,14 @@ extension Home {
             guard let name = b.stored else { continue }
             let file = "\(layout.accepted)/\(name)"
             guard FileManager.default.fileExists(atPath: file) else { continue }
-            report.bytesFreed += fileSize(file)
+            report.bytesFreed += fileSize(file) ?? 0
             if !policy.dryRun { try FileManager.default.removeItem(atPath: file) }
             report.accepted.append(name)
         }
         for name in try ledger.reportedRejections(upTo: last) {
             let file = "\(layout.quarantine)/\(name)", reason = file + Filing.reasonSuffix
             guard FileManager.default.fileExists(atPath: file) || FileManager.default.fileExists(atPath: reason) else { continue }
-            report.bytesFreed += fileSize(file) + fileSize(reason)
+            report.bytesFreed += (fileSize(file) ?? 0) + (fileSize(reason) ?? 0)
             if !policy.dryRun {
                 try? FileManager.default.removeItem(atPath: file)
                 try? FileManager.default.removeItem(atPath: reason)
@@ -119,8 +119,4 @@ extension Home {
         }
         return report
     }
-}
-
-private func fileSize(_ path: String) -> Int64 {
-    (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
 }

@@ -22,10 +22,7 @@ extension Collector {
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         let verifier = try home.verifier()
-        let (current, _) = try currentGeneration(verifier: verifier)
-        let ledger = try openLedger(verifier: verifier)
-        try checkAgreement(ledger: ledger, current: current)
-        try finishInterruptedMerge(ledger: ledger, current: current)
+        let (current, _, ledger) = try prepareToWrite(verifier: verifier)
         let number = current.manifest.generation!
         guard target >= 0, target < number else {
             throw HomeError.config(path: layout.generations, reason: "revert restores an earlier generation: give 0 to \(number - 1), not \(target)")

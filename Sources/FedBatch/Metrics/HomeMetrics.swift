@@ -120,13 +120,5 @@ extension Home {
     }
 }
 
-private func fileSize(_ path: String) -> Int64? {
-    (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
-}
-
 /// Seconds since 1970 of an RFC 3339 time as fedbatch writes it.
-func unixTime(_ text: String) -> Double? {
-    let f = ISO8601DateFormatter()
-    f.formatOptions = [.withInternetDateTime]
-    return f.date(from: text)?.timeIntervalSince1970
-}
+private func unixTime(_ text: String) -> Double? { Manifest.parseCreated(text)?.timeIntervalSince1970 }

@@ -55,8 +55,7 @@ extension Home {
         var sizes: [ReportData.BundleSize] = []
         var missing = 0
         for b in try ledger.storedBundles() {
-            if let name = b.stored, let attributes = try? FileManager.default.attributesOfItem(atPath: "\(layout.accepted)/\(name)"),
-               let size = (attributes[.size] as? NSNumber)?.int64Value {
+            if let name = b.stored, let size = fileSize("\(layout.accepted)/\(name)") {
                 sizes.append(.init(generation: b.generation, site: b.site, bytes: size))
             } else {
                 missing += 1

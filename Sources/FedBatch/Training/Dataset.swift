@@ -90,9 +90,8 @@ public enum DataLoader {
         }
         if isDir.boolValue { return try loadIDX(directory: path, split: split) }
         if path.hasSuffix(".csv") || path.hasSuffix(".csv.gz") {
-            if let schema { return try loadCSV(path, schema: schema, drop: drop) }
-            if !drop.isEmpty { throw DataError(path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)") }
-            return try loadCSV(path, labelColumn: labelColumn)
+            if schema == nil, !drop.isEmpty { throw DataError(path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)") }
+            return try loadCSV(path, labelColumn: labelColumn, schema: schema, drop: drop)
         }
         if path.hasSuffix(".safetensors") { return try loadShard(path) }
         throw DataError(path: path, message: "unknown data form: give a directory of IDX files, a .csv file or a .safetensors shard")
@@ -157,12 +156,12 @@ public enum DataLoader {
     // MARK: CSV
 
     /// A header row, then one example per row; the label column holds
-    /// integer class indices, every other column a number. Features are
-    /// used as they are (no scaling).
-    static func loadCSV(_ path: String, labelColumn: String) throws -> Dataset {
+    /// integer class indices, the feature columns numbers, used as they are
+    /// unless the model's schema standardises them.
+    static func loadCSV(_ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
-        return try parseCSV(data, path: path, labelColumn: labelColumn)
+        return try parseCSV(data, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
     }
 
     /// A CSV file's header, the names trimmed.
@@ -176,50 +175,26 @@ public enum DataLoader {
         return line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
-    /// A CSV file read by the model's schema: columns by name, then
-    /// standardised as the schema says.
-    static func loadCSV(_ path: String, schema: TabularSchema, drop: [String]) throws -> Dataset {
-        let data: Data
-        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
-        guard let text = String(data: data, encoding: .utf8) else { throw DataError(path: path, message: "not UTF-8 text") }
-        var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
-        guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }
-        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        let (columns, labelIndex) = try schema.columns(of: header, drop: drop, path: path)
-        var features: [Float] = []
-        var labels: [Int32] = []
-        var row = 1
-        var fields: [Substring] = []
-        while let line = lines.next() {
-            row += 1
-            fields = line.split(separator: ",", omittingEmptySubsequences: false)
-            guard fields.count == header.count else {
-                throw DataError(path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
-            }
-            let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
-            guard let label = Int32(l) else { throw DataError(path: path, message: "row \(row), column \"\(schema.label)\": \"\(l)\" is not an integer label") }
-            labels.append(label)
-            for c in columns {
-                let t = fields[c].trimmingCharacters(in: .whitespaces)
-                guard let v = Float(t), v.isFinite else { throw DataError(path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number") }
-                features.append(v)
-            }
-        }
-        guard !labels.isEmpty else { throw DataError(path: path, message: "no data rows") }
-        schema.standardise(&features, width: columns.count)
-        return Dataset(features: features, labels: labels, width: columns.count)
-    }
-
     /// The CSV parser itself, on bytes in memory (also a fuzz target).
-    public static func parseCSV(_ data: Data, path: String, labelColumn: String = "label") throws -> Dataset {
+    /// Without a schema, every column but `labelColumn` is a feature, in
+    /// order; with one, columns are mapped by name (`TabularSchema`) and
+    /// standardised as it says.
+    public static func parseCSV(_ data: Data, path: String, labelColumn: String = "label",
+                                schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
         guard let text = String(data: data, encoding: .utf8) else { throw DataError(path: path, message: "not UTF-8 text") }
         var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
         guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }
         let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        guard let labelIndex = header.firstIndex(of: labelColumn) else {
-            throw DataError(path: path, message: "no column named \"\(labelColumn)\" in the header (use --label-column)")
+        let columns: [Int], labelIndex: Int, labelName: String
+        if let schema {
+            (columns, labelIndex) = try schema.columns(of: header, drop: drop, path: path)
+            labelName = schema.label
+        } else {
+            guard let index = header.firstIndex(of: labelColumn) else {
+                throw DataError(path: path, message: "no column named \"\(labelColumn)\" in the header (use --label-column)")
+            }
+            (columns, labelIndex, labelName) = (header.indices.filter { $0 != index }, index, labelColumn)
         }
-        let width = header.count - 1
         var features: [Float] = []
         var labels: [Int32] = []
         var row = 1
@@ -229,19 +204,18 @@ public enum DataLoader {
             guard fields.count == header.count else {
                 throw DataError(path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
             }
-            for (i, f) in fields.enumerated() {
-                let t = f.trimmingCharacters(in: .whitespaces)
-                if i == labelIndex {
-                    guard let l = Int32(t) else { throw DataError(path: path, message: "row \(row), column \"\(labelColumn)\": \"\(t)\" is not an integer label") }
-                    labels.append(l)
-                } else {
-                    guard let v = Float(t), v.isFinite else { throw DataError(path: path, message: "row \(row), column \"\(header[i])\": \"\(t)\" is not a finite number") }
-                    features.append(v)
-                }
+            let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
+            guard let label = Int32(l) else { throw DataError(path: path, message: "row \(row), column \"\(labelName)\": \"\(l)\" is not an integer label") }
+            labels.append(label)
+            for c in columns {
+                let t = fields[c].trimmingCharacters(in: .whitespaces)
+                guard let v = Float(t), v.isFinite else { throw DataError(path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number") }
+                features.append(v)
             }
         }
         guard !labels.isEmpty else { throw DataError(path: path, message: "no data rows") }
-        return Dataset(features: features, labels: labels, width: width)
+        schema?.standardise(&features, width: columns.count)
+        return Dataset(features: features, labels: labels, width: columns.count)
     }
 
     // MARK: safetensors shards
