@@ -230,3 +230,60 @@ public enum LargeBuffer {
         return p
     }
 }
+
+/// An unnamed scratch file: created in `directory` and unlinked at once
+/// (O_TMPFILE where the file system has it), so it takes disk space only
+/// while this value lives and a crash leaves nothing behind to clean up.
+/// The robust merge strategies spill each decoded delta here and read it
+/// back one coordinate range at a time, so that memory holds N × chunk
+/// numbers instead of N whole models.
+public final class ScratchFile: @unchecked Sendable {
+    private let fd: Int32
+    private let label: String
+
+    public init(in directory: String) throws {
+        label = "\(directory)/(scratch)"
+        // O_TMPFILE is a macro Swift does not import: __O_TMPFILE (0o20000000
+        // on Linux's x86-64 and arm64 alike) with O_DIRECTORY.
+        let tmpfile: Int32 = 0o20000000 | O_DIRECTORY
+        var fd = open(directory, O_RDWR | tmpfile | O_CLOEXEC, 0o600)
+        if fd < 0 {
+            // Some file systems (older NFS, for one) have no O_TMPFILE.
+            var template = Array("\(directory)/.fedbatch-scratch-XXXXXX".utf8CString)
+            fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            if fd < 0 { throw FileError.errno(directory, "cannot create a scratch file") }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw FileError.errno(label, "write failed (is the disk full?)")
+            }
+            done += n
+        }
+    }
+
+    /// Fills all of `buffer` from `offset`; the range must have been written.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw FileError.errno(label, "read failed")
+            }
+            if n == 0 { throw FileError(path: label, message: "ended early") }
+            done += n
+        }
+    }
+}

@@ -71,6 +71,7 @@ public final class Federation: @unchecked Sendable {
     public let keyring: TestKeyring
     public let collectorKey: String
     public let siteKeys: [String: String]
+    public let arch: String
     public var root: String { keyring.dir.path }
     public var collector: String { root + "/collector" }
     public func site(_ id: String) -> String { root + "/\(id)" }
@@ -78,6 +79,7 @@ public final class Federation: @unchecked Sendable {
     /// Creates keys, a collector home (mlp:4-3-2) and pins every site.
     public init(sites: [String] = ["site-1", "site-2"], arch: String = Samples.arch) throws {
         keyring = try TestKeyring()
+        self.arch = arch
         collectorKey = try keyring.generate("collector")
         var keys: [String: String] = [:]
         for s in sites { keys[s] = try keyring.generate(s) }
@@ -146,9 +148,9 @@ public final class Federation: @unchecked Sendable {
     @discardableResult
     public func update(site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100, name: String? = nil,
                        scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil, signedBy: String? = nil) throws -> String {
-        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
+        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
                                 base: .init(number: base.number, digest: base.digest), site: .init(id: site, seq: seq), numExamples: examples)
-        let t = try tensors ?? Samples.weights(scale: scale * Float(seq))
+        let t = try tensors ?? Samples.weights(arch: arch, scale: scale * Float(seq))
         let sealed = try signer(signedBy ?? siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))])
         let path = collector + "/inbox/" + (name ?? "demo-g\(base.number)-\(site)-\(seq).fbu")
         try sealed.file.write(to: URL(fileURLWithPath: path))

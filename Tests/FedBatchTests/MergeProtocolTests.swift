@@ -119,6 +119,6 @@ struct FedAvgTests {
 
     @Test("an unknown strategy is refused, naming the ones that exist")
     func unknown() {
-        #expect(throws: StrategyError.unknown("median", known: ["diloco", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi"])) { try Strategies.make(name: "median", parameters: [:], arch: arch) }
+        #expect(throws: StrategyError.unknown("geomed", known: ["bulyan", "diloco", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multikrum", "trimmed-mean"])) { try Strategies.make(name: "geomed", parameters: [:], arch: arch) }
     }
 }

@@ -2,14 +2,19 @@
 compares every generation.
 
 usage: flower_oracle.py CASE.json
-CASE.json: {"strategy": "fedavgm"|"fedadam"|"fedyogi"|"fedadagrad",
-            "params": {"server_lr": ..., "momentum"|"beta1"|"beta2"|"tau": ...},
+CASE.json: {"strategy": "fedavgm"|"fedadam"|"fedyogi"|"fedadagrad"
+                        |"median"|"trimmed-mean"|"krum"|"multikrum"|"bulyan",
+            "params": {"server_lr": ..., "momentum"|"beta1"|"beta2"|"tau"
+                       |"trim"|"byzantine"|"keep": ...},
             "initial": g0.safetensors,
             "rounds": [{"updates": [{"delta": D.safetensors, "examples": n}, ...],
                         "result": gN.safetensors}, ...]}
 Each round, every client's weights are Flower's current weights plus its
 delta (the delta fedbatch's bundle carried); Flower's strategy class
-aggregates them, in float64. Prints the largest relative error per round
+aggregates them, in float64. The robust rules have no state, and run
+through Flower's aggregate functions (aggregate_median, aggregate_trimmed_avg,
+aggregate_krum, aggregate_bulyan) on the updates in the order given, which
+is the order fedbatch summed them in (by digest): Krum breaks ties by it. Prints the largest relative error per round
 and exits 1 if any element is off by more than 1e-6 relative plus 1e-8
 absolute: fedbatch stores each generation in float32, whose rounding of a
 weight near 0.1 alone is about 4e-9, which relative to a value that happens
@@ -21,6 +26,7 @@ import sys
 import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum, aggregate_median, aggregate_trimmed_avg
 from safetensors.numpy import load_file
 
 case = json.load(open(sys.argv[1]))
@@ -38,6 +44,19 @@ elif name == "fedyogi":
     strategy = FedYogi(initial_parameters=start, eta=p["server_lr"], beta_1=p["beta1"], beta_2=p["beta2"], tau=p["tau"])
 elif name == "fedadagrad":
     strategy = FedAdagrad(initial_parameters=start, eta=p["server_lr"], tau=p["tau"])
+elif name in ("median", "trimmed-mean", "krum", "multikrum", "bulyan"):
+    strategy = None
+    f = int(p.get("byzantine", 0))
+    if name == "median":
+        rule = aggregate_median
+    elif name == "trimmed-mean":
+        rule = lambda results: aggregate_trimmed_avg(results, p.get("trim", 0.2))
+    elif name == "krum":
+        rule = lambda results: aggregate_krum(results, f, 0)
+    elif name == "multikrum":
+        rule = lambda results: aggregate_krum(results, f, int(p.get("keep", 0)) or len(results) - f)
+    else:
+        rule = lambda results: aggregate_bulyan(results, f, aggregate_krum, to_keep=0)
 else:
     sys.exit(f"unknown strategy {name}")
 
@@ -49,8 +68,14 @@ for r, rnd in enumerate(case["rounds"], start=1):
         weights = [c + d[n].astype(np.float64) for c, n in zip(current, names)]
         results.append((None, FitRes(status=Status(code=Code.OK, message=""), parameters=ndarrays_to_parameters(weights),
                                      num_examples=u["examples"], metrics={})))
-    aggregated, _ = strategy.aggregate_fit(r, results, [])
-    current = parameters_to_ndarrays(aggregated)
+    if strategy is None:
+        plain = [(parameters_to_ndarrays(fit.parameters), fit.num_examples) for _, fit in results]
+        aggregated = rule(plain)
+        lr = p.get("server_lr", 1.0)
+        current = [c + lr * (a - c) for c, a in zip(current, aggregated)]
+    else:
+        aggregated, _ = strategy.aggregate_fit(r, results, [])
+        current = parameters_to_ndarrays(aggregated)
     got = load_file(rnd["result"])
     worst, ok = 0.0, True
     for c, n in zip(current, names):

@@ -7,9 +7,8 @@ public enum StrategyAccess: Sendable {
     /// server optimisers).
     case streaming
     /// Every bundle at each coordinate (median, trimmed mean, Krum): the
-    /// merge must make chunked passes over coordinate ranges. No strategy
-    /// of this kind exists yet, and the collector refuses one until the
-    /// chunked merge does.
+    /// strategy spills each delta as it is added and makes chunked passes
+    /// over coordinate ranges in `finish` (see RobustStrategy).
     case chunkedPasses
 }
 
@@ -40,6 +39,10 @@ public protocol AggregationStrategy: AnyObject {
     func add(delta: DecodedDelta, weight: Double, scale: Double)
     /// The new weights; never anything non-finite.
     func finish(base: ModelWeights) throws -> ModelWeights
+    /// Why the rule cannot run on `count` bundles (Krum with too few for
+    /// its f), or nil. The collector asks before `finish` and, on a
+    /// refusal, writes nothing and leaves the bundles in the inbox.
+    func refusal(count: Int) -> String?
     /// Server state from the current generation (`optimizer.safetensors`),
     /// before any bundle is added; nil when it carries none.
     func restore(state: SafetensorsFile?) throws
@@ -53,6 +56,7 @@ extension AggregationStrategy {
     /// Adds a fresh update (staleness factor 1).
     public func add(delta: DecodedDelta, weight: Double) { add(delta: delta, weight: weight, scale: 1) }
     public func restore(state: SafetensorsFile?) throws {}
+    public func refusal(count: Int) -> String? { nil }
     public var stateTensors: [(name: String, tensor: Tensor)]? { nil }
     public var stateMetadata: [String: String] { [:] }
 }
@@ -69,6 +73,11 @@ public enum Strategies {
         FedAdam.name: { arch, p in FedAdam(arch: arch, parameters: p, defaults: FedAdam.defaults) },
         FedYogi.name: { arch, p in FedYogi(arch: arch, parameters: p, defaults: FedYogi.defaults) },
         DiLoCo.name: { arch, p in DiLoCo(arch: arch, parameters: p, defaults: DiLoCo.defaults) },
+        Median.name: { arch, p in Median(arch: arch, parameters: p) },
+        TrimmedMean.name: { arch, p in TrimmedMean(arch: arch, parameters: p) },
+        Krum.name: { arch, p in Krum(arch: arch, parameters: p) },
+        MultiKrum.name: { arch, p in MultiKrum(arch: arch, parameters: p) },
+        Bulyan.name: { arch, p in Bulyan(arch: arch, parameters: p) },
     ]
 
     public static var names: [String] { registry.keys.sorted() }
@@ -91,12 +100,12 @@ public enum StrategyError: Error, Equatable, Sendable, CustomStringConvertible, 
     public var code: String { "merge.strategy" }
 
     case unknown(String, known: [String])
-    case needsChunkedPasses(String)
+    case tooFewBundles(String, String)
 
     public var description: String {
         switch self {
         case let .unknown(name, known): return "unknown aggregation strategy \"\(name)\"; this fedbatch has \(known.joined(separator: ", "))"
-        case .needsChunkedPasses(let name): return "strategy \(name) needs chunked passes over all bundles, which this merge does not make yet"
+        case let .tooFewBundles(_, why): return why
         }
     }
 }

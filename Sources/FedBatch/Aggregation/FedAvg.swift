@@ -55,8 +55,14 @@ public final class FedAvg: AggregationStrategy {
     public func weight(examples: Int64) -> Double { Double(min(examples, weightCap)) }
 
     public func check(delta: DecodedDelta, base: ModelWeights) throws {
+        try Self.checkStaysFinite(delta: delta, base: base, serverLearningRate: serverLearningRate)
+    }
+
+    /// Refuses a delta for which `base + lr·Δ` leaves float32 somewhere:
+    /// every rule here yields, coordinate by coordinate, a value within the
+    /// range of the bundles' own (for lr ≤ 1), so this bounds the result.
+    static func checkStaysFinite(delta: DecodedDelta, base: ModelWeights, serverLearningRate lr: Double) throws {
         let limit = Double(Float.greatestFiniteMagnitude)
-        let lr = serverLearningRate
         for (t, shape) in base.arch.tensorShapes.enumerated() {
             let b = base.tensors[t]
             let bad = delta.withTensor(t) { d in (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(d[$0])) <= limit) } }

@@ -55,7 +55,9 @@ public struct Collector {
         let strategy = try Strategies.make(name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
         // A server optimiser resumes from the state the current generation carries.
         try strategy.restore(state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
-        guard type(of: strategy).access == .streaming else { throw StrategyError.needsChunkedPasses(type(of: strategy).name) }
+        // A robust rule spills the deltas next to the home's other files, on
+        // a file system sized for them, not in a small /tmp.
+        (strategy as? RobustStrategy)?.scratchDirectory = layout.root
         var rejected: [MergeReport.Rejection] = []
         var waiting: [MergeReport.Waiting] = []
 
@@ -97,10 +99,14 @@ public struct Collector {
         let inputs = round.inputs
         let wait = maxWait ?? settings.maxWait
         let oldestWait = inputs.map { now.timeIntervalSince1970 - $0.arrived }.max() ?? 0
-        guard !inputs.isEmpty, inputs.count >= quorum || oldestWait >= wait else {
+        // A rule that cannot run on this many bundles (Krum with too few for
+        // its f) waits for more, whatever the quorum and the wait say.
+        let strategyRefusal = inputs.isEmpty ? nil : strategy.refusal(count: inputs.count)
+        guard !inputs.isEmpty, strategyRefusal == nil, inputs.count >= quorum || oldestWait >= wait else {
             // Bundles that passed stay in the inbox for a later run.
             for input in inputs {
-                waiting.append(.init(input.entry, "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)"))
+                waiting.append(.init(input.entry, strategyRefusal.map { "passed every check; waiting, because \($0)" }
+                    ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)"))
             }
             return MergeReport(outcome: inputs.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil,
                                digest: nil, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name, accepted: [], rejected: rejected,

@@ -98,6 +98,14 @@ public struct MergeSettings: Sendable, Equatable {
     public var beta1: Double?
     public var beta2: Double?
     public var tau: Double?
+    /// Robust rules: the fraction cut from each tail (trimmed-mean), the
+    /// number f of Byzantine sites tolerated (krum, multikrum, bulyan), how
+    /// many updates Multi-Krum averages (0: n − f), and the memory their
+    /// chunked passes may use, in MiB.
+    public var trim: Double?
+    public var byzantine: Int?
+    public var keep: Int?
+    public var chunkMiB: Double?
     /// An inbox file changed less than this many seconds ago is still
     /// arriving (a plain `cp` or `scp` racing cron): it is left for the
     /// next run instead of being quarantined half-written.
@@ -116,12 +124,16 @@ public struct MergeSettings: Sendable, Equatable {
         p["beta1"] = beta1
         p["beta2"] = beta2
         p["tau"] = tau
+        p["trim"] = trim
+        p["byzantine"] = byzantine.map(Double.init)
+        p["keep"] = keep.map(Double.init)
+        p["chunk_mb"] = chunkMiB
         return p
     }
 
     static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
                                     "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
-                                    "momentum", "beta1", "beta2", "tau"]
+                                    "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb"]
 
     /// The staleness weighting these settings describe.
     public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
@@ -137,9 +149,13 @@ public struct MergeSettings: Sendable, Equatable {
          "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
          clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
          "max_examples = \(maxExamples)", "weight_cap = \(weightCap)",
-         "# strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad or diloco (fedbatch-merge(1), STRATEGIES); their parameters",
-         "# default to Flower's: server_lr, and momentum (fedavgm, diloco) or beta1, beta2, tau (the adaptive ones).",
+         "# strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean, krum, multikrum or bulyan",
+         "# (fedbatch-merge(1), STRATEGIES); their parameters default to Flower's: server_lr, momentum (fedavgm, diloco),",
+         "# beta1, beta2, tau (the adaptive ones), trim (trimmed-mean), byzantine and keep (krum, multikrum, bulyan).",
          serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
+         trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
+         "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
+         chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
          "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
          "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]"]
@@ -359,6 +375,19 @@ public struct HomeConfig: Sendable, Equatable {
                 throw HomeError.config(path: path, reason: "merge.\(key) must be a number in [0, 1)")
             }
             m[keyPath: keyPath] = d
+        }
+        if let v = t["trim"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 0.5 else { throw HomeError.config(path: path, reason: "merge.trim must be a number in [0, 0.5)") }
+            m.trim = d
+        }
+        for (key, keyPath) in [("byzantine", \MergeSettings.byzantine), ("keep", \MergeSettings.keep)] {
+            guard let v = t[key] else { continue }
+            guard let i = v.int, i >= 0, i <= 100_000 else { throw HomeError.config(path: path, reason: "merge.\(key) must be an integer from 0 to 100000") }
+            m[keyPath: keyPath] = i
+        }
+        if let v = t["chunk_mb"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1_048_576 else { throw HomeError.config(path: path, reason: "merge.chunk_mb must be a number of MiB in (0, 1048576]") }
+            m.chunkMiB = d
         }
         if let v = t["strategy"] {
             guard let name = v.string, Strategies.names.contains(name) else {

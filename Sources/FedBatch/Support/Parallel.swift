@@ -11,6 +11,22 @@ enum Parallel {
         init(_ n: Int) { values = Array(repeating: nil, count: n) }
     }
 
+    /// Runs `body(part)` for every part in 0..<parts, each on its own
+    /// thread, and returns when all are done. For numeric loops over raw
+    /// buffers split into disjoint index ranges: the caller guarantees that
+    /// no two parts write the same memory, which the compiler cannot check.
+    static func parts(_ parts: Int, _ body: (Int) -> Void) {
+        withoutActuallyEscaping(body) { body in
+            let shared = Unchecked(body)
+            DispatchQueue.concurrentPerform(iterations: parts) { shared.value($0) }
+        }
+    }
+
+    private struct Unchecked<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
+    }
+
     /// `transform` applied to every element with `workers` threads; results in input order.
     static func map<T, R>(_ items: [T], workers: Int, _ transform: @escaping @Sendable (T) -> R) -> [R] where T: Sendable {
         let out = Slots<R>(items.count)
