@@ -23,6 +23,16 @@
 # QUORUM (merge.min_bundles) defaults to the on-time sites, MAX_STALENESS to
 # LAG, STALENESS to merge.staleness's default. At the end the accuracy on the
 # two classes the late sites hold most is printed too.
+#
+# Byzantine sites: ATTACKERS=k makes the first k sites hostile. Each trains
+# honestly, then replaces its update before signing it with its own pinned
+# key (examples/attack.py): ATTACK=signflip (the default: the update
+# negated and scaled by ATTACK_SCALE, 5), scaled (scaled up) or noise
+# (Gaussian noise ATTACK_SCALE times the update's RMS). STRATEGY picks the
+# collector's merge.strategy, BYZANTINE its f (default ATTACKERS), TRIM the
+# trimmed mean's cut, SERVER_LR and MOMENTUM a server optimiser's.
+#   ATTACKERS=2 STRATEGY=fedavg ROUNDS=20 make demo   # collapses
+#   ATTACKERS=2 STRATEGY=krum ROUNDS=20 make demo     # holds
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
@@ -30,6 +40,7 @@ data=${DATA:-/usr/share/datasets/fashion-mnist}
 SITES=${SITES:-10} ROUNDS=${ROUNDS:-30} ALPHA=${ALPHA:-0.5} EPOCHS=${EPOCHS:-1} LR=${LR:-0.05}
 LATE=${LATE:-0} LAG=${LAG:-4} WAIT_ALL=${WAIT_ALL:-} LATE_EPOCHS=${LATE_EPOCHS:-$EPOCHS}
 QUORUM=${QUORUM:-$((SITES - LATE))} MAX_STALENESS=${MAX_STALENESS:-$LAG}
+ATTACKERS=${ATTACKERS:-0} ATTACK=${ATTACK:-signflip} ATTACK_SCALE=${ATTACK_SCALE:-5} BYZANTINE=${BYZANTINE:-${ATTACKERS:-0}}
 codec=(); [ -z "${CODEC:-}" ] || codec=(--codec "$CODEC")
 work=${DEMO_DIR:-$(mktemp -d /tmp/fb-demo-XXXXXX)}
 export GNUPGHOME="$work/gnupg"
@@ -54,6 +65,16 @@ setting settle_seconds 0
 setting min_bundles "$([ -n "$WAIT_ALL" ] && echo "$SITES" || echo "$QUORUM")"
 setting max_staleness "$MAX_STALENESS"
 [ -z "${STALENESS:-}" ] || setting staleness "\"$STALENESS\""
+# A [merge] key, set or commented out (other tables have keys of the same name).
+option() {
+  sed -i "/^\[merge\]/,/^\[/{/^\(# \)\?$1 = /d}" "$col/fedbatch.toml"
+  sed -i "/^\[merge\]/a $1 = $2" "$col/fedbatch.toml"
+}
+[ -z "${STRATEGY:-}" ] || option strategy "\"$STRATEGY\""
+[ "$BYZANTINE" -eq 0 ] || option byzantine "$BYZANTINE"
+[ -z "${TRIM:-}" ] || option trim "$TRIM"
+[ -z "${SERVER_LR:-}" ] || option server_lr "$SERVER_LR"
+[ -z "${MOMENTUM:-}" ] || option momentum "$MOMENTUM"
 "$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 --json > "$work/split.json"
 sites=()
 for shard in "$work"/shards/site-*.safetensors; do
@@ -75,6 +96,21 @@ print("%.4f" % v if isinstance(v, float) else v)' "$@"
 }
 
 late=("${sites[@]:$((SITES - LATE))}")
+attackers=("${sites[@]:0:$ATTACKERS}")
+is_attacker() { [[ " ${attackers[*]} " == *" $1 "* ]]; }
+[ "$ATTACKERS" -eq 0 ] || echo "attackers: ${attackers[*]} ($ATTACK x$ATTACK_SCALE); strategy $(sed -n 's/^strategy = //p' "$col/fedbatch.toml")" >&2
+# An attacker trains honestly in fp32, then swaps its update for a hostile
+# one and signs that instead (`fedbatch pack`), the honest bundle discarded.
+attack() {  # attack SITE BUNDLE-JSON -> the hostile bundle's path
+  local s=$1 json=$2 honest n
+  honest=$(echo "$json" | summary bundle file)
+  n=$(echo "$json" | summary bundle num_examples)
+  zstd -dcq "$honest" | tar -xO tensors.safetensors > "$work/$s/delta.safetensors"
+  "$fb" export --home "$work/$s" latest --out "$work/$s/base.safetensors" -q
+  python3 "$root/examples/attack.py" "$ATTACK" "$ATTACK_SCALE" "$r" "$work/$s/base.safetensors" "$work/$s/delta.safetensors" "$work/$s/hostile.safetensors"
+  rm "$honest"
+  "$fb" pack --home "$work/$s" --weights "$work/$s/hostile.safetensors" --num-examples "$n" --codec fp32 --force --json | summary bundle file
+}
 is_late() { [ -z "$WAIT_ALL" ] && [[ " ${late[*]} " == *" $1 "* ]]; }
 # A round is a day; waiting for all sites, each generation takes LAG days.
 day_step=$([ -n "$WAIT_ALL" ] && [ "$LATE" -gt 0 ] && echo "$LAG" || echo 1)
@@ -98,7 +134,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
       continue
     fi
     deliver "$col/generations/$newest" "$work/$s/generations"
-    bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json | summary bundle file)
+    if is_attacker "$s"; then
+      bundle=$(attack "$s" "$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" --codec fp32 --json)")
+    else
+      bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json | summary bundle file)
+    fi
     deliver "$bundle" "$col/inbox"
   done
   # Bundles arrive by rename, complete, so the merge need not wait for
