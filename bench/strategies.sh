@@ -6,6 +6,8 @@
 #                                   # scaled x5, ROUNDS (20) generations
 #   bench/strategies.sh honest      # no attacker, 30 generations, every
 #                                   # strategy, a small server_lr sweep
+#   bench/strategies.sh dp          # central DP at three noise levels,
+#                                   # 30 generations: accuracy against epsilon
 #
 # Each row is one run of examples/demo.sh; it prints the final accuracy and
 # the lowest accuracy over the run's last 5 generations.
@@ -15,9 +17,11 @@ run() {  # run LABEL VAR=VALUE...
   local label=$1; shift
   local out
   out=$(env "$@" "$root/examples/demo.sh" 2>/dev/null)
-  echo "$out" | awk -v label="$label" '$1 ~ /^[0-9]+$/ && $2 ~ /^g[0-9]+$/ {acc[++n] = $4; secs = $6}
-    END {low = 1; for (i = (n > 5 ? n - 4 : 1); i <= n; i++) if (acc[i] < low) low = acc[i];
-         printf "| %s | %s | %s | %d | %d |\n", label, acc[n], low, n, secs}'
+  # A round whose merge wrote nothing prints "-" (every site's training
+  # diverged on a wrecked model): it counts as accuracy 0 here.
+  echo "$out" | awk -v label="$label" '$1 ~ /^[0-9]+$/ && $2 ~ /^g[0-9]+$/ {acc[++n] = ($4 == "-" ? 0 : $4); secs = $6}
+    END {low = 1; for (i = (n > 5 ? n - 4 : 1); i <= n; i++) if (acc[i] + 0 < low) low = acc[i] + 0;
+         printf "| %s | %.4f | %.4f | %d | %d |\n", label, acc[n], low, n, secs}'
 }
 header() { echo "| $1 | final accuracy | lowest of last 5 | generations | seconds |"; echo "|---|---|---|---|---|"; }
 case "${1:-byzantine}" in
@@ -48,5 +52,16 @@ honest)
   run "multikrum (f 2)" STRATEGY=multikrum BYZANTINE=2
   run "bulyan (f 1)" STRATEGY=bulyan BYZANTINE=1
   ;;
-*) echo "usage: bench/strategies.sh byzantine|honest" >&2; exit 2 ;;
+dp)
+  # Update norms here are about 2 to 6 (L2, all tensors); clip at 2. With
+  # 10 sites, sigma = z * 2 / 10 on each of 235,146 coordinates.
+  export ROUNDS=${ROUNDS:-30}
+  echo "| noise multiplier z (clip 2, 10 sites, delta 1e-5) | accuracy / epsilon at g5 | g10 | g20 | g30 |"
+  echo "|---|---|---|---|---|"
+  for z in 0.003 0.01 0.03; do
+    env NOISE=$z DP_CLIP=2 "$root/examples/demo.sh" 2>/dev/null | awk -v z=$z '$1 ~ /^[0-9]+$/ && $2 ~ /^g[0-9]+$/ {a[$1] = $4; e[$1] = $7}
+      END {printf "| %s | %s / %.3g | %s / %.3g | %s / %.3g | %s / %.3g |\n", z, a[5], e[5], a[10], e[10], a[20], e[20], a[30], e[30]}'
+  done
+  ;;
+*) echo "usage: bench/strategies.sh byzantine|honest|dp" >&2; exit 2 ;;
 esac

@@ -33,6 +33,12 @@
 # trimmed mean's cut, SERVER_LR and MOMENTUM a server optimiser's.
 #   ATTACKERS=2 STRATEGY=fedavg ROUNDS=20 make demo   # collapses
 #   ATTACKERS=2 STRATEGY=krum ROUNDS=20 make demo     # holds
+#
+# Central differential privacy: NOISE=z adds a [privacy] table with
+# noise_multiplier z, clip_norm DP_CLIP (1), expected_sites SITES, delta
+# DP_DELTA (1e-5) and max_epsilon MAX_EPSILON (1e9), and the table gains
+# the cumulative epsilon of each generation.
+#   NOISE=0.1 DP_CLIP=0.5 make demo
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fb=${FEDBATCH:-$root/.build/release/fedbatch}
@@ -75,6 +81,10 @@ option() {
 [ -z "${TRIM:-}" ] || option trim "$TRIM"
 [ -z "${SERVER_LR:-}" ] || option server_lr "$SERVER_LR"
 [ -z "${MOMENTUM:-}" ] || option momentum "$MOMENTUM"
+if [ -n "${NOISE:-}" ]; then
+  printf '\n[privacy]\nnoise_multiplier = %s\nclip_norm = %s\nexpected_sites = %s\ndelta = %s\nmax_epsilon = %s\n' \
+    "$NOISE" "${DP_CLIP:-1}" "$SITES" "${DP_DELTA:-1e-5}" "${MAX_EPSILON:-1e9}" >> "$col/fedbatch.toml"
+fi
 "$fb" data split --data "$data" --sites "$SITES" --dirichlet "$ALPHA" --out "$work/shards" --seed 1 --json > "$work/split.json"
 sites=()
 for shard in "$work"/shards/site-*.safetensors; do
@@ -90,9 +100,10 @@ done
 # fedbatch-json(7).
 summary() {
   python3 -c 'import json, sys
-v = json.loads(sys.stdin.read().splitlines()[-1])
-for k in sys.argv[1:]: v = v[k]
-print("%.4f" % v if isinstance(v, float) else v)' "$@"
+lines = sys.stdin.read().splitlines()
+v = json.loads(lines[-1]) if lines else None
+for k in sys.argv[1:]: v = v.get(k) if isinstance(v, dict) else None
+print("-" if v is None else "%.4f" % v if isinstance(v, float) else v)' "$@"
 }
 
 late=("${sites[@]:$((SITES - LATE))}")
@@ -115,7 +126,7 @@ is_late() { [ -z "$WAIT_ALL" ] && [[ " ${late[*]} " == *" $1 "* ]]; }
 # A round is a day; waiting for all sites, each generation takes LAG days.
 day_step=$([ -n "$WAIT_ALL" ] && [ "$LATE" -gt 0 ] && echo "$LAG" || echo 1)
 
-printf '%-6s %-11s %-9s %-9s %-5s %s\n' round generation bundles accuracy day seconds
+printf '%-6s %-11s %-9s %-9s %-5s %-7s %s\n' round generation bundles accuracy day seconds "${NOISE:+epsilon}"
 start=$(date +%s)
 for ((r = 1; r <= ROUNDS; r++)); do
   newest=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
@@ -134,10 +145,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
       continue
     fi
     deliver "$col/generations/$newest" "$work/$s/generations"
+    # A site whose training fails (a model wrecked by attackers makes the
+    # loss diverge) sends nothing this round; the error goes to stderr.
     if is_attacker "$s"; then
-      bundle=$(attack "$s" "$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" --codec fp32 --json)")
+      trained=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" --codec fp32 --json) || continue
+      bundle=$(attack "$s" "$trained") || continue
     else
-      bundle=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json | summary bundle file)
+      trained=$("$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$EPOCHS" --lr "$LR" "${codec[@]}" --json) || continue
+      bundle=$(echo "$trained" | summary bundle file)
     fi
     deliver "$bundle" "$col/inbox"
   done
@@ -145,11 +160,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # them to settle (merge.settle_seconds guards plain copies).
   # The collector evaluates each generation it writes on its [eval] data
   # (--eval-data above): the test split.
-  merged=$("$fb" merge --home "$col" --settle 0 --json)
+  # Exit 5 (nothing merged: every site failed, or too few for the
+  # strategy) prints "-" for the accuracy.
+  merged=$("$fb" merge --home "$col" --settle 0 --json) || [ $? -eq 5 ]
   gen=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
   acc=$(echo "$merged" | summary evaluation accuracy)
   bundles=$(ls "$col/accepted" | wc -l)
-  printf '%-6d %-11s %-9d %-9s %-5d %d\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $((r * day_step)) $(( $(date +%s) - start ))
+  eps=$([ -z "${NOISE:-}" ] || echo "$merged" | summary privacy epsilon)
+  printf '%-6d %-11s %-9d %-9s %-5d %-7d %s\n' "$r" "${gen%.fbg}" "$bundles" "$acc" $((r * day_step)) $(( $(date +%s) - start )) "$eps"
 done
 if [ "$LATE" -gt 0 ]; then
   # The two classes the late sites hold the largest share of, and the

@@ -2,4 +2,5 @@
 #define FEDBATCH_CCRYPTO_SHIM_H
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #endif

@@ -12,6 +12,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     case verificationFailed = 3
     case lockHeld = 4
     case nothingToDo = 5
+    case privacyBudget = 6
 
     var meaning: String {
         switch self {
@@ -21,6 +22,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         case .verificationFailed: return "verification failed: a file is unsigned, untrusted or malformed"
         case .lockHeld: return "another fedbatch process holds the home's lock; nothing was changed"
         case .nothingToDo: return "nothing to do (for example, the inbox is below quorum)"
+        case .privacyBudget: return "privacy budget spent: another merge would exceed privacy.max_epsilon; nothing was written"
         }
     }
 
@@ -45,6 +47,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         switch code {
         case "lock.held": return .lockHeld
         case "site.already-sent": return .nothingToDo
+        case "privacy.budget-exhausted": return .privacyBudget
         default:
             let family = String(code.prefix { $0 != "." })
             if family == "usage" { return .usage }

@@ -1,9 +1,11 @@
 internal import CCrypto
 import Foundation
 
-// Every call into OpenSSL's libcrypto lives in this file. fedbatch uses it only
-// for SHA-256, because OpenSSL picks the SHA-NI / AVX2 code path at run time
-// and hashing is half the floor of a merge (see BENCHMARKS.md).
+// Every call into OpenSSL's libcrypto lives in this file. fedbatch uses it for
+// SHA-256, because OpenSSL picks the SHA-NI / AVX2 code path at run time and
+// hashing is half the floor of a merge (see BENCHMARKS.md), and for the
+// differential-privacy noise: seeds from the system's CSPRNG, expanded by
+// ChaCha20.
 
 /// The SHA-2 digests OpenPGP signatures may use here.
 public enum SHA2: Sendable {
@@ -110,5 +112,49 @@ public struct Digest: Hashable, Sendable, Comparable, CustomStringConvertible {
         let h = SHA2Hasher()
         h.update(data)
         return h.finalize()
+    }
+}
+
+/// Bytes from OpenSSL's CSPRNG, which the kernel's getrandom(2) seeds.
+public func secureRandomBytes(_ count: Int) throws -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: count)
+    guard out.withUnsafeMutableBufferPointer({ RAND_bytes($0.baseAddress, Int32(count)) }) == 1 else {
+        throw FileError(path: "(random)", message: "the system's random number generator failed")
+    }
+    return out
+}
+
+/// The ChaCha20 keystream (RFC 8439) for a 32-byte key, from block 0 with
+/// a zero nonce: a deterministic, cryptographically strong stream of bits,
+/// so that noise drawn from a secret seed cannot be predicted without it,
+/// and can be drawn again, bit for bit, by whoever holds it.
+public final class ChaCha20Stream {
+    private let ctx: OpaquePointer
+    private var buffer = [UInt64](repeating: 0, count: 512)
+    private var next = 512
+    private let zeros = [UInt8](repeating: 0, count: 4096)
+
+    public init(key: [UInt8]) {
+        precondition(key.count == 32, "a ChaCha20 key is 32 bytes")
+        ctx = EVP_CIPHER_CTX_new()!
+        // OpenSSL's 16-byte IV is the 32-bit block counter then the 96-bit nonce.
+        let iv = [UInt8](repeating: 0, count: 16)
+        EVP_EncryptInit_ex(ctx, EVP_chacha20(), nil, key, iv)
+    }
+
+    deinit { EVP_CIPHER_CTX_free(ctx) }
+
+    /// The next 64 bits of the stream (little-endian).
+    public func nextUInt64() -> UInt64 {
+        if next == buffer.count {
+            var n: Int32 = 0
+            buffer.withUnsafeMutableBytes { out in
+                _ = EVP_EncryptUpdate(ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &n, zeros, Int32(zeros.count))
+            }
+            for i in buffer.indices { buffer[i] = UInt64(littleEndian: buffer[i]) }
+            next = 0
+        }
+        defer { next += 1 }
+        return buffer[next]
     }
 }

@@ -70,10 +70,17 @@ struct JSONSchemaTests {
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
         try record("merge below quorum", "merge", status: 5, ["merge", "--home", fed.collector, "--min-bundles", "3"])
         try Federation.setConfig(home: fed.collector, table: "eval", "data", "\"\(fashionMNIST)\"")
+        // A private merge, so that its privacy record and the log's epsilon are checked too.
+        try PrivacyTests.enablePrivacy(fed, z: 1, clip: 1, sites: 2, delta: 1e-5, maxEpsilon: 1e9)
         let merged = try record("merge", "merge", status: 0, ["merge", "--home", fed.collector])
         #expect((try merged.summary()["evaluation"] as? [String: Any])?["examples"] as? Int == 10_000)
+        #expect((try merged.summary()["privacy"] as? [String: Any])?["rounds"] as? Int == 1)
         #expect(try merged.jsonLines().dropLast().allSatisfy { $0["message_type"] as? String == "status" })
         try record("merge empty", "merge", status: 5, ["merge", "--home", fed.collector])
+        try Federation.setConfig(home: fed.collector, table: "privacy", "max_epsilon", "0.001")
+        let overspent = try record("merge over the privacy budget", nil, status: 6, ["merge", "--home", fed.collector])
+        #expect(try overspent.jsonErrorLines().last?["exit_code"] as? Int == 6)
+        try Federation.setConfig(home: fed.collector, table: "privacy", "max_epsilon", "1e9")
 
         // status, on the collector and on a site that has generation 1.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))

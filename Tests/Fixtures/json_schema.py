@@ -17,7 +17,7 @@ import re
 import sys
 
 HEADING = re.compile(r'^\.SS "(message|status|summary|object): ([a-z_ ]+)"$')
-FIELD = re.compile(r'^\\fB([a-z_]+)\\fR \\\(em (.+)$')
+FIELD = re.compile(r'^\\fB([a-z][a-z0-9_]*)\\fR \\\(em (.+)$')
 
 
 def parse_schema(path):

@@ -43,6 +43,10 @@ public protocol AggregationStrategy: AnyObject {
     /// its f), or nil. The collector asks before `finish` and, on a
     /// refusal, writes nothing and leaves the bundles in the inbox.
     func refusal(count: Int) -> String?
+    /// Makes the merge centrally differentially private: the mean becomes
+    /// the clipped sum over m plus noise (see GaussianNoise). Strategies
+    /// built on FedAvg's mean take it; others refuse.
+    func privatize(with noise: GaussianNoise) throws
     /// Server state from the current generation (`optimizer.safetensors`),
     /// before any bundle is added; nil when it carries none.
     func restore(state: SafetensorsFile?) throws
@@ -57,6 +61,7 @@ extension AggregationStrategy {
     public func add(delta: DecodedDelta, weight: Double) { add(delta: delta, weight: weight, scale: 1) }
     public func restore(state: SafetensorsFile?) throws {}
     public func refusal(count: Int) -> String? { nil }
+    public func privatize(with noise: GaussianNoise) throws { throw PrivacyError.unsupportedStrategy(Self.name) }
     public var stateTensors: [(name: String, tensor: Tensor)]? { nil }
     public var stateMetadata: [String: String] { [:] }
 }

@@ -32,6 +32,16 @@ public final class FedAvg: AggregationStrategy {
     private var maxIncrements: [Int: [Double]] = [:]
     public private(set) var totalWeight: Double = 0
     public private(set) var count = 0
+    /// Central differential privacy: when set, the mean is the sum over the
+    /// fixed denominator m plus Gaussian noise (see GaussianNoise).
+    public private(set) var noise: GaussianNoise?
+
+    /// Makes this merge private. Integer tensors are refused: their
+    /// largest-increment rule would pass without noise.
+    public func privatize(with noise: GaussianNoise) throws {
+        if let t = arch.dtypes.firstIndex(where: { !$0.isFloatingPoint }) { throw PrivacyError.integerTensors(arch.tensorShapes[t].name) }
+        self.noise = noise
+    }
 
     public init(arch: ModelArchitecture, serverLearningRate: Double = 1, weightCap: Int64 = 100_000_000) {
         self.serverLearningRate = serverLearningRate
@@ -97,6 +107,7 @@ public final class FedAvg: AggregationStrategy {
         sums.indices.map { t in
             if let m = maxIncrements[t] { return m.map { $0.isFinite ? $0 : 0 } }
             let s = sums[t].buffer
+            if let noise { return s.map { $0 / noise.denominator + noise.next() } }
             return totalWeight > 0 ? s.map { $0 / totalWeight } : [Double](repeating: 0, count: s.count)
         }
     }
@@ -105,12 +116,17 @@ public final class FedAvg: AggregationStrategy {
     /// such model is ever signed.
     public func finish(base: ModelWeights) throws -> ModelWeights {
         guard totalWeight > 0 else { return base }
-        let scale = serverLearningRate / totalWeight
+        let lr = serverLearningRate
+        let scale = lr / (noise?.denominator ?? totalWeight)
         let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums.map(\.buffer)).enumerated().map { t, pair in
             let (b, s) = pair
             if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + $1) } }
             return [Float](unsafeUninitializedCapacity: b.count) { out, n in
-                for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
+                if let noise {
+                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i] + lr * noise.next()) }
+                } else {
+                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
+                }
                 n = b.count
             }
         })

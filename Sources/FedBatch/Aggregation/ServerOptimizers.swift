@@ -47,6 +47,9 @@ public class ServerOptimizer: AggregationStrategy {
     public func weight(examples: Int64) -> Double { average.weight(examples: examples) }
     public func check(delta: DecodedDelta, base: ModelWeights) throws { try average.check(delta: delta, base: base) }
     public func add(delta: DecodedDelta, weight: Double, scale: Double) { average.add(delta: delta, weight: weight, scale: scale) }
+    /// The optimiser steps along the noisy mean: post-processing of a
+    /// private release, so the guarantee holds for the state it keeps too.
+    public func privatize(with noise: GaussianNoise) throws { try average.privatize(with: noise) }
 
     /// Reads m, v and t from the current generation's state member, if it
     /// was written by this same strategy for this model.

@@ -81,6 +81,43 @@ public struct Manifest: Codable, Sendable, Equatable {
         public init(name: String, parameters: [String: Double]) { self.name = name; self.parameters = parameters }
     }
 
+    /// Central differential privacy: the cumulative guarantee of the
+    /// chain up to this generation, and the noise this merge added (nil
+    /// for a generation that added none, a revert).
+    public struct Privacy: Codable, Sendable, Equatable {
+        public struct Noise: Codable, Sendable, Equatable {
+            public var noiseMultiplier: Double
+            public var clipNorm: Double
+            public var expectedSites: Int
+            public var sigma: Double
+            /// SHA-256 commitment to the secret seed the noise came from.
+            public var seedSha256: String
+            public init(noiseMultiplier: Double, clipNorm: Double, expectedSites: Int, sigma: Double, seedSha256: String) {
+                self.noiseMultiplier = noiseMultiplier
+                self.clipNorm = clipNorm
+                self.expectedSites = expectedSites
+                self.sigma = sigma
+                self.seedSha256 = seedSha256
+            }
+        }
+        /// Noisy merges in the chain so far, this one included.
+        public var rounds: Int
+        /// Σ 1/z² over those merges: the whole history, for the accountant.
+        public var inverseSquareSum: Double
+        public var epsilon: Double
+        public var delta: Double
+        public var maxEpsilon: Double
+        public var noise: Noise?
+        public init(rounds: Int, inverseSquareSum: Double, epsilon: Double, delta: Double, maxEpsilon: Double, noise: Noise?) {
+            self.rounds = rounds
+            self.inverseSquareSum = inverseSquareSum
+            self.epsilon = epsilon
+            self.delta = delta
+            self.maxEpsilon = maxEpsilon
+            self.noise = noise
+        }
+    }
+
     public var format: String = Manifest.formatName
     public var version: Int = Manifest.formatVersion
     public var kind: Kind
@@ -103,6 +140,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var included: [IncludedBundle]?
     public var rejected: [RejectedBundle]?
     public var strategy: Strategy?
+    public var privacy: Privacy?
 
     public init(kind: Kind, model: Model, created: String, codec: String = "fp32",
                 generation: Int? = nil, parent: GenerationRef? = nil, base: GenerationRef? = nil,
@@ -188,6 +226,14 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
             }
             if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+            if let p = privacy {
+                guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0 else {
+                    throw ContainerError.manifestInvalid("privacy: rounds, inverse_square_sum and epsilon must not be negative, delta must be in (0, 1)")
+                }
+                if let n = p.noise, !(n.noiseMultiplier > 0 && n.clipNorm > 0 && n.expectedSites >= 1 && n.sigma >= 0 && Digest(hex: n.seedSha256) != nil) {
+                    throw ContainerError.manifestInvalid("privacy.noise: a positive noise_multiplier and clip_norm, expected_sites of 1 or more, and a seed_sha256 of 64 hex digits")
+                }
+            }
         }
         try Self.checkIdentifier(model.id, what: "model id")
         for ref in [base, parent].compactMap({ $0 }) {

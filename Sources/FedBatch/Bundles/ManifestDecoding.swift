@@ -61,6 +61,17 @@ struct ManifestDecoder {
             let s = try d.object("strategy")
             return Manifest.Strategy(name: try s.string("name"), parameters: try s.numbers("parameters"))
         }
+        m.privacy = try d.optional("privacy") {
+            let p = try d.object("privacy")
+            return Manifest.Privacy(rounds: try p.int("rounds"), inverseSquareSum: try p.double("inverse_square_sum"), epsilon: try p.double("epsilon"),
+                                    delta: try p.double("delta"), maxEpsilon: try p.double("max_epsilon"),
+                                    noise: try p.optional("noise") {
+                                        let n = try p.object("noise")
+                                        return Manifest.Privacy.Noise(noiseMultiplier: try n.double("noise_multiplier"), clipNorm: try n.double("clip_norm"),
+                                                                      expectedSites: try n.int("expected_sites"), sigma: try n.double("sigma"),
+                                                                      seedSha256: try n.string("seed_sha256"))
+                                    })
+        }
         return m
     }
 

@@ -12,6 +12,10 @@ public struct ChainLink: Sendable, Codable {
     public let file: String
     /// Only the signed manifest is kept (fedbatch prune).
     public let pruned: Bool
+    /// The chain's cumulative differential privacy at this generation, if
+    /// it was merged under [privacy] (or reverted after such a merge).
+    public var epsilon: Double? = nil
+    public var delta: Double? = nil
 }
 
 /// Why the chain does not hold together, or does not agree with the
@@ -89,7 +93,7 @@ extension Home {
             let included = m.included ?? []
             links.append(ChainLink(generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
                                    rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
-                                   created: m.created, file: path, pruned: pruned))
+                                   created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon, delta: m.privacy?.delta))
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }

@@ -37,7 +37,14 @@ public struct Collector {
     /// that order, each with its own gpg, while this thread checks the
     /// protocol and adds each delta as it arrives. At most three bundles are
     /// in memory at once, and none can be larger than the model allows.
-    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, strategyName: String? = nil, now: Date = Date(),
+    ///
+    /// Under `[privacy]` the merge is centrally differentially private (see
+    /// `GaussianNoise`): it first checks that the cumulative ε after it stays
+    /// within privacy.max_epsilon, and refuses before touching the inbox if
+    /// not. `noiseSeed` replays an earlier merge's noise for an audit;
+    /// otherwise a fresh seed is drawn and kept in noise-seeds/.
+    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, strategyName: String? = nil,
+                      noiseSeed: [UInt8]? = nil, now: Date = Date(),
                       progress: (MergeProgress) -> Void = { _ in }) throws -> MergeReport {
         let layout = home.layout
         let lock = try home.lock()
@@ -58,6 +65,7 @@ public struct Collector {
         // A robust rule spills the deltas next to the home's other files, on
         // a file system sized for them, not in a small /tmp.
         (strategy as? RobustStrategy)?.scratchDirectory = layout.root
+        let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
         var rejected: [MergeReport.Rejection] = []
         var waiting: [MergeReport.Waiting] = []
 
@@ -77,8 +85,11 @@ public struct Collector {
         knowledge.maxStaleness = settings.maxStaleness
         let digests = try ledger.generationDigests()
         knowledge.generationDigest = { digests[$0] }
-        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: settings.clipNorm,
-                               base: currentWeights)
+        // Under [privacy] every delta is clipped to privacy.clip_norm (or the
+        // tighter merge.clip_norm) and weighs the same.
+        let clip = release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
+        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
+                               uniformWeights: release != nil, base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
@@ -113,7 +124,14 @@ public struct Collector {
                                waiting: waiting)
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
-        let (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        var (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        if let release {
+            manifest.privacy = release.record
+            // The seed is kept, secret, before the generation that used it is
+            // written: an audit can replay the noise (merge --noise-seed).
+            try writeFileAtomically(Data(release.noise.seed.map { String(format: "%02x", $0) }.joined().utf8 + [0x0A]),
+                                    to: try layout.noiseSeed(manifest.generation!), mode: 0o600)
+        }
         let state = strategy.stateTensors.map { [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))] } ?? []
         let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
                                                carrying: current, state: state)
@@ -123,7 +141,29 @@ public struct Collector {
                                  staleness: b.staleness ?? 0, stalenessWeight: b.stalenessWeight ?? 1)
         }
         return MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
-                           passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted, rejected: rejected, waiting: waiting)
+                           passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted, rejected: rejected, waiting: waiting,
+                           privacy: manifest.privacy)
+    }
+
+    /// Under [privacy]: the accounting after one more noisy generation, the
+    /// refusal if it would overspend, and the noise, handed to the strategy.
+    private func privateRelease(strategy: AggregationStrategy, current: Manifest, seed: [UInt8]?)
+        throws -> (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)? {
+        guard let p = home.config.privacy else {
+            if seed != nil { throw PrivacyError.badSeed("this collector has no [privacy] table, so its merges draw no noise") }
+            return nil
+        }
+        let prior = current.privacy
+        let sum = (prior?.inverseSquareSum ?? 0) + RenyiAccountant.term(noiseMultiplier: p.noiseMultiplier)
+        let epsilon = RenyiAccountant.epsilon(inverseSquareSum: sum, delta: p.delta)
+        let number = current.generation! + 1
+        guard epsilon <= p.maxEpsilon else { throw PrivacyError.budgetExhausted(epsilon: epsilon, max: p.maxEpsilon, delta: p.delta, generation: number) }
+        let noise = GaussianNoise(seed: try seed ?? GaussianNoise.freshSeed(), sigma: p.sigma, denominator: Double(p.expectedSites))
+        try strategy.privatize(with: noise)
+        let record = Manifest.Privacy(rounds: (prior?.rounds ?? 0) + 1, inverseSquareSum: sum, epsilon: epsilon, delta: p.delta, maxEpsilon: p.maxEpsilon,
+                                      noise: .init(noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, expectedSites: p.expectedSites,
+                                                   sigma: p.sigma, seedSha256: GaussianNoise.commitment(to: noise.seed)))
+        return (p, noise, record)
     }
 
     /// Files one entry after pass 2: added to the round, left in the inbox,

@@ -235,6 +235,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var metrics = MetricsSettings()
     /// Held-out data for the collector's evaluation after each merge.
     public var eval = EvalSettings()
+    /// Central differential privacy for merges (collector homes); nil: none.
+    public var privacy: PrivacySettings?
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -245,7 +247,7 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval"],
+        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy"],
         .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics"],
     ]
 
@@ -324,6 +326,7 @@ public struct HomeConfig: Sendable, Equatable {
                 config.eval.labelColumn = s
             }
         }
+        if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path) }
         try config.validate(path: path)
         return config
     }
@@ -468,7 +471,12 @@ public struct HomeConfig: Sendable, Equatable {
         lines.append("# Fingerprint of the key this home signs with.")
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
-        if role == .collector { lines += merge.render() + eval.render() }
+        if role == .collector {
+            lines += merge.render() + eval.render()
+            lines += privacy?.render() ?? ["", "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY). Every key is required.",
+                                           "# [privacy]", "# noise_multiplier = 1.0", "# clip_norm = 1.0", "# expected_sites = 10",
+                                           "# delta = 1e-5", "# max_epsilon = 10.0"]
+        }
         lines += gnupg.render() + metrics.render()
         return lines.joined(separator: "\n") + "\n"
     }

@@ -20,6 +20,16 @@ public struct HomeLayout: Sendable {
     /// last update, added to its next one.
     public var residual: String { "\(root)/residual.safetensors" }
     public var lockFile: String { "\(root)/.fedbatch.lock" }
+    /// The secret seeds of private merges' noise (mode 0700; see GaussianNoise).
+    public var noiseSeeds: String { "\(root)/noise-seeds" }
+
+    /// Where generation `n`'s noise seed is kept; creates the directory.
+    public func noiseSeed(_ n: Int) throws -> String {
+        if !FileManager.default.fileExists(atPath: noiseSeeds) {
+            try FileManager.default.createDirectory(atPath: noiseSeeds, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        }
+        return "\(noiseSeeds)/\(String(format: "g%06d", n)).seed"
+    }
 
     // The layout inside keys/ belongs to the trust set (TrustSet.Files).
     public var collectorKey: String { TrustSet.Files.collectorKey(in: keys) }

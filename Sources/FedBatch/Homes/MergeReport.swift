@@ -55,6 +55,8 @@ public struct MergeReport: Sendable, Codable {
     public let accepted: [Accepted]
     public let rejected: [Rejection]
     public let waiting: [Waiting]
+    /// The new generation's privacy record, under `[privacy]`.
+    public var privacy: Manifest.Privacy? = nil
 }
 
 /// Where a merge is, for a progress line or a JSON status message.

@@ -21,6 +21,8 @@ struct MergeRound {
     private let staleness: StalenessFunction
     /// merge.clip_norm, if set.
     private let clipNorm: Double?
+    /// Under [privacy], every update weighs the same (see GaussianNoise).
+    private let uniformWeights: Bool
     private let base: ModelWeights
     private var firstCopy: [Digest: String] = [:]
     private(set) var included: [Manifest.IncludedBundle] = []
@@ -29,11 +31,12 @@ struct MergeRound {
     private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
 
     init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, clipNorm: Double? = nil,
-         base: ModelWeights) {
+         uniformWeights: Bool = false, base: ModelWeights) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
         self.staleness = staleness
         self.clipNorm = clipNorm
+        self.uniformWeights = uniformWeights
         self.base = base
     }
 
@@ -45,7 +48,7 @@ struct MergeRound {
             try strategy.check(delta: delta, base: base)
             firstCopy[v.digest] = entry.displayName
             rules.accepted(site: site.id)
-            let weight = strategy.weight(examples: n)
+            let weight = uniformWeights ? 1 : strategy.weight(examples: n)
             let factor = staleness.weight(staleness: s)
             // Clipping scales the whole delta down to the norm bound, the
             // same for every tensor, so its direction is kept.

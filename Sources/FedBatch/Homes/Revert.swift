@@ -37,6 +37,9 @@ extension Collector {
                                 included: [], rejected: [],
                                 strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
         manifest.metrics = ["bundles": 0, "examples": 0]
+        // Reverting releases nothing new, but the privacy spent stays spent:
+        // the record carries forward, without noise of its own.
+        manifest.privacy = current.manifest.privacy.map { var p = $0; p.noise = nil; return p }
         let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger, carrying: current)
         return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
     }

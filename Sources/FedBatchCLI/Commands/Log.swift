@@ -38,8 +38,13 @@ struct LogOutput: CommandOutput {
         let examples: Int64
         let created: String
         let pruned: Bool
+        /// The cumulative differential privacy at this generation, or null.
+        @OrNull var epsilon: Double?
+        @OrNull var delta: Double?
 
         init(_ l: ChainLink) {
+            epsilon = l.epsilon
+            delta = l.delta
             pruned = l.pruned
             generation = l.generation
             file = l.file
@@ -68,11 +73,14 @@ struct LogOutput: CommandOutput {
 
     func render(into text: inout TextRendering) {
         if !generations.isEmpty {
-            text.out = ["GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED"]
+            // The privacy column appears once any generation has a record.
+            let privacy = generations.contains { $0.epsilon != nil }
+            text.out = ["GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED" + (privacy ? "               EPSILON (DELTA)" : "")]
             for l in generations {
+                let eps = !privacy ? "" : l.epsilon.map { String(format: "  %8.4g (%.0e)", $0, l.delta ?? 0) } ?? "         -"
                 text.out.append(String(format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
                                        (l.parent.map { String($0.prefix(12)) } ?? "-").padding(toLength: 12, withPad: " ", startingAt: 0),
-                                       l.accepted, l.rejected, l.examples, l.created) + (l.pruned ? "  (pruned)" : ""))
+                                       l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : ""))
             }
         }
         if let error {

@@ -20,12 +20,16 @@ struct Merge: Subcommand {
         --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
         arrived --max-wait (merge.max_wait, a day) ago, the strategy \
         (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi, \
-        fedadagrad or diloco) aggregates \
+        fedadagrad, diloco, or the robust median, trimmed-mean, krum, \
+        multikrum and bulyan) aggregates \
         them in digest order, a stale update's delta scaled by \
         merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
         written and signed, then recorded in state.db, then the inputs move \
         to accepted/. Otherwise nothing is written, they stay in the inbox, \
         and the exit status is 5. \
+        With [privacy], deltas are clipped, weighed equally and noised, and a \
+        merge that would take the cumulative epsilon above \
+        privacy.max_epsilon refuses with exit status 6 and writes nothing. \
         With [eval] data set, the new generation is then evaluated on it and \
         the figures recorded in state.db (fedbatch report). With [metrics] \
         textfile_dir set, every run rewrites its Prometheus textfile \
@@ -43,11 +47,14 @@ struct Merge: Subcommand {
     @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
     var settle: Double?
 
-    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi, fedadagrad or diloco.", valueName: "name"))
+    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean, krum, multikrum or bulyan.", valueName: "name"))
     var strategy: String?
 
     @Option(name: .customLong("max-wait"), help: ArgumentHelp("Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).", valueName: "seconds"))
     var maxWait: Double?
+
+    @Option(name: .customLong("noise-seed"), help: ArgumentHelp("Under [privacy]: draw the noise from this seed (a file of 64 hex digits, as noise-seeds/gNNNNNN.seed holds) instead of a fresh one, to replay a merge for an audit.", valueName: "file"))
+    var noiseSeed: String?
 
     func validate() throws {
         if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
@@ -66,7 +73,8 @@ struct Merge: Subcommand {
         return try context.recordingMetrics("merge", home: home) {
             let progress = ProgressLine(console: console)
             // A held lock is LockHeld, which the exit table maps to 4.
-            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy) { p in
+            let seed = try noiseSeed.map(Self.readSeed)
+            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy, noiseSeed: seed) { p in
                 console.status(MergeStatus(p))
                 switch p.phase {
                 case .identify: progress.update("hashing the inbox", force: true)
@@ -86,6 +94,17 @@ struct Merge: Subcommand {
             progress.finish()
             return MergeOutput(report, evaluation: evaluation)
         }
+    }
+}
+
+extension Merge {
+    /// A seed file: 64 hex digits and an optional newline.
+    static func readSeed(_ path: String) throws -> [UInt8] {
+        let text = String(decoding: try readFile(path, cap: 4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.count == 64, let digest = Digest(hex: text.lowercased()) else {
+            throw PrivacyError.badSeed("\(path) does not hold a seed: 64 hex digits expected")
+        }
+        return digest.bytes
     }
 }
 
@@ -126,6 +145,18 @@ struct MergeOutput: CommandOutput {
     let waiting: [MergeReport.Waiting]
     /// The new generation on the collector's [eval] data, when configured.
     @OrNull var evaluation: EvaluationInfo?
+    /// Under [privacy], the generation's privacy record.
+    @OrNull var privacy: PrivacyInfo?
+
+    struct PrivacyInfo: Encodable {
+        let epsilon: Double
+        let delta: Double
+        let maxEpsilon: Double
+        let rounds: Int
+        let noiseMultiplier: Double
+        let sigma: Double
+        let seedSha256: String
+    }
 
     init(_ r: MergeReport, evaluation e: Ledger.EvaluationRow? = nil) {
         evaluation = e.map { EvaluationInfo(generation: $0.generation, examples: $0.examples, accuracy: $0.accuracy, loss: $0.loss) }
@@ -139,6 +170,10 @@ struct MergeOutput: CommandOutput {
         accepted = r.accepted
         rejected = r.rejected.map { Rejected(name: $0.name, file: $0.file, reasonFile: $0.reasonFile, digest: $0.digest, code: $0.code, message: $0.message) }
         waiting = r.waiting
+        privacy = r.privacy.flatMap { p in
+            p.noise.map { PrivacyInfo(epsilon: p.epsilon, delta: p.delta, maxEpsilon: p.maxEpsilon, rounds: p.rounds,
+                                      noiseMultiplier: $0.noiseMultiplier, sigma: $0.sigma, seedSha256: $0.seedSha256) }
+        }
     }
 
     var exitStatus: ExitStatus { outcome == MergeReport.Outcome.merged.rawValue ? .success : .nothingToDo }
@@ -154,6 +189,10 @@ struct MergeOutput: CommandOutput {
         switch outcome {
         case MergeReport.Outcome.merged.rawValue:
             text.out = ["generation \(generation!) from \(accepted.count) bundles: \(file!)"]
+            if let p = privacy {
+                text.notes.append(String(format: "private: noise sigma %.4g (z %.4g); cumulative epsilon %.4g of %.4g at delta %.3g after %d noisy generations",
+                                         p.sigma, p.noiseMultiplier, p.epsilon, p.maxEpsilon, p.delta, p.rounds))
+            }
             if let e = evaluation {
                 text.notes.append(String(format: "generation %d on [eval] data: accuracy %.4f, loss %.4f (%d examples)",
                                          e.generation, e.accuracy, e.loss, e.examples))
