@@ -105,6 +105,10 @@ bench: build bench-deps
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 	bench/late-sites.sh | tee bench/out/late-sites.md
 	PYTHON=$(CURDIR)/$(VENV)/bin/python examples/pytorch/federate-cnn.sh | tee bench/out/cnn.md
+	bench/robust-merge.sh | tee bench/out/robust-merge.md
+	bench/strategies.sh byzantine | tee bench/out/byzantine.md
+	bench/strategies.sh honest | tee bench/out/honest.md
+	bench/strategies.sh dp | tee bench/out/dp.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

@@ -149,17 +149,10 @@ public final class MultiKrum: Krum {
 /// Krum as its first rule: pick θ = n − 2f updates by Krum one at a time
 /// (each pick leaves the pool), then at each coordinate average the
 /// β = θ − 2f picked values closest to their median. Needs n ≥ 4f + 3.
-public final class Bulyan: RobustStrategy {
+/// It shares Krum's parameter f and its distances, hence the subclass.
+public final class Bulyan: Krum {
     public override class var name: String { "bulyan" }
-    let byzantine: Int
     private var beta = 0
-
-    required init(arch: ModelArchitecture, parameters p: [String: Double]) {
-        byzantine = Int(p["byzantine"] ?? 0)
-        super.init(arch: arch, parameters: p)
-    }
-
-    override var ruleParameters: [String: Double] { ["byzantine": Double(byzantine)] }
 
     public override func refusal(count: Int) -> String? {
         count >= 4 * byzantine + 3 ? nil
