@@ -21,7 +21,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Operations tests: prometheus for promtool, python3-yaml for the Kubernetes
 # manifests, chromium and python3-pil to render and measure `fedbatch
 # report`, util-linux for unshare.
-APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev \
+APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev libcurl4-openssl-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist systemd \
@@ -42,13 +42,13 @@ deps:
 	fi
 	@# A venv whose NumPy is 2 shadows Debian's NumPy 1, which Debian's PyTorch
 	@# is built against: it is made again.
-	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch' 2>/dev/null || \
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch, moto.server' 2>/dev/null || \
 	    $(VENV)/bin/python -c 'import numpy, sys; sys.exit(not numpy.__version__.startswith("2"))' 2>/dev/null; then \
 	  echo "make deps: creating $(VENV) for the interop tests"; \
 	  rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV) && \
 	  $(VENV)/bin/pip install -q -r Tests/Fixtures/requirements.txt; \
 	fi
-	@if ! .venv-flower/bin/python -c 'import flwr, safetensors, numpy' 2>/dev/null; then \
+	@if ! .venv-flower/bin/python -c 'import flwr, safetensors, numpy, dp_accounting' 2>/dev/null; then \
 	  echo "make deps: creating .venv-flower for the Flower oracle tests"; \
 	  rm -rf .venv-flower && /usr/bin/python3 -m venv .venv-flower && \
 	  .venv-flower/bin/pip install -q -r Tests/Fixtures/flower-requirements.txt; \
