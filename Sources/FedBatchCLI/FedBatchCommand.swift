@@ -17,7 +17,7 @@ public struct FedBatchCommand: ParsableCommand {
         \(ExitStatus.table)
         """,
         version: FedBatchVersion.current,
-        subcommands: [Init.self, Keys.self, Train.self, Pack.self, Merge.self, Revert.self, Prune.self, Status.self, Report.self, Verify.self, Log.self, Export.self, Eval.self, Inspect.self, DataCommand.self]
+        subcommands: [Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self, Prune.self, Status.self, Report.self, Verify.self, Log.self, Export.self, Eval.self, Inspect.self, DataCommand.self]
     )
 
     /// Global options given before the subcommand.

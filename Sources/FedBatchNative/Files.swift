@@ -287,3 +287,80 @@ public final class ScratchFile: @unchecked Sendable {
         }
     }
 }
+
+/// A file being written under a hidden temporary name in its final
+/// directory, which becomes visible under its real name only when complete:
+/// written, fsynced, renamed, the directory fsynced. Dropped without
+/// `commit`, it is removed. What a transfer writes goes through here, so a
+/// kill at any point leaves either nothing or the whole file, never a
+/// half-written one under a name a merge or a site would read.
+public final class PendingFile {
+    public let directory: String
+    public let path: String
+    private var fd: Int32
+    private var committed = false
+    public private(set) var size: Int64 = 0
+    private var hasher = SHA2Hasher()
+
+    public init(in directory: String, prefix: String = ".fedbatch-transfer") throws {
+        self.directory = directory
+        var template = Array("\(directory)/\(prefix)-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        if fd < 0 { throw FileError.errno(directory, "cannot create a temporary file") }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        fchmod(fd, 0o644)
+        self.fd = fd
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if !committed { unlink(path) }
+    }
+
+    /// Appends `bytes`.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw FileError.errno(path, "write failed (is the disk full?)")
+            }
+            done += n
+        }
+        hasher.update(bytes)
+        size += Int64(bytes.count)
+    }
+
+    /// Discards what was written, to start again (a retried download).
+    public func reset() throws {
+        if ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) < 0 { throw FileError.errno(path, "cannot truncate") }
+        size = 0
+        hasher = SHA2Hasher()
+    }
+
+    /// The SHA-256 of what was written so far.
+    public var digest: Digest { hasher.copy().finalize() }
+
+    /// fsyncs the data, then renames the file to `name` in its directory
+    /// and fsyncs the directory. With `replacing` false an existing file of
+    /// that name is never replaced (link(2), which fails if it exists, then
+    /// unlink of the temporary name).
+    public func commit(as name: String, replacing: Bool = false) throws {
+        if fsync(fd) != 0 { throw FileError.errno(path, "fsync failed") }
+        close(fd)
+        fd = -1
+        let target = "\(directory)/\(name)"
+        if replacing {
+            if rename(path, target) != 0 { throw FileError.errno(target, "cannot rename \(path) into place") }
+        } else {
+            if link(path, target) != 0 {
+                throw Glibc.errno == EEXIST ? FileError(path: target, message: "already exists; refusing to replace it") : FileError.errno(target, "cannot link \(path) into place")
+            }
+            unlink(path)
+        }
+        committed = true
+        try syncDirectory(directory)
+    }
+}

@@ -237,6 +237,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var eval = EvalSettings()
     /// Central differential privacy for merges (collector homes); nil: none.
     public var privacy: PrivacySettings?
+    /// Where push, pull and publish transfer files.
+    public var remote = RemoteSettings()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -247,8 +249,8 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy"],
-        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics"],
+        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote"],
+        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -327,6 +329,7 @@ public struct HomeConfig: Sendable, Equatable {
             }
         }
         if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path) }
+        if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path) }
         try config.validate(path: path)
         return config
     }
@@ -477,7 +480,7 @@ public struct HomeConfig: Sendable, Equatable {
                                            "# [privacy]", "# noise_multiplier = 1.0", "# clip_norm = 1.0", "# expected_sites = 10",
                                            "# delta = 1e-5", "# max_epsilon = 10.0"]
         }
-        lines += gnupg.render() + metrics.render()
+        lines += gnupg.render() + metrics.render() + remote.render()
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -15,6 +15,8 @@ public struct HomeLayout: Sendable {
     public var accepted: String { "\(root)/accepted" }
     public var quarantine: String { "\(root)/quarantine" }
     public var outbox: String { "\(root)/outbox" }
+    /// A site's bundles that `fedbatch push` has uploaded.
+    public var sent: String { "\(root)/sent" }
     public var stateDatabase: String { "\(root)/state.db" }
     /// A site's error-feedback residual: what a lossy codec left out of its
     /// last update, added to its next one.

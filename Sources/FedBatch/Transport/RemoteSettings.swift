@@ -1,0 +1,30 @@
+import Foundation
+import TOMLKit
+
+/// The `[remote] url` of a home: where `fedbatch push`, `pull` and
+/// `publish` transfer files (fedbatch-push(1)). A relative directory path
+/// is taken from the home.
+public struct RemoteSettings: Sendable, Equatable {
+    public var url: String?
+    public init() {}
+
+    static let keys: Set<String> = ["url"]
+
+    static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
+        guard let t = value.table else { throw HomeError.config(path: path, reason: "[remote] must be a table") }
+        for k in t.keys where !keys.contains(k) { throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [remote]") }
+        var r = RemoteSettings()
+        if let v = t["url"] {
+            guard let s = v.string, !s.isEmpty, s.hasPrefix("s3://") || !s.contains("://") else {
+                throw HomeError.config(path: path, reason: "remote.url must be s3://BUCKET/PREFIX or a directory path")
+            }
+            r.url = s
+        }
+        return r
+    }
+
+    func render() -> [String] {
+        ["", "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory (fedbatch-push(1)).", "[remote]",
+         url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\""]
+    }
+}

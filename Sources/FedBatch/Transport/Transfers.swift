@@ -1,0 +1,144 @@
+import Foundation
+
+/// What one transfer command did, file by file.
+public struct TransferReport: Sendable {
+    public struct Item: Sendable {
+        /// The remote object's key.
+        public let key: String
+        /// The local file, where it is now.
+        public let file: String
+        public let bytes: Int64
+    }
+    public struct Refusal: Sendable {
+        public let key: String
+        public let code: String
+        public let message: String
+    }
+    public let remote: String
+    /// Files moved across (uploaded, or downloaded and placed).
+    public var transferred: [Item] = []
+    /// Objects already where they belong (a rerun after a kill).
+    public var skipped: [Item] = []
+    public var refused: [Refusal] = []
+}
+
+extension Home {
+    /// The remote `override` (a command's --remote) or `[remote] url` names.
+    public func remote(override: String?) throws -> RemoteStore {
+        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath) }
+        guard let url = config.remote.url else { throw RemoteError.notConfigured }
+        return try Remotes.open(url: url, base: layout.root)
+    }
+
+    /// Site: uploads every bundle in outbox/ to `inbox/SITE/` on the remote,
+    /// then moves it to sent/. Killed between the two, the next push
+    /// uploads it again (the same object, the same bytes) and moves it.
+    public func push(to remote: RemoteStore) throws -> TransferReport {
+        guard config.role == .site else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var report = TransferReport(remote: remote.url)
+        let site = config.siteID!
+        for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
+            let name = entry.displayName
+            guard !name.hasPrefix("."), name.hasSuffix(".fbu"), let status = try entryStatus(entry), status.kind == .regular else { continue }
+            let key = RemoteLayout.bundleKey(site: site, file: name)
+            try remote.put(file: entry.displayPath, key: key)
+            faultPoint("push-before-move")
+            try FileManager.default.createDirectory(atPath: layout.sent, withIntermediateDirectories: true)
+            let stored = try Filing.freeName(in: layout.sent, for: entry.name)
+            try moveEntry(entry, to: layout.sent, as: stored)
+            report.transferred.append(.init(key: key, file: "\(layout.sent)/\(stored)", bytes: status.size))
+        }
+        return report
+    }
+
+    /// Collector: downloads every bundle under `inbox/` on the remote into
+    /// inbox/ (a hidden temporary name, fsync, rename), and removes it from
+    /// the remote only once it is safe on local disk. A bundle already in
+    /// the inbox byte for byte (a rerun after a kill) is not placed twice.
+    /// Objects larger than the model allows stay on the remote, refused.
+    public func pullBundles(from remote: RemoteStore) throws -> TransferReport {
+        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var report = TransferReport(remote: remote.url)
+        let cap = ContainerLimits.updates(of: try ModelArchitecture(spec: config.arch!)).maxFileBytes
+        for object in try remote.list(prefix: RemoteLayout.inbox) {
+            guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
+                report.refused.append(.init(key: object.key, code: "remote.foreign-object", message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))
+                continue
+            }
+            do {
+                let pending = try PendingFile(in: layout.inbox)
+                try remote.get(key: object.key, into: pending, cap: cap)
+                let digest = pending.digest
+                let existing = DirectoryEntry(directory: layout.inbox, name: file)
+                if try entryStatus(existing) != nil, Filing.fileDigest(existing) == digest {
+                    report.skipped.append(.init(key: object.key, file: existing.displayPath, bytes: pending.size))
+                } else {
+                    let name = try Filing.freeName(in: layout.inbox, for: Array(file.utf8))
+                    try pending.commit(as: name)
+                    report.transferred.append(.init(key: object.key, file: "\(layout.inbox)/\(name)", bytes: pending.size))
+                }
+                faultPoint("pull-before-delete")
+                try remote.delete(key: object.key)
+            } catch let error as RemoteError {
+                guard case .tooLarge = error else { throw error }
+                report.refused.append(.init(key: object.key, code: error.code, message: error.description))
+            }
+        }
+        return report
+    }
+
+    /// Collector: uploads every generation in generations/ that the remote
+    /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`.
+    public func publish(to remote: RemoteStore) throws -> TransferReport {
+        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var report = TransferReport(remote: remote.url)
+        let there = Dictionary(try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
+        for n in layout.generationNumbers() {
+            let path = layout.generation(n), key = RemoteLayout.generationKey(n)
+            let size = fileSize(path) ?? 0
+            if there[key] == size {
+                report.skipped.append(.init(key: key, file: path, bytes: size))
+                continue
+            }
+            try remote.put(file: path, key: key)
+            report.transferred.append(.init(key: key, file: path, bytes: size))
+        }
+        return report
+    }
+
+    /// Site: downloads the generations the remote has and generations/ does
+    /// not, each verified (signature, model, number) before it is renamed
+    /// into place; one that fails stays out, refused with its reason.
+    public func pullGenerations(from remote: RemoteStore) throws -> TransferReport {
+        guard config.role == .site else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        var report = TransferReport(remote: remote.url)
+        let have = Set(layout.generationNumbers())
+        let verifier = try self.verifier()
+        for object in try remote.list(prefix: RemoteLayout.generations) {
+            guard let n = RemoteLayout.parseGenerationKey(object.key), !have.contains(n) else { continue }
+            do {
+                let pending = try PendingFile(in: layout.generations)
+                try remote.get(key: object.key, into: pending, cap: ContainerLimits.default.maxFileBytes)
+                let (v, _) = try openGeneration(pending.path, verifier: verifier)
+                guard v.manifest.generation == n else {
+                    throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
+                }
+                try pending.commit(as: HomeLayout.generationFileName(n))
+                report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
+            } catch let error as RemoteError where error.code != "remote.too-large" {
+                throw error
+            } catch {
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: "\(error)"))
+            }
+        }
+        return report
+    }
+}

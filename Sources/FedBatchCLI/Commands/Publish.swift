@@ -1,0 +1,28 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct Publish: Subcommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Collector: upload the generations the remote does not have yet.",
+        discussion: """
+        Every generations/gNNNNNN.fbg the remote ([remote] url, or --remote) \
+        lacks, or holds with another size, is uploaded as \
+        generations/gNNNNNN.fbg, whole or not at all. Sites take them with \
+        fedbatch pull, which verifies each. Takes the home's lock. Exit \
+        status 5 when the remote has them all.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var root: FedBatchCommand
+    var global: GlobalOptions { options.merged(over: root.global) }
+
+    @Option(help: ArgumentHelp("The remote for this run (default: [remote] url).", valueName: "url"))
+    var remote: String?
+
+    func run(_ context: CommandContext) throws -> TransferOutput {
+        let home = try context.home(as: .collector)
+        return TransferOutput(direction: "upload", try home.publish(to: try home.remote(override: remote)))
+    }
+}

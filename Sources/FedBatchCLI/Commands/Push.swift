@@ -1,0 +1,28 @@
+import ArgumentParser
+import FedBatch
+import Foundation
+
+struct Push: Subcommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Site: upload the bundles in outbox/ to the remote, then move them to sent/.",
+        discussion: """
+        Each bundle becomes inbox/SITE/FILE on the remote ([remote] url, or \
+        --remote: s3://BUCKET/PREFIX or a directory such as a USB stick), \
+        whole or not at all, and only then moves to sent/. A push killed \
+        between the two uploads it again next time; the collector takes one \
+        copy. Takes the home's lock. Exit status 5 when outbox/ is empty.
+        """
+    )
+
+    @OptionGroup(title: "Global options") var options: GlobalOptions
+    @ParentCommand var root: FedBatchCommand
+    var global: GlobalOptions { options.merged(over: root.global) }
+
+    @Option(help: ArgumentHelp("The remote for this run (default: [remote] url).", valueName: "url"))
+    var remote: String?
+
+    func run(_ context: CommandContext) throws -> TransferOutput {
+        let home = try context.home(as: .site)
+        return TransferOutput(direction: "upload", try home.push(to: try home.remote(override: remote)))
+    }
+}

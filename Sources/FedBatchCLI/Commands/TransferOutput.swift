@@ -1,0 +1,46 @@
+import FedBatch
+import Foundation
+
+/// What push, pull and publish print: the same shape for all three
+/// (fedbatch-json(7), "summary: push").
+struct TransferOutput: CommandOutput {
+    struct Item: Encodable {
+        let key: String
+        let file: String
+        let bytes: Int64
+    }
+    struct Refused: Encodable {
+        let key: String
+        let code: String
+        let message: String
+    }
+
+    let direction: String
+    let remote: String
+    let transferred: [Item]
+    let skipped: [Item]
+    let refused: [Refused]
+
+    init(direction: String, _ r: TransferReport) {
+        self.direction = direction
+        remote = r.remote
+        transferred = r.transferred.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
+        skipped = r.skipped.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
+        refused = r.refused.map { Refused(key: $0.key, code: $0.code, message: $0.message) }
+    }
+
+    /// A refused file is a verification failure (3), unless the refusal is
+    /// only that it is too large or not ours (1); nothing moved is 5.
+    var exitStatus: ExitStatus {
+        if let worst = refused.map({ ExitStatus.of(code: $0.code) }).max(by: { $0.rawValue < $1.rawValue }) { return worst }
+        return transferred.isEmpty ? .nothingToDo : .success
+    }
+
+    func render(into text: inout TextRendering) {
+        text.warnings = refused.map { "refused \($0.key): \($0.message) [\($0.code)]" }
+        text.notes = skipped.map { "\($0.key): already in place as \($0.file)" }
+        let verb = direction == "upload" ? "uploaded" : "downloaded"
+        text.out = transferred.map { "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)" }
+        if transferred.isEmpty { text.notes.append("nothing to transfer with \(remote)") }
+    }
+}
