@@ -110,6 +110,17 @@ struct JSONSchemaTests {
         try record("revert", "revert", status: 0, ["revert", "--home", fed.collector, "0"])
         try record("keys list after a rotation", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
 
+        // Transfers through a directory remote: a site pushes, the collector
+        // pulls and publishes, the site pulls.
+        let stick = root + "/stick"
+        try FileManager.default.createDirectory(atPath: stick, withIntermediateDirectories: false)
+        let again = try fed.update(site: "site-1", seq: 5, base: try fed.generation(0), name: "again.fbu")
+        try FileManager.default.moveItem(atPath: again, toPath: fed.site("site-1") + "/outbox/again.fbu")
+        try record("push", "push", status: 0, ["push", "--home", fed.site("site-1"), "--remote", stick])
+        try record("pull on a collector", "pull", status: 0, ["pull", "--home", fed.collector, "--remote", stick])
+        try record("publish", "publish", status: 0, ["publish", "--home", fed.collector, "--remote", stick])
+        try record("pull on a site", "pull", status: 0, ["pull", "--home", fed.site("site-2"), "--remote", stick])
+
         // Failures: a usage error and an error from the library.
         try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])
         let failed = try record("verification error", nil, status: 3, ["export", "--home", fed.collector, fed.collector + "/quarantine/junk.fbu",
