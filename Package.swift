@@ -22,9 +22,10 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Every call into C lives here: the C modules are imported
         // `internal`, so nothing outside this target can reach them.
-        .target(name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib"]),
+        .target(name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib", "CCurl"]),
         .target(
             name: "FedBatch",
             dependencies: [

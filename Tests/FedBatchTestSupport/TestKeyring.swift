@@ -72,6 +72,8 @@ public final class Federation: @unchecked Sendable {
     public let collectorKey: String
     public let siteKeys: [String: String]
     public let arch: String
+    /// Added to the environment of every command run (AWS credentials).
+    public var environment: [String: String] = [:]
     public var root: String { keyring.dir.path }
     public var collector: String { root + "/collector" }
     public func site(_ id: String) -> String { root + "/\(id)" }
@@ -134,6 +136,7 @@ public final class Federation: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = keyring.home
         env.removeValue(forKey: "FEDBATCH_HOME")
+        env.merge(environment) { _, new in new }
         return try Subprocess.fedbatch(args, environment: env)
     }
 

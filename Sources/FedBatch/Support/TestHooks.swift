@@ -20,3 +20,13 @@ func holdLockForTests() {
     if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) { usleep(n * 1000) }
     #endif
 }
+
+/// A test's setting for `name` ($FEDBATCH_TEST_<name>), read only in debug
+/// builds: a release binary takes none from its environment.
+func testSetting(_ name: String) -> String? {
+    #if DEBUG
+    return ProcessInfo.processInfo.environment["FEDBATCH_TEST_\(name)"]
+    #else
+    return nil
+    #endif
+}

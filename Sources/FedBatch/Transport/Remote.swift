@@ -67,8 +67,8 @@ public enum RemoteLayout {
 public enum Remotes {
     /// The remote a URL names: `s3://BUCKET/PREFIX` or a directory path
     /// (relative paths are taken from `base`).
-    public static func open(url: String, base: String) throws -> RemoteStore {
-        if url.hasPrefix("s3://") { throw RemoteError.unsupportedURL(url) }
+    public static func open(url: String, base: String, pathStyle: Bool? = nil) throws -> RemoteStore {
+        if url.hasPrefix("s3://") { return try S3Remote(url: url, environment: ProcessInfo.processInfo.environment, pathStyle: pathStyle) }
         if url.contains("://") { throw RemoteError.unsupportedURL(url) }
         return try DirectoryRemote(path: url.hasPrefix("/") ? url : "\(base)/\(url)")
     }

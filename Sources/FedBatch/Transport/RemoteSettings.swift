@@ -6,9 +6,12 @@ import TOMLKit
 /// is taken from the home.
 public struct RemoteSettings: Sendable, Equatable {
     public var url: String?
+    /// S3: path-style requests (ENDPOINT/BUCKET/KEY) or virtual-hosted
+    /// ones; unset, path-style exactly when AWS_ENDPOINT_URL is set.
+    public var pathStyle: Bool?
     public init() {}
 
-    static let keys: Set<String> = ["url"]
+    static let keys: Set<String> = ["url", "path_style"]
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
         guard let t = value.table else { throw HomeError.config(path: path, reason: "[remote] must be a table") }
@@ -20,11 +23,17 @@ public struct RemoteSettings: Sendable, Equatable {
             }
             r.url = s
         }
+        if let v = t["path_style"] {
+            guard let b = v.bool else { throw HomeError.config(path: path, reason: "remote.path_style must be true or false") }
+            r.pathStyle = b
+        }
         return r
     }
 
     func render() -> [String] {
         ["", "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory (fedbatch-push(1)).", "[remote]",
-         url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\""]
+         url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\"",
+         "# S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.",
+         pathStyle.map { "path_style = \($0)" } ?? "# path_style = true"]
     }
 }

@@ -25,9 +25,9 @@ public struct TransferReport: Sendable {
 extension Home {
     /// The remote `override` (a command's --remote) or `[remote] url` names.
     public func remote(override: String?) throws -> RemoteStore {
-        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath) }
+        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle) }
         guard let url = config.remote.url else { throw RemoteError.notConfigured }
-        return try Remotes.open(url: url, base: layout.root)
+        return try Remotes.open(url: url, base: layout.root, pathStyle: config.remote.pathStyle)
     }
 
     /// Site: uploads every bundle in outbox/ to `inbox/SITE/` on the remote,

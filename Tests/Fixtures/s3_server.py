@@ -1,0 +1,52 @@
+"""A real S3 API on 127.0.0.1 for the remote tests: moto's server mode,
+with authentication on.
+
+usage: s3_server.py [populate BUCKET PREFIX COUNT]
+
+Starts moto on a free port, creates (while moto still takes unsigned
+requests) an IAM user with an S3 policy, its access key and a bucket
+"fedbatch", then enforces SigV4 on every request. Prints one JSON line:
+{"endpoint", "access_key", "secret_key", "bucket"}, then serves until its
+stdin closes. Each line then read from stdin is a command:
+"populate PREFIX COUNT" puts COUNT small objects under PREFIX (answering
+"ok"), for the listing tests.
+"""
+import json
+import os
+import socket
+import sys
+
+# moto reads this when it is imported: the first four requests (the setup
+# below) need no signature, every later one does.
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+import boto3  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+port = sock.getsockname()[1]
+sock.close()
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+server.start()
+endpoint = f"http://127.0.0.1:{port}"
+
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam.create_user(UserName="fedbatch")
+iam.put_user_policy(UserName="fedbatch", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="fedbatch")["AccessKey"]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket="fedbatch")
+print(json.dumps({"endpoint": endpoint, "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"], "bucket": "fedbatch"}), flush=True)
+
+for line in sys.stdin:
+    words = line.split()
+    if words and words[0] == "populate":
+        prefix, count = words[1], int(words[2])
+        for i in range(count):
+            s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=b"x" * 10)
+        print("ok", flush=True)
+server.stop()
