@@ -21,7 +21,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Operations tests: prometheus for promtool, python3-yaml for the Kubernetes
 # manifests, chromium and python3-pil to render and measure `fedbatch
 # report`, util-linux for unshare.
-APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev libcurl4-openssl-dev \
+APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev libcurl4-openssl-dev libxml2-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 groff-base dataset-fashion-mnist systemd \

@@ -6,8 +6,9 @@
 #                                   # scaled x5, ROUNDS (20) generations
 #   bench/strategies.sh honest      # no attacker, 30 generations, every
 #                                   # strategy, a small server_lr sweep
-#   bench/strategies.sh dp          # central DP at three noise levels,
-#                                   # 30 generations: accuracy against epsilon
+#   bench/strategies.sh dp          # central DP at three noise levels (NOISES,
+#                                   # "0.03 0.3 1"), 30 generations: accuracy
+#                                   # against epsilon
 #
 # Each row is one run of examples/demo.sh; it prints the final accuracy and
 # the lowest accuracy over the run's last 5 generations.
@@ -58,7 +59,7 @@ dp)
   export ROUNDS=${ROUNDS:-30}
   echo "| noise multiplier z (clip 2, 10 sites, delta 1e-5) | accuracy / epsilon at g5 | g10 | g20 | g30 |"
   echo "|---|---|---|---|---|"
-  for z in 0.003 0.01 0.03; do
+  for z in ${NOISES:-0.03 0.3 1}; do
     env NOISE=$z DP_CLIP=2 "$root/examples/demo.sh" 2>/dev/null | awk -v z=$z '$1 ~ /^[0-9]+$/ && $2 ~ /^g[0-9]+$/ {a[$1] = $4; e[$1] = $7}
       END {printf "| %s | %s / %.3g | %s / %.3g | %s / %.3g | %s / %.3g |\n", z, a[5], e[5], a[10], e[10], a[20], e[20], a[30], e[30]}'
   done
