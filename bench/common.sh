@@ -13,3 +13,16 @@ key() {
   gpg --batch --passphrase '' --quick-gen-key "$1 <$1@bench>" ed25519 sign 0 2>/dev/null
   gpg --with-colons --list-keys "<$1@bench>" 2>/dev/null | awk -F: '/^fpr/{print $10; exit}'
 }
+# site_bundle COLLECTOR SITE WEIGHTS NUM_EXAMPLES [CODEC]: a site with a new
+# key, pinned by the collector, packs WEIGHTS against generation 0 into the
+# collector's inbox; the site home is removed again.
+site_bundle() {
+  local col=$1 s=$2 weights=$3 examples=$4 codec=${5:-fp32} fpr
+  fpr=$(key "$s")
+  gpg --armor --export "$fpr" > "$work/$s.asc"
+  "$fb" keys add --home "$col" --site "$s" "$work/$s.asc" -q
+  "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$col/keys/collector.asc" --model-id m -q
+  cp "$col/generations/g000000.fbg" "$work/$s/generations/"
+  cp "$("$fb" pack --home "$work/$s" --weights "$weights" --num-examples "$examples" --codec "$codec")" "$col/inbox/"
+  rm -rf "${work:?}/$s" "$work/$s.asc"
+}

@@ -24,13 +24,7 @@ w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
 save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
 PY
 for i in $(seq -w 1 "$n"); do
-  s="site-$i"; fpr=$(key "$s")
-  gpg --armor --export "$fpr" > "$work/$s.asc"
-  "$fb" keys add --home "$work/col" --site "$s" "$work/$s.asc" -q
-  "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$work/col/keys/collector.asc" --model-id m -q
-  cp "$work/col/generations/g000000.fbg" "$work/$s/generations/"
-  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)) --codec "$codec")" "$work/col/inbox/"
-  rm -rf "$work/$s"
+  site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i)) "$codec"
 done
 bundles=("$work"/col/inbox/*.fbu)
 mkdir -p "$work/saved" && cp "${bundles[@]}" "$work/saved/"   # for reruns (KEEP=1)

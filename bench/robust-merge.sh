@@ -20,19 +20,13 @@ py=${BENCH_PYTHON:-"$root/.venv/bin/python"}
 # Each site's weights: the base plus its own noise (Krum's distances must
 # differ from site to site).
 for i in $(seq -w 1 "$n"); do
-  s="site-$i"; fpr=$(key "$s")
-  gpg --armor --export "$fpr" > "$work/$s.asc"
-  "$fb" keys add --home "$work/col" --site "$s" "$work/$s.asc" -q
-  "$fb" init site --home "$work/$s" --site-id "$s" --key "$fpr" --collector-key "$work/col/keys/collector.asc" --model-id m -q
-  cp "$work/col/generations/g000000.fbg" "$work/$s/generations/"
   "$py" - "$work/base.safetensors" "$work/trained.safetensors" "$i" <<'PY'
 import sys, numpy as np
 from safetensors.numpy import load_file, save_file
 w = load_file(sys.argv[1]); rng = np.random.default_rng(int(sys.argv[3]))
 save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
 PY
-  cp "$("$fb" pack --home "$work/$s" --weights "$work/trained.safetensors" --num-examples $((1000 + 10#$i)) --codec fp32)" "$work/col/inbox/"
-  rm -rf "$work/$s"
+  site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i))
 done
 size=$(du -cb "$work"/col/inbox/*.fbu | tail -1 | cut -f1)
 echo "| strategy | bundles | parameters | MB in | merge s | vs fedavg | peak RSS MB | vs fedavg |"

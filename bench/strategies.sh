@@ -37,6 +37,10 @@ byzantine)
   run "multikrum (f 2, keep n-f)" ATTACKERS=2 STRATEGY=multikrum
   # Bulyan with f = 2 needs 11 sites; with 10 it can assume only f = 1.
   run "bulyan (f 1, below the 2 attackers)" ATTACKERS=2 STRATEGY=bulyan BYZANTINE=1
+  # The rules that step short on non-IID data, with another server_lr.
+  run "median, server_lr 2" ATTACKERS=2 STRATEGY=median SERVER_LR=2
+  run "trimmed-mean, server_lr 2" ATTACKERS=2 STRATEGY=trimmed-mean SERVER_LR=2
+  run "krum (f 2), server_lr 0.5" ATTACKERS=2 STRATEGY=krum SERVER_LR=0.5
   ;;
 honest)
   export ROUNDS=${ROUNDS:-30}

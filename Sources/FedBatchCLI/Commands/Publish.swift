@@ -18,11 +18,10 @@ struct Publish: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Option(help: ArgumentHelp("The remote for this run (default: [remote] url).", valueName: "url"))
-    var remote: String?
+    @OptionGroup var remoteOption: RemoteOption
 
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home(as: .collector)
-        return TransferOutput(direction: "upload", try home.publish(to: try home.remote(override: remote)))
+        return TransferOutput(direction: "upload", try home.publish(to: try remoteOption.open(for: home)))
     }
 }

@@ -22,12 +22,11 @@ struct Pull: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Option(help: ArgumentHelp("The remote for this run (default: [remote] url).", valueName: "url"))
-    var remote: String?
+    @OptionGroup var remoteOption: RemoteOption
 
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home()
-        let store = try home.remote(override: remote)
+        let store = try remoteOption.open(for: home)
         let report = home.config.role == .collector ? try home.pullBundles(from: store) : try home.pullGenerations(from: store)
         return TransferOutput(direction: "download", report)
     }

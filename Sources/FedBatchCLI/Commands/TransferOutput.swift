@@ -1,5 +1,14 @@
+import ArgumentParser
 import FedBatch
 import Foundation
+
+/// The --remote option of push, pull and publish.
+struct RemoteOption: ParsableArguments {
+    @Option(help: ArgumentHelp("The remote for this run: s3://BUCKET/PREFIX or a directory (default: [remote] url).", valueName: "url"))
+    var remote: String?
+
+    func open(for home: Home) throws -> RemoteStore { try home.remote(override: remote) }
+}
 
 /// What push, pull and publish print: the same shape for all three
 /// (fedbatch-json(7), "summary: push").
