@@ -60,12 +60,15 @@ struct RobustStrategyTests {
         for (k, v) in params { try Federation.setConfig(home: fed.collector, table: "merge", k, k == "trim" || k == "server_lr" ? "\(v)" : "\(Int(v))") }
         let dir = TempDir()
         var rounds: [[String: Any]] = []
+        var attacker = ""
         for round in 1...3 {
             let updates = try Self.writeRound(round, fed: fed, dir: dir)
             let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
             #expect(merged["strategy"] as? String == strategy && merged["generation"] as? Int == round)
             // Flower gets the updates in the order fedbatch took them (by digest).
-            let order = try #require(merged["accepted"] as? [[String: Any]]).map { $0["site"] as! String }
+            let accepted = try #require(merged["accepted"] as? [[String: Any]])
+            attacker = accepted.first { $0["site"] as? String == "site-7" }?["digest"] as? String ?? ""
+            let order = accepted.map { $0["site"] as! String }
             #expect(order.count == 7)
             try fed.run(["export", "--home", fed.collector, "\(round)", "--out", dir.file("g\(round).safetensors")])
             rounds.append(["updates": order.map { updates[$0]! }, "result": dir.file("g\(round).safetensors")])
@@ -79,6 +82,11 @@ struct RobustStrategyTests {
         let shown = try fed.run(["inspect", "--json", fed.collector + "/generations/g000003.fbg"]).summary()
         let recorded = try #require(((shown["manifest"] as? [String: Any])?["strategy"] as? [String: Any]))
         #expect(recorded["name"] as? String == strategy)
+        // A selecting rule names the bundles it used; none is the attacker's.
+        let selected = recorded["selected"] as? [String]
+        let expectedCount: Int? = ["krum": 1, "bulyan": 5][strategy] ?? (strategy == "multikrum" ? Int(params["keep"] ?? 6) : nil)
+        #expect(selected?.count == expectedCount, "\(recorded)")
+        #expect(!(selected ?? []).contains(attacker))
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
     }
 

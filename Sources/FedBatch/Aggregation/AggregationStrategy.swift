@@ -47,6 +47,9 @@ public protocol AggregationStrategy: AnyObject {
     /// the clipped sum over m plus noise (see GaussianNoise). Strategies
     /// built on FedAvg's mean take it; others refuse.
     func privatize(with noise: GaussianNoise) throws
+    /// After `finish`: the positions, in the order bundles were added, of
+    /// those the rule used, when it used only some (Krum); nil otherwise.
+    var selectedPositions: [Int]? { get }
     /// Server state from the current generation (`optimizer.safetensors`),
     /// before any bundle is added; nil when it carries none.
     func restore(state: SafetensorsFile?) throws
@@ -62,6 +65,7 @@ extension AggregationStrategy {
     public func restore(state: SafetensorsFile?) throws {}
     public func refusal(count: Int) -> String? { nil }
     public func privatize(with noise: GaussianNoise) throws { throw PrivacyError.unsupportedStrategy(Self.name) }
+    public var selectedPositions: [Int]? { nil }
     public var stateTensors: [(name: String, tensor: Tensor)]? { nil }
     public var stateMetadata: [String: String] { [:] }
 }

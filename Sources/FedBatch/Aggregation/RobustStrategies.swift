@@ -38,6 +38,8 @@ public class RobustStrategy: AggregationStrategy {
     /// A failed spill write (a full disk); reported by `finish`, since
     /// `add` cannot throw.
     private var spillFailure: Error?
+    /// The rows a selecting rule used (spill rows are in the order added).
+    public private(set) var selectedPositions: [Int]?
 
     required init(arch: ModelArchitecture, parameters p: [String: Double]) {
         self.arch = arch
@@ -83,6 +85,7 @@ public class RobustStrategy: AggregationStrategy {
         guard let spill, spill.count > 0 else { return base }
         if let why = refusal(count: spill.count) { throw StrategyError.tooFewBundles(Self.name, why) }
         let rows = try selectRows(spill)
+        selectedPositions = rows.count < spill.count ? rows : nil
         let scales = rows.map { spill.scales[$0] }
         let weights = rows.map { spill.weights[$0] }
         var out = base.tensors

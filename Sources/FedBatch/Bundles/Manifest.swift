@@ -78,7 +78,14 @@ public struct Manifest: Codable, Sendable, Equatable {
     public struct Strategy: Codable, Sendable, Equatable {
         public var name: String
         public var parameters: [String: Double]
-        public init(name: String, parameters: [String: Double]) { self.name = name; self.parameters = parameters }
+        /// For a rule that aggregates only some of the included bundles
+        /// (Krum, Multi-Krum, Bulyan): the digests of those it used, sorted.
+        public var selected: [String]?
+        public init(name: String, parameters: [String: Double], selected: [String]? = nil) {
+            self.name = name
+            self.parameters = parameters
+            self.selected = selected
+        }
     }
 
     /// Central differential privacy: the cumulative guarantee of the
@@ -220,6 +227,12 @@ public struct Manifest: Codable, Sendable, Equatable {
                 }
                 if let w = b.stalenessWeight, !(w > 0 && w <= 1) {
                     throw ContainerError.manifestInvalid("included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
+                }
+            }
+            if let selected = strategy?.selected {
+                let digests = Set((included ?? []).map(\.digest))
+                guard selected.allSatisfy(digests.contains), Set(selected).count == selected.count else {
+                    throw ContainerError.manifestInvalid("strategy.selected names a bundle the generation does not include, or one twice")
                 }
             }
             for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {

@@ -59,7 +59,8 @@ struct ManifestDecoder {
         }
         m.strategy = try d.optional("strategy") {
             let s = try d.object("strategy")
-            return Manifest.Strategy(name: try s.string("name"), parameters: try s.numbers("parameters"))
+            return Manifest.Strategy(name: try s.string("name"), parameters: try s.numbers("parameters"),
+                                     selected: try s.optional("selected") { try s.strings("selected") })
         }
         m.privacy = try d.optional("privacy") {
             let p = try d.object("privacy")
@@ -115,6 +116,15 @@ struct ManifestDecoder {
     private func array(_ key: String) throws -> [ManifestDecoder] {
         guard case .array(let items) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be an array") }
         return try items.enumerated().map { try ManifestDecoder($1, path: "\(name(key))[\($0)]") }
+    }
+
+    /// An array of strings.
+    private func strings(_ key: String) throws -> [String] {
+        guard case .array(let items) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be an array") }
+        return try items.map {
+            guard case .string(let s) = $0 else { throw ContainerError.manifestInvalid("field \(name(key)) must hold strings") }
+            return s
+        }
     }
 
     /// An object whose every value is a finite number.

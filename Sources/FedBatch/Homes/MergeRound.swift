@@ -83,11 +83,12 @@ struct MergeRound {
     func finish(current: VerifiedContainer, rejected: [Manifest.RejectedBundle]) throws -> (Manifest, ModelWeights) {
         let number = current.manifest.generation!
         let next = try strategy.finish(base: base)
+        let selected = strategy.selectedPositions.map { $0.map { included[$0].digest }.sorted() }
         var manifest = Manifest(kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
                                 included: included, rejected: rejected,
                                 strategy: .init(name: type(of: strategy).name,
-                                                parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }))
+                                                parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }, selected: selected))
         manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
         return (manifest, next)
     }
