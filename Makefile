@@ -109,6 +109,7 @@ bench: build bench-deps
 	bench/strategies.sh byzantine | tee bench/out/byzantine.md
 	bench/strategies.sh honest | tee bench/out/honest.md
 	bench/strategies.sh dp | tee bench/out/dp.md
+	bench/scale.sh | tee bench/out/scale.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.
