@@ -4,6 +4,8 @@
 #      about 1M parameters), fp32, with its time and peak RSS;
 #   2. listing and pull throughput against a local S3 server (moto, in
 #      .venv) for OBJECTS (1000) bundles of that model.
+# S3_ONLY=1 skips the merge: one bundle is made and stored OBJECTS times
+# under different names (a pull does not verify, so this measures transport).
 set -euo pipefail
 n=${BUNDLES:-1000}
 objects=${OBJECTS:-1000}
@@ -22,21 +24,27 @@ from safetensors.numpy import load_file, save_file
 w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
 save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
 PY
+[ -z "${S3_ONLY:-}" ] || n=1
 t0=$(date +%s)
 for i in $(seq -w 1 "$n"); do
   site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i))
 done
 t1=$(date +%s)
 mkdir -p "$work/copy" && cp "$work"/col/inbox/*.fbu "$work/copy/"
-size=$(du -cb "$work"/col/inbox/*.fbu | tail -1 | cut -f1)
-sync
-m0=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/rss" "$fb" merge --home "$work/col" --settle 0 -q
-m1=$(date +%s.%N)
-echo "| flat merge | bundles | parameters | MB in | merge s | MB/s | peak RSS MB | making the bundles s |"
-echo "|---|---|---|---|---|---|---|---|"
-printf '| fedavg | %d | %s | %d | %.1f | %.0f | %d | %d |\n' "$n" "$arch" $((size / 1000000)) "$(echo "$m1 - $m0" | bc)" \
-  "$(echo "$size / 1000000 / ($m1 - $m0)" | bc -l)" $(( $(tail -1 "$work/rss") / 1024 )) $((t1 - t0))
+if [ -n "${S3_ONLY:-}" ]; then
+  one=$(ls "$work"/copy/*.fbu | head -1)
+  for i in $(seq -w 2 "$objects"); do ln "$one" "$work/copy/copy-$i.fbu"; done
+else
+  size=$(du -cb "$work"/col/inbox/*.fbu | tail -1 | cut -f1)
+  sync
+  m0=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/rss" "$fb" merge --home "$work/col" --settle 0 -q
+  m1=$(date +%s.%N)
+  echo "| flat merge | bundles | parameters | MB in | merge s | MB/s | peak RSS MB | making the bundles s |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '| fedavg | %d | %s | %d | %.1f | %.0f | %d | %d |\n' "$n" "$arch" $((size / 1000000)) "$(echo "$m1 - $m0" | bc)" \
+    "$(echo "$size / 1000000 / ($m1 - $m0)" | bc -l)" $(( $(tail -1 "$work/rss") / 1024 )) $((t1 - t0))
+fi
 
 # S3: the same bundles pushed by one site-shaped prefix, then listed and pulled.
 coproc S3 { "$py" "$root/Tests/Fixtures/s3_server.py" 2>/dev/null; }
