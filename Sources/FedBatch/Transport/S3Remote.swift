@@ -178,8 +178,9 @@ public final class S3Remote: RemoteStore {
             base = "\(scheme)\(bucket).\(endpoint.dropFirst(scheme.count))\(path)"
         }
         guard !query.isEmpty else { return base }
-        // Sorted, as the canonical request lists them.
-        return base + "?" + query.sorted { $0.0 < $1.0 }.map { $0.1.isEmpty && $0.0 == "uploads" ? "uploads=" : "\(Self.encode($0.0, keepSlash: false))=\(Self.encode($0.1, keepSlash: false))" }.joined(separator: "&")
+        // Sorted, as the canonical request lists them; a flag such as
+        // `uploads` is written `uploads=`, as SigV4 canonicalises it.
+        return base + "?" + query.sorted { $0.0 < $1.0 }.map { "\(Self.encode($0.0, keepSlash: false))=\(Self.encode($0.1, keepSlash: false))" }.joined(separator: "&")
     }
 
     /// Sends with retries: no answer, a timeout or a 5xx is retried after
