@@ -26,6 +26,9 @@ public enum GPGErrorCode {
     static let canceled: UInt32 = 99
     static let noPassphrase: UInt32 = 177
     static let unusableSecretKey: UInt32 = 54
+    static let unusablePublicKey: UInt32 = 53
+    public static let noSecretKey: UInt32 = 17
+    public static let tooLarge: UInt32 = 67
     public static let certRevoked: UInt32 = 94
     public static let keyExpired: UInt32 = 153
     public static let sigExpired: UInt32 = 154
@@ -39,6 +42,7 @@ public struct GPGSubkey: Sendable, Equatable {
     public let revoked: Bool
     public let expired: Bool
     public let canSign: Bool
+    public let canEncrypt: Bool
     /// Seconds since the epoch; nil when the key never expires.
     public let expires: Int?
     /// The public-key algorithm as OpenPGP numbers it (RFC 4880 §9.1;
@@ -177,7 +181,7 @@ public final class GPGContext {
         while let s = sk {
             subkeys.append(GPGSubkey(
                 fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
-                revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
+                revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0, canEncrypt: s.pointee.can_encrypt != 0 && s.pointee.revoked == 0 && s.pointee.expired == 0,
                 expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
                 algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length), curve: string(s.pointee.curve),
                 keygrip: string(s.pointee.keygrip)))
@@ -268,6 +272,23 @@ public final class GPGContext {
         init(_ p: String?) { passphrase = p.map { Array($0.utf8) } }
     }
 
+    /// Runs `body` with loopback pinentry answering from `passphrase` (or
+    /// failing with `noPassphrase`), never a prompt.
+    private func withPassphrase<R>(_ passphrase: String?, _ body: (PassphraseBox) throws -> R) throws -> R {
+        let box = PassphraseBox(passphrase)
+        gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
+            let box = Unmanaged<PassphraseBox>.fromOpaque(hook!).takeUnretainedValue()
+            box.asked = true
+            if prevWasBad != 0 { box.rejected = true; return fb_gpgme_error(GPGErrorCode.badPassphrase) }
+            guard let p = box.passphrase else { return fb_gpgme_error(GPGErrorCode.noPassphrase) }
+            let line = p + [0x0A]
+            let written = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
+            return written == 0 ? 0 : fb_gpgme_error(GPGErrorCode.canceled)
+        }, Unmanaged.passUnretained(box).toOpaque())
+        defer { gpgme_set_passphrase_cb(ctx, nil, nil) }
+        return try withExtendedLifetime(box) { try body(box) }
+    }
+
     /// A binary detached signature over `bytes` by the secret key `signer`.
     /// With no passphrase, a protected key fails with `noPassphrase` instead
     /// of prompting.
@@ -281,20 +302,9 @@ public final class GPGContext {
         if err != 0 { throw GPGError.from(err, "secret key \(signer)") }
         defer { gpgme_signers_clear(ctx) }
 
-        let box = PassphraseBox(passphrase)
-        gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
-            let box = Unmanaged<PassphraseBox>.fromOpaque(hook!).takeUnretainedValue()
-            box.asked = true
-            if prevWasBad != 0 { box.rejected = true; return fb_gpgme_error(GPGErrorCode.badPassphrase) }
-            guard let p = box.passphrase else { return fb_gpgme_error(GPGErrorCode.noPassphrase) }
-            let line = p + [0x0A]
-            let written = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
-            return written == 0 ? 0 : fb_gpgme_error(GPGErrorCode.canceled)
-        }, Unmanaged.passUnretained(box).toOpaque())
-        defer { gpgme_set_passphrase_cb(ctx, nil, nil) }
 
         var hash = ""
-        let sig = try withInput(bytes) { plain in
+        let sig = try withPassphrase(passphrase) { box in try withInput(bytes) { plain in
             try withOutput { out in
                 let e = gpgme_op_sign(ctx, plain, out, GPGME_SIG_MODE_DETACH)
                 if e != 0 {
@@ -312,8 +322,87 @@ public final class GPGContext {
                     hash = String(cString: name)
                 }
             }
-        }
+        } }
         return (sig, hash)
+    }
+
+    // MARK: encrypting and decrypting
+
+    /// Encrypts `bytes` to the public key `recipient` (gpg picks its
+    /// encryption subkey), as a binary OpenPGP message. The key is pinned,
+    /// so the keyring's trust model is not consulted; the payload is zstd
+    /// already, so gpg does not compress it again.
+    public func encrypt(_ bytes: Data, to recipient: String) throws -> Data {
+        var key: gpgme_key_t?
+        let err = gpgme_get_key(ctx, recipient, &key, 0)
+        guard err == 0, let key else { throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "public key \(recipient)") }
+        defer { gpgme_key_unref(key) }
+        var recipients: [gpgme_key_t?] = [key, nil]
+        return try withInput(bytes) { plain in
+            try withOutput { out in
+                let flags = gpgme_encrypt_flags_t(GPGME_ENCRYPT_ALWAYS_TRUST.rawValue | GPGME_ENCRYPT_NO_COMPRESS.rawValue)
+                let e = recipients.withUnsafeMutableBufferPointer { gpgme_op_encrypt(ctx, $0.baseAddress, flags, plain, out) }
+                if e != 0 {
+                    if let r = gpgme_op_encrypt_result(ctx), r.pointee.invalid_recipients != nil {
+                        throw GPGError(code: GPGErrorCode.unusablePublicKey, message: "the key has no usable encryption subkey", context: "encrypting to \(recipient)")
+                    }
+                    throw GPGError.from(e, "encrypting to \(recipient)")
+                }
+            }
+        }
+    }
+
+    /// Where a decryption writes: memory, refusing to grow past a cap, so a
+    /// small message that decompresses to gigabytes stops at the cap.
+    private final class CappedSink {
+        let cap: Int
+        var bytes = Data()
+        var overflowed = false
+        init(cap: Int) { self.cap = cap }
+    }
+
+    /// Decrypts an OpenPGP message with a secret key of this GnuPG home,
+    /// into memory and never to a file. Output beyond `cap` bytes stops the
+    /// decryption with `tooLarge`. A message without integrity protection
+    /// is refused by gpg itself. Returns the key ids the message names as
+    /// its recipients with the plaintext, for the caller to check whose
+    /// secret key was meant: gpg uses any secret key the home holds.
+    public func decrypt(_ bytes: Data, cap: Int, passphrase: String?) throws -> (plain: Data, recipients: [String]) {
+        let sink = CappedSink(cap: cap)
+        let callbacks = UnsafeMutablePointer<gpgme_data_cbs>.allocate(capacity: 1)
+        defer { callbacks.deallocate() }
+        callbacks.initialize(to: gpgme_data_cbs(read: nil, write: { handle, buffer, size in
+            let sink = Unmanaged<CappedSink>.fromOpaque(handle!).takeUnretainedValue()
+            guard sink.bytes.count + size <= sink.cap else {
+                sink.overflowed = true
+                errno = EFBIG
+                return -1
+            }
+            if let buffer { sink.bytes.append(buffer.assumingMemoryBound(to: UInt8.self), count: size) }
+            return size
+        }, seek: nil, release: nil))
+        var out: gpgme_data_t?
+        var err = gpgme_data_new_from_cbs(&out, callbacks, Unmanaged.passUnretained(sink).toOpaque())
+        guard err == 0, let out else { throw GPGError.from(err, "gpgme_data_new_from_cbs") }
+        defer { gpgme_data_release(out) }
+        err = try withPassphrase(passphrase) { box in
+            try withInput(bytes) { cipher in
+                let e = gpgme_op_decrypt(ctx, cipher, out)
+                if box.rejected { throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "decrypting") }
+                return e
+            }
+        }
+        if sink.overflowed {
+            throw GPGError(code: GPGErrorCode.tooLarge, message: "the decrypted content is larger than \(cap) bytes", context: "decrypting")
+        }
+        if err != 0 { throw GPGError.from(err, "decrypting") }
+        var recipients: [String] = []
+        var r = gpgme_op_decrypt_result(ctx)?.pointee.recipients
+        while let p = r {
+            if let id = p.pointee.keyid { recipients.append(String(cString: id)) }
+            r = p.pointee.next
+        }
+        return (sink.bytes, recipients)
     }
 
     /// Verifies a detached signature; one result per signature gpg found.

@@ -91,9 +91,10 @@ public struct Collector {
         var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
                                uniformWeights: release != nil, base: currentWeights)
         var failure: Error?
+        let decryption = signer.decryption
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
-                        verifier: verifiers[worker], limits: limits)
+                        verifier: verifiers[worker], limits: limits, decryption: decryption)
         }, consume: { i, decoded in
             guard failure == nil else { return }
             let entry = ordered[i].entry

@@ -24,7 +24,10 @@ extension Collector {
         throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
         let clock = wallClock()
         let entries = try listDirectory(home.layout.inbox)
-        let identities = Parallel.map(entries, workers: 2) { entry in Self.identify(entry, settle: settle, clock: clock, limits: limits) }
+        let decryption = signer.decryption
+        let identities = Parallel.map(entries, workers: 2) { entry in
+            Self.identify(entry, settle: settle, clock: clock, limits: limits, decryption: decryption)
+        }
         var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
         for (entry, identity) in zip(entries, identities) {
             switch identity {
@@ -46,7 +49,8 @@ extension Collector {
         case refused(Error)
     }
 
-    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits) -> Identity {
+    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits,
+                                 decryption: BundleDecryption) -> Identity {
         // rsync writes to a hidden temp name and renames it when complete.
         if entry.name.first == 0x2E { return .waiting("a hidden name, as rsync gives a transfer in progress; left alone") }
         do {
@@ -59,7 +63,11 @@ extension Collector {
                 return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
             }
             let file = try OpenFile(entry)
-            let statement = try ContainerFile.statement(of: file, limits: limits)
+            // An encrypted bundle is decrypted here only to read its
+            // statement, and again in pass 2: holding every decrypted bundle
+            // from pass 1 to pass 2 would cost memory the size of the inbox.
+            let statement = try decryption.open(file, limits: limits).map { try Statement.parse(try ContainerFile.split($0, limits: limits).statement) }
+                ?? ContainerFile.statement(of: file, limits: limits)
             guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
             return .ready(statement.payloadDigest, file.status)
         } catch {
@@ -70,7 +78,7 @@ extension Collector {
     /// Pass 2 for one entry: the same file as pass 1 (same size, times and
     /// inode), read once, verified and decoded.
     static func decode(_ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
-                               verifier: Verifier, limits: ContainerLimits) -> Decoded {
+                       verifier: Verifier, limits: ContainerLimits, decryption: BundleDecryption) -> Decoded {
         let file: OpenFile
         do {
             file = try OpenFile(entry)
@@ -80,7 +88,11 @@ extension Collector {
         }
         let v: VerifiedContainer
         do {
-            v = try verifier.open(file, path: entry.displayPath, limits: limits)
+            if let plain = try decryption.open(file, limits: limits) {
+                v = try verifier.open(bytes: plain, path: entry.displayPath, limits: limits)
+            } else {
+                v = try verifier.open(file, path: entry.displayPath, limits: limits)
+            }
         } catch {
             // A file rewritten while it was read is not refused for it.
             if (try? file.currentStatus()) != status { return .changed }

@@ -9,9 +9,12 @@ public struct RemoteSettings: Sendable, Equatable {
     /// S3: path-style requests (ENDPOINT/BUCKET/KEY) or virtual-hosted
     /// ones; unset, path-style exactly when AWS_ENDPOINT_URL is set.
     public var pathStyle: Bool?
+    /// Site: encrypt each bundle to the collector's key before it leaves
+    /// (see BundleEncryption).
+    public var encrypt = false
     public init() {}
 
-    static let keys: Set<String> = ["url", "path_style"]
+    static let keys: Set<String> = ["url", "path_style", "encrypt"]
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
         guard let t = value.table else { throw HomeError.config(path: path, reason: "[remote] must be a table") }
@@ -27,6 +30,10 @@ public struct RemoteSettings: Sendable, Equatable {
             guard let b = v.bool else { throw HomeError.config(path: path, reason: "remote.path_style must be true or false") }
             r.pathStyle = b
         }
+        if let v = t["encrypt"] {
+            guard let b = v.bool else { throw HomeError.config(path: path, reason: "remote.encrypt must be true or false") }
+            r.encrypt = b
+        }
         return r
     }
 
@@ -34,6 +41,8 @@ public struct RemoteSettings: Sendable, Equatable {
         ["", "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory (fedbatch-push(1)).", "[remote]",
          url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\"",
          "# S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.",
-         pathStyle.map { "path_style = \($0)" } ?? "# path_style = true"]
+         pathStyle.map { "path_style = \($0)" } ?? "# path_style = true",
+         "# Site: encrypt each bundle to the collector key's encryption subkey before it leaves (fedbatch-push(1)).",
+         encrypt ? "encrypt = true" : "# encrypt = true"]
     }
 }

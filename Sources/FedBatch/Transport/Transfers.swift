@@ -33,17 +33,32 @@ extension Home {
     /// Site: uploads every bundle in outbox/ to `inbox/SITE/` on the remote,
     /// then moves it to sent/. Killed between the two, the next push
     /// uploads it again (the same object, the same bytes) and moves it.
-    public func push(to remote: RemoteStore) throws -> TransferReport {
+    ///
+    /// With `encrypt` (`[remote] encrypt`, or --encrypt), each bundle is
+    /// encrypted to the collector key pinned now and uploaded as
+    /// `inbox/SITE/FILE.gpg`; the signed plain bundle moves to sent/.
+    public func push(to remote: RemoteStore, encrypt: Bool? = nil) throws -> TransferReport {
         guard config.role == .site else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
         let site = config.siteID!
+        // The newest collector key: after a rotation, the one the collector
+        // holds the secret of now.
+        let recipient = (encrypt ?? config.remote.encrypt) ? try TrustSet.load(keysDirectory: layout.keys).key(for: .collector)?.path
+            ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
         for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
             let name = entry.displayName
             guard !name.hasPrefix("."), name.hasSuffix(".fbu"), let status = try entryStatus(entry), status.kind == .regular else { continue }
-            let key = RemoteLayout.bundleKey(site: site, file: name)
-            try remote.put(file: entry.displayPath, key: key)
+            let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
+            if let recipient {
+                let sealed = try BundleEncryption.encrypt(try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
+                let staged = try PendingFile(in: layout.outbox)
+                try sealed.withUnsafeBytes { try staged.write($0) }
+                try remote.put(file: staged.path, key: key)
+            } else {
+                try remote.put(file: entry.displayPath, key: key)
+            }
             faultPoint("push-before-move")
             try FileManager.default.createDirectory(atPath: layout.sent, withIntermediateDirectories: true)
             let stored = try Filing.freeName(in: layout.sent, for: entry.name)
@@ -63,7 +78,8 @@ extension Home {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
-        let cap = ContainerLimits.updates(of: try ModelArchitecture(spec: config.arch!)).maxFileBytes
+        // An encrypted bundle is a few hundred bytes larger than the plain one.
+        let cap = ContainerLimits.updates(of: try ModelArchitecture(spec: config.arch!)).maxFileBytes + BundleEncryption.overhead
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(.init(key: object.key, code: "remote.foreign-object", message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))

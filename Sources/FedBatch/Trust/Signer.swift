@@ -8,7 +8,7 @@ public final class PayloadSigner {
     /// The GnuPG home actually used, for messages and for gpg-agent.
     public let gnupgHome: String
     private let context: GPGContext
-    private let passphrase: String?
+    let passphrase: String?
     private let keygrips: [String]
 
     /// - Parameters:

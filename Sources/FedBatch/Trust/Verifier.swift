@@ -272,7 +272,16 @@ public final class Verifier: @unchecked Sendable {
     /// Verifies and parses a container read from an open file (its end is
     /// read first: see `ContainerFile.read`).
     public func open(_ handle: OpenFile, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
-        let file = try ContainerFile.read(handle, limits: limits)
+        try open(file: try ContainerFile.read(handle, limits: limits), path: path, limits: limits)
+    }
+
+    /// Verifies and parses a container held in memory (a bundle decrypted
+    /// there, which must not touch disk before it is verified).
+    public func open(bytes: Data, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        try open(file: try ContainerFile.split(bytes, limits: limits), path: path, limits: limits)
+    }
+
+    private func open(file: ContainerFile, path: String, limits: ContainerLimits) throws -> VerifiedContainer {
         let signer = try verify(file)
         let (statement, digest) = try checkPayload(file)
         let container = try ContainerReader.read(payload: file.payload, limits: limits)

@@ -10,7 +10,10 @@ struct Push: Subcommand {
         --remote: s3://BUCKET/PREFIX or a directory such as a USB stick), \
         whole or not at all, and only then moves to sent/. A push killed \
         between the two uploads it again next time; the collector takes one \
-        copy. Takes the home's lock. Exit status 5 when outbox/ is empty.
+        copy. With --encrypt (or [remote] encrypt = true) each bundle is \
+        first encrypted to the collector key's encryption subkey and \
+        uploaded as inbox/SITE/FILE.gpg: only the collector can read it. \
+        Takes the home's lock. Exit status 5 when outbox/ is empty.
         """
     )
 
@@ -20,8 +23,11 @@ struct Push: Subcommand {
 
     @OptionGroup var remoteOption: RemoteOption
 
+    @Flag(inversion: .prefixedNo, help: "Encrypt each bundle to the collector's key (default: [remote] encrypt, else no).")
+    var encrypt: Bool?
+
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home(as: .site)
-        return TransferOutput(direction: "upload", try home.push(to: try remoteOption.open(for: home)))
+        return TransferOutput(direction: "upload", try home.push(to: try remoteOption.open(for: home), encrypt: encrypt))
     }
 }
