@@ -1,7 +1,7 @@
 import Foundation
 
 /// The protocol rules a merge applies to an update whose signature and
-/// tensors already checked out (fedbatch-merge(1), step 5), as a pure
+/// tensors already checked out (fedbatch-merge(1), step 6), as a pure
 /// decision: given what the collector knows, accept the update (with its
 /// site and example count) or refuse it with a typed reason. The collector
 /// supplies what state.db knows through `Knowledge`; nothing here reads or
