@@ -7,7 +7,7 @@ import Testing
 /// cluster or Grafana runs here: the files are parsed and checked for what
 /// the docs promise (Tests/Fixtures/deployment_check.py), and the alerting
 /// rules by promtool.
-@Suite("deployment examples: Dockerfile, Kubernetes CronJobs, Grafana and alerts")
+@Suite("deployment examples: Dockerfile, Kubernetes CronJobs and regional Job, Grafana and alerts")
 struct DeploymentExampleTests {
     static let metricsPage = TestPaths.packageRoot + "/man/fedbatch-metrics.7"
 
@@ -26,6 +26,8 @@ struct DeploymentExampleTests {
             ("kubernetes/site-cronjob.yaml", "claimName: fedbatch-site-home", "claimName: somewhere-else", "PersistentVolumeClaim"),
             ("kubernetes/site-cronjob.yaml", "if [ $rc -eq 5 ]; then exit 0; fi; ", "", "exit 5"),
             ("container/Dockerfile", "USER 10001:10001", "USER root", "non-root"),
+            ("kubernetes/regional-merge-job.yaml", "  parallelism: 4", "  parallelism: 3", "must equal the 4 regions"),
+            ("kubernetes/regional-merge-job.yaml", "for step in pull merge push", "for step in merge push", "pull, merge and push"),
             ("monitoring/grafana-dashboard.json", "fedbatch_inbox_files", "fedbatch_inbox_count", "fedbatch_inbox_count is used"),
         ]
         for c in cases {

@@ -98,8 +98,8 @@ struct FedAvgTests {
         let base = ModelWeights(arch: arch, tensors: [[1, 1, 1, 1], [0, 0]])
         let s = try Strategies.make(name: "fedavg", parameters: ["server_lr": 0.5, "weight_cap": 300], arch: arch)
         #expect(s.weight(examples: 100) == 100 && s.weight(examples: 1_000) == 300)
-        s.add(delta: try delta([1, 2, 3, 4, 5, 6]), weight: 100)
-        s.add(delta: try delta([3, 2, 1, 0, -1, 2]), weight: 300)
+        try s.add(delta: try delta([1, 2, 3, 4, 5, 6]), weight: 100)
+        try s.add(delta: try delta([3, 2, 1, 0, -1, 2]), weight: 300)
         let next = try s.finish(base: base)
         // mean = (100·d1 + 300·d2) / 400; new = base + 0.5·mean
         let weights: [Float] = [2.25, 2, 1.75, 1.5]

@@ -72,6 +72,45 @@ for path, cj in cronjobs:
         need(any("secret" in volumes.get(n, {}) for n in mounted), f"{where}: the init container must read the key Secret")
 need(claims, "no PersistentVolumeClaim in the examples")
 
+# The regional merges of a hierarchical federation: an Indexed Job, one
+# index per region named in a ConfigMap.
+maps = {d["metadata"]["name"]: d for _, d in kinds.get("ConfigMap", [])}
+jobs = [(p, d) for p, d in kinds.get("Job", []) if d["spec"].get("completionMode") == "Indexed"]
+need(len(jobs) == 1, f"one Indexed Job for the regional merges expected, found {len(jobs)}")
+for path, job in jobs:
+    where = f"{path}: Job {job['metadata']['name']}"
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    need(job["apiVersion"] == "batch/v1", f"{where}: apiVersion must be batch/v1")
+    need(pod.get("restartPolicy") == "Never", f"{where}: restartPolicy must be Never (podFailurePolicy needs it)")
+    ctx = pod.get("securityContext", {})
+    need(ctx.get("runAsNonRoot") is True and ctx.get("runAsUser") == 10001, f"{where}: must run as the image's uid 10001, non-root")
+    rules = spec.get("podFailurePolicy", {}).get("rules", [])
+    need(any(r.get("action") in ("FailIndex", "FailJob") and sorted(r.get("onExitCodes", {}).get("values", [])) == [2, 3] for r in rules),
+         f"{where}: exits 2 and 3 must fail the index at once")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    pvcs = [v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v]
+    need(any(c in claims for c in pvcs), f"{where}: no volume from a PersistentVolumeClaim defined in the examples (the region homes)")
+    secret_vols = [v["secret"]["secretName"] for v in volumes.values() if "secret" in v]
+    need(secret_vols and all(s in secrets for s in secret_vols), f"{where}: the regions' keys must be a Secret volume defined in the examples")
+    cms = [v["configMap"]["name"] for v in volumes.values() if "configMap" in v]
+    regions = [l for cm in cms if cm in maps for l in maps[cm]["data"].get("regions.txt", "").splitlines() if l.strip()]
+    need(regions, f"{where}: no ConfigMap listing the regions (regions.txt) is mounted")
+    need(spec.get("completions") == len(regions) and spec.get("parallelism") == len(regions),
+         f"{where}: completions and parallelism must equal the {len(regions)} regions listed")
+    containers = {c["name"]: c for c in pod.get("containers", [])}
+    main = containers.get("fedbatch")
+    need(main is not None, f"{where}: no container named fedbatch")
+    if main:
+        script = " ".join(main.get("command", []) + main.get("args", []))
+        need("JOB_COMPLETION_INDEX" in script, f"{where}: the region must come from JOB_COMPLETION_INDEX")
+        need(all(re.search(rf"\b{w}\b", script) for w in ("pull", "merge", "push")), f"{where}: each region must pull, merge and push")
+        need("-ne 5" in script or "-eq 5" in script, f"{where}: exit 5 (nothing to do) must count as success")
+        refs = [e["secretRef"]["name"] for e in main.get("envFrom", []) if "secretRef" in e]
+        need(refs and all(r in secrets for r in refs), f"{where}: the S3 credentials must come from a Secret defined in the examples")
+        sc = main.get("securityContext", {})
+        need(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False, f"{where}: container must be read-only, no escalation")
+
 # --- Dockerfile -------------------------------------------------------------
 dockerfile = open(os.path.join(examples, "container", "Dockerfile"), encoding="utf-8").read()
 instructions = [l.split()[0] for l in dockerfile.splitlines() if l.strip() and not l.startswith("#") and not l.startswith(" ")]

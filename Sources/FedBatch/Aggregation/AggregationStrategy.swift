@@ -35,8 +35,8 @@ public protocol AggregationStrategy: AnyObject {
     /// `scale`, the staleness factor w(s) (1 for a fresh update). The
     /// normalisation uses `weight` alone, so stale updates move the model
     /// less rather than being renormalised back to full strength (as in
-    /// FedBuff).
-    func add(delta: DecodedDelta, weight: Double, scale: Double)
+    /// FedBuff). A refused delta (out of the exact range) changes nothing.
+    func add(delta: DecodedDelta, weight: Double, scale: Double) throws
     /// The new weights; never anything non-finite.
     func finish(base: ModelWeights) throws -> ModelWeights
     /// Why the rule cannot run on `count` bundles (Krum with too few for
@@ -61,7 +61,7 @@ public protocol AggregationStrategy: AnyObject {
 
 extension AggregationStrategy {
     /// Adds a fresh update (staleness factor 1).
-    public func add(delta: DecodedDelta, weight: Double) { add(delta: delta, weight: weight, scale: 1) }
+    public func add(delta: DecodedDelta, weight: Double) throws { try add(delta: delta, weight: weight, scale: 1) }
     public func restore(state: SafetensorsFile?) throws {}
     public func refusal(count: Int) -> String? { nil }
     public func privatize(with noise: GaussianNoise) throws { throw PrivacyError.unsupportedStrategy(Self.name) }

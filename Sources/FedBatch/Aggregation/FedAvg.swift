@@ -14,11 +14,12 @@ import Foundation
 /// the largest increment any included bundle reports (rounded to an
 /// integer), that is, the count of the site that went furthest; it never
 /// decreases, as a counter should not. Deltas are added one bundle
-/// at a time into float64 sums, so memory does not grow with the number of
-/// bundles, and the result is rounded to float32 once at the end. Callers
-/// add bundles in a canonical order (by digest): float64 addition is not
-/// associative, and a fixed order makes the result byte-identical.
-public final class FedAvg: AggregationStrategy {
+/// at a time into exact fixed-point sums (see FixedPoint), so memory does
+/// not grow with the number of bundles, the order of the bundles does not
+/// matter, and a regional collector's partial sums add up to exactly what
+/// one collector would have summed. The result is rounded to float64 once,
+/// then to float32.
+public final class FedAvg: AggregationStrategy, PartialAggregating {
     public static let name = "fedavg"
     public static let access = StrategyAccess.streaming
     public let serverLearningRate: Double
@@ -26,8 +27,9 @@ public final class FedAvg: AggregationStrategy {
     /// count cannot outweigh the rest by more than the cap allows.
     public let weightCap: Int64
     private let arch: ModelArchitecture
-    /// One float64 sum per tensor, outside the Swift heap (see LargeBuffer).
-    private let sums: [NumericBuffer<Double>]
+    /// One exact sum per float tensor (nil for integer tensors), outside
+    /// the Swift heap (see LargeBuffer).
+    private let sums: [NumericBuffer<Int128>?]
     /// For integer tensors, the largest rounded increment seen so far.
     private var maxIncrements: [Int: [Double]] = [:]
     public private(set) var totalWeight: Double = 0
@@ -47,7 +49,7 @@ public final class FedAvg: AggregationStrategy {
         self.serverLearningRate = serverLearningRate
         self.weightCap = weightCap
         self.arch = arch
-        sums = zip(arch.tensorShapes, arch.dtypes).map { NumericBuffer<Double>(count: $1.isFloatingPoint ? elementCount($0.shape)! : 0) }
+        sums = zip(arch.tensorShapes, arch.dtypes).map { $1.isFloatingPoint ? NumericBuffer<Int128>(count: elementCount($0.shape)!) : nil }
         for (t, dtype) in arch.dtypes.enumerated() where !dtype.isFloatingPoint {
             maxIncrements[t] = [Double](repeating: -.infinity, count: elementCount(arch.tensorShapes[t].shape)!)
         }
@@ -80,24 +82,76 @@ public final class FedAvg: AggregationStrategy {
         }
     }
 
-    /// Adds one delta (checked against the architecture beforehand).
-    public func add(delta: DecodedDelta, weight: Double, scale: Double = 1) {
+    /// Adds one delta (checked against the architecture beforehand). A
+    /// term or sum out of the fixed-point range refuses the delta and
+    /// leaves the sums as they were.
+    public func add(delta: DecodedDelta, weight: Double, scale: Double = 1) throws {
         let factor = weight * scale
+        var outOfRange = false, overflow = false
+        var touched: [Int] = []
         for t in sums.indices {
-            if var m = maxIncrements[t] {
-                delta.withTensor(t) { d in
-                    for i in 0..<m.count { m[i] = max(m[i], Double(d[i]).rounded()) }
-                }
-                maxIncrements[t] = m
-                continue
-            }
-            let s = sums[t].buffer
+            guard let s = sums[t]?.buffer else { continue }
             delta.withTensor(t) { d in
-                for i in 0..<s.count { s[i] += factor * Double(d[i]) }
+                for i in 0..<s.count {
+                    let (r, o) = s[i].addingReportingOverflow(FixedPoint.fixed(factor * Double(d[i]), &outOfRange))
+                    s[i] = r
+                    overflow = overflow || o
+                }
             }
+            touched.append(t)
+            if outOfRange || overflow { break }
+        }
+        if outOfRange || overflow {
+            var ignored = false
+            for t in touched {
+                let s = sums[t]!.buffer
+                delta.withTensor(t) { d in
+                    for i in 0..<s.count { s[i] = s[i] &- FixedPoint.fixed(factor * Double(d[i]), &ignored) }
+                }
+            }
+            throw AggregationError.outOfRange(tensor: arch.tensorShapes[touched.last!].name, sum: overflow)
+        }
+        for (t, var m) in maxIncrements {
+            delta.withTensor(t) { d in
+                for i in 0..<m.count { m[i] = max(m[i], Double(d[i]).rounded()) }
+            }
+            maxIncrements[t] = m
         }
         totalWeight += weight
         count += 1
+    }
+
+    /// Adds a regional collector's sums: the same as adding its bundles.
+    public func add(partial p: PartialAggregate) throws {
+        var overflow = false
+        var touched: [Int] = []
+        for t in sums.indices {
+            guard let s = sums[t]?.buffer, let q = p.sums[t]?.buffer else { continue }
+            for i in 0..<s.count {
+                let (r, o) = s[i].addingReportingOverflow(q[i])
+                s[i] = r
+                overflow = overflow || o
+            }
+            touched.append(t)
+            if overflow { break }
+        }
+        if overflow {
+            for t in touched {
+                let s = sums[t]!.buffer, q = p.sums[t]!.buffer
+                for i in 0..<s.count { s[i] = s[i] &- q[i] }
+            }
+            throw AggregationError.outOfRange(tensor: arch.tensorShapes[touched.last!].name, sum: true)
+        }
+        for (t, var m) in maxIncrements {
+            if let q = p.maxIncrements[t] { for i in 0..<m.count { m[i] = max(m[i], q[i]) } }
+            maxIncrements[t] = m
+        }
+        totalWeight += p.totalWeight
+        count += p.count
+    }
+
+    public func partial() -> PartialAggregate {
+        PartialAggregate(sums: sums, maxIncrements: maxIncrements, totalWeight: totalWeight, count: count)
     }
 
     /// Σ wᵢ·sᵢ·Δᵢ / Σ wᵢ per tensor in float64 (for integer tensors, the
@@ -106,9 +160,9 @@ public final class FedAvg: AggregationStrategy {
     public func meanDelta() -> [[Double]] {
         sums.indices.map { t in
             if let m = maxIncrements[t] { return m.map { $0.isFinite ? $0 : 0 } }
-            let s = sums[t].buffer
-            if let noise { return s.map { $0 / noise.denominator + noise.next() } }
-            return totalWeight > 0 ? s.map { $0 / totalWeight } : [Double](repeating: 0, count: s.count)
+            let s = sums[t]!.buffer
+            if let noise { return s.map { FixedPoint.double($0) / noise.denominator + noise.next() } }
+            return totalWeight > 0 ? s.map { FixedPoint.double($0) / totalWeight } : [Double](repeating: 0, count: s.count)
         }
     }
 
@@ -118,14 +172,14 @@ public final class FedAvg: AggregationStrategy {
         guard totalWeight > 0 else { return base }
         let lr = serverLearningRate
         let scale = lr / (noise?.denominator ?? totalWeight)
-        let next = ModelWeights(arch: base.arch, tensors: zip(base.tensors, sums.map(\.buffer)).enumerated().map { t, pair in
-            let (b, s) = pair
-            if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + $1) } }
+        let next = ModelWeights(arch: base.arch, tensors: base.tensors.enumerated().map { t, b in
+            if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + ($1.isFinite ? $1 : 0)) } }
+            let s = sums[t]!.buffer
             return [Float](unsafeUninitializedCapacity: b.count) { out, n in
                 if let noise {
-                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i] + lr * noise.next()) }
+                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i]) + lr * noise.next()) }
                 } else {
-                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * s[i]) }
+                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i])) }
                 }
                 n = b.count
             }
@@ -140,11 +194,20 @@ public final class FedAvg: AggregationStrategy {
 /// Why aggregation refused.
 public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
     case nonFiniteResult(tensor: String, index: Int)
+    case outOfRange(tensor: String, sum: Bool)
 
-    public var code: String { "aggregation.non-finite" }
+    public var code: String {
+        switch self {
+        case .nonFiniteResult: return "aggregation.non-finite"
+        case .outOfRange: return "aggregation.out-of-range"
+        }
+    }
 
     public var description: String {
         switch self {
+        case let .outOfRange(tensor, sum):
+            return sum ? "with this update the sum of tensor \"\(tensor)\" would pass 9.2e18, beyond the range fedbatch sums exactly"
+                : "an element of tensor \"\(tensor)\" times its weight is 4.6e18 or more, beyond the range fedbatch sums exactly"
         case let .nonFiniteResult(tensor, index):
             return "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the update is too large to merge"
         }

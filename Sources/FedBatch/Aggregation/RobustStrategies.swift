@@ -58,7 +58,7 @@ public class RobustStrategy: AggregationStrategy {
         try FedAvg.checkStaysFinite(delta: delta, base: base, serverLearningRate: eta)
     }
 
-    public func add(delta: DecodedDelta, weight: Double, scale: Double) {
+    public func add(delta: DecodedDelta, weight: Double, scale: Double) throws {
         guard spillFailure == nil else { return }
         do {
             if spill == nil { spill = try DeltaSpill(arch: arch, directory: scratchDirectory) }

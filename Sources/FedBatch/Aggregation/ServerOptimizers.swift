@@ -21,7 +21,7 @@ import Foundation
 /// A generation written by another strategy, or by `revert`, carries none,
 /// and the optimiser starts afresh. Integer tensors of a `tensors:` model
 /// keep FedAvg's rule (the largest increment).
-public class ServerOptimizer: AggregationStrategy {
+public class ServerOptimizer: AggregationStrategy, PartialAggregating {
     public class var name: String { "fedopt" }
     public static var access: StrategyAccess { .streaming }
     public static let stateMember = "optimizer.safetensors"
@@ -46,7 +46,9 @@ public class ServerOptimizer: AggregationStrategy {
     public var parameters: [String: Double] { ["server_lr": eta, "beta1": beta1, "beta2": beta2, "tau": tau, "weight_cap": Double(average.weightCap)] }
     public func weight(examples: Int64) -> Double { average.weight(examples: examples) }
     public func check(delta: DecodedDelta, base: ModelWeights) throws { try average.check(delta: delta, base: base) }
-    public func add(delta: DecodedDelta, weight: Double, scale: Double) { average.add(delta: delta, weight: weight, scale: scale) }
+    public func add(delta: DecodedDelta, weight: Double, scale: Double) throws { try average.add(delta: delta, weight: weight, scale: scale) }
+    public func add(partial: PartialAggregate) throws { try average.add(partial: partial) }
+    public func partial() -> PartialAggregate { average.partial() }
     /// The optimiser steps along the noisy mean: post-processing of a
     /// private release, so the guarantee holds for the state it keeps too.
     public func privatize(with noise: GaussianNoise) throws { try average.privatize(with: noise) }

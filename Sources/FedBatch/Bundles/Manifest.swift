@@ -13,8 +13,15 @@ public struct Manifest: Codable, Sendable, Equatable {
     public static let formatVersion = 2
 
     public enum Kind: String, Codable, Sendable {
-        case update, generation
+        /// A site's update; a generation of the model; a regional
+        /// collector's partial aggregate of its sites' updates.
+        case update, generation, partial
     }
+
+    /// The codec of a partial aggregate: exact fixed-point sums (see
+    /// PartialAggregate), never used by an update.
+    public static let exactSumCodec = "exact-sum"
+
 
     public struct Model: Codable, Sendable, Equatable {
         public var id: String
@@ -59,11 +66,31 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var base: Int?
         public var staleness: Int?
         public var stalenessWeight: Double?
+        /// In a generation of a hierarchical federation: the digest of the
+        /// partial aggregate that carried this bundle (listed in
+        /// `partials`); absent for a bundle merged directly.
+        public var partial: String?
         public init(digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
-                    base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil) {
+                    base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil) {
             self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
             self.numExamples = numExamples; self.weight = weight
             self.base = base; self.staleness = staleness; self.stalenessWeight = stalenessWeight
+            self.partial = partial
+        }
+    }
+
+    /// A partial aggregate a generation merged: which regional collector
+    /// signed it, with which key and sequence number, and how many bundles
+    /// of what total weight it covers (each listed in `included`).
+    public struct IncludedPartial: Codable, Sendable, Equatable {
+        public var digest: String
+        public var region: String
+        public var signer: String
+        public var seq: Int64
+        public var bundles: Int
+        public var weight: Double
+        public init(digest: String, region: String, signer: String, seq: Int64, bundles: Int, weight: Double) {
+            self.digest = digest; self.region = region; self.signer = signer; self.seq = seq; self.bundles = bundles; self.weight = weight
         }
     }
 
@@ -145,6 +172,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var members: [Member]
     public var metrics: [String: Double]
     public var included: [IncludedBundle]?
+    /// Generations: the partial aggregates merged (hierarchical federations).
+    public var partials: [IncludedPartial]?
     public var rejected: [RejectedBundle]?
     public var strategy: Strategy?
     public var privacy: Privacy?
@@ -206,8 +235,14 @@ public struct Manifest: Codable, Sendable, Equatable {
         guard Manifest.knownCodecs.contains(codec) else {
             throw ContainerError.manifestInvalid("codec \"\(codec)\" is not one this fedbatch reads (\(Manifest.knownCodecs.sorted().joined(separator: ", ")))")
         }
-        // Codecs compress updates; a generation is the model itself.
-        guard kind == .update || codec == "fp32" else { throw ContainerError.manifestInvalid("a generation's codec must be fp32, not \"\(codec)\"") }
+        // Codecs compress updates; a generation is the model itself; a
+        // partial holds exact sums.
+        switch kind {
+        case .generation: guard codec == "fp32" else { throw ContainerError.manifestInvalid("a generation's codec must be fp32, not \"\(codec)\"") }
+        case .partial:
+            guard codec == Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("a partial aggregate's codec must be \(Manifest.exactSumCodec), not \"\(codec)\"") }
+        case .update: guard codec != Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)") }
+        }
         guard Manifest.parseCreated(created) != nil else {
             throw ContainerError.manifestInvalid("created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
         }
@@ -219,8 +254,42 @@ public struct Manifest: Codable, Sendable, Equatable {
             guard let n = numExamples, n > 0 else { throw ContainerError.manifestInvalid("an update must give a positive num_examples") }
             guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
             try Self.checkIdentifier(site.id, what: "site id")
+        case .partial:
+            guard let site, let base, let n = numExamples, n > 0, let included, !included.isEmpty else {
+                throw ContainerError.manifestInvalid("a partial aggregate must name its regional collector (site), its base generation, a positive num_examples and the bundles it includes")
+            }
+            try Self.checkIdentifier(site.id, what: "regional collector id")
+            guard site.seq == Int64(base.number) + 1 else {
+                throw ContainerError.manifestInvalid("a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
+            }
+            guard Set(included.map(\.digest)).count == included.count else { throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice") }
+            for b in included {
+                guard let bb = b.base, bb >= 0, bb <= base.number, b.staleness == base.number - bb, b.partial == nil,
+                      b.numExamples > 0, b.seq >= 0, b.weight >= 0, b.weight == b.weight.rounded(),
+                      (b.stalenessWeight ?? 1) > 0, (b.stalenessWeight ?? 1) <= 1 else {
+                    throw ContainerError.manifestInvalid("included bundle \(b.digest) does not fit a partial aggregate on generation \(base.number)")
+                }
+                try Self.checkIdentifier(b.site, what: "site id")
+            }
+            guard n == saturatingSum(included.map(\.numExamples)) else {
+                throw ContainerError.manifestInvalid("num_examples \(n) is not the sum over the included bundles")
+            }
         case .generation:
             guard let g = generation, g >= 0 else { throw ContainerError.manifestInvalid("a generation must give its number") }
+            if let partials {
+                for p in partials {
+                    let carried = (included ?? []).filter { $0.partial == p.digest }
+                    guard carried.count == p.bundles, p.bundles > 0 else {
+                        throw ContainerError.manifestInvalid("partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
+                    }
+                }
+                let known = Set(partials.map(\.digest))
+                guard known.count == partials.count, (included ?? []).allSatisfy({ $0.partial.map(known.contains) ?? true }) else {
+                    throw ContainerError.manifestInvalid("included names a partial that partials does not list, or partials lists one twice")
+                }
+            } else if (included ?? []).contains(where: { $0.partial != nil }) {
+                throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
+            }
             for b in included ?? [] {
                 if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
                     throw ContainerError.manifestInvalid("included bundle \(b.digest): base \(base) and staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)")

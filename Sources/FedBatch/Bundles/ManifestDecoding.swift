@@ -27,7 +27,7 @@ struct ManifestDecoder {
         let format = try d.string("format")
         let version = try d.int("version")
         let kindText = try d.string("kind")
-        guard let kind = Manifest.Kind(rawValue: kindText) else { throw ContainerError.manifestInvalid("kind \"\(kindText)\" is neither update nor generation") }
+        guard let kind = Manifest.Kind(rawValue: kindText) else { throw ContainerError.manifestInvalid("kind \"\(kindText)\" is not update, generation or partial") }
         let model = try d.object("model")
         var m = Manifest(kind: kind, model: .init(id: try model.string("id"), arch: try model.string("arch")),
                          created: try d.string("created"), codec: try d.string("codec"))
@@ -51,7 +51,14 @@ struct ManifestDecoder {
                                                seq: try b.int64("seq"), numExamples: try b.int64("num_examples"), weight: try b.double("weight"),
                                                base: try b.optional("base") { try b.int("base") },
                                                staleness: try b.optional("staleness") { try b.int("staleness") },
-                                               stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") })
+                                               stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
+                                               partial: try b.optional("partial") { try b.string("partial") })
+            }
+        }
+        m.partials = try d.optional("partials") {
+            try d.array("partials").map {
+                Manifest.IncludedPartial(digest: try $0.string("digest"), region: try $0.string("region"), signer: try $0.string("signer"),
+                                         seq: try $0.int64("seq"), bundles: try $0.int("bundles"), weight: try $0.double("weight"))
             }
         }
         m.rejected = try d.optional("rejected") {
@@ -149,7 +156,7 @@ struct ManifestDecoder {
 
 extension Manifest {
     /// The codecs this build reads; any other is refused, never read as fp32.
-    public static var knownCodecs: Set<String> { Codecs.names }
+    public static var knownCodecs: Set<String> { Codecs.names.union([Manifest.exactSumCodec]) }
 
     /// How far in the future a `created` time (or a signature) may lie:
     /// clocks at sites drift, but not by days.

@@ -46,7 +46,7 @@ public struct Statement: Equatable, Sendable {
     /// `manifestBytes`.
     public init(for manifest: Manifest, payload: Data, manifestBytes: Data? = nil) {
         self.init(kind: manifest.kind, model: manifest.model.id, generation: manifest.kind == .generation ? manifest.generation : nil,
-                  site: manifest.kind == .update ? manifest.site : nil, payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload),
+                  site: manifest.kind != .generation ? manifest.site : nil, payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload),
                   manifestDigest: manifest.kind == .generation ? manifestBytes.map(Digest.of) : nil)
     }
 
@@ -75,14 +75,14 @@ public struct Statement: Equatable, Sendable {
         guard let version = object["version"] as? Int else { throw StatementError.invalid("no version") }
         guard version == Self.version else { throw StatementError.version(version) }
         guard let kindName = object["kind"] as? String, let kind = Manifest.Kind(rawValue: kindName) else {
-            throw StatementError.invalid("kind must be \"update\" or \"generation\"")
+            throw StatementError.invalid("kind must be \"update\", \"generation\" or \"partial\"")
         }
-        var expected: Set<String> = kind == .update ? ["format", "version", "kind", "model", "payload", "site"]
+        var expected: Set<String> = kind != .generation ? ["format", "version", "kind", "model", "payload", "site"]
                                                     : ["format", "version", "kind", "model", "payload", "generation"]
         // A generation's statement may name its manifest's digest.
         if kind == .generation, object["manifest"] != nil { expected.insert("manifest") }
         guard Set(object.keys) == expected else {
-            throw StatementError.invalid("fields \(object.keys.sorted()) are not those of a\(kind == .update ? "n update" : " generation"): \(expected.sorted())")
+            throw StatementError.invalid("fields \(object.keys.sorted()) are not those of a\(kind == .update ? "n" : "") \(kind.rawValue): \(expected.sorted())")
         }
         guard let model = object["model"] as? String, ContainerPath.isIdentifier(model) else { throw StatementError.invalid("model is not an identifier") }
         guard let payload = object["payload"] as? [String: Any], Set(payload.keys) == ["length", "sha256"],
@@ -91,7 +91,7 @@ public struct Statement: Equatable, Sendable {
             throw StatementError.invalid("payload must be {length, sha256} with a positive length and 64 lowercase hex digits")
         }
         var statement = Statement(kind: kind, model: model, payloadLength: length, payloadDigest: digest)
-        if kind == .update {
+        if kind != .generation {
             guard let site = object["site"] as? [String: Any], Set(site.keys) == ["id", "seq"],
                   let id = site["id"] as? String, ContainerPath.isIdentifier(id), let seq = site["seq"] as? Int64, seq > 0 else {
                 throw StatementError.invalid("site must be {id, seq} with an identifier and a positive sequence number")
@@ -121,7 +121,7 @@ public struct Statement: Equatable, Sendable {
         if kind == .generation, m.generation != generation {
             throw StatementError.mismatch("the statement names generation \(generation ?? -1), the manifest \(m.generation ?? -1)")
         }
-        if kind == .update, m.site != site {
+        if kind != .generation, m.site != site {
             throw StatementError.mismatch("the statement names \(site.map { "\($0.id) seq \($0.seq)" } ?? "no site"), the manifest \(m.site.map { "\($0.id) seq \($0.seq)" } ?? "none")")
         }
     }

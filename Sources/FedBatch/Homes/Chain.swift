@@ -98,7 +98,7 @@ extension Home {
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }
         switch config.role {
-        case .collector:
+        case .collector, .region:
             let recorded = try Ledger(path: layout.stateDatabase).generationDigests()
             for l in links {
                 if let d = recorded[l.generation], d != l.digest {

@@ -15,7 +15,7 @@ public struct Collector {
            rotated.fingerprint == home.config.key, rotated.validFrom > 0 {
             throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "the collector's key was rotated to \(rotated.fingerprint) from generation \(rotated.validFrom) (fedbatch.toml now names it): run the command again")
         }
-        try home.requireRole(.collector, signer: signer)
+        try home.requireRole(home.config.role == .region ? .region : .collector, signer: signer)
         self.home = home
         self.signer = signer
     }
@@ -58,8 +58,22 @@ public struct Collector {
         let settings = home.config.merge
         let quorum = minBundles ?? settings.minBundles
         let arch = currentWeights.arch
-        let limits = ContainerLimits.updates(of: arch)
+        let region = home.config.role == .region
+        // A root collector's inbox holds partial aggregates too, which are larger.
+        let limits = !region && !settings.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         let strategy = try Strategies.make(name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
+        if region {
+            guard strategy is PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
+            // One partial per root generation: the next waits for the root's
+            // generation that includes this one (or leaves it out).
+            let target = current.manifest.generation! + 1
+            if let made = home.existingPartial(for: target) {
+                return MergeReport(outcome: .empty, generation: nil, file: nil, digest: nil, quorum: quorum, passed: 0,
+                                   strategy: type(of: strategy).name, accepted: [], rejected: [],
+                                   waiting: [.init(name: (made as NSString).lastPathComponent, file: made,
+                                                   reason: "this region's partial aggregate for generation \(target) is made; the next waits for the root's generation \(target) (fedbatch pull)")])
+            }
+        }
         // A server optimiser resumes from the state the current generation carries.
         try strategy.restore(state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
         // A robust rule spills the deltas next to the home's other files, on
@@ -89,7 +103,7 @@ public struct Collector {
         // tighter merge.clip_norm) and weighs the same.
         let clip = release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
         var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
-                               uniformWeights: release != nil, base: currentWeights)
+                               uniformWeights: release != nil, regions: region ? [] : settings.regions, base: currentWeights)
         var failure: Error?
         let decryption = signer.decryption
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
@@ -125,6 +139,13 @@ public struct Collector {
                                waiting: waiting)
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
+        if region {
+            let (path, digest, manifest) = try writePartial(round: round, strategy: strategy as! PartialAggregating, current: current, arch: arch,
+                                                            inputs: inputs.map { ($0.entry, $0.digest) })
+            return MergeReport(outcome: .merged, generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest, quorum: quorum,
+                               passed: inputs.count, strategy: type(of: strategy).name,
+                               accepted: accepted(round, stored: nil), rejected: rejected, waiting: waiting, kind: .partial)
+        }
         var (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
         if let release {
             manifest.privacy = release.record
@@ -136,14 +157,20 @@ public struct Collector {
         let state = strategy.stateTensors.map { [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))] } ?? []
         let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
                                                carrying: current, state: state)
-        let accepted = zip(inputs, round.included).map { input, b in
-            MergeReport.Accepted(name: input.entry.displayName, file: "\(layout.accepted)/\(stored[b.digest]!)", site: b.site, seq: b.seq,
-                                 digest: b.digest, numExamples: b.numExamples, weight: b.weight, base: b.base ?? manifest.generation! - 1,
-                                 staleness: b.staleness ?? 0, stalenessWeight: b.stalenessWeight ?? 1)
-        }
         return MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
-                           passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted, rejected: rejected, waiting: waiting,
-                           privacy: manifest.privacy)
+                           passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored), rejected: rejected,
+                           waiting: waiting, privacy: manifest.privacy)
+    }
+
+    /// The report's accepted inputs, where each is now: in accepted/ under
+    /// the name `stored` records (nil: the name it had).
+    private func accepted(_ round: MergeRound, stored: [String: String]?) -> [MergeReport.Accepted] {
+        zip(round.inputs, round.summaries).map { input, b in
+            MergeReport.Accepted(name: input.entry.displayName,
+                                 file: "\(home.layout.accepted)/\(stored?[input.digest] ?? input.entry.displayName)", site: b.site, seq: b.seq,
+                                 digest: input.digest, numExamples: b.numExamples, weight: b.weight, base: b.base,
+                                 staleness: b.staleness, stalenessWeight: b.stalenessWeight)
+        }
     }
 
     /// Under [privacy]: the accounting after one more noisy generation, the
@@ -176,8 +203,15 @@ public struct Collector {
             waiting.append(.init(entry, "changed while the merge read it; left for the next run"))
         case let .refused(error, bundleDigest):
             try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
-        case let .ok(v, delta):
-            switch round.take(v, delta: delta, entry: entry, arrived: arrived) {
+        case .ok, .partial:
+            let outcome: MergeRound.Outcome
+            let v: VerifiedContainer
+            switch decoded {
+            case let .ok(verified, delta): v = verified; outcome = round.take(verified, delta: delta, entry: entry, arrived: arrived)
+            case let .partial(verified, sums): v = verified; outcome = round.take(partial: verified, sums: sums, entry: entry, arrived: arrived)
+            default: return
+            }
+            switch outcome {
             case .added:
                 break
             case .duplicate(let first):

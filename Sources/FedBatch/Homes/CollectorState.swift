@@ -21,6 +21,7 @@ extension Collector {
     func prepareToWrite(verifier: Verifier) throws -> (current: VerifiedContainer, weights: ModelWeights, ledger: Ledger) {
         let (current, weights) = try currentGeneration(verifier: verifier)
         let ledger = try openLedger(verifier: verifier)
+        if home.config.role == .region { try catchUp(ledger: ledger, verifier: verifier, current: current) }
         try checkAgreement(ledger: ledger, current: current)
         try finishInterruptedMerge(ledger: ledger, current: current)
         return (current, weights, ledger)

@@ -39,7 +39,7 @@ public struct Home: Sendable {
 
     // MARK: creating homes
 
-    private static func prepare(_ root: String, directories: [String]) throws -> HomeLayout {
+    static func prepare(_ root: String, directories: [String]) throws -> HomeLayout {
         let layout = HomeLayout(root: root)
         if FileManager.default.fileExists(atPath: layout.config) { throw HomeError.alreadyAHome(root) }
         for d in [root] + directories {

@@ -3,7 +3,9 @@ import TOMLKit
 
 /// The role a home plays.
 public enum HomeRole: String, Sendable {
-    case collector, site
+    /// A regional collector: merges its sites' bundles into a signed partial
+    /// aggregate for the root collector, whose generations it follows.
+    case collector, site, region
 }
 
 /// Why a home or its config could not be used.
@@ -114,6 +116,10 @@ public struct MergeSettings: Sendable, Equatable {
     public var strategy = FedAvg.name
     /// Codecs whose bundles a merge takes; others are quarantined.
     public var acceptCodecs = Codecs.names.sorted()
+    /// Root collector: the pinned senders (keys/sites/) that are regional
+    /// collectors. Only they may send partial aggregates, and they may not
+    /// send plain updates.
+    public var regions: [String] = []
     public init() {}
 
     /// The parameters handed to the strategy.
@@ -133,12 +139,12 @@ public struct MergeSettings: Sendable, Equatable {
 
     static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
                                     "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
-                                    "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb"]
+                                    "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions"]
 
     /// The staleness weighting these settings describe.
     public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
 
-    func render() -> [String] {
+    func render(region: Bool = false) -> [String] {
         ["", "# Settings for `fedbatch merge` (fedbatch-merge(1)).", "[merge]", "strategy = \(StrictJSON.quote(strategy))",
          "# Quorum: bundles that make a generation; below it, merge once the oldest has waited max_wait seconds.",
          "min_bundles = \(minBundles)", "max_wait = \(Int(maxWait))",
@@ -159,6 +165,9 @@ public struct MergeSettings: Sendable, Equatable {
          "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
          "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
          "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]"]
+            + (region ? [] : ["# Hierarchical merges: the pinned senders that are regional collectors, whose partial aggregates",
+                              "# this collector merges (fedbatch-merge(1), HIERARCHICAL MERGES).",
+                              regions.isEmpty ? "# regions = [\"eu\", \"us\"]" : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]"])
     }
 }
 
@@ -223,7 +232,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var arch: String?
     /// The signing key's primary fingerprint.
     public var key: String
-    /// The site id (site homes).
+    /// The site id (site homes), or the regional collector's id (region
+    /// homes, `region_id`): the name it signs partial aggregates as.
     public var siteID: String?
     /// Training defaults (site homes).
     public var training = TrainingDefaults()
@@ -251,6 +261,7 @@ public struct HomeConfig: Sendable, Equatable {
     static let allowedKeys: [HomeRole: Set<String>] = [
         .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote"],
         .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote"],
+        .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -271,16 +282,16 @@ public struct HomeConfig: Sendable, Equatable {
             return s
         }
         guard let roleText = try string("role"), let role = HomeRole(rawValue: roleText) else {
-            throw HomeError.config(path: path, reason: "role must be \"collector\" or \"site\"")
+            throw HomeError.config(path: path, reason: "role must be \"collector\", \"site\" or \"region\"")
         }
         for k in table.keys where !(allowedKeys[role]!.contains(k)) {
             throw HomeError.config(path: path, reason: "unknown key \"\(k)\" for a \(role.rawValue) home")
         }
         var config = HomeConfig(
             role: role, modelID: try string("model_id")!,
-            arch: try string("arch", required: role == .collector),
+            arch: try string("arch", required: role != .site),
             key: try string("key")!,
-            siteID: try string("site_id", required: role == .site))
+            siteID: role == .region ? try string("region_id") : try string("site_id", required: role == .site))
         if let t = table["training"] {
             guard let training = t.table else { throw HomeError.config(path: path, reason: "[training] must be a table") }
             config.training = try parseTraining(training, path: path)
@@ -410,6 +421,15 @@ public struct HomeConfig: Sendable, Equatable {
                 return s
             }
         }
+        if let v = t["regions"] {
+            guard let list = v.array else { throw HomeError.config(path: path, reason: "merge.regions must be a list of regional collector ids") }
+            m.regions = try list.map { item in
+                guard let s = item.string, ContainerPath.isIdentifier(s) else {
+                    throw HomeError.config(path: path, reason: "merge.regions: each must be a regional collector id (\(ContainerPath.identifierRule("id", item.string ?? "?")))")
+                }
+                return s
+            }
+        }
         if let v = t["settle_seconds"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
                 throw HomeError.config(path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
@@ -468,19 +488,24 @@ public struct HomeConfig: Sendable, Equatable {
     /// The file as fedbatch writes it.
     public func render() -> String {
         var lines = ["# fedbatch \(role.rawValue) home. See fedbatch(1).", "role = \(StrictJSON.quote(role.rawValue))"]
-        if let siteID { lines.append("site_id = \(StrictJSON.quote(siteID))") }
+        if let siteID { lines.append("\(role == .region ? "region_id" : "site_id") = \(StrictJSON.quote(siteID))") }
         lines.append("model_id = \(StrictJSON.quote(modelID))")
         if let arch { lines.append("arch = \(StrictJSON.quote(arch))") }
         lines.append("# Fingerprint of the key this home signs with.")
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
+        if role == .region {
+            lines += ["", "# A regional collector merges its sites' bundles into a partial aggregate for the root collector",
+                      "# (fedbatch-merge(1), HIERARCHICAL MERGES). These settings must equal the root's: the root refuses a",
+                      "# partial made with another weight_cap, clip_norm or staleness rule."] + merge.render(region: true)
+        }
         if role == .collector {
             lines += merge.render() + eval.render()
             lines += privacy?.render() ?? ["", "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY). Every key is required.",
                                            "# [privacy]", "# noise_multiplier = 1.0", "# clip_norm = 1.0", "# expected_sites = 10",
                                            "# delta = 1e-5", "# max_epsilon = 10.0"]
         }
-        lines += gnupg.render() + metrics.render() + remote.render()
+        lines += gnupg.render() + metrics.render() + remote.render(role: role)
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -129,7 +129,7 @@ extension Home {
         switch role {
         case .site(let site):
             try Home.checkName(site, what: "site id")
-            guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+            guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
             if let same {
                 dest = same.path
             } else if current.isEmpty {

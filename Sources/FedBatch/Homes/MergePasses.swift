@@ -9,6 +9,8 @@ extension Collector {
     /// One inbox entry after pass 2: verified and decoded, or refused.
     enum Decoded: @unchecked Sendable {
         case ok(VerifiedContainer, DecodedDelta)
+        /// A regional collector's partial aggregate (root collectors).
+        case partial(VerifiedContainer, PartialAggregate)
         /// The entry changed between the two passes: leave it for next time.
         case changed
         case refused(Error, bundleDigest: String?)
@@ -100,6 +102,10 @@ extension Collector {
         }
         guard v.digest == digest else { return .changed }
         do {
+            if v.manifest.kind == .partial {
+                let (v, sums) = try home.checkPartial(v, limits: limits)
+                return .partial(v.droppingPayload(), sums)
+            }
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
             // checkBelongs ran the codec's checks; decoding here keeps that
             // work on this worker thread.

@@ -57,6 +57,9 @@ public struct MergeReport: Sendable, Codable {
     public let waiting: [Waiting]
     /// The new generation's privacy record, under `[privacy]`.
     public var privacy: Manifest.Privacy? = nil
+    /// What the merge wrote: a generation, or (a regional collector) a
+    /// partial aggregate, `file`, for generation `generation`.
+    public var kind: Manifest.Kind = .generation
 }
 
 /// Where a merge is, for a progress line or a JSON status message.

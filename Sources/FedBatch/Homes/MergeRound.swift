@@ -1,12 +1,12 @@
 import Foundation
 
-/// Pass 2 of a merge on the consuming side: each verified, decoded bundle,
-/// in digest order, is checked against the merge protocol and the strategy
-/// and, if it passes, added. Filing what fails (quarantine, state.db) is the
-/// collector's business; this type only decides and accumulates, so the
-/// order of checks lives in one place.
+/// Pass 2 of a merge on the consuming side: each verified, decoded bundle
+/// (or partial aggregate), in digest order, is checked against the merge
+/// protocol and the strategy and, if it passes, added. Filing what fails
+/// (quarantine, state.db) is the collector's business; this type only
+/// decides and accumulates, so the order of checks lives in one place.
 struct MergeRound {
-    /// What became of one bundle.
+    /// What became of one input.
     enum Outcome {
         case added
         /// A byte-identical copy of a bundle added earlier in this merge.
@@ -16,6 +16,18 @@ struct MergeRound {
         case refused(Error)
     }
 
+    /// One accepted input as the merge report lists it: a bundle, or a
+    /// partial aggregate (its region, the sums of its bundles' counts).
+    struct Summary {
+        let site: String
+        let seq: Int64
+        let numExamples: Int64
+        let weight: Double
+        let base: Int
+        let staleness: Int
+        let stalenessWeight: Double
+    }
+
     private var rules: MergeProtocol
     private let strategy: AggregationStrategy
     private let staleness: StalenessFunction
@@ -23,20 +35,27 @@ struct MergeRound {
     private let clipNorm: Double?
     /// Under [privacy], every update weighs the same (see GaussianNoise).
     private let uniformWeights: Bool
+    /// merge.regions: the senders whose partial aggregates this collector takes.
+    private let regions: Set<String>
     private let base: ModelWeights
     private var firstCopy: [Digest: String] = [:]
+    /// Digests of the bundles added so far, directly or inside a partial.
+    private var bundleDigests: Set<String> = []
     private(set) var included: [Manifest.IncludedBundle] = []
-    /// For each added bundle, its inbox entry, created time and when it
+    private(set) var partials: [Manifest.IncludedPartial] = []
+    /// For each added input, its inbox entry, created time and when it
     /// arrived (its inode change time), in order.
     private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
+    private(set) var summaries: [Summary] = []
 
     init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, clipNorm: Double? = nil,
-         uniformWeights: Bool = false, base: ModelWeights) {
+         uniformWeights: Bool = false, regions: [String] = [], base: ModelWeights) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
         self.staleness = staleness
         self.clipNorm = clipNorm
         self.uniformWeights = uniformWeights
+        self.regions = Set(regions)
         self.base = base
     }
 
@@ -44,10 +63,9 @@ struct MergeRound {
         if let first = firstCopy[v.digest] { return .duplicate(of: first) }
         do {
             let m = v.manifest
+            if let id = m.site?.id, regions.contains(id) { throw PartialError.fromARegion(id) }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
             try strategy.check(delta: delta, base: base)
-            firstCopy[v.digest] = entry.displayName
-            rules.accepted(site: site.id)
             let weight = uniformWeights ? 1 : strategy.weight(examples: n)
             let factor = staleness.weight(staleness: s)
             // Clipping scales the whole delta down to the norm bound, the
@@ -57,10 +75,85 @@ struct MergeRound {
                 let norm = delta.l2Norm()
                 if norm > bound { clip = bound / norm }
             }
-            strategy.add(delta: delta, weight: weight, scale: factor * clip)
+            try strategy.add(delta: delta, weight: weight, scale: factor * clip)
+            firstCopy[v.digest] = entry.displayName
+            bundleDigests.insert(v.digest.hex)
+            rules.accepted(site: site.id)
             included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight,
                                   base: m.base!.number, staleness: s, stalenessWeight: factor))
             inputs.append((entry, v.digest.hex, m.created, arrived))
+            summaries.append(.init(site: site.id, seq: site.seq, numExamples: n, weight: weight, base: m.base!.number, staleness: s,
+                                   stalenessWeight: factor))
+            return .added
+        } catch ProtocolError.alreadyMerged(let g) {
+            return .alreadyMerged(generation: g)
+        } catch {
+            return .refused(error)
+        }
+    }
+
+    /// A regional collector's partial aggregate: taken whole, in place of
+    /// the bundles it covers, if it was made on the current generation with
+    /// this collector's settings, and if none of its bundles was merged
+    /// before or is in this merge already; refused whole otherwise.
+    mutating func take(partial v: VerifiedContainer, sums: PartialAggregate, entry: DirectoryEntry, arrived: Double) -> Outcome {
+        if let first = firstCopy[v.digest] { return .duplicate(of: first) }
+        do {
+            let m = v.manifest
+            let k = rules.knowledge
+            guard let region = m.site, let base = m.base, let bundles = m.included else { throw ProtocolError.notAnUpdate }
+            guard regions.contains(region.id) else { throw PartialError.notARegion(region.id) }
+            guard let summing = strategy as? PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
+            guard !uniformWeights else { throw PartialError.privacy }
+            if let g = try k.mergedInto(v.digest.hex) { throw ProtocolError.alreadyMerged(generation: g) }
+            guard base.number >= k.current.number else { throw PartialError.stale(offered: base.number, current: k.current.number) }
+            guard base.number == k.current.number else { throw ProtocolError.staleBase(offered: base.number, current: k.current.number) }
+            guard base.digest == k.current.digest else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+            if let last = try k.lastSequence(region.id), region.seq <= last {
+                throw ProtocolError.sequenceReused(site: region.id, seq: region.seq, last: last)
+            }
+            guard !rules.sitesAccepted.contains(region.id) else { throw ProtocolError.secondUpdate(site: region.id, generation: k.current.number) }
+            let mine = partialSettings
+            let theirs = m.strategy?.parameters ?? [:]
+            guard theirs == mine else {
+                let keys = Set(mine.keys).union(theirs.keys).sorted().filter { mine[$0] != theirs[$0] }
+                throw PartialError.settings(keys.map { "\($0) is \(theirs[$0].map { "\($0)" } ?? "unset") there, \(mine[$0].map { "\($0)" } ?? "unset") here" }
+                    .joined(separator: "; "))
+            }
+            for b in bundles {
+                if let g = try k.mergedInto(b.digest) { throw PartialError.bundle("bundle \(b.digest) of site \(b.site) was merged into generation \(g)") }
+                if bundleDigests.contains(b.digest) || rules.sitesAccepted.contains(b.site) {
+                    throw PartialError.bundle("site \(b.site) already has an update in this merge")
+                }
+                if regions.contains(b.site) { throw PartialError.bundle("\(b.site) is a regional collector, not a site") }
+                if let last = try k.lastSequence(b.site), b.seq <= last {
+                    throw PartialError.bundle("site \(b.site) sequence number \(b.seq) was used (last merged: \(last))")
+                }
+                guard b.numExamples <= k.maxExamples else { throw PartialError.bundle("bundle \(b.digest) claims \(b.numExamples) examples, above merge.max_examples") }
+                guard b.weight == strategy.weight(examples: b.numExamples) else {
+                    throw PartialError.bundle("bundle \(b.digest) weighs \(b.weight); \(b.numExamples) examples weigh \(strategy.weight(examples: b.numExamples)) here")
+                }
+            }
+            var sums = sums
+            sums.totalWeight = bundles.reduce(0) { $0 + $1.weight }
+            sums.count = bundles.count
+            try summing.add(partial: sums)
+            firstCopy[v.digest] = entry.displayName
+            rules.accepted(site: region.id)
+            for b in bundles {
+                rules.accepted(site: b.site)
+                bundleDigests.insert(b.digest)
+                var carried = b
+                carried.partial = v.digest.hex
+                // Its staleness against the generation being written, which
+                // the partial was made for.
+                included.append(carried)
+            }
+            partials.append(.init(digest: v.digest.hex, region: region.id, signer: v.signer.fingerprint, seq: region.seq, bundles: bundles.count,
+                                  weight: sums.totalWeight))
+            inputs.append((entry, v.digest.hex, m.created, arrived))
+            summaries.append(.init(site: region.id, seq: region.seq, numExamples: m.numExamples ?? 0, weight: sums.totalWeight, base: base.number,
+                                   staleness: 0, stalenessWeight: 1))
             return .added
         } catch ProtocolError.alreadyMerged(let g) {
             return .alreadyMerged(generation: g)
@@ -77,6 +170,16 @@ struct MergeRound {
             .merging(clipNorm.map { ["clip_norm": $0] } ?? [:]) { a, _ in a }
     }
 
+    /// What fixes each bundle's term wᵢ·sᵢ·Δᵢ: the staleness rule, the clip
+    /// and the weight cap. A partial records them; the root must agree.
+    var partialSettings: [String: Double] {
+        stalenessParameters.merging(["weight_cap": strategy.parameters["weight_cap"] ?? 0]) { a, _ in a }
+    }
+
+    /// The included bundles by digest, as manifests list them (a merge adds
+    /// them in that order, but a partial's bundles come in with it).
+    var sortedIncluded: [Manifest.IncludedBundle] { included.sorted { $0.digest < $1.digest } }
+
     /// The next generation's manifest and weights. Nothing in the manifest
     /// differs between two collectors given the same inputs: its time is the
     /// newest input's, refusals are codes.
@@ -86,9 +189,10 @@ struct MergeRound {
         let selected = strategy.selectedPositions.map { $0.map { included[$0].digest }.sorted() }
         var manifest = Manifest(kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
                                 generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
-                                included: included, rejected: rejected,
+                                included: sortedIncluded, rejected: rejected,
                                 strategy: .init(name: type(of: strategy).name,
                                                 parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }, selected: selected))
+        if !partials.isEmpty { manifest.partials = partials.sorted { $0.digest < $1.digest } }
         manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
         return (manifest, next)
     }

@@ -298,6 +298,14 @@ public final class Ledger {
             try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
                            arguments: [b.site, b.seq])
         }
+        // A partial aggregate counts as a merged input of its region: a copy
+        // is refused as merged, and its sequence number is used.
+        for p in m.partials ?? [] {
+            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, 0)",
+                           arguments: [p.digest, p.region, p.seq, m.generation!, stored[p.digest]])
+            try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                           arguments: [p.region, p.seq])
+        }
         for r in rejected {
             try db.execute(sql: """
                 INSERT INTO rejection (id, reason, reported) VALUES (?, ?, ?)

@@ -30,6 +30,14 @@ extension Home {
         return try Remotes.open(url: url, base: layout.root, pathStyle: config.remote.pathStyle)
     }
 
+    /// A regional collector's upstream: the root collector's remote
+    /// (`override`, a command's --upstream, or `[remote] upstream`).
+    public func upstream(override: String?) throws -> RemoteStore {
+        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle) }
+        guard let url = config.remote.upstream else { throw RemoteError.notConfigured }
+        return try Remotes.open(url: url, base: layout.root, pathStyle: config.remote.pathStyle)
+    }
+
     /// Site: uploads every bundle in outbox/ to `inbox/SITE/` on the remote,
     /// then moves it to sent/. Killed between the two, the next push
     /// uploads it again (the same object, the same bytes) and moves it.
@@ -37,8 +45,11 @@ extension Home {
     /// With `encrypt` (`[remote] encrypt`, or --encrypt), each bundle is
     /// encrypted to the collector key pinned now and uploaded as
     /// `inbox/SITE/FILE.gpg`; the signed plain bundle moves to sent/.
+    ///
+    /// A regional collector pushes its partial aggregates (`.fbp`) the same
+    /// way, to the root's remote, as `inbox/REGION/FILE`.
     public func push(to remote: RemoteStore, encrypt: Bool? = nil) throws -> TransferReport {
-        guard config.role == .site else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
@@ -49,7 +60,7 @@ extension Home {
             ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
         for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
             let name = entry.displayName
-            guard !name.hasPrefix("."), name.hasSuffix(".fbu"), let status = try entryStatus(entry), status.kind == .regular else { continue }
+            guard !name.hasPrefix("."), name.hasSuffix(".fbu") || name.hasSuffix(".fbp"), let status = try entryStatus(entry), status.kind == .regular else { continue }
             let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
             if let recipient {
                 let sealed = try BundleEncryption.encrypt(try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
@@ -74,12 +85,14 @@ extension Home {
     /// the inbox byte for byte (a rerun after a kill) is not placed twice.
     /// Objects larger than the model allows stay on the remote, refused.
     public func pullBundles(from remote: RemoteStore) throws -> TransferReport {
-        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
         // An encrypted bundle is a few hundred bytes larger than the plain one.
-        let cap = ContainerLimits.updates(of: try ModelArchitecture(spec: config.arch!)).maxFileBytes + BundleEncryption.overhead
+        let arch = try ModelArchitecture(spec: config.arch!)
+        let limits = config.role == .collector && !config.merge.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        let cap = limits.maxFileBytes + BundleEncryption.overhead
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(.init(key: object.key, code: "remote.foreign-object", message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))
@@ -110,7 +123,7 @@ extension Home {
     /// Collector: uploads every generation in generations/ that the remote
     /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`.
     public func publish(to remote: RemoteStore) throws -> TransferReport {
-        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
@@ -132,7 +145,7 @@ extension Home {
     /// not, each verified (signature, model, number) before it is renamed
     /// into place; one that fails stays out, refused with its reason.
     public func pullGenerations(from remote: RemoteStore) throws -> TransferReport {
-        guard config.role == .site else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)

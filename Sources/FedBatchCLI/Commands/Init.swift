@@ -2,8 +2,8 @@ import ArgumentParser
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create a collector home or a site home.",
-        subcommands: [InitCollector.self, InitSite.self]
+        abstract: "Create a collector home, a site home or a regional collector's home.",
+        subcommands: [InitCollector.self, InitSite.self, InitRegion.self]
     )
 
     @ParentCommand var root: FedBatchCommand

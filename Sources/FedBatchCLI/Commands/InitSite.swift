@@ -39,20 +39,23 @@ struct InitSite: Subcommand {
     }
 }
 
+/// `init site` and `init region`: the same shape; `role` tells them apart.
 struct InitSiteOutput: CommandOutput {
     let home: String
+    /// The site id, or the region id.
     let site: String
     let modelId: String
     let key: String
     let collectorKey: KeyInfo
+    var role = "site"
 
     func render(into text: inout TextRendering) {
         text.out = ["""
-        created site home \(home)
-          site           \(site)
+        created \(role) home \(home)
+          \(role.padding(toLength: 14, withPad: " ", startingAt: 0)) \(site)
           key            \(key)
           collector key  \(collectorKey.fingerprint) \(collectorKey.userId)
-        next: copy generations from the collector into \(home)/generations/
+        next: \(role == "region" ? "pin this region's sites (fedbatch keys add --site), and bring the root's generations into \(home)/generations/ (fedbatch pull)" : "copy generations from the collector into \(home)/generations/")
         """]
     }
 }

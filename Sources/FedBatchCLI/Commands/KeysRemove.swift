@@ -26,7 +26,9 @@ struct KeysRemove: Subcommand {
     var key: String?
 
     func run(_ context: CommandContext) throws -> KeyRemoval {
-        let keys = try context.home(as: .collector).unpinSiteKey(site: site, fingerprint: key)
+        let home = try context.home()
+        guard home.config.role != .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site) }
+        let keys = try home.unpinSiteKey(site: site, fingerprint: key)
         return KeyRemoval(keys: keys.map(KeyInfo.init))
     }
 }

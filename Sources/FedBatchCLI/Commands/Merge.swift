@@ -33,7 +33,11 @@ struct Merge: Subcommand {
         With [eval] data set, the new generation is then evaluated on it and \
         the figures recorded in state.db (fedbatch report). With [metrics] \
         textfile_dir set, every run rewrites its Prometheus textfile \
-        (fedbatch-metrics(7)).
+        (fedbatch-metrics(7)). \
+        On a regional collector's home (fedbatch init region) the merge \
+        writes a signed partial aggregate for the root collector into \
+        outbox/ instead of a generation, one per root generation \
+        (fedbatch-merge(1), HIERARCHICAL MERGES).
         """
     )
 
@@ -66,7 +70,8 @@ struct Merge: Subcommand {
     }
 
     func run(_ context: CommandContext) throws -> MergeOutput {
-        let home = try context.home(as: .collector)
+        let home = try context.home()
+        guard home.config.role != .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site) }
         if home.config.eval.data != nil { ensureFastBLAS() }
         let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         let console = context.console
@@ -134,6 +139,8 @@ struct MergeOutput: CommandOutput {
     }
 
     let outcome: String
+    /// generation, or partial (a regional collector's merge).
+    let kind: String
     @OrNull var generation: Int?
     @OrNull var file: String?
     @OrNull var digest: String?
@@ -161,6 +168,7 @@ struct MergeOutput: CommandOutput {
     init(_ r: MergeReport, evaluation e: Ledger.EvaluationRow? = nil) {
         evaluation = e.map { EvaluationInfo(generation: $0.generation, examples: $0.examples, accuracy: $0.accuracy, loss: $0.loss) }
         outcome = r.outcome.rawValue
+        kind = r.kind.rawValue
         generation = r.generation
         file = r.file
         digest = r.digest
@@ -188,7 +196,8 @@ struct MergeOutput: CommandOutput {
         text.notes = waiting.map { "left \($0.name) in the inbox: \($0.reason)" }
         switch outcome {
         case MergeReport.Outcome.merged.rawValue:
-            text.out = ["generation \(generation!) from \(accepted.count) bundles: \(file!)"]
+            text.out = [kind == "partial" ? "partial aggregate for generation \(generation!) from \(accepted.count) bundles: \(file!)"
+                                          : "generation \(generation!) from \(accepted.count) bundles: \(file!)"]
             if let p = privacy {
                 text.notes.append(String(format: "private: noise sigma %.4g (z %.4g); cumulative epsilon %.4g of %.4g at delta %.3g after %d noisy generations",
                                          p.sigma, p.noiseMultiplier, p.epsilon, p.maxEpsilon, p.delta, p.rounds))

@@ -21,7 +21,7 @@ struct Publish: Subcommand {
     @OptionGroup var remoteOption: RemoteOption
 
     func run(_ context: CommandContext) throws -> TransferOutput {
-        let home = try context.home(as: .collector)
+        let home = try context.home()
         return TransferOutput(direction: "upload", try home.publish(to: try remoteOption.open(for: home)))
     }
 }

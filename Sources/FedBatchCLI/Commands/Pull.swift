@@ -14,7 +14,10 @@ struct Pull: Subcommand {
         every generation the remote has and generations/ lacks is downloaded \
         and verified (collector's signature, model, number) before it is \
         renamed into place; one that fails stays out, and the exit status is \
-        3. Takes the home's lock. Exit status 5 when there is nothing new.
+        3. On a regional collector, both: bundles from its own remote \
+        ([remote] url, --remote) and generations from the root's \
+        ([remote] upstream, --upstream). Takes the home's lock. Exit status \
+        5 when there is nothing new.
         """
     )
 
@@ -24,10 +27,23 @@ struct Pull: Subcommand {
 
     @OptionGroup var remoteOption: RemoteOption
 
+    @Option(help: ArgumentHelp("Regional collector: the root's remote for this run (default: [remote] upstream).", valueName: "url"))
+    var upstream: String?
+
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home()
-        let store = try remoteOption.open(for: home)
-        let report = home.config.role == .collector ? try home.pullBundles(from: store) : try home.pullGenerations(from: store)
-        return TransferOutput(direction: "download", report)
+        switch home.config.role {
+        case .collector: return TransferOutput(direction: "download", try home.pullBundles(from: try remoteOption.open(for: home)))
+        case .site: return TransferOutput(direction: "download", try home.pullGenerations(from: try remoteOption.open(for: home)))
+        case .region:
+            // Generations first: a bundle on a generation this region has
+            // not seen yet then merges in this round.
+            var report = try home.pullGenerations(from: try home.upstream(override: upstream))
+            let bundles = try home.pullBundles(from: try remoteOption.open(for: home))
+            report.transferred += bundles.transferred
+            report.skipped += bundles.skipped
+            report.refused += bundles.refused
+            return TransferOutput(direction: "download", report)
+        }
     }
 }

@@ -13,6 +13,8 @@ struct Push: Subcommand {
         copy. With --encrypt (or [remote] encrypt = true) each bundle is \
         first encrypted to the collector key's encryption subkey and \
         uploaded as inbox/SITE/FILE.gpg: only the collector can read it. \
+        A regional collector pushes its partial aggregates from outbox/ to \
+        the root's remote ([remote] upstream, or --remote) the same way. \
         Takes the home's lock. Exit status 5 when outbox/ is empty.
         """
     )
@@ -27,7 +29,9 @@ struct Push: Subcommand {
     var encrypt: Bool?
 
     func run(_ context: CommandContext) throws -> TransferOutput {
-        let home = try context.home(as: .site)
-        return TransferOutput(direction: "upload", try home.push(to: try remoteOption.open(for: home), encrypt: encrypt))
+        let home = try context.home()
+        // A regional collector's partial aggregates go up to the root.
+        let store = home.config.role == .region ? try home.upstream(override: remoteOption.remote) : try remoteOption.open(for: home)
+        return TransferOutput(direction: "upload", try home.push(to: store, encrypt: encrypt))
     }
 }

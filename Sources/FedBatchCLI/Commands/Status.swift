@@ -22,7 +22,7 @@ struct Status: Subcommand {
     func run(_ context: CommandContext) throws -> StatusOutput {
         let home = try context.home()
         switch home.config.role {
-        case .collector: return StatusOutput(collector: try home.collectorStatus())
+        case .collector, .region: return StatusOutput(collector: try home.collectorStatus())
         case .site: return StatusOutput(site: try home.siteStatus())
         }
     }
