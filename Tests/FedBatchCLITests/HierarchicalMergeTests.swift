@@ -245,6 +245,8 @@ struct HierarchicalMergeTests {
         #expect(RemoteDirectoryTests.files(up + "/inbox/region-2") == ["demo-g000001-region-2.fbp"])
         // Run again: nothing new, a partial waiting for the root: success.
         #expect(try task(0).status == 0)
+        let status = try fed.run(["status", "--home", fed.root + "/region-1", "--json"]).summary()
+        #expect(status["role"] as? String == "region" && (status["generation"] as? [String: Any])?["number"] as? Int == 0)
         let missing = try task(2)
         #expect(missing.status == 2 && missing.err.contains("no region on line 3"))
 

@@ -52,6 +52,22 @@ struct ExactSumTests {
         #expect(FixedPoint.fixed(0x1p62.nextDown, &flagged) == Int128(1) << 126 - Int128(1) << 73 && !flagged)
     }
 
+    @Test("a sum becomes the float64 nearest to it, as the standard library's (slow) conversion gives, extremes included")
+    func toDouble() {
+        var state: UInt64 = 99
+        var values: [Int128] = [0, 1, -1, Int128.max, Int128.min, Int128(1) << 64, (Int128(1) << 117) + 1, -(Int128(1) << 117) - 1]
+        for k in 0..<50_000 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            let a = state
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            let v = (Int128(truncatingIfNeeded: a) << 64 | Int128(truncatingIfNeeded: state)) >> (127 - Int(state % 127))
+            values.append(k % 2 == 0 ? v : 0 &- v)
+        }
+        // Ties: exactly halfway between two doubles, both ways to even.
+        values += [(Int128(1) << 53) + 1, (Int128(1) << 53) + 3, ((Int128(1) << 53) + 1) << 40, -(((Int128(1) << 53) + 3) << 60)]
+        for v in values { #expect(FixedPoint.double(v) == Double(v) * 0x1p-64, "\(v)") }
+    }
+
     @Test("forty bundles summed at once, in two partials, in five, or in reverse give the same bits, where float64 sums do not")
     func anyGrouping() throws {
         let deltas = try (1...40).map { try randomDelta(UInt64($0)) }

@@ -22,7 +22,10 @@ struct Status: Subcommand {
     func run(_ context: CommandContext) throws -> StatusOutput {
         let home = try context.home()
         switch home.config.role {
-        case .collector, .region: return StatusOutput(collector: try home.collectorStatus())
+        case .collector: return StatusOutput(collector: try home.collectorStatus())
+        // A regional collector's inbox, quorum and sites are a collector's;
+        // its generations are the root's.
+        case .region: return .collector(StatusOutput.CollectorView(try home.collectorStatus(), role: "region"))
         case .site: return StatusOutput(site: try home.siteStatus())
         }
     }
@@ -74,14 +77,15 @@ enum StatusOutput: CommandOutput {
             let bundles: Int
         }
 
-        let role = "collector"
+        var role = "collector"
         @OrNull var generation: Generation?
         let quorum: Int
         let inbox: Inbox
         let quarantine: [Reason]
         let sites: [Site]
 
-        init(_ s: CollectorStatus) {
+        init(_ s: CollectorStatus, role: String = "collector") {
+            self.role = role
             generation = s.generation.map { Generation(number: $0, digest: s.digest ?? "", created: s.created) }
             quorum = s.quorum
             inbox = Inbox(files: s.inboxFiles, oldestAgeSeconds: s.oldestInboxSeconds.map { ($0 * 10).rounded() / 10 })
