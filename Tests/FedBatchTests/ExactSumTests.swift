@@ -30,7 +30,7 @@ struct ExactSumTests {
 
     var base: ModelWeights { ModelWeights(arch: arch, tensors: arch.tensorShapes.map { [Float](repeating: 0.5, count: $0.shape.reduce(1, *)) }) }
 
-    @Test("a term becomes t·2⁶⁴ truncated toward zero, checked against Int128(Double); out of range, Inf and NaN are flagged")
+    @Test("a term becomes t·2⁶³ truncated toward zero, checked against Int128(Double); out of range, Inf and NaN are flagged")
     func conversion() {
         var state: UInt64 = 12345
         for _ in 0..<20_000 {
@@ -41,15 +41,16 @@ struct ExactSumTests {
             var flagged = false
             let v = FixedPoint.fixed(t, &flagged)
             #expect(!flagged)
-            #expect(v == Int128((t * 0x1p64).rounded(.towardZero)), "t = \(t)")
+            #expect(v == Int128((t * 0x1p63).rounded(.towardZero)), "t = \(t)")
         }
         for bad in [0x1p62, -0x1p62, 1e300, Double.infinity, -Double.infinity, Double.nan] {
             var flagged = false
             #expect(FixedPoint.fixed(bad, &flagged) == 0 && flagged, "\(bad)")
         }
         var flagged = false
-        #expect(FixedPoint.fixed(0x1p-65, &flagged) == 0 && FixedPoint.fixed(-0.0, &flagged) == 0 && FixedPoint.fixed(5e-324, &flagged) == 0 && !flagged)
-        #expect(FixedPoint.fixed(0x1p62.nextDown, &flagged) == Int128(1) << 126 - Int128(1) << 73 && !flagged)
+        #expect(FixedPoint.fixed(0x1p-64, &flagged) == 0 && FixedPoint.fixed(-0.0, &flagged) == 0 && FixedPoint.fixed(5e-324, &flagged) == 0 && !flagged)
+        #expect(FixedPoint.fixed(0x1p-63, &flagged) == 1 && FixedPoint.fixed(-0x1.8p-63, &flagged) == -1 && !flagged)
+        #expect(FixedPoint.fixed(0x1p62.nextDown, &flagged) == Int128(1) << 125 - Int128(1) << 72 && !flagged)
     }
 
     @Test("a sum becomes the float64 nearest to it, as the standard library's (slow) conversion gives, extremes included")
@@ -65,7 +66,7 @@ struct ExactSumTests {
         }
         // Ties: exactly halfway between two doubles, both ways to even.
         values += [(Int128(1) << 53) + 1, (Int128(1) << 53) + 3, ((Int128(1) << 53) + 1) << 40, -(((Int128(1) << 53) + 3) << 60)]
-        for v in values { #expect(FixedPoint.double(v) == Double(v) * 0x1p-64, "\(v)") }
+        for v in values { #expect(FixedPoint.double(v) == Double(v) * 0x1p-63, "\(v)") }
     }
 
     @Test("forty bundles summed at once, in two partials, in five, or in reverse give the same bits, where float64 sums do not")
@@ -112,19 +113,18 @@ struct ExactSumTests {
         let before = try s.finish(base: base)
         #expect(throws: AggregationError.self) { try s.add(delta: try constantDelta(1e17), weight: 100) }
         #expect(try s.finish(base: base).tensors == before.tensors)
-        // Terms of 4e18 are each in range; two sum to 8e18, still in range,
-        // and a third would pass 9.2e18.
+        // Terms of 4e18 are each in range; four sum to 1.6e19, still in
+        // range, and a fifth would pass 1.8e19.
         let t = FedAvg(arch: arch)
-        try t.add(delta: try constantDelta(4e18), weight: 1)
-        try t.add(delta: try constantDelta(4e18), weight: 1)
-        let two = t.partial().sums.compactMap { $0?.buffer.first }
+        for _ in 0..<4 { try t.add(delta: try constantDelta(4e18), weight: 1) }
+        let four = t.partial().sums.compactMap { $0?.buffer.first }
         do {
             try t.add(delta: try constantDelta(4e18), weight: 1)
-            Issue.record("a sum past 9.2e18 was accepted")
+            Issue.record("a sum past 1.8e19 was accepted")
         } catch let e as AggregationError {
             #expect(e.code == "aggregation.out-of-range")
         }
-        #expect(t.partial().sums.compactMap { $0?.buffer.first } == two && t.count == 2)
+        #expect(t.partial().sums.compactMap { $0?.buffer.first } == four && t.count == 4)
     }
 
     @Test("a partial's tensors survive safetensors: every Int128 sum and the empty-increment marker")

@@ -7,47 +7,36 @@ import Foundation
 /// summing ten partial sums of 100 give different last bits, and after the
 /// rounding to float32 now and then a different weight. So each term
 /// wᵢ·sᵢ·Δᵢ (one float64 product, rounded the same way wherever it is
-/// computed) is converted to a fixed-point integer, a count of 2⁻⁶⁴, and the
+/// computed) is converted to a fixed-point integer, a count of 2⁻⁶³, and the
 /// counts are added in 128-bit integers, which is associative and exact.
 /// The sum is rounded to float64 once, at the end.
 ///
-/// The grid covers what updates hold: terms from 2⁻⁶⁴ (5.4e-20; the part of
+/// The grid covers what updates hold: terms from 2⁻⁶³ (1.1e-19; the part of
 /// a term below it is dropped, toward zero) up to 2⁶² (4.6e18), sums up to
-/// 2⁶³ (9.2e18). A term or a sum beyond that refuses the bundle (or the
+/// 2⁶⁴ (1.8e19). A term or a sum beyond that refuses the bundle (or the
 /// partial) that brought it, code `aggregation.out-of-range`, and leaves the
 /// sums as they were: the additions are undone exactly, two's complement
 /// arithmetic being a group.
 public enum FixedPoint {
     /// A sum is an Int128 count of 2^-fractionBits.
-    public static let fractionBits = 64
+    public static let fractionBits = 63
 
-    /// t·2⁶⁴ truncated toward zero; 0 with `outOfRange` set if |t| ≥ 2⁶² or
-    /// t is not finite. Bit manipulation rather than Int128(Double), which
-    /// traps out of range and is a library call per element.
+    /// t·2⁶³ truncated toward zero; 0 with `outOfRange` set if |t| ≥ 2⁶² or
+    /// t is not finite. The whole part and the fraction convert separately,
+    /// each exactly (the fraction t − whole is exact in binary floating
+    /// point, and |fraction·2⁶³| < 2⁶³), with two hardware conversions and
+    /// no branch on the value, not Int128(Double), which traps out of range
+    /// and is a library call per element.
     @inline(__always)
     public static func fixed(_ t: Double, _ outOfRange: inout Bool) -> Int128 {
-        let bits = t.bitPattern
-        let exponent = Int(truncatingIfNeeded: (bits >> 52) & 0x7FF)
-        // |t| = mantissa·2^(exponent−1075), so t·2⁶⁴ = mantissa·2^(exponent−1011).
-        let shift = exponent - 1011
-        let mantissa = Int128(truncatingIfNeeded: (bits & 0x000F_FFFF_FFFF_FFFF) | 0x0010_0000_0000_0000)
-        var v: Int128
-        if shift >= 0 {
-            // 2⁵²·2⁷³ = 2¹²⁵ ≤ |t·2⁶⁴| < 2¹²⁶ is |t| < 2⁶²; Inf and NaN land here too.
-            if shift > 73 { outOfRange = true; return 0 }
-            // Masking shifts: the amounts are in range, and the checked
-            // ones cost a branch per element.
-            v = mantissa &<< shift
-        } else if shift > -53 {
-            v = mantissa &>> -shift
-        } else {
-            return 0   // below 2⁻⁶⁴, zero and subnormals
-        }
-        return bits >> 63 == 0 ? v : 0 &- v
+        guard abs(t) < 0x1p62 else { outOfRange = true; return 0 }   // NaN fails too
+        let whole = Int64(t)
+        let fraction = t - Double(whole)
+        return (Int128(whole) &<< 63) &+ Int128(Int64(fraction * 0x1p63))
     }
 
     /// A fixed-point count as a float64, rounded to nearest even, as
-    /// Double(v)·2⁻⁶⁴ is. The standard library's generic conversion takes
+    /// Double(v)·2⁻⁶³ is. The standard library's generic conversion takes
     /// about 570 ns here, which for a 25M-parameter model is 14 s a merge;
     /// this takes 2.5 ns. The top 64 bits of the magnitude go to
     /// Double(UInt64), which rounds correctly, with the bits below folded
@@ -59,13 +48,13 @@ public enum FixedPoint {
         let hi = UInt64(truncatingIfNeeded: m &>> 64), lo = UInt64(truncatingIfNeeded: m)
         let d: Double
         if hi == 0 {
-            d = Double(lo) * 0x1p-64
+            d = Double(lo) * 0x1p-63
         } else {
             let lz = hi.leadingZeroBitCount
             let top = lz == 0 ? hi : (hi &<< lz) | (lo &>> (64 - lz))
             let rest = lz == 0 ? lo : lo &<< lz
-            // 2^(64 − lz) for the bits dropped, times 2⁻⁶⁴.
-            let scale = Double(bitPattern: UInt64(1023 - lz) << 52)
+            // 2^(64 − lz) for the bits dropped, times 2⁻⁶³.
+            let scale = Double(bitPattern: UInt64(1024 - lz) << 52)
             d = Double(top | (rest != 0 ? 1 : 0)) * scale
         }
         return negative ? -d : d
@@ -79,8 +68,8 @@ public enum FixedPoint {
 ///
 /// In the partial's `tensors.safetensors` a float tensor of shape S is an
 /// I64 tensor of shape S + [2]: the low 64 bits (as two's complement bits)
-/// then the high 64 bits of each Int128 count of 2⁻⁶⁴, little-endian, so
-/// numpy reads a sum as (hi·2⁶⁴ + (lo mod 2⁶⁴))·2⁻⁶⁴. An integer tensor is an
+/// then the high 64 bits of each Int128 count of 2⁻⁶³, little-endian, so
+/// numpy reads a sum as (hi·2⁶⁴ + (lo mod 2⁶⁴))·2⁻⁶³. An integer tensor is an
 /// I64 tensor of its own shape, Int64.min where no bundle had a value.
 public struct PartialAggregate: @unchecked Sendable {
     /// Per tensor: the sums (float tensors) or nil.

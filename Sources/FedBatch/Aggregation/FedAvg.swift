@@ -206,7 +206,7 @@ public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .outOfRange(tensor, sum):
-            return sum ? "with this update the sum of tensor \"\(tensor)\" would pass 9.2e18, beyond the range fedbatch sums exactly"
+            return sum ? "with this update the sum of tensor \"\(tensor)\" would pass 1.8e19, beyond the range fedbatch sums exactly"
                 : "an element of tensor \"\(tensor)\" times its weight is 4.6e18 or more, beyond the range fedbatch sums exactly"
         case let .nonFiniteResult(tensor, index):
             return "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the update is too large to merge"
