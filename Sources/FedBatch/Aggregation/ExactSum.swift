@@ -22,17 +22,28 @@ public enum FixedPoint {
     public static let fractionBits = 63
 
     /// t·2⁶³ truncated toward zero; 0 with `outOfRange` set if |t| ≥ 2⁶² or
-    /// t is not finite. The whole part and the fraction convert separately,
-    /// each exactly (the fraction t − whole is exact in binary floating
-    /// point, and |fraction·2⁶³| < 2⁶³), with two hardware conversions and
-    /// no branch on the value, not Int128(Double), which traps out of range
-    /// and is a library call per element.
+    /// t is not finite. Bit manipulation rather than Int128(Double), which
+    /// traps out of range and is a library call per element, or than
+    /// converting the whole part and the fraction separately, whose checked
+    /// conversions cost more in a release build (3.3 against 4.6 ns a term).
     @inline(__always)
     public static func fixed(_ t: Double, _ outOfRange: inout Bool) -> Int128 {
-        guard abs(t) < 0x1p62 else { outOfRange = true; return 0 }   // NaN fails too
-        let whole = Int64(t)
-        let fraction = t - Double(whole)
-        return (Int128(whole) &<< 63) &+ Int128(Int64(fraction * 0x1p63))
+        let bits = t.bitPattern
+        let exponent = Int(truncatingIfNeeded: (bits &>> 52) & 0x7FF)
+        // |t| = mantissa·2^(exponent−1075), so t·2⁶³ = mantissa·2^(exponent−1012).
+        let shift = exponent &- 1012
+        let mantissa = Int128(truncatingIfNeeded: (bits & 0x000F_FFFF_FFFF_FFFF) | 0x0010_0000_0000_0000)
+        let v: Int128
+        if shift >= 0 {
+            // |t| < 2⁶² is shift ≤ 72 (|t·2⁶³| < 2¹²⁵); Inf and NaN land here too.
+            if shift > 72 { outOfRange = true; return 0 }
+            v = mantissa &<< shift
+        } else if shift > -53 {
+            v = mantissa &>> -shift
+        } else {
+            return 0   // below 2⁻⁶³, zero and subnormals
+        }
+        return bits &>> 63 == 0 ? v : 0 &- v
     }
 
     /// A fixed-point count as a float64, rounded to nearest even, as
