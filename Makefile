@@ -94,6 +94,7 @@ bench-deps: deps
 	  .venv-bench/bin/pip install -q -r bench/requirements.txt; \
 	fi
 
+SCALE_FED ?= /tmp/fb-scale/fed
 bench: build bench-deps
 	@mkdir -p bench/out
 	bench/gemm.sh | tee bench/out/gemm.md
@@ -109,7 +110,10 @@ bench: build bench-deps
 	bench/strategies.sh byzantine | tee bench/out/byzantine.md
 	bench/strategies.sh honest | tee bench/out/honest.md
 	bench/strategies.sh dp | tee bench/out/dp.md
-	bench/scale.sh | tee bench/out/scale.md
+	@# 1000 sites with their own keys and bundles, made once (about 10 minutes).
+	[ -d $(SCALE_FED)/bundles ] || bench/sites.sh $(SCALE_FED) 1000
+	FED=$(SCALE_FED) bench/scale.sh | tee bench/out/scale.md
+	FED=$(SCALE_FED) bench/encrypt.sh | tee bench/out/encrypt.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

@@ -3,7 +3,7 @@
 # and key NAME, which makes an unprotected Ed25519 signing key and prints
 # its fingerprint.
 root=$(cd "$(dirname "$0")/.." && pwd)
-fb="$root/.build/release/fedbatch"
+fb=${FEDBATCH:-"$root/.build/release/fedbatch"}
 py=${BENCH_PYTHON:-"$root/.venv-bench/bin/python"}
 work=$(mktemp -d "/tmp/fb-${bench_name:-bench}-XXXXXX")
 export GNUPGHOME="$work/g"

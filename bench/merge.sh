@@ -5,6 +5,7 @@
 #
 #   BUNDLES=20 ARCH=mlp:4096-4096-2048-10 bench/merge.sh   (25.2M parameters, ~100 MB each)
 #   CODEC=int8 bench/merge.sh                              (the sites' codec; default fp32)
+#   COMPARE_WITH=/path/to/other/fedbatch bench/merge.sh    (also time another build's merge of the same bundles)
 set -euo pipefail
 n=${BUNDLES:-20}
 codec=${CODEC:-fp32}
@@ -29,6 +30,7 @@ done
 bundles=("$work"/col/inbox/*.fbu)
 mkdir -p "$work/saved" && cp "${bundles[@]}" "$work/saved/"   # for reruns (KEEP=1)
 size=$(du -cb "${bundles[@]}" | tail -1 | cut -f1)
+[ -z "${COMPARE_WITH:-}" ] || cp -a "$work/col" "$work/col-ref"
 sync
 
 t0=$(date +%s.%N)
@@ -44,3 +46,11 @@ echo "| bundles | parameters | codec | MB in | floor s | Python s | fedbatch s |
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '| %d | %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d |\n' "$n" "$arch" "$codec" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
   "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 ))
+if [ -n "${COMPARE_WITH:-}" ]; then
+  sync
+  t4=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/ref.rss" "$COMPARE_WITH" merge --home "$work/col-ref" --settle 0 -q
+  t5=$(date +%s.%N)
+  printf '\nthe same merge by %s: %.2f s, peak RSS %d MB (this build / that one: %.2f)\n' "$COMPARE_WITH" "$(echo "$t5 - $t4" | bc)" \
+    $(( $(tail -1 "$work/ref.rss") / 1024 )) "$(echo "$fedbatch / ($t5 - $t4)" | bc -l)"
+fi

@@ -85,10 +85,13 @@ struct EncryptionTests {
         try fed.keyring.gpg(["--passphrase", "", "--quick-add-key", stranger, "cv25519", "encr", "0"])
         let other = try fed.update(site: "site-2", seq: 1, base: base, name: "other.fbu")
         try fed.keyring.gpg(["--trust-model", "always", "--recipient", stranger, "--output", inbox + "stranger.fbu.gpg", "--encrypt", other])
-        // The same bundle to the collector, one byte of ciphertext flipped.
-        try fed.keyring.gpg(["--trust-model", "always", "--recipient", fed.collectorKey, "--output", fed.root + "/flip.gpg", "--encrypt", other])
+        // The same bundle to the collector, one byte of ciphertext flipped in
+        // the middle (uncompressed, so the plaintext itself is damaged: gpg's
+        // integrity check fails, and were it missed, the signature inside).
+        try fed.keyring.gpg(["--trust-model", "always", "--compress-level", "0", "--recipient", fed.collectorKey, "--output", fed.root + "/flip.gpg",
+                             "--encrypt", other])
         var flipped = try Self.bytes(fed.root + "/flip.gpg")
-        flipped[flipped.count - 40] ^= 0x01
+        flipped[flipped.count / 2] ^= 0x01
         try flipped.write(to: URL(fileURLWithPath: inbox + "flipped.fbu.gpg"))
         try FileManager.default.removeItem(atPath: other)
         // 64 MiB of zeros, compressed by gpg to a few kilobytes: far more

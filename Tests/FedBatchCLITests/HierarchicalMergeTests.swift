@@ -169,6 +169,13 @@ struct HierarchicalMergeTests {
         try FileManager.default.copyItem(atPath: root, toPath: unlisted)
         try Federation.setConfig(home: unlisted, table: "merge", "regions", "[\"region-1\"]")
         #expect(Self.codes(try fed.fedbatch(["merge", "--home", unlisted, "--json"]).summary())[partials["region-2"]!] == "partial.not-a-region")
+        // A collector with no regions at all names a partial for what it is
+        // (from its statement, before the size a partial may have matters).
+        let none = fed.root + "/root-none"
+        try FileManager.default.copyItem(atPath: root, toPath: none)
+        try Federation.setConfig(home: none, table: "merge", "regions", "[]")
+        let byNone = Self.codes(try fed.fedbatch(["merge", "--home", none, "--json"]).summary())
+        #expect(byNone[partials["region-1"]!] == "partial.not-a-region" && byNone[partials["region-2"]!] == "partial.not-a-region")
 
         // Other settings than the root's: refused whole; region-1's merges.
         let merged = try fed.run(["merge", "--home", root, "--json"]).summary()

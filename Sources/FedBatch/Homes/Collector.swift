@@ -85,7 +85,8 @@ public struct Collector {
 
         // Pass 1: identities, from entries that have settled.
         progress(.init(phase: .identify, done: 0, total: 0, file: nil))
-        let ordered = try identifyInbox(settle: settleSeconds ?? settings.settleSeconds, limits: limits, ledger: ledger, now: now,
+        let decryption = signer.decryption
+        let ordered = try identifyInbox(settle: settleSeconds ?? settings.settleSeconds, limits: limits, ledger: ledger, now: now, decryption: decryption,
                                         rejected: &rejected, waiting: &waiting)
 
         // Pass 2: verify and decode on two workers, each with its own gpg;
@@ -105,7 +106,6 @@ public struct Collector {
         var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
                                uniformWeights: release != nil, regions: region ? [] : settings.regions, base: currentWeights)
         var failure: Error?
-        let decryption = signer.decryption
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
                         verifier: verifiers[worker], limits: limits, decryption: decryption)

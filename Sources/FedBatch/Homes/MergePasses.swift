@@ -21,14 +21,19 @@ extension Collector {
     /// and entries that cannot even be identified (links, junk without a
     /// slot or with a malformed statement, files above the model's size) are
     /// refused here. Returns the files in digest order.
-    func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date,
+    func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date, decryption: BundleDecryption,
                                rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting])
         throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
         let clock = wallClock()
         let entries = try listDirectory(home.layout.inbox)
-        let decryption = signer.decryption
+        // Statements are read under a partial aggregate's larger caps (only
+        // a file's end is read), so that a partial sent to a collector that
+        // takes none is refused as what it is, not as a file too large.
+        let arch = try ModelArchitecture(spec: home.config.arch!)
+        let wide = ContainerLimits.partials(of: arch)
+        let takesPartials = home.config.role == .collector && !home.config.merge.regions.isEmpty
         let identities = Parallel.map(entries, workers: 2) { entry in
-            Self.identify(entry, settle: settle, clock: clock, limits: limits, decryption: decryption)
+            Self.identify(entry, settle: settle, clock: clock, limits: limits, wide: wide, takesPartials: takesPartials, decryption: decryption)
         }
         var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
         for (entry, identity) in zip(entries, identities) {
@@ -51,8 +56,8 @@ extension Collector {
         case refused(Error)
     }
 
-    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits,
-                                 decryption: BundleDecryption) -> Identity {
+    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits, wide: ContainerLimits,
+                                 takesPartials: Bool, decryption: BundleDecryption) -> Identity {
         // rsync writes to a hidden temp name and renames it when complete.
         if entry.name.first == 0x2E { return .waiting("a hidden name, as rsync gives a transfer in progress; left alone") }
         do {
@@ -68,8 +73,12 @@ extension Collector {
             // An encrypted bundle is decrypted here only to read its
             // statement, and again in pass 2: holding every decrypted bundle
             // from pass 1 to pass 2 would cost memory the size of the inbox.
-            let statement = try decryption.open(file, limits: limits).map { try Statement.parse(try ContainerFile.split($0, limits: limits).statement) }
-                ?? ContainerFile.statement(of: file, limits: limits)
+            let statement = try decryption.open(file, limits: limits).map { try Statement.parse(try ContainerFile.split($0, limits: wide).statement) }
+                ?? ContainerFile.statement(of: file, limits: wide)
+            if statement.kind == .partial, !takesPartials { throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender") }
+            if statement.kind != .partial, file.size > limits.maxFileBytes + BundleEncryption.overhead {
+                throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)
+            }
             guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
             return .ready(statement.payloadDigest, file.status)
         } catch {

@@ -60,6 +60,29 @@ public struct BundleDecryption: Sendable {
     /// recipient, whatever other secret keys the GnuPG home holds.
     public let fingerprint: String
     let passphrase: String?
+    private let ids = KeyIDs()
+
+    /// The collector key's subkey ids, looked up once, on the first
+    /// encrypted file (each lookup runs gpg; a merge of plain bundles runs
+    /// none).
+    private final class KeyIDs: @unchecked Sendable {
+        private let lock = NSLock()
+        private var known: Set<String>?
+        func get(_ make: () -> Set<String>) -> Set<String> {
+            lock.lock()
+            defer { lock.unlock() }
+            if let known { return known }
+            let made = make()
+            known = made
+            return made
+        }
+    }
+
+    init(gnupgHome: String, fingerprint: String, passphrase: String?) {
+        self.gnupgHome = gnupgHome
+        self.fingerprint = fingerprint
+        self.passphrase = passphrase
+    }
 
     /// The decrypted content of `file` if it is an encrypted message, nil if
     /// it is not (a plain bundle); refuses one that does not decrypt to at
@@ -72,7 +95,7 @@ public struct BundleDecryption: Sendable {
         let context = try GPGContext(homedir: gnupgHome)
         do {
             let (plain, recipients) = try context.decrypt(cipher, cap: Int(limits.maxFileBytes), passphrase: passphrase)
-            let mine = Set(try context.key(fingerprint: fingerprint, secret: false)?.subkeys.map(\.keyID) ?? [])
+            let mine = ids.get { Set((try? context.key(fingerprint: fingerprint, secret: false))??.subkeys.map(\.keyID) ?? []) }
             guard recipients.contains(where: mine.contains) else {
                 throw EncryptionError.undecryptable("it is encrypted to \(recipients.joined(separator: ", ")), not to this collector's key \(fingerprint)")
             }
