@@ -353,44 +353,60 @@ public final class GPGContext {
     }
 
     /// Where a decryption writes: memory, refusing to grow past a cap, so a
-    /// small message that decompresses to gigabytes stops at the cap.
+    /// small message that decompresses to gigabytes stops at the cap; with
+    /// `keepTail`, only the last bytes are kept (to read a statement).
     private final class CappedSink {
         let cap: Int
+        let keepTail: Int?
         var bytes = Data()
+        var total = 0
         var overflowed = false
-        init(cap: Int) { self.cap = cap }
+        init(cap: Int, keepTail: Int?) { self.cap = cap; self.keepTail = keepTail }
     }
 
-    /// Decrypts an OpenPGP message with a secret key of this GnuPG home,
-    /// into memory and never to a file. Output beyond `cap` bytes stops the
-    /// decryption with `tooLarge`. A message without integrity protection
-    /// is refused by gpg itself. Returns the key ids the message names as
-    /// its recipients with the plaintext, for the caller to check whose
-    /// secret key was meant: gpg uses any secret key the home holds.
-    public func decrypt(_ bytes: Data, cap: Int, passphrase: String?) throws -> (plain: Data, recipients: [String]) {
-        let sink = CappedSink(cap: cap)
+    /// Decrypts the OpenPGP message in `file` with a secret key of this
+    /// GnuPG home, reading the file through its descriptor and writing into
+    /// memory, never to a file. Output beyond `cap` bytes stops the
+    /// decryption with `tooLarge`. With `keepTail`, only the last `keepTail`
+    /// bytes of the plaintext are kept (its length is returned whole). A
+    /// message without integrity protection is refused by gpg itself.
+    /// Returns the key ids the message names as its recipients, for the
+    /// caller to check whose secret key was meant: gpg uses any secret key
+    /// the home holds.
+    public func decrypt(_ file: OpenFile, cap: Int, keepTail: Int? = nil, passphrase: String?)
+        throws -> (plain: Data, length: Int, recipients: [String]) {
+        let sink = CappedSink(cap: cap, keepTail: keepTail)
+        // The plaintext is about as long as the message: one allocation, not
+        // a buffer grown and copied as gpg writes.
+        sink.bytes.reserveCapacity(keepTail.map { 2 * $0 } ?? min(cap, Int(file.size)))
         let callbacks = UnsafeMutablePointer<gpgme_data_cbs>.allocate(capacity: 1)
         defer { callbacks.deallocate() }
         callbacks.initialize(to: gpgme_data_cbs(read: nil, write: { handle, buffer, size in
             let sink = Unmanaged<CappedSink>.fromOpaque(handle!).takeUnretainedValue()
-            guard sink.bytes.count + size <= sink.cap else {
+            guard sink.total + size <= sink.cap else {
                 sink.overflowed = true
                 errno = EFBIG
                 return -1
             }
+            sink.total += size
             if let buffer { sink.bytes.append(buffer.assumingMemoryBound(to: UInt8.self), count: size) }
+            if let keep = sink.keepTail, sink.bytes.count > 2 * keep { sink.bytes.removeFirst(sink.bytes.count - keep) }
             return size
         }, seek: nil, release: nil))
         var out: gpgme_data_t?
         var err = gpgme_data_new_from_cbs(&out, callbacks, Unmanaged.passUnretained(sink).toOpaque())
         guard err == 0, let out else { throw GPGError.from(err, "gpgme_data_new_from_cbs") }
         defer { gpgme_data_release(out) }
+        // gpg reads the message from the file's descriptor, from its start.
+        guard lseek(file.fd, 0, SEEK_SET) == 0 else { throw GPGError(code: 0, message: String(cString: strerror(errno)), context: "reading \(file.displayPath)") }
+        var input: gpgme_data_t?
+        err = gpgme_data_new_from_fd(&input, file.fd)
+        guard err == 0, let input else { throw GPGError.from(err, "gpgme_data_new_from_fd") }
+        defer { gpgme_data_release(input) }
         err = try withPassphrase(passphrase) { box in
-            try withInput(bytes) { cipher in
-                let e = gpgme_op_decrypt(ctx, cipher, out)
-                if box.rejected { throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "decrypting") }
-                return e
-            }
+            let e = gpgme_op_decrypt(ctx, input, out)
+            if box.rejected { throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "decrypting") }
+            return e
         }
         if sink.overflowed {
             throw GPGError(code: GPGErrorCode.tooLarge, message: "the decrypted content is larger than \(cap) bytes", context: "decrypting")
@@ -402,7 +418,7 @@ public final class GPGContext {
             if let id = p.pointee.keyid { recipients.append(String(cString: id)) }
             r = p.pointee.next
         }
-        return (sink.bytes, recipients)
+        return (sink.bytes, sink.total, recipients)
     }
 
     /// Verifies a detached signature; one result per signature gpg found.

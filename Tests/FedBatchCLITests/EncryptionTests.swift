@@ -128,4 +128,21 @@ struct EncryptionTests {
         let everything = FileManager.default.enumerator(atPath: fed.collector)!.compactMap { $0 as? String }
         #expect(!everything.contains { $0.hasSuffix(".fbu") })
     }
+
+    @Test("an encrypted bundle of a larger model, whose statement is far from the start of its plaintext, merges")
+    func largerBundle() throws {
+        let fed = try Federation(sites: ["site-1"], arch: "mlp:200-64-10")
+        try fed.keyring.gpg(["--passphrase", "", "--quick-add-key", fed.collectorKey, "cv25519", "encr", "0"])
+        try fed.run(["keys", "add", "--collector", "--home", fed.collector, try fed.keyring.exportPublic(fed.collectorKey, to: "collector-with-subkey.asc")])
+        let noisy = try ModelArchitecture(spec: fed.arch).tensorShapes.enumerated().map { i, t in
+            (t.name, Tensor(shape: t.shape, floats: (0..<t.shape.reduce(1, *)).map { Float(sin(Double($0 &* 7919 &+ i))) * 0.01 }))
+        }
+        let plain = try fed.update(site: "site-1", seq: 1, base: try fed.generation(0), tensors: noisy)
+        #expect(try Self.bytes(plain).count > 50_000)
+        let digest = try ContainerFile.split(try Self.bytes(plain)).digest.hex
+        try fed.keyring.gpg(["--trust-model", "always", "--recipient", fed.collectorKey, "--output", plain + ".gpg", "--encrypt", plain])
+        try FileManager.default.removeItem(atPath: plain)
+        let report = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
+        #expect((report["accepted"] as? [[String: Any]])?.map { $0["digest"] as! String } == [digest])
+    }
 }

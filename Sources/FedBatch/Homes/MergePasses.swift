@@ -71,10 +71,10 @@ extension Collector {
             }
             let file = try OpenFile(entry)
             // An encrypted bundle is decrypted here only to read its
-            // statement, and again in pass 2: holding every decrypted bundle
-            // from pass 1 to pass 2 would cost memory the size of the inbox.
-            let statement = try decryption.open(file, limits: limits).map { try Statement.parse(try ContainerFile.split($0, limits: wide).statement) }
-                ?? ContainerFile.statement(of: file, limits: wide)
+            // statement (keeping the plaintext's last bytes), and again in
+            // pass 2: holding every decrypted bundle from pass 1 to pass 2
+            // would cost memory the size of the inbox.
+            let statement = try decryption.statement(of: file, limits: limits) ?? ContainerFile.statement(of: file, limits: wide)
             if statement.kind == .partial, !takesPartials { throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender") }
             if statement.kind != .partial, file.size > limits.maxFileBytes + BundleEncryption.overhead {
                 throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)

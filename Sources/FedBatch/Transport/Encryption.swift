@@ -88,18 +88,38 @@ public struct BundleDecryption: Sendable {
     /// it is not (a plain bundle); refuses one that does not decrypt to at
     /// most `limits.maxFileBytes` bytes.
     public func open(_ file: OpenFile, limits: ContainerLimits) throws -> Data? {
+        try decrypt(file, limits: limits, tail: nil).map(\.plain)
+    }
+
+    /// The signed statement of `file` if it is an encrypted message, nil if
+    /// it is not. The whole message is decrypted, but only the plaintext's
+    /// last bytes are kept, where the statement is: a merge's first pass
+    /// orders the inbox without holding any decrypted bundle.
+    public func statement(of file: OpenFile, limits: ContainerLimits) throws -> Statement? {
+        let keep = ContainerFile.trailerSize + Statement.maxBytes + limits.maxSignatureBytes + 64
+        guard let (kept, length) = try decrypt(file, limits: limits, tail: keep) else { return nil }
+        // Indexed from zero: what the sink kept is a slice of what it appended.
+        let tail = Data(kept)
+        let start = length - tail.count
+        let slot = try ContainerFile.locate(size: Int64(length), limits: limits) { offset, count in
+            guard offset >= start, Int(offset) + count <= length else { throw ContainerError.noSignatureTrailer }
+            return tail.subdata(in: (Int(offset) - start)..<(Int(offset) - start + count))
+        }
+        return try Statement.parse(slot.statement)
+    }
+
+    private func decrypt(_ file: OpenFile, limits: ContainerLimits, tail: Int?) throws -> (plain: Data, length: Int)? {
         guard file.size > 0, BundleEncryption.looksEncrypted(firstByte: try file.read(at: 0, count: 1).first ?? 0) else { return nil }
         let cap = limits.maxFileBytes + BundleEncryption.overhead
         if file.size > cap { throw ContainerError.fileTooLarge(size: file.size, cap: cap) }
-        let cipher = try file.read(at: 0, count: Int(file.size))
         let context = try GPGContext(homedir: gnupgHome)
         do {
-            let (plain, recipients) = try context.decrypt(cipher, cap: Int(limits.maxFileBytes), passphrase: passphrase)
+            let (plain, length, recipients) = try context.decrypt(file, cap: Int(limits.maxFileBytes), keepTail: tail, passphrase: passphrase)
             let mine = ids.get { Set((try? context.key(fingerprint: fingerprint, secret: false))??.subkeys.map(\.keyID) ?? []) }
             guard recipients.contains(where: mine.contains) else {
                 throw EncryptionError.undecryptable("it is encrypted to \(recipients.joined(separator: ", ")), not to this collector's key \(fingerprint)")
             }
-            return plain
+            return (plain, length)
         } catch let e as GPGError where e.code == GPGErrorCode.tooLarge {
             throw EncryptionError.tooLarge(cap: limits.maxFileBytes)
         } catch let e as GPGError {
