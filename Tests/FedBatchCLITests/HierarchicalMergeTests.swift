@@ -234,6 +234,9 @@ struct HierarchicalMergeTests {
         }
         let tmp = TempDir()
         let list = try tmp.write("regions.txt", Data("region-1\nregion-2\n".utf8))
+        // A region's metrics are the collector series, labelled region.
+        try FileManager.default.createDirectory(atPath: tmp.path + "/metrics", withIntermediateDirectories: false)
+        try Federation.setConfig(home: fed.root + "/region-1", table: "metrics", "textfile_dir", "\"\(tmp.path)/metrics\"")
         func task(_ i: Int) throws -> ProcessResult {
             var env = ProcessInfo.processInfo.environment
             env["GNUPGHOME"] = fed.keyring.home
@@ -254,6 +257,8 @@ struct HierarchicalMergeTests {
         #expect(try task(0).status == 0)
         let status = try fed.run(["status", "--home", fed.root + "/region-1", "--json"]).summary()
         #expect(status["role"] as? String == "region" && (status["generation"] as? [String: Any])?["number"] as? Int == 0)
+        let metrics = try String(contentsOfFile: tmp.path + "/metrics/fedbatch_region_demo.prom", encoding: .utf8)
+        #expect(metrics.contains("fedbatch_generation{role=\"region\",model=\"demo\"} 0"), "\(metrics)")
         let missing = try task(2)
         #expect(missing.status == 2 && missing.err.contains("no region on line 3"))
 

@@ -29,7 +29,7 @@ extension Home {
     public func writeMetrics(run: RunRecord, now: Date = Date()) throws -> String? {
         guard let dir = config.metrics.textfileDir else { return nil }
         let resolved = dir.hasPrefix("/") ? dir : "\(layout.root)/\(dir)"
-        let families = config.role == .collector ? try collectorMetrics(run: run, now: now) : try siteMetrics(run: run)
+        let families = config.role == .site ? try siteMetrics(run: run) : try collectorMetrics(run: run, now: now)
         return try Exposition.writeTextfile(families, directory: resolved, name: metricsFileName)
     }
 
