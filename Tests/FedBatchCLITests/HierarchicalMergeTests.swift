@@ -263,6 +263,10 @@ struct HierarchicalMergeTests {
         #expect(missing.status == 2 && missing.err.contains("no region on line 3"))
 
         try fed.run(["pull", "--home", root])
+        // fedbatch verify knows a partial, as the root checks it.
+        let verdict = try fed.run(["verify", "--home", root, root + "/inbox/demo-g000001-region-1.fbp", "--json"]).summary()
+        let first = (verdict["files"] as? [[String: Any]])?.first
+        #expect(first?["ok"] as? Bool == true && first?["kind"] as? String == "partial" && first?["site"] as? String == "region-1", "\(verdict)")
         let merged = try fed.run(["merge", "--home", root, "--json"]).summary()
         #expect((merged["accepted"] as? [[String: Any]])?.map { $0["site"] as! String }.sorted() == ["region-1", "region-2"])
         let m = try Inspection.inspect(path: root + "/generations/g000001.fbg").manifest

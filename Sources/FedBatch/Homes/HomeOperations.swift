@@ -26,8 +26,13 @@ extension Home {
         let arch = try ModelArchitecture(spec: m.model.arch)
         let tensors = try v.container.tensors(limits: limits.safetensors)
         // A generation holds full weights; an update holds a delta in its
-        // codec's layout, checked here before anything is decoded.
-        if m.kind == .generation { try arch.check(tensors) } else { try Codecs.make(name: m.codec).check(tensors, arch: arch) }
+        // codec's layout, checked here before anything is decoded; a
+        // partial aggregate holds exact sums.
+        switch m.kind {
+        case .generation: try arch.check(tensors)
+        case .update: try Codecs.make(name: m.codec).check(tensors, arch: arch)
+        case .partial: _ = try PartialAggregate(file: tensors, arch: arch, totalWeight: 0, count: 0)
+        }
         return (v, tensors)
     }
 
