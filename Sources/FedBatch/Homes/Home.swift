@@ -85,18 +85,25 @@ public struct Home: Sendable {
         return (Home(layout: layout, config: config), path, sealed.digest)
     }
 
+    /// The collector key a site or region home pins at init: usable, and not
+    /// the home's own signing key.
+    static func collectorKeyToPin(_ path: String, signer: PayloadSigner, home: String) throws -> KeyCandidate {
+        let collector = try KeyCandidate.read(path: path)
+        if collector.revoked || collector.expired {
+            throw TrustError.keyFile(path: path, reason: "the collector key is \(collector.revoked ? "revoked" : "expired")")
+        }
+        if collector.fingerprint == signer.fingerprint {
+            throw TrustError.keyFile(path: path, reason: "this is the \(home)'s own signing key; the \(home) and the collector need different keys")
+        }
+        return collector
+    }
+
     /// Creates a site home that pins the collector key in `collectorKeyPath`.
     public static func createSite(at root: String, siteID: String, modelID: String, signer: PayloadSigner,
                                   collectorKeyPath: String) throws -> Home {
         try Home.checkName(siteID, what: "site id")
         try Home.checkName(modelID, what: "model id")
-        let collector = try KeyCandidate.read(path: collectorKeyPath)
-        if collector.revoked || collector.expired {
-            throw TrustError.keyFile(path: collectorKeyPath, reason: "the collector key is \(collector.revoked ? "revoked" : "expired")")
-        }
-        if collector.fingerprint == signer.fingerprint {
-            throw TrustError.keyFile(path: collectorKeyPath, reason: "this is the site's own signing key; the site and the collector need different keys")
-        }
+        let collector = try collectorKeyToPin(collectorKeyPath, signer: signer, home: "site")
         let config = HomeConfig(role: .site, modelID: modelID, key: signer.fingerprint, siteID: siteID)
         let layout = try prepare(root, directories: ["\(root)/keys", "\(root)/generations", "\(root)/outbox"])
         try writeFileAtomically(collector.armored, to: layout.collectorKey)

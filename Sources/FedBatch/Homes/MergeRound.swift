@@ -134,9 +134,7 @@ struct MergeRound {
                     throw PartialError.bundle("bundle \(b.digest) weighs \(b.weight); \(b.numExamples) examples weigh \(strategy.weight(examples: b.numExamples)) here")
                 }
             }
-            var sums = sums
-            sums.totalWeight = bundles.reduce(0) { $0 + $1.weight }
-            sums.count = bundles.count
+            // checkPartial took the total weight and count from this list.
             try summing.add(partial: sums)
             firstCopy[v.digest] = entry.displayName
             rules.accepted(site: region.id)

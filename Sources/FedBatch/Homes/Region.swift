@@ -21,13 +21,7 @@ extension Home {
         try Home.checkName(regionID, what: "region id")
         try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
-        let collector = try KeyCandidate.read(path: collectorKeyPath)
-        if collector.revoked || collector.expired {
-            throw TrustError.keyFile(path: collectorKeyPath, reason: "the root collector's key is \(collector.revoked ? "revoked" : "expired")")
-        }
-        if collector.fingerprint == signer.fingerprint {
-            throw TrustError.keyFile(path: collectorKeyPath, reason: "this is the region's own signing key; the region and the root collector need different keys")
-        }
+        let collector = try collectorKeyToPin(collectorKeyPath, signer: signer, home: "region")
         let config = HomeConfig(role: .region, modelID: modelID, arch: arch.description, key: signer.fingerprint, siteID: regionID)
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
@@ -75,12 +69,6 @@ extension Collector {
             try ledger.recordGeneration(v.manifest, digest: v.digest.hex, file: v.path)
             try ledger.markSettled(k)
         }
-    }
-
-    /// The settings a partial is made with and the root must share: they
-    /// fix each bundle's term wᵢ·sᵢ·Δᵢ.
-    static func partialSettings(_ settings: MergeSettings, staleness: [String: Double], strategy: AggregationStrategy) -> [String: Double] {
-        staleness.merging(["weight_cap": strategy.parameters["weight_cap"] ?? Double(settings.weightCap)]) { a, _ in a }
     }
 
     /// Writes the partial aggregate of a region's merge into outbox/ and
