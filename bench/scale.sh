@@ -67,6 +67,10 @@ for s in $sites; do
   id="region-$(printf '%0*d' ${#regions} $(( i / per + 1 )))"
   cp "$fed/keys/$s.asc" "$work/template/$id/keys/sites/$s.asc"
   ln "$fed/bundles/$s.fbu" "$work/template/$id/inbox/$s.fbu"
+  # The root must know which region serves each site (what `keys add
+  # --site S --region R` records; written directly here, the key being
+  # pinned already, to spare 1000 gpg imports).
+  echo "$id" > "$work/root/keys/sites/$s.region"
   i=$((i + 1))
 done
 cp -a "$work/template" "$work/seq" && cp -a "$work/template" "$work/par"

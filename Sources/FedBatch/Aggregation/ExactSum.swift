@@ -184,6 +184,10 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
     case strategy(String)
     case privacy
     case bundle(String)
+    /// A partial covering a site this region does not serve.
+    case foreignSite(site: String, region: String, servedBy: String?)
+    /// A site served by a region sent its update to the root directly.
+    case viaRegion(site: String, region: String)
 
     public var code: String {
         switch self {
@@ -195,6 +199,8 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
         case .strategy: return "partial.strategy"
         case .privacy: return "partial.privacy"
         case .bundle: return "partial.bundle"
+        case .foreignSite: return "partial.foreign-site"
+        case .viaRegion: return "partial.via-region"
         }
     }
 
@@ -211,6 +217,12 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
             return "strategy \(name) needs every bundle's own update (it is not a sum), so it cannot merge partial aggregates; use fedavg or a server optimiser (fedavgm, fedadam, fedadagrad, fedyogi, diloco) for a hierarchical federation"
         case .privacy: return "a partial aggregate cannot be merged under [privacy]: central DP clips and counts each site's update at the collector that adds the noise"
         case .bundle(let why): return "a partial aggregate covering a bundle this collector cannot take: \(why)"
+        case let .foreignSite(site, region, servedBy):
+            return "a partial aggregate from \(region) covering site \(site), which "
+                + (servedBy.map { "region \($0) serves" } ?? "reaches this collector directly")
+                + "; a region speaks only for the sites pinned to it here (fedbatch keys add --site \(site) --region \(region))"
+        case let .viaRegion(site, region):
+            return "an update from site \(site), which region \(region) serves: its updates reach this collector only inside \(region)'s partial aggregates"
         }
     }
 }

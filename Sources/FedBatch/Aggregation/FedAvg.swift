@@ -77,8 +77,41 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         let limit = Double(Float.greatestFiniteMagnitude)
         for (t, shape) in base.arch.tensorShapes.enumerated() {
             let b = base.tensors[t]
+            if let range = integerRange(base.arch.dtypes[t]) {
+                // An integer tensor moves by the rounded increment, unscaled
+                // (see FedAvg); every rule's result lies between the base
+                // and some bundle's base + increment, so checking each
+                // bundle bounds the result.
+                let bad = delta.withTensor(t) { d in
+                    (0..<b.count).first { !range.contains(Double(b[$0]) + Double(d[$0]).rounded()) }
+                }
+                if let bad { throw AggregationError.integerRange(tensor: shape.name, index: bad, dtype: base.arch.dtypes[t]) }
+                continue
+            }
             let bad = delta.withTensor(t) { d in (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(d[$0])) <= limit) } }
             if let bad { throw AggregationError.nonFiniteResult(tensor: shape.name, index: bad) }
+        }
+    }
+
+    /// The values an integer tensor of `dtype` may take in a generation: its
+    /// dtype's range, and below 2^24 in magnitude, where float32 carries
+    /// integers exactly (`ModelArchitecture.maxIntegerMagnitude`). nil for
+    /// floating-point tensors. A NaN is in no range.
+    static func integerRange(_ dtype: DType) -> ClosedRange<Double>? {
+        guard let r = dtype.integerRange else { return nil }
+        let m = Double(ModelArchitecture.maxIntegerMagnitude - 1)
+        return max(Double(r.lowerBound), -m)...min(Double(r.upperBound), m)
+    }
+
+    /// The same rule for a regional collector's largest increments.
+    static func checkIncrements(_ increments: [Int: [Double]], base: ModelWeights) throws {
+        for (t, m) in increments {
+            guard let range = integerRange(base.arch.dtypes[t]) else { continue }
+            let b = base.tensors[t]
+            // -inf marks "no bundle reported an increment": no change.
+            if let bad = m.indices.first(where: { m[$0] != -.infinity && !range.contains(Double(b[$0]) + m[$0]) }) {
+                throw AggregationError.integerRange(tensor: base.arch.tensorShapes[t].name, index: bad, dtype: base.arch.dtypes[t])
+            }
         }
     }
 
@@ -195,9 +228,11 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
 public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
     case nonFiniteResult(tensor: String, index: Int)
     case outOfRange(tensor: String, sum: Bool)
+    case integerRange(tensor: String, index: Int, dtype: DType)
 
     public var code: String {
         switch self {
+        case .integerRange: return "aggregation.integer-range"
         case .nonFiniteResult: return "aggregation.non-finite"
         case .outOfRange: return "aggregation.out-of-range"
         }
@@ -205,6 +240,8 @@ public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
 
     public var description: String {
         switch self {
+        case let .integerRange(tensor, index, dtype):
+            return "with this update, element \(index) of integer tensor \"\(tensor)\" (\(dtype.rawValue)) would leave the range a generation may hold (the dtype's, and below 2^24 in magnitude)"
         case let .outOfRange(tensor, sum):
             return sum ? "with this update the sum of tensor \"\(tensor)\" would pass 1.8e19, beyond the range fedbatch sums exactly"
                 : "an element of tensor \"\(tensor)\" times its weight is 4.6e18 or more, beyond the range fedbatch sums exactly"

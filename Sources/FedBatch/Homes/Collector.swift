@@ -104,7 +104,8 @@ public struct Collector {
         // tighter merge.clip_norm) and weighs the same.
         let clip = release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
         var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
-                               uniformWeights: release != nil, regions: region ? [] : settings.regions, base: currentWeights)
+                               uniformWeights: release != nil, regions: region ? [] : settings.regions,
+                               siteRegions: region ? [:] : try TrustSet.siteRegions(keysDirectory: layout.keys), base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
             Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
@@ -246,7 +247,7 @@ public struct Collector {
         // The tabular schema, if the model has one, is the same for every
         // generation: carried forward from the current one.
         let schema = current.container.members[TabularSchema.member].map { [(TabularSchema.member, $0)] } ?? []
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(next.named))]
+        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, next.generationMember())]
                                                                      + schema + state + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]

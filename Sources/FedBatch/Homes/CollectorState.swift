@@ -11,6 +11,9 @@ extension Collector {
         guard v.manifest.generation == newest else {
             throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
         }
+        // A region follows the root's chain as a site does: the rotations
+        // it walked through are kept, so the next walk starts here.
+        if home.config.role == .region { for r in verifier.adopted { try home.record(r) } }
         return (v.identityOnly(), weights)
     }
 

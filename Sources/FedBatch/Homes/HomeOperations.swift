@@ -36,21 +36,15 @@ extension Home {
         return (v, tensors)
     }
 
-    /// Opens a generation (a path), verified as `openVerified` does, with
-    /// its weights; refuses an update bundle given in its place. A
-    /// generation signed by a key this home does not know yet may come
-    /// after a key rotation: then the rotations that generations/ carries
-    /// are adopted into `verifier` (in memory; see `Verifier.adopted`) and
-    /// it is tried once more.
+    /// Opens a generation (a path), verified as `openVerified` does after
+    /// walking the chain to it (`walkTrust`: the rotations on the way are
+    /// adopted into `verifier`, in memory; see `Verifier.adopted`), with its
+    /// weights; refuses an update bundle given in its place.
     public func openGeneration(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
-        let v: VerifiedContainer, tensors: SafetensorsFile
-        do {
-            (v, tensors) = try openVerified(path, verifier: verifier)
-        } catch let error as TrustError {
-            guard case .unknownSigner = error, try adoptRotations(verifier: verifier, persist: false) > 0 else { throw error }
-            (v, tensors) = try openVerified(path, verifier: verifier)
-        }
+        let (v, tensors) = try openTrusted(path, verifier: verifier)
         guard v.manifest.kind == .generation, v.manifest.generation != nil else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
+        // The generation's own rotation applies to the ones after it.
+        try verifier.adoptRotation(carriedBy: v)
         return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
     }
 
@@ -63,18 +57,18 @@ extension Home {
     public func verify(paths: [String]) throws -> [FileVerdict] {
         let verifier = try self.verifier()
         verifier.acceptsRetiredKeys = true
-        var rotationsRead = false
         let ledger = config.role == .collector && FileManager.default.fileExists(atPath: layout.stateDatabase) ? try? Ledger(path: layout.stateDatabase) : nil
         return paths.map { path in
             do {
-                var opened: VerifiedContainer
-                do {
-                    opened = try openVerified(path, verifier: verifier).0
-                } catch let error as TrustError {
-                    guard case .unknownSigner = error, !rotationsRead else { throw error }
-                    rotationsRead = true
-                    guard try adoptRotations(verifier: verifier, persist: false) > 0 else { throw error }
-                    opened = try openVerified(path, verifier: verifier).0
+                // A generation is trusted through the chain before it, as
+                // train trusts it; any other file against the pinned keys.
+                let opened: VerifiedContainer
+                if path.hasSuffix(".fbm") {
+                    // A pruned generation: its signed manifest is all there is.
+                    if let n = claimedGeneration(path) { _ = try walkTrust(to: n, verifier: verifier) }
+                    opened = try verifier.openPruned(path: path)
+                } else {
+                    opened = try openTrusted(path, verifier: verifier).0
                 }
                 var note: String?
                 if opened.signer.retired {
@@ -95,7 +89,7 @@ extension Home {
     public func exportGeneration(_ path: String, to out: String) throws -> VerifiedContainer {
         let (v, weights) = try openGeneration(path, verifier: try verifier())
         let arch = weights.arch
-        try SafetensorsWriter.write(weights.named, metadata: [
+        try SafetensorsWriter.write(try weights.named(), metadata: [
             "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
             "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
         ], to: out)
@@ -171,6 +165,25 @@ extension Home {
         try pinKey(for: .site(site), keyFile: keyFile).key
     }
 
+    /// Records, at a root collector, that `region` serves `site`: from then
+    /// on the root takes that site's updates only inside the region's
+    /// partial aggregates, and refuses a partial of any region that covers
+    /// a site it does not serve. The site's key is pinned as usual (for
+    /// the audit trail); `region` must be in merge.regions.
+    public func attachSite(_ site: String, toRegion region: String) throws {
+        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        try Home.checkName(region, what: "region id")
+        guard config.merge.regions.contains(region) else {
+            throw HomeError.config(path: layout.config, reason: "\(region) is not in merge.regions (\(config.merge.regions.joined(separator: ", "))); list it there first")
+        }
+        guard site != region, !config.merge.regions.contains(site) else {
+            throw HomeError.config(path: layout.config, reason: "\(site) is a regional collector; a region is not served by a region")
+        }
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        try writeFileAtomically(Data((region + "\n").utf8), to: TrustSet.Files.siteRegion(site, in: layout.keys))
+    }
+
     /// Retires a site's pinned key, or all of them when `fingerprint` is
     /// nil: bundles they sign are refused from then on. The key files move
     /// to `keys/retired/sites/`, so that `fedbatch verify` can still check
@@ -201,6 +214,7 @@ extension Home {
         if let remaining = current.first(where: { k in !chosen.contains { $0.fingerprint == k.fingerprint } }), remaining.path != layout.siteKey(site) {
             try moveFile(remaining.path, to: layout.siteKey(site))
         }
+        if chosen.count == current.count { try? FileManager.default.removeItem(atPath: TrustSet.Files.siteRegion(site, in: layout.keys)) }
         try syncDirectory(layout.siteKeys)
         return chosen.map { var k = $0; k.retired = true; return k }
     }

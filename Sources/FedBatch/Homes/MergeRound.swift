@@ -37,6 +37,9 @@ struct MergeRound {
     private let uniformWeights: Bool
     /// merge.regions: the senders whose partial aggregates this collector takes.
     private let regions: Set<String>
+    /// Which region serves each site attached through one (pinned at this
+    /// collector with keys add --region); the others reach it directly.
+    private let siteRegions: [String: String]
     private let base: ModelWeights
     private var firstCopy: [Digest: String] = [:]
     /// Digests of the bundles added so far, directly or inside a partial.
@@ -49,13 +52,14 @@ struct MergeRound {
     private(set) var summaries: [Summary] = []
 
     init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, clipNorm: Double? = nil,
-         uniformWeights: Bool = false, regions: [String] = [], base: ModelWeights) {
+         uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
         self.staleness = staleness
         self.clipNorm = clipNorm
         self.uniformWeights = uniformWeights
         self.regions = Set(regions)
+        self.siteRegions = siteRegions
         self.base = base
     }
 
@@ -65,6 +69,7 @@ struct MergeRound {
             let m = v.manifest
             if let id = m.site?.id, regions.contains(id) { throw PartialError.fromARegion(id) }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
+            if let region = siteRegions[site.id] { throw PartialError.viaRegion(site: site.id, region: region) }
             try strategy.check(delta: delta, base: base)
             let weight = uniformWeights ? 1 : strategy.weight(examples: n)
             let factor = staleness.weight(staleness: s)
@@ -120,7 +125,15 @@ struct MergeRound {
                 throw PartialError.settings(keys.map { "\($0) is \(theirs[$0].map { "\($0)" } ?? "unset") there, \(mine[$0].map { "\($0)" } ?? "unset") here" }
                     .joined(separator: "; "))
             }
+            var covered: Set<String> = []
             for b in bundles {
+                // A region speaks only for the sites it serves, once each.
+                guard siteRegions[b.site] == region.id else {
+                    throw PartialError.foreignSite(site: b.site, region: region.id, servedBy: siteRegions[b.site])
+                }
+                guard covered.insert(b.site).inserted else {
+                    throw PartialError.bundle("it covers site \(b.site) twice")
+                }
                 if let g = try k.mergedInto(b.digest) { throw PartialError.bundle("bundle \(b.digest) of site \(b.site) was merged into generation \(g)") }
                 if bundleDigests.contains(b.digest) || rules.sitesAccepted.contains(b.site) {
                     throw PartialError.bundle("site \(b.site) already has an update in this merge")
@@ -134,6 +147,9 @@ struct MergeRound {
                     throw PartialError.bundle("bundle \(b.digest) weighs \(b.weight); \(b.numExamples) examples weigh \(strategy.weight(examples: b.numExamples)) here")
                 }
             }
+            guard Set(bundles.map(\.digest)).count == bundles.count else { throw PartialError.bundle("it lists a bundle twice") }
+            // Its counters' increments obey the rule each bundle's would.
+            try FedAvg.checkIncrements(sums.maxIncrements, base: self.base)
             // checkPartial took the total weight and count from this list.
             try summing.add(partial: sums)
             firstCopy[v.digest] = entry.displayName

@@ -90,7 +90,10 @@ extension Home {
             var includedIn: Int?
             let verifier = try self.verifier()
             for (n, path, pruned) in layout.chainFiles() where n > last.base {
-                guard let v = try? (pruned ? verifier.openPruned(path: path) : verifier.open(path: path)) else { continue }
+                // Only what the chain vouches for counts (walkTrust): a
+                // generation signed by a retired key proves nothing.
+                do { _ = try walkTrust(to: n, verifier: verifier) } catch { break }
+                guard let v = try? (pruned ? verifier.openPruned(path: path) : verifier.open(path: path)) else { break }
                 if v.manifest.included?.contains(where: { $0.digest == last.digest }) == true { includedIn = n; break }
             }
             bundle = .init(file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,

@@ -14,6 +14,17 @@ public enum DType: String, CaseIterable, Sendable, Codable {
     }
 
     public var isFloatingPoint: Bool { self == .f32 || self == .f16 || self == .bf16 }
+
+    /// The values an integer dtype holds (nil for floating point).
+    public var integerRange: ClosedRange<Int64>? {
+        switch self {
+        case .i8: return Int64(Int8.min)...Int64(Int8.max)
+        case .u8: return 0...Int64(UInt8.max)
+        case .i32: return Int64(Int32.min)...Int64(Int32.max)
+        case .i64: return Int64.min...Int64.max
+        case .f32, .f16, .bf16: return nil
+        }
+    }
 }
 
 /// A failure to build or convert a tensor.
@@ -21,9 +32,13 @@ public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
     case byteCountMismatch(dtype: DType, shape: [Int], expected: Int, actual: Int)
     case invalidShape([Int])
     case notFloatingPoint(DType)
+    /// A value an integer dtype cannot hold (or a non-finite one).
+    case integerRange(dtype: DType, value: Float)
 
     public var description: String {
         switch self {
+        case let .integerRange(dtype, value):
+            return "\(value) does not fit in a \(dtype.rawValue) tensor"
         case let .byteCountMismatch(dtype, shape, expected, actual):
             return "a \(dtype.rawValue) tensor of shape \(shape) needs \(expected) bytes, not \(actual)"
         case .invalidShape(let shape):
@@ -76,24 +91,29 @@ public struct Tensor: Sendable, Equatable {
     public var count: Int { data.count / dtype.byteSize }
 
     /// A tensor of `dtype` from float values: rounded to nearest even for
-    /// F16 and BF16, to the nearest integer for the integer dtypes (the
-    /// values are expected to fit; see ModelArchitecture.check).
+    /// F16 and BF16, to the nearest integer for the integer dtypes. A value
+    /// an integer dtype cannot hold is refused, never converted with a trap.
     public init(shape: [Int], dtype: DType, values: [Float]) throws {
         if dtype == .f32 { self.init(shape: shape, floats: values); return }
         if dtype.isFloatingPoint { self = try Tensor(shape: shape, floats: values).converted(to: dtype); return }
         var out = Data(count: values.count * dtype.byteSize)
+        let range = dtype.integerRange!
+        var bad: Float?
         out.withUnsafeMutableBytes { raw in
             for (i, v) in values.enumerated() {
-                let r = v.rounded()
+                // Int64(exactly:) is nil for NaN, infinities and anything
+                // beyond Int64, where Int64(_:) would trap.
+                guard let r = Int64(exactly: v.rounded()), range.contains(r) else { bad = v; return }
                 switch dtype {
-                case .i64: raw.storeBytes(of: Int64(r).littleEndian, toByteOffset: 8 * i, as: Int64.self)
-                case .i32: raw.storeBytes(of: Int32(clamping: Int64(r)).littleEndian, toByteOffset: 4 * i, as: Int32.self)
-                case .i8: raw.storeBytes(of: Int8(clamping: Int64(r)), toByteOffset: i, as: Int8.self)
-                case .u8: raw.storeBytes(of: UInt8(clamping: Int64(r)), toByteOffset: i, as: UInt8.self)
+                case .i64: raw.storeBytes(of: r.littleEndian, toByteOffset: 8 * i, as: Int64.self)
+                case .i32: raw.storeBytes(of: Int32(truncatingIfNeeded: r).littleEndian, toByteOffset: 4 * i, as: Int32.self)
+                case .i8: raw.storeBytes(of: Int8(truncatingIfNeeded: r), toByteOffset: i, as: Int8.self)
+                case .u8: raw.storeBytes(of: UInt8(truncatingIfNeeded: r), toByteOffset: i, as: UInt8.self)
                 default: break
                 }
             }
         }
+        if let bad { throw TensorError.integerRange(dtype: dtype, value: bad) }
         try self.init(dtype: dtype, shape: shape, data: out)
     }
 

@@ -151,8 +151,10 @@ extension Home {
         var report = TransferReport(remote: remote.url)
         let have = Set(layout.generationNumbers())
         let verifier = try self.verifier()
-        for object in try remote.list(prefix: RemoteLayout.generations) {
-            guard let n = RemoteLayout.parseGenerationKey(object.key), !have.contains(n) else { continue }
+        // In order: each is trusted through the ones before it (walkTrust).
+        let listed = try remote.list(prefix: RemoteLayout.generations).compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
+        for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
+            guard !have.contains(n) else { continue }
             do {
                 let pending = try PendingFile(in: layout.generations)
                 try remote.get(key: object.key, into: pending, cap: ContainerLimits.default.maxFileBytes)

@@ -49,6 +49,8 @@ public struct TrustSet: Sendable {
         /// A site's second key, pinned beside the first during a rotation.
         public static func siteKey(_ site: String, fingerprint: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site)@\(fingerprint).asc" }
         public static func retiredSiteKeys(in keys: String) -> String { "\(keys)/retired/sites" }
+        /// At a root collector: the region that serves a site (keys add --region).
+        public static func siteRegion(_ site: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site).region" }
         public static func rotations(in keys: String) -> String { "\(keys)/rotations" }
         public static func pendingRotation(in keys: String) -> String { "\(keys)/rotation-pending" }
     }
@@ -135,6 +137,22 @@ public struct TrustSet: Sendable {
             if pinned.contains(where: { !$0.retired && $0.fingerprint == k.fingerprint }) { pinned[i].retired = false }
         }
         return (TrustSet(keys: pinned), blocks, rotations)
+    }
+
+    /// At a root collector: which region serves each site attached through
+    /// one (`keys/sites/<site>.region`, holding the region id).
+    public static func siteRegions(keysDirectory: String) throws -> [String: String] {
+        let dir = Files.siteKeys(in: keysDirectory)
+        var map: [String: String] = [:]
+        for f in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []) where f.hasSuffix(".region") && !f.hasPrefix(".") {
+            let site = String(f.dropLast(7))
+            let region = String(decoding: try readFile("\(dir)/\(f)", cap: 256), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard ContainerPath.isIdentifier(site), ContainerPath.isIdentifier(region) else {
+                throw TrustError.keyFile(path: "\(dir)/\(f)", reason: "must be <site-id>.region holding one region id")
+            }
+            map[site] = region
+        }
+        return map
     }
 
     /// Reads the pinned keys (for listing); no verification keyring is kept.

@@ -26,6 +26,9 @@ struct KeysAdd: Subcommand {
     @Option(help: "The site id the key speaks for (collector homes).")
     var site: String?
 
+    @Option(help: ArgumentHelp("At a root collector: the regional collector (in merge.regions) that serves this site. The root then takes the site's updates only inside that region's partial aggregates.", valueName: "region-id"))
+    var region: String?
+
     @Flag(help: "Renew the collector's pinned key (the same key, re-exported after a change in gpg).")
     var collector = false
 
@@ -34,10 +37,20 @@ struct KeysAdd: Subcommand {
 
     func validate() throws {
         if (site == nil) == !collector { throw ValidationError("give exactly one of --site ID and --collector") }
+        if region != nil && site == nil { throw ValidationError("--region goes with --site") }
     }
 
     func run(_ context: CommandContext) throws -> KeyChange {
         let home = try context.home()
+        if let region, let site {
+            // Checked before the key is pinned, so a refusal changes nothing.
+            guard home.config.merge.regions.contains(region) else {
+                throw HomeError.config(path: home.layout.config, reason: "\(region) is not in merge.regions; list it there first")
+            }
+            let (key, updated) = try home.pinKey(for: .site(site), keyFile: file)
+            try home.attachSite(site, toRegion: region)
+            return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key), region: region)
+        }
         let (key, updated) = try home.pinKey(for: site.map { .site($0) } ?? .collector, keyFile: file)
         return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key))
     }
@@ -47,9 +60,11 @@ struct KeysAdd: Subcommand {
 struct KeyChange: CommandOutput {
     let action: String
     let key: KeyInfo
+    /// keys add --region: the region that serves the site.
+    var region: String? = nil
 
     func render(into text: inout TextRendering) {
         let whom = key.site.map { "site \($0)" } ?? "the collector"
-        text.out = ["\(action) \(key.fingerprint) for \(whom) (\(key.userId))"]
+        text.out = ["\(action) \(key.fingerprint) for \(whom) (\(key.userId))" + (region.map { ", served by region \($0)" } ?? "")]
     }
 }

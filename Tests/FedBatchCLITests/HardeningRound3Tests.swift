@@ -1,0 +1,122 @@
+import FedBatch
+import FedBatchTestSupport
+import Foundation
+import Testing
+
+/// Wave 3's hardening: trust follows the chain, numbers read from files
+/// never trap, the collector signs only what its sites would accept, and a
+/// region speaks only for the sites it serves. Real keys, the real binary.
+@Suite("hardening, round 3")
+struct HardeningRound3Tests {
+    static func copyGeneration(_ fed: Federation, _ n: Int, to home: String) throws {
+        let name = HomeLayout.generationFileName(n)
+        try FileManager.default.copyItem(atPath: fed.collector + "/generations/" + name, toPath: home + "/generations/" + name)
+    }
+
+    static func code(_ r: ProcessResult) throws -> String? {
+        (try r.summary()["files"] as? [[String: Any]])?.first?["code"] as? String
+    }
+
+    @Test("after a rotation, a generation the retired collector key signs is refused however the generations reach a site")
+    func retiredCollectorKey() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        let old = fed.collectorKey
+        let new = try fed.keyring.generate("collector-new")
+        // g1 plain, g2 carries the rotation (the old key's last), g3 by the new key.
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0))
+        try fed.run(["merge", "--home", fed.collector])
+        try fed.run(["keys", "rotate", "--home", fed.collector, "--new-key", new])
+        try fed.run(["revert", "--home", fed.collector, "0"])
+        try fed.run(["revert", "--home", fed.collector, "1"])
+        // g4 on g3, signed by the old key (stolen, say).
+        let g3 = try fed.generation(3)
+        let forged = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-09T00:00:00Z",
+                              generation: 4, parent: .init(number: 3, digest: g3.digest), included: [], rejected: [])
+        let g4 = try fed.signer(old).seal(manifest: forged, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
+        let site1 = fed.site("site-1"), site2 = fed.site("site-2")
+
+        // Site-1 last trained on g1, then is handed g2, g3 and g4 at once.
+        for n in [0, 1] { try Self.copyGeneration(fed, n, to: site1) }
+        try fed.run(["export", "--home", site1, "latest", "--out", fed.root + "/w1.safetensors"])
+        try fed.run(["pack", "--home", site1, "--weights", fed.root + "/w1.safetensors", "--num-examples", "10", "-q"])
+        for n in [2, 3] { try Self.copyGeneration(fed, n, to: site1) }
+        try g4.file.write(to: URL(fileURLWithPath: site1 + "/generations/g000004.fbg"))
+        let pack = try fed.fedbatch(["pack", "--home", site1, "--weights", fed.root + "/w1.safetensors", "--num-examples", "10", "--json"])
+        #expect(pack.status == 3, "\(pack.err)")
+        #expect(pack.err.contains("signature.key-range"), "\(pack.err)")
+        let sent = try FileManager.default.contentsOfDirectory(atPath: site1 + "/outbox").filter { !$0.hasPrefix(".") }
+        #expect(sent.count == 1)
+        let v1 = try fed.fedbatch(["verify", "--home", site1, "4", "--json"])
+        let c1 = try Self.code(v1)
+        #expect(v1.status == 3 && c1 == "signature.key-range", "\(v1.out)")
+        // g3, by the new key, is fine.
+        #expect(try fed.fedbatch(["verify", "--home", site1, "3"]).status == 0)
+
+        // A fresh site handed g0 to g4 trusts g4 no more.
+        for n in 0...3 { try Self.copyGeneration(fed, n, to: site2) }
+        try g4.file.write(to: URL(fileURLWithPath: site2 + "/generations/g000004.fbg"))
+        let v2 = try fed.fedbatch(["verify", "--home", site2, "latest", "--json"])
+        let c2 = try Self.code(v2)
+        #expect(v2.status == 3 && c2 == "signature.key-range", "\(v2.out)")
+        let export = try fed.fedbatch(["export", "--home", site2, "latest", "--out", fed.root + "/w4.safetensors"])
+        #expect(export.status == 3, "\(export.err)")
+        // A gap hides which key may sign: g3 without g2 is refused.
+        try FileManager.default.removeItem(atPath: site2 + "/generations/g000002.fbg")
+        let gap = try fed.fedbatch(["verify", "--home", site2, "3", "--json"])
+        let cg = try Self.code(gap)
+        #expect(gap.status == 3 && cg == "chain.gap", "\(gap.out)")
+        try Self.copyGeneration(fed, 2, to: site2)
+        #expect(try fed.fedbatch(["verify", "--home", site2, "3"]).status == 0)
+    }
+
+    /// A collector home for `tensors:w=F32[2,3];n=I64[]` (a weight and a
+    /// BatchNorm-style counter) with the federation's sites pinned.
+    static func integerModel(_ fed: Federation) throws -> String {
+        let home = fed.root + "/intcol"
+        let weights = try fed.keyring.dir.write("int.safetensors", SafetensorsWriter.encode([
+            ("w", Tensor(shape: [2, 3], floats: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])),
+            ("n", try Tensor(shape: [], dtype: .i64, values: [5])),
+        ]))
+        try fed.run(["init", "collector", "--home", home, "--model-id", "ints", "--arch", "tensors:w=F32[2,3];n=I64[]",
+                     "--key", fed.collectorKey, "--weights", weights])
+        try Federation.setConfig(home: home, table: "merge", "min_bundles", "1")
+        try Federation.setConfig(home: home, table: "merge", "settle_seconds", "0")
+        for (s, fpr) in fed.siteKeys { try fed.run(["keys", "add", "--home", home, "--site", s, try fed.keyring.exportPublic(fpr, to: "\(s).asc")]) }
+        return home
+    }
+
+    static func integerUpdate(_ fed: Federation, home: String, site: String, seq: Int64, counter: Float) throws -> String {
+        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: home + "/generations/g000000.fbg")))
+        let manifest = Manifest(kind: .update, model: .init(id: "ints", arch: "tensors:w=F32[2,3];n=I64[]"), created: "2026-01-01T00:00:00Z",
+                                base: .init(number: 0, digest: file.digest.hex), site: .init(id: site, seq: seq), numExamples: 10)
+        let tensors: [(name: String, tensor: Tensor)] = [("w", Tensor(shape: [2, 3], floats: [Float](repeating: 0.01, count: 6))),
+                                                         ("n", Tensor(shape: [], floats: [counter]))]
+        let sealed = try fed.signer(fed.siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
+        let path = home + "/inbox/\(site)-\(seq).fbu"
+        try sealed.file.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test("an integer tensor's increment that a generation could not hold is refused with its bundle, never signed and never a trap")
+    func integerIncrements() throws {
+        let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
+        let home = try Self.integerModel(fed)
+        // 2^25 would leave float32's exact integers; 3.3e25 would trap a
+        // plain Int64 conversion; site-3 counts 7 batches honestly.
+        _ = try Self.integerUpdate(fed, home: home, site: "site-1", seq: 1, counter: 33_554_432)
+        _ = try Self.integerUpdate(fed, home: home, site: "site-2", seq: 1, counter: 3.3e25)
+        _ = try Self.integerUpdate(fed, home: home, site: "site-3", seq: 1, counter: 7)
+        let r = try fed.fedbatch(["merge", "--home", home, "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let s = try r.summary()
+        let codes = (s["rejected"] as? [[String: Any]] ?? []).map { $0["code"] as? String }
+        #expect(codes == ["aggregation.integer-range", "aggregation.integer-range"], "\(s)")
+        #expect((s["accepted"] as? [[String: Any]])?.map { $0["site"] as? String } == ["site-3"])
+        // What was signed verifies, holding 5 + 7.
+        #expect(try fed.fedbatch(["verify", "--home", home, "1"]).status == 0)
+        #expect(try fed.fedbatch(["log", "--home", home]).status == 0)
+        try fed.run(["export", "--home", home, "1", "--out", fed.root + "/out.safetensors"])
+        let out = try SafetensorsFile.open(path: fed.root + "/out.safetensors")
+        #expect(out.tensor("n")?.integers() == [12])
+    }
+}
