@@ -27,10 +27,10 @@ struct Console {
         }
         var text = TextRendering()
         output.render(into: &text)
-        for w in text.warnings { Self.writeErr(w + "\n") }
+        for w in text.warnings { Self.writeErr(Self.printable(w) + "\n") }
         guard !quiet else { return }
-        for n in text.notes { Self.writeErr(n + "\n") }
-        if !text.out.isEmpty { Self.writeOut(text.out.joined(separator: "\n") + "\n") }
+        for n in text.notes { Self.writeErr(Self.printable(n) + "\n") }
+        if !text.out.isEmpty { Self.writeOut(text.out.map(Self.printable).joined(separator: "\n") + "\n") }
     }
 
     /// A status message of a long command: a JSON line under --json; in text
@@ -45,7 +45,7 @@ struct Console {
         if json {
             if let line = try? Self.line(Problem(code: code, message: message), type: "warning") { Self.writeErr(line) }
         } else {
-            Self.writeErr("fedbatch: warning: \(message)\n")
+            Self.writeErr("fedbatch: warning: \(Self.printable(message))\n")
         }
     }
 
@@ -54,7 +54,7 @@ struct Console {
         if json, let line = try? Self.line(Failure(code: code, message: message, exitCode: Int(status.rawValue)), type: "error") {
             Self.writeErr(line)
         } else {
-            Self.writeErr("fedbatch: error: \(message)\n")
+            Self.writeErr("fedbatch: error: \(Self.printable(message))\n")
         }
     }
 
@@ -69,6 +69,28 @@ struct Console {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: try encoder.encode(Tagged(messageType: type, value: value)), as: UTF8.self) + "\n"
+    }
+
+    /// Text for a terminal, where names, keys and manifest strings come
+    /// from outsiders: control characters (C0 but tab and newline, DEL, C1)
+    /// and the bidirectional controls that reorder what a reader sees
+    /// (U+061C, U+200E/F, U+202A-E, U+2066-9) are shown as escapes, never
+    /// sent raw. JSON output escapes them by itself.
+    static func printable(_ s: String) -> String {
+        func unsafe(_ v: UInt32) -> Bool {
+            (v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) || v == 0x061C || v == 0x200E || v == 0x200F
+                || (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v)
+        }
+        guard s.unicodeScalars.contains(where: { unsafe($0.value) }) else { return s }
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            if unsafe(u.value) {
+                out.append(contentsOf: (u.value <= 0xFF ? String(format: "\\x%02X", u.value) : String(format: "\\u{%04X}", u.value)).unicodeScalars)
+            } else {
+                out.append(u)
+            }
+        }
+        return String(out)
     }
 
     static func writeOut(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }

@@ -5,7 +5,7 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, statement, signature, container, codec, idx, csv
+    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -52,7 +52,43 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? DataLoader.parseIDX([UInt8](data), path: "fuzz")
         case .csv:
             _ = try? DataLoader.parseCSV(data, path: "fuzz")
+        case .numbers:
+            Self.extremeNumbers(data)
         }
+    }
+
+    /// Every number a manifest or a tensor carries, taken from the input's
+    /// 8-byte words (as integers and as float bit patterns), through
+    /// manifest validation and the integer-tensor rules a merge applies:
+    /// refusals are fine, a trap is not.
+    static func extremeNumbers(_ data: Data) {
+        var words = stride(from: 0, to: data.count - data.count % 8, by: 8).map { i in
+            data[data.startIndex + i..<data.startIndex + i + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        }
+        if words.isEmpty { words = [0] }
+        func int(_ i: Int) -> Int { Int(truncatingIfNeeded: words[i % words.count]) }
+        func double(_ i: Int) -> Double { Double(bitPattern: words[i % words.count]) }
+        let digest = String(repeating: "a", count: 64)
+        let kinds: [Manifest.Kind] = [.update, .partial, .generation]
+        var m = Manifest(kind: kinds[abs(int(0) % 3)], model: .init(id: "m", arch: "tensors:w=F32[2];n=I64[]"), created: "2026-01-01T00:00:00Z",
+                         codec: int(1) % 2 == 0 ? "fp32" : Manifest.exactSumCodec,
+                         generation: int(2), parent: .init(number: int(3), digest: digest), base: .init(number: int(4), digest: digest),
+                         site: .init(id: "s", seq: Int64(truncatingIfNeeded: int(5))), numExamples: Int64(truncatingIfNeeded: int(6)),
+                         included: [.init(digest: digest, site: "s", signer: digest, seq: Int64(truncatingIfNeeded: int(7)),
+                                          numExamples: Int64(truncatingIfNeeded: int(8)), weight: double(9), base: int(10),
+                                          staleness: int(11), stalenessWeight: double(12))])
+        m.metrics = ["x": double(13)]
+        if let bytes = try? m.encoded() { _ = try? Manifest.decode(bytes) }
+        _ = try? m.validate()
+        // The integer-tensor rules: a tensor built from these floats for
+        // every integer dtype, and a delta checked against a base.
+        let floats = words.map { Float(bitPattern: UInt32(truncatingIfNeeded: $0)) }
+        for dtype in DType.allCases where !dtype.isFloatingPoint { _ = try? Tensor(shape: [floats.count], dtype: dtype, values: floats) }
+        let arch = try! ModelArchitecture(spec: "tensors:w=F32[2];n=I64[]")
+        let base = ModelWeights(arch: arch, tensors: [[floats[0], floats[1 % floats.count]], [Float(int(14) % 1000)]])
+        _ = try? base.generationMember()
+        let delta = ModelWeights(arch: arch, tensors: [[floats[2 % floats.count], 0], [floats[3 % floats.count]]])
+        _ = try? FedAvg.checkDelta(delta, base: base)
     }
 
     static let codecArch = try! ModelArchitecture(spec: "mlp:4-3-2")

@@ -70,9 +70,14 @@ public struct AWSCredentials: Sendable {
 /// Performs HTTP requests with libcurl, one at a time per client.
 public final class HTTPClient {
     private let credentials: AWSCredentials?
-    /// A transfer that moves less than a byte a second for this long is
-    /// abandoned, so a dead server cannot hang a cron job.
+    /// A transfer that moves less than `minimumRate` bytes a second for
+    /// this long is abandoned, so a dead (or dripping) server cannot hang a
+    /// cron job.
     public var stallSeconds = 60
+    public var minimumRate = 1024
+    /// No request takes longer than this, whatever its rate: a hostile
+    /// endpoint cannot hold the home's lock for ever.
+    public var deadlineSeconds = 6 * 3600
     public var connectTimeoutSeconds = 10
 
     private static let initialized: Bool = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK }()
@@ -109,8 +114,9 @@ public final class HTTPClient {
         _ = fb_curl_setopt_string(h, CURLOPT_URL, request.url)
         _ = fb_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         _ = fb_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT, connectTimeoutSeconds)
-        _ = fb_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1)
+        _ = fb_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, minimumRate)
         _ = fb_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, stallSeconds)
+        _ = fb_curl_setopt_long(h, CURLOPT_TIMEOUT, deadlineSeconds)
         // libcurl asks "Expect: 100-continue" before a large upload; a
         // server that never answers it costs this wait, not a second.
         // (Removing the header instead would break the signature: libcurl

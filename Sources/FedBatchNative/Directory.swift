@@ -169,6 +169,24 @@ public final class OpenFile {
         self.fd = fd
     }
 
+    /// Takes over an open descriptor (see ConfinedDirectory); refuses and
+    /// closes it if it is not a regular file.
+    init(fd: Int32, displayPath: String) throws {
+        self.displayPath = displayPath
+        var st = stat()
+        if fstat(fd, &st) != 0 {
+            let e = FileError.errno(displayPath, "cannot stat")
+            close(fd)
+            throw e
+        }
+        status = EntryStatus(st)
+        guard status.kind == .regular else {
+            close(fd)
+            throw FileError(path: displayPath, message: "is a \(status.kind.description), not a regular file")
+        }
+        self.fd = fd
+    }
+
     deinit { close(fd) }
 
     public var size: Int64 { status.size }

@@ -41,7 +41,9 @@ struct HardeningRound3Tests {
         try fed.run(["pack", "--home", site1, "--weights", fed.root + "/w1.safetensors", "--num-examples", "10", "-q"])
         for n in [2, 3] { try Self.copyGeneration(fed, n, to: site1) }
         try g4.file.write(to: URL(fileURLWithPath: site1 + "/generations/g000004.fbg"))
-        let pack = try fed.fedbatch(["pack", "--home", site1, "--weights", fed.root + "/w1.safetensors", "--num-examples", "10", "--json"])
+        // Weights with no generation in their metadata: pack takes the newest.
+        let plain = try fed.keyring.dir.write("plain.safetensors", SafetensorsWriter.encode(try Samples.weights()))
+        let pack = try fed.fedbatch(["pack", "--home", site1, "--weights", plain, "--num-examples", "10", "--json"])
         #expect(pack.status == 3, "\(pack.err)")
         #expect(pack.err.contains("signature.key-range"), "\(pack.err)")
         let sent = try FileManager.default.contentsOfDirectory(atPath: site1 + "/outbox").filter { !$0.hasPrefix(".") }
@@ -119,4 +121,132 @@ struct HardeningRound3Tests {
         let out = try SafetensorsFile.open(path: fed.root + "/out.safetensors")
         #expect(out.tensor("n")?.integers() == [12])
     }
+}
+
+/// Directory remotes written by others: links planted or swapped in mid
+/// transfer reach nothing outside the remote, one bad object does not stop
+/// the rest, and a file still being copied in is left for later.
+@Suite("hardening, round 3: directory remotes")
+struct RemoteDirectoryHardeningTests {
+    static func victims(_ dir: String, count: Int) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for i in 0..<count { try Data("victim \(i)\n".utf8).write(to: URL(fileURLWithPath: "\(dir)/v\(i).fbu")) }
+    }
+
+    @Test("a link planted in the remote stops that object only; push, publish and pull never write, read or delete through it")
+    func plantedLinks() throws {
+        let (fed, stick) = try RemoteDirectoryTests.setUp()
+        let outside = fed.root + "/outside"
+        try Self.victims(outside, count: 3)
+        // site-1's directory on the remote is a link to the outside.
+        try FileManager.default.createDirectory(atPath: stick + "/inbox", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: stick + "/inbox/site-1", withDestinationPath: outside)
+        let push = try fed.fedbatch(["push", "--home", fed.site("site-1"), "--json"])
+        #expect(push.status == 1, "\(push.err)")
+        #expect((try push.summary()["refused"] as? [[String: Any]])?.first?["code"] as? String == "io.error")
+        #expect(RemoteDirectoryTests.files(outside) == ["v0.fbu", "v1.fbu", "v2.fbu"])
+        #expect(RemoteDirectoryTests.files(fed.site("site-1") + "/outbox").count == 1)   // kept for the next push
+        // site-2's push is unaffected.
+        try fed.run(["push", "--home", fed.site("site-2")])
+        // pull takes site-2's bundle and leaves the link's targets alone.
+        let pull = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
+        #expect((try pull.summary()["transferred"] as? [[String: Any]])?.count == 1, "\(pull.out)")
+        #expect(RemoteDirectoryTests.files(outside) == ["v0.fbu", "v1.fbu", "v2.fbu"])
+        #expect(RemoteDirectoryTests.files(fed.collector + "/inbox") == ["demo-g0-site-2-1.fbu"])
+        // publish into a linked generations/ writes nothing outside.
+        let elsewhere = fed.root + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: stick + "/generations", withDestinationPath: elsewhere)
+        let publish = try fed.fedbatch(["publish", "--home", fed.collector, "--json"])
+        #expect(publish.status == 1, "\(publish.err)")
+        #expect(RemoteDirectoryTests.files(elsewhere).isEmpty)
+    }
+
+    @Test("a writer swapping a remote directory for a link during pull gets nothing outside deleted or copied in")
+    func racingWriter() throws {
+        let (fed, stick) = try RemoteDirectoryTests.setUp()
+        let outside = fed.root + "/outside"
+        let real = stick + "/inbox/site-1", parked = stick + "/parked"
+        try FileManager.default.createDirectory(atPath: real, withIntermediateDirectories: true)
+        // 300 files of the attacker's naming on both sides of the swap.
+        for i in 0..<300 { try Data("junk \(i)\n".utf8).write(to: URL(fileURLWithPath: "\(real)/v\(i).fbu")) }
+        try Self.victims(outside, count: 300)
+        let stop = LockedFlag()
+        let swapper = Thread {
+            // real <-> link, every few hundred microseconds, until pull ends.
+            while !stop.value {
+                _ = rename(real, parked)
+                _ = symlink(outside, real)
+                usleep(300)
+                _ = unlink(real)
+                _ = rename(parked, real)
+                usleep(300)
+            }
+        }
+        swapper.start()
+        _ = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
+        stop.set()
+        while !swapper.isFinished { usleep(1000) }
+        // Every outside file is still there, unchanged, and none came in.
+        #expect(RemoteDirectoryTests.files(outside).count == 300)
+        for i in 0..<300 {
+            #expect(try String(contentsOfFile: "\(outside)/v\(i).fbu", encoding: .utf8) == "victim \(i)\n")
+        }
+        for name in RemoteDirectoryTests.files(fed.collector + "/inbox") {
+            #expect(try String(contentsOfFile: fed.collector + "/inbox/" + name, encoding: .utf8).hasPrefix("junk"), "\(name)")
+        }
+    }
+
+    @Test("a file still being copied onto a directory remote waits for merge.settle_seconds; a bad object does not stop the others")
+    func settlingAndIsolation() throws {
+        let (fed, stick) = try RemoteDirectoryTests.setUp()
+        for site in ["site-1", "site-2"] { try fed.run(["push", "--home", fed.site(site)]) }
+        try Federation.setConfig(home: fed.collector, table: "merge", "settle_seconds", "3600")
+        let early = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
+        #expect(early.status == 5, "\(early.err)")
+        let waiting = try early.summary()["waiting"] as? [[String: Any]]
+        #expect(waiting?.count == 2 && waiting?.first?["code"] as? String == "remote.settling", "\(early.out)")
+        #expect(RemoteDirectoryTests.files(stick + "/inbox/site-1").count == 1)
+        try Federation.setConfig(home: fed.collector, table: "merge", "settle_seconds", "0")
+        #expect((try fed.run(["pull", "--home", fed.collector, "--json"]).summary()["transferred"] as? [Any])?.count == 2)
+    }
+}
+
+/// S3 remotes written by others: an odd key or a lying object does not stop
+/// the others, run after run.
+@Suite("hardening, round 3: S3 remotes")
+struct RemoteS3HardeningTests {
+    @Test("a key XML cannot carry and an object with a false checksum are that object's problem; every other object is pulled")
+    func oddObjects() throws {
+        let s3 = try S3Server()
+        let fed = try RemoteS3Tests.federation(s3)
+        for site in ["site-1", "site-2"] {
+            try RemoteS3Tests.bundle(fed, site: site)
+            try fed.run(["push", "--home", fed.site(site)])
+        }
+        // A bucket writer's key with \u{01}, first in key order, and an
+        // object whose own checksum metadata lies.
+        try s3.put(key: "federation/fmnist/inbox/site-1/a\u{01}b.fbu", sha256: String(repeating: "0", count: 64))
+        try s3.put(key: "federation/fmnist/inbox/site-1/0-liar.fbu", sha256: String(repeating: "0", count: 64))
+        for run in 1...2 {
+            let r = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
+            let s = try r.summary()
+            let refused = (s["refused"] as? [[String: Any]] ?? []).map { $0["code"] as? String ?? "" }.sorted()
+            #expect(refused == ["remote.foreign-object", "remote.integrity"], "run \(run): \(s)")
+            #expect(r.status == 1)
+            if run == 1 { #expect((s["transferred"] as? [Any])?.count == 2, "\(s)") }
+        }
+        #expect(RemoteS3Tests.inbox(fed).filter { !$0.hasPrefix(".") }.count == 2)
+        // Text output escapes the control character.
+        let text = try fed.fedbatch(["pull", "--home", fed.collector])
+        #expect(!text.err.contains("\u{01}") && text.err.contains("a\\x01b.fbu"), "\(text.err)")
+    }
+}
+
+/// A flag shared with a thread.
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+    func set() { lock.lock(); flag = true; lock.unlock() }
 }

@@ -55,6 +55,12 @@ final class S3Server: @unchecked Sendable {
         _ = try Self.readLine(output.fileHandleForReading)
     }
 
+    /// Puts one small object under any key, with the SHA-256 metadata given.
+    func put(key: String, sha256: String) throws {
+        input.fileHandleForWriting.write(Data("put \(Data(key.utf8).map { String(format: "%02x", $0) }.joined()) \(sha256)\n".utf8))
+        _ = try Self.readLine(output.fileHandleForReading)
+    }
+
     /// The environment a fedbatch command needs to reach it through `port`.
     func environment(port: Int? = nil, secret: String? = nil) -> [String: String] {
         ["AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secret ?? secretKey, "AWS_REGION": "us-east-1",

@@ -106,7 +106,7 @@ struct SiteCommandTests {
         // Once generation 1 is seen, generation 0 is a rollback.
         let g1 = try fed.signer(fed.collectorKey).seal(
             manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: "mlp:784-16-10"), created: "2026-01-02T00:00:00Z", generation: 1,
-                               parent: .init(number: 0, digest: String(repeating: "a", count: 64))),
+                               parent: .init(number: 0, digest: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: site + "/generations/g000000.fbg"))).digest.hex)),
             members: [(ContainerPath.tensors, SafetensorsWriter.encode(try ModelArchitecture(spec: "mlp:784-16-10").initialWeights(seed: 9)))]).file
         try g1.write(to: URL(fileURLWithPath: site + "/generations/g000001.fbg"))
         #expect(try fed.fedbatch(["train", "--home", site, "--data", fashionMNIST, "--limit", "100", "-q"]).status == 0)

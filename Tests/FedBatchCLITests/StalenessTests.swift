@@ -75,7 +75,7 @@ struct StalenessTests {
         #expect(r.status == 0 && generation == 1, "\(r.err)")
     }
 
-    @Test("a site that skips generations (0, then 3) accepts the newer one and trains on it; going back is still refused")
+    @Test("a site that skips generations (0, then 3) trusts 3 only through 1 and 2, then trains on it; going back is still refused")
     func skippingGenerations() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         for round in 1...3 {
@@ -86,10 +86,19 @@ struct StalenessTests {
         try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
         try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w.safetensors"])
         try fed.run(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "-q"])
-        // The stick brings generation 3 only: the site takes it.
+        // The stick brings generation 3 only: any of 1 and 2 could have
+        // rotated the collector's key, so 3 is not trusted yet.
         try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000003.fbg", toPath: site + "/generations/g000003.fbg")
-        let r = try fed.run(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--json"]).summary()
+        let gap = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "3"])
+        #expect(gap.status == 3 && gap.err.contains("generation 1: missing"), "\(gap.err)")
+        // With the generations in between, it takes 3 and trains on it.
+        for n in [1, 2] {
+            try FileManager.default.copyItem(atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n), toPath: site + "/generations/" + HomeLayout.generationFileName(n))
+        }
+        try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w3.safetensors"])
+        let r = try fed.run(["pack", "--home", site, "--weights", fed.root + "/w3.safetensors", "--num-examples", "5", "--json"]).summary()
         #expect((r["bundle"] as? [String: Any])?["base_generation"] as? Int == 3, "\(r)")
+        #expect(r["base_from"] as? String == "metadata")
         // An older generation offered afterwards is a rollback.
         let old = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "0", "--force"])
         #expect(old.status == 3 && old.err.contains("rollback"), "\(old.err)")

@@ -9,7 +9,9 @@ requests) an IAM user with an S3 policy, its access key and a bucket
 {"endpoint", "access_key", "secret_key", "bucket"}, then serves until its
 stdin closes. Each line then read from stdin is a command:
 "populate PREFIX COUNT" puts COUNT small objects under PREFIX (answering
-"ok"), for the listing tests.
+"ok"), for the listing tests; "put KEYHEX SHA256" puts one small object
+whose key is given in hex (so it may hold any byte) with that
+x-amz-meta-fedbatch-sha256, as a hostile bucket writer could.
 """
 import json
 import os
@@ -48,5 +50,9 @@ for line in sys.stdin:
         prefix, count = words[1], int(words[2])
         for i in range(count):
             s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=b"x" * 10)
+        print("ok", flush=True)
+    elif words and words[0] == "put":
+        s3.put_object(Bucket="fedbatch", Key=bytes.fromhex(words[1]).decode("utf-8"), Body=b"x" * 10,
+                      Metadata={"fedbatch-sha256": words[2]})
         print("ok", flush=True)
 server.stop()

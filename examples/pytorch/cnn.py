@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -82,7 +83,11 @@ def main():
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        save_file(state(model), a.out)
+        # Keep the start file's fedbatch_generation and fedbatch_digest, so
+        # that `fedbatch pack` diffs against the generation training began on.
+        with safe_open(a.start, framework="pt") as f:
+            metadata = f.metadata() or {}
+        save_file(state(model), a.out, metadata=metadata)
         print(json.dumps({"examples": len(y), "loss": float(loss)}))
         return
     model.load_state_dict(load_file(a.weights), strict=True)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -72,7 +73,12 @@ def main():
         print(f"epoch {epoch + 1}: loss {total / n:.4f}", file=sys.stderr)
 
     # state_dict() names match fedbatch's tensors: 0.weight, 0.bias, 2.weight, ...
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+    # The start file's metadata (fedbatch_generation, fedbatch_digest) is
+    # kept: it tells `fedbatch pack` which generation training started
+    # from, whatever generation has arrived since.
+    with safe_open(args.start, framework="pt") as f:
+        metadata = f.metadata() or {}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out, metadata=metadata)
     if args.pack:
         subprocess.run([args.fedbatch, "pack", "--weights", args.out, "--num-examples", str(n),
                         "--metric", f"loss={total / n}"], check=True)

@@ -93,6 +93,12 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         }
     }
 
+    /// `checkStaysFinite` on a plain delta (tests and the fuzz target).
+    public static func checkDelta(_ delta: ModelWeights, base: ModelWeights, serverLearningRate lr: Double = 1) throws {
+        let stored = try SafetensorsFile(bytes: SafetensorsWriter.encode(delta.namedF32))
+        try checkStaysFinite(delta: DecodedDelta(arch: delta.arch, stored: stored, codec: FP32Codec()), base: base, serverLearningRate: lr)
+    }
+
     /// The values an integer tensor of `dtype` may take in a generation: its
     /// dtype's range, and below 2^24 in magnitude, where float32 carries
     /// integers exactly (`ModelArchitecture.maxIntegerMagnitude`). nil for

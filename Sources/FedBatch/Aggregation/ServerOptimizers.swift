@@ -57,7 +57,7 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
     /// was written by this same strategy for this model.
     public func restore(state: SafetensorsFile?) throws {
         guard let state, state.metadata["fedbatch_strategy"] == Self.name,
-              let t = state.tensor("step")?.floats().first, t >= 1, t == t.rounded() else { return }
+              let t = state.tensor("step")?.floats().first, t >= 1, let count = Int(exactly: t) else { return }
         func read(_ prefix: String) -> [[Double]]? {
             var out: [[Double]] = []
             for (name, shape) in arch.tensorShapes {
@@ -69,7 +69,7 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
         guard let m = read("m"), let v = read("v") else { return }
         self.m = m
         self.v = v
-        step = Int(t)
+        step = count
     }
 
     public var stateTensors: [(name: String, tensor: Tensor)]? { newState }

@@ -222,6 +222,39 @@ public struct Manifest: Codable, Sendable, Equatable {
         return m
     }
 
+    /// The largest generation number, sequence number or staleness a
+    /// manifest may carry: far above any real federation (a generation an
+    /// hour for 10^8 years), and far enough below Int64.max that no
+    /// arithmetic on such numbers can overflow. Checked first, before any
+    /// rule computes with them.
+    public static let maxNumber = 1 << 40
+
+    /// Every number of this manifest that later rules compute with, in
+    /// range: generation numbers, sequence numbers, stalenesses and counts.
+    func checkNumbers() throws {
+        let range = 0...Manifest.maxNumber
+        func check(_ v: Int?, _ what: String) throws {
+            if let v, !range.contains(v) { throw ContainerError.manifestInvalid("\(what) \(v) is outside 0...\(Manifest.maxNumber)") }
+        }
+        try check(generation, "generation")
+        try check(base?.number, "base generation")
+        try check(parent?.number, "parent generation")
+        if let seq = site?.seq { try check(Int(exactly: seq) ?? -1, "site seq") }
+        if let n = numExamples, n < 0 { throw ContainerError.manifestInvalid("num_examples \(n) is negative") }
+        for b in included ?? [] {
+            try check(b.base, "included bundle base")
+            try check(b.staleness, "included bundle staleness")
+            try check(Int(exactly: b.seq) ?? -1, "included bundle seq")
+            guard b.numExamples >= 0, b.weight.isFinite else {
+                throw ContainerError.manifestInvalid("included bundle \(b.digest): num_examples and weight must be finite and not negative")
+            }
+        }
+        for p in partials ?? [] {
+            try check(Int(exactly: p.seq) ?? -1, "partial seq")
+            try check(p.bundles, "partial bundle count")
+        }
+    }
+
     /// Checks the rules a decoder cannot express: known format and version,
     /// the fields each kind requires, and well-formed member entries.
     public func validate() throws {
@@ -243,6 +276,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             guard codec == Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("a partial aggregate's codec must be \(Manifest.exactSumCodec), not \"\(codec)\"") }
         case .update: guard codec != Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)") }
         }
+        try checkNumbers()
         guard Manifest.parseCreated(created) != nil else {
             throw ContainerError.manifestInvalid("created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
         }
@@ -259,6 +293,7 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("a partial aggregate must name its regional collector (site), its base generation, a positive num_examples and the bundles it includes")
             }
             try Self.checkIdentifier(site.id, what: "regional collector id")
+            // checkNumbers bounded base.number, so the + 1 cannot overflow.
             guard site.seq == Int64(base.number) + 1 else {
                 throw ContainerError.manifestInvalid("a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
             }

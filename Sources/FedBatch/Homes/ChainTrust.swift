@@ -49,7 +49,7 @@ extension Home {
         let files = Dictionary(layout.chainFiles().map { ($0.number, ($0.path, $0.pruned)) }, uniquingKeysWith: { a, _ in a })
         for n in first..<max(first, target) {
             guard let (path, pruned) = files[n] else {
-                throw ChainError(generation: n, message: "generation \(n) is missing: generation \(target) is trusted only through every generation before it, since any of them may rotate the collector's key; fetch generations \(n) to \(target - 1) (fedbatch pull)", code: "chain.gap")
+                throw ChainError(generation: n, message: "missing: generation \(target) is trusted only through every generation before it, since any of them may rotate the collector's key; fetch generations \(n) to \(target - 1) (fedbatch pull)", code: "chain.gap")
             }
             let v: VerifiedContainer
             do {

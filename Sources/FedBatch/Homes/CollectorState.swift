@@ -3,6 +3,16 @@ import Foundation
 /// The collector's state around a merge: the current generation, state.db
 /// and its agreement with generations/, interrupted merges, and filing
 /// refused entries.
+extension Home {
+    /// The largest file this home's inbox can legitimately hold: a partial
+    /// aggregate at a root, an encrypted update anywhere else.
+    var largestInboxFile: Int64 {
+        guard let spec = config.arch, let arch = try? ModelArchitecture(spec: spec) else { return ContainerLimits.default.maxFileBytes }
+        let limits = config.role == .collector && !config.merge.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        return limits.maxFileBytes + BundleEncryption.overhead
+    }
+}
+
 extension Collector {
     /// The newest generation, verified, with weights that are all finite.
     func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
@@ -134,7 +144,7 @@ extension Collector {
     /// so re-deliveries do not pile up copies.
     func refuse(_ entry: DirectoryEntry, error: Error, bundleDigest: String?, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
         let code = reasonCode(of: error)
-        let digest = Filing.fileDigest(entry)?.hex
+        let digest = Filing.fileDigest(entry, cap: home.largestInboxFile)?.hex
         let q = home.layout.quarantine
         if let digest, let known = try ledger.rejection(digest), known.reason == code, let stored = known.stored,
            try entryStatus(DirectoryEntry(directory: q, name: stored)) != nil {
@@ -164,7 +174,7 @@ extension Collector {
         let error = ProtocolError.alreadyMerged(generation: generation)
         if let stored = try ledger.mergedInto(digest)?.stored, try entryStatus(DirectoryEntry(directory: home.layout.accepted, name: stored)) != nil {
             try removeEntry(entry)
-            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: Filing.fileDigest(entry)?.hex, code: error.code,
+            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: Filing.fileDigest(entry, cap: home.largestInboxFile)?.hex, code: error.code,
                          message: "\(error) (accepted/\(stored) keeps it; this copy was removed)")
         }
         return try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)

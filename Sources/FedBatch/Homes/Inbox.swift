@@ -41,9 +41,11 @@ enum Filing {
         return candidate
     }
 
-    /// The SHA-256 of a regular file's bytes; nil for anything else.
-    static func fileDigest(_ entry: DirectoryEntry) -> Digest? {
-        guard let file = try? OpenFile(entry) else { return nil }
+    /// The SHA-256 of a regular file's bytes; nil for anything else, and
+    /// for a file larger than `cap`: a reason record of an oversized (or
+    /// sparse, 8 GiB of holes) file is not worth reading all of it.
+    static func fileDigest(_ entry: DirectoryEntry, cap: Int64) -> Digest? {
+        guard let file = try? OpenFile(entry), file.size <= cap else { return nil }
         let hasher = SHA2Hasher()
         guard (try? file.stream(from: 0, count: file.size) { hasher.update($0) }) != nil else { return nil }
         return hasher.finalize()

@@ -69,6 +69,11 @@ extension Collector {
             if age < settle {
                 return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
             }
+            // By its size first: nothing of a file larger than any container
+            // this home takes is read (50 sparse files of 8 GiB cost nothing).
+            if status.size > wide.maxFileBytes + BundleEncryption.overhead {
+                throw ContainerError.fileTooLarge(size: status.size, cap: wide.maxFileBytes)
+            }
             let file = try OpenFile(entry)
             // An encrypted bundle is decrypted here only to read its
             // statement (keeping the plaintext's last bytes), and again in

@@ -99,15 +99,29 @@ extension Site {
     /// One `fedbatch pack`: weights trained elsewhere, checked against the
     /// base generation's model, signed as an update exactly as train does.
     public func pack(weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
-                     force: Bool = false, codec: String? = nil, topkFraction: Double? = nil) throws -> WrittenBundle {
+                     force: Bool = false, codec: String? = nil, topkFraction: Double? = nil) throws -> (bundle: WrittenBundle, base: PackBase) {
         let defaults = home.config.training
         let codec = try Codecs.make(name: codec ?? defaults.codec, topkFraction: topkFraction ?? defaults.topkFraction)
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
-        let (base, baseWeights) = try baseGeneration(explicit)
+        let file = try SafetensorsFile.open(path: path)
+        // The generation the weights came from decides the base: a delta
+        // against any other generation would undo that one's progress.
+        let source = try PackBase.of(file, path: path)
+        let (base, baseWeights) = try baseGeneration(explicit ?? source.map { String($0.number) })
+        let chosen: PackBase
+        if let source {
+            guard base.manifest.generation == source.number, base.digest.hex == source.digest else {
+                throw PackError.baseMismatch(weights: path, generation: source.number, digest: source.digest,
+                                             offered: base.manifest.generation ?? -1, offeredDigest: base.digest.hex)
+            }
+            chosen = .metadata(source.number)
+        } else {
+            chosen = explicit == nil ? .newest(base.manifest.generation!) : .given(base.manifest.generation!)
+        }
         if !force { try checkNotSent(base: base) }
-        let trained = try ModelWeights(arch: baseWeights.arch, file: try SafetensorsFile.open(path: path))
-        return try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics, codec: codec)
+        let trained = try ModelWeights(arch: baseWeights.arch, file: file)
+        return (try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics, codec: codec), chosen)
     }
 
     /// The metrics a trained bundle records: the last epoch's figures and
@@ -121,5 +135,51 @@ extension Site {
             metrics["eval_loss"] = loss
         }
         return metrics
+    }
+}
+
+/// Which generation `pack` took as the base, and why.
+public enum PackBase: Sendable, Equatable {
+    /// The weights' own metadata named it (fedbatch export writes it).
+    case metadata(Int)
+    /// --base named it.
+    case given(Int)
+    /// Neither did: the newest generation in generations/.
+    case newest(Int)
+
+    /// The generation `fedbatch_generation` and `fedbatch_digest` name in a
+    /// weights file's metadata; nil when it carries neither. Only one of
+    /// the two, or a malformed value, is refused: the file was edited.
+    static func of(_ file: SafetensorsFile, path: String) throws -> (number: Int, digest: String)? {
+        let g = file.metadata["fedbatch_generation"], d = file.metadata["fedbatch_digest"]
+        if g == nil && d == nil { return nil }
+        guard let g, let n = Int(g), n >= 0, n <= Manifest.maxNumber, let d, Digest(hex: d) != nil else {
+            throw PackError.badMetadata(path)
+        }
+        return (n, d)
+    }
+}
+
+/// Why pack wrote nothing.
+public enum PackError: Error, Sendable, ReasonCoded {
+    case baseMismatch(weights: String, generation: Int, digest: String, offered: Int, offeredDigest: String)
+    case badMetadata(String)
+
+    public var code: String {
+        switch self {
+        case .baseMismatch: return "pack.base-mismatch"
+        case .badMetadata: return "pack.metadata"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .baseMismatch(weights, generation, digest, offered, offeredDigest):
+            return offered == generation
+                ? "\(weights) was exported from generation \(generation) with digest \(digest), but generation \(generation) here is \(offeredDigest); nothing was written"
+                : "\(weights) was exported from generation \(generation) (its fedbatch_generation metadata), not \(offered): the update must be the change from the generation training started from; drop --base, or export that generation again; nothing was written"
+        case .badMetadata(let path):
+            return "\(path): fedbatch_generation and fedbatch_digest in the metadata must both be there, a generation number and 64 hex digits (fedbatch export writes them)"
+        }
     }
 }

@@ -5,9 +5,14 @@ import Foundation
 public struct RemoteObject: Sendable, Equatable {
     public let key: String
     public let size: Int64
-    public init(key: String, size: Int64) {
+    /// When it last changed, where a remote can say while it is still being
+    /// written (a directory: another program may be copying the file in).
+    /// An S3 object appears whole, so nil there.
+    public let modified: Double?
+    public init(key: String, size: Int64, modified: Double? = nil) {
         self.key = key
         self.size = size
+        self.modified = modified
     }
 }
 
@@ -53,7 +58,10 @@ public enum RemoteLayout {
         guard key.hasPrefix(inbox) else { return nil }
         let parts = key.dropFirst(inbox.count).split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, ContainerPath.isIdentifier(String(parts[0])), let file = parts.last,
-              !file.isEmpty, !file.hasPrefix("."), file.utf8.count <= 200 else { return nil }
+              !file.isEmpty, !file.hasPrefix("."), file.utf8.count <= 200,
+              // No control characters (C0, DEL, C1) in a name that becomes
+              // a file in the inbox and a line of output.
+              !file.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else { return nil }
         return (String(parts[0]), String(file))
     }
 

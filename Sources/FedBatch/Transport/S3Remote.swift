@@ -58,23 +58,47 @@ public final class S3Remote: RemoteStore {
         // The tests make multipart uploads of small files, and fail fast.
         if let bytes = testSetting("S3_PART_BYTES").flatMap(Int64.init) { multipartThreshold = bytes; partSize = bytes }
         if let n = testSetting("S3_ATTEMPTS").flatMap(Int.init) { attempts = n }
+        if let n = testSetting("S3_STALL_SECONDS").flatMap(Int.init) { client.stallSeconds = n }
     }
 
     // MARK: RemoteStore
 
+    /// At most this many keys are listed (a bucket anyone can write to
+    /// could hold millions of junk keys), and this many pages read.
+    public var maxListedKeys = 1_000_000
+    public var maxListingPages = 2_000
+
     public func list(prefix sub: String) throws -> [RemoteObject] {
         var out: [RemoteObject] = []
         var token: String?
+        var seen: Set<String> = []
+        var pages = 0
         repeat {
-            var query = [("list-type", "2"), ("prefix", prefix + sub)]
+            // encoding-type=url: a key may hold characters XML 1.0 cannot
+            // carry (a \x01 written by any bucket writer); URL-encoded, the
+            // listing stays valid XML and the key is decoded here.
+            var query = [("encoding-type", "url"), ("list-type", "2"), ("prefix", prefix + sub)]
             if let token { query.append(("continuation-token", token)) }
-            let r = try send(HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) }, what: "list \(sub)")
-            let page = try ListingParser.parse(r.body)
-            for o in page.objects where o.key.hasPrefix(prefix) {
-                out.append(RemoteObject(key: String(o.key.dropFirst(prefix.count)), size: o.size))
+            let what = "list \(sub) (page \(pages + 1))"
+            let r = try send(HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) }, what: what)
+            let page: ListingParser
+            do { page = try ListingParser.parse(r.body) } catch {
+                throw RemoteError.failed(url: url, reason: "\(what): \(error)")
+            }
+            pages += 1
+            for o in page.objects {
+                guard let key = o.key.removingPercentEncoding, key.hasPrefix(prefix) else { continue }
+                out.append(RemoteObject(key: String(key.dropFirst(prefix.count)), size: o.size))
             }
             token = page.truncated ? page.nextToken : nil
-            if page.truncated, token == nil { throw RemoteError.failed(url: url, reason: "a truncated listing without a continuation token") }
+            if page.truncated, token == nil { throw RemoteError.failed(url: url, reason: "\(what): a truncated listing without a continuation token") }
+            // A server that hands back a token it gave before would list forever.
+            if let token, !seen.insert(token).inserted {
+                throw RemoteError.failed(url: url, reason: "\(what): the server repeated a continuation token; the listing would never end")
+            }
+            if out.count > maxListedKeys || pages >= maxListingPages && token != nil {
+                throw RemoteError.failed(url: url, reason: "\(what): more than \(min(out.count, maxListedKeys)) keys under \(prefix + sub) in \(pages) pages; clean the bucket (keys fedbatch did not write stay there) or raise the limit")
+            }
         } while token != nil
         return out.sorted { $0.key < $1.key }
     }

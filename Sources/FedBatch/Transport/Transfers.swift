@@ -20,6 +20,9 @@ public struct TransferReport: Sendable {
     /// Objects already where they belong (a rerun after a kill).
     public var skipped: [Item] = []
     public var refused: [Refusal] = []
+    /// Objects left for a later run: still being written (a directory
+    /// remote's file changed within merge.settle_seconds).
+    public var waiting: [Refusal] = []
 }
 
 extension Home {
@@ -62,13 +65,20 @@ extension Home {
             let name = entry.displayName
             guard !name.hasPrefix("."), name.hasSuffix(".fbu") || name.hasSuffix(".fbp"), let status = try entryStatus(entry), status.kind == .regular else { continue }
             let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
-            if let recipient {
-                let sealed = try BundleEncryption.encrypt(try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
-                let staged = try PendingFile(in: layout.outbox)
-                try sealed.withUnsafeBytes { try staged.write($0) }
-                try remote.put(file: staged.path, key: key)
-            } else {
-                try remote.put(file: entry.displayPath, key: key)
+            do {
+                if let recipient {
+                    let sealed = try BundleEncryption.encrypt(try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
+                    let staged = try PendingFile(in: layout.outbox)
+                    try sealed.withUnsafeBytes { try staged.write($0) }
+                    try remote.put(file: staged.path, key: key)
+                } else {
+                    try remote.put(file: entry.displayPath, key: key)
+                }
+            } catch {
+                // This bundle stays in outbox/ for the next push; the rest go.
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: key, code: reasonCode(of: error), message: "\(error)"))
+                continue
             }
             faultPoint("push-before-move")
             try FileManager.default.createDirectory(atPath: layout.sent, withIntermediateDirectories: true)
@@ -93,9 +103,17 @@ extension Home {
         let arch = try ModelArchitecture(spec: config.arch!)
         let limits = config.role == .collector && !config.merge.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         let cap = limits.maxFileBytes + BundleEncryption.overhead
+        let settle = config.merge.settleSeconds
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(.init(key: object.key, code: "remote.foreign-object", message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))
+                continue
+            }
+            // A file another program is still copying onto a directory
+            // remote would be taken half-written and its source deleted.
+            if let changed = object.modified, wallClock() - changed < settle {
+                report.waiting.append(.init(key: object.key, code: "remote.settling",
+                                            message: String(format: "changed %.0f s ago; left until it has been still for merge.settle_seconds (%.0f s)", max(0, wallClock() - changed), settle)))
                 continue
             }
             do {
@@ -103,7 +121,7 @@ extension Home {
                 try remote.get(key: object.key, into: pending, cap: cap)
                 let digest = pending.digest
                 let existing = DirectoryEntry(directory: layout.inbox, name: file)
-                if try entryStatus(existing) != nil, Filing.fileDigest(existing) == digest {
+                if try entryStatus(existing) != nil, Filing.fileDigest(existing, cap: cap) == digest {
                     report.skipped.append(.init(key: object.key, file: existing.displayPath, bytes: pending.size))
                 } else {
                     let name = try Filing.freeName(in: layout.inbox, for: Array(file.utf8))
@@ -112,12 +130,25 @@ extension Home {
                 }
                 faultPoint("pull-before-delete")
                 try remote.delete(key: object.key)
-            } catch let error as RemoteError {
-                guard case .tooLarge = error else { throw error }
-                report.refused.append(.init(key: object.key, code: error.code, message: error.description))
+            } catch {
+                // One object's failure is that object's: it stays where it
+                // is, and the others still move (the exit status says so).
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: "\(error)"))
             }
         }
         return report
+    }
+
+    /// Rethrows an error that no other object would escape (the remote
+    /// cannot be reached, or refuses the credentials); any other failure
+    /// belongs to one object.
+    static func stopIfRemoteWide(_ error: Error) throws {
+        guard let e = error as? RemoteError else { return }
+        switch e {
+        case .unreachable, .denied, .notConfigured, .unsupportedURL: throw e
+        default: return
+        }
     }
 
     /// Collector: uploads every generation in generations/ that the remote
@@ -135,7 +166,13 @@ extension Home {
                 report.skipped.append(.init(key: key, file: path, bytes: size))
                 continue
             }
-            try remote.put(file: path, key: key)
+            do {
+                try remote.put(file: path, key: key)
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: key, code: reasonCode(of: error), message: "\(error)"))
+                continue
+            }
             report.transferred.append(.init(key: key, file: path, bytes: size))
         }
         return report

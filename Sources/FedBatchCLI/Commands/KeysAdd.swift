@@ -61,7 +61,7 @@ struct KeyChange: CommandOutput {
     let action: String
     let key: KeyInfo
     /// keys add --region: the region that serves the site.
-    var region: String? = nil
+    @OrNull var region: String? = nil
 
     func render(into text: inout TextRendering) {
         let whom = key.site.map { "site \($0)" } ?? "the collector"

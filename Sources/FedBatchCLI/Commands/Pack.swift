@@ -11,7 +11,12 @@ struct Pack: Subcommand {
         `safetensors.torch.save_file(model.state_dict(), F)` writes it. Its \
         names and shapes are checked against the base generation's \
         architecture and every value must be finite. The bundle holds the \
-        delta from the base generation, exactly as `fedbatch train` writes it.
+        delta from the base generation, exactly as `fedbatch train` writes it. \
+        The base is the generation the weights came from, as the \
+        fedbatch_generation and fedbatch_digest that `fedbatch export` writes \
+        into their metadata name it (keep that metadata when saving); --base \
+        must agree with it. Without that metadata, --base or else the newest \
+        generation is used, with a warning.
         """
     )
 
@@ -61,14 +66,25 @@ struct Pack: Subcommand {
             let parts = m.split(separator: "=", maxSplits: 1)
             recorded[String(parts[0])] = Double(parts[1])!
         }
-        let written = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
-                                    codec: codec, topkFraction: topkFraction)
-        return PackOutput(bundle: BundleInfo(written))
+        let (written, chosen) = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
+                                              codec: codec, topkFraction: topkFraction)
+        if case .newest(let n) = chosen {
+            context.console.warn("\(weights) names no generation in its metadata (fedbatch_generation, which fedbatch export writes): packed against generation \(n), the newest here; if training started from another, pass --base", code: "pack.base-guessed")
+        }
+        let from: String
+        switch chosen {
+        case .metadata: from = "metadata"
+        case .given: from = "option"
+        case .newest: from = "newest"
+        }
+        return PackOutput(bundle: BundleInfo(written), baseFrom: from)
     }
 }
 
 struct PackOutput: CommandOutput {
     let bundle: BundleInfo
+    /// What chose the base: the weights' metadata, --base, or the newest.
+    let baseFrom: String
 
     func render(into text: inout TextRendering) { text.out = [bundle.file] }
 }

@@ -29,6 +29,8 @@ struct TransferOutput: CommandOutput {
     let transferred: [Item]
     let skipped: [Item]
     let refused: [Refused]
+    /// Objects left for a later run (still being written).
+    let waiting: [Refused]
 
     init(direction: String, _ r: TransferReport) {
         self.direction = direction
@@ -36,6 +38,7 @@ struct TransferOutput: CommandOutput {
         transferred = r.transferred.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
         skipped = r.skipped.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
         refused = r.refused.map { Refused(key: $0.key, code: $0.code, message: $0.message) }
+        waiting = r.waiting.map { Refused(key: $0.key, code: $0.code, message: $0.message) }
     }
 
     /// A refused file is a verification failure (3), unless the refusal is
@@ -47,7 +50,7 @@ struct TransferOutput: CommandOutput {
 
     func render(into text: inout TextRendering) {
         text.warnings = refused.map { "refused \($0.key): \($0.message) [\($0.code)]" }
-        text.notes = skipped.map { "\($0.key): already in place as \($0.file)" }
+        text.notes = skipped.map { "\($0.key): already in place as \($0.file)" } + waiting.map { "\($0.key): \($0.message)" }
         let verb = direction == "upload" ? "uploaded" : "downloaded"
         text.out = transferred.map { "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)" }
         if transferred.isEmpty { text.notes.append("nothing to transfer with \(remote)") }
