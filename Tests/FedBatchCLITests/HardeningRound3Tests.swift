@@ -250,3 +250,53 @@ final class LockedFlag: @unchecked Sendable {
     var value: Bool { lock.lock(); defer { lock.unlock() }; return flag }
     func set() { lock.lock(); flag = true; lock.unlock() }
 }
+
+/// What a crash leaves behind is finished or reclaimed by the next run.
+@Suite("hardening, round 3: crash recovery")
+struct CrashRecoveryHardeningTests {
+    @Test("killed after writing a generation of encrypted inputs, the rerun files them as included, not as replays",
+          arguments: ["after-generation", "after-ledger"])
+    func encryptedInputs(at point: String) throws {
+        let (fed, _) = try EncryptionTests.setUp()
+        for site in ["site-1", "site-2"] { try fed.run(["push", "--home", fed.site(site), "--encrypt"]) }
+        try fed.run(["pull", "--home", fed.collector])
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["FEDBATCH_FAULT"] = point
+        let crashed = try Subprocess.start(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env).wait()
+        #expect(crashed.status == 99, "\(crashed.err)")
+        env.removeValue(forKey: "FEDBATCH_FAULT")
+        let rerun = try Subprocess.fedbatch(["merge", "--home", fed.collector, "--json"], environment: env)
+        #expect(rerun.status == 5, "\(rerun.err)")
+        #expect(RemoteDirectoryTests.files(fed.collector + "/quarantine").isEmpty)
+        #expect(RemoteDirectoryTests.files(fed.collector + "/accepted").count == 2)
+        #expect(RemoteDirectoryTests.files(fed.collector + "/inbox").isEmpty)
+        // The next generation lists no refusal of what its parent included.
+        try fed.update(site: "site-1", seq: 2, base: try fed.generation(1))
+        try fed.run(["merge", "--home", fed.collector])
+        #expect(try Inspection.inspect(path: fed.collector + "/generations/g000002.fbg").manifest.rejected?.isEmpty ?? true)
+    }
+
+    @Test("a killed transfer's temporary file and a scratch keyring killed before its marker are reclaimed")
+    func leftovers() throws {
+        let (fed, _) = try RemoteDirectoryTests.setUp()
+        try Data("half a bundle".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/.fedbatch-transfer-AbC123"))
+        try Data("half a generation".utf8).write(to: URL(fileURLWithPath: fed.site("site-1") + "/generations/.fedbatch-transfer-XyZ789"))
+        let tmp = TempDir()
+        let stale = tmp.path + "/fb-scratch-Qw3rty", fresh = tmp.path + "/fb-scratch-As4dfg", other = tmp.path + "/fb-notours"
+        for d in [stale, fresh, other] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false) }
+        // Unmarked and an hour old: abandoned; unmarked and new: may be a
+        // live process's; not a scratch keyring's name: not fedbatch's to touch.
+        let hourAgo = Date(timeIntervalSinceNow: -3600)
+        for d in [stale, other] { try FileManager.default.setAttributes([.modificationDate: hourAgo], ofItemAtPath: d) }
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["TMPDIR"] = tmp.path
+        _ = try Subprocess.fedbatch(["pull", "--home", fed.collector], environment: env)
+        _ = try Subprocess.fedbatch(["pull", "--home", fed.site("site-1")], environment: env)
+        #expect(!FileManager.default.fileExists(atPath: fed.collector + "/inbox/.fedbatch-transfer-AbC123"))
+        #expect(!FileManager.default.fileExists(atPath: fed.site("site-1") + "/generations/.fedbatch-transfer-XyZ789"))
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: fresh) && FileManager.default.fileExists(atPath: other))
+    }
+}

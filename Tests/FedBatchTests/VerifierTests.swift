@@ -228,6 +228,38 @@ struct VerifierTests {
         #expect(try refusal(seal(payload, sig)) == "accepted")
     }
 
+    @Test("re-encodings of a valid signature packet that gpg still verifies are refused: one encoding, one file")
+    func reencodedPackets() throws {
+        let (_, payload) = try bundle()
+        let text = statement(payload)
+        let sig = [UInt8](try fed.signer(fed.siteKeys["site-1"]!).sign(text))
+        #expect(sig[0] == 0x88, "gpg writes an old-format header with a one-byte length for an Ed25519 signature")
+        let body = Array(sig[2...])
+        let hashed = Int(body[4]) << 8 | Int(body[5])
+        let u = 6 + hashed
+        let unhashedLength = Int(body[u]) << 8 | Int(body[u + 1])
+        let unhashed = Array(body[(u + 2)..<(u + 2 + unhashedLength)])
+        func packet(_ b: [UInt8]) -> [UInt8] { [0x88, UInt8(b.count)] + b }
+        func withUnhashed(_ area: [UInt8]) -> [UInt8] {
+            Array(body[..<u]) + [UInt8(area.count >> 8), UInt8(area.count & 0xFF)] + area + Array(body[(u + 2 + unhashedLength)...])
+        }
+        let variants: [(String, [UInt8])] = [
+            ("new-format header", [0xC2, UInt8(body.count)] + body),
+            ("two-byte old-format length", [0x89, 0x00, UInt8(body.count)] + body),
+            ("four-byte old-format length", [0x8A, 0, 0, 0, UInt8(body.count)] + body),
+            ("repeated issuer subpacket", packet(withUnhashed(unhashed + unhashed))),
+            ("issuer subpacket with a five-byte length", packet(withUnhashed([0xFF, 0, 0, 0, unhashed[0]] + Array(unhashed[1...])))),
+        ]
+        for (what, bytes) in variants {
+            // gpg itself takes each: only fedbatch's canonical check stands between them and a second file.
+            let dir = fed.keyring.dir
+            let out = try fed.keyring.gpg(["--status-fd", "1", "--verify", try dir.write("v.sig", Data(bytes)), try dir.write("v", text)])
+            #expect(out.out.contains("GOODSIG"), "\(what): gpg says \(out.out)")
+            #expect(try refusal(seal(payload, Data(bytes))).hasPrefix("signature.malformed"), "\(what)")
+        }
+        #expect(try refusal(seal(payload, Data(sig))) == "accepted")
+    }
+
     @Test("nothing is parsed before the signature verifies: a signed bomb from a stranger is refused for its signer")
     func verifyBeforeParse() throws {
         let stranger = try fed.keyring.generate("stranger")

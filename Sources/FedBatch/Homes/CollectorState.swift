@@ -127,9 +127,19 @@ extension Collector {
         // protocol checks to deal with, not leftover work.
         guard try !ledger.isSettled(number) else { return }
         let included = Set((current.manifest.included ?? []).map(\.digest))
+        let decryption = signer.decryption
+        let limits = ContainerLimits.updates(of: try ModelArchitecture(spec: current.manifest.model.arch))
         for entry in try listDirectory(home.layout.inbox) where !included.isEmpty && entry.name.first != 0x2E {
-            guard let file = try? OpenFile(entry),
-                  let digest = try? ContainerFile.payloadDigest(of: file), included.contains(digest.hex) else { continue }
+            guard let file = try? OpenFile(entry) else { continue }
+            // An input encrypted to the collector names its digest inside
+            // the message: decrypt it (keeping only its tail) to tell.
+            var digest: Digest?
+            if case let statement?? = try? decryption.statement(of: file, limits: limits) {
+                digest = statement.payloadDigest
+            } else {
+                digest = try? ContainerFile.payloadDigest(of: file)
+            }
+            guard let digest, included.contains(digest.hex) else { continue }
             let name = try Filing.freeName(in: home.layout.accepted, for: entry.name)
             try moveEntry(entry, to: home.layout.accepted, as: name)
             try ledger.recordStored(digest: digest.hex, name: name)

@@ -83,7 +83,8 @@ enum Filing {
     /// Removes what a crash can leave behind: writeFileAtomically's temp
     /// files (`.NAME.tmp-XXXXXX`) and interrupted ledger rebuilds.
     static func removeCrashLeftovers(_ layout: HomeLayout) {
-        for dir in [layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, layout.siteKeys, layout.root] {
+        for dir in [layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, layout.siteKeys, layout.root,
+                    layout.inbox] {
             for e in (try? listDirectory(dir)) ?? [] where isLeftover(e.name) {
                 try? removeEntry(e)
             }
@@ -93,6 +94,9 @@ enum Filing {
     static func isLeftover(_ name: [UInt8]) -> Bool {
         guard name.first == 0x2E, let s = String(validating: name, as: UTF8.self) else { return false }
         if s.hasPrefix(".state.db.rebuild-") { return true }
+        // A download or staged upload of a killed push or pull: every
+        // transfer runs under the home's lock, which the caller holds.
+        if s.hasPrefix(".fedbatch-transfer-") { return true }
         guard let r = s.range(of: ".tmp-", options: .backwards) else { return false }
         let suffix = s[r.upperBound...]
         return suffix.count == 6 && suffix.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }

@@ -55,6 +55,7 @@ extension Home {
         guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
+        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let site = config.siteID!
         // The newest collector key: after a rotation, the one the collector
@@ -98,6 +99,7 @@ extension Home {
         guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
+        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         // An encrypted bundle is a few hundred bytes larger than the plain one.
         let arch = try ModelArchitecture(spec: config.arch!)
@@ -157,6 +159,7 @@ extension Home {
         guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
+        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let there = Dictionary(try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
         for n in layout.generationNumbers() {
@@ -185,6 +188,7 @@ extension Home {
         guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
+        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let have = Set(layout.generationNumbers())
         let verifier = try self.verifier()

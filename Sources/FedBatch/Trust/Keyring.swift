@@ -11,12 +11,19 @@ import Foundation
 /// scratch keyring removes those whose owner is gone.
 final class ScratchKeyring {
     static let marker = "fedbatch-scratch.pid"
+    /// Scratch keyrings have a name of their own, so that one whose owner
+    /// was killed before it wrote the marker can be told from anyone
+    /// else's directory and reclaimed once it is old.
+    static let prefix = "fb-scratch-"
+    /// A scratch keyring without a marker this old was abandoned: the
+    /// marker is written microseconds after the directory is made.
+    static let unmarkedAge: TimeInterval = 600
     let path: String
     let context: GPGContext
 
     init() throws {
         Self.removeAbandoned()
-        path = try makePrivateTempDirectory()
+        path = try makePrivateTempDirectory(prefix: Self.prefix)
         do {
             try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: "\(path)/\(Self.marker)"))
             try Data("no-autostart\n".utf8).write(to: URL(fileURLWithPath: "\(path)/gpg.conf"))
@@ -42,9 +49,19 @@ final class ScratchKeyring {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
         for name in names where name.hasPrefix("fb-") {
             let dir = "\(tmp)/\(name)"
-            guard let text = try? String(contentsOfFile: "\(dir)/\(marker)", encoding: .utf8),
-                  let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
-                  !processExists(pid) else { continue }
+            guard let text = try? String(contentsOfFile: "\(dir)/\(marker)", encoding: .utf8) else {
+                // No marker: killed between mkdtemp and the marker, if it is
+                // one of ours and old enough that no live process is
+                // still about to write it.
+                // (mtime: the directory's entries have not changed since
+                // mkdtemp made it.)
+                if name.hasPrefix(prefix), let modified = (try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate] as? Date,
+                   -modified.timeIntervalSinceNow > unmarkedAge {
+                    remove(dir)
+                }
+                continue
+            }
+            guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, !processExists(pid) else { continue }
             remove(dir)
         }
     }

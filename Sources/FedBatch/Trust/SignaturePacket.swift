@@ -99,6 +99,14 @@ enum SignaturePacket {
         try checkFraming(signature)
         let bytes = [UInt8](signature)
         let h = try header(bytes, at: 0)
+        // One encoding only, the one gpg writes: an old-format header with
+        // the shortest length that fits. The header is outside the signed
+        // hash, so a second encoding of the same packet would verify too
+        // and change the file's bytes under the same payload digest.
+        let shortest: UInt8 = h.bodyLength < 256 ? 0 : h.bodyLength < 65536 ? 1 : 2
+        guard bytes[0] & 0x40 == 0, bytes[0] & 0x03 == shortest else {
+            throw TrustError.malformedSignature(String(format: "packet header 0x%02x is not the canonical encoding (an old-format header with the shortest length, as gpg writes)", bytes[0]))
+        }
         let body = Array(bytes[h.headerLength..<(h.headerLength + h.bodyLength)])
         guard body.count >= 6, body[0] == 4 else {
             throw TrustError.malformedSignature("only version 4 signatures are supported (found version \(body.first ?? 0))")
@@ -114,6 +122,7 @@ enum SignaturePacket {
         guard u + 2 + unhashedLength <= body.count else { throw TrustError.malformedSignature("unhashed subpacket area runs past the packet") }
         let unhashed = try subpackets(Array(body[(u + 2)..<(u + 2 + unhashedLength)]))
         let issuerFingerprint = hashed.first { $0.type == 33 }?.data
+        guard unhashed.count <= 1 else { throw TrustError.malformedSignature("the unhashed area holds \(unhashed.count) subpackets; at most one issuer key id is allowed") }
         for sp in unhashed {
             guard sp.type == 16, sp.data.count == 8 else {
                 throw TrustError.malformedSignature("unhashed subpacket of type \(sp.type) is not allowed")
@@ -151,14 +160,18 @@ enum SignaturePacket {
         while i < area.count {
             let o1 = Int(area[i])
             var length: Int
+            // Each length in its shortest form (RFC 4880 §5.2.3.1), the
+            // only one gpg writes.
             switch o1 {
             case 0..<192: length = o1; i += 1
             case 192..<255:
                 guard i + 1 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
                 length = ((o1 - 192) << 8) + Int(area[i + 1]) + 192; i += 2
+                guard length >= 192 else { throw TrustError.malformedSignature("a subpacket length is not in its shortest form") }
             default:
                 guard i + 4 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
                 length = area[(i + 1)...(i + 4)].reduce(0) { $0 << 8 | Int($1) }; i += 5
+                guard length >= 8384 else { throw TrustError.malformedSignature("a subpacket length is not in its shortest form") }
             }
             guard length >= 1, i + length <= area.count else { throw TrustError.malformedSignature("subpacket runs past its area") }
             out.append((Int(area[i] & 0x7F), Array(area[(i + 1)..<(i + length)])))
