@@ -300,3 +300,77 @@ struct CrashRecoveryHardeningTests {
         #expect(FileManager.default.fileExists(atPath: fresh) && FileManager.default.fileExists(atPath: other))
     }
 }
+
+/// The medium and low items: each with its test through the binary.
+@Suite("hardening, round 3: smaller items")
+struct SmallerHardeningTests {
+    @Test("a region covering another region's site, or one site twice, is refused whole; the other partial merges")
+    func regionLanes() throws {
+        let (fed, root) = try HierarchicalMergeTests.setUp()
+        let g0 = try fed.generation(0)
+        // region-1 (compromised, say) pins site-4, which region-2 serves,
+        // and merges its bundle with its own sites'.
+        let region1 = fed.root + "/region-1"
+        try fed.run(["keys", "add", "--home", region1, "--site", "site-4", fed.root + "/site-4.asc"])
+        for s in ["site-1", "site-4"] {
+            let path = try fed.update(site: s, seq: 1, base: g0, tensors: try HierarchicalMergeTests.delta(arch: fed.arch, seed: 5))
+            try FileManager.default.moveItem(atPath: path, toPath: region1 + "/inbox/" + (path as NSString).lastPathComponent)
+        }
+        let p1 = try fed.run(["merge", "--home", region1, "--json"]).summary()["file"] as! String
+        try FileManager.default.copyItem(atPath: p1, toPath: root + "/inbox/r1.fbp")
+        let r = try fed.fedbatch(["merge", "--home", root, "--json"])
+        let codes = HierarchicalMergeTests.codes(try r.summary())
+        #expect(codes["r1.fbp"] == "partial.foreign-site", "\(codes) \(r.err)")
+
+        // The same region's key signs a partial listing site-1 twice.
+        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: p1)))
+        let c = try ContainerReader.read(payload: file.payload)
+        var m = c.manifest
+        var one = m.included!.first { $0.site == "site-1" }!
+        one.digest = String(repeating: "b", count: 64)
+        m.included = m.included!.filter { $0.site == "site-1" } + [one]
+        m.numExamples = m.included!.reduce(0) { $0 + $1.numExamples }
+        let regionKey = try fed.keyring.fingerprint(of: "region-1")
+        let twice = try fed.signer(regionKey).seal(manifest: m, members: [(ContainerPath.tensors, c.members[ContainerPath.tensors]!)])
+        try twice.file.write(to: URL(fileURLWithPath: root + "/inbox/twice.fbp"))
+        let r2 = try fed.fedbatch(["merge", "--home", root, "--json"])
+        let codes2 = HierarchicalMergeTests.codes(try r2.summary())
+        let message = (try r2.summary()["rejected"] as? [[String: Any]])?.first?["message"] as? String ?? ""
+        #expect(codes2["twice.fbp"] == "partial.bundle" && message.contains("twice"), "\(codes2) \(message)")
+    }
+
+    @Test("verify checks a pruned generation's manifest file; a retired key's copy of a merged bundle is removed as a replay")
+    func prunedAndRetired() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        for round in 1...3 {
+            try fed.update(site: "site-1", seq: Int64(round), base: try fed.generation(round - 1))
+            try fed.run(["merge", "--home", fed.collector, "-q"])
+        }
+        let copy = try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/accepted/demo-g2-site-1-3.fbu"))
+        try fed.run(["prune", "--home", fed.collector, "--keep", "1"])
+        let fbm = fed.collector + "/generations/g000001.fbm"
+        #expect(FileManager.default.fileExists(atPath: fbm))
+        let v = try fed.fedbatch(["verify", "--home", fed.collector, fbm, "--json"])
+        #expect(v.status == 0, "\(v.out)")
+        // site-1's key is retired; a byte copy of its merged bundle arrives again.
+        try fed.run(["keys", "remove", "--home", fed.collector, "--site", "site-1"])
+        try copy.write(to: URL(fileURLWithPath: fed.collector + "/inbox/again.fbu"))
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(3))
+        let r = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
+        let refusal = (r["rejected"] as? [[String: Any]])?.first { $0["name"] as? String == "again.fbu" }
+        #expect(refusal?["code"] as? String == "protocol.replay", "\(r)")
+        #expect(!FileManager.default.fileExists(atPath: fed.collector + "/inbox/again.fbu"))
+        #expect(RemoteDirectoryTests.files(fed.collector + "/quarantine").isEmpty)
+    }
+
+    @Test("a robust rule that is only the mean on these bundles says so")
+    func degenerateRule() throws {
+        let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
+        try Federation.setConfig(home: fed.collector, table: "merge", "strategy", "\"multikrum\"")
+        for s in ["site-1", "site-2", "site-3"] { try fed.update(site: s, seq: 1, base: try fed.generation(0)) }
+        let r = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let warnings = try r.jsonErrorLines().filter { $0["message_type"] as? String == "warning" }
+        #expect(warnings.contains { $0["code"] as? String == "strategy.degenerate" }, "\(r.err)")
+    }
+}

@@ -43,6 +43,10 @@ public protocol AggregationStrategy: AnyObject {
     /// its f), or nil. The collector asks before `finish` and, on a
     /// refusal, writes nothing and leaves the bundles in the inbox.
     func refusal(count: Int) -> String?
+    /// Why this rule, on `count` bundles with its settings, is no more
+    /// robust than the plain mean (it then runs, with a warning); nil when
+    /// it is not.
+    func degeneracy(count: Int) -> String?
     /// Makes the merge centrally differentially private: the mean becomes
     /// the clipped sum over m plus noise (see GaussianNoise). Strategies
     /// built on FedAvg's mean take it; others refuse.
@@ -64,6 +68,7 @@ extension AggregationStrategy {
     public func add(delta: DecodedDelta, weight: Double) throws { try add(delta: delta, weight: weight, scale: 1) }
     public func restore(state: SafetensorsFile?) throws {}
     public func refusal(count: Int) -> String? { nil }
+    public func degeneracy(count: Int) -> String? { nil }
     public func privatize(with noise: GaussianNoise) throws { throw PrivacyError.unsupportedStrategy(Self.name) }
     public var selectedPositions: [Int]? { nil }
     public var stateTensors: [(name: String, tensor: Tensor)]? { nil }

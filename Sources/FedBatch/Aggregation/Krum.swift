@@ -127,6 +127,11 @@ public final class MultiKrum: Krum {
         return keep <= count ? nil : "multikrum with keep = \(keep) needs at least \(keep) bundles; \(count) passed"
     }
 
+    public override func degeneracy(count: Int) -> String? {
+        let kept = keep > 0 ? keep : count - byzantine
+        return kept >= count ? "multikrum with byzantine = \(byzantine) and keep = \(keep) keeps all \(count) bundles: this is the plain mean, with no protection; set byzantine to the number of attackers to tolerate" : nil
+    }
+
     override func selectRows(_ spill: DeltaSpill) throws -> [Int] {
         let distances = try PairwiseDistances(spill, budget: budget)
         let all = Array(0..<spill.count)

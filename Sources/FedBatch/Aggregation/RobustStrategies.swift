@@ -70,6 +70,7 @@ public class RobustStrategy: AggregationStrategy {
 
     /// Why this rule cannot run on `count` bundles, or nil.
     public func refusal(count: Int) -> String? { nil }
+    public func degeneracy(count: Int) -> String? { nil }
 
     /// The rows (in spill order) the per-coordinate rule reads; all of them
     /// unless a selection (Krum) comes first.
@@ -137,6 +138,10 @@ public class RobustStrategy: AggregationStrategy {
 public final class Median: RobustStrategy {
     public override class var name: String { "median" }
 
+    public override func degeneracy(count: Int) -> String? {
+        count <= 2 ? "the median of \(count) bundle\(count == 1 ? "" : "s") is their mean: one attacker among them moves the model as far as it likes" : nil
+    }
+
     override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
         Self.median(sorting: values)
     }
@@ -155,6 +160,11 @@ public final class TrimmedMean: RobustStrategy {
     }
 
     override var ruleParameters: [String: Double] { ["trim": trim] }
+
+    public override func degeneracy(count: Int) -> String? {
+        Int(trim * Double(count)) == 0
+            ? "trim = \(trim) cuts int(\(trim) × \(count)) = 0 values at each end of \(count) bundles: this is the plain mean; raise trim or wait for more bundles" : nil
+    }
 
     override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
         var values = values

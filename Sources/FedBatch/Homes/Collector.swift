@@ -114,7 +114,7 @@ public struct Collector {
             guard failure == nil else { return }
             let entry = ordered[i].entry
             do {
-                try settle(entry, decoded, arrived: ordered[i].status.changed, in: &round, ledger: ledger, now: now,
+                try settle(entry, decoded, digest: ordered[i].digest.hex, arrived: ordered[i].status.changed, in: &round, ledger: ledger, now: now,
                            rejected: &rejected, waiting: &waiting)
             } catch {
                 failure = error
@@ -158,9 +158,11 @@ public struct Collector {
         let state = strategy.stateTensors.map { [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))] } ?? []
         let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
                                                carrying: current, state: state)
-        return MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
-                           passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored), rejected: rejected,
-                           waiting: waiting, privacy: manifest.privacy)
+        var report = MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
+                                 passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored), rejected: rejected,
+                                 waiting: waiting, privacy: manifest.privacy)
+        report.degenerate = strategy.degeneracy(count: inputs.count)
+        return report
     }
 
     /// The report's accepted inputs, where each is now: in accepted/ under
@@ -197,11 +199,20 @@ public struct Collector {
 
     /// Files one entry after pass 2: added to the round, left in the inbox,
     /// quarantined, or removed as a copy of a bundle the home keeps.
-    private func settle(_ entry: DirectoryEntry, _ decoded: Decoded, arrived: Double, in round: inout MergeRound, ledger: Ledger, now: Date,
-                        rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]) throws {
+    private func settle(_ entry: DirectoryEntry, _ decoded: Decoded, digest: String, arrived: Double, in round: inout MergeRound, ledger: Ledger,
+                        now: Date, rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]) throws {
         switch decoded {
         case .changed:
             waiting.append(.init(entry, "changed while the merge read it; left for the next run"))
+        case let .refused(error, _) where Self.isRetiredKey(error):
+            // A retired key is checked after the signature and the payload
+            // digest verified, so the digest is the bundle's: a copy of one
+            // merged before the key was retired is a replay, not a refusal.
+            if let g = try ledger.mergedInto(digest)?.generation {
+                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuseMerged(entry, digest: digest, generation: g, ledger: ledger, now: now) }
+            } else {
+                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now) }
+            }
         case let .refused(error, bundleDigest):
             try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
         case .ok, .partial:
@@ -224,6 +235,11 @@ public struct Collector {
                 try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now) }
             }
         }
+    }
+
+    static func isRetiredKey(_ error: Error) -> Bool {
+        if case TrustError.retiredKey = error { return true }
+        return false
     }
 
     /// Signs and writes the next generation, then records it, then moves

@@ -60,6 +60,9 @@ public struct MergeReport: Sendable, Codable {
     /// What the merge wrote: a generation, or (a regional collector) a
     /// partial aggregate, `file`, for generation `generation`.
     public var kind: Manifest.Kind = .generation
+    /// Set when the strategy, on the bundles it merged, was no more robust
+    /// than the plain mean (see `AggregationStrategy.degeneracy`).
+    public var degenerate: String? = nil
 }
 
 /// Where a merge is, for a progress line or a JSON status message.

@@ -87,6 +87,9 @@ struct Merge: Subcommand {
                 case .write: progress.update("writing the next generation", force: true)
                 }
             }
+            if let why = report.degenerate {
+                console.warn("strategy \(report.strategy): \(why)", code: "strategy.degenerate")
+            }
             var evaluation: Ledger.EvaluationRow?
             if report.outcome == .merged, home.config.eval.data != nil {
                 progress.update("evaluating the new generation", force: true)

@@ -49,7 +49,15 @@ struct TransferOutput: CommandOutput {
     }
 
     func render(into text: inout TextRendering) {
-        text.warnings = refused.map { "refused \($0.key): \($0.message) [\($0.code)]" }
+        // A bucket anyone can write to may hold thousands of junk keys: the
+        // text (and cron's mail) names the first few and counts the rest;
+        // --json lists them all.
+        let shown = 10
+        text.warnings = refused.prefix(shown).map { "refused \($0.key): \($0.message) [\($0.code)]" }
+        if refused.count > shown {
+            let counts = Dictionary(grouping: refused.dropFirst(shown), by: \.code).map { "\($0.key) × \($0.value.count)" }.sorted()
+            text.warnings.append("refused \(refused.count - shown) more (\(counts.joined(separator: ", "))); --json lists every one")
+        }
         text.notes = skipped.map { "\($0.key): already in place as \($0.file)" } + waiting.map { "\($0.key): \($0.message)" }
         let verb = direction == "upload" ? "uploaded" : "downloaded"
         text.out = transferred.map { "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)" }
