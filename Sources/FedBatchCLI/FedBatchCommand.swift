@@ -58,7 +58,7 @@ public struct FedBatchCommand: ParsableCommand {
             let status = ExitStatus.of(error)
             // "Nothing to do" is not an error: under --quiet it prints nothing.
             if status == .nothingToDo && console.quiet && !console.json { Foundation.exit(status.rawValue) }
-            console.fail(code: reasonCode(of: error), message: "\(error)", status: status)
+            console.fail(code: reasonCode(of: error), message: describe(error), status: status)
             Foundation.exit(status.rawValue)
         }
     }

@@ -172,4 +172,15 @@ extension ContainerLimits {
         l.maxFileBytes = l.maxDecompressedBytes + l.maxDecompressedBytes / 128 + (1 << 20) + Int64(l.maxSignatureBytes)
         return l
     }
+
+    /// Caps for a whole generation of `arch`: the weights, a server
+    /// optimiser's state (two more float32 copies and a step), a schema,
+    /// a key rotation, and the manifest listing many bundles.
+    public static func generations(of arch: ModelArchitecture) -> ContainerLimits {
+        var l = ContainerLimits.default
+        let tensors = Int64(arch.parameterCount) * 4 + (64 << 10) + Int64(arch.tensorShapes.count) * 512
+        let decompressed = 3 * tensors + Int64(l.maxManifestBytes) + (4 << 20)
+        l.maxFileBytes = min(l.maxFileBytes, decompressed + decompressed / 128 + (1 << 20) + Int64(l.maxSignatureBytes))
+        return l
+    }
 }

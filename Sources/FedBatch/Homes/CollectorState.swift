@@ -169,13 +169,13 @@ extension Collector {
             name = stored
         }
         if let digest { try ledger.recordRejection(.init(id: digest, reason: code, stored: name)) }
-        let reason = Filing.Reason(code: code, message: "\(error)", digest: digest, bundleDigest: bundleDigest, time: rfc3339(now),
+        let reason = Filing.Reason(code: code, message: describe(error), digest: digest, bundleDigest: bundleDigest, time: rfc3339(now),
                                    file: entry.displayName, storedAs: name)
         try Filing.writeReason(reason, to: "\(q)/\(name)\(Filing.reasonSuffix)")
         faultPoint("after-reason")
         try moveEntry(entry, to: q, as: name)
         return .init(name: entry.displayName, file: "\(q)/\(name)", reasonFile: "\(q)/\(name)\(Filing.reasonSuffix)",
-                     digest: digest, code: code, message: "\(error)")
+                     digest: digest, code: code, message: describe(error))
     }
 
     /// A genuine copy of a bundle already merged: removed when accepted/

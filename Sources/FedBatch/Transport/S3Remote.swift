@@ -80,7 +80,12 @@ public final class S3Remote: RemoteStore {
             var query = [("encoding-type", "url"), ("list-type", "2"), ("prefix", prefix + sub)]
             if let token { query.append(("continuation-token", token)) }
             let what = "list \(sub) (page \(pages + 1))"
-            let r = try send(HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) }, what: what)
+            let r: HTTPResponse
+            do {
+                r = try send(HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) }, what: what)
+            } catch let e as HTTPTransportError where e.tooLarge {
+                throw RemoteError.failed(url: url, reason: "\(what): the server's answer is above 16 MiB, which no S3 listing page of 1000 keys reaches")
+            }
             let page: ListingParser
             do { page = try ListingParser.parse(r.body) } catch {
                 throw RemoteError.failed(url: url, reason: "\(what): \(error)")

@@ -78,7 +78,7 @@ extension Home {
             } catch {
                 // This bundle stays in outbox/ for the next push; the rest go.
                 try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: key, code: reasonCode(of: error), message: "\(error)"))
+                report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
                 continue
             }
             faultPoint("push-before-move")
@@ -136,7 +136,7 @@ extension Home {
                 // One object's failure is that object's: it stays where it
                 // is, and the others still move (the exit status says so).
                 try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: "\(error)"))
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
             }
         }
         return report
@@ -173,7 +173,7 @@ extension Home {
                 try remote.put(file: path, key: key)
             } catch {
                 try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: key, code: reasonCode(of: error), message: "\(error)"))
+                report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
                 continue
             }
             report.transferred.append(.init(key: key, file: path, bytes: size))
@@ -192,23 +192,28 @@ extension Home {
         var report = TransferReport(remote: remote.url)
         let have = Set(layout.generationNumbers())
         let verifier = try self.verifier()
+        // A generation can be no larger than the model makes it: the arch
+        // of the newest generation here (verified), or of this home's
+        // config; an endless body stops there, not at 4 GiB.
+        var cap = ContainerLimits.default.maxFileBytes
+        let spec = config.arch ?? layout.generationNumbers().last.flatMap { try? verifier.open(path: layout.generation($0)).manifest.model.arch }
+        if let spec, let arch = try? ModelArchitecture(spec: spec) { cap = ContainerLimits.generations(of: arch).maxFileBytes }
         // In order: each is trusted through the ones before it (walkTrust).
         let listed = try remote.list(prefix: RemoteLayout.generations).compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
         for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
             guard !have.contains(n) else { continue }
             do {
                 let pending = try PendingFile(in: layout.generations)
-                try remote.get(key: object.key, into: pending, cap: ContainerLimits.default.maxFileBytes)
+                try remote.get(key: object.key, into: pending, cap: cap)
                 let (v, _) = try openGeneration(pending.path, verifier: verifier)
                 guard v.manifest.generation == n else {
                     throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
                 }
                 try pending.commit(as: HomeLayout.generationFileName(n))
                 report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
-            } catch let error as RemoteError where error.code != "remote.too-large" {
-                throw error
             } catch {
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: "\(error)"))
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
             }
         }
         return report
