@@ -374,3 +374,40 @@ struct SmallerHardeningTests {
         #expect(warnings.contains { $0["code"] as? String == "strategy.degenerate" }, "\(r.err)")
     }
 }
+
+/// A hostile S3 endpoint cannot hold the home's lock for ever.
+@Suite("hardening, round 3: hostile endpoints")
+struct HostileEndpointTests {
+    func run(mode: String) throws -> (ProcessResult, Double) {
+        let fed = try Federation(sites: ["site-1"])
+        try Federation.setConfig(home: fed.collector, table: "remote", "url", "\"s3://fedbatch/federation/fmnist\"")
+        let server = Process()
+        let out = Pipe()
+        server.executableURL = URL(fileURLWithPath: TestPaths.python)
+        server.arguments = [TestPaths.fixtures + "/hostile_s3.py", mode]
+        server.standardOutput = out
+        try server.run()
+        // SIGKILL: the test runner starts children with SIGTERM blocked.
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        let port = try S3Server.readLine(out.fileHandleForReading)
+        fed.environment = ["AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://127.0.0.1:\(port)",
+                           "FEDBATCH_TEST_S3_ATTEMPTS": "1", "FEDBATCH_TEST_S3_STALL_SECONDS": "3"]
+        let start = Date()
+        let r = try fed.fedbatch(["pull", "--home", fed.collector])
+        return (r, Date().timeIntervalSince(start))
+    }
+
+    @Test("a listing that repeats its continuation token ends with an error naming it")
+    func repeatedToken() throws {
+        let (r, seconds) = try run(mode: "repeat-token")
+        #expect(r.status == 1 && r.err.contains("repeated a continuation token"), "\(r.err)")
+        #expect(seconds < 60)
+    }
+
+    @Test("a body dripping two bytes a second is abandoned at the minimum rate")
+    func drip() throws {
+        let (r, seconds) = try run(mode: "drip")
+        #expect(r.status == 1, "\(r.err)")
+        #expect(seconds < 60, "\(seconds) s")
+    }
+}
