@@ -352,6 +352,16 @@ struct SmallerHardeningTests {
         #expect(FileManager.default.fileExists(atPath: fbm))
         let v = try fed.fedbatch(["verify", "--home", fed.collector, fbm, "--json"])
         #expect(v.status == 0, "\(v.out)")
+        // An edit of a pruned manifest stops the merge (before: only log saw it).
+        let original = try Data(contentsOf: URL(fileURLWithPath: fbm))
+        var tampered = original
+        tampered[20] = tampered[20] == 0x20 ? 0x09 : 0x20
+        try tampered.write(to: URL(fileURLWithPath: fbm))
+        try fed.update(site: "site-2", seq: 9, base: try fed.generation(3), name: "probe.fbu")
+        let stopped = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(stopped.status == 3 && stopped.err.contains("altered after pruning"), "\(stopped.err)")
+        try original.write(to: URL(fileURLWithPath: fbm))
+        try FileManager.default.removeItem(atPath: fed.collector + "/inbox/probe.fbu")
         // site-1's key is retired; a byte copy of its merged bundle arrives again.
         try fed.run(["keys", "remove", "--home", fed.collector, "--site", "site-1"])
         try copy.write(to: URL(fileURLWithPath: fed.collector + "/inbox/again.fbu"))

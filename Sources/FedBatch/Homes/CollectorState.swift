@@ -107,11 +107,39 @@ extension Collector {
                 \(latest.digest). Move state.db aside and rerun to rebuild it from the files if generations/ is right (\(advice)).
                 """)
         }
+        try checkPrunedManifests(ledger: ledger)
         if latest.number < n - 1 {
             throw ChainError.ledgerMismatch(generation: n, message: """
                 state.db stops at generation \(latest.number) while generations/ reaches \(n). Move state.db aside and rerun to \
                 rebuild it from the files (\(advice)).
                 """)
+        }
+    }
+
+    /// Pruned generations (`gNNNNNN.fbm`) are checked on every merge without
+    /// a gpg process each: the statement must name the digest state.db
+    /// records for that generation, and the kept manifest must hash to the
+    /// digest the statement names. A manifest edited after pruning is thus
+    /// caught here, not only by `fedbatch log` (which also checks the
+    /// signatures).
+    func checkPrunedManifests(ledger: Ledger) throws {
+        let recorded = try ledger.generationDigests()
+        for n in home.layout.prunedGenerationNumbers() {
+            let path = home.layout.prunedGeneration(n)
+            do {
+                var limits = ContainerLimits.default
+                limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
+                let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
+                let statement = try Statement.parse(file.statement)
+                guard statement.generation == n, let declared = statement.manifestDigest, Digest.of(file.payload) == declared else {
+                    throw StatementError.mismatch("its kept manifest does not hash to the digest its statement names")
+                }
+                if let d = recorded[n], statement.payloadDigest.hex != d {
+                    throw StatementError.mismatch("its statement names digest \(statement.payloadDigest.hex); state.db records \(d)")
+                }
+            } catch {
+                throw ChainError(generation: n, message: "\(path) was altered after pruning: \(error); restore it from a backup or a site's copy")
+            }
         }
     }
 
