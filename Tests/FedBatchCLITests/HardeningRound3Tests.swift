@@ -421,3 +421,31 @@ struct HostileEndpointTests {
         #expect(seconds < 60, "\(seconds) s")
     }
 }
+
+/// Numbers read from files are checked before any arithmetic.
+@Suite("hardening, round 3: numbers")
+struct NumberHardeningTests {
+    @Test("a signed partial whose base generation is 2^63 - 1: verify, merge and inspect refuse it, none traps")
+    func hugeBaseNumber() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        let dir = TempDir()
+        let made = try Subprocess.python("evil_containers.py", ["huge-number", dir.file("huge.zst")])
+        #expect(made.status == 0, "\(made.err)")
+        let payload = try Data(contentsOf: URL(fileURLWithPath: dir.file("huge.zst")))
+        let statement = Statement(kind: .partial, model: "demo", site: .init(id: "site-1", seq: 1),
+                                  payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)).encoded
+        let signature = try fed.signer(fed.siteKeys["site-1"]!).sign(statement)
+        let file = ContainerFile.seal(payload: payload, statement: statement, signature: signature)
+        let path = fed.collector + "/inbox/huge.fbp"
+        try file.write(to: URL(fileURLWithPath: path))
+        let copy = try dir.write("huge.fbp", file)
+        let verify = try fed.fedbatch(["verify", "--home", fed.collector, copy])
+        #expect(verify.status == 3, "\(verify.err)")
+        let inspect = try fed.fedbatch(["inspect", copy])
+        #expect(inspect.status != 132 && inspect.status != 0, "\(inspect.status) \(inspect.err)")
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0))
+        let merge = try fed.fedbatch(["merge", "--home", fed.collector, "--json"])
+        #expect(merge.status == 0, "\(merge.status) \(merge.err)")
+        #expect((try merge.summary()["accepted"] as? [[String: Any]])?.map { $0["site"] as? String } == ["site-2"])
+    }
+}

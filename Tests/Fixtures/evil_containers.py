@@ -102,6 +102,19 @@ def bomb_header(out, size):
         fh.write(mi.tobuf(format=tarfile.PAX_FORMAT) + m + b"\0" * (-len(m) % 512) + info.tobuf(format=tarfile.PAX_FORMAT))
 
 
+def huge_number(out):
+    """A partial aggregate whose base generation is 2^63 - 1: every number
+    a manifest carries is input, and this one once trapped a + 1."""
+    st = safetensors_bytes()
+    m = json.loads(manifest([("tensors.safetensors", st)]))
+    m.update(kind="partial", codec="exact-sum", base={"number": 2**63 - 1, "digest": "ab" * 32},
+             site={"id": "site-1", "seq": 1},
+             included=[{"digest": "cd" * 32, "site": "site-2", "signer": "EF" * 20, "seq": 1, "num_examples": 10,
+                        "weight": 10.0, "base": 0, "staleness": 0}])
+    data = build([("manifest.json", json.dumps(m, sort_keys=True).encode()), ("tensors.safetensors", st)])
+    subprocess.run(["zstd", "-q", "-f", "-3", "-o", out], input=data, check=True)
+
+
 def main(outdir):
     names = []
     for name, data in cases():
@@ -113,5 +126,7 @@ def main(outdir):
 if __name__ == "__main__":
     if sys.argv[1] == "bomb-header":
         bomb_header(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "huge-number":
+        huge_number(sys.argv[2])
     else:
         main(sys.argv[1])
