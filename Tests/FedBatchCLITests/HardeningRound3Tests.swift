@@ -173,14 +173,15 @@ struct RemoteDirectoryHardeningTests {
         try Self.victims(outside, count: 300)
         let stop = LockedFlag()
         let swapper = Thread {
-            // real <-> link, every few hundred microseconds, until pull ends.
+            // real <-> link until pull ends: the real directory long enough
+            // to be listed, the link long enough to catch gets and deletes.
             while !stop.value {
+                usleep(3000)
                 _ = rename(real, parked)
                 _ = symlink(outside, real)
-                usleep(300)
+                usleep(2000)
                 _ = unlink(real)
                 _ = rename(parked, real)
-                usleep(300)
             }
         }
         swapper.start()
