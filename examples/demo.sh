@@ -61,6 +61,14 @@ key() {  # key NAME -> fingerprint of a new unprotected ed25519 signing key
 deliver() {  # deliver FILE DIR: copy as rsync does, to a dotfile renamed into place
   cp "$1" "$2/.$(basename "$1").tmp" && mv "$2/.$(basename "$1").tmp" "$2/$(basename "$1")"
 }
+# Every generation site $1 lacks, as `rsync` of generations/ (or `fedbatch
+# pull`) brings them: a site trusts a generation only through those before
+# it, since any of them may rotate the collector's key (fedbatch-keys(1)).
+deliver_generations() {
+  for g in "$col/generations"/*.fbg; do
+    [ -e "$work/$1/generations/$(basename "$g")" ] || deliver "$g" "$work/$1/generations"
+  done
+}
 
 echo "fedbatch demo: $SITES sites, Dirichlet alpha=$ALPHA, $ROUNDS rounds of $EPOCHS local epoch(s), codec ${CODEC:-default}, in $work" >&2
 col="$work/collector"
@@ -129,7 +137,6 @@ day_step=$([ -n "$WAIT_ALL" ] && [ "$LATE" -gt 0 ] && echo "$LAG" || echo 1)
 printf '%-6s %-11s %-9s %-9s %-5s %-7s %s\n' round generation bundles accuracy day seconds "${NOISE:+epsilon}"
 start=$(date +%s)
 for ((r = 1; r <= ROUNDS; r++)); do
-  newest=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
   for s in "${sites[@]}"; do
     if is_late "$s"; then
       # A late site's bundle arrives LAG rounds after it trained; then it
@@ -139,12 +146,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
         rm "$work/$s/due"
       fi
       [ -f "$work/$s/due" ] && continue
-      deliver "$col/generations/$newest" "$work/$s/generations"
+      deliver_generations "$s"
       "$fb" train --home "$work/$s" --data "$work/shards/$s.safetensors" --epochs "$LATE_EPOCHS" --lr "$LR" "${codec[@]}" -q || [ $? -eq 5 ]
       echo $((r + LAG)) > "$work/$s/due"
       continue
     fi
-    deliver "$col/generations/$newest" "$work/$s/generations"
+    deliver_generations "$s"
     # A site whose training fails (a model wrecked by attackers makes the
     # loss diverge) sends nothing this round; the error goes to stderr.
     if is_attacker "$s"; then

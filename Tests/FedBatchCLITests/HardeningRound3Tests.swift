@@ -374,6 +374,18 @@ struct SmallerHardeningTests {
         #expect(RemoteDirectoryTests.files(fed.collector + "/quarantine").isEmpty)
     }
 
+    @Test("inbox names with C1 controls or a right-to-left override reach text output escaped")
+    func escapedNames() throws {
+        let fed = try Federation(sites: ["site-1"])
+        for name in ["evil\u{202E}ubf.exe", "c1\u{9B}31m.fbu"] {
+            try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/" + name))
+        }
+        let r = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(r.status == 5, "\(r.err)")
+        #expect(!r.err.unicodeScalars.contains { $0.value == 0x202E || $0.value == 0x9B }, "\(r.err)")
+        #expect(r.err.contains("evil\\u{202E}ubf.exe") && r.err.contains("c1\\x9B31m.fbu"), "\(r.err)")
+    }
+
     @Test("a robust rule that is only the mean on these bundles says so")
     func degenerateRule() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
