@@ -147,26 +147,14 @@ public final class OpenFile {
 
     /// - Parameter followLinks: false for inbox entries: a link there is
     ///   refused, never read through.
-    public init(_ entry: DirectoryEntry, followLinks: Bool = false) throws {
-        displayPath = entry.displayPath
+    public convenience init(_ entry: DirectoryEntry, followLinks: Bool = false) throws {
         let flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followLinks ? 0 : O_NOFOLLOW)
         let fd = entry.cPath().withUnsafeBufferPointer { open($0.baseAddress!, flags) }
         if fd < 0 {
-            if errno == ELOOP { throw FileError(path: displayPath, message: "is a symbolic link; fedbatch never follows links in the inbox") }
-            throw FileError.errno(displayPath, "cannot open")
+            if errno == ELOOP { throw FileError(path: entry.displayPath, message: "is a symbolic link; fedbatch never follows links in the inbox") }
+            throw FileError.errno(entry.displayPath, "cannot open")
         }
-        var st = stat()
-        if fstat(fd, &st) != 0 {
-            let e = FileError.errno(displayPath, "cannot stat")
-            close(fd)
-            throw e
-        }
-        status = EntryStatus(st)
-        guard status.kind == .regular else {
-            close(fd)
-            throw FileError(path: displayPath, message: "is a \(status.kind.description), not a regular file")
-        }
-        self.fd = fd
+        try self.init(fd: fd, displayPath: entry.displayPath)
     }
 
     /// Takes over an open descriptor (see ConfinedDirectory); refuses and
