@@ -25,7 +25,8 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Every call into C lives here: the C modules are imported
         // `internal`, so nothing outside this target can reach them.
-        .target(name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib", "CCurl"]),
+        .target(
+            name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib", "CCurl"]),
         .target(
             name: "FedBatch",
             dependencies: [

@@ -51,7 +51,10 @@ struct Console {
 
     /// The error that ended the command, with the exit status it causes.
     func fail(code: String, message: String, status: ExitStatus) {
-        if json, let line = try? Self.line(Failure(code: code, message: message, exitCode: Int(status.rawValue)), type: "error") {
+        if json,
+            let line = try? Self.line(
+                Failure(code: code, message: message, exitCode: Int(status.rawValue)), type: "error")
+        {
             Self.writeErr(line)
         } else {
             Self.writeErr("fedbatch: error: \(Self.printable(message))\n")
@@ -78,14 +81,17 @@ struct Console {
     /// sent raw. JSON output escapes them by itself.
     static func printable(_ s: String) -> String {
         func unsafe(_ v: UInt32) -> Bool {
-            (v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) || v == 0x061C || v == 0x200E || v == 0x200F
+            (v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) || v == 0x061C || v == 0x200E
+                || v == 0x200F
                 || (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v)
         }
         guard s.unicodeScalars.contains(where: { unsafe($0.value) }) else { return s }
         var out = String.UnicodeScalarView()
         for u in s.unicodeScalars {
             if unsafe(u.value) {
-                out.append(contentsOf: (u.value <= 0xFF ? String(format: "\\x%02X", u.value) : String(format: "\\u{%04X}", u.value)).unicodeScalars)
+                out.append(
+                    contentsOf: (u.value <= 0xFF
+                        ? String(format: "\\x%02X", u.value) : String(format: "\\u{%04X}", u.value)).unicodeScalars)
             } else {
                 out.append(u)
             }

@@ -22,7 +22,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         case .verificationFailed: return "verification failed: a file is unsigned, untrusted or malformed"
         case .lockHeld: return "another fedbatch process holds the home's lock; nothing was changed"
         case .nothingToDo: return "nothing to do (for example, the inbox is below quorum)"
-        case .privacyBudget: return "privacy budget spent: another merge would exceed privacy.max_epsilon; nothing was written"
+        case .privacyBudget:
+            return "privacy budget spent: another merge would exceed privacy.max_epsilon; nothing was written"
         }
     }
 
@@ -34,7 +35,8 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// Reason-code families whose errors mean "this file cannot be
     /// trusted or does not belong here": verification failed.
     static let verificationFamilies: Set<String> = [
-        "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model", "arch", "chain", "generation",
+        "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model",
+        "arch", "chain", "generation",
     ]
 
     /// The one place where library errors become exit codes: by the

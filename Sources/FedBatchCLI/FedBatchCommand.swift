@@ -8,16 +8,20 @@ public struct FedBatchCommand: ParsableCommand {
         commandName: "fedbatch",
         abstract: "Offline, batch federated learning through signed files.",
         discussion: """
-        Sites train on their own data and write signed, zstd-compressed update \
-        bundles; a collector verifies them and merges them into the next signed \
-        model generation. Every exchange is a file that carries its own proof \
-        of origin. See fedbatch(1) and fedbatch-bundle(5).
+            Sites train on their own data and write signed, zstd-compressed update \
+            bundles; a collector verifies them and merges them into the next signed \
+            model generation. Every exchange is a file that carries its own proof \
+            of origin. See fedbatch(1) and fedbatch-bundle(5).
 
-        EXIT STATUS
-        \(ExitStatus.table)
-        """,
+            EXIT STATUS
+            \(ExitStatus.table)
+            """,
         version: FedBatchVersion.current,
-        subcommands: [Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self, Prune.self, Status.self, Report.self, Verify.self, Log.self, Export.self, Eval.self, Inspect.self, DataCommand.self]
+        subcommands: [
+            Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self,
+            Prune.self, Status.self, Report.self, Verify.self, Log.self, Export.self, Eval.self, Inspect.self,
+            DataCommand.self,
+        ]
     )
 
     /// Global options given before the subcommand.

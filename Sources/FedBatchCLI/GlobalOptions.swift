@@ -4,7 +4,10 @@ import Foundation
 
 /// Options every subcommand takes, pulled in with `@OptionGroup`.
 public struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The fedbatch home directory (default: $FEDBATCH_HOME, else the current directory).", valueName: "dir"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The fedbatch home directory (default: $FEDBATCH_HOME, else the current directory).", valueName: "dir"))
     public var home: String?
 
     @Flag(name: .long, help: "Write machine-readable JSON to stdout; human text goes to stderr.")
@@ -13,10 +16,15 @@ public struct GlobalOptions: ParsableArguments {
     @Flag(name: [.long, .customShort("q")], help: "Print only errors.")
     public var quiet = false
 
-    @Option(name: .customLong("gnupg-home"), help: ArgumentHelp("Where the signing key lives (default: $GNUPGHOME, else ~/.gnupg).", valueName: "dir"))
+    @Option(
+        name: .customLong("gnupg-home"),
+        help: ArgumentHelp("Where the signing key lives (default: $GNUPGHOME, else ~/.gnupg).", valueName: "dir"))
     public var gnupgHome: String?
 
-    @Option(name: .customLong("passphrase-file"), help: ArgumentHelp("Read the signing key's passphrase from this file, for unattended signing.", valueName: "file"))
+    @Option(
+        name: .customLong("passphrase-file"),
+        help: ArgumentHelp(
+            "Read the signing key's passphrase from this file, for unattended signing.", valueName: "file"))
     public var passphraseFile: String?
 
     public init() {}

@@ -78,8 +78,11 @@ struct EpochInfo: Encodable {
     }
 
     var text: String {
-        var line = String(format: "epoch %d: loss %.4f, accuracy %.4f, %.0f examples/s", epoch, loss, accuracy, examplesPerSecond)
-        if let a = evalAccuracy, let l = evalLoss { line += String(format: "; held-out loss %.4f, accuracy %.4f", l, a) }
+        var line = String(
+            format: "epoch %d: loss %.4f, accuracy %.4f, %.0f examples/s", epoch, loss, accuracy, examplesPerSecond)
+        if let a = evalAccuracy, let l = evalLoss {
+            line += String(format: "; held-out loss %.4f, accuracy %.4f", l, a)
+        }
         return line
     }
 }

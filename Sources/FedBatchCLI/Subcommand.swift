@@ -28,18 +28,23 @@ struct CommandContext {
             guard let path, let home else { return path }
             return path.hasPrefix("/") ? path : "\(home.layout.root)/\(path)"
         }
-        return try PayloadSigner(gnupgHome: options.gnupgHome ?? resolved(home?.config.gnupg.home), fingerprint: fingerprint,
-                                 passphraseFile: options.passphraseFile ?? resolved(home?.config.gnupg.passphraseFile))
+        return try PayloadSigner(
+            gnupgHome: options.gnupgHome ?? resolved(home?.config.gnupg.home), fingerprint: fingerprint,
+            passphraseFile: options.passphraseFile ?? resolved(home?.config.gnupg.passphraseFile))
     }
 
     /// Runs a `train` or `merge`, then rewrites the home's metrics textfile
     /// (`[metrics] textfile_dir`) with the outcome, whether it succeeded or
     /// not: a failing cron job must show up in monitoring. A metrics file
     /// that cannot be written is a warning; it never fails the run.
-    func recordingMetrics<Output: CommandOutput>(_ command: String, home: Home, _ body: () throws -> Output) throws -> Output {
+    func recordingMetrics<Output: CommandOutput>(
+        _ command: String, home: Home, _ body: () throws -> Output
+    ) throws -> Output {
         let started = Date()
         func record(_ status: ExitStatus) {
-            let run = RunRecord(command: command, exitCode: status.rawValue, started: started, duration: Date().timeIntervalSince(started))
+            let run = RunRecord(
+                command: command, exitCode: status.rawValue, started: started,
+                duration: Date().timeIntervalSince(started))
             do { try home.writeMetrics(run: run) } catch {
                 console.warn("cannot write the metrics textfile: \(error)", code: "metrics.write")
             }
@@ -58,7 +63,9 @@ struct CommandContext {
     /// every command ignores.
     func warnAboutForeignFiles(in home: Home) {
         for name in home.layout.foreignGenerationFiles() {
-            console.warn("ignoring \(home.layout.generations)/\(name): not a generation file name (gNNNNNN.fbg)", code: "home.foreign-file")
+            console.warn(
+                "ignoring \(home.layout.generations)/\(name): not a generation file name (gNNNNNN.fbg)",
+                code: "home.foreign-file")
         }
     }
 }

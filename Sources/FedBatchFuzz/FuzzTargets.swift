@@ -35,7 +35,9 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? Verifier.checkSignaturePacket(data)
         case .container:
             if let file = try? ContainerFile.split(data, limits: Self.limits) {
-                if let statement = try? Statement.parse(file.statement), let m = try? ContainerReader.read(payload: file.payload, limits: Self.limits) {
+                if let statement = try? Statement.parse(file.statement),
+                    let m = try? ContainerReader.read(payload: file.payload, limits: Self.limits)
+                {
                     _ = try? statement.check(against: m.manifest)
                 }
                 _ = try? ContainerReader.read(payload: file.payload, limits: Self.limits).tensors()
@@ -46,7 +48,9 @@ enum FuzzTarget: String, CaseIterable {
             guard let file = try? SafetensorsFile(bytes: data) else { return }
             for name in Codecs.names.sorted() {
                 let codec = try! Codecs.make(name: name)
-                if (try? codec.check(file, arch: Self.codecArch)) != nil { _ = codec.decodeAll(file, arch: Self.codecArch) }
+                if (try? codec.check(file, arch: Self.codecArch)) != nil {
+                    _ = codec.decodeAll(file, arch: Self.codecArch)
+                }
             }
         case .idx:
             _ = try? DataLoader.parseIDX([UInt8](data), path: "fuzz")
@@ -70,20 +74,29 @@ enum FuzzTarget: String, CaseIterable {
         func double(_ i: Int) -> Double { Double(bitPattern: words[i % words.count]) }
         let digest = String(repeating: "a", count: 64)
         let kinds: [Manifest.Kind] = [.update, .partial, .generation]
-        var m = Manifest(kind: kinds[abs(int(0) % 3)], model: .init(id: "m", arch: "tensors:w=F32[2];n=I64[]"), created: "2026-01-01T00:00:00Z",
-                         codec: int(1) % 2 == 0 ? "fp32" : Manifest.exactSumCodec,
-                         generation: int(2), parent: .init(number: int(3), digest: digest), base: .init(number: int(4), digest: digest),
-                         site: .init(id: "s", seq: Int64(truncatingIfNeeded: int(5))), numExamples: Int64(truncatingIfNeeded: int(6)),
-                         included: [.init(digest: digest, site: "s", signer: digest, seq: Int64(truncatingIfNeeded: int(7)),
-                                          numExamples: Int64(truncatingIfNeeded: int(8)), weight: double(9), base: int(10),
-                                          staleness: int(11), stalenessWeight: double(12))])
+        var m = Manifest(
+            kind: kinds[abs(int(0) % 3)], model: .init(id: "m", arch: "tensors:w=F32[2];n=I64[]"),
+            created: "2026-01-01T00:00:00Z",
+            codec: int(1) % 2 == 0 ? "fp32" : Manifest.exactSumCodec,
+            generation: int(2), parent: .init(number: int(3), digest: digest),
+            base: .init(number: int(4), digest: digest),
+            site: .init(id: "s", seq: Int64(truncatingIfNeeded: int(5))),
+            numExamples: Int64(truncatingIfNeeded: int(6)),
+            included: [
+                .init(
+                    digest: digest, site: "s", signer: digest, seq: Int64(truncatingIfNeeded: int(7)),
+                    numExamples: Int64(truncatingIfNeeded: int(8)), weight: double(9), base: int(10),
+                    staleness: int(11), stalenessWeight: double(12))
+            ])
         m.metrics = ["x": double(13)]
         if let bytes = try? m.encoded() { _ = try? Manifest.decode(bytes) }
         _ = try? m.validate()
         // The integer-tensor rules: a tensor built from these floats for
         // every integer dtype, and a delta checked against a base.
         let floats = words.map { Float(bitPattern: UInt32(truncatingIfNeeded: $0)) }
-        for dtype in DType.allCases where !dtype.isFloatingPoint { _ = try? Tensor(shape: [floats.count], dtype: dtype, values: floats) }
+        for dtype in DType.allCases where !dtype.isFloatingPoint {
+            _ = try? Tensor(shape: [floats.count], dtype: dtype, values: floats)
+        }
         let arch = try! ModelArchitecture(spec: "tensors:w=F32[2];n=I64[]")
         let base = ModelWeights(arch: arch, tensors: [[floats[0], floats[1 % floats.count]], [Float(int(14) % 1000)]])
         _ = try? base.generationMember()
@@ -97,7 +110,8 @@ enum FuzzTarget: String, CaseIterable {
     static let selected: FuzzTarget = {
         let name = ProcessInfo.processInfo.environment["FEDBATCH_FUZZ_TARGET"] ?? ""
         guard let t = FuzzTarget(rawValue: name) else {
-            FileHandle.standardError.write(Data("set FEDBATCH_FUZZ_TARGET to one of: \(allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
+            FileHandle.standardError.write(
+                Data("set FEDBATCH_FUZZ_TARGET to one of: \(allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
             exit(2)
         }
         return t
@@ -107,8 +121,11 @@ enum FuzzTarget: String, CaseIterable {
 #if FUZZING
 /// libFuzzer's driver (LLVM 11 and later).
 @_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+) -> Int32
 
 /// libFuzzer's callback, also under its conventional name (parts of
 /// libFuzzer refer to it even when the driver is given the callback).
@@ -136,14 +153,19 @@ struct FuzzReplay {
     static func main() {
         let args = CommandLine.arguments.dropFirst()
         guard let name = args.first, let target = FuzzTarget(rawValue: name) else {
-            FileHandle.standardError.write(Data("usage: fedbatch-fuzz TARGET FILE...  (targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: " ")))\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("usage: fedbatch-fuzz TARGET FILE...  "
+                        + "(targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: " ")))\n").utf8))
             exit(2)
         }
         var count = 0
         for path in args.dropFirst() {
             var isDir: ObjCBool = false
-            let files = FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
-                ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { "\(path)/\($0)" } : [path]
+            let files =
+                FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+                ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { "\(path)/\($0)" }
+                : [path]
             for f in files {
                 guard let data = FileManager.default.contents(atPath: f) else { continue }
                 target.run(data)

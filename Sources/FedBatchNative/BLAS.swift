@@ -11,13 +11,16 @@ public enum BLAS {
     /// op(A) is m×k (A is k×m when `transA`); op(B) is k×n (B is n×k when `transB`).
     /// Every call holds `ForkGuard`, so no fork can start while it runs.
     @inline(__always)
-    public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
-                      a: UnsafePointer<Float>, b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
+    public static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>
+    ) {
         ForkGuard.shared.lock()
         defer { ForkGuard.shared.unlock() }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha,
-                    a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha,
+            a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
     }
 
     /// OpenBLAS keeps one thread pool and one thread-count setting per
@@ -61,9 +64,13 @@ public enum NumericBackend {
     /// CPU has AVX-512 or AVX2, fedbatch re-executes itself once with the
     /// right core type. A user's own OPENBLAS_CORETYPE is always respected.
     /// Returns the core type to re-execute with, or nil when all is well.
-    public static func preferredCoreType(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    public static func preferredCoreType(environment: [String: String] = ProcessInfo.processInfo.environment) -> String?
+    {
         if environment["OPENBLAS_CORETYPE"] != nil { return nil }
-        let fallbacks: Set<String> = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Barcelona", "Bobcat", "Katmai", "Coppermine", "Northwood", "Banias", "Opteron", "Opteron_SSE3", "unknown"]
+        let fallbacks: Set<String> = [
+            "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Barcelona", "Bobcat", "Katmai",
+            "Coppermine", "Northwood", "Banias", "Opteron", "Opteron_SSE3", "unknown",
+        ]
         guard fallbacks.contains(BLAS.coreName) else { return nil }
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         if flags.contains(" avx512f ") && flags.contains(" avx512vl ") { return "SkylakeX" }

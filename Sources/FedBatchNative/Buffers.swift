@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,7 +41,11 @@ public final class NumericBuffer<Element: Numeric>: @unchecked Sendable {
 
     deinit {
         guard let base = buffer.baseAddress else { return }
-        if mapped > 0 { munmap(UnsafeMutableRawPointer(base), mapped) } else { UnsafeMutableRawPointer(base).deallocate() }
+        if mapped > 0 {
+            munmap(UnsafeMutableRawPointer(base), mapped)
+        } else {
+            UnsafeMutableRawPointer(base).deallocate()
+        }
     }
 
     public var count: Int { buffer.count }

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,7 +54,10 @@ public final class ConfinedDirectory: @unchecked Sendable {
                 close(fd)
                 if code == ENOENT { return nil }
                 if code == ELOOP || code == ENOTDIR {
-                    throw FileError(path: display(Array(components[...i])), message: "is not a plain directory (a symbolic link?); fedbatch never follows links on a remote")
+                    throw FileError(
+                        path: display(Array(components[...i])),
+                        message: "is not a plain directory (a symbolic link?); fedbatch never follows links on a remote"
+                    )
                 }
                 errno = code
                 throw FileError.errno(display(Array(components[...i])), "cannot open directory")
@@ -83,7 +87,7 @@ public final class ConfinedDirectory: @unchecked Sendable {
             let rc = (name + [0]).withUnsafeBufferPointer { p in
                 p.withMemoryRebound(to: CChar.self) { fstatat(fd, $0.baseAddress!, &st, AT_SYMLINK_NOFOLLOW) }
             }
-            if rc != 0 { continue }   // removed meanwhile
+            if rc != 0 { continue }  // removed meanwhile
             out.append((name, EntryStatus(st)))
         }
         return out.sorted { $0.name.lexicographicallyPrecedes($1.name) }
@@ -98,7 +102,11 @@ public final class ConfinedDirectory: @unchecked Sendable {
         defer { close(dir) }
         let fd = openat(dir, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
         if fd < 0 {
-            if errno == ELOOP { throw FileError(path: display(components, name), message: "is a symbolic link; fedbatch never follows links on a remote") }
+            if errno == ELOOP {
+                throw FileError(
+                    path: display(components, name),
+                    message: "is a symbolic link; fedbatch never follows links on a remote")
+            }
             throw FileError.errno(display(components, name), "cannot open")
         }
         return try OpenFile(fd: fd, displayPath: display(components, name))
@@ -107,8 +115,12 @@ public final class ConfinedDirectory: @unchecked Sendable {
     /// Writes `name` in directory `components` (created as needed) the
     /// crash-safe way: a hidden temporary file, filled by `fill`, fsynced,
     /// renamed over `name`, and the directory fsynced.
-    public func write(_ components: [String], _ name: String, fill: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-        guard let dir = try directory(components, create: true) else { throw FileError(path: display(components), message: "cannot create directory") }
+    public func write(
+        _ components: [String], _ name: String, fill: (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
+        guard let dir = try directory(components, create: true) else {
+            throw FileError(path: display(components), message: "cannot create directory")
+        }
         defer { close(dir) }
         let temp = ".fedbatch-transfer-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = openat(dir, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
@@ -130,7 +142,9 @@ public final class ConfinedDirectory: @unchecked Sendable {
             }
         }
         if fsync(fd) != 0 { throw FileError.errno(display(components, temp), "fsync failed") }
-        if renameat(dir, temp, dir, name) != 0 { throw FileError.errno(display(components, name), "cannot rename into place") }
+        if renameat(dir, temp, dir, name) != 0 {
+            throw FileError.errno(display(components, name), "cannot rename into place")
+        }
         done = true
         if fsync(dir) != 0 { throw FileError.errno(display(components), "fsync of the directory failed") }
     }
@@ -140,7 +154,9 @@ public final class ConfinedDirectory: @unchecked Sendable {
     public func remove(_ components: [String], _ name: String) throws {
         guard let dir = try directory(components, create: false) else { return }
         defer { close(dir) }
-        if unlinkat(dir, name, 0) != 0, errno != ENOENT { throw FileError.errno(display(components, name), "cannot remove") }
+        if unlinkat(dir, name, 0) != 0, errno != ENOENT {
+            throw FileError.errno(display(components, name), "cannot remove")
+        }
         if fsync(dir) != 0 { throw FileError.errno(display(components), "fsync of the directory failed") }
     }
 }

@@ -149,7 +149,8 @@ public final class ChaCha20Stream {
         if next == buffer.count {
             var n: Int32 = 0
             buffer.withUnsafeMutableBytes { out in
-                _ = EVP_EncryptUpdate(ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &n, zeros, Int32(zeros.count))
+                _ = EVP_EncryptUpdate(
+                    ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), &n, zeros, Int32(zeros.count))
             }
             for i in buffer.indices { buffer[i] = UInt64(littleEndian: buffer[i]) }
             next = 0

@@ -1,5 +1,6 @@
 internal import CCurl
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -101,7 +102,9 @@ public final class HTTPClient {
     }
 
     public func perform(_ request: HTTPRequest, into sink: HTTPSink) throws -> HTTPResponse {
-        guard let h = curl_easy_init() else { throw HTTPTransportError(message: "libcurl could not start a request", tooLarge: false) }
+        guard let h = curl_easy_init() else {
+            throw HTTPTransportError(message: "libcurl could not start a request", tooLarge: false)
+        }
         defer { curl_easy_cleanup(h) }
         let transfer = Transfer(sink: sink)
         let context = Unmanaged.passUnretained(transfer).toOpaque()
@@ -109,7 +112,9 @@ public final class HTTPClient {
         defer { curl_slist_free_all(list) }
         var headers = request.headers
         if let token = credentials?.sessionToken { headers.append(("x-amz-security-token", token)) }
-        for (name, value) in headers { list = curl_slist_append(list, value.isEmpty ? "\(name):" : "\(name): \(value)") }
+        for (name, value) in headers {
+            list = curl_slist_append(list, value.isEmpty ? "\(name):" : "\(name): \(value)")
+        }
 
         _ = fb_curl_setopt_string(h, CURLOPT_URL, request.url)
         _ = fb_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
@@ -153,7 +158,8 @@ public final class HTTPClient {
             let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: n), as: UTF8.self)
             if line.hasPrefix("HTTP/") { t.headers = [:] }  // a new response (after a 100 Continue)
             if let colon = line.firstIndex(of: ":") {
-                t.headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                t.headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                    in: .whitespacesAndNewlines)
             }
             return n
         }
@@ -169,11 +175,15 @@ public final class HTTPClient {
             transfer.source = (file, offset, length)
             setUpload(h, length: length, context: context)
         }
-        if request.method != "GET", request.method != "HEAD" { _ = fb_curl_setopt_string(h, CURLOPT_CUSTOMREQUEST, request.method) }
+        if request.method != "GET", request.method != "HEAD" {
+            _ = fb_curl_setopt_string(h, CURLOPT_CUSTOMREQUEST, request.method)
+        }
 
         let rc = curl_easy_perform(h)
         if let failure = transfer.failure { throw failure }
-        if transfer.overCap { throw HTTPTransportError(message: "the response is larger than the cap for it", tooLarge: true) }
+        if transfer.overCap {
+            throw HTTPTransportError(message: "the response is larger than the cap for it", tooLarge: true)
+        }
         guard rc == CURLE_OK else {
             throw HTTPTransportError(message: String(cString: curl_easy_strerror(rc)), tooLarge: false)
         }
@@ -202,7 +212,8 @@ public final class HTTPClient {
             let want = Int(min(Int64(room), s.remaining))
             let n = pread(s.file.fd, ptr, want, off_t(s.offset))
             if n <= 0 {
-                t.failure = FileError(path: s.file.displayPath, message: n < 0 ? "read failed" : "shrank while it was uploaded")
+                t.failure = FileError(
+                    path: s.file.displayPath, message: n < 0 ? "read failed" : "shrank while it was uploaded")
                 return Int(CURL_READFUNC_ABORT)
             }
             s.offset += Int64(n)

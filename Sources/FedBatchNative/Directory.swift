@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +32,9 @@ public struct DirectoryEntry: Sendable, Hashable {
     public var displayPath: String { "\(directory)/\(displayName)" }
 
     public static func escape(_ bytes: [UInt8]) -> String {
-        if let s = String(validating: bytes, as: UTF8.self), !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\\" }) {
+        if let s = String(validating: bytes, as: UTF8.self),
+            !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\\" })
+        {
             return s
         }
         var out = ""
@@ -151,7 +154,10 @@ public final class OpenFile {
         let flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followLinks ? 0 : O_NOFOLLOW)
         let fd = entry.cPath().withUnsafeBufferPointer { open($0.baseAddress!, flags) }
         if fd < 0 {
-            if errno == ELOOP { throw FileError(path: entry.displayPath, message: "is a symbolic link; fedbatch never follows links in the inbox") }
+            if errno == ELOOP {
+                throw FileError(
+                    path: entry.displayPath, message: "is a symbolic link; fedbatch never follows links in the inbox")
+            }
             throw FileError.errno(entry.displayPath, "cannot open")
         }
         try self.init(fd: fd, displayPath: entry.displayPath)
@@ -231,8 +237,12 @@ public final class OpenFile {
 /// lock, and link(2) would not move a directory, so rename is checked first).
 public func moveEntry(_ entry: DirectoryEntry, to directory: String, as newName: String, sync: Bool = true) throws {
     let dest = DirectoryEntry(directory: directory, name: newName)
-    if try entryStatus(dest) != nil { throw FileError(path: dest.displayPath, message: "already exists; refusing to replace it") }
-    let rc = entry.cPath().withUnsafeBufferPointer { from in dest.cPath().withUnsafeBufferPointer { to in rename(from.baseAddress!, to.baseAddress!) } }
+    if try entryStatus(dest) != nil {
+        throw FileError(path: dest.displayPath, message: "already exists; refusing to replace it")
+    }
+    let rc = entry.cPath().withUnsafeBufferPointer { from in
+        dest.cPath().withUnsafeBufferPointer { to in rename(from.baseAddress!, to.baseAddress!) }
+    }
     if rc != 0 { throw FileError.errno(entry.displayPath, "cannot move to \(dest.displayPath)") }
     if sync {
         try syncDirectory(directory)

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +27,9 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible, Re
 /// refuses files above `cap`; see OpenFile for the rest.
 private func openCapped(_ path: String, cap: Int64) throws -> OpenFile {
     let file = try OpenFile(path: path)
-    if file.size > cap { throw FileError(path: path, message: "file is \(file.size) bytes, above the cap of \(cap) bytes") }
+    if file.size > cap {
+        throw FileError(path: path, message: "file is \(file.size) bytes, above the cap of \(cap) bytes")
+    }
     return file
 }
 
@@ -216,7 +219,9 @@ public enum LargeBuffer {
     /// fork neither copies their page tables nor makes them copy-on-write.
     static func mapUnforked(_ count: Int) -> UnsafeMutableRawPointer? {
         let huge = 2 << 20
-        guard let raw = mmap(nil, count + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else { return nil }
+        guard let raw = mmap(nil, count + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+            raw != MAP_FAILED
+        else { return nil }
         // Keep the 2 MiB-aligned part; give back the slack on either side.
         let start = (Int(bitPattern: raw) + huge - 1) & ~(huge - 1)
         let head = start - Int(bitPattern: raw)
@@ -356,7 +361,9 @@ public final class PendingFile {
             if rename(path, target) != 0 { throw FileError.errno(target, "cannot rename \(path) into place") }
         } else {
             if link(path, target) != 0 {
-                throw Glibc.errno == EEXIST ? FileError(path: target, message: "already exists; refusing to replace it") : FileError.errno(target, "cannot link \(path) into place")
+                throw Glibc.errno == EEXIST
+                    ? FileError(path: target, message: "already exists; refusing to replace it")
+                    : FileError.errno(target, "cannot link \(path) into place")
             }
             unlink(path)
         }

@@ -108,7 +108,9 @@ public final class GPGContext {
     public init(homedir: String?) throws {
         // gpgme forks to run gpg: the fork guard must be in place first.
         ForkGuard.register()
-        guard gpgmeVersion != nil else { throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme") }
+        guard gpgmeVersion != nil else {
+            throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme")
+        }
         var c: gpgme_ctx_t?
         var err = gpgme_new(&c)
         guard err == 0, let c else { throw GPGError.from(err, "gpgme_new") }
@@ -179,12 +181,15 @@ public final class GPGContext {
         var subkeys: [GPGSubkey] = []
         var sk = key.pointee.subkeys
         while let s = sk {
-            subkeys.append(GPGSubkey(
-                fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
-                revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0, canEncrypt: s.pointee.can_encrypt != 0 && s.pointee.revoked == 0 && s.pointee.expired == 0,
-                expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
-                algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length), curve: string(s.pointee.curve),
-                keygrip: string(s.pointee.keygrip)))
+            subkeys.append(
+                GPGSubkey(
+                    fingerprint: string(s.pointee.fpr), keyID: string(s.pointee.keyid),
+                    revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
+                    canEncrypt: s.pointee.can_encrypt != 0 && s.pointee.revoked == 0 && s.pointee.expired == 0,
+                    expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
+                    algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length),
+                    curve: string(s.pointee.curve),
+                    keygrip: string(s.pointee.keygrip)))
             sk = s.pointee.next
         }
         var uids: [String] = []
@@ -259,7 +264,10 @@ public final class GPGContext {
             let err = gpgme_op_export(ctx, fingerprint, 0, dh)
             if err != 0 { throw GPGError.from(err, "exporting key \(fingerprint)") }
         }
-        if data.isEmpty { throw GPGError(code: GPGErrorCode.noData, message: "no such public key", context: "exporting key \(fingerprint)") }
+        if data.isEmpty {
+            throw GPGError(
+                code: GPGErrorCode.noData, message: "no such public key", context: "exporting key \(fingerprint)")
+        }
         return data
     }
 
@@ -276,15 +284,17 @@ public final class GPGContext {
     /// failing with `noPassphrase`), never a prompt.
     private func withPassphrase<R>(_ passphrase: String?, _ body: (PassphraseBox) throws -> R) throws -> R {
         let box = PassphraseBox(passphrase)
-        gpgme_set_passphrase_cb(ctx, { hook, _, _, prevWasBad, fd in
-            let box = Unmanaged<PassphraseBox>.fromOpaque(hook!).takeUnretainedValue()
-            box.asked = true
-            if prevWasBad != 0 { box.rejected = true; return fb_gpgme_error(GPGErrorCode.badPassphrase) }
-            guard let p = box.passphrase else { return fb_gpgme_error(GPGErrorCode.noPassphrase) }
-            let line = p + [0x0A]
-            let written = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
-            return written == 0 ? 0 : fb_gpgme_error(GPGErrorCode.canceled)
-        }, Unmanaged.passUnretained(box).toOpaque())
+        gpgme_set_passphrase_cb(
+            ctx,
+            { hook, _, _, prevWasBad, fd in
+                let box = Unmanaged<PassphraseBox>.fromOpaque(hook!).takeUnretainedValue()
+                box.asked = true
+                if prevWasBad != 0 { box.rejected = true; return fb_gpgme_error(GPGErrorCode.badPassphrase) }
+                guard let p = box.passphrase else { return fb_gpgme_error(GPGErrorCode.noPassphrase) }
+                let line = p + [0x0A]
+                let written = line.withUnsafeBytes { gpgme_io_writen(fd, $0.baseAddress, $0.count) }
+                return written == 0 ? 0 : fb_gpgme_error(GPGErrorCode.canceled)
+            }, Unmanaged.passUnretained(box).toOpaque())
         defer { gpgme_set_passphrase_cb(ctx, nil, nil) }
         return try withExtendedLifetime(box) { try body(box) }
     }
@@ -292,37 +302,49 @@ public final class GPGContext {
     /// A binary detached signature over `bytes` by the secret key `signer`.
     /// With no passphrase, a protected key fails with `noPassphrase` instead
     /// of prompting.
-    public func signDetached(_ bytes: Data, signer: String, passphrase: String?) throws -> (signature: Data, hashAlgorithm: String) {
+    public func signDetached(
+        _ bytes: Data, signer: String, passphrase: String?
+    ) throws -> (signature: Data, hashAlgorithm: String) {
         var key: gpgme_key_t?
         var err = gpgme_get_key(ctx, signer, &key, 1)
-        guard err == 0, let key else { throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "secret key \(signer)") }
+        guard err == 0, let key else {
+            throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "secret key \(signer)")
+        }
         defer { gpgme_key_unref(key) }
         gpgme_signers_clear(ctx)
         err = gpgme_signers_add(ctx, key)
         if err != 0 { throw GPGError.from(err, "secret key \(signer)") }
         defer { gpgme_signers_clear(ctx) }
 
-
         var hash = ""
-        let sig = try withPassphrase(passphrase) { box in try withInput(bytes) { plain in
-            try withOutput { out in
-                let e = gpgme_op_sign(ctx, plain, out, GPGME_SIG_MODE_DETACH)
-                if e != 0 {
-                    let code = fb_gpgme_err_code(e)
-                    if box.rejected || code == GPGErrorCode.badPassphrase {
-                        throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "signing with \(signer)")
+        let sig = try withPassphrase(passphrase) { box in
+            try withInput(bytes) { plain in
+                try withOutput { out in
+                    let e = gpgme_op_sign(ctx, plain, out, GPGME_SIG_MODE_DETACH)
+                    if e != 0 {
+                        let code = fb_gpgme_err_code(e)
+                        if box.rejected || code == GPGErrorCode.badPassphrase {
+                            throw GPGError(
+                                code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong",
+                                context: "signing with \(signer)")
+                        }
+                        if box.asked && box.passphrase == nil || code == GPGErrorCode.noPassphrase {
+                            throw GPGError(
+                                code: GPGErrorCode.noPassphrase,
+                                message:
+                                    "the key is protected by a passphrase and none was given (use --passphrase-file)",
+                                context: "signing with \(signer)")
+                        }
+                        throw GPGError.from(e, "signing with \(signer)")
                     }
-                    if box.asked && box.passphrase == nil || code == GPGErrorCode.noPassphrase {
-                        throw GPGError(code: GPGErrorCode.noPassphrase, message: "the key is protected by a passphrase and none was given (use --passphrase-file)", context: "signing with \(signer)")
+                    if let r = gpgme_op_sign_result(ctx), let s = r.pointee.signatures,
+                        let name = gpgme_hash_algo_name(s.pointee.hash_algo)
+                    {
+                        hash = String(cString: name)
                     }
-                    throw GPGError.from(e, "signing with \(signer)")
-                }
-                if let r = gpgme_op_sign_result(ctx), let s = r.pointee.signatures,
-                   let name = gpgme_hash_algo_name(s.pointee.hash_algo) {
-                    hash = String(cString: name)
                 }
             }
-        } }
+        }
         return (sig, hash)
     }
 
@@ -335,16 +357,23 @@ public final class GPGContext {
     public func encrypt(_ bytes: Data, to recipient: String) throws -> Data {
         var key: gpgme_key_t?
         let err = gpgme_get_key(ctx, recipient, &key, 0)
-        guard err == 0, let key else { throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "public key \(recipient)") }
+        guard err == 0, let key else {
+            throw GPGError.from(err == 0 ? fb_gpgme_error(GPGErrorCode.eof) : err, "public key \(recipient)")
+        }
         defer { gpgme_key_unref(key) }
         var recipients: [gpgme_key_t?] = [key, nil]
         return try withInput(bytes) { plain in
             try withOutput { out in
-                let flags = gpgme_encrypt_flags_t(GPGME_ENCRYPT_ALWAYS_TRUST.rawValue | GPGME_ENCRYPT_NO_COMPRESS.rawValue)
-                let e = recipients.withUnsafeMutableBufferPointer { gpgme_op_encrypt(ctx, $0.baseAddress, flags, plain, out) }
+                let flags = gpgme_encrypt_flags_t(
+                    GPGME_ENCRYPT_ALWAYS_TRUST.rawValue | GPGME_ENCRYPT_NO_COMPRESS.rawValue)
+                let e = recipients.withUnsafeMutableBufferPointer {
+                    gpgme_op_encrypt(ctx, $0.baseAddress, flags, plain, out)
+                }
                 if e != 0 {
                     if let r = gpgme_op_encrypt_result(ctx), r.pointee.invalid_recipients != nil {
-                        throw GPGError(code: GPGErrorCode.unusablePublicKey, message: "the key has no usable encryption subkey", context: "encrypting to \(recipient)")
+                        throw GPGError(
+                            code: GPGErrorCode.unusablePublicKey, message: "the key has no usable encryption subkey",
+                            context: "encrypting to \(recipient)")
                     }
                     throw GPGError.from(e, "encrypting to \(recipient)")
                 }
@@ -373,43 +402,58 @@ public final class GPGContext {
     /// Returns the key ids the message names as its recipients, for the
     /// caller to check whose secret key was meant: gpg uses any secret key
     /// the home holds.
-    public func decrypt(_ file: OpenFile, cap: Int, keepTail: Int? = nil, passphrase: String?)
-        throws -> (plain: Data, length: Int, recipients: [String]) {
+    public func decrypt(
+        _ file: OpenFile, cap: Int, keepTail: Int? = nil, passphrase: String?
+    )
+        throws -> (plain: Data, length: Int, recipients: [String])
+    {
         let sink = CappedSink(cap: cap, keepTail: keepTail)
         // The plaintext is about as long as the message: one allocation, not
         // a buffer grown and copied as gpg writes.
         sink.bytes.reserveCapacity(keepTail.map { 2 * $0 } ?? min(cap, Int(file.size)))
         let callbacks = UnsafeMutablePointer<gpgme_data_cbs>.allocate(capacity: 1)
         defer { callbacks.deallocate() }
-        callbacks.initialize(to: gpgme_data_cbs(read: nil, write: { handle, buffer, size in
-            let sink = Unmanaged<CappedSink>.fromOpaque(handle!).takeUnretainedValue()
-            guard sink.total + size <= sink.cap else {
-                sink.overflowed = true
-                errno = EFBIG
-                return -1
-            }
-            sink.total += size
-            if let buffer { sink.bytes.append(buffer.assumingMemoryBound(to: UInt8.self), count: size) }
-            if let keep = sink.keepTail, sink.bytes.count > 2 * keep { sink.bytes.removeFirst(sink.bytes.count - keep) }
-            return size
-        }, seek: nil, release: nil))
+        callbacks.initialize(
+            to: gpgme_data_cbs(
+                read: nil,
+                write: { handle, buffer, size in
+                    let sink = Unmanaged<CappedSink>.fromOpaque(handle!).takeUnretainedValue()
+                    guard sink.total + size <= sink.cap else {
+                        sink.overflowed = true
+                        errno = EFBIG
+                        return -1
+                    }
+                    sink.total += size
+                    if let buffer { sink.bytes.append(buffer.assumingMemoryBound(to: UInt8.self), count: size) }
+                    if let keep = sink.keepTail, sink.bytes.count > 2 * keep {
+                        sink.bytes.removeFirst(sink.bytes.count - keep)
+                    }
+                    return size
+                }, seek: nil, release: nil))
         var out: gpgme_data_t?
         var err = gpgme_data_new_from_cbs(&out, callbacks, Unmanaged.passUnretained(sink).toOpaque())
         guard err == 0, let out else { throw GPGError.from(err, "gpgme_data_new_from_cbs") }
         defer { gpgme_data_release(out) }
         // gpg reads the message from the file's descriptor, from its start.
-        guard lseek(file.fd, 0, SEEK_SET) == 0 else { throw GPGError(code: 0, message: String(cString: strerror(errno)), context: "reading \(file.displayPath)") }
+        guard lseek(file.fd, 0, SEEK_SET) == 0 else {
+            throw GPGError(code: 0, message: String(cString: strerror(errno)), context: "reading \(file.displayPath)")
+        }
         var input: gpgme_data_t?
         err = gpgme_data_new_from_fd(&input, file.fd)
         guard err == 0, let input else { throw GPGError.from(err, "gpgme_data_new_from_fd") }
         defer { gpgme_data_release(input) }
         err = try withPassphrase(passphrase) { box in
             let e = gpgme_op_decrypt(ctx, input, out)
-            if box.rejected { throw GPGError(code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "decrypting") }
+            if box.rejected {
+                throw GPGError(
+                    code: GPGErrorCode.badPassphrase, message: "the passphrase is wrong", context: "decrypting")
+            }
             return e
         }
         if sink.overflowed {
-            throw GPGError(code: GPGErrorCode.tooLarge, message: "the decrypted content is larger than \(cap) bytes", context: "decrypting")
+            throw GPGError(
+                code: GPGErrorCode.tooLarge, message: "the decrypted content is larger than \(cap) bytes",
+                context: "decrypting")
         }
         if err != 0 { throw GPGError.from(err, "decrypting") }
         var recipients: [String] = []
@@ -432,15 +476,16 @@ public final class GPGContext {
                 var s = r.pointee.signatures
                 while let sg = s {
                     let p = sg.pointee
-                    out.append(GPGSignatureResult(
-                        fingerprint: p.fpr.map { String(cString: $0) } ?? "",
-                        statusCode: fb_gpgme_err_code(p.status),
-                        statusText: String(cString: gpgme_strerror(p.status)),
-                        summary: UInt32(p.summary.rawValue),
-                        created: Int(p.timestamp),
-                        expires: p.exp_timestamp > 0 ? Int(p.exp_timestamp) : nil,
-                        hashAlgorithm: gpgme_hash_algo_name(p.hash_algo).map { String(cString: $0) } ?? "unknown",
-                        wrongKeyUsage: p.wrong_key_usage != 0))
+                    out.append(
+                        GPGSignatureResult(
+                            fingerprint: p.fpr.map { String(cString: $0) } ?? "",
+                            statusCode: fb_gpgme_err_code(p.status),
+                            statusText: String(cString: gpgme_strerror(p.status)),
+                            summary: UInt32(p.summary.rawValue),
+                            created: Int(p.timestamp),
+                            expires: p.exp_timestamp > 0 ? Int(p.exp_timestamp) : nil,
+                            hashAlgorithm: gpgme_hash_algo_name(p.hash_algo).map { String(cString: $0) } ?? "unknown",
+                            wrongKeyUsage: p.wrong_key_usage != 0))
                     s = p.next
                 }
                 return out

@@ -41,16 +41,19 @@ public final class TarWriter {
         try check(archive_write_set_bytes_per_block(a, 10240))
         try check(archive_write_set_bytes_in_last_block(a, 1))
         let client = Unmanaged.passUnretained(box).toOpaque()
-        try check(archive_write_open(a, client, nil, { _, client, buffer, length in
-            let box = Unmanaged<SinkBox>.fromOpaque(client!).takeUnretainedValue()
-            do {
-                try box.sink(UnsafeRawBufferPointer(start: buffer, count: length))
-                return la_ssize_t(length)
-            } catch {
-                box.error = error
-                return -1
-            }
-        }, nil))
+        try check(
+            archive_write_open(
+                a, client, nil,
+                { _, client, buffer, length in
+                    let box = Unmanaged<SinkBox>.fromOpaque(client!).takeUnretainedValue()
+                    do {
+                        try box.sink(UnsafeRawBufferPointer(start: buffer, count: length))
+                        return la_ssize_t(length)
+                    } catch {
+                        box.error = error
+                        return -1
+                    }
+                }, nil))
     }
 
     deinit {
@@ -145,17 +148,20 @@ public final class TarReader {
         box = SourceBox(source)
         try check(archive_read_support_format_tar(a))
         let client = Unmanaged.passUnretained(box).toOpaque()
-        try check(archive_read_open(a, client, nil, { _, client, buffer in
-            let box = Unmanaged<SourceBox>.fromOpaque(client!).takeUnretainedValue()
-            do {
-                let n = try box.fill()
-                buffer!.pointee = UnsafeRawPointer(box.chunk.baseAddress)
-                return la_ssize_t(n)
-            } catch {
-                box.error = error
-                return -1
-            }
-        }, nil))
+        try check(
+            archive_read_open(
+                a, client, nil,
+                { _, client, buffer in
+                    let box = Unmanaged<SourceBox>.fromOpaque(client!).takeUnretainedValue()
+                    do {
+                        let n = try box.fill()
+                        buffer!.pointee = UnsafeRawPointer(box.chunk.baseAddress)
+                        return la_ssize_t(n)
+                    } catch {
+                        box.error = error
+                        return -1
+                    }
+                }, nil))
     }
 
     deinit {
@@ -179,7 +185,8 @@ public final class TarReader {
         guard let e = entry else { throw ArchiveError(message: "no entry returned") }
         var path: [UInt8] = []
         if let p = archive_entry_pathname(e) {
-            path = Array(UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
+            path = Array(
+                UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: strlen(p)))
         }
         let kind: TarEntryHeader.Kind
         let type = UInt32(archive_entry_filetype(e)) & fb_AE_IFMT

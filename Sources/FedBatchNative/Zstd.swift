@@ -24,7 +24,8 @@ extension ZstdError: CustomStringConvertible {
     public var description: String {
         switch self {
         case .windowTooLarge(let log):
-            return "the zstd frame needs a window larger than \(1 << log) bytes (limit 2^\(log)); refusing to allocate it"
+            return
+                "the zstd frame needs a window larger than \(1 << log) bytes (limit 2^\(log)); refusing to allocate it"
         case .outputTooLarge(let cap):
             return "the zstd frame expands beyond the cap of \(cap) bytes"
         case .truncated:
@@ -68,7 +69,8 @@ public final class ZstdEncoder {
         _ = try zstdCheck(ZSTD_CCtx_setParameter(ctx, ZSTD_c_checksumFlag, 1))
         if ZSTD_isError(ZSTD_CCtx_setParameter(ctx, ZSTD_c_nbWorkers, 2)) != 0 {
             ZSTD_freeCCtx(ctx)
-            throw ZstdError.library("this libzstd has no multi-threaded compression, which fedbatch's reproducible output needs")
+            throw ZstdError.library(
+                "this libzstd has no multi-threaded compression, which fedbatch's reproducible output needs")
         }
     }
 
@@ -120,7 +122,8 @@ public final class ZstdDecoder {
         self.windowLogMax = windowLogMax
         _ = try zstdCheck(ZSTD_DCtx_setParameter(ctx, ZSTD_d_windowLogMax, Int32(windowLogMax)))
         // Only standard frames: a skippable or legacy frame inside the payload is refused.
-        let magic: UInt32 = frame.count >= 4
+        let magic: UInt32 =
+            frame.count >= 4
             ? frame.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.littleEndian : 0
         if magic != 0xFD2F_B528 { throw ZstdError.notZstd }
     }

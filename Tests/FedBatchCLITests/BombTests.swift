@@ -22,7 +22,9 @@ struct BombTests {
         let tar = try Subprocess.shell("zstd -dc '\(good)'").stdout
         // The hand-built frame is real zstd: the zstd CLI decodes a small one.
         try ZstdFrames.frame(prefix: tar, zeroBytes: 5_000_000).write(to: URL(fileURLWithPath: dir.file("small.zst")))
-        #expect(try Subprocess.shell("zstd -dc '\(dir.file("small.zst"))' | wc -c").out.trimmingCharacters(in: .whitespacesAndNewlines) == String(tar.count + 5_000_000))
+        #expect(
+            try Subprocess.shell("zstd -dc '\(dir.file("small.zst"))' | wc -c").out.trimmingCharacters(
+                in: .whitespacesAndNewlines) == String(tar.count + 5_000_000))
 
         let r = try inspect(ZstdFrames.frame(prefix: tar, zeroBytes: Self.tenGB), in: dir)
         #expect(r.status == 3)
@@ -33,7 +35,8 @@ struct BombTests {
     @Test("a member that declares 10 GB is refused at its header")
     func hugeMember() throws {
         let dir = TempDir()
-        let made = try Subprocess.python("evil_containers.py", ["bomb-header", dir.file("prefix.tar"), String(Self.tenGB)])
+        let made = try Subprocess.python(
+            "evil_containers.py", ["bomb-header", dir.file("prefix.tar"), String(Self.tenGB)])
         try #require(made.status == 0, "\(made.err)")
         let prefix = try Data(contentsOf: URL(fileURLWithPath: dir.file("prefix.tar")))
         let r = try inspect(ZstdFrames.frame(prefix: prefix, zeroBytes: Self.tenGB), in: dir)

@@ -28,7 +28,9 @@ struct CronExampleTests {
         return jobs
     }
 
-    @Test("the site and collector lines succeed quietly, stay quiet when there is nothing to do, and push only a new bundle")
+    @Test(
+        "the site and collector lines succeed quietly, stay quiet when there is nothing to do, and push only a new bundle"
+    )
     func cronLines() throws {
         let jobs = try Self.jobs()
         try #require(jobs.count == 2)
@@ -44,14 +46,14 @@ struct CronExampleTests {
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: bin + "/fedbatch", withDestinationPath: TestPaths.fedbatch)
         let push = """
-        #!/bin/sh
-        set -e
-        for f in "$FEDBATCH_HOME"/outbox/*.fbu; do
-          n=$(basename "$f")
-          cp "$f" "\(fed.collector)/inbox/.$n.tmp" && mv "\(fed.collector)/inbox/.$n.tmp" "\(fed.collector)/inbox/$n"
-        done
-        echo pushed >> "\(dir.file("pushes"))"
-        """
+            #!/bin/sh
+            set -e
+            for f in "$FEDBATCH_HOME"/outbox/*.fbu; do
+              n=$(basename "$f")
+              cp "$f" "\(fed.collector)/inbox/.$n.tmp" && mv "\(fed.collector)/inbox/.$n.tmp" "\(fed.collector)/inbox/$n"
+            done
+            echo pushed >> "\(dir.file("pushes"))"
+            """
         // Written by a child process, not by this one: a file this process
         // had open for writing could be inherited by a process another test
         // spawns at that moment, and exec would then fail with "Text file busy".
@@ -60,14 +62,21 @@ struct CronExampleTests {
         try #require(installed.status == 0, "\(installed.err)")
         // The [gnupg] table replaces GNUPGHOME; [training] names the data
         // (a 500-example shard, so the debug build trains quickly).
-        #expect(try fed.fedbatch(["data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "20", "--iid", "--out", dir.file("shards"), "-q"]).status == 0)
+        #expect(
+            try fed.fedbatch([
+                "data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "20", "--iid", "--out",
+                dir.file("shards"), "-q",
+            ]).status == 0)
         for home in [fed.collector, fed.site("site-1")] {
             var text = try String(contentsOfFile: home + "/fedbatch.toml", encoding: .utf8)
-            text = text.replacingOccurrences(of: "# home = \"/var/lib/fedbatch/gnupg\"", with: "home = \"\(fed.keyring.home)\"")
-            text = text.replacingOccurrences(of: "# data = \"/path/to/data\"", with: "data = \"\(dir.file("shards/site-01.safetensors"))\"")
+            text = text.replacingOccurrences(
+                of: "# home = \"/var/lib/fedbatch/gnupg\"", with: "home = \"\(fed.keyring.home)\"")
+            text = text.replacingOccurrences(
+                of: "# data = \"/path/to/data\"", with: "data = \"\(dir.file("shards/site-01.safetensors"))\"")
             try text.write(toFile: home + "/fedbatch.toml", atomically: true, encoding: .utf8)
         }
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: fed.site("site-1") + "/generations/g000000.fbg")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000000.fbg", toPath: fed.site("site-1") + "/generations/g000000.fbg")
         try fed.setCollectorConfig("settle_seconds", "0")
 
         func run(_ job: (env: [String: String], command: String), home: String) throws -> ProcessResult {
@@ -77,7 +86,9 @@ struct CronExampleTests {
             env["PATH"] = bin + ":/usr/bin:/bin"
             return try Subprocess.run("/bin/sh", ["-c", job.command], environment: env)
         }
-        func pushes() -> Int { ((try? String(contentsOfFile: dir.file("pushes"), encoding: .utf8)) ?? "").split(separator: "\n").count }
+        func pushes() -> Int {
+            ((try? String(contentsOfFile: dir.file("pushes"), encoding: .utf8)) ?? "").split(separator: "\n").count
+        }
 
         let first = try run(siteJob, home: fed.site("site-1"))
         #expect(first.status == 0 && first.stdout.isEmpty && first.stderr.isEmpty, "\(first.err)")

@@ -22,20 +22,33 @@ struct DeploymentExampleTests {
 
         // Each doctored copy must be caught, with a message naming the fault.
         let cases: [(file: String, from: String, to: String, expect: String)] = [
-            ("kubernetes/collector-cronjob.yaml", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow", "concurrencyPolicy must be Forbid"),
-            ("kubernetes/site-cronjob.yaml", "claimName: fedbatch-site-home", "claimName: somewhere-else", "PersistentVolumeClaim"),
+            (
+                "kubernetes/collector-cronjob.yaml", "concurrencyPolicy: Forbid", "concurrencyPolicy: Allow",
+                "concurrencyPolicy must be Forbid"
+            ),
+            (
+                "kubernetes/site-cronjob.yaml", "claimName: fedbatch-site-home", "claimName: somewhere-else",
+                "PersistentVolumeClaim"
+            ),
             ("kubernetes/site-cronjob.yaml", "if [ $rc -eq 5 ]; then exit 0; fi; ", "", "exit 5"),
             ("container/Dockerfile", "USER 10001:10001", "USER root", "non-root"),
             ("kubernetes/regional-merge-job.yaml", "  parallelism: 4", "  parallelism: 3", "must equal the 4 regions"),
-            ("kubernetes/regional-merge-job.yaml", "for step in pull merge push", "for step in merge push", "pull, merge and push"),
-            ("monitoring/grafana-dashboard.json", "fedbatch_inbox_files", "fedbatch_inbox_count", "fedbatch_inbox_count is used"),
+            (
+                "kubernetes/regional-merge-job.yaml", "for step in pull merge push", "for step in merge push",
+                "pull, merge and push"
+            ),
+            (
+                "monitoring/grafana-dashboard.json", "fedbatch_inbox_files", "fedbatch_inbox_count",
+                "fedbatch_inbox_count is used"
+            ),
         ]
         for c in cases {
             let dir = TempDir()
             #expect(try Subprocess.run("/bin/cp", ["-R", TestPaths.packageRoot + "/examples/.", dir.path]).status == 0)
             let text = try String(contentsOfFile: dir.file(c.file), encoding: .utf8)
             #expect(text.contains(c.from), "\(c.file) no longer contains \(c.from)")
-            try text.replacingOccurrences(of: c.from, with: c.to).write(toFile: dir.file(c.file), atomically: true, encoding: .utf8)
+            try text.replacingOccurrences(of: c.from, with: c.to).write(
+                toFile: dir.file(c.file), atomically: true, encoding: .utf8)
             let r = try check(dir.path)
             #expect(r.status == 1 && r.out.contains(c.expect), "\(c.file) \(c.to): \(r.out)\(r.err)")
         }
@@ -47,8 +60,11 @@ struct DeploymentExampleTests {
         let r = try Subprocess.run("/usr/bin/promtool", ["check", "rules", rules])
         #expect(r.status == 0 && r.out.contains("SUCCESS: 5 rules found"), "\(r.out)\(r.err)")
         let dir = TempDir()
-        let broken = try dir.write("alerts.yml", Data(try String(contentsOfFile: rules, encoding: .utf8)
-            .replacingOccurrences(of: "for: 5m", with: "for: five minutes").utf8))
+        let broken = try dir.write(
+            "alerts.yml",
+            Data(
+                try String(contentsOfFile: rules, encoding: .utf8)
+                    .replacingOccurrences(of: "for: 5m", with: "for: five minutes").utf8))
         #expect(try Subprocess.run("/usr/bin/promtool", ["check", "rules", broken]).status != 0)
     }
 }

@@ -54,29 +54,41 @@ struct EncryptionTests {
             let packets = try fed.keyring.gpg(["--list-packets", stick + "/inbox/\(site)/\(name).gpg"]).out
             #expect(packets.contains(":pubkey enc packet:"))
             // Standard gpg with the collector's key gives back the signed bundle.
-            let decrypted = try fed.keyring.gpg(["--decrypt", "--output", fed.root + "/\(site).out", stick + "/inbox/\(site)/\(name).gpg"])
+            let decrypted = try fed.keyring.gpg([
+                "--decrypt", "--output", fed.root + "/\(site).out", stick + "/inbox/\(site)/\(name).gpg",
+            ])
             let out = try Self.bytes(fed.root + "/\(site).out")
             #expect(decrypted.status == 0 && out == plain[site])
         }
 
         try fed.run(["pull", "--home", fed.collector])
-        #expect(RemoteDirectoryTests.files(fed.collector + "/inbox") == ["demo-g0-site-1-1.fbu.gpg", "demo-g0-site-2-1.fbu.gpg"])
+        #expect(
+            RemoteDirectoryTests.files(fed.collector + "/inbox") == [
+                "demo-g0-site-1-1.fbu.gpg", "demo-g0-site-2-1.fbu.gpg",
+            ])
         let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
         #expect((merged["accepted"] as? [[String: Any]])?.count == 2)
         let manifest = try Inspection.inspect(path: fed.collector + "/generations/g000001.fbg").manifest
-        #expect(Set(manifest.included?.map(\.digest) ?? []) == Set(try plain.values.map { try ContainerFile.split($0).digest.hex }))
+        #expect(
+            Set(manifest.included?.map(\.digest) ?? [])
+                == Set(try plain.values.map { try ContainerFile.split($0).digest.hex }))
         // accepted/ keeps the files as they arrived: still encrypted.
         #expect(RemoteDirectoryTests.files(fed.collector + "/accepted").allSatisfy { $0.hasSuffix(".fbu.gpg") })
     }
 
-    @Test("files that do not decrypt, decrypt to too much, or decrypt to what is not a signed bundle are quarantined with a reason; a good one still merges")
+    @Test(
+        "files that do not decrypt, decrypt to too much, or decrypt to what is not a signed bundle are quarantined with a reason; a good one still merges"
+    )
     func refusals() throws {
         let (fed, _) = try Self.setUp()
         let inbox = fed.collector + "/inbox/"
         let base = try fed.generation(0)
         let good = try fed.update(site: "site-1", seq: 1, base: base, name: "good.fbu")
-        try fed.keyring.gpg(["--trust-model", "always", "--compress-level", "0", "--recipient", fed.collectorKey, "--output", inbox + "good.fbu.gpg",
-                             "--encrypt", good])
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--compress-level", "0", "--recipient", fed.collectorKey, "--output",
+            inbox + "good.fbu.gpg",
+            "--encrypt", good,
+        ])
         let goodDigest = try ContainerFile.split(try Self.bytes(good)).digest.hex
         try FileManager.default.removeItem(atPath: good)
 
@@ -84,12 +96,18 @@ struct EncryptionTests {
         let stranger = try fed.keyring.generate("stranger")
         try fed.keyring.gpg(["--passphrase", "", "--quick-add-key", stranger, "cv25519", "encr", "0"])
         let other = try fed.update(site: "site-2", seq: 1, base: base, name: "other.fbu")
-        try fed.keyring.gpg(["--trust-model", "always", "--recipient", stranger, "--output", inbox + "stranger.fbu.gpg", "--encrypt", other])
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--recipient", stranger, "--output", inbox + "stranger.fbu.gpg", "--encrypt",
+            other,
+        ])
         // The same bundle to the collector, one byte of ciphertext flipped in
         // the middle (uncompressed, so the plaintext itself is damaged: gpg's
         // integrity check fails, and were it missed, the signature inside).
-        try fed.keyring.gpg(["--trust-model", "always", "--compress-level", "0", "--recipient", fed.collectorKey, "--output", fed.root + "/flip.gpg",
-                             "--encrypt", other])
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--compress-level", "0", "--recipient", fed.collectorKey, "--output",
+            fed.root + "/flip.gpg",
+            "--encrypt", other,
+        ])
         var flipped = try Self.bytes(fed.root + "/flip.gpg")
         flipped[flipped.count / 2] ^= 0x01
         try flipped.write(to: URL(fileURLWithPath: inbox + "flipped.fbu.gpg"))
@@ -101,18 +119,28 @@ struct EncryptionTests {
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: zeros))
         try h.truncate(atOffset: 64 << 20)
         try h.close()
-        try fed.keyring.gpg(["--trust-model", "always", "--compress-algo", "zlib", "--compress-level", "9", "--recipient", fed.collectorKey,
-                             "--output", inbox + "bomb.fbu.gpg", "--encrypt", zeros])
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--compress-algo", "zlib", "--compress-level", "9", "--recipient",
+            fed.collectorKey,
+            "--output", inbox + "bomb.fbu.gpg", "--encrypt", zeros,
+        ])
         let bombSize = try FileManager.default.attributesOfItem(atPath: inbox + "bomb.fbu.gpg")[.size] as? Int ?? 0
         #expect(bombSize < 1 << 20)
         // Well encrypted, but not a bundle.
-        try Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7919) }).write(to: URL(fileURLWithPath: fed.root + "/junk"))
-        try fed.keyring.gpg(["--trust-model", "always", "--recipient", fed.collectorKey, "--output", inbox + "junk.fbu.gpg", "--encrypt", fed.root + "/junk"])
+        try Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7919) }).write(
+            to: URL(fileURLWithPath: fed.root + "/junk"))
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--recipient", fed.collectorKey, "--output", inbox + "junk.fbu.gpg", "--encrypt",
+            fed.root + "/junk",
+        ])
         var arrived: [String: Data] = [:]
         for name in RemoteDirectoryTests.files(inbox) { arrived[name] = try Self.bytes(inbox + name) }
 
         let report = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
-        let codes = Dictionary(uniqueKeysWithValues: ((report["rejected"] as? [[String: Any]]) ?? []).map { ($0["name"] as! String, $0["code"] as! String) })
+        let codes = Dictionary(
+            uniqueKeysWithValues: ((report["rejected"] as? [[String: Any]]) ?? []).map {
+                ($0["name"] as! String, $0["code"] as! String)
+            })
         #expect(codes["stranger.fbu.gpg"] == "encryption.undecryptable")
         #expect(codes["flipped.fbu.gpg"] == "encryption.undecryptable")
         #expect(codes["bomb.fbu.gpg"] == "encryption.too-large")
@@ -133,14 +161,24 @@ struct EncryptionTests {
     func largerBundle() throws {
         let fed = try Federation(sites: ["site-1"], arch: "mlp:200-64-10")
         try fed.keyring.gpg(["--passphrase", "", "--quick-add-key", fed.collectorKey, "cv25519", "encr", "0"])
-        try fed.run(["keys", "add", "--collector", "--home", fed.collector, try fed.keyring.exportPublic(fed.collectorKey, to: "collector-with-subkey.asc")])
+        try fed.run([
+            "keys", "add", "--collector", "--home", fed.collector,
+            try fed.keyring.exportPublic(fed.collectorKey, to: "collector-with-subkey.asc"),
+        ])
         let noisy = try ModelArchitecture(spec: fed.arch).tensorShapes.enumerated().map { i, t in
-            (t.name, Tensor(shape: t.shape, floats: (0..<t.shape.reduce(1, *)).map { Float(sin(Double($0 &* 7919 &+ i))) * 0.01 }))
+            (
+                t.name,
+                Tensor(
+                    shape: t.shape,
+                    floats: (0..<t.shape.reduce(1, *)).map { Float(sin(Double($0 &* 7919 &+ i))) * 0.01 })
+            )
         }
         let plain = try fed.update(site: "site-1", seq: 1, base: try fed.generation(0), tensors: noisy)
         #expect(try Self.bytes(plain).count > 50_000)
         let digest = try ContainerFile.split(try Self.bytes(plain)).digest.hex
-        try fed.keyring.gpg(["--trust-model", "always", "--recipient", fed.collectorKey, "--output", plain + ".gpg", "--encrypt", plain])
+        try fed.keyring.gpg([
+            "--trust-model", "always", "--recipient", fed.collectorKey, "--output", plain + ".gpg", "--encrypt", plain,
+        ])
         try FileManager.default.removeItem(atPath: plain)
         let report = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
         #expect((report["accepted"] as? [[String: Any]])?.map { $0["digest"] as! String } == [digest])

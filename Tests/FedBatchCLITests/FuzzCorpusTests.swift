@@ -8,7 +8,9 @@ import Testing
 /// stays a regression test.
 @Suite("Fuzz corpus")
 struct FuzzCorpusTests {
-    @Test("every corpus input runs through its parser without a crash", arguments: ["safetensors", "manifest", "statement", "signature", "container", "codec", "idx", "csv", "numbers"])
+    @Test(
+        "every corpus input runs through its parser without a crash",
+        arguments: ["safetensors", "manifest", "statement", "signature", "container", "codec", "idx", "csv", "numbers"])
     func replay(target: String) throws {
         let replay = (TestPaths.fedbatch as NSString).deletingLastPathComponent + "/fedbatch-fuzz"
         let corpus = TestPaths.packageRoot + "/Tests/Fuzz/corpus/" + target

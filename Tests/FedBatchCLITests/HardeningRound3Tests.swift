@@ -10,14 +10,17 @@ import Testing
 struct HardeningRound3Tests {
     static func copyGeneration(_ fed: Federation, _ n: Int, to home: String) throws {
         let name = HomeLayout.generationFileName(n)
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/" + name, toPath: home + "/generations/" + name)
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/" + name, toPath: home + "/generations/" + name)
     }
 
     static func code(_ r: ProcessResult) throws -> String? {
         (try r.summary()["files"] as? [[String: Any]])?.first?["code"] as? String
     }
 
-    @Test("after a rotation, a generation the retired collector key signs is refused however the generations reach a site")
+    @Test(
+        "after a rotation, a generation the retired collector key signs is refused however the generations reach a site"
+    )
     func retiredCollectorKey() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         let old = fed.collectorKey
@@ -30,9 +33,11 @@ struct HardeningRound3Tests {
         try fed.run(["revert", "--home", fed.collector, "1"])
         // g4 on g3, signed by the old key (stolen, say).
         let g3 = try fed.generation(3)
-        let forged = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-09T00:00:00Z",
-                              generation: 4, parent: .init(number: 3, digest: g3.digest), included: [], rejected: [])
-        let g4 = try fed.signer(old).seal(manifest: forged, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
+        let forged = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-09T00:00:00Z",
+            generation: 4, parent: .init(number: 3, digest: g3.digest), included: [], rejected: [])
+        let g4 = try fed.signer(old).seal(
+            manifest: forged, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
         let site1 = fed.site("site-1"), site2 = fed.site("site-2")
 
         // Site-1 last trained on g1, then is handed g2, g3 and g4 at once.
@@ -75,31 +80,47 @@ struct HardeningRound3Tests {
     /// BatchNorm-style counter) with the federation's sites pinned.
     static func integerModel(_ fed: Federation) throws -> String {
         let home = fed.root + "/intcol"
-        let weights = try fed.keyring.dir.write("int.safetensors", SafetensorsWriter.encode([
-            ("w", Tensor(shape: [2, 3], floats: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])),
-            ("n", try Tensor(shape: [], dtype: .i64, values: [5])),
-        ]))
-        try fed.run(["init", "collector", "--home", home, "--model-id", "ints", "--arch", "tensors:w=F32[2,3];n=I64[]",
-                     "--key", fed.collectorKey, "--weights", weights])
+        let weights = try fed.keyring.dir.write(
+            "int.safetensors",
+            SafetensorsWriter.encode([
+                ("w", Tensor(shape: [2, 3], floats: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])),
+                ("n", try Tensor(shape: [], dtype: .i64, values: [5])),
+            ]))
+        try fed.run([
+            "init", "collector", "--home", home, "--model-id", "ints", "--arch", "tensors:w=F32[2,3];n=I64[]",
+            "--key", fed.collectorKey, "--weights", weights,
+        ])
         try Federation.setConfig(home: home, table: "merge", "min_bundles", "1")
         try Federation.setConfig(home: home, table: "merge", "settle_seconds", "0")
-        for (s, fpr) in fed.siteKeys { try fed.run(["keys", "add", "--home", home, "--site", s, try fed.keyring.exportPublic(fpr, to: "\(s).asc")]) }
+        for (s, fpr) in fed.siteKeys {
+            try fed.run(["keys", "add", "--home", home, "--site", s, try fed.keyring.exportPublic(fpr, to: "\(s).asc")])
+        }
         return home
     }
 
-    static func integerUpdate(_ fed: Federation, home: String, site: String, seq: Int64, counter: Float) throws -> String {
-        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: home + "/generations/g000000.fbg")))
-        let manifest = Manifest(kind: .update, model: .init(id: "ints", arch: "tensors:w=F32[2,3];n=I64[]"), created: "2026-01-01T00:00:00Z",
-                                base: .init(number: 0, digest: file.digest.hex), site: .init(id: site, seq: seq), numExamples: 10)
-        let tensors: [(name: String, tensor: Tensor)] = [("w", Tensor(shape: [2, 3], floats: [Float](repeating: 0.01, count: 6))),
-                                                         ("n", Tensor(shape: [], floats: [counter]))]
-        let sealed = try fed.signer(fed.siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
+    static func integerUpdate(
+        _ fed: Federation, home: String, site: String, seq: Int64, counter: Float
+    ) throws -> String {
+        let file = try ContainerFile.split(
+            try Data(contentsOf: URL(fileURLWithPath: home + "/generations/g000000.fbg")))
+        let manifest = Manifest(
+            kind: .update, model: .init(id: "ints", arch: "tensors:w=F32[2,3];n=I64[]"),
+            created: "2026-01-01T00:00:00Z",
+            base: .init(number: 0, digest: file.digest.hex), site: .init(id: site, seq: seq), numExamples: 10)
+        let tensors: [(name: String, tensor: Tensor)] = [
+            ("w", Tensor(shape: [2, 3], floats: [Float](repeating: 0.01, count: 6))),
+            ("n", Tensor(shape: [], floats: [counter])),
+        ]
+        let sealed = try fed.signer(fed.siteKeys[site]!).seal(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(tensors))])
         let path = home + "/inbox/\(site)-\(seq).fbu"
         try sealed.file.write(to: URL(fileURLWithPath: path))
         return path
     }
 
-    @Test("an integer tensor's increment that a generation could not hold is refused with its bundle, never signed and never a trap")
+    @Test(
+        "an integer tensor's increment that a generation could not hold is refused with its bundle, never signed and never a trap"
+    )
     func integerIncrements() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
         let home = try Self.integerModel(fed)
@@ -133,7 +154,9 @@ struct RemoteDirectoryHardeningTests {
         for i in 0..<count { try Data("victim \(i)\n".utf8).write(to: URL(fileURLWithPath: "\(dir)/v\(i).fbu")) }
     }
 
-    @Test("a link planted in the remote stops that object only; push, publish and pull never write, read or delete through it")
+    @Test(
+        "a link planted in the remote stops that object only; push, publish and pull never write, read or delete through it"
+    )
     func plantedLinks() throws {
         let (fed, stick) = try RemoteDirectoryTests.setUp()
         let outside = fed.root + "/outside"
@@ -145,7 +168,7 @@ struct RemoteDirectoryHardeningTests {
         #expect(push.status == 1, "\(push.err)")
         #expect((try push.summary()["refused"] as? [[String: Any]])?.first?["code"] as? String == "io.error")
         #expect(RemoteDirectoryTests.files(outside) == ["v0.fbu", "v1.fbu", "v2.fbu"])
-        #expect(RemoteDirectoryTests.files(fed.site("site-1") + "/outbox").count == 1)   // kept for the next push
+        #expect(RemoteDirectoryTests.files(fed.site("site-1") + "/outbox").count == 1)  // kept for the next push
         // site-2's push is unaffected.
         try fed.run(["push", "--home", fed.site("site-2")])
         // pull takes site-2's bundle and leaves the link's targets alone.
@@ -194,11 +217,15 @@ struct RemoteDirectoryHardeningTests {
             #expect(try String(contentsOfFile: "\(outside)/v\(i).fbu", encoding: .utf8) == "victim \(i)\n")
         }
         for name in RemoteDirectoryTests.files(fed.collector + "/inbox") {
-            #expect(try String(contentsOfFile: fed.collector + "/inbox/" + name, encoding: .utf8).hasPrefix("junk"), "\(name)")
+            #expect(
+                try String(contentsOfFile: fed.collector + "/inbox/" + name, encoding: .utf8).hasPrefix("junk"),
+                "\(name)")
         }
     }
 
-    @Test("a file still being copied onto a directory remote waits for merge.settle_seconds; a bad object does not stop the others")
+    @Test(
+        "a file still being copied onto a directory remote waits for merge.settle_seconds; a bad object does not stop the others"
+    )
     func settlingAndIsolation() throws {
         let (fed, stick) = try RemoteDirectoryTests.setUp()
         for site in ["site-1", "site-2"] { try fed.run(["push", "--home", fed.site(site)]) }
@@ -209,7 +236,8 @@ struct RemoteDirectoryHardeningTests {
         #expect(waiting?.count == 2 && waiting?.first?["code"] as? String == "remote.settling", "\(early.out)")
         #expect(RemoteDirectoryTests.files(stick + "/inbox/site-1").count == 1)
         try Federation.setConfig(home: fed.collector, table: "merge", "settle_seconds", "0")
-        #expect((try fed.run(["pull", "--home", fed.collector, "--json"]).summary()["transferred"] as? [Any])?.count == 2)
+        #expect(
+            (try fed.run(["pull", "--home", fed.collector, "--json"]).summary()["transferred"] as? [Any])?.count == 2)
     }
 }
 
@@ -217,7 +245,9 @@ struct RemoteDirectoryHardeningTests {
 /// the others, run after run.
 @Suite("hardening, round 3: S3 remotes")
 struct RemoteS3HardeningTests {
-    @Test("a key XML cannot carry and an object with a false checksum are that object's problem; every other object is pulled")
+    @Test(
+        "a key XML cannot carry and an object with a false checksum are that object's problem; every other object is pulled"
+    )
     func oddObjects() throws {
         let s3 = try S3Server()
         let fed = try RemoteS3Tests.federation(s3)
@@ -255,8 +285,9 @@ final class LockedFlag: @unchecked Sendable {
 /// What a crash leaves behind is finished or reclaimed by the next run.
 @Suite("hardening, round 3: crash recovery")
 struct CrashRecoveryHardeningTests {
-    @Test("killed after writing a generation of encrypted inputs, the rerun files them as included, not as replays",
-          arguments: ["after-generation", "after-ledger"])
+    @Test(
+        "killed after writing a generation of encrypted inputs, the rerun files them as included, not as replays",
+        arguments: ["after-generation", "after-ledger"])
     func encryptedInputs(at point: String) throws {
         let (fed, _) = try EncryptionTests.setUp()
         for site in ["site-1", "site-2"] { try fed.run(["push", "--home", fed.site(site), "--encrypt"]) }
@@ -264,7 +295,8 @@ struct CrashRecoveryHardeningTests {
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = fed.keyring.home
         env["FEDBATCH_FAULT"] = point
-        let crashed = try Subprocess.start(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env).wait()
+        let crashed = try Subprocess.start(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env)
+            .wait()
         #expect(crashed.status == 99, "\(crashed.err)")
         env.removeValue(forKey: "FEDBATCH_FAULT")
         let rerun = try Subprocess.fedbatch(["merge", "--home", fed.collector, "--json"], environment: env)
@@ -275,17 +307,23 @@ struct CrashRecoveryHardeningTests {
         // The next generation lists no refusal of what its parent included.
         try fed.update(site: "site-1", seq: 2, base: try fed.generation(1))
         try fed.run(["merge", "--home", fed.collector])
-        #expect(try Inspection.inspect(path: fed.collector + "/generations/g000002.fbg").manifest.rejected?.isEmpty ?? true)
+        #expect(
+            try Inspection.inspect(path: fed.collector + "/generations/g000002.fbg").manifest.rejected?.isEmpty ?? true)
     }
 
     @Test("a killed transfer's temporary file and a scratch keyring killed before its marker are reclaimed")
     func leftovers() throws {
         let (fed, _) = try RemoteDirectoryTests.setUp()
-        try Data("half a bundle".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/.fedbatch-transfer-AbC123"))
-        try Data("half a generation".utf8).write(to: URL(fileURLWithPath: fed.site("site-1") + "/generations/.fedbatch-transfer-XyZ789"))
+        try Data("half a bundle".utf8).write(
+            to: URL(fileURLWithPath: fed.collector + "/inbox/.fedbatch-transfer-AbC123"))
+        try Data("half a generation".utf8).write(
+            to: URL(fileURLWithPath: fed.site("site-1") + "/generations/.fedbatch-transfer-XyZ789"))
         let tmp = TempDir()
-        let stale = tmp.path + "/fb-scratch-Qw3rty", fresh = tmp.path + "/fb-scratch-As4dfg", other = tmp.path + "/fb-notours"
-        for d in [stale, fresh, other] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false) }
+        let stale = tmp.path + "/fb-scratch-Qw3rty", fresh = tmp.path + "/fb-scratch-As4dfg",
+            other = tmp.path + "/fb-notours"
+        for d in [stale, fresh, other] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false)
+        }
         // Unmarked and an hour old: abandoned; unmarked and new: may be a
         // live process's; not a scratch keyring's name: not fedbatch's to touch.
         let hourAgo = Date(timeIntervalSinceNow: -3600)
@@ -314,8 +352,10 @@ struct SmallerHardeningTests {
         let region1 = fed.root + "/region-1"
         try fed.run(["keys", "add", "--home", region1, "--site", "site-4", fed.root + "/site-4.asc"])
         for s in ["site-1", "site-4"] {
-            let path = try fed.update(site: s, seq: 1, base: g0, tensors: try HierarchicalMergeTests.delta(arch: fed.arch, seed: 5))
-            try FileManager.default.moveItem(atPath: path, toPath: region1 + "/inbox/" + (path as NSString).lastPathComponent)
+            let path = try fed.update(
+                site: s, seq: 1, base: g0, tensors: try HierarchicalMergeTests.delta(arch: fed.arch, seed: 5))
+            try FileManager.default.moveItem(
+                atPath: path, toPath: region1 + "/inbox/" + (path as NSString).lastPathComponent)
         }
         let p1 = try fed.run(["merge", "--home", region1, "--json"]).summary()["file"] as! String
         try FileManager.default.copyItem(atPath: p1, toPath: root + "/inbox/r1.fbp")
@@ -332,7 +372,8 @@ struct SmallerHardeningTests {
         m.included = m.included!.filter { $0.site == "site-1" } + [one]
         m.numExamples = m.included!.reduce(0) { $0 + $1.numExamples }
         let regionKey = try fed.keyring.fingerprint(of: "region-1")
-        let twice = try fed.signer(regionKey).seal(manifest: m, members: [(ContainerPath.tensors, c.members[ContainerPath.tensors]!)])
+        let twice = try fed.signer(regionKey).seal(
+            manifest: m, members: [(ContainerPath.tensors, c.members[ContainerPath.tensors]!)])
         try twice.file.write(to: URL(fileURLWithPath: root + "/inbox/twice.fbp"))
         let r2 = try fed.fedbatch(["merge", "--home", root, "--json"])
         let codes2 = HierarchicalMergeTests.codes(try r2.summary())
@@ -340,7 +381,9 @@ struct SmallerHardeningTests {
         #expect(codes2["twice.fbp"] == "partial.bundle" && message.contains("twice"), "\(codes2) \(message)")
     }
 
-    @Test("verify checks a pruned generation's manifest file; a retired key's copy of a merged bundle is removed as a replay")
+    @Test(
+        "verify checks a pruned generation's manifest file; a retired key's copy of a merged bundle is removed as a replay"
+    )
     func prunedAndRetired() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         for round in 1...3 {
@@ -413,8 +456,10 @@ struct HostileEndpointTests {
         // SIGKILL: the test runner starts children with SIGTERM blocked.
         defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         let port = try S3Server.readLine(out.fileHandleForReading)
-        fed.environment = ["AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://127.0.0.1:\(port)",
-                           "FEDBATCH_TEST_S3_ATTEMPTS": "1", "FEDBATCH_TEST_S3_STALL_SECONDS": "3"]
+        fed.environment = [
+            "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": "http://127.0.0.1:\(port)",
+            "FEDBATCH_TEST_S3_ATTEMPTS": "1", "FEDBATCH_TEST_S3_STALL_SECONDS": "3",
+        ]
         let start = Date()
         let r = try fed.fedbatch(["pull", "--home", fed.collector])
         return (r, Date().timeIntervalSince(start))
@@ -445,8 +490,10 @@ struct NumberHardeningTests {
         let made = try Subprocess.python("evil_containers.py", ["huge-number", dir.file("huge.zst")])
         #expect(made.status == 0, "\(made.err)")
         let payload = try Data(contentsOf: URL(fileURLWithPath: dir.file("huge.zst")))
-        let statement = Statement(kind: .partial, model: "demo", site: .init(id: "site-1", seq: 1),
-                                  payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)).encoded
+        let statement = Statement(
+            kind: .partial, model: "demo", site: .init(id: "site-1", seq: 1),
+            payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)
+        ).encoded
         let signature = try fed.signer(fed.siteKeys["site-1"]!).sign(statement)
         let file = ContainerFile.seal(payload: payload, statement: statement, signature: signature)
         let path = fed.collector + "/inbox/huge.fbp"

@@ -25,17 +25,22 @@ struct InspectCommandTests {
         let manifest = try #require(obj["manifest"] as? [String: Any])
         #expect(manifest["kind"] as? String == "update")
         #expect(manifest["num_examples"] as? Int == 100)
-        #expect(obj["digest"] as? String == (try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path)))).digest.hex)
+        #expect(
+            obj["digest"] as? String
+                == (try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path)))).digest.hex)
         #expect((obj["tensors"] as? [[String: Any]])?.count == 4)
     }
 
     @Test("a generation whose included counts add past Int64.max is shown, not a crash")
     func hugeCounts() throws {
         let dir = TempDir()
-        let big = Manifest.IncludedBundle(digest: String(repeating: "ab", count: 32), site: "site-1", signer: String(repeating: "A", count: 40),
-                                          seq: 1, numExamples: 5_000_000_000_000_000_000, weight: 1)
-        let m = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
-                         parent: .init(number: 0, digest: String(repeating: "cd", count: 32)), included: [big, big], rejected: [])
+        let big = Manifest.IncludedBundle(
+            digest: String(repeating: "ab", count: 32), site: "site-1", signer: String(repeating: "A", count: 40),
+            seq: 1, numExamples: 5_000_000_000_000_000_000, weight: 1)
+        let m = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 1,
+            parent: .init(number: 0, digest: String(repeating: "cd", count: 32)), included: [big, big], rejected: [])
         let path = try dir.write("g.fbg", try Samples.unsignedContainer(manifest: m))
         let r = try Subprocess.fedbatch(["inspect", path])
         #expect(r.status == 0 && r.out.contains("2 bundles, 9223372036854775807 examples"), "\(r.out)\(r.err)")
@@ -44,17 +49,24 @@ struct InspectCommandTests {
     @Test("standard zstd and tar list a container fedbatch wrote, manifest first")
     func standardTools() throws {
         let dir = TempDir()
-        let path = try dir.write("b.fbu", try Samples.unsignedContainer(extra: [("metrics/train.json", Data("{}".utf8))]))
+        let path = try dir.write(
+            "b.fbu", try Samples.unsignedContainer(extra: [("metrics/train.json", Data("{}".utf8))]))
         let listed = try Subprocess.shell("zstd -dc '\(path)' | tar -tv")
         #expect(listed.status == 0, "\(listed.err)")
         let lines = listed.out.split(separator: "\n")
-        #expect(lines.map { $0.split(separator: " ").last.map(String.init) ?? "" } == ["manifest.json", "tensors.safetensors", "metrics/train.json"])
+        #expect(
+            lines.map { $0.split(separator: " ").last.map(String.init) ?? "" } == [
+                "manifest.json", "tensors.safetensors", "metrics/train.json",
+            ])
         #expect(lines.allSatisfy { $0.hasPrefix("-rw-r--r-- 0/0") && $0.contains("1970-01-01 00:00") })
         // `zstd -t` also accepts it: the signature slot is a skippable frame.
         #expect(try Subprocess.run("/usr/bin/zstd", ["-qt", path]).status == 0)
         // And what tar extracts is byte-identical to what the manifest lists.
-        let extracted = try Subprocess.shell("mkdir '\(dir.file("x"))' && zstd -dc '\(path)' | tar -x -C '\(dir.file("x"))' && sha256sum '\(dir.file("x"))/tensors.safetensors'")
-        let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).payload)
+        let extracted = try Subprocess.shell(
+            "mkdir '\(dir.file("x"))' && zstd -dc '\(path)' | tar -x -C '\(dir.file("x"))' && sha256sum '\(dir.file("x"))/tensors.safetensors'"
+        )
+        let c = try ContainerReader.read(
+            payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).payload)
         #expect(extracted.out.hasPrefix(c.manifest.members[0].sha256))
     }
 
@@ -106,12 +118,16 @@ struct DocumentationTests {
         let section = try #require(help.components(separatedBy: "SUBCOMMANDS:").last)
         let commands = section.split(separator: "\n").compactMap { line -> String? in
             let t = line.trimmingCharacters(in: .whitespaces)
-            guard line.hasPrefix("  "), !line.hasPrefix("   "), let word = t.split(separator: " ").first else { return nil }
+            guard line.hasPrefix("  "), !line.hasPrefix("   "), let word = t.split(separator: " ").first else {
+                return nil
+            }
             return String(word)
         }
         #expect(!commands.isEmpty)
         for c in commands where c != "See" {
-            #expect(FileManager.default.fileExists(atPath: "\(TestPaths.packageRoot)/man/fedbatch-\(c).1"), "no man page for \(c)")
+            #expect(
+                FileManager.default.fileExists(atPath: "\(TestPaths.packageRoot)/man/fedbatch-\(c).1"),
+                "no man page for \(c)")
         }
         let page = try String(contentsOfFile: "\(TestPaths.packageRoot)/man/fedbatch.1", encoding: .utf8)
         for code in 0...5 { #expect(page.contains(".B \(code)\n"), "exit code \(code) missing from fedbatch.1") }

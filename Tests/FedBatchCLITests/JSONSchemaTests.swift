@@ -38,33 +38,59 @@ struct JSONSchemaTests {
         }
 
         // Homes and keys.
-        let made = try record("init collector", "init collector", status: 0, ["init", "collector", "--home", root + "/c2", "--model-id", "other",
-                                                                              "--arch", "mlp:4-3-2", "--key", fed.collectorKey]).summary()
+        let made = try record(
+            "init collector", "init collector", status: 0,
+            [
+                "init", "collector", "--home", root + "/c2", "--model-id", "other",
+                "--arch", "mlp:4-3-2", "--key", fed.collectorKey,
+            ]
+        ).summary()
         // Before any merge (no state.db yet) status still names generation 0 by its digest.
-        let fresh = try record("status before a merge", "status collector", status: 0, ["status", "--home", root + "/c2"]).summary()
+        let fresh = try record(
+            "status before a merge", "status collector", status: 0, ["status", "--home", root + "/c2"]
+        ).summary()
         #expect((fresh["generation"] as? [String: Any])?["digest"] as? String == made["digest"] as? String)
-        try record("init site", "init site", status: 0, ["init", "site", "--home", root + "/s2", "--site-id", "site-9", "--key",
-                                                         fed.siteKeys["site-1"]!, "--collector-key", fed.collector + "/keys/collector.asc",
-                                                         "--model-id", "demo"])
-        try record("keys add", "keys add", status: 0, ["keys", "add", "--home", fed.collector, "--site", "site-1", root + "/site-1.asc"])
+        try record(
+            "init site", "init site", status: 0,
+            [
+                "init", "site", "--home", root + "/s2", "--site-id", "site-9", "--key",
+                fed.siteKeys["site-1"]!, "--collector-key", fed.collector + "/keys/collector.asc",
+                "--model-id", "demo",
+            ])
+        try record(
+            "keys add", "keys add", status: 0,
+            ["keys", "add", "--home", fed.collector, "--site", "site-1", root + "/site-1.asc"])
         try record("keys list", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
 
         // A site trains (with a foreign file to warn about); another packs
         // weights exported from generation 0.
         let g0 = fed.collector + "/generations/g000000.fbg"
-        for s in ["site-1", "site-2"] { try FileManager.default.copyItem(atPath: g0, toPath: fed.site(s) + "/generations/g000000.fbg") }
+        for s in ["site-1", "site-2"] {
+            try FileManager.default.copyItem(atPath: g0, toPath: fed.site(s) + "/generations/g000000.fbg")
+        }
         try Data("x".utf8).write(to: URL(fileURLWithPath: fed.site("site-1") + "/generations/notes.txt"))
-        let train = try record("train", "train", status: 0, ["train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200",
-                                                             "--epochs", "2", "--eval-data", fashionMNIST])
+        let train = try record(
+            "train", "train", status: 0,
+            [
+                "train", "--home", fed.site("site-1"), "--data", fashionMNIST, "--limit", "200",
+                "--epochs", "2", "--eval-data", fashionMNIST,
+            ])
         #expect(try train.jsonErrorLines().map { $0["code"] as? String } == ["home.foreign-file"])
-        try record("export", "export", status: 0, ["export", "--home", fed.site("site-2"), fed.site("site-2") + "/generations/g000000.fbg",
-                                                   "--out", root + "/g0.safetensors"])
-        try record("pack", "pack", status: 0, ["pack", "--home", fed.site("site-2"), "--weights", root + "/g0.safetensors", "--num-examples", "50"])
+        try record(
+            "export", "export", status: 0,
+            [
+                "export", "--home", fed.site("site-2"), fed.site("site-2") + "/generations/g000000.fbg",
+                "--out", root + "/g0.safetensors",
+            ])
+        try record(
+            "pack", "pack", status: 0,
+            ["pack", "--home", fed.site("site-2"), "--weights", root + "/g0.safetensors", "--num-examples", "50"])
 
         // The collector: below quorum with a rejection, merged, then empty.
         for s in ["site-1", "site-2"] {
             for name in try FileManager.default.contentsOfDirectory(atPath: fed.site(s) + "/outbox") {
-                try FileManager.default.copyItem(atPath: fed.site(s) + "/outbox/" + name, toPath: fed.collector + "/inbox/" + name)
+                try FileManager.default.copyItem(
+                    atPath: fed.site(s) + "/outbox/" + name, toPath: fed.collector + "/inbox/" + name)
             }
         }
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
@@ -84,29 +110,43 @@ struct JSONSchemaTests {
 
         // status, on the collector and on a site that has generation 1.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))
-        let cs = try record("status collector", "status collector", status: 0, ["status", "--home", fed.collector]).summary()
-        #expect((cs["generation"] as? [String: Any])?["number"] as? Int == 1 && (cs["inbox"] as? [String: Any])?["files"] as? Int == 1)
+        let cs = try record("status collector", "status collector", status: 0, ["status", "--home", fed.collector])
+            .summary()
+        #expect(
+            (cs["generation"] as? [String: Any])?["number"] as? Int == 1
+                && (cs["inbox"] as? [String: Any])?["files"] as? Int == 1)
         #expect((cs["quarantine"] as? [[String: Any]])?.first?["code"] as? String == "signature.missing")
         #expect((cs["sites"] as? [[String: Any]])?.map { $0["last_generation"] as? Int } == [1, 1])
         try FileManager.default.removeItem(atPath: fed.collector + "/inbox/late.fbu")
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000001.fbg", toPath: fed.site("site-1") + "/generations/g000001.fbg")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000001.fbg", toPath: fed.site("site-1") + "/generations/g000001.fbg")
         let ss = try record("status site", "status site", status: 0, ["status", "--home", fed.site("site-1")]).summary()
-        #expect((ss["last_bundle"] as? [String: Any])?["included_in"] as? Int == 1 && (ss["last_bundle"] as? [String: Any])?["in_outbox"] as? Bool == true)
+        #expect(
+            (ss["last_bundle"] as? [String: Any])?["included_in"] as? Int == 1
+                && (ss["last_bundle"] as? [String: Any])?["in_outbox"] as? Bool == true)
 
         // Reading generations.
         let g1 = fed.collector + "/generations/g000001.fbg"
-        try record("verify", "verify", status: 3, ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
+        try record(
+            "verify", "verify", status: 3,
+            ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
         try record("log", "log", status: 0, ["log", "--home", fed.collector])
         try record("report", "report", status: 0, ["report", "--home", fed.collector, "--out", root + "/report.html"])
         try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))
         try record("log of a broken chain", "log", status: 3, ["log", "--home", root + "/c2"])
         try record("eval", "eval", status: 0, ["eval", "--home", fed.collector, g1, "--data", fashionMNIST])
         try record("inspect", "inspect", status: 0, ["inspect", g1])
-        try record("data split", "data split", status: 0, ["data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "2",
-                                                           "--iid", "--out", root + "/shards"])
-        try record("keys remove", "keys remove", status: 0, ["keys", "remove", "--home", fed.collector, "--site", "site-2"])
+        try record(
+            "data split", "data split", status: 0,
+            [
+                "data", "split", "--data", fashionMNIST, "--split", "test", "--sites", "2",
+                "--iid", "--out", root + "/shards",
+            ])
+        try record(
+            "keys remove", "keys remove", status: 0, ["keys", "remove", "--home", fed.collector, "--site", "site-2"])
         let nextKey = try fed.keyring.generate("collector-next")
-        try record("keys rotate", "keys rotate", status: 0, ["keys", "rotate", "--home", fed.collector, "--new-key", nextKey])
+        try record(
+            "keys rotate", "keys rotate", status: 0, ["keys", "rotate", "--home", fed.collector, "--new-key", nextKey])
         try record("revert", "revert", status: 0, ["revert", "--home", fed.collector, "0"])
         try record("keys list after a rotation", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
 
@@ -123,11 +163,16 @@ struct JSONSchemaTests {
 
         // Failures: a usage error and an error from the library.
         try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])
-        let failed = try record("verification error", nil, status: 3, ["export", "--home", fed.collector, fed.collector + "/quarantine/junk.fbu",
-                                                                        "--out", root + "/x.safetensors"])
+        let failed = try record(
+            "verification error", nil, status: 3,
+            [
+                "export", "--home", fed.collector, fed.collector + "/quarantine/junk.fbu",
+                "--out", root + "/x.safetensors",
+            ])
         #expect(try failed.jsonErrorLines().last?["exit_code"] as? Int == 3)
         // Last, as it removes files the runs above read.
-        let pruned = try record("prune", "prune", status: 0, ["prune", "--home", fed.collector, "--keep", "1"]).summary()
+        let pruned = try record("prune", "prune", status: 0, ["prune", "--home", fed.collector, "--keep", "1"])
+            .summary()
         #expect(pruned["generations"] as? [Int] == [0, 1], "\(pruned)")
         try record("prune with nothing to do", "prune", status: 5, ["prune", "--home", fed.collector, "--keep", "1"])
         try record("log with pruned generations", "log", status: 0, ["log", "--home", fed.collector])
@@ -139,10 +184,14 @@ struct JSONSchemaTests {
         // The check can fail: an undocumented field, a missing one, and a
         // wrong type are each caught.
         let merge = try #require(runs.first { $0.label == "merge" })
-        for (from, to, problem) in [("\"outcome\":", "\"extra\":1,\"outcome\":", "'extra' is not documented"),
-                                    ("\"quorum\":", "\"q\":", "documented field 'quorum' is missing"),
-                                    ("\"passed\":", "\"passed\":\"2\",\"x\":", "expected an integer")] {
-            let doctored = Run(label: "doctored", summary: "merge", stdout: merge.stdout.replacingOccurrences(of: from, with: to), stderr: "")
+        for (from, to, problem) in [
+            ("\"outcome\":", "\"extra\":1,\"outcome\":", "'extra' is not documented"),
+            ("\"quorum\":", "\"q\":", "documented field 'quorum' is missing"),
+            ("\"passed\":", "\"passed\":\"2\",\"x\":", "expected an integer"),
+        ] {
+            let doctored = Run(
+                label: "doctored", summary: "merge", stdout: merge.stdout.replacingOccurrences(of: from, with: to),
+                stderr: "")
             let bad = try validate([doctored], in: dir)
             #expect(bad.status == 1 && bad.out.contains(problem), "\(bad.out)")
         }

@@ -12,8 +12,10 @@ struct MergeCommandTests {
     func generation(_ fed: Federation, _ n: Int) throws -> (number: Int, digest: String) { try fed.generation(n) }
 
     @discardableResult
-    func update(_ fed: Federation, site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100,
-                name: String? = nil, scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil) throws -> String {
+    func update(
+        _ fed: Federation, site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100,
+        name: String? = nil, scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil
+    ) throws -> String {
         try fed.update(site: site, seq: seq, base: base, examples: examples, name: name, scale: scale, tensors: tensors)
     }
 
@@ -31,7 +33,10 @@ struct MergeCommandTests {
     }
 
     func reason(_ fed: Federation, _ name: String) throws -> [String: String] {
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fed.collector + "/quarantine/\(name).reason.json"))) as! [String: Any]
+        let object =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: fed.collector + "/quarantine/\(name).reason.json")))
+            as! [String: Any]
         return object.compactMapValues { $0 as? String }
     }
 
@@ -43,9 +48,12 @@ struct MergeCommandTests {
         let g0 = try generation(fed, 0)
         try update(fed, site: "site-1", seq: 1, base: g0, examples: 300)
         try update(fed, site: "site-2", seq: 1, base: g0, examples: 100)
-        var nan = try Samples.weights(); var v = nan[0].tensor.floats(); v[1] = .nan; nan[0] = (nan[0].name, Tensor(shape: [3, 4], floats: v))
-        var inf = try Samples.weights(); v = inf[2].tensor.floats(); v[0] = .infinity; inf[2] = (inf[2].name, Tensor(shape: [2, 3], floats: v))
-        var shape = try Samples.weights(); shape[0] = ("0.weight", Tensor(shape: [4, 3], floats: [Float](repeating: 0, count: 12)))
+        var nan = try Samples.weights(); var v = nan[0].tensor.floats(); v[1] = .nan;
+        nan[0] = (nan[0].name, Tensor(shape: [3, 4], floats: v))
+        var inf = try Samples.weights(); v = inf[2].tensor.floats(); v[0] = .infinity;
+        inf[2] = (inf[2].name, Tensor(shape: [2, 3], floats: v))
+        var shape = try Samples.weights();
+        shape[0] = ("0.weight", Tensor(shape: [4, 3], floats: [Float](repeating: 0, count: 12)))
         var missing = try Samples.weights(); missing.removeLast()
         var extra = try Samples.weights(); extra.append(("9.weight", Tensor(shape: [1], floats: [0])))
         let bad: [(String, [(name: String, tensor: Tensor)]?, Int64, String)] = [
@@ -53,7 +61,9 @@ struct MergeCommandTests {
             ("shape.fbu", shape, 100, "tensors.shape"), ("missing.fbu", missing, 100, "tensors.missing"),
             ("extra.fbu", extra, 100, "tensors.extra"), ("huge.fbu", nil, 1_000_000_000_000, "protocol.num-examples"),
         ]
-        for (name, t, n, _) in bad { try update(fed, site: "site-3", seq: 1, base: g0, examples: n, name: name, tensors: t) }
+        for (name, t, n, _) in bad {
+            try update(fed, site: "site-3", seq: 1, base: g0, examples: n, name: name, tensors: t)
+        }
         try Data("not a bundle".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
         // A FIFO must neither hang the merge nor stay behind.
         #expect(mkfifo(fed.collector + "/inbox/fifo.fbu", 0o644) == 0)
@@ -70,8 +80,15 @@ struct MergeCommandTests {
         #expect(try reason(fed, "huge.fbu")["message"]?.contains("num_examples 1000000000000 is above the cap") == true)
 
         // The generation is FedAvg of the two: (300·Δ1 + 100·Δ2) / 400 over generation 0.
-        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload)
-        let base = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))).payload).tensors()
+        let g1 = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
+            ).payload)
+        let base = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))
+            ).payload
+        ).tensors()
         let d = try Samples.weights(scale: 0.01)
         let b0: [Float] = base.tensor("0.weight")!.floats()
         let d0: [Float] = d[0].tensor.floats()
@@ -91,7 +108,8 @@ struct MergeCommandTests {
 
         // Replays: the same bytes under a new name, and a new file reusing (site, seq).
         let g1ref = try generation(fed, 1)
-        try FileManager.default.copyItem(atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/renamed.fbu")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/renamed.fbu")
         try update(fed, site: "site-2", seq: 1, base: g1ref, name: "reused-seq.fbu", scale: 0.5)
         try update(fed, site: "site-1", seq: 2, base: g0, name: "stale.fbu")
         try update(fed, site: "site-3", seq: 2, base: g1ref)
@@ -124,14 +142,21 @@ struct MergeCommandTests {
         #expect(try reason(fed, "again.fbu")["code"] == "protocol.seq-reused")
     }
 
-    @Test("revert writes the next generation with an earlier one's weights; the chain stays linear and merging goes on from it")
+    @Test(
+        "revert writes the next generation with an earlier one's weights; the chain stays linear and merging goes on from it"
+    )
     func revert() throws {
         let fed = try federationWithTwoUpdates()
         // Synchronous merging: work on an older generation is refused.
         try fed.setCollectorConfig("max_staleness", "0")
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
         func tensors(_ n: Int) throws -> [[Float]] {
-            let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n)))).payload)
+            let c = try ContainerReader.read(
+                payload: try ContainerFile.split(
+                    try Data(
+                        contentsOf: URL(
+                            fileURLWithPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n)))
+                ).payload)
             let t = try c.tensors()
             return arch.tensorShapes.map { t.tensor($0.name)!.floats() }
         }
@@ -141,8 +166,14 @@ struct MergeCommandTests {
         let s = try r.summary()
         #expect(s["generation"] as? Int == 2 && s["reverted_to"] as? Int == 0)
         #expect(try tensors(2) == tensors(0))
-        let m = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000002.fbg"))).payload).manifest
-        #expect(m.strategy?.name == "revert" && m.strategy?.parameters["generation"] == 0 && m.included == [] && m.parent?.number == 1)
+        let m = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000002.fbg"))
+            ).payload
+        ).manifest
+        #expect(
+            m.strategy?.name == "revert" && m.strategy?.parameters["generation"] == 0 && m.included == []
+                && m.parent?.number == 1)
         #expect(try fed.fedbatch(["log", "--home", fed.collector]).out.contains("chain verified: 3 generations"))
         // Only an earlier generation can be restored.
         let current = try fed.fedbatch(["revert", "--home", fed.collector, "2"])
@@ -164,8 +195,13 @@ struct MergeCommandTests {
         #expect(names(fed.collector + "/inbox").count == 2 && names(fed.collector + "/generations") == ["g000000.fbg"])
         // Under --json the bundles that passed are reported where they are, waiting; none is called accepted.
         let j = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3", "--json"]).summary()
-        #expect(j["outcome"] as? String == "below-quorum" && j["passed"] as? Int == 2 && (j["accepted"] as? [Any])?.isEmpty == true)
-        #expect((j["waiting"] as? [[String: Any]])?.compactMap { $0["file"] as? String }.allSatisfy { $0.hasPrefix(fed.collector + "/inbox/") && FileManager.default.fileExists(atPath: $0) } == true)
+        #expect(
+            j["outcome"] as? String == "below-quorum" && j["passed"] as? Int == 2
+                && (j["accepted"] as? [Any])?.isEmpty == true)
+        #expect(
+            (j["waiting"] as? [[String: Any]])?.compactMap { $0["file"] as? String }.allSatisfy {
+                $0.hasPrefix(fed.collector + "/inbox/") && FileManager.default.fileExists(atPath: $0)
+            } == true)
         // Quiet below quorum prints nothing: cron mails only when something is wrong.
         let quiet = try fed.fedbatch(["merge", "--home", fed.collector, "--min-bundles", "3", "-q"])
         #expect(quiet.status == 5 && quiet.stdout.isEmpty && quiet.stderr.isEmpty)
@@ -205,8 +241,9 @@ struct MergeCommandTests {
         #expect(names(fed.collector + "/accepted").count == 2 && names(fed.collector + "/inbox").isEmpty)
     }
 
-    @Test("a crash at each write step leaves a verified chain and every bundle in one place; a rerun finishes",
-          arguments: ["after-generation", "after-ledger", "after-first-move"])
+    @Test(
+        "a crash at each write step leaves a verified chain and every bundle in one place; a rerun finishes",
+        arguments: ["after-generation", "after-ledger", "after-first-move"])
     func crash(at point: String) throws {
         let fed = try federationWithTwoUpdates()
         // A temporary root of its own: any fedbatch another test starts
@@ -224,12 +261,16 @@ struct MergeCommandTests {
         // gpg-agent: they never start one); the next run removes them.
         func leftBehind() -> [String] {
             ((try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? []).filter { name in
-                name.hasPrefix("fb-") && (try? String(contentsOfFile: "\(tmp.path)/\(name)/fedbatch-scratch.pid", encoding: .utf8))?
-                    .trimmingCharacters(in: .whitespacesAndNewlines) == String(process.pid)
+                name.hasPrefix("fb-")
+                    && (try? String(contentsOfFile: "\(tmp.path)/\(name)/fedbatch-scratch.pid", encoding: .utf8))?
+                        .trimmingCharacters(in: .whitespacesAndNewlines) == String(process.pid)
             }
         }
         #expect(!leftBehind().isEmpty)
-        #expect(try Subprocess.shell("pgrep -af gpg-agent || true").out.split(separator: "\n").allSatisfy { line in !leftBehind().contains { line.contains($0) } })
+        #expect(
+            try Subprocess.shell("pgrep -af gpg-agent || true").out.split(separator: "\n").allSatisfy { line in
+                !leftBehind().contains { line.contains($0) }
+            })
         env.removeValue(forKey: "FEDBATCH_FAULT")
         let rerun = try Subprocess.fedbatch(["merge", "--home", fed.collector], environment: env)
         #expect(rerun.status == 5, "\(rerun.err)")  // the work was finished; nothing new to merge
@@ -240,7 +281,8 @@ struct MergeCommandTests {
         #expect(try fed.fedbatch(["log", "--home", fed.collector]).status == 0)
         // The index agrees: a copy of an included bundle is named for what
         // it is and, since accepted/ keeps the bundle, removed.
-        try FileManager.default.copyItem(atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/replay.fbu")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/accepted/demo-g0-site-1-1.fbu", toPath: fed.collector + "/inbox/replay.fbu")
         let replay = try fed.fedbatch(["merge", "--home", fed.collector])
         #expect(replay.err.contains("already merged into generation 1"), "\(replay.err)")
         #expect(names(fed.collector + "/inbox").isEmpty && names(fed.collector + "/quarantine").isEmpty)
@@ -259,7 +301,8 @@ struct MergeCommandTests {
         }
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 0)
         #expect(try fed.fedbatch(["merge", "--home", twin]).status == 0)
-        let a = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg")))
+        let a = try ContainerFile.split(
+            try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg")))
         let b = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: twin + "/generations/g000001.fbg")))
         #expect(a.payload == b.payload)
         #expect(a.digest == b.digest)
@@ -269,9 +312,12 @@ struct MergeCommandTests {
     func brokenChain() throws {
         let fed = try Federation()
         let forged = try fed.signer(fed.collectorKey).seal(
-            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
-                               parent: .init(number: 0, digest: String(repeating: "0", count: 64))),
-            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).file
+            manifest: Manifest(
+                kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+                generation: 1,
+                parent: .init(number: 0, digest: String(repeating: "0", count: 64))),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]
+        ).file
         try forged.write(to: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
         let r = try fed.fedbatch(["log", "--home", fed.collector])
         #expect(r.status == 3 && r.err.contains("generation 1: names parent 0000"), "\(r.err)")

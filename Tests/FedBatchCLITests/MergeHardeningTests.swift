@@ -2,6 +2,7 @@ import FedBatch
 import FedBatchTestSupport
 import Foundation
 import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,26 +26,33 @@ struct MergeHardeningTests {
 
     func generationTensors(_ fed: Federation, _ n: Int) throws -> SafetensorsFile {
         let path = fed.collector + "/generations/" + HomeLayout.generationFileName(n)
-        return try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).payload).tensors()
+        return try ContainerReader.read(
+            payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: path))).payload
+        ).tensors()
     }
 
     // MARK: 1. a file that does not verify decides nothing about another
 
-    @Test("damaged copies of a genuine bundle, sorting first in the same merge or sent a merge earlier, do not block it",
-          arguments: ["same-merge", "earlier-merge"])
+    @Test(
+        "damaged copies of a genuine bundle, sorting first in the same merge or sent a merge earlier, do not block it",
+        arguments: ["same-merge", "earlier-merge"])
     func damagedCopies(when: String) throws {
         let fed = try Federation()
         let g0 = try fed.generation(0)
         let genuinePath = try fed.update(site: "site-1", seq: 1, base: g0, name: "z-genuine.fbu")
         let genuine = try Data(contentsOf: URL(fileURLWithPath: genuinePath))
-        let other = try Data(contentsOf: URL(fileURLWithPath: try fed.update(site: "site-2", seq: 1, base: g0, name: "z-other.fbu")))
+        let other = try Data(
+            contentsOf: URL(fileURLWithPath: try fed.update(site: "site-2", seq: 1, base: g0, name: "z-other.fbu")))
         let parts = try ContainerFile.split(genuine), otherParts = try ContainerFile.split(other)
         var flipped = genuine
         flipped[genuine.count - ContainerFile.trailerSize - 20] ^= 0x01
         let copies: [(String, Data)] = [
             ("a-flipped.fbu", flipped),
             ("a-empty.fbu", ContainerFile.seal(payload: parts.payload, statement: parts.statement, signature: Data())),
-            ("a-spliced.fbu", ContainerFile.seal(payload: parts.payload, statement: parts.statement, signature: otherParts.signature)),
+            (
+                "a-spliced.fbu",
+                ContainerFile.seal(payload: parts.payload, statement: parts.statement, signature: otherParts.signature)
+            ),
         ]
         if when == "earlier-merge" {
             try FileManager.default.moveItem(atPath: genuinePath, toPath: fed.root + "/held.fbu")
@@ -60,7 +68,11 @@ struct MergeHardeningTests {
         #expect(names(fed.collector + "/accepted").contains("z-genuine.fbu"))
         for (name, _) in copies { #expect(names(fed.collector + "/quarantine").contains(name)) }
         let g1 = try fed.generation(1)
-        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload).manifest
+        let manifest = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
+            ).payload
+        ).manifest
         #expect(manifest.included?.contains { $0.digest == parts.digest.hex } == true)
         // The refusals are listed by each file's own SHA-256, which the
         // genuine bundle's digest never equals.
@@ -70,20 +82,30 @@ struct MergeHardeningTests {
         _ = g1
     }
 
-    @Test("a bundle refused because its site's key was not pinned yet merges once the key is added and the file is moved back")
+    @Test(
+        "a bundle refused because its site's key was not pinned yet merges once the key is added and the file is moved back"
+    )
     func requeueAfterKeysAdd() throws {
         let fed = try Federation(sites: ["site-1"])
         let lateKey = try fed.keyring.generate("site-9")
         let g0 = try fed.generation(0)
-        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
-                                base: .init(number: g0.number, digest: g0.digest), site: .init(id: "site-9", seq: 1), numExamples: 50)
-        let sealed = try fed.signer(lateKey).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
+        let manifest = Manifest(
+            kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            base: .init(number: g0.number, digest: g0.digest), site: .init(id: "site-9", seq: 1), numExamples: 50)
+        let sealed = try fed.signer(lateKey).seal(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
         try sealed.file.write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))
         #expect(try merge(fed).status == 5)
-        #expect(try reason(fed.collector + "/quarantine/late.fbu.reason.json")["code"] as? String == "signature.unknown-key")
+        #expect(
+            try reason(fed.collector + "/quarantine/late.fbu.reason.json")["code"] as? String == "signature.unknown-key"
+        )
 
-        try fed.run(["keys", "add", "--home", fed.collector, "--site", "site-9", try fed.keyring.exportPublic(lateKey, to: "site-9.asc")])
-        try FileManager.default.moveItem(atPath: fed.collector + "/quarantine/late.fbu", toPath: fed.collector + "/inbox/late.fbu")
+        try fed.run([
+            "keys", "add", "--home", fed.collector, "--site", "site-9",
+            try fed.keyring.exportPublic(lateKey, to: "site-9.asc"),
+        ])
+        try FileManager.default.moveItem(
+            atPath: fed.collector + "/quarantine/late.fbu", toPath: fed.collector + "/inbox/late.fbu")
         let r = try merge(fed)
         #expect(r.status == 0, "\(r.err)")
         #expect(names(fed.collector + "/accepted") == ["late.fbu"])
@@ -95,7 +117,13 @@ struct MergeHardeningTests {
     func enormousDeltas() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         func huge() throws -> [(name: String, tensor: Tensor)] {
-            try Samples.weights().map { ($0.name, Tensor(shape: $0.tensor.shape, floats: [Float](repeating: 3e38, count: $0.tensor.shape.reduce(1, *)))) }
+            try Samples.weights().map {
+                (
+                    $0.name,
+                    Tensor(
+                        shape: $0.tensor.shape, floats: [Float](repeating: 3e38, count: $0.tensor.shape.reduce(1, *)))
+                )
+            }
         }
         // 3e38 is finite, and base + 3e38 too; times its weight it is beyond
         // the range FedAvg sums exactly (a bundle that would make the model
@@ -105,10 +133,15 @@ struct MergeHardeningTests {
         try fed.update(site: "site-2", seq: 1, base: try fed.generation(0))
         let r = try merge(fed)
         #expect(r.status == 0, "\(r.err)")
-        #expect(try reason(fed.collector + "/quarantine/demo-g0-site-1-1.fbu.reason.json")["code"] as? String == "aggregation.out-of-range")
+        #expect(
+            try reason(fed.collector + "/quarantine/demo-g0-site-1-1.fbu.reason.json")["code"] as? String
+                == "aggregation.out-of-range")
         let manifest = try Inspection.inspect(path: fed.collector + "/generations/g000001.fbg").manifest
         #expect(manifest.included?.map(\.site) == ["site-2"])
-        #expect(try generationTensors(fed, 1).entries.allSatisfy { try! generationTensors(fed, 1).tensor($0.name)!.allFinite() })
+        #expect(
+            try generationTensors(fed, 1).entries.allSatisfy {
+                try! generationTensors(fed, 1).tensor($0.name)!.allFinite()
+            })
         #expect(try fed.fedbatch(["log", "--home", fed.collector]).status == 0)
     }
 
@@ -131,8 +164,11 @@ struct MergeHardeningTests {
         let fpr = try keyring.generate("big")
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = keyring.home
-        let r = try Subprocess.fedbatch(["init", "collector", "--home", keyring.dir.file("c"), "--model-id", "big",
-                                         "--arch", "mlp:100000-100000-10", "--key", fpr], environment: env)
+        let r = try Subprocess.fedbatch(
+            [
+                "init", "collector", "--home", keyring.dir.file("c"), "--model-id", "big",
+                "--arch", "mlp:100000-100000-10", "--key", fpr,
+            ], environment: env)
         #expect(r.status == 2 || r.status == 1)
         #expect(r.err.contains("parameters") && !r.err.contains("allocate"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: keyring.dir.file("c/fedbatch.toml")))
@@ -147,10 +183,12 @@ struct MergeHardeningTests {
         let gib: Int64 = 1 << 30
         let made = try Subprocess.python("evil_containers.py", ["bomb-header", dir.file("prefix.tar"), String(gib)])
         try #require(made.status == 0, "\(made.err)")
-        let payload = ZstdFrames.frame(prefix: try Data(contentsOf: URL(fileURLWithPath: dir.file("prefix.tar"))), zeroBytes: gib)
+        let payload = ZstdFrames.frame(
+            prefix: try Data(contentsOf: URL(fileURLWithPath: dir.file("prefix.tar"))), zeroBytes: gib)
         #expect(payload.count < 100_000)
         for i in 1...2 {
-            let signed = Samples.seal(payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(Samples.statement(for: payload)))
+            let signed = Samples.seal(
+                payload, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(Samples.statement(for: payload)))
             try signed.write(to: URL(fileURLWithPath: fed.collector + "/inbox/claims-\(i).fbu"))
             // Sparse: a gibibyte on paper, nothing on disk.
             #expect(FileManager.default.createFile(atPath: fed.collector + "/inbox/junk-\(i).fbu", contents: nil))
@@ -158,10 +196,13 @@ struct MergeHardeningTests {
         }
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = fed.keyring.home
-        let r = try Subprocess.run(TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env, measuringRSS: true)
+        let r = try Subprocess.run(
+            TestPaths.fedbatch, ["merge", "--home", fed.collector], environment: env, measuringRSS: true)
         #expect(r.status == 5, "\(r.err)")
         #expect(r.maxRSSKiB > 0 && r.maxRSSKiB < 128 * 1024, "peak RSS \(r.maxRSSKiB) KiB")
-        #expect(try reason(fed.collector + "/quarantine/claims-1.fbu.reason.json")["code"] as? String == "tar.member-too-large")
+        #expect(
+            try reason(fed.collector + "/quarantine/claims-1.fbu.reason.json")["code"] as? String
+                == "tar.member-too-large")
         #expect(try reason(fed.collector + "/quarantine/junk-1.fbu.reason.json")["code"] as? String == "file.too-large")
     }
 
@@ -200,39 +241,51 @@ struct MergeHardeningTests {
         // A replayed old sequence number is still refused after the rebuild.
         try fed.update(site: "site-1", seq: 1, base: try fed.generation(2), name: "old-seq.fbu", scale: 0.2)
         #expect(try merge(fed).status == 5)
-        #expect(try reason(fed.collector + "/quarantine/old-seq.fbu.reason.json")["code"] as? String == "protocol.seq-reused")
-        #expect(!(try FileManager.default.contentsOfDirectory(atPath: fed.collector)).contains { $0.contains("rebuild") })
+        #expect(
+            try reason(fed.collector + "/quarantine/old-seq.fbu.reason.json")["code"] as? String
+                == "protocol.seq-reused")
+        #expect(
+            !(try FileManager.default.contentsOfDirectory(atPath: fed.collector)).contains { $0.contains("rebuild") })
     }
 
     @Test("a site's log refuses a forked chain exactly when its train does")
     func siteLogAgreesWithTrain() throws {
         let fed = try Federation()
         let site = fed.site("site-1")
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
         #expect(try fed.fedbatch(["log", "--home", site]).status == 0)
         let data = fed.keyring.dir.file("d.csv")
-        try ("label,a,b,c,d\n" + (0..<8).map { "\($0 % 2),0.1,0.2,0.3,0.\($0)" }.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+        try ("label,a,b,c,d\n" + (0..<8).map { "\($0 % 2),0.1,0.2,0.3,0.\($0)" }.joined(separator: "\n") + "\n").write(
+            toFile: data, atomically: true, encoding: .utf8)
         #expect(try fed.fedbatch(["train", "--home", site, "--data", data, "-q"]).status == 0)
         // The collector re-creates generation 0 with other weights: a fork.
         let forked = try fed.signer(fed.collectorKey).seal(
-            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 0),
-            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights(scale: 0.5)))]).file
+            manifest: Manifest(
+                kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+                generation: 0),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights(scale: 0.5)))]
+        ).file
         try forked.write(to: URL(fileURLWithPath: site + "/generations/g000000.fbg"))
         let train = try fed.fedbatch(["train", "--home", site, "--data", data, "--force", "-q"])
         let log = try fed.fedbatch(["log", "--home", site])
         #expect(train.status == 3 && train.err.contains("forked chain"), "\(train.err)")
-        #expect(log.status == 3 && log.err.contains("forked chain") && !log.out.contains("chain verified"), "\(log.err)")
+        #expect(
+            log.status == 3 && log.err.contains("forked chain") && !log.out.contains("chain verified"), "\(log.err)")
     }
 
     // MARK: 4. one inbox entry never stops the merge
 
-    @Test("long names, names that are not UTF-8, names ending in .reason.json, links and crash leftovers are each handled on their own")
+    @Test(
+        "long names, names that are not UTF-8, names ending in .reason.json, links and crash leftovers are each handled on their own"
+    )
     func awkwardEntries() throws {
         let fed = try Federation()
         let g0 = try fed.generation(0)
         let inbox = fed.collector + "/inbox"
         // A genuine bundle under a name that is not UTF-8 (Latin-1 "é").
-        let genuine = try Data(contentsOf: URL(fileURLWithPath: try fed.update(site: "site-1", seq: 1, base: g0, name: "tmp.fbu")))
+        let genuine = try Data(
+            contentsOf: URL(fileURLWithPath: try fed.update(site: "site-1", seq: 1, base: g0, name: "tmp.fbu")))
         try FileManager.default.removeItem(atPath: inbox + "/tmp.fbu")
         let latin1 = Array("caf".utf8) + [0xE9] + Array(".fbu".utf8)
         let path = (Array(inbox.utf8) + [0x2F] + latin1 + [0]).map { CChar(bitPattern: $0) }
@@ -257,16 +310,29 @@ struct MergeHardeningTests {
         #expect(names(inbox).isEmpty)
         #expect(names(fed.collector + "/accepted") == ["caf_.fbu"])
         let q = names(fed.collector + "/quarantine")
-        #expect(q.contains("x.fbu") && q.contains("x.fbu.reason.json_") && q.contains("link.fbu") && q.contains(where: { $0.hasPrefix("jjjj") && !$0.hasSuffix(".json") }))
+        #expect(
+            q.contains("x.fbu") && q.contains("x.fbu.reason.json_") && q.contains("link.fbu")
+                && q.contains(where: { $0.hasPrefix("jjjj") && !$0.hasSuffix(".json") }))
         #expect(try reason(fed.collector + "/quarantine/x.fbu.reason.json")["code"] as? String == "signature.missing")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/quarantine/x.fbu.reason.json_")) == Data("junk reason".utf8))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/quarantine/x.fbu.reason.json_"))
+                == Data("junk reason".utf8))
         // The link moved as a link; its target was neither followed nor hashed.
-        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: fed.collector + "/quarantine/link.fbu") == secret)
+        #expect(
+            try FileManager.default.destinationOfSymbolicLink(atPath: fed.collector + "/quarantine/link.fbu") == secret)
         let link = try reason(fed.collector + "/quarantine/link.fbu.reason.json")
         #expect(link["digest"] == nil && (link["message"] as? String)?.contains("symbolic link") == true)
-        #expect(!(try String(contentsOfFile: fed.collector + "/quarantine/link.fbu.reason.json", encoding: .utf8)).contains(Digest.of(Data("not for the collector".utf8)).hex))
-        #expect(!(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/generations")).contains { $0.contains(".tmp-") })
-        #expect(!(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/quarantine")).contains { $0.contains(".tmp-") })
+        #expect(
+            !(try String(contentsOfFile: fed.collector + "/quarantine/link.fbu.reason.json", encoding: .utf8)).contains(
+                Digest.of(Data("not for the collector".utf8)).hex))
+        #expect(
+            !(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/generations")).contains {
+                $0.contains(".tmp-")
+            })
+        #expect(
+            !(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/quarantine")).contains {
+                $0.contains(".tmp-")
+            })
         let report = try r.summary()
         let accepted = try #require(report["accepted"] as? [[String: Any]])
         #expect(accepted.map { $0["name"] as? String } == ["caf\\xE9.fbu"])
@@ -284,7 +350,11 @@ struct MergeHardeningTests {
         #expect(try merge(fed).status == 5)
         try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
         #expect(try merge(fed).status == 0)
-        let manifest = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload).manifest
+        let manifest = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
+            ).payload
+        ).manifest
         #expect(manifest.rejected?.map(\.digest) == [Digest.of(Data("junk".utf8)).hex])
         #expect(names(fed.collector + "/quarantine") == ["junk.fbu", "junk.fbu.reason.json"])
     }

@@ -11,15 +11,21 @@ import Testing
 struct PackageTests {
     static var deb: String? { ProcessInfo.processInfo.environment["FEDBATCH_DEB"] }
 
-    @Test("holds the binary, man pages, examples and units, and depends only on Debian's libraries",
-          .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
+    @Test(
+        "holds the binary, man pages, examples and units, and depends only on Debian's libraries",
+        .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
     func contents() throws {
         let deb = Self.deb!
         let listing = try Subprocess.run("/usr/bin/dpkg-deb", ["--contents", deb])
         #expect(listing.status == 0, "\(listing.err)")
-        let paths = Set(listing.out.split(separator: "\n").compactMap { $0.split(separator: " ").last.map { String($0.dropFirst()) } })
-        var expected = ["/usr/bin/fedbatch", "/usr/share/doc/fedbatch/copyright", "/usr/share/doc/fedbatch/changelog.gz",
-                        "/usr/share/doc/fedbatch/examples/demo.sh", "/usr/share/doc/fedbatch/examples/pytorch/train.py"]
+        let paths = Set(
+            listing.out.split(separator: "\n").compactMap {
+                $0.split(separator: " ").last.map { String($0.dropFirst()) }
+            })
+        var expected = [
+            "/usr/bin/fedbatch", "/usr/share/doc/fedbatch/copyright", "/usr/share/doc/fedbatch/changelog.gz",
+            "/usr/share/doc/fedbatch/examples/demo.sh", "/usr/share/doc/fedbatch/examples/pytorch/train.py",
+        ]
         for unit in ServiceUnitTests.units { expected.append("/lib/systemd/system/" + unit) }
         for page in try FileManager.default.contentsOfDirectory(atPath: TestPaths.packageRoot + "/man") {
             expected.append("/usr/share/man/man\(page.split(separator: ".").last!)/\(page).gz")
@@ -38,14 +44,15 @@ struct PackageTests {
     static func toolchainRoot() throws -> String {
         let ldd = try Subprocess.run("/usr/bin/ldd", [TestPaths.fedbatch]).out
         guard let line = ldd.split(separator: "\n").first(where: { $0.contains("libswiftCore.so") }),
-              let path = line.split(separator: " ").first(where: { $0.hasPrefix("/") }),
-              let range = path.range(of: "/usr/lib/swift") ?? path.range(of: "/lib/swift")
+            let path = line.split(separator: " ").first(where: { $0.hasPrefix("/") }),
+            let range = path.range(of: "/usr/lib/swift") ?? path.range(of: "/lib/swift")
         else { throw Subprocess.Failure(description: "cannot find libswiftCore.so in ldd output: \(ldd)") }
         return String(path[..<range.lowerBound])
     }
 
-    @Test("its binary, with the Swift toolchain hidden by a tmpfs, sets up a collector and verifies the chain",
-          .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
+    @Test(
+        "its binary, with the Swift toolchain hidden by a tmpfs, sets up a collector and verifies the chain",
+        .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
     func runsWithoutToolchain() throws {
         let dir = TempDir()
         let root = dir.file("root")
@@ -53,7 +60,8 @@ struct PackageTests {
         #expect(x.status == 0, "\(x.err)")
         let binary = root + "/usr/bin/fedbatch"
         let dynamic = try Subprocess.run("/usr/bin/readelf", ["--dynamic", binary]).out
-        #expect(!dynamic.contains("libswift") && !dynamic.contains("RUNPATH") && !dynamic.contains("RPATH"), "\(dynamic)")
+        #expect(
+            !dynamic.contains("libswift") && !dynamic.contains("RUNPATH") && !dynamic.contains("RPATH"), "\(dynamic)")
 
         let keyring = try TestKeyring()
         let key = try keyring.generate("collector")
@@ -76,10 +84,13 @@ struct PackageTests {
         let r = try Subprocess.run("/usr/bin/unshare", unshare + ["/bin/sh", "-c", script], environment: env)
         #expect(r.status == 0, "exit \(r.status): \(r.out)\n\(r.err)")
         let debugErr = (try? String(contentsOfFile: dir.file("debug.err"), encoding: .utf8)) ?? ""
-        #expect(debugErr.contains("error while loading shared libraries: libswift"), "the debug build should not find its runtime: \(debugErr)")
+        #expect(
+            debugErr.contains("error while loading shared libraries: libswift"),
+            "the debug build should not find its runtime: \(debugErr)")
         #expect(r.out.hasPrefix(try Subprocess.fedbatch(["--version"]).out), "\(r.out)")
         let lines = r.out.split(separator: "\n").filter { $0.hasPrefix("{") }
             .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        #expect(lines.contains { $0["verified"] as? Bool == true && ($0["generations"] as? [Any])?.count == 1 }, "\(r.out)")
+        #expect(
+            lines.contains { $0["verified"] as? Bool == true && ($0["generations"] as? [Any])?.count == 1 }, "\(r.out)")
     }
 }

@@ -17,16 +17,24 @@ struct PrivacyTests {
     static func oracle(_ cases: [([Double], Double)]) throws -> [Double] {
         let dir = TempDir()
         let spec = cases.map { ["noise_multipliers": $0.0, "delta": $0.1] as [String: Any] }
-        let r = try Subprocess.run(TestPaths.flowerPython, [TestPaths.fixtures + "/dp_accounting_oracle.py",
-                                                            try dir.write("cases.json", try JSONSerialization.data(withJSONObject: spec))])
+        let r = try Subprocess.run(
+            TestPaths.flowerPython,
+            [
+                TestPaths.fixtures + "/dp_accounting_oracle.py",
+                try dir.write("cases.json", try JSONSerialization.data(withJSONObject: spec)),
+            ])
         guard r.status == 0 else { throw Subprocess.Failure(description: r.err) }
         return try #require(try JSONSerialization.jsonObject(with: r.stdout) as? [Double])
     }
 
-    static func enablePrivacy(_ fed: Federation, z: Double, clip: Double, sites m: Int, delta: Double, maxEpsilon: Double) throws {
+    static func enablePrivacy(
+        _ fed: Federation, z: Double, clip: Double, sites m: Int, delta: Double, maxEpsilon: Double
+    ) throws {
         let path = fed.collector + "/fedbatch.toml"
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        try (text + "\n[privacy]\nnoise_multiplier = \(z)\nclip_norm = \(clip)\nexpected_sites = \(m)\ndelta = \(delta)\nmax_epsilon = \(maxEpsilon)\n")
+        try
+            (text
+            + "\n[privacy]\nnoise_multiplier = \(z)\nclip_norm = \(clip)\nexpected_sites = \(m)\ndelta = \(delta)\nmax_epsilon = \(maxEpsilon)\n")
             .write(toFile: path, atomically: true, encoding: .utf8)
     }
 
@@ -60,12 +68,17 @@ struct PrivacyTests {
         cases.append(([1.0, 1.0, 2.0, 0.7, 5.0], 1e-6))
         let expected = try Self.oracle(cases)
         for ((zs, delta), want) in zip(cases, expected) {
-            let got = RenyiAccountant.epsilon(inverseSquareSum: zs.reduce(0) { $0 + RenyiAccountant.term(noiseMultiplier: $1) }, delta: delta)
-            #expect(abs(got - want) <= 0.01 * want, "z \(zs.first!) x\(zs.count), delta \(delta): fedbatch \(got), dp-accounting \(want)")
+            let got = RenyiAccountant.epsilon(
+                inverseSquareSum: zs.reduce(0) { $0 + RenyiAccountant.term(noiseMultiplier: $1) }, delta: delta)
+            #expect(
+                abs(got - want) <= 0.01 * want,
+                "z \(zs.first!) x\(zs.count), delta \(delta): fedbatch \(got), dp-accounting \(want)")
         }
     }
 
-    @Test("private merges: noise of z·C/m on the clipped mean, epsilon in the manifest and the log, a replay from the seed, the budget's refusal")
+    @Test(
+        "private merges: noise of z·C/m on the clipped mean, epsilon in the manifest and the log, a replay from the seed, the budget's refusal"
+    )
     func privateMerges() throws {
         let fed = try Federation(sites: Self.sites, arch: Self.arch)
         let (z, clip, delta) = (1.0, 1.0, 1e-5)
@@ -90,8 +103,10 @@ struct PrivacyTests {
         let seedFile = fed.collector + "/noise-seeds/g000001.seed"
         let mode = try #require(FileManager.default.attributesOfItem(atPath: seedFile)[.posixPermissions] as? Int)
         #expect(mode == 0o600)
-        let seedHex = try String(contentsOfFile: seedFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(GaussianNoise.commitment(to: try #require(Digest(hex: seedHex)).bytes) == privacy["seed_sha256"] as? String)
+        let seedHex = try String(contentsOfFile: seedFile, encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        #expect(
+            GaussianNoise.commitment(to: try #require(Digest(hex: seedHex)).bytes) == privacy["seed_sha256"] as? String)
 
         // What the noise should be: the new weights minus the base minus the
         // clipped deltas' sum over m = 3 has mean 0 and deviation σ = z·C/m.
@@ -133,12 +148,15 @@ struct PrivacyTests {
         // The log shows the cumulative epsilon of each generation.
         let log = try fed.run(["log", "--home", fed.collector, "--json"]).summary()
         let links = try #require(log["generations"] as? [[String: Any]])
-        #expect(links[0]["epsilon"] is NSNull && links[2]["epsilon"] as? Double == e2 && links[2]["delta"] as? Double == delta)
+        #expect(
+            links[0]["epsilon"] is NSNull && links[2]["epsilon"] as? Double == e2
+                && links[2]["delta"] as? Double == delta)
         #expect(try fed.run(["log", "--home", fed.collector]).out.contains("EPSILON"))
 
         // A revert releases nothing new but forgets nothing spent.
         try fed.run(["revert", "--home", fed.collector, "1"])
-        let reverted = try #require(try fed.run(["log", "--home", fed.collector, "--json"]).summary()["generations"] as? [[String: Any]])
+        let reverted = try #require(
+            try fed.run(["log", "--home", fed.collector, "--json"]).summary()["generations"] as? [[String: Any]])
         #expect(reverted.count == 4 && reverted[3]["epsilon"] as? Double == e2)
         #expect(try fed.fedbatch(["merge", "--home", fed.collector]).status == 6)
     }

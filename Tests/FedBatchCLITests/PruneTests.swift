@@ -8,7 +8,9 @@ import Testing
 /// generation 0, and state.db can be rebuilt from what is left.
 @Suite("fedbatch prune")
 struct PruneTests {
-    @Test("prune keeps the newest generations whole and the chain verifiable; bundles and refusals only pruned generations needed go")
+    @Test(
+        "prune keeps the newest generations whole and the chain verifiable; bundles and refusals only pruned generations needed go"
+    )
     func prune() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         // Four merges: generations 1 to 4, a junk file refused in the first.
@@ -19,21 +21,28 @@ struct PruneTests {
             try fed.run(["merge", "--home", fed.collector, "-q"])
         }
         let gens = fed.collector + "/generations/"
-        func names(_ dir: String) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasPrefix(".") }.sorted() }
+        func names(_ dir: String) throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasPrefix(".") }.sorted()
+        }
         let acceptedBefore = try names(fed.collector + "/accepted")
         let quarantinedBefore = try names(fed.collector + "/quarantine")
         #expect(acceptedBefore.count == 8 && quarantinedBefore.count == 2)
 
         // A dry run changes nothing.
         let dry = try fed.run(["prune", "--home", fed.collector, "--keep", "2", "--dry-run", "--json"]).summary()
-        #expect(dry["generations"] as? [Int] == [0, 1, 2] && dry["dry_run"] as? Bool == true && dry["accepted"] as? Int == 4)
+        #expect(
+            dry["generations"] as? [Int] == [0, 1, 2] && dry["dry_run"] as? Bool == true && dry["accepted"] as? Int == 4
+        )
         #expect(try names(gens) == (0...4).map { HomeLayout.generationFileName($0) })
 
         let real = try fed.run(["prune", "--home", fed.collector, "--keep", "2", "--json"]).summary()
-        #expect(real["generations"] as? [Int] == [0, 1, 2] && real["accepted"] as? Int == 4 && real["quarantined"] as? Int == 1)
+        #expect(
+            real["generations"] as? [Int] == [0, 1, 2] && real["accepted"] as? Int == 4
+                && real["quarantined"] as? Int == 1)
         #expect((real["bytes_freed"] as? Int ?? 0) > 0)
         #expect(try names(gens) == ["g000000.fbm", "g000001.fbm", "g000002.fbm", "g000003.fbg", "g000004.fbg"])
-        let acceptedAfter = try names(fed.collector + "/accepted"), quarantinedAfter = try names(fed.collector + "/quarantine")
+        let acceptedAfter = try names(fed.collector + "/accepted"),
+            quarantinedAfter = try names(fed.collector + "/quarantine")
         #expect(acceptedAfter.count == 4 && quarantinedAfter.isEmpty)
 
         // A pruned file is the manifest, then the original slot; the
@@ -46,7 +55,8 @@ struct PruneTests {
         // log verifies every link, naming the pruned ones.
         let log = try fed.run(["log", "--home", fed.collector, "--json"]).summary()
         let links = try #require(log["generations"] as? [[String: Any]])
-        #expect(log["verified"] as? Bool == true && links.map { $0["pruned"] as? Bool } == [true, true, true, false, false])
+        #expect(
+            log["verified"] as? Bool == true && links.map { $0["pruned"] as? Bool } == [true, true, true, false, false])
 
         // Merging goes on; a pruned generation cannot be exported or restored.
         let g4 = try fed.generation(4)
@@ -81,13 +91,15 @@ struct PruneTests {
             try fed.run(["merge", "--home", fed.collector, "-q"])
         }
         for n in 0...3 {
-            try FileManager.default.copyItem(atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
-                                             toPath: fed.site("site-1") + "/generations/" + HomeLayout.generationFileName(n))
+            try FileManager.default.copyItem(
+                atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
+                toPath: fed.site("site-1") + "/generations/" + HomeLayout.generationFileName(n))
         }
         // A merge dates its generation from its inputs (so that it is
         // reproducible): these bundles say January 2026, generation 0 says
         // today. So --older-than 30 keeps only generation 0 (and 3, the newest).
-        let young = try fed.run(["prune", "--home", fed.site("site-1"), "--keep", "1", "--older-than", "30", "--json"]).summary()
+        let young = try fed.run(["prune", "--home", fed.site("site-1"), "--keep", "1", "--older-than", "30", "--json"])
+            .summary()
         #expect(young["generations"] as? [Int] == [1, 2], "\(young)")
         #expect((young["skipped"] as? [[String: Any]])?.map { $0["generation"] as? Int } == [0])
         let rest = try fed.run(["prune", "--home", fed.site("site-1"), "--keep", "1", "--json"]).summary()

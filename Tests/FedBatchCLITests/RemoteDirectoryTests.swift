@@ -27,7 +27,8 @@ struct RemoteDirectoryTests {
         let base = try fed.generation(Int(seq) - 1)
         for site in ["site-1", "site-2"] {
             let path = try fed.update(site: site, seq: seq, base: base)
-            try FileManager.default.moveItem(atPath: path, toPath: fed.site(site) + "/outbox/" + (path as NSString).lastPathComponent)
+            try FileManager.default.moveItem(
+                atPath: path, toPath: fed.site(site) + "/outbox/" + (path as NSString).lastPathComponent)
         }
     }
 
@@ -40,7 +41,9 @@ struct RemoteDirectoryTests {
         let (fed, stick) = try Self.setUp()
         for site in ["site-1", "site-2"] {
             let pushed = try fed.run(["push", "--home", fed.site(site), "--json"]).summary()
-            #expect((pushed["transferred"] as? [[String: Any]])?.first?["key"] as? String == "inbox/\(site)/demo-g0-\(site)-1.fbu")
+            #expect(
+                (pushed["transferred"] as? [[String: Any]])?.first?["key"] as? String
+                    == "inbox/\(site)/demo-g0-\(site)-1.fbu")
             #expect(Self.files(fed.site(site) + "/outbox").isEmpty && Self.files(fed.site(site) + "/sent").count == 1)
             #expect(try fed.fedbatch(["push", "--home", fed.site(site)]).status == 5)
         }
@@ -54,18 +57,26 @@ struct RemoteDirectoryTests {
 
         try fed.run(["merge", "--home", fed.collector])
         let published = try fed.run(["publish", "--home", fed.collector, "--json"]).summary()
-        #expect((published["transferred"] as? [[String: Any]])?.map { $0["key"] as! String } == ["generations/g000000.fbg", "generations/g000001.fbg"])
+        #expect(
+            (published["transferred"] as? [[String: Any]])?.map { $0["key"] as! String } == [
+                "generations/g000000.fbg", "generations/g000001.fbg",
+            ])
         #expect(try fed.fedbatch(["publish", "--home", fed.collector]).status == 5)
 
         let taken = try fed.run(["pull", "--home", fed.site("site-1"), "--json"]).summary()
-        #expect((taken["transferred"] as? [[String: Any]])?.map { $0["key"] as! String } == ["generations/g000000.fbg", "generations/g000001.fbg"])
+        #expect(
+            (taken["transferred"] as? [[String: Any]])?.map { $0["key"] as! String } == [
+                "generations/g000000.fbg", "generations/g000001.fbg",
+            ])
         let mine = try Data(contentsOf: URL(fileURLWithPath: fed.site("site-1") + "/generations/g000001.fbg"))
         #expect(mine == (try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))))
         #expect(try fed.fedbatch(["pull", "--home", fed.site("site-1")]).status == 5)
         #expect(try fed.run(["log", "--home", fed.site("site-1")]).status == 0)
     }
 
-    @Test("killed between the transfer and its bookkeeping, push and pull finish on the next run with nothing lost or doubled")
+    @Test(
+        "killed between the transfer and its bookkeeping, push and pull finish on the next run with nothing lost or doubled"
+    )
     func resumesAfterAKill() throws {
         let (fed, stick) = try Self.setUp()
         var env = ProcessInfo.processInfo.environment
@@ -85,18 +96,26 @@ struct RemoteDirectoryTests {
         let rerun = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
         #expect(rerun.status == 5)
         let again = try rerun.summary()
-        #expect((again["skipped"] as? [[String: Any]])?.count == 1 && (again["transferred"] as? [[String: Any]])?.isEmpty == true)
+        #expect(
+            (again["skipped"] as? [[String: Any]])?.count == 1
+                && (again["transferred"] as? [[String: Any]])?.isEmpty == true)
         #expect(Self.files(fed.collector + "/inbox").count == 1 && Self.files(stick + "/inbox/site-1").isEmpty)
         // No temporary file is left behind on either side.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox").allSatisfy { !$0.hasPrefix(".") })
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox").allSatisfy {
+                !$0.hasPrefix(".")
+            })
     }
 
-    @Test("what a hostile remote holds stays out: a forged generation, an oversized bundle, a half-written upload, a stray key")
+    @Test(
+        "what a hostile remote holds stays out: a forged generation, an oversized bundle, a half-written upload, a stray key"
+    )
     func hostileRemote() throws {
         let (fed, stick) = try Self.setUp()
         // A generation signed by a site's key, not the collector's.
         try FileManager.default.createDirectory(atPath: stick + "/generations", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: stick + "/generations/g000000.fbg")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000000.fbg", toPath: stick + "/generations/g000000.fbg")
         let forged = try fed.update(site: "site-1", seq: 9, base: try fed.generation(0), name: "forged.fbu")
         try FileManager.default.moveItem(atPath: forged, toPath: stick + "/generations/g000001.fbg")
         let r = try fed.fedbatch(["pull", "--home", fed.site("site-2"), "--json"])
@@ -104,7 +123,10 @@ struct RemoteDirectoryTests {
         let refused = try #require(try r.summary()["refused"] as? [[String: Any]])
         #expect(refused.count == 1 && refused[0]["key"] as? String == "generations/g000001.fbg")
         #expect(Self.files(fed.site("site-2") + "/generations") == ["g000000.fbg"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: fed.site("site-2") + "/generations").allSatisfy { !$0.hasPrefix(".") })
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: fed.site("site-2") + "/generations").allSatisfy {
+                !$0.hasPrefix(".")
+            })
 
         // A bundle far above what mlp:4-3-2 allows, an upload in progress
         // (hidden name) and a key outside the layout.
@@ -113,7 +135,8 @@ struct RemoteDirectoryTests {
         try Data("x".utf8).write(to: URL(fileURLWithPath: stick + "/inbox/site-2/.partial.fbu.tmp"))
         try Data("x".utf8).write(to: URL(fileURLWithPath: stick + "/inbox/stray.fbu"))
         let pulled = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
-        let codes = try #require(try pulled.summary()["refused"] as? [[String: Any]]).map { $0["code"] as! String }.sorted()
+        let codes = try #require(try pulled.summary()["refused"] as? [[String: Any]]).map { $0["code"] as! String }
+            .sorted()
         #expect(codes == ["remote.foreign-object", "remote.too-large"], "\(pulled.out)")
         #expect(Self.files(fed.collector + "/inbox").isEmpty)
         #expect(FileManager.default.fileExists(atPath: stick + "/inbox/site-2/huge.fbu"))

@@ -57,14 +57,17 @@ final class S3Server: @unchecked Sendable {
 
     /// Puts one small object under any key, with the SHA-256 metadata given.
     func put(key: String, sha256: String) throws {
-        input.fileHandleForWriting.write(Data("put \(Data(key.utf8).map { String(format: "%02x", $0) }.joined()) \(sha256)\n".utf8))
+        input.fileHandleForWriting.write(
+            Data("put \(Data(key.utf8).map { String(format: "%02x", $0) }.joined()) \(sha256)\n".utf8))
         _ = try Self.readLine(output.fileHandleForReading)
     }
 
     /// The environment a fedbatch command needs to reach it through `port`.
     func environment(port: Int? = nil, secret: String? = nil) -> [String: String] {
-        ["AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secret ?? secretKey, "AWS_REGION": "us-east-1",
-         "AWS_ENDPOINT_URL": "http://127.0.0.1:\(port ?? self.port)", "FEDBATCH_TEST_S3_ATTEMPTS": "3"]
+        [
+            "AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secret ?? secretKey, "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:\(port ?? self.port)", "FEDBATCH_TEST_S3_ATTEMPTS": "3",
+        ]
     }
 }
 
@@ -79,7 +82,9 @@ final class DyingProxy: @unchecked Sendable {
         self.port = port
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: TestPaths.python)
-        process.arguments = [TestPaths.fixtures + "/tcp_proxy.py", String(port), String(target)] + (dieAfter.map { [$0.direction, String($0.bytes)] } ?? [])
+        process.arguments =
+            [TestPaths.fixtures + "/tcp_proxy.py", String(port), String(target)]
+            + (dieAfter.map { [$0.direction, String($0.bytes)] } ?? [])
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -100,7 +105,9 @@ final class DyingProxy: @unchecked Sendable {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 }
@@ -121,9 +128,12 @@ struct RemoteS3Tests {
 
     /// One bundle for `site` in its outbox; returns its path there.
     @discardableResult
-    static func bundle(_ fed: Federation, site: String, seq: Int64 = 1, base: Int = 0, tensors: [(name: String, tensor: Tensor)]? = nil) throws -> String {
-        let path = try fed.update(site: site, seq: seq, base: try fed.generation(base),
-                                  tensors: try tensors ?? RobustStrategyTests.randomDelta(seed: UInt64(seq) * 7 + UInt64(site.count)))
+    static func bundle(
+        _ fed: Federation, site: String, seq: Int64 = 1, base: Int = 0, tensors: [(name: String, tensor: Tensor)]? = nil
+    ) throws -> String {
+        let path = try fed.update(
+            site: site, seq: seq, base: try fed.generation(base),
+            tensors: try tensors ?? RobustStrategyTests.randomDelta(seed: UInt64(seq) * 7 + UInt64(site.count)))
         let out = fed.site(site) + "/outbox/" + (path as NSString).lastPathComponent
         try FileManager.default.moveItem(atPath: path, toPath: out)
         return out
@@ -143,7 +153,8 @@ struct RemoteS3Tests {
             #expect((pushed["transferred"] as? [[String: Any]])?.count == 1)
         }
         let pulled = try fed.run(["pull", "--home", fed.collector, "--json"]).summary()
-        #expect((pulled["transferred"] as? [[String: Any]])?.map { $0["key"] as! String }
+        #expect(
+            (pulled["transferred"] as? [[String: Any]])?.map { $0["key"] as! String }
                 == ["inbox/site-1/demo-g0-site-1-1.fbu", "inbox/site-2/demo-g0-site-2-1.fbu"])
         #expect(Self.inbox(fed).count == 2)
         #expect(try fed.fedbatch(["pull", "--home", fed.collector]).status == 5)
@@ -152,7 +163,8 @@ struct RemoteS3Tests {
         #expect(try fed.fedbatch(["publish", "--home", fed.collector]).status == 5)
         let taken = try fed.run(["pull", "--home", fed.site("site-1"), "--json"]).summary()
         #expect((taken["transferred"] as? [[String: Any]])?.count == 2)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: fed.site("site-1") + "/generations/g000001.fbg"))
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: fed.site("site-1") + "/generations/g000001.fbg"))
                 == Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg")))
 
         // A bundle above the part size goes up in parts (5 MiB, S3's
@@ -161,9 +173,16 @@ struct RemoteS3Tests {
         multipart["FEDBATCH_TEST_S3_PART_BYTES"] = String(5 << 20)
         let big = try Federation(sites: ["site-1"], arch: "mlp:1024-1024-1024-10")
         big.environment = multipart
-        for home in [big.collector, big.site("site-1")] { try Federation.setConfig(home: home, table: "remote", "url", "\"s3://fedbatch/big\"") }
+        for home in [big.collector, big.site("site-1")] {
+            try Federation.setConfig(home: home, table: "remote", "url", "\"s3://fedbatch/big\"")
+        }
         let noisy = try Samples.weights(arch: "mlp:1024-1024-1024-10").enumerated().map { i, t in
-            (t.name, Tensor(shape: t.tensor.shape, floats: (0..<t.tensor.count).map { Float(sin(Double($0 &* 7919 &+ i))) * 0.01 }))
+            (
+                t.name,
+                Tensor(
+                    shape: t.tensor.shape,
+                    floats: (0..<t.tensor.count).map { Float(sin(Double($0 &* 7919 &+ i))) * 0.01 })
+            )
         }
         let file = try Self.bundle(big, site: "site-1", tensors: noisy)
         let size = try #require(FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
@@ -171,7 +190,9 @@ struct RemoteS3Tests {
         let original = try Data(contentsOf: URL(fileURLWithPath: file))
         try big.run(["push", "--home", big.site("site-1")])
         try big.run(["pull", "--home", big.collector])
-        #expect(try Data(contentsOf: URL(fileURLWithPath: big.collector + "/inbox/" + (file as NSString).lastPathComponent)) == original)
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: big.collector + "/inbox/" + (file as NSString).lastPathComponent))
+                == original)
     }
 
     @Test("listing past 1000 keys: a pull takes all 1005 objects, a second finds none")
@@ -214,7 +235,8 @@ struct RemoteS3Tests {
         proxy = try DyingProxy(port: port, target: s3.port)
         try fed.run(["pull", "--home", fed.collector])
         #expect(Self.inbox(fed) == [(file as NSString).lastPathComponent])
-        #expect(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/inbox/" + Self.inbox(fed)[0])).count == size)
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/inbox/" + Self.inbox(fed)[0])).count == size)
         #expect(try fed.fedbatch(["pull", "--home", fed.collector]).status == 5)
         withExtendedLifetime(proxy) {}
     }
@@ -228,10 +250,14 @@ struct RemoteS3Tests {
         let r = try fed.fedbatch(["push", "--home", fed.site("site-1"), "--json"])
         #expect(r.status == 1, "\(r.out)\(r.err)")
         let error = try #require(try r.jsonErrorLines().last)
-        #expect(error["code"] as? String == "remote.denied" && (error["message"] as? String ?? "").contains("AWS_SECRET_ACCESS_KEY"), "\(error)")
+        #expect(
+            error["code"] as? String == "remote.denied"
+                && (error["message"] as? String ?? "").contains("AWS_SECRET_ACCESS_KEY"), "\(error)")
         #expect(FileManager.default.fileExists(atPath: file))
         fed.environment = [:]
         let none = try fed.fedbatch(["push", "--home", fed.site("site-1")])
-        #expect(none.status == 1 && none.err.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"), "\(none.err)")
+        #expect(
+            none.status == 1 && none.err.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"),
+            "\(none.err)")
     }
 }

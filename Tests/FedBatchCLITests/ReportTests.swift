@@ -10,7 +10,9 @@ import Testing
 @Suite("fedbatch report")
 struct ReportTests {
     /// Each chart's data colour, in page order (HTMLReport.charts).
-    static let colours = ["accuracy=#1f77b4", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd", "staleness=#8c564b"]
+    static let colours = [
+        "accuracy=#1f77b4", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd", "staleness=#8c564b",
+    ]
 
     /// Renders `html` with headless chromium and measures each chart region.
     static func screenshot(_ html: String, in dir: TempDir) throws -> [String: [String: Double]] {
@@ -18,18 +20,25 @@ struct ReportTests {
         let height = HTMLReport.headerHeight + HTMLReport.charts.count * HTMLReport.sectionHeight + 100
         var env = ProcessInfo.processInfo.environment
         env["HOME"] = dir.path
-        let shot = try Subprocess.run("/usr/bin/timeout", ["120", "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                                                           "--hide-scrollbars", "--user-data-dir=\(dir.file("chromium"))",
-                                                           "--window-size=1000,\(height)", "--screenshot=\(png)", "file://\(html)"],
-                                      environment: env)
+        let shot = try Subprocess.run(
+            "/usr/bin/timeout",
+            [
+                "120", "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                "--hide-scrollbars", "--user-data-dir=\(dir.file("chromium"))",
+                "--window-size=1000,\(height)", "--screenshot=\(png)", "file://\(html)",
+            ],
+            environment: env)
         #expect(shot.status == 0 && FileManager.default.fileExists(atPath: png), "chromium: \(shot.err)")
-        let r = try Subprocess.python("report_screenshot.py", [png, "\(HTMLReport.headerHeight)", "\(HTMLReport.sectionHeight)"] + colours)
+        let r = try Subprocess.python(
+            "report_screenshot.py", [png, "\(HTMLReport.headerHeight)", "\(HTMLReport.sectionHeight)"] + colours)
         #expect(r.status == 0, "\(r.err)")
         let json = try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any]
         return (json?["charts"] as? [String: [String: Double]]) ?? [:]
     }
 
-    @Test("three merges with evaluations, a refusal and a stale bundle give a self-contained report whose five charts chromium draws")
+    @Test(
+        "three merges with evaluations, a refusal and a stale bundle give a self-contained report whose five charts chromium draws"
+    )
     func report() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"], arch: "mlp:784-16-10")
         try Federation.setConfig(home: fed.collector, table: "eval", "data", "\"\(fashionMNIST)\"")
@@ -47,8 +56,12 @@ struct ReportTests {
                 }
             }
             for s in sites {
-                try FileManager.default.copyItem(atPath: g, toPath: fed.site(s) + "/generations/" + HomeLayout.generationFileName(round))
-                try fed.run(["train", "--home", fed.site(s), "--data", fashionMNIST, "--limit", "\(200 + 100 * round)", "--seed", "\(round)", "-q"])
+                try FileManager.default.copyItem(
+                    atPath: g, toPath: fed.site(s) + "/generations/" + HomeLayout.generationFileName(round))
+                try fed.run([
+                    "train", "--home", fed.site(s), "--data", fashionMNIST, "--limit", "\(200 + 100 * round)", "--seed",
+                    "\(round)", "-q",
+                ])
                 // Site-2's second bundle arrives a generation late: stale by one.
                 if !(round == 1 && s == "site-2") { try deliver(s) }
             }
@@ -60,11 +73,14 @@ struct ReportTests {
         let out = fed.root + "/report.html"
         let r = try fed.run(["report", "--home", fed.collector, "--out", out, "--json"])
         let summary = try r.summary()
-        #expect(summary["generations"] as? Int == 4 && summary["evaluations"] as? Int == 3 && summary["sites"] as? Int == 3)
+        #expect(
+            summary["generations"] as? Int == 4 && summary["evaluations"] as? Int == 3 && summary["sites"] as? Int == 3)
         let html = try String(contentsOfFile: out, encoding: .utf8)
         #expect(summary["bytes"] as? Int == html.utf8.count)
         // Self-contained: no script, nothing fetched from anywhere.
-        #expect(!html.lowercased().contains("<script") && !html.contains("http://") && !html.contains("https://") && !html.contains("src="))
+        #expect(
+            !html.lowercased().contains("<script") && !html.contains("http://") && !html.contains("https://")
+                && !html.contains("src="))
         #expect(html.components(separatedBy: "<svg").count - 1 == 5)
         // Participation: 8 included bundles of 9 cells; the refusal counted.
         #expect(html.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 8)
@@ -79,12 +95,15 @@ struct ReportTests {
         }
         // The measurement can fail: with the charts' contents removed, the
         // same regions are blank.
-        let stripped = html.replacingOccurrences(of: "<svg[^>]*>[\\s\\S]*?</svg>", with: "<svg width=\"760\" height=\"280\"></svg>",
-                                                 options: .regularExpression)
+        let stripped = html.replacingOccurrences(
+            of: "<svg[^>]*>[\\s\\S]*?</svg>", with: "<svg width=\"760\" height=\"280\"></svg>",
+            options: .regularExpression)
         let blankPath = try dir.write("blank.html", Data(stripped.utf8))
         let blank = try Self.screenshot(blankPath, in: dir)
         for (id, _) in HTMLReport.charts {
-            #expect((blank[id]?["ink"] ?? 1) < 0.005 && (blank[id]?["colour_pixels"] ?? 1) == 0, "\(id): \(blank[id] ?? [:])")
+            #expect(
+                (blank[id]?["ink"] ?? 1) < 0.005 && (blank[id]?["colour_pixels"] ?? 1) == 0,
+                "\(id): \(blank[id] ?? [:])")
         }
     }
 }

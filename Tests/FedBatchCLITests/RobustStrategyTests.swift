@@ -21,11 +21,16 @@ struct RobustStrategyTests {
     static func randomDelta(seed: UInt64) throws -> [(name: String, tensor: Tensor)] {
         var state = seed &* 6364136223846793005 &+ 1442695040888963407
         return try Samples.weights(arch: arch).map { name, t in
-            (name, Tensor(shape: t.shape, floats: (0..<t.count).map { _ in
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                let u = Double(state >> 11) / Double(1 << 53)
-                return Float((2 * u - 1) * 0.05 * (1 + u * u))
-            }))
+            (
+                name,
+                Tensor(
+                    shape: t.shape,
+                    floats: (0..<t.count).map { _ in
+                        state = state &* 6364136223846793005 &+ 1442695040888963407
+                        let u = Double(state >> 11) / Double(1 << 53)
+                        return Float((2 * u - 1) * 0.05 * (1 + u * u))
+                    })
+            )
         }
     }
 
@@ -36,7 +41,11 @@ struct RobustStrategyTests {
         var updates: [String: [String: Any]] = [:]
         for (i, site) in sites.enumerated() {
             var delta = try randomDelta(seed: UInt64(round * 10 + i))
-            if site == "site-7" { delta = delta.map { ($0.name, Tensor(shape: $0.tensor.shape, floats: $0.tensor.floats().map { -5 * $0 })) } }
+            if site == "site-7" {
+                delta = delta.map {
+                    ($0.name, Tensor(shape: $0.tensor.shape, floats: $0.tensor.floats().map { -5 * $0 }))
+                }
+            }
             let examples = 100 * (i + 1) + round
             try fed.update(site: site, seq: Int64(round), base: base, examples: Int64(examples), tensors: delta)
             let path = dir.file("r\(round)-\(site).safetensors")
@@ -46,18 +55,24 @@ struct RobustStrategyTests {
         return updates
     }
 
-    @Test("median, trimmed-mean, krum, multikrum and bulyan match Flower over three generations",
-          arguments: [("median", [String: Double]()),
-                      ("trimmed-mean", ["trim": 0.2]),
-                      ("krum", ["byzantine": 1]),
-                      ("multikrum", ["byzantine": 1]),
-                      ("multikrum", ["byzantine": 2, "keep": 3, "server_lr": 0.5]),
-                      ("bulyan", ["byzantine": 1])])
+    @Test(
+        "median, trimmed-mean, krum, multikrum and bulyan match Flower over three generations",
+        arguments: [
+            ("median", [String: Double]()),
+            ("trimmed-mean", ["trim": 0.2]),
+            ("krum", ["byzantine": 1]),
+            ("multikrum", ["byzantine": 1]),
+            ("multikrum", ["byzantine": 2, "keep": 3, "server_lr": 0.5]),
+            ("bulyan", ["byzantine": 1]),
+        ])
     func matchesFlower(strategy: String, params: [String: Double]) throws {
         let fed = try Federation(sites: Self.sites, arch: Self.arch)
         try Federation.setConfig(home: fed.collector, table: "merge", "strategy", "\"\(strategy)\"")
         try Federation.setConfig(home: fed.collector, table: "merge", "chunk_mb", "0.001")
-        for (k, v) in params { try Federation.setConfig(home: fed.collector, table: "merge", k, k == "trim" || k == "server_lr" ? "\(v)" : "\(Int(v))") }
+        for (k, v) in params {
+            try Federation.setConfig(
+                home: fed.collector, table: "merge", k, k == "trim" || k == "server_lr" ? "\(v)" : "\(Int(v))")
+        }
         let dir = TempDir()
         var rounds: [[String: Any]] = []
         var attacker = ""
@@ -74,9 +89,15 @@ struct RobustStrategyTests {
             rounds.append(["updates": order.map { updates[$0]! }, "result": dir.file("g\(round).safetensors")])
         }
         try fed.run(["export", "--home", fed.collector, "0", "--out", dir.file("g0.safetensors")])
-        let spec: [String: Any] = ["strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds]
-        let check = try Subprocess.run(TestPaths.flowerPython, [TestPaths.fixtures + "/flower_oracle.py",
-                                                                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        let spec: [String: Any] = [
+            "strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds,
+        ]
+        let check = try Subprocess.run(
+            TestPaths.flowerPython,
+            [
+                TestPaths.fixtures + "/flower_oracle.py",
+                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec)),
+            ])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         // The rule and its parameters are in the signed record.
         let shown = try fed.run(["inspect", "--json", fed.collector + "/generations/g000003.fbg"]).summary()
@@ -84,7 +105,8 @@ struct RobustStrategyTests {
         #expect(recorded["name"] as? String == strategy)
         // A selecting rule names the bundles it used; none is the attacker's.
         let selected = recorded["selected"] as? [String]
-        let expectedCount: Int? = ["krum": 1, "bulyan": 5][strategy] ?? (strategy == "multikrum" ? Int(params["keep"] ?? 6) : nil)
+        let expectedCount: Int? =
+            ["krum": 1, "bulyan": 5][strategy] ?? (strategy == "multikrum" ? Int(params["keep"] ?? 6) : nil)
         #expect(selected?.count == expectedCount, "\(recorded)")
         #expect(!(selected ?? []).contains(attacker))
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
@@ -102,8 +124,12 @@ struct RobustStrategyTests {
         let summary = try r.summary()
         let waiting = try #require(summary["waiting"] as? [[String: Any]])
         #expect(waiting.count == 7)
-        #expect(waiting.allSatisfy { ($0["reason"] as? String ?? "").contains("bulyan with byzantine = 2 needs at least 11 bundles (n ≥ 4f + 3); 7 passed") },
-                "\(waiting)")
+        #expect(
+            waiting.allSatisfy {
+                ($0["reason"] as? String ?? "").contains(
+                    "bulyan with byzantine = 2 needs at least 11 bundles (n ≥ 4f + 3); 7 passed")
+            },
+            "\(waiting)")
         let inbox = try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox")
         #expect(inbox.count == 7 && !FileManager.default.fileExists(atPath: fed.collector + "/generations/g000001.fbg"))
         // The same bundles merge once the rule asks for fewer.
@@ -111,7 +137,9 @@ struct RobustStrategyTests {
         #expect(try fed.run(["merge", "--home", fed.collector, "--json"]).summary()["generation"] as? Int == 1)
     }
 
-    @Test("merge.chunk_mb changes memory, not the result: a krum and a median merge are byte-identical across chunk sizes")
+    @Test(
+        "merge.chunk_mb changes memory, not the result: a krum and a median merge are byte-identical across chunk sizes"
+    )
     func chunkSizeDoesNotChangeResult() throws {
         for strategy in ["krum", "median"] {
             var payloads: [String] = []
@@ -126,7 +154,8 @@ struct RobustStrategyTests {
                 try fed.run(["export", "--home", fed.collector, "1", "--out", out])
                 // The tensors, not the file: its metadata names the generation's digest.
                 let file = try SafetensorsFile(bytes: try Data(contentsOf: URL(fileURLWithPath: out)))
-                payloads.append(file.names.map { "\($0)=\(file.tensor($0)!.floats().map(\.bitPattern))" }.joined(separator: ";"))
+                payloads.append(
+                    file.names.map { "\($0)=\(file.tensor($0)!.floats().map(\.bitPattern))" }.joined(separator: ";"))
             }
             #expect(payloads[0] == payloads[1], "\(strategy): the tensors differ")
         }

@@ -13,19 +13,27 @@ struct ServerOptimizerTests {
     static func randomDelta(seed: UInt64) throws -> [(name: String, tensor: Tensor)] {
         var state = seed &* 6364136223846793005 &+ 1442695040888963407
         return try Samples.weights().map { name, t in
-            (name, Tensor(shape: t.shape, floats: (0..<t.count).map { _ in
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                return Float(Int64(state >> 40) - (1 << 23)) / Float(1 << 23) * 0.05
-            }))
+            (
+                name,
+                Tensor(
+                    shape: t.shape,
+                    floats: (0..<t.count).map { _ in
+                        state = state &* 6364136223846793005 &+ 1442695040888963407
+                        return Float(Int64(state >> 40) - (1 << 23)) / Float(1 << 23) * 0.05
+                    })
+            )
         }
     }
 
-    @Test("fedavgm, fedadam, fedyogi and fedadagrad match Flower, and diloco PyTorch's Nesterov SGD, over three generations",
-          arguments: [("fedavgm", ["server_lr": 1.0, "momentum": 0.9]),
-                      ("fedadam", ["server_lr": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9]),
-                      ("fedyogi", ["server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3]),
-                      ("fedadagrad", ["server_lr": 0.1, "tau": 1e-9]),
-                      ("diloco", ["server_lr": 0.7, "momentum": 0.9])])
+    @Test(
+        "fedavgm, fedadam, fedyogi and fedadagrad match Flower, and diloco PyTorch's Nesterov SGD, over three generations",
+        arguments: [
+            ("fedavgm", ["server_lr": 1.0, "momentum": 0.9]),
+            ("fedadam", ["server_lr": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9]),
+            ("fedyogi", ["server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3]),
+            ("fedadagrad", ["server_lr": 0.1, "tau": 1e-9]),
+            ("diloco", ["server_lr": 0.7, "momentum": 0.9]),
+        ])
     func matchesFlower(strategy: String, params: [String: Double]) throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])
         try Federation.setConfig(home: fed.collector, table: "merge", "strategy", "\"\(strategy)\"")
@@ -50,14 +58,24 @@ struct ServerOptimizerTests {
         }
         try fed.run(["export", "--home", fed.collector, "0", "--out", dir.file("g0.safetensors")])
         // The state rides in the signed generation.
-        let g3 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000003.fbg"))).payload)
+        let g3 = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000003.fbg"))
+            ).payload)
         let state = try SafetensorsFile(bytes: try #require(g3.members[ServerOptimizer.stateMember]))
         #expect(state.metadata["fedbatch_strategy"] == strategy && state.tensor("step")?.floats() == [3])
-        let spec: [String: Any] = ["strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds]
+        let spec: [String: Any] = [
+            "strategy": strategy, "params": params, "initial": dir.file("g0.safetensors"), "rounds": rounds,
+        ]
         // Flower has no DiLoCo: its oracle is PyTorch's own outer optimiser.
-        let (python, oracle) = strategy == "diloco" ? (TestPaths.python, "diloco_oracle.py") : (TestPaths.flowerPython, "flower_oracle.py")
-        let check = try Subprocess.run(python, [TestPaths.fixtures + "/" + oracle,
-                                                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        let (python, oracle) =
+            strategy == "diloco" ? (TestPaths.python, "diloco_oracle.py") : (TestPaths.flowerPython, "flower_oracle.py")
+        let check = try Subprocess.run(
+            python,
+            [
+                TestPaths.fixtures + "/" + oracle,
+                try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec)),
+            ])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
     }

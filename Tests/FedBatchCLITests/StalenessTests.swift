@@ -9,7 +9,9 @@ import Testing
 /// max_wait lets a lone late bundle through.
 @Suite("staleness-aware merging")
 struct StalenessTests {
-    @Test("stale updates inside the window merge with w(s) = (1+s)^-a, checked against numpy; beyond it, protocol.too-stale")
+    @Test(
+        "stale updates inside the window merge with w(s) = (1+s)^-a, checked against numpy; beyond it, protocol.too-stale"
+    )
     func staleMerge() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3", "site-4"])
         try fed.setCollectorConfig("max_staleness", "2")
@@ -23,9 +25,12 @@ struct StalenessTests {
         // on 3 (s = 0), and site-4 on 0 (s = 3, beyond the window).
         let dir = TempDir()
         var updates: [[String: Any]] = []
-        for (site, base, examples, scale) in [("site-2", 1, 300, 0.02), ("site-3", 2, 200, -0.015), ("site-1", 3, 100, 0.005)] {
+        for (site, base, examples, scale) in [
+            ("site-2", 1, 300, 0.02), ("site-3", 2, 200, -0.015), ("site-1", 3, 100, 0.005),
+        ] {
             let seq: Int64 = site == "site-1" ? 4 : 1
-            try fed.update(site: site, seq: seq, base: try fed.generation(base), examples: Int64(examples), scale: Float(scale))
+            try fed.update(
+                site: site, seq: seq, base: try fed.generation(base), examples: Int64(examples), scale: Float(scale))
             // The same delta the bundle carries (Federation.update: Samples.weights at scale × seq).
             let path = dir.file("\(site).safetensors")
             try SafetensorsWriter.write(try Samples.weights(scale: Float(scale) * Float(seq)), to: path)
@@ -35,24 +40,35 @@ struct StalenessTests {
         let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
         let accepted = try #require(merged["accepted"] as? [[String: Any]])
         #expect(accepted.count == 3 && merged["generation"] as? Int == 4)
-        #expect(Set(accepted.map { "\($0["site"]!):\($0["base"]!):\($0["staleness"]!)" }) == ["site-2:1:2", "site-3:2:1", "site-1:3:0"])
+        #expect(
+            Set(accepted.map { "\($0["site"]!):\($0["base"]!):\($0["staleness"]!)" }) == [
+                "site-2:1:2", "site-3:2:1", "site-1:3:0",
+            ])
         let s2 = try #require(accepted.first { $0["site"] as? String == "site-2" })
         #expect(abs((s2["staleness_weight"] as? Double ?? 0) - pow(3.0, -0.5)) < 1e-12)
         let rejected = try #require(merged["rejected"] as? [[String: Any]])
-        #expect(rejected.map { $0["code"] as? String } == ["protocol.too-stale"] && (rejected[0]["message"] as? String ?? "").contains("max_staleness is 2"))
+        #expect(
+            rejected.map { $0["code"] as? String } == ["protocol.too-stale"]
+                && (rejected[0]["message"] as? String ?? "").contains("max_staleness is 2"))
 
         // The generation's manifest records each bundle's base, staleness and factor.
         let inspect = try fed.run(["inspect", fed.collector + "/generations/g000004.fbg", "--json"]).summary()
         let included = try #require(((inspect["manifest"] as? [String: Any])?["included"]) as? [[String: Any]])
-        #expect(Set(included.compactMap { $0["staleness"] as? Int }) == [0, 1, 2] && included.allSatisfy { $0["staleness_weight"] != nil })
+        #expect(
+            Set(included.compactMap { $0["staleness"] as? Int }) == [0, 1, 2]
+                && included.allSatisfy { $0["staleness_weight"] != nil })
 
         // numpy agrees on the weights.
         for n in [3, 4] {
             try fed.run(["export", "--home", fed.collector, "\(n)", "--out", dir.file("g\(n).safetensors")])
         }
-        let spec: [String: Any] = ["base": dir.file("g3.safetensors"), "result": dir.file("g4.safetensors"), "a": 0.5, "function": "polynomial",
-                                   "updates": updates]
-        let check = try Subprocess.python("staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        let spec: [String: Any] = [
+            "base": dir.file("g3.safetensors"), "result": dir.file("g4.safetensors"), "a": 0.5,
+            "function": "polynomial",
+            "updates": updates,
+        ]
+        let check = try Subprocess.python(
+            "staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         #expect(try fed.run(["log", "--home", fed.collector]).status == 0)
     }
@@ -75,7 +91,9 @@ struct StalenessTests {
         #expect(r.status == 0 && generation == 1, "\(r.err)")
     }
 
-    @Test("a site that skips generations (0, then 3) trusts 3 only through 1 and 2, then trains on it; going back is still refused")
+    @Test(
+        "a site that skips generations (0, then 3) trusts 3 only through 1 and 2, then trains on it; going back is still refused"
+    )
     func skippingGenerations() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         for round in 1...3 {
@@ -83,28 +101,41 @@ struct StalenessTests {
             try fed.run(["merge", "--home", fed.collector, "-q"])
         }
         let site = fed.site("site-1")
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
         try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w.safetensors"])
         try fed.run(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "-q"])
         // The stick brings generation 3 only: any of 1 and 2 could have
         // rotated the collector's key, so 3 is not trusted yet.
-        try FileManager.default.copyItem(atPath: fed.collector + "/generations/g000003.fbg", toPath: site + "/generations/g000003.fbg")
-        let gap = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "3"])
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000003.fbg", toPath: site + "/generations/g000003.fbg")
+        let gap = try fed.fedbatch([
+            "pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "3",
+        ])
         #expect(gap.status == 3 && gap.err.contains("generation 1: missing"), "\(gap.err)")
         // With the generations in between, it takes 3 and trains on it.
         for n in [1, 2] {
-            try FileManager.default.copyItem(atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n), toPath: site + "/generations/" + HomeLayout.generationFileName(n))
+            try FileManager.default.copyItem(
+                atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
+                toPath: site + "/generations/" + HomeLayout.generationFileName(n))
         }
         try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w3.safetensors"])
-        let r = try fed.run(["pack", "--home", site, "--weights", fed.root + "/w3.safetensors", "--num-examples", "5", "--json"]).summary()
+        let r = try fed.run([
+            "pack", "--home", site, "--weights", fed.root + "/w3.safetensors", "--num-examples", "5", "--json",
+        ]).summary()
         #expect((r["bundle"] as? [String: Any])?["base_generation"] as? Int == 3, "\(r)")
         #expect(r["base_from"] as? String == "metadata")
         // An older generation offered afterwards is a rollback.
-        let old = try fed.fedbatch(["pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "0", "--force"])
+        let old = try fed.fedbatch([
+            "pack", "--home", site, "--weights", fed.root + "/w.safetensors", "--num-examples", "5", "--base", "0",
+            "--force",
+        ])
         #expect(old.status == 3 && old.err.contains("rollback"), "\(old.err)")
     }
 
-    @Test("merge.clip_norm scales each delta down to the bound (over all tensors) before aggregating, checked against numpy")
+    @Test(
+        "merge.clip_norm scales each delta down to the bound (over all tensors) before aggregating, checked against numpy"
+    )
     func clipping() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
         let g0 = try fed.generation(0)
@@ -126,17 +157,27 @@ struct StalenessTests {
         }
         let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
         #expect(merged["generation"] as? Int == 1)
-        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))).payload)
+        let g1 = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000001.fbg"))
+            ).payload)
         #expect(g1.manifest.strategy?.parameters["clip_norm"] == bound)
-        for n in [0, 1] { try fed.run(["export", "--home", fed.collector, "\(n)", "--out", dir.file("g\(n).safetensors")]) }
-        let spec: [String: Any] = ["base": dir.file("g0.safetensors"), "result": dir.file("g1.safetensors"), "a": 0.5, "function": "polynomial",
-                                   "clip_norm": bound, "updates": updates]
-        let check = try Subprocess.python("staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
+        for n in [0, 1] {
+            try fed.run(["export", "--home", fed.collector, "\(n)", "--out", dir.file("g\(n).safetensors")])
+        }
+        let spec: [String: Any] = [
+            "base": dir.file("g0.safetensors"), "result": dir.file("g1.safetensors"), "a": 0.5,
+            "function": "polynomial",
+            "clip_norm": bound, "updates": updates,
+        ]
+        let check = try Subprocess.python(
+            "staleness_check.py", [try dir.write("case.json", try JSONSerialization.data(withJSONObject: spec))])
         #expect(check.status == 0, "\(check.out)\(check.err)")
         // Without the clip, numpy's answer differs: the check can fail.
         var unclipped = spec
         unclipped.removeValue(forKey: "clip_norm")
-        let wrong = try Subprocess.python("staleness_check.py", [try dir.write("case2.json", try JSONSerialization.data(withJSONObject: unclipped))])
+        let wrong = try Subprocess.python(
+            "staleness_check.py", [try dir.write("case2.json", try JSONSerialization.data(withJSONObject: unclipped))])
         #expect(wrong.status == 1)
     }
 }

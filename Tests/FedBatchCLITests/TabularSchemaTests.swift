@@ -9,7 +9,9 @@ import Testing
 /// it. Real keys, the real binary, CSV files written by numpy.
 @Suite("tabular schemas")
 struct TabularSchemaTests {
-    @Test("columns are read by name: swapped columns train identically; a missing column and an id column are named; eval applies the schema")
+    @Test(
+        "columns are read by name: swapped columns train identically; a missing column and an id column are named; eval applies the schema"
+    )
     func schema() throws {
         let keyring = try TestKeyring()
         let collectorKey = try keyring.generate("collector")
@@ -19,36 +21,49 @@ struct TabularSchemaTests {
         func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
         let dir = keyring.dir
         // Four features on very different scales, a binary label, a patient id.
-        let made = try Subprocess.run(TestPaths.python, ["-c", """
-            import json, numpy as np
-            rng = np.random.default_rng(7)
-            n = 400
-            x = np.stack([rng.normal(1000, 50, n), rng.normal(0, 1, n), rng.normal(5, 2, n), rng.normal(-3, 0.5, n)], 1)
-            y = ((x[:, 1] + (x[:, 2] - 5) / 2) > 0).astype(int)
-            ids = np.arange(10000, 10000 + n)
-            def write(path, order):
-                names = {"patient_id": ids, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "f3": x[:, 3], "label": y}
-                with open(path, "w") as f:
-                    f.write(",".join(order) + "\\n")
-                    for i in range(n):
-                        f.write(",".join(repr(float(names[c][i])) if c.startswith("f") else str(int(names[c][i])) for c in order) + "\\n")
-            write("\(dir.path)/train.csv", ["patient_id", "f0", "f1", "f2", "f3", "label"])
-            write("\(dir.path)/swapped.csv", ["patient_id", "f0", "f2", "f1", "f3", "label"])
-            write("\(dir.path)/missing.csv", ["patient_id", "f0", "f1", "f2", "label"])
-            json.dump({"mean": {f"f{i}": float(x[:, i].mean()) for i in range(4)}, "std": {f"f{i}": float(x[:, i].std()) for i in range(4)}},
-                      open("\(dir.path)/stats.json", "w"))
-            """])
+        let made = try Subprocess.run(
+            TestPaths.python,
+            [
+                "-c",
+                """
+                import json, numpy as np
+                rng = np.random.default_rng(7)
+                n = 400
+                x = np.stack([rng.normal(1000, 50, n), rng.normal(0, 1, n), rng.normal(5, 2, n), rng.normal(-3, 0.5, n)], 1)
+                y = ((x[:, 1] + (x[:, 2] - 5) / 2) > 0).astype(int)
+                ids = np.arange(10000, 10000 + n)
+                def write(path, order):
+                    names = {"patient_id": ids, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "f3": x[:, 3], "label": y}
+                    with open(path, "w") as f:
+                        f.write(",".join(order) + "\\n")
+                        for i in range(n):
+                            f.write(",".join(repr(float(names[c][i])) if c.startswith("f") else str(int(names[c][i])) for c in order) + "\\n")
+                write("\(dir.path)/train.csv", ["patient_id", "f0", "f1", "f2", "f3", "label"])
+                write("\(dir.path)/swapped.csv", ["patient_id", "f0", "f2", "f1", "f3", "label"])
+                write("\(dir.path)/missing.csv", ["patient_id", "f0", "f1", "f2", "label"])
+                json.dump({"mean": {f"f{i}": float(x[:, i].mean()) for i in range(4)}, "std": {f"f{i}": float(x[:, i].std()) for i in range(4)}},
+                          open("\(dir.path)/stats.json", "w"))
+                """,
+            ])
         #expect(made.status == 0, "\(made.err)")
 
         let col = dir.file("col")
         // Without --drop, the id column would be a feature: five, not four.
-        let noDrop = try fb(["init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:4-3-2", "--key", collectorKey,
-                             "--schema-from", dir.file("train.csv")])
-        #expect(noDrop.status != 0 && noDrop.err.contains("5 feature columns; the model mlp:4-3-2 reads 4"), "\(noDrop.err)")
-        try fb(["init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:4-3-2", "--key", collectorKey,
-                "--schema-from", dir.file("train.csv"), "--drop", "patient_id", "--normalize", dir.file("stats.json"), "-q"]).checked()
+        let noDrop = try fb([
+            "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:4-3-2", "--key", collectorKey,
+            "--schema-from", dir.file("train.csv"),
+        ])
+        #expect(
+            noDrop.status != 0 && noDrop.err.contains("5 feature columns; the model mlp:4-3-2 reads 4"), "\(noDrop.err)"
+        )
+        try fb([
+            "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:4-3-2", "--key", collectorKey,
+            "--schema-from", dir.file("train.csv"), "--drop", "patient_id", "--normalize", dir.file("stats.json"), "-q",
+        ]).checked()
         let g0 = col + "/generations/g000000.fbg"
-        let members = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: g0))).payload).members
+        let members = try ContainerReader.read(
+            payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: g0))).payload
+        ).members
         let schema = try TabularSchema.parse(try #require(members[TabularSchema.member]))
         #expect(schema.features == ["f0", "f1", "f2", "f3"] && schema.label == "label" && schema.std?.count == 4)
         #expect(abs((schema.mean?[0] ?? 0) - 1000) < 10)
@@ -58,23 +73,37 @@ struct TabularSchemaTests {
             let home = dir.file(site)
             let asc = try keyring.exportPublic(siteKeys[i], to: "\(site).asc")
             try fb(["keys", "add", "--home", col, "--site", site, asc, "-q"]).checked()
-            try fb(["init", "site", "--home", home, "--site-id", site, "--key", siteKeys[i], "--collector-key", col + "/keys/collector.asc",
-                    "--model-id", "tab", "-q"]).checked()
+            try fb([
+                "init", "site", "--home", home, "--site-id", site, "--key", siteKeys[i], "--collector-key",
+                col + "/keys/collector.asc",
+                "--model-id", "tab", "-q",
+            ]).checked()
             try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
             // An id column the schema does not name must be dropped explicitly.
             let id = try fb(["train", "--home", home, "--data", dir.file(csv), "--seed", "1"])
-            #expect(id.status == 1 && id.err.contains("\"patient_id\" is not in the model's schema") && id.err.contains("--drop"), "\(id.err)")
-            let r = try fb(["train", "--home", home, "--data", dir.file(csv), "--drop", "patient_id", "--seed", "1", "--epochs", "10", "--lr", "0.1", "--json"])
+            #expect(
+                id.status == 1 && id.err.contains("\"patient_id\" is not in the model's schema")
+                    && id.err.contains("--drop"), "\(id.err)")
+            let r = try fb([
+                "train", "--home", home, "--data", dir.file(csv), "--drop", "patient_id", "--seed", "1", "--epochs",
+                "10", "--lr", "0.1", "--json",
+            ])
             #expect(r.status == 0, "\(r.err)")
             let file = try #require((try r.summary()["bundle"] as? [String: Any])?["file"] as? String)
-            bundles.append(try #require(try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: file))).payload)
-                .members[ContainerPath.tensors]))
+            bundles.append(
+                try #require(
+                    try ContainerReader.read(
+                        payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: file))).payload
+                    )
+                    .members[ContainerPath.tensors]))
         }
         // The same data with two columns swapped gives the same update, bit for bit.
         #expect(bundles.count == 2 && bundles[0] == bundles[1])
 
         // A missing column is named.
-        let missing = try fb(["train", "--home", dir.file("site-a"), "--data", dir.file("missing.csv"), "--drop", "patient_id", "--force"])
+        let missing = try fb([
+            "train", "--home", dir.file("site-a"), "--data", dir.file("missing.csv"), "--drop", "patient_id", "--force",
+        ])
         #expect(missing.status == 1 && missing.err.contains("missing column \"f3\""), "\(missing.err)")
 
         // eval reads by the schema too: both files score the same, and well
@@ -89,13 +118,19 @@ struct TabularSchemaTests {
         // Generations after a merge keep the schema.
         for site in ["site-a", "site-b"] {
             for name in try FileManager.default.contentsOfDirectory(atPath: dir.file(site) + "/outbox") {
-                try FileManager.default.moveItem(atPath: dir.file(site) + "/outbox/" + name, toPath: col + "/inbox/" + name)
+                try FileManager.default.moveItem(
+                    atPath: dir.file(site) + "/outbox/" + name, toPath: col + "/inbox/" + name)
             }
         }
         try fb(["merge", "--home", col, "--settle", "0", "--min-bundles", "2", "-q"]).checked()
-        let g1 = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: col + "/generations/g000001.fbg"))).payload)
+        let g1 = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: col + "/generations/g000001.fbg"))
+            ).payload)
         #expect(g1.members[TabularSchema.member] == members[TabularSchema.member])
-        let after = try fb(["eval", "--home", col, "latest", "--data", dir.file("train.csv"), "--drop", "patient_id", "--json"])
+        let after = try fb([
+            "eval", "--home", col, "latest", "--data", dir.file("train.csv"), "--drop", "patient_id", "--json",
+        ])
         let accuracy = try after.summary()["accuracy"] as? Double ?? 0
         #expect(accuracy > 0.8, "accuracy \(accuracy) after one generation (generation 0: \(accuracies[0]))")
     }

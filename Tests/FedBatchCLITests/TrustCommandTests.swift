@@ -16,7 +16,10 @@ struct TrustCommandTests {
         func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
         let root = keyring.dir.path
 
-        let made = try fb(["init", "collector", "--home", "\(root)/col", "--model-id", "fmnist", "--arch", "mlp:784-16-10", "--key", collector, "--json"])
+        let made = try fb([
+            "init", "collector", "--home", "\(root)/col", "--model-id", "fmnist", "--arch", "mlp:784-16-10", "--key",
+            collector, "--json",
+        ])
         #expect(made.status == 0, "\(made.err)")
         let info = try made.summary()
         #expect(info["file"] as? String == "\(root)/col/generations/g000000.fbg" && info["generation"] as? Int == 0)
@@ -26,10 +29,13 @@ struct TrustCommandTests {
         for (site, fpr) in sites {
             let asc = try keyring.exportPublic(fpr, to: "\(site).asc")
             #expect(try fb(["keys", "add", "--home", "\(root)/col", "--site", site, asc]).status == 0)
-            let r = try fb(["init", "site", "--home", "\(root)/\(site)", "--site-id", site, "--key", fpr,
-                            "--collector-key", "\(root)/col/keys/collector.asc", "--model-id", "fmnist"])
+            let r = try fb([
+                "init", "site", "--home", "\(root)/\(site)", "--site-id", site, "--key", fpr,
+                "--collector-key", "\(root)/col/keys/collector.asc", "--model-id", "fmnist",
+            ])
             #expect(r.status == 0, "\(r.err)")
-            try FileManager.default.copyItem(atPath: "\(root)/col/generations/g000000.fbg", toPath: "\(root)/\(site)/generations/g000000.fbg")
+            try FileManager.default.copyItem(
+                atPath: "\(root)/col/generations/g000000.fbg", toPath: "\(root)/\(site)/generations/g000000.fbg")
             let v = try fb(["verify", "--home", "\(root)/\(site)", "\(root)/\(site)/generations/g000000.fbg"])
             #expect(v.status == 0, "\(v.err)")
             #expect(v.out.contains("generation 0, signed by \(collector) (the collector)"))
@@ -37,16 +43,21 @@ struct TrustCommandTests {
 
         // FEDBATCH_HOME stands in for --home, and --json gives one verdict per file.
         env["FEDBATCH_HOME"] = "\(root)/site-1"
-        let j = try Subprocess.fedbatch(["verify", "--json", "\(root)/site-1/generations/g000000.fbg"], environment: env)
+        let j = try Subprocess.fedbatch(
+            ["verify", "--json", "\(root)/site-1/generations/g000000.fbg"], environment: env)
         let verdicts = try #require(try j.summary()["files"] as? [[String: Any]])
-        #expect(verdicts.count == 1 && verdicts[0]["ok"] as? Bool == true && verdicts[0]["signer"] as? String == collector)
-        #expect(verdicts[0]["role"] as? String == "collector" && verdicts[0]["generation"] as? Int == 0 && verdicts[0]["kind"] as? String == "generation")
+        #expect(
+            verdicts.count == 1 && verdicts[0]["ok"] as? Bool == true && verdicts[0]["signer"] as? String == collector)
+        #expect(
+            verdicts[0]["role"] as? String == "collector" && verdicts[0]["generation"] as? Int == 0
+                && verdicts[0]["kind"] as? String == "generation")
 
         // keys list shows the collector and both sites.
         let list = try fb(["keys", "list", "--home", "\(root)/col", "--json"])
         let rows = try #require(try list.summary()["keys"] as? [[String: Any]])
         #expect(Set(rows.compactMap { $0["fingerprint"] as? String }) == Set([collector] + sites.values))
-        #expect(rows.first { $0["site"] as? String == "site-2" }?["user_id"] as? String == "site-2 <site-2@fedbatch.test>")
+        #expect(
+            rows.first { $0["site"] as? String == "site-2" }?["user_id"] as? String == "site-2 <site-2@fedbatch.test>")
         let human = try fb(["keys", "list", "--home", "\(root)/col"])
         #expect(human.out.contains("(collector)  \(collector)  never"))
     }
@@ -58,7 +69,10 @@ struct TrustCommandTests {
         try verifier.gpg(["--import", fed.collector + "/keys/collector.asc"])
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = verifier.home
-        let r = try Subprocess.run("/bin/sh", ["\(TestPaths.packageRoot)/examples/standard-tools.sh", fed.collector + "/generations/g000000.fbg"], environment: env)
+        let r = try Subprocess.run(
+            "/bin/sh",
+            ["\(TestPaths.packageRoot)/examples/standard-tools.sh", fed.collector + "/generations/g000000.fbg"],
+            environment: env)
         #expect(r.status == 0, "\(r.err)")
         #expect(r.err.contains("Good signature from \"collector <collector@fedbatch.test>\""), "\(r.err)")
         // And the manual page holds exactly the commands the example runs.
@@ -69,7 +83,8 @@ struct TrustCommandTests {
         var bytes = try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/generations/g000000.fbg"))
         bytes[100] ^= 0x04
         let altered = try verifier.dir.write("altered.fbg", bytes)
-        let a = try Subprocess.run("/bin/sh", ["\(TestPaths.packageRoot)/examples/standard-tools.sh", altered], environment: env)
+        let a = try Subprocess.run(
+            "/bin/sh", ["\(TestPaths.packageRoot)/examples/standard-tools.sh", altered], environment: env)
         #expect(a.status != 0 && a.err.contains("does NOT match the statement"), "\(a.out)\(a.err)")
     }
 
@@ -78,7 +93,8 @@ struct TrustCommandTests {
         let fed = try Federation()
         let k = fed.keyring
         let extra = try k.generate("site-3")
-        let secret = try k.dir.write("secret.asc", try k.gpg(["--armor", "--export-secret-keys", extra], stdin: nil).stdout)
+        let secret = try k.dir.write(
+            "secret.asc", try k.gpg(["--armor", "--export-secret-keys", extra], stdin: nil).stdout)
         let two = try k.dir.write("two.asc", try k.gpg(["--armor", "--export", extra, fed.siteKeys["site-1"]!]).stdout)
         let site1 = try k.exportPublic(fed.siteKeys["site-1"]!, to: "s1.asc")
         let coll = fed.collector + "/keys/collector.asc"
@@ -116,37 +132,57 @@ struct TrustCommandTests {
         #expect(onSite.status == 1 && onSite.err.contains("is a site home; this command needs a collector home"))
     }
 
-    @Test("keys add refuses RSA-1024, DSA-1024 and keys that cannot sign; a weak key pinned by hand signs nothing that verifies")
+    @Test(
+        "keys add refuses RSA-1024, DSA-1024 and keys that cannot sign; a weak key pinned by hand signs nothing that verifies"
+    )
     func weakKeys() throws {
         let fed = try Federation()
         let k = fed.keyring
         var fprs: [String: String] = [:]
-        for (name, algo, usage) in [("rsa-1024", "rsa1024", "sign"), ("dsa-1024", "dsa1024", "sign"), ("cert-only", "ed25519", "cert")] {
+        for (name, algo, usage) in [
+            ("rsa-1024", "rsa1024", "sign"), ("dsa-1024", "dsa1024", "sign"), ("cert-only", "ed25519", "cert"),
+        ] {
             try k.gpg(["--passphrase", "", "--quick-gen-key", "\(name) <\(name)@fedbatch.test>", algo, usage, "0"])
             fprs[name] = try k.fingerprint(of: name)
         }
-        for (name, message) in [("rsa-1024", "RSA-1024 is below the minimum of RSA-2048"), ("dsa-1024", "DSA-1024 keys are not accepted"), ("cert-only", "cannot sign")] {
-            let r = try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-9", try k.exportPublic(fprs[name]!, to: "\(name).asc")])
+        for (name, message) in [
+            ("rsa-1024", "RSA-1024 is below the minimum of RSA-2048"), ("dsa-1024", "DSA-1024 keys are not accepted"),
+            ("cert-only", "cannot sign"),
+        ] {
+            let r = try fed.fedbatch([
+                "keys", "add", "--home", fed.collector, "--site", "site-9",
+                try k.exportPublic(fprs[name]!, to: "\(name).asc"),
+            ])
             #expect(r.status == 1 && r.err.contains(message), "\(name): \(r.err)")
         }
         #expect(!FileManager.default.fileExists(atPath: fed.collector + "/keys/sites/site-9.asc"))
         // An older fedbatch may have pinned a weak key: its signatures are refused anyway.
-        try FileManager.default.copyItem(atPath: k.dir.file("rsa-1024.asc"), toPath: fed.collector + "/keys/sites/site-9.asc")
-        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
-                                base: .init(number: 0, digest: try fed.generation(0).digest), site: .init(id: "site-9", seq: 1), numExamples: 5)
-        let sealed = try fed.signer(fprs["rsa-1024"]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
+        try FileManager.default.copyItem(
+            atPath: k.dir.file("rsa-1024.asc"), toPath: fed.collector + "/keys/sites/site-9.asc")
+        let manifest = Manifest(
+            kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            base: .init(number: 0, digest: try fed.generation(0).digest), site: .init(id: "site-9", seq: 1),
+            numExamples: 5)
+        let sealed = try fed.signer(fprs["rsa-1024"]!).seal(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))])
         let path = try k.dir.write("weak.fbu", sealed.file)
         let v = try fed.fedbatch(["verify", "--home", fed.collector, path])
-        #expect(v.status == 3 && v.out.contains("signature.weak-key") || v.err.contains("signature.weak-key"), "\(v.out)\(v.err)")
+        #expect(
+            v.status == 3 && v.out.contains("signature.weak-key") || v.err.contains("signature.weak-key"),
+            "\(v.out)\(v.err)")
     }
 
-    @Test("a key renewed in gpg is re-pinned under the same fingerprint, for a site and for the collector; keys take the home's lock")
+    @Test(
+        "a key renewed in gpg is re-pinned under the same fingerprint, for a site and for the collector; keys take the home's lock"
+    )
     func renewAndLock() throws {
         let fed = try Federation()
         let k = fed.keyring
         let site1 = fed.siteKeys["site-1"]!
         try k.gpg(["--quick-set-expire", site1, "2y"])
-        let renewed = try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", try k.exportPublic(site1, to: "s1-renewed.asc")])
+        let renewed = try fed.fedbatch([
+            "keys", "add", "--home", fed.collector, "--site", "site-1", try k.exportPublic(site1, to: "s1-renewed.asc"),
+        ])
         #expect(renewed.status == 0 && renewed.out.contains("renewed \(site1) for site site-1"), "\(renewed.err)")
         let list = try fed.fedbatch(["keys", "list", "--home", fed.collector, "--json"])
         #expect(list.out.contains("\"expires\":\"20"), "\(list.out)")
@@ -154,8 +190,11 @@ struct TrustCommandTests {
         try k.gpg(["--quick-set-expire", fed.collectorKey, "3y"])
         let collectorFile = try k.exportPublic(fed.collectorKey, to: "collector-renewed.asc")
         let onSite = try fed.fedbatch(["keys", "add", "--home", fed.site("site-2"), "--collector", collectorFile])
-        #expect(onSite.status == 0 && onSite.out.contains("renewed \(fed.collectorKey) for the collector"), "\(onSite.err)")
-        let other = try fed.fedbatch(["keys", "add", "--home", fed.site("site-2"), "--collector", try k.exportPublic(site1, to: "s1b.asc")])
+        #expect(
+            onSite.status == 0 && onSite.out.contains("renewed \(fed.collectorKey) for the collector"), "\(onSite.err)")
+        let other = try fed.fedbatch([
+            "keys", "add", "--home", fed.site("site-2"), "--collector", try k.exportPublic(site1, to: "s1b.asc"),
+        ])
         #expect(other.status == 1 && other.err.contains("only the same key, renewed"), "\(other.err)")
 
         // While a merge holds the lock, keys remove changes nothing and exits 4.
@@ -163,7 +202,9 @@ struct TrustCommandTests {
         let removed = try fed.fedbatch(["keys", "remove", "--home", fed.collector, "--site", "site-2"])
         #expect(removed.status == 4 && removed.err.contains("holds"), "\(removed.err)")
         #expect(FileManager.default.fileExists(atPath: fed.collector + "/keys/sites/site-2.asc"))
-        #expect(try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", k.dir.file("s1-renewed.asc")]).status == 4)
+        #expect(
+            try fed.fedbatch(["keys", "add", "--home", fed.collector, "--site", "site-1", k.dir.file("s1-renewed.asc")])
+                .status == 4)
         withExtendedLifetime(lock) {}
     }
 
@@ -175,27 +216,40 @@ struct TrustCommandTests {
         bytes[100] ^= 0x04
         let bad = try fed.keyring.dir.write("bad.fbg", bytes)
         // A generation signed by a site key, not the collector's.
-        let forged = try fed.keyring.dir.write("forged.fbg", try fed.signer(fed.siteKeys["site-1"]!).seal(
-            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
-                               parent: .init(number: 0, digest: String(repeating: "0", count: 64))),
-            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).file)
+        let forged = try fed.keyring.dir.write(
+            "forged.fbg",
+            try fed.signer(fed.siteKeys["site-1"]!).seal(
+                manifest: Manifest(
+                    kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+                    generation: 1,
+                    parent: .init(number: 0, digest: String(repeating: "0", count: 64))),
+                members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]
+            ).file)
         let r = try fed.fedbatch(["verify", "--home", fed.site("site-2"), good, bad, forged, fed.root + "/nope.fbg"])
         #expect(r.status == 3)
         #expect(r.out.contains("ok    \(good)"))
         #expect(r.err.contains("FAIL  \(bad): the payload's SHA-256 is"))
         #expect(r.err.contains("the payload was altered after signing [payload.digest]"))
-        #expect(r.err.contains("FAIL  \(forged): signed by key \(fed.siteKeys["site-1"]!), which is not pinned in this home [signature.unknown-key]"))
+        #expect(
+            r.err.contains(
+                "FAIL  \(forged): signed by key \(fed.siteKeys["site-1"]!), which is not pinned in this home [signature.unknown-key]"
+            ))
         #expect(r.err.contains("nope.fbg: cannot open"))
         // The collector pins site-1, so there the same file names the role instead.
         let c = try fed.fedbatch(["verify", "--home", fed.collector, forged])
-        #expect(c.err.contains("generation 1: signed by \(fed.siteKeys["site-1"]!), which is pinned for site site-1, not the collector"))
+        #expect(
+            c.err.contains(
+                "generation 1: signed by \(fed.siteKeys["site-1"]!), which is pinned for site site-1, not the collector"
+            ))
     }
 
     @Test("export writes weights that torch loads into nn.Sequential with strict=True")
     func exportToTorch() throws {
         let fed = try Federation(arch: "mlp:6-5-4-3")
         let out = fed.keyring.dir.file("w.safetensors")
-        let r = try fed.fedbatch(["export", "--home", fed.site("site-1"), fed.collector + "/generations/g000000.fbg", "--out", out])
+        let r = try fed.fedbatch([
+            "export", "--home", fed.site("site-1"), fed.collector + "/generations/g000000.fbg", "--out", out,
+        ])
         #expect(r.status == 0, "\(r.err)")
         let py = try Subprocess.python("torch_load.py", [out, "mlp:6-5-4-3"])
         try #require(py.status == 0, "\(py.err)")
@@ -222,34 +276,46 @@ struct TrustCommandTests {
         let good = keyring.dir.file("good.safetensors")
         let bad = keyring.dir.file("bad.safetensors")
         let script = """
-        import numpy as np
-        from safetensors.numpy import save_file
-        rng = np.random.default_rng(0)
-        w = {"0.weight": rng.standard_normal((3, 4)).astype(np.float16), "0.bias": np.zeros(3, np.float16),
-             "2.weight": rng.standard_normal((2, 3)).astype(np.float16), "2.bias": np.ones(2, np.float16)}
-        save_file(w, "\(good)")
-        w["2.weight"] = w["2.weight"].T.copy()
-        save_file(w, "\(bad)")
-        """
+            import numpy as np
+            from safetensors.numpy import save_file
+            rng = np.random.default_rng(0)
+            w = {"0.weight": rng.standard_normal((3, 4)).astype(np.float16), "0.bias": np.zeros(3, np.float16),
+                 "2.weight": rng.standard_normal((2, 3)).astype(np.float16), "2.bias": np.ones(2, np.float16)}
+            save_file(w, "\(good)")
+            w["2.weight"] = w["2.weight"].T.copy()
+            save_file(w, "\(bad)")
+            """
         let py = try Subprocess.run(TestPaths.python, ["-c", script])
         try #require(py.status == 0, "\(py.err)")
-        let r = try Subprocess.fedbatch(["init", "collector", "--home", keyring.dir.file("c1"), "--model-id", "m", "--arch", Samples.arch,
-                                          "--key", fpr, "--weights", good], environment: env)
+        let r = try Subprocess.fedbatch(
+            [
+                "init", "collector", "--home", keyring.dir.file("c1"), "--model-id", "m", "--arch", Samples.arch,
+                "--key", fpr, "--weights", good,
+            ], environment: env)
         #expect(r.status == 0, "\(r.err)")
-        let c = try ContainerReader.read(payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: keyring.dir.file("c1/generations/g000000.fbg")))).payload)
+        let c = try ContainerReader.read(
+            payload: try ContainerFile.split(
+                try Data(contentsOf: URL(fileURLWithPath: keyring.dir.file("c1/generations/g000000.fbg")))
+            ).payload)
         let t = try c.tensors()
         let src = try SafetensorsFile.open(path: good)
         #expect(t.tensor("2.bias")?.dtype == .f32)
         #expect(t.tensor("0.weight")?.floats() == src.tensor("0.weight")?.floats())
 
-        let refused = try Subprocess.fedbatch(["init", "collector", "--home", keyring.dir.file("c2"), "--model-id", "m", "--arch", Samples.arch,
-                                                "--key", fpr, "--weights", bad], environment: env)
+        let refused = try Subprocess.fedbatch(
+            [
+                "init", "collector", "--home", keyring.dir.file("c2"), "--model-id", "m", "--arch", Samples.arch,
+                "--key", fpr, "--weights", bad,
+            ], environment: env)
         #expect(refused.status == 3)
         #expect(refused.err.contains("tensor \"2.weight\" has shape [3, 2], expected [2, 3]"))
         #expect(!FileManager.default.fileExists(atPath: keyring.dir.file("c2/fedbatch.toml")))
         // An existing home is never overwritten.
-        let again = try Subprocess.fedbatch(["init", "collector", "--home", keyring.dir.file("c1"), "--model-id", "m", "--arch", Samples.arch,
-                                              "--key", fpr], environment: env)
+        let again = try Subprocess.fedbatch(
+            [
+                "init", "collector", "--home", keyring.dir.file("c1"), "--model-id", "m", "--arch", Samples.arch,
+                "--key", fpr,
+            ], environment: env)
         #expect(again.status == 1 && again.err.contains("is already a fedbatch home"))
     }
 
@@ -261,14 +327,19 @@ struct TrustCommandTests {
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = keyring.home
         let home = keyring.dir.file("col")
-        let r = try Subprocess.fedbatch(["init", "collector", "--home", home, "--model-id", "m", "--arch", Samples.arch, "--key", fpr], environment: env)
+        let r = try Subprocess.fedbatch(
+            ["init", "collector", "--home", home, "--model-id", "m", "--arch", Samples.arch, "--key", fpr],
+            environment: env)
         #expect(r.status == 1)
         #expect(r.err.contains("protected by a passphrase and none was given (use --passphrase-file)"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: home + "/fedbatch.toml"))
         #expect(!FileManager.default.fileExists(atPath: home + "/generations/g000000.fbg"))
         let pass = try keyring.dir.write("pass", Data("s3cret\n".utf8))
-        let ok = try Subprocess.fedbatch(["init", "collector", "--home", home, "--model-id", "m", "--arch", Samples.arch, "--key", fpr,
-                                           "--passphrase-file", pass], environment: env)
+        let ok = try Subprocess.fedbatch(
+            [
+                "init", "collector", "--home", home, "--model-id", "m", "--arch", Samples.arch, "--key", fpr,
+                "--passphrase-file", pass,
+            ], environment: env)
         #expect(ok.status == 0, "\(ok.err)")
     }
 
@@ -279,11 +350,15 @@ struct TrustCommandTests {
         let s = try keyring.generate("site-1")
         var env = ProcessInfo.processInfo.environment
         env["GNUPGHOME"] = keyring.home
-        let secret = try keyring.dir.write("c-secret.asc", try keyring.gpg(["--armor", "--export-secret-keys", c]).stdout)
+        let secret = try keyring.dir.write(
+            "c-secret.asc", try keyring.gpg(["--armor", "--export-secret-keys", c]).stdout)
         let own = try keyring.exportPublic(s, to: "own.asc")
         for (file, message) in [(secret, "holds a secret key"), (own, "this is the site's own signing key")] {
-            let r = try Subprocess.fedbatch(["init", "site", "--home", keyring.dir.file("s"), "--site-id", "site-1", "--key", s,
-                                              "--collector-key", file, "--model-id", "m"], environment: env)
+            let r = try Subprocess.fedbatch(
+                [
+                    "init", "site", "--home", keyring.dir.file("s"), "--site-id", "site-1", "--key", s,
+                    "--collector-key", file, "--model-id", "m",
+                ], environment: env)
             #expect(r.status == 1)
             #expect(r.err.contains(message), "\(r.err)")
         }

@@ -8,7 +8,8 @@ public final class TestKeyring: @unchecked Sendable {
     public var home: String { dir.path + "/g" }
 
     public init() throws {
-        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: home, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
     deinit {
@@ -18,15 +19,21 @@ public final class TestKeyring: @unchecked Sendable {
     /// Runs gpg on this home in batch mode.
     @discardableResult
     public func gpg(_ args: [String], stdin: String? = nil) throws -> ProcessResult {
-        let r = try Subprocess.run("/usr/bin/gpg", ["--homedir", home, "--batch", "--no-tty", "--pinentry-mode", "loopback"] + args, stdin: stdin)
-        if r.status != 0 { throw Subprocess.Failure(description: "gpg \(args.joined(separator: " ")) failed: \(r.err)") }
+        let r = try Subprocess.run(
+            "/usr/bin/gpg", ["--homedir", home, "--batch", "--no-tty", "--pinentry-mode", "loopback"] + args,
+            stdin: stdin)
+        if r.status != 0 {
+            throw Subprocess.Failure(description: "gpg \(args.joined(separator: " ")) failed: \(r.err)")
+        }
         return r
     }
 
     /// Generates an ed25519 signing key and returns its fingerprint.
     /// `expire` is gpg's expiry (`0` for never, `1d`, `seconds=N`, …);
     /// `fakedTime` (`20200101T000000`) makes the key as if created then.
-    public func generate(_ name: String, passphrase: String = "", expire: String = "0", fakedTime: String? = nil) throws -> String {
+    public func generate(
+        _ name: String, passphrase: String = "", expire: String = "0", fakedTime: String? = nil
+    ) throws -> String {
         var args = ["--passphrase", passphrase]
         if let fakedTime { args += ["--faked-system-time", fakedTime + "!", "--ignore-time-conflict"] }
         try gpg(args + ["--quick-gen-key", "\(name) <\(name)@fedbatch.test>", "ed25519", "sign", expire])
@@ -60,7 +67,8 @@ public final class TestKeyring: @unchecked Sendable {
     public func revoke(_ fpr: String) throws {
         let cert = "\(home)/openpgp-revocs.d/\(fpr).rev"
         // gpg stores it with the armor line escaped by ":" against accidental use.
-        let text = try String(contentsOfFile: cert, encoding: .utf8).replacingOccurrences(of: ":-----BEGIN", with: "-----BEGIN")
+        let text = try String(contentsOfFile: cert, encoding: .utf8).replacingOccurrences(
+            of: ":-----BEGIN", with: "-----BEGIN")
         let path = try dir.write("revoke-\(fpr).asc", Data(text.utf8))
         try gpg(["--import", path])
     }
@@ -88,8 +96,10 @@ public final class Federation: @unchecked Sendable {
         siteKeys = keys
         // Built through the library; the CLI tests drive the same steps
         // through the binary where the commands themselves are under test.
-        let home = try Home.createCollector(at: collector, modelID: "demo", arch: arch, signer: try signer(collectorKey),
-                                            weights: nil, seed: 1).home
+        let home = try Home.createCollector(
+            at: collector, modelID: "demo", arch: arch, signer: try signer(collectorKey),
+            weights: nil, seed: 1
+        ).home
         // Tests write inbox files and merge at once, often one bundle at a
         // time; the settle time and the quorum are tested on their own.
         try setCollectorConfig("settle_seconds", "0")
@@ -97,15 +107,17 @@ public final class Federation: @unchecked Sendable {
         for s in sites {
             let file = try keyring.exportPublic(keys[s]!, to: "\(s).asc")
             _ = try home.pinSiteKey(site: s, keyFile: file)
-            _ = try Home.createSite(at: site(s), siteID: s, modelID: "demo", signer: try signer(keys[s]!),
-                                   collectorKeyPath: collector + "/keys/collector.asc")
+            _ = try Home.createSite(
+                at: site(s), siteID: s, modelID: "demo", signer: try signer(keys[s]!),
+                collectorKeyPath: collector + "/keys/collector.asc")
         }
     }
 
     /// Sets `key = value` in the collector's fedbatch.toml (a key fedbatch wrote).
     public func setCollectorConfig(_ key: String, _ value: String) throws {
         let path = collector + "/fedbatch.toml"
-        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(
+            separator: "\n", omittingEmptySubsequences: false)
         let updated = lines.map { $0.hasPrefix("\(key) = ") ? "\(key) = \(value)" : String($0) }.joined(separator: "\n")
         try updated.write(toFile: path, atomically: true, encoding: .utf8)
     }
@@ -114,8 +126,12 @@ public final class Federation: @unchecked Sendable {
     /// whether fedbatch wrote the key or left it commented out.
     public static func setConfig(home: String, table: String, _ key: String, _ value: String) throws {
         let path = home + "/fedbatch.toml"
-        var lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard let start = lines.firstIndex(of: "[\(table)]") else { throw Subprocess.Failure(description: "no [\(table)] in \(path)") }
+        var lines = try String(contentsOfFile: path, encoding: .utf8).split(
+            separator: "\n", omittingEmptySubsequences: false
+        ).map(String.init)
+        guard let start = lines.firstIndex(of: "[\(table)]") else {
+            throw Subprocess.Failure(description: "no [\(table)] in \(path)")
+        }
         var end = start + 1
         while end < lines.count, !lines[end].hasPrefix("[") { end += 1 }
         lines[(start + 1)..<end].removeAll { $0.hasPrefix("\(key) = ") || $0.hasPrefix("# \(key) = ") }
@@ -127,7 +143,10 @@ public final class Federation: @unchecked Sendable {
     @discardableResult
     public func run(_ args: [String]) throws -> ProcessResult {
         let r = try fedbatch(args)
-        if r.status != 0 { throw Subprocess.Failure(description: "fedbatch \(args.joined(separator: " ")) exited \(r.status): \(r.err)") }
+        if r.status != 0 {
+            throw Subprocess.Failure(
+                description: "fedbatch \(args.joined(separator: " ")) exited \(r.status): \(r.err)")
+        }
         return r
     }
 
@@ -142,19 +161,25 @@ public final class Federation: @unchecked Sendable {
 
     /// The collector's generation `n`: its number and digest.
     public func generation(_ n: Int) throws -> (number: Int, digest: String) {
-        let file = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: collector + "/generations/" + HomeLayout.generationFileName(n))))
+        let file = try ContainerFile.split(
+            try Data(contentsOf: URL(fileURLWithPath: collector + "/generations/" + HomeLayout.generationFileName(n))))
         return (n, file.digest.hex)
     }
 
     /// A signed update for `site` (signed with `signedBy`'s key, by default
     /// the site's own), written into the collector's inbox as `name`.
     @discardableResult
-    public func update(site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100, name: String? = nil,
-                       scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil, signedBy: String? = nil) throws -> String {
-        let manifest = Manifest(kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
-                                base: .init(number: base.number, digest: base.digest), site: .init(id: site, seq: seq), numExamples: examples)
+    public func update(
+        site: String, seq: Int64, base: (number: Int, digest: String), examples: Int64 = 100, name: String? = nil,
+        scale: Float = 0.01, tensors: [(name: String, tensor: Tensor)]? = nil, signedBy: String? = nil
+    ) throws -> String {
+        let manifest = Manifest(
+            kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-0\(min(9, seq))T00:00:00Z",
+            base: .init(number: base.number, digest: base.digest), site: .init(id: site, seq: seq),
+            numExamples: examples)
         let t = try tensors ?? Samples.weights(arch: arch, scale: scale * Float(seq))
-        let sealed = try signer(signedBy ?? siteKeys[site]!).seal(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))])
+        let sealed = try signer(signedBy ?? siteKeys[site]!).seal(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))])
         let path = collector + "/inbox/" + (name ?? "demo-g\(base.number)-\(site)-\(seq).fbu")
         try sealed.file.write(to: URL(fileURLWithPath: path))
         return path

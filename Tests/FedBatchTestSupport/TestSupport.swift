@@ -1,5 +1,6 @@
 import FedBatch
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -114,12 +115,18 @@ public enum Subprocess {
     /// Runs a program with stdout and stderr captured through files.
     /// With `measuringRSS`, it runs under /usr/bin/time, a small process
     /// whose fork leaves the program a clean peak-RSS figure.
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           stdin: String? = nil, measuringRSS: Bool = false) throws -> ProcessResult {
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+        stdin: String? = nil, measuringRSS: Bool = false
+    ) throws -> ProcessResult {
         let io = TempDir()
         if measuringRSS {
-            let r = try run("/usr/bin/time", ["-f", "%M", "-o", io.file("rss"), executable] + arguments, environment: environment, stdin: stdin)
-            let kib = Int((try? String(contentsOfFile: io.file("rss"), encoding: .utf8))?.split(separator: "\n").last ?? "") ?? -1
+            let r = try run(
+                "/usr/bin/time", ["-f", "%M", "-o", io.file("rss"), executable] + arguments, environment: environment,
+                stdin: stdin)
+            let kib =
+                Int((try? String(contentsOfFile: io.file("rss"), encoding: .utf8))?.split(separator: "\n").last ?? "")
+                ?? -1
             return ProcessResult(status: r.status, stdout: r.stdout, stderr: r.stderr, maxRSSKiB: kib)
         }
         var env = environment ?? ProcessInfo.processInfo.environment
@@ -137,14 +144,17 @@ public enum Subprocess {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             let exit: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-            return ProcessResult(status: exit, stdout: (try? Data(contentsOf: URL(fileURLWithPath: io.file("out")))) ?? Data(),
-                                 stderr: (try? Data(contentsOf: URL(fileURLWithPath: io.file("err")))) ?? Data(), maxRSSKiB: 0)
+            return ProcessResult(
+                status: exit, stdout: (try? Data(contentsOf: URL(fileURLWithPath: io.file("out")))) ?? Data(),
+                stderr: (try? Data(contentsOf: URL(fileURLWithPath: io.file("err")))) ?? Data(), maxRSSKiB: 0)
         }
     }
 
     /// Starts a program without waiting for it, stdout and stderr going to files.
-    public static func start(_ executable: String, _ arguments: [String], environment: [String: String],
-                             stdin: String? = nil, io: TempDir = TempDir()) throws -> Running {
+    public static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String],
+        stdin: String? = nil, io: TempDir = TempDir()
+    ) throws -> Running {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -181,20 +191,24 @@ public enum Samples {
     public static let arch = "mlp:4-3-2"
 
     /// Small deterministic weights for `arch`.
-    public static func weights(arch spec: String = arch, scale: Float = 0.01) throws -> [(name: String, tensor: Tensor)] {
+    public static func weights(arch spec: String = arch, scale: Float = 0.01) throws -> [(name: String, tensor: Tensor)]
+    {
         let a = try ModelArchitecture(spec: spec)
         var k: Float = 0
         return a.tensorShapes.map { name, shape in
             let n = shape.reduce(1, *)
-            let values = (0..<n).map { _ -> Float in k += 1; return sin(k) * scale }
+            let values = (0..<n).map { _ -> Float in
+                k += 1; return sin(k) * scale
+            }
             return (name, Tensor(shape: shape, floats: values))
         }
     }
 
     public static func updateManifest(site: String = "site-1", seq: Int64 = 1, examples: Int64 = 100) -> Manifest {
-        Manifest(kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-01T00:00:00Z",
-                 base: .init(number: 0, digest: String(repeating: "ab", count: 32)),
-                 site: .init(id: site, seq: seq), numExamples: examples, metrics: ["loss": 0.5, "accuracy": 0.75])
+        Manifest(
+            kind: .update, model: .init(id: "demo", arch: arch), created: "2026-01-01T00:00:00Z",
+            base: .init(number: 0, digest: String(repeating: "ab", count: 32)),
+            site: .init(id: site, seq: seq), numExamples: examples, metrics: ["loss": 0.5, "accuracy": 0.75])
     }
 
     /// A file around any payload, with the statement an update from site-1
@@ -205,17 +219,22 @@ public enum Samples {
 
     /// The statement `seal` writes: an update from site-1, seq 1.
     public static func statement(for payload: Data) -> Data {
-        Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1),
-                  payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)).encoded
+        Statement(
+            kind: .update, model: "demo", site: .init(id: "site-1", seq: 1),
+            payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload)
+        ).encoded
     }
 
     /// An unsigned container file (empty signature slot) holding `weights`.
-    public static func unsignedContainer(manifest: Manifest = updateManifest(), tensors: [(name: String, tensor: Tensor)]? = nil,
-                                         extra: [(name: String, data: Data)] = []) throws -> Data {
+    public static func unsignedContainer(
+        manifest: Manifest = updateManifest(), tensors: [(name: String, tensor: Tensor)]? = nil,
+        extra: [(name: String, data: Data)] = []
+    ) throws -> Data {
         let t = try tensors ?? weights()
         let (payload, final) = try ContainerWriter.payload(
             manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(t))] + extra)
-        return ContainerFile.seal(payload: payload, statement: Statement(for: final, payload: payload).encoded, signature: Data())
+        return ContainerFile.seal(
+            payload: payload, statement: Statement(for: final, payload: payload).encoded, signature: Data())
     }
 }
 

@@ -15,7 +15,9 @@ struct ArchitectureTests {
         #expect(s.tensorShapes.map(\.shape) == [[10, 784], [10]])
     }
 
-    @Test("malformed specs are refused", arguments: ["mlp", "mlp:", "mlp:10", "cnn:1-2", "softmax:1-2-3", "mlp:4--2", "mlp:4-0-2", "mlp:4-1"])
+    @Test(
+        "malformed specs are refused",
+        arguments: ["mlp", "mlp:", "mlp:10", "cnn:1-2", "softmax:1-2-3", "mlp:4--2", "mlp:4-0-2", "mlp:4-1"])
     func badSpecs(spec: String) {
         #expect(throws: ArchitectureError.self) { try ModelArchitecture(spec: spec) }
     }

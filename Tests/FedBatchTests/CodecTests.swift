@@ -15,27 +15,44 @@ struct CodecTests {
     /// values, a short last block.
     static func delta(seed: UInt64 = 7) -> ModelWeights {
         var rng = SeededRandom(seed: seed)
-        return ModelWeights(arch: arch, tensors: arch.tensorShapes.enumerated().map { t, shape in
-            var x = (0..<shape.shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) * 0.01 }
-            if t == 0 {
-                for i in 0..<256 { x[i] = 0 }          // a whole int8 block of zeros
-                x[300] = 0.75                           // one value far above the rest
-                x[301] = 1e-30                          // below fp16's smallest subnormal
-                x[302] = -3e-6
-            }
-            return x
-        })
+        return ModelWeights(
+            arch: arch,
+            tensors: arch.tensorShapes.enumerated().map { t, shape in
+                var x = (0..<shape.shape.reduce(1, *)).map { _ in rng.uniform(-1, 1) * 0.01 }
+                if t == 0 {
+                    for i in 0..<256 { x[i] = 0 }  // a whole int8 block of zeros
+                    x[300] = 0.75  // one value far above the rest
+                    x[301] = 1e-30  // below fp16's smallest subnormal
+                    x[302] = -3e-6
+                }
+                return x
+            })
     }
 
     func numpyDecode(_ codec: String, _ stored: Data, in dir: TempDir) throws -> (ProcessResult, [Float]) {
-        let shapes = try JSONSerialization.data(withJSONObject: Self.arch.tensorShapes.map { [$0.name, $0.shape] as [Any] })
-        let r = try Subprocess.python("codec_decode.py", [codec, try dir.write("shapes.json", shapes), try dir.write("stored.safetensors", stored), dir.file("out.f32")])
+        let shapes = try JSONSerialization.data(
+            withJSONObject: Self.arch.tensorShapes.map { [$0.name, $0.shape] as [Any] })
+        let r = try Subprocess.python(
+            "codec_decode.py",
+            [
+                codec, try dir.write("shapes.json", shapes), try dir.write("stored.safetensors", stored),
+                dir.file("out.f32"),
+            ])
         guard r.status == 0 else { return (r, []) }
         let raw = try Data(contentsOf: URL(fileURLWithPath: dir.file("out.f32")))
-        return (r, raw.withUnsafeBytes { b in (0..<(raw.count / 4)).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } })
+        return (
+            r,
+            raw.withUnsafeBytes { b in
+                (0..<(raw.count / 4)).map {
+                    Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+                }
+            }
+        )
     }
 
-    @Test("each codec's decoded delta agrees bit for bit with the numpy decoder", arguments: ["fp32", "fp16", "bf16", "int8", "topk"])
+    @Test(
+        "each codec's decoded delta agrees bit for bit with the numpy decoder",
+        arguments: ["fp32", "fp16", "bf16", "int8", "topk"])
     func againstNumpy(name: String) throws {
         let dir = TempDir()
         let codec = try Codecs.make(name: name, topkFraction: 0.05)
@@ -74,8 +91,12 @@ struct CodecTests {
     func sizes() throws {
         let arch = try ModelArchitecture(spec: "mlp:784-256-128-10")
         var rng = SeededRandom(seed: 1)
-        let delta = ModelWeights(arch: arch, tensors: arch.tensorShapes.map { s in (0..<s.shape.reduce(1, *)).map { _ in rng.uniform(-0.01, 0.01) } })
-        func size(_ name: String, _ f: Double = 0.01) throws -> Int { SafetensorsWriter.encode(try Codecs.make(name: name, topkFraction: f).encode(delta)).count }
+        let delta = ModelWeights(
+            arch: arch,
+            tensors: arch.tensorShapes.map { s in (0..<s.shape.reduce(1, *)).map { _ in rng.uniform(-0.01, 0.01) } })
+        func size(_ name: String, _ f: Double = 0.01) throws -> Int {
+            SafetensorsWriter.encode(try Codecs.make(name: name, topkFraction: f).encode(delta)).count
+        }
         let fp32 = try size("fp32")
         #expect(Double(try size("int8")) / Double(fp32) < 0.27)
         #expect(Double(try size("fp16")) / Double(fp32) < 0.51)
@@ -83,11 +104,14 @@ struct CodecTests {
     }
 
     /// Stored tensors with one thing wrong, each refused by name before decoding.
-    @Test("hostile stored tensors are refused: indices out of range, unsorted or repeated, k above the tensor, NaN or negative scales, -128, wrong shapes, extra tensors")
+    @Test(
+        "hostile stored tensors are refused: indices out of range, unsorted or repeated, k above the tensor, NaN or negative scales, -128, wrong shapes, extra tensors"
+    )
     func hostile() throws {
         let dir = TempDir()
         let delta = Self.delta()
-        func refused(_ codec: String, _ edit: (inout [(name: String, tensor: Tensor)]) throws -> Void) throws -> String {
+        func refused(_ codec: String, _ edit: (inout [(name: String, tensor: Tensor)]) throws -> Void) throws -> String
+        {
             var stored = try Codecs.make(name: codec).encode(delta)
             try edit(&stored)
             let bytes = SafetensorsWriter.encode(stored)
@@ -112,21 +136,53 @@ struct CodecTests {
         let n = 40 * 300
         let k = Int((0.01 * Double(n)).rounded())
         let values = try Tensor(shape: [k], floats: [Float](repeating: 0.5, count: k)).converted(to: .f16)
-        #expect(try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 5 ? Int32(n) : $0 })) }.contains("outside a tensor of 12000"))
-        #expect(try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).reversed())) }.contains("strictly increasing"))
-        #expect(try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 3 ? 2 : $0 })) }.contains("strictly increasing"))
-        #expect(try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 0 ? -1 : $0 })) }.hasPrefix("codec.invalid"))
-        #expect(try refused("topk") {
-            replace(&$0, "0.bias#indices", try i32((0..<41).map { Int32($0) }))
-            replace(&$0, "0.bias#values", try Tensor(shape: [41], floats: [Float](repeating: 1, count: 41)).converted(to: .f16))
-        }.contains("keeps 41 values of a tensor of 40"))
-        #expect(try refused("topk") { replace(&$0, "0.weight#values", try values.replacing(0, with: .nan)) }.contains("NaN"))
-        #expect(try refused("int8") { replace(&$0, "0.weight#scale", Tensor(shape: [47], floats: [Float](repeating: .nan, count: 47))) }.contains("scale nan"))
-        #expect(try refused("int8") { replace(&$0, "0.bias#scale", Tensor(shape: [1], floats: [-1])) }.contains("scale -1"))
-        #expect(try refused("int8") { replace(&$0, "0.bias", try Tensor(dtype: .i8, shape: [40], data: Data([0x80] + [UInt8](repeating: 1, count: 39)))) }.contains("-128"))
-        #expect(try refused("int8") { replace(&$0, "0.bias#scale", Tensor(shape: [2], floats: [1, 1])) }.contains("has shape [2], not [1]"))
-        #expect(try refused("fp16") { $0.append(("extra", Tensor(shape: [1], floats: [1]))) }.contains("extra: is not a tensor this codec stores"))
-        #expect(try refused("fp32") { replace(&$0, "0.bias", try Tensor(shape: [40], floats: [Float](repeating: 1, count: 40)).converted(to: .f16)) }.contains("is F16, not F32"))
+        #expect(
+            try refused("topk") {
+                replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 5 ? Int32(n) : $0 }))
+            }.contains("outside a tensor of 12000"))
+        #expect(
+            try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).reversed())) }.contains(
+                "strictly increasing"))
+        #expect(
+            try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 3 ? 2 : $0 })) }
+                .contains("strictly increasing"))
+        #expect(
+            try refused("topk") { replace(&$0, "0.weight#indices", try i32((0..<Int32(k)).map { $0 == 0 ? -1 : $0 })) }
+                .hasPrefix("codec.invalid"))
+        #expect(
+            try refused("topk") {
+                replace(&$0, "0.bias#indices", try i32((0..<41).map { Int32($0) }))
+                replace(
+                    &$0, "0.bias#values",
+                    try Tensor(shape: [41], floats: [Float](repeating: 1, count: 41)).converted(to: .f16))
+            }.contains("keeps 41 values of a tensor of 40"))
+        #expect(
+            try refused("topk") { replace(&$0, "0.weight#values", try values.replacing(0, with: .nan)) }.contains("NaN")
+        )
+        #expect(
+            try refused("int8") {
+                replace(&$0, "0.weight#scale", Tensor(shape: [47], floats: [Float](repeating: .nan, count: 47)))
+            }.contains("scale nan"))
+        #expect(
+            try refused("int8") { replace(&$0, "0.bias#scale", Tensor(shape: [1], floats: [-1])) }.contains("scale -1"))
+        #expect(
+            try refused("int8") {
+                replace(
+                    &$0, "0.bias",
+                    try Tensor(dtype: .i8, shape: [40], data: Data([0x80] + [UInt8](repeating: 1, count: 39))))
+            }.contains("-128"))
+        #expect(
+            try refused("int8") { replace(&$0, "0.bias#scale", Tensor(shape: [2], floats: [1, 1])) }.contains(
+                "has shape [2], not [1]"))
+        #expect(
+            try refused("fp16") { $0.append(("extra", Tensor(shape: [1], floats: [1]))) }.contains(
+                "extra: is not a tensor this codec stores"))
+        #expect(
+            try refused("fp32") {
+                replace(
+                    &$0, "0.bias", try Tensor(shape: [40], floats: [Float](repeating: 1, count: 40)).converted(to: .f16)
+                )
+            }.contains("is F16, not F32"))
     }
 
     @Test("topk's selection keeps exactly the k largest magnitudes, ties to the lower index")

@@ -46,8 +46,9 @@ struct ContainerTests {
         #expect(statement.site == .init(id: "site-1", seq: 1) && statement.model == "demo")
     }
 
-    @Test("a truncated file, appended junk or a broken slot is refused before decompression",
-          arguments: ["truncated", "junk", "slot-magic", "slot-size", "oversized", "tiny"])
+    @Test(
+        "a truncated file, appended junk or a broken slot is refused before decompression",
+        arguments: ["truncated", "junk", "slot-magic", "slot-size", "oversized", "tiny"])
     func brokenSlot(kind: String) throws {
         let good = try Samples.unsignedContainer()
         var bad = good
@@ -80,7 +81,7 @@ struct ContainerTests {
         let expected: [String: String] = [
             "dotdot": "tar.unsafe-path", "absolute": "tar.unsafe-path", "symlink": "tar.symlink",
             "hardlink": "tar.hardlink", "directory": "tar.unsafe-path",  // tarfile names it "tensors.safetensors/"
-             "fifo": "tar.not-regular",
+            "fifo": "tar.not-regular",
             "duplicate": "tar.duplicate", "extra": "member.undeclared", "missing": "member.missing",
             "hash": "member.hash", "size": "member.size", "manifest-not-first": "manifest.not-first",
             "manifest-json": "manifest.invalid", "trailing": "tar.trailing-data",
@@ -103,7 +104,9 @@ struct ContainerTests {
     @Test("a frame that needs a 2 GiB window is refused")
     func hugeWindow() throws {
         let frame = ZstdFrames.frame(prefix: Data(), zeroBytes: 1024, windowLog: 31)
-        #expect(throws: ContainerError.compression(.windowTooLarge(limitLog: 27))) { try ContainerReader.read(payload: frame) }
+        #expect(throws: ContainerError.compression(.windowTooLarge(limitLog: 27))) {
+            try ContainerReader.read(payload: frame)
+        }
     }
 
     @Test("a truncated zstd frame is refused")
@@ -137,8 +140,12 @@ struct ContainerTests {
     @Test("data after the zstd frame, or a payload that is not zstd, is refused")
     func notOneFrame() throws {
         let payload = try ContainerFile.split(try Samples.unsignedContainer()).payload
-        #expect(throws: ContainerError.compression(.trailingData(bytes: 3))) { try ContainerReader.read(payload: payload + Data([1, 2, 3])) }
-        #expect(throws: ContainerError.compression(.notZstd)) { try ContainerReader.read(payload: Data("plain text".utf8)) }
+        #expect(throws: ContainerError.compression(.trailingData(bytes: 3))) {
+            try ContainerReader.read(payload: payload + Data([1, 2, 3]))
+        }
+        #expect(throws: ContainerError.compression(.notZstd)) {
+            try ContainerReader.read(payload: Data("plain text".utf8))
+        }
     }
 
     /// The frame header has bits a decoder ignores (zstd's "unused" bit, a
@@ -168,8 +175,10 @@ struct ContainerTests {
         m.version = 1
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
         // A generation is the model itself: fp32 only.
-        var g = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 1,
-                         parent: .init(number: 0, digest: String(repeating: "ab", count: 32)))
+        var g = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 1,
+            parent: .init(number: 0, digest: String(repeating: "ab", count: 32)))
         #expect(throws: Never.self) { try Samples.unsignedContainer(manifest: g) }
         g.codec = "int8"
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: g) }

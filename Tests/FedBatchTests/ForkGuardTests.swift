@@ -1,7 +1,8 @@
-@testable import FedBatch
 import FedBatchTestSupport
 import Foundation
 import Testing
+
+@testable import FedBatch
 
 /// Threaded OpenBLAS calls and forks (gpgme starting gpg) in one process,
 /// at once and repeatedly: before the fork guard this could leave an sgemm
@@ -26,7 +27,8 @@ struct ForkGuardTests {
         let deadline = 180
         let watchdog = Thread {
             if done.wait(timeout: .now() + .seconds(deadline)) == .timedOut {
-                FileHandle.standardError.write(Data("ForkGuard stress test: no progress in \(deadline) s, a BLAS call is stuck\n".utf8))
+                FileHandle.standardError.write(
+                    Data("ForkGuard stress test: no progress in \(deadline) s, a BLAS call is stuck\n".utf8))
                 abort()
             }
         }

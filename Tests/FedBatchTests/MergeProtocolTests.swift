@@ -7,17 +7,23 @@ import Testing
 struct MergeProtocolTests {
     let current = Manifest.GenerationRef(number: 4, digest: String(repeating: "c4", count: 32))
 
-    func rules(merged: [String: Int] = [:], lastSeq: [String: Int64] = [:], cap: Int64 = 1000, maxStaleness: Int = 0,
-               digests: [Int: String] = [:]) -> MergeProtocol {
-        var k = MergeProtocol.Knowledge(current: current, maxExamples: cap, mergedInto: { merged[$0] }, lastSequence: { lastSeq[$0] })
+    func rules(
+        merged: [String: Int] = [:], lastSeq: [String: Int64] = [:], cap: Int64 = 1000, maxStaleness: Int = 0,
+        digests: [Int: String] = [:]
+    ) -> MergeProtocol {
+        var k = MergeProtocol.Knowledge(
+            current: current, maxExamples: cap, mergedInto: { merged[$0] }, lastSequence: { lastSeq[$0] })
         k.maxStaleness = maxStaleness
         k.generationDigest = { digests[$0] }
         return MergeProtocol(knowledge: k)
     }
 
-    func update(site: String = "site-1", seq: Int64 = 3, base: Manifest.GenerationRef? = nil, examples: Int64 = 100) -> Manifest {
-        Manifest(kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
-                 base: base ?? current, site: .init(id: site, seq: seq), numExamples: examples)
+    func update(
+        site: String = "site-1", seq: Int64 = 3, base: Manifest.GenerationRef? = nil, examples: Int64 = 100
+    ) -> Manifest {
+        Manifest(
+            kind: .update, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            base: base ?? current, site: .init(id: site, seq: seq), numExamples: examples)
     }
 
     func refusal(_ r: MergeProtocol, _ m: Manifest, digest: String = "d1") -> ProtocolError? {
@@ -30,13 +36,19 @@ struct MergeProtocolTests {
         #expect(site.id == "site-1" && site.seq == 3 && n == 100 && staleness == 0)
     }
 
-    @Test("a stale update inside the window is accepted with its staleness if it names the recorded digest; outside, too-stale")
+    @Test(
+        "a stale update inside the window is accepted with its staleness if it names the recorded digest; outside, too-stale"
+    )
     func staleness() throws {
         let g2 = String(repeating: "22", count: 32)
         let r = rules(maxStaleness: 2, digests: [2: g2, 1: String(repeating: "11", count: 32)])
         #expect(try r.decide(update(base: .init(number: 2, digest: g2)), digest: "d1").staleness == 2)
-        #expect(refusal(r, update(base: .init(number: 2, digest: String(repeating: "00", count: 32)))) == .wrongBaseDigest(number: 2))
-        #expect(refusal(r, update(base: .init(number: 1, digest: String(repeating: "11", count: 32)))) == .tooStale(offered: 1, current: 4, max: 2))
+        #expect(
+            refusal(r, update(base: .init(number: 2, digest: String(repeating: "00", count: 32))))
+                == .wrongBaseDigest(number: 2))
+        #expect(
+            refusal(r, update(base: .init(number: 1, digest: String(repeating: "11", count: 32))))
+                == .tooStale(offered: 1, current: 4, max: 2))
         #expect(refusal(r, update(base: .init(number: 5, digest: g2))) == .staleBase(offered: 5, current: 4))
         #expect(ProtocolError.tooStale(offered: 1, current: 4, max: 2).code == "protocol.too-stale")
     }
@@ -63,13 +75,22 @@ struct MergeProtocolTests {
 
     @Test("each rule refuses with its own typed reason, a copy of a merged bundle before a stale base")
     func refusals() {
-        let g = Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 5,
-                         parent: current)
+        let g = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 5,
+            parent: current)
         #expect(refusal(rules(), g) == .notAnUpdate)
-        #expect(refusal(rules(merged: ["d1": 2]), update(base: .init(number: 1, digest: current.digest))) == .alreadyMerged(generation: 2))
-        #expect(refusal(rules(), update(base: .init(number: 3, digest: current.digest))) == .tooStale(offered: 3, current: 4, max: 0))
-        #expect(refusal(rules(), update(base: .init(number: 4, digest: String(repeating: "00", count: 32)))) == .wrongBaseDigest(number: 4))
-        #expect(refusal(rules(lastSeq: ["site-1": 3]), update(seq: 3)) == .sequenceReused(site: "site-1", seq: 3, last: 3))
+        #expect(
+            refusal(rules(merged: ["d1": 2]), update(base: .init(number: 1, digest: current.digest)))
+                == .alreadyMerged(generation: 2))
+        #expect(
+            refusal(rules(), update(base: .init(number: 3, digest: current.digest)))
+                == .tooStale(offered: 3, current: 4, max: 0))
+        #expect(
+            refusal(rules(), update(base: .init(number: 4, digest: String(repeating: "00", count: 32))))
+                == .wrongBaseDigest(number: 4))
+        #expect(
+            refusal(rules(lastSeq: ["site-1": 3]), update(seq: 3)) == .sequenceReused(site: "site-1", seq: 3, last: 3))
         #expect(refusal(rules(cap: 99), update(examples: 100)) == .tooManyExamples(100, cap: 99))
     }
 
@@ -88,8 +109,11 @@ struct FedAvgTests {
     let arch = try! ModelArchitecture(spec: "mlp:2-2")
 
     func delta(_ values: [Float]) throws -> DecodedDelta {
-        let file = try SafetensorsFile(bytes: SafetensorsWriter.encode([("0.weight", Tensor(shape: [2, 2], floats: Array(values.prefix(4)))),
-                                                                         ("0.bias", Tensor(shape: [2], floats: Array(values.suffix(2))))]))
+        let file = try SafetensorsFile(
+            bytes: SafetensorsWriter.encode([
+                ("0.weight", Tensor(shape: [2, 2], floats: Array(values.prefix(4)))),
+                ("0.bias", Tensor(shape: [2], floats: Array(values.suffix(2)))),
+            ]))
         return try DecodedDelta.checked(file, codec: Codecs.make(name: "fp32"), arch: arch)
     }
 
@@ -113,12 +137,21 @@ struct FedAvgTests {
     func nonFinite() throws {
         let base = ModelWeights(arch: arch, tensors: [[3e38, 0, 0, 0], [0, 0]])
         let s = FedAvg(arch: arch)
-        #expect(throws: AggregationError.nonFiniteResult(tensor: "0.weight", index: 0)) { try s.check(delta: try delta([3e38, 0, 0, 0, 0, 0]), base: base) }
+        #expect(throws: AggregationError.nonFiniteResult(tensor: "0.weight", index: 0)) {
+            try s.check(delta: try delta([3e38, 0, 0, 0, 0, 0]), base: base)
+        }
         try s.check(delta: try delta([-3e38, 1, 1, 1, 1, 1]), base: base)
     }
 
     @Test("an unknown strategy is refused, naming the ones that exist")
     func unknown() {
-        #expect(throws: StrategyError.unknown("geomed", known: ["bulyan", "diloco", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multikrum", "trimmed-mean"])) { try Strategies.make(name: "geomed", parameters: [:], arch: arch) }
+        #expect(
+            throws: StrategyError.unknown(
+                "geomed",
+                known: [
+                    "bulyan", "diloco", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median",
+                    "multikrum", "trimmed-mean",
+                ])
+        ) { try Strategies.make(name: "geomed", parameters: [:], arch: arch) }
     }
 }

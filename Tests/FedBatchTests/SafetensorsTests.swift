@@ -14,7 +14,9 @@ private func file(header: String, data: [UInt8], declaredLength: UInt64? = nil) 
 }
 
 private func refusal(_ bytes: Data) -> SafetensorsError? {
-    do { _ = try SafetensorsFile(bytes: bytes); return nil } catch let e as SafetensorsError { return e } catch { return nil }
+    do { _ = try SafetensorsFile(bytes: bytes); return nil } catch let e as SafetensorsError { return e } catch {
+        return nil
+    }
 }
 
 @Suite("SafetensorsFile")
@@ -50,20 +52,26 @@ struct SafetensorsTests {
 
     @Test("a header length larger than the file is refused")
     func headerBeyondFile() {
-        #expect(refusal(file(header: "{}", data: [], declaredLength: 1 << 20)) == .headerBeyondFile(length: 1 << 20, fileSize: 10))
-        #expect(refusal(file(header: "{}", data: [], declaredLength: 1 << 40)) == .headerTooLarge(length: 1 << 40, cap: 16 << 20))
+        #expect(
+            refusal(file(header: "{}", data: [], declaredLength: 1 << 20))
+                == .headerBeyondFile(length: 1 << 20, fileSize: 10))
+        #expect(
+            refusal(file(header: "{}", data: [], declaredLength: 1 << 40))
+                == .headerTooLarge(length: 1 << 40, cap: 16 << 20))
         #expect(refusal(Data([1, 2, 3])) == .tooShort(bytes: 3))
     }
 
     @Test("overlapping offsets are refused")
     func overlap() {
-        let h = #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#
+        let h =
+            #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#
         #expect(refusal(file(header: h, data: Array(repeating: 0, count: 6))) == .overlap(first: "a", second: "b"))
     }
 
     @Test("gaps and unclaimed trailing bytes are refused")
     func gapsAndTail() {
-        let gap = #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}"#
+        let gap =
+            #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}"#
         #expect(refusal(file(header: gap, data: Array(repeating: 0, count: 5))) == .gap(before: "b", bytes: 1))
         let tail = #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#
         #expect(refusal(file(header: tail, data: Array(repeating: 0, count: 5))) == .trailingBytes(3))
@@ -72,7 +80,9 @@ struct SafetensorsTests {
     @Test("dtype × shape that disagrees with the byte length is refused")
     func sizeMismatch() {
         let h = #"{"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}"#
-        #expect(refusal(file(header: h, data: Array(repeating: 0, count: 20))) == .sizeMismatch(name: "w", dtype: .f32, shape: [2, 3], expected: 24, actual: 20))
+        #expect(
+            refusal(file(header: h, data: Array(repeating: 0, count: 20)))
+                == .sizeMismatch(name: "w", dtype: .f32, shape: [2, 3], expected: 24, actual: 20))
         let overflow = #"{"w":{"dtype":"I64","shape":[4611686018427387904,4],"data_offsets":[0,8]}}"#
         #expect(refusal(file(header: overflow, data: Array(repeating: 0, count: 8))) != nil)
     }
@@ -85,12 +95,18 @@ struct SafetensorsTests {
 
     @Test("duplicate names, unsupported dtypes and malformed headers are refused with a reason")
     func malformed() {
-        let dup = #"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#
-        guard case .headerSyntax(let why)? = refusal(file(header: dup, data: [0, 0])) else { Issue.record("duplicate accepted"); return }
+        let dup =
+            #"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#
+        guard case .headerSyntax(let why)? = refusal(file(header: dup, data: [0, 0])) else {
+            Issue.record("duplicate accepted"); return
+        }
         #expect(why.contains("duplicate key \"w\""))
-        #expect(refusal(file(header: #"{"w":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#, data: [0])) == .unsupportedDType(name: "w", dtype: "BOOL"))
+        #expect(
+            refusal(file(header: #"{"w":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#, data: [0]))
+                == .unsupportedDType(name: "w", dtype: "BOOL"))
         #expect(refusal(file(header: #"{"w":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}"#, data: [0])) != nil)
-        #expect(refusal(file(header: #"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1}}"#, data: [0])) != nil)
+        #expect(
+            refusal(file(header: #"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1}}"#, data: [0])) != nil)
         #expect(refusal(file(header: "[1,2]", data: [])) == .headerNotObject)
         #expect(refusal(file(header: "{\"a\":", data: [])) != nil)
         #expect(refusal(file(header: String(repeating: "[", count: 10_000), data: [])) != nil)
@@ -151,7 +167,11 @@ struct SafetensorsInteropTests {
     func writesForPython() throws {
         let dir = TempDir()
         for (i, d) in DType.allCases.enumerated() {
-            let bytes = Data((0..<(12 * d.byteSize)).map { UInt8(truncatingIfNeeded: $0 * 29 + 3 * i + 1) & (d.isFloatingPoint && $0 % d.byteSize == d.byteSize - 1 ? 0x3F : 0xFF) })
+            let bytes = Data(
+                (0..<(12 * d.byteSize)).map {
+                    UInt8(truncatingIfNeeded: $0 * 29 + 3 * i + 1)
+                        & (d.isFloatingPoint && $0 % d.byteSize == d.byteSize - 1 ? 0x3F : 0xFF)
+                })
             let tensors: [(name: String, tensor: Tensor)] = [
                 ("layer.weight", try Tensor(dtype: d, shape: [3, 4], data: bytes)),
                 ("layer.bias", try Tensor(dtype: d, shape: [4], data: bytes.prefix(4 * d.byteSize))),

@@ -39,27 +39,35 @@ struct TrainingTests {
                 plus.tensors[t][i] += h
                 minus.tensors[t][i] -= h
                 let numeric = (loss(plus) - loss(minus)) / (2 * Double(h))
-                #expect(abs(numeric - Double(grad.tensors[t][i])) < 2e-3 + 0.02 * abs(numeric), "tensor \(t) element \(i)")
+                #expect(
+                    abs(numeric - Double(grad.tensors[t][i])) < 2e-3 + 0.02 * abs(numeric), "tensor \(t) element \(i)")
                 checked += 1
             }
         }
         #expect(checked > 20)
     }
 
-    @Test("SGD with momentum and weight decay, Adam, and FedProx match PyTorch step for step",
-          arguments: [
+    @Test(
+        "SGD with momentum and weight decay, Adam, and FedProx match PyTorch step for step",
+        arguments: [
             #"{"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "epochs": 5}"#,
             #"{"optimizer": "adam", "lr": 0.01, "momentum": 0, "weight_decay": 0, "epochs": 5}"#,
             #"{"optimizer": "sgd", "lr": 0.1, "momentum": 0, "weight_decay": 0, "epochs": 5, "prox_mu": 0.5}"#,
-          ])
+        ])
     func matchesPyTorch(options json: String) throws {
         let dir = TempDir()
         let data = toyData(count: 32, width: 6, classes: 3, seed: 11)
         let start = arch.initialWeights(seed: 2)
         try SafetensorsWriter.write(start, to: dir.file("start.safetensors"))
         let y = try Tensor(dtype: .i64, shape: [32], data: data.labels.map { Int64($0) }.withUnsafeBytes { Data($0) })
-        try SafetensorsWriter.write([("x", Tensor(shape: [32, 6], floats: data.features)), ("y", y)], to: dir.file("data.safetensors"))
-        let r = try Subprocess.python("torch_reference.py", [arch.description, dir.file("start.safetensors"), dir.file("data.safetensors"), dir.file("out.safetensors"), json])
+        try SafetensorsWriter.write(
+            [("x", Tensor(shape: [32, 6], floats: data.features)), ("y", y)], to: dir.file("data.safetensors"))
+        let r = try Subprocess.python(
+            "torch_reference.py",
+            [
+                arch.description, dir.file("start.safetensors"), dir.file("data.safetensors"),
+                dir.file("out.safetensors"), json,
+            ])
         try #require(r.status == 0, "\(r.err)")
         let reference = try ModelWeights(arch: arch, file: try SafetensorsFile.open(path: dir.file("out.safetensors")))
 
@@ -144,7 +152,9 @@ struct DataLoaderTests {
 
     private func idxBytes(dims: [Int], payload: [UInt8], type: UInt8 = 0x08) -> Data {
         var d = Data([0, 0, type, UInt8(dims.count)])
-        for v in dims { d.append(contentsOf: [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)]) }
+        for v in dims {
+            d.append(contentsOf: [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)])
+        }
         return d + Data(payload)
     }
 
@@ -154,18 +164,33 @@ struct DataLoaderTests {
         try FileManager.default.createDirectory(atPath: dir.file("d"), withIntermediateDirectories: true)
         try dir.write("d/train-images-idx3-ubyte", idxBytes(dims: [2, 2, 2], payload: [1, 2, 3, 4, 5, 6, 7]))
         try dir.write("d/train-labels-idx1-ubyte", idxBytes(dims: [2], payload: [0, 1]))
-        #expect { try DataLoader.load(dir.file("d")) } throws: { "\($0)".contains("train-images-idx3-ubyte: IDX header declares [2, 2, 2] = 8 bytes of data, the file holds 7") }
-        try dir.write("d/train-images-idx3-ubyte", idxBytes(dims: [3, 2, 2], payload: [UInt8](repeating: 9, count: 12)))
+        #expect { try DataLoader.load(dir.file("d")) } throws: {
+            "\($0)".contains(
+                "train-images-idx3-ubyte: IDX header declares [2, 2, 2] = 8 bytes of data, the file holds 7")
+        }
+        try dir.write(
+            "d/train-images-idx3-ubyte", idxBytes(dims: [3, 2, 2], payload: [UInt8](repeating: 9, count: 12)))
         #expect { try DataLoader.load(dir.file("d")) } throws: { "\($0)".contains("2 labels for 3 images") }
-        try dir.write("d/train-images-idx3-ubyte", idxBytes(dims: [2, 2, 2], payload: [UInt8](repeating: 9, count: 8), type: 0x0D))
-        #expect { try DataLoader.load(dir.file("d")) } throws: { "\($0)".contains("element type 0x0d is not supported") }
+        try dir.write(
+            "d/train-images-idx3-ubyte",
+            idxBytes(dims: [2, 2, 2], payload: [UInt8](repeating: 9, count: 8), type: 0x0D))
+        #expect { try DataLoader.load(dir.file("d")) } throws: {
+            "\($0)".contains("element type 0x0d is not supported")
+        }
         // A gzip file cut short.
-        let gz = try Data(contentsOf: URL(fileURLWithPath: "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"))
+        let gz = try Data(
+            contentsOf: URL(fileURLWithPath: "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"))
         try FileManager.default.createDirectory(atPath: dir.file("t"), withIntermediateDirectories: true)
         try dir.write("t/t10k-labels-idx1-ubyte.gz", gz.prefix(gz.count / 2))
-        try FileManager.default.copyItem(atPath: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", toPath: dir.file("t/t10k-images-idx3-ubyte.gz"))
-        #expect { try DataLoader.load(dir.file("t"), split: .test) } throws: { "\($0)".contains("t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip data") }
-        #expect { try DataLoader.load(dir.file("t"), split: .train) } throws: { "\($0)".contains("no train-*-images-idx3-ubyte[.gz] file") }
+        try FileManager.default.copyItem(
+            atPath: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
+            toPath: dir.file("t/t10k-images-idx3-ubyte.gz"))
+        #expect { try DataLoader.load(dir.file("t"), split: .test) } throws: {
+            "\($0)".contains("t10k-labels-idx1-ubyte.gz: corrupt or truncated gzip data")
+        }
+        #expect { try DataLoader.load(dir.file("t"), split: .train) } throws: {
+            "\($0)".contains("no train-*-images-idx3-ubyte[.gz] file")
+        }
     }
 
     @Test("CSV files load, and bad rows are named")
@@ -187,21 +212,30 @@ struct DataLoaderTests {
             #expect { try DataLoader.load(p) } throws: { "\($0)".contains(message) }
         }
         let arch = try ModelArchitecture(spec: "softmax:3-2")
-        #expect { try d.check(against: arch, path: good) } throws: { "\($0)".contains("examples have 2 features; the model softmax:3-2 expects 3") }
+        #expect { try d.check(against: arch, path: good) } throws: {
+            "\($0)".contains("examples have 2 features; the model softmax:3-2 expects 3")
+        }
         let arch2 = try ModelArchitecture(spec: "softmax:2-2")
         let outOfRange = Dataset(features: [0, 0, 1, 1], labels: [0, 5], width: 2)
-        #expect { try outOfRange.check(against: arch2, path: "x") } throws: { "\($0)".contains("example 1 has label 5, outside 0..1") }
+        #expect { try outOfRange.check(against: arch2, path: "x") } throws: {
+            "\($0)".contains("example 1 has label 5, outside 0..1")
+        }
     }
 
     @Test("safetensors shards load (U8 scaled, F32 as is) and bad ones are refused")
     func shards() throws {
         let dir = TempDir()
         let y = try Tensor(dtype: .i64, shape: [2], data: [Int64(1), 0].withUnsafeBytes { Data($0) })
-        try SafetensorsWriter.write([("x", try Tensor(dtype: .u8, shape: [2, 2], data: Data([0, 255, 51, 102]))), ("y", y)], to: dir.file("u8.safetensors"))
+        try SafetensorsWriter.write(
+            [("x", try Tensor(dtype: .u8, shape: [2, 2], data: Data([0, 255, 51, 102]))), ("y", y)],
+            to: dir.file("u8.safetensors"))
         let d = try DataLoader.load(dir.file("u8.safetensors"))
         #expect(zip(d.features, [0, 1, 0.2, 0.4] as [Float]).allSatisfy { abs($0 - $1) < 1e-6 } && d.labels == [1, 0])
-        try SafetensorsWriter.write([("x", Tensor(shape: [3, 2], floats: [1, 2, 3, 4, 5, 6])), ("y", y)], to: dir.file("bad.safetensors"))
-        #expect { try DataLoader.load(dir.file("bad.safetensors")) } throws: { "\($0)".contains("tensor \"y\" has shape [2]; expected [3]") }
+        try SafetensorsWriter.write(
+            [("x", Tensor(shape: [3, 2], floats: [1, 2, 3, 4, 5, 6])), ("y", y)], to: dir.file("bad.safetensors"))
+        #expect { try DataLoader.load(dir.file("bad.safetensors")) } throws: {
+            "\($0)".contains("tensor \"y\" has shape [2]; expected [3]")
+        }
     }
 }
 
@@ -235,9 +269,15 @@ struct SiteStateTests {
         try state.accept(generation: 0, digest: "a")
         try state.accept(generation: 2, digest: "c")
         try state.accept(generation: 2, digest: "c")
-        #expect(throws: SiteStateError.rollback(offered: 0, highest: 2)) { try state.accept(generation: 0, digest: "a") }
-        #expect(throws: SiteStateError.rollback(offered: 1, highest: 2)) { try state.accept(generation: 1, digest: "b") }
-        #expect(throws: SiteStateError.fork(number: 2, known: "c", offered: "x")) { try state.accept(generation: 2, digest: "x") }
+        #expect(throws: SiteStateError.rollback(offered: 0, highest: 2)) {
+            try state.accept(generation: 0, digest: "a")
+        }
+        #expect(throws: SiteStateError.rollback(offered: 1, highest: 2)) {
+            try state.accept(generation: 1, digest: "b")
+        }
+        #expect(throws: SiteStateError.fork(number: 2, known: "c", offered: "x")) {
+            try state.accept(generation: 2, digest: "x")
+        }
         #expect(try state.highestGeneration()?.number == 2)
         // Sequence numbers survive a reopen and never repeat.
         #expect(try state.reserveSequence(base: 2, file: "f", numExamples: 1) == 1)

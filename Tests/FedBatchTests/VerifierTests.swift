@@ -15,18 +15,26 @@ struct VerifierTests {
     var collectorHome: Home { get throws { try Home.open(fed.collector) } }
 
     /// An update claiming `site`, sealed with `signature` (default: signed by `signer`).
-    func bundle(claiming site: String = "site-1", signedBy signer: String? = nil, payload: Data? = nil,
-                signature: Data? = nil) throws -> (file: Data, payload: Data) {
-        let p = try payload ?? ContainerWriter.payload(
-            manifest: Samples.updateManifest(site: site),
-            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
+    func bundle(
+        claiming site: String = "site-1", signedBy signer: String? = nil, payload: Data? = nil,
+        signature: Data? = nil
+    ) throws -> (file: Data, payload: Data) {
+        let p =
+            try payload
+            ?? ContainerWriter.payload(
+                manifest: Samples.updateManifest(site: site),
+                members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]
+            ).payload
         let sig = try signature ?? fed.signer(signer ?? fed.siteKeys[site]!).sign(statement(p, site: site))
         return (seal(p, sig, site: site), p)
     }
 
     /// The statement an update from `site` (seq 1) with payload `p` carries.
     func statement(_ p: Data, site: String = "site-1") -> Data {
-        Statement(kind: .update, model: "demo", site: .init(id: site, seq: 1), payloadLength: Int64(p.count), payloadDigest: Digest.of(p)).encoded
+        Statement(
+            kind: .update, model: "demo", site: .init(id: site, seq: 1), payloadLength: Int64(p.count),
+            payloadDigest: Digest.of(p)
+        ).encoded
     }
 
     func seal(_ p: Data, _ signature: Data, site: String = "site-1") -> Data {
@@ -53,7 +61,9 @@ struct VerifierTests {
         #expect(v.manifest.site?.seq == 1)
     }
 
-    @Test("a flipped bit in the payload breaks its digest, in the statement its signature, and in the signature packet is caught")
+    @Test(
+        "a flipped bit in the payload breaks its digest, in the statement its signature, and in the signature packet is caught"
+    )
     func flippedBit() throws {
         let (file, payload) = try bundle()
         for offset in [0, 4, 5, payload.count / 2, payload.count - 1] {
@@ -76,7 +86,9 @@ struct VerifierTests {
             bad[offset] ^= 0x01
             let split = try ContainerFile.split(bad)
             if (try? verifier.verifySignature(split)) != nil {
-                Issue.record("flipping byte \(offset - sigStart) of the signature went unnoticed: \(Array(file[sigStart..<(file.count - 16)]).map { String(format: "%02x", $0) }.joined())")
+                Issue.record(
+                    "flipping byte \(offset - sigStart) of the signature went unnoticed: \(Array(file[sigStart..<(file.count - 16)]).map { String(format: "%02x", $0) }.joined())"
+                )
             }
         }
     }
@@ -92,22 +104,33 @@ struct VerifierTests {
         #expect(try refusal(try signed(good)) == "accepted")
         // The same fields with a space, or keys in another order: the
         // signature is good but there is one spelling only.
-        let spaced = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: ",\"kind\"", with: ", \"kind\"").utf8)
+        let spaced = Data(
+            String(decoding: good, as: UTF8.self).replacingOccurrences(of: ",\"kind\"", with: ", \"kind\"").utf8)
         #expect(try refusal(try signed(spaced)).hasPrefix("statement.invalid"))
-        let extra = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "\"version\":2}", with: "\"version\":2,\"x\":1}").utf8)
+        let extra = Data(
+            String(decoding: good, as: UTF8.self).replacingOccurrences(
+                of: "\"version\":2}", with: "\"version\":2,\"x\":1}"
+            ).utf8)
         #expect(try refusal(try signed(extra)).hasPrefix("statement.invalid"))
-        let v3 = Data(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "\"version\":2", with: "\"version\":3").utf8)
+        let v3 = Data(
+            String(decoding: good, as: UTF8.self).replacingOccurrences(of: "\"version\":2", with: "\"version\":3").utf8)
         #expect(try refusal(try signed(v3)).contains("format version 3"))
         // Another payload's digest, or another length.
-        let other = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count),
-                              payloadDigest: Digest.of(Data("other".utf8))).encoded
+        let other = Statement(
+            kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count),
+            payloadDigest: Digest.of(Data("other".utf8))
+        ).encoded
         #expect(try refusal(try signed(other)).hasPrefix("payload.digest"))
-        let longer = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count + 1),
-                               payloadDigest: Digest.of(payload)).encoded
+        let longer = Statement(
+            kind: .update, model: "demo", site: .init(id: "site-1", seq: 1), payloadLength: Int64(payload.count + 1),
+            payloadDigest: Digest.of(payload)
+        ).encoded
         #expect(try refusal(try signed(longer)).hasPrefix("payload.length"))
         // A statement for seq 2 over a payload whose manifest says seq 1.
-        let seq2 = Statement(kind: .update, model: "demo", site: .init(id: "site-1", seq: 2), payloadLength: Int64(payload.count),
-                             payloadDigest: Digest.of(payload)).encoded
+        let seq2 = Statement(
+            kind: .update, model: "demo", site: .init(id: "site-1", seq: 2), payloadLength: Int64(payload.count),
+            payloadDigest: Digest.of(payload)
+        ).encoded
         #expect(try refusal(try signed(seq2)).hasPrefix("statement.mismatch"))
     }
 
@@ -139,13 +162,22 @@ struct VerifierTests {
     func otherSite() throws {
         let r = try refusal(try bundle(claiming: "site-1", signedBy: fed.siteKeys["site-2"]!).file)
         #expect(r.hasPrefix("signature.wrong-signer"))
-        #expect(r.contains("bundle site-1 seq 1: signed by \(fed.siteKeys["site-2"]!), which is pinned for site site-2, not site site-1"), "\(r)")
+        #expect(
+            r.contains(
+                "bundle site-1 seq 1: signed by \(fed.siteKeys["site-2"]!), which is pinned for site site-2, not site site-1"
+            ), "\(r)")
         // Nor may a site sign a generation.
         let g = try ContainerWriter.payload(
-            manifest: Manifest(kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z", generation: 0),
-            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]).payload
-        let gs = Statement(kind: .generation, model: "demo", generation: 0, payloadLength: Int64(g.count), payloadDigest: Digest.of(g)).encoded
-        let forged = ContainerFile.seal(payload: g, statement: gs, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(gs))
+            manifest: Manifest(
+                kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+                generation: 0),
+            members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))]
+        ).payload
+        let gs = Statement(
+            kind: .generation, model: "demo", generation: 0, payloadLength: Int64(g.count), payloadDigest: Digest.of(g)
+        ).encoded
+        let forged = ContainerFile.seal(
+            payload: g, statement: gs, signature: try fed.signer(fed.siteKeys["site-1"]!).sign(gs))
         #expect(try refusal(forged).contains("pinned for site site-1, not the collector"))
     }
 
@@ -157,7 +189,9 @@ struct VerifierTests {
         let keyFile = try fed.keyring.exportPublic(fpr, to: "site-3.asc")
         try FileManager.default.copyItem(atPath: keyFile, toPath: fed.collector + "/keys/sites/site-3.asc")
         let (_, payload) = try bundle(claiming: "site-3", signature: Data([0]))
-        let sig = try fed.keyring.detachSign(statement(payload, site: "site-3"), as: [fpr], extra: ["--faked-system-time", "20200101T010000!", "--ignore-time-conflict"])
+        let sig = try fed.keyring.detachSign(
+            statement(payload, site: "site-3"), as: [fpr],
+            extra: ["--faked-system-time", "20200101T010000!", "--ignore-time-conflict"])
         let r = try refusal(seal(payload, sig, site: "site-3"))
         #expect(r.hasPrefix("signature.key-expired"), "\(r)")
     }
@@ -165,7 +199,9 @@ struct VerifierTests {
     @Test("a signature dated years ahead of the clock is refused")
     func futureSignature() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--faked-system-time", "20350101T000000!", "--ignore-time-conflict"])
+        let sig = try fed.keyring.detachSign(
+            statement(payload), as: [fed.siteKeys["site-1"]!],
+            extra: ["--faked-system-time", "20350101T000000!", "--ignore-time-conflict"])
         #expect(try refusal(seal(payload, sig)).hasPrefix("signature.future"))
     }
 
@@ -184,7 +220,8 @@ struct VerifierTests {
     @Test("two signatures in the slot are refused")
     func twoSignatures() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!])
+        let sig = try fed.keyring.detachSign(
+            statement(payload), as: [fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!])
         let r = try refusal(seal(payload, sig))
         #expect(r.hasPrefix("signature.multiple"), "\(r)")
         #expect(r.contains("2 signatures"))
@@ -215,7 +252,8 @@ struct VerifierTests {
     @Test("a SHA-1 signature is refused")
     func weakDigest() throws {
         let (_, payload) = try bundle()
-        let sig = try fed.keyring.detachSign(statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--digest-algo", "SHA1"])
+        let sig = try fed.keyring.detachSign(
+            statement(payload), as: [fed.siteKeys["site-1"]!], extra: ["--digest-algo", "SHA1"])
         let r = try refusal(seal(payload, sig))
         #expect(r.hasPrefix("signature.weak-digest"), "\(r)")
         #expect(r.contains("SHA1"))
@@ -241,19 +279,25 @@ struct VerifierTests {
         let unhashed = Array(body[(u + 2)..<(u + 2 + unhashedLength)])
         func packet(_ b: [UInt8]) -> [UInt8] { [0x88, UInt8(b.count)] + b }
         func withUnhashed(_ area: [UInt8]) -> [UInt8] {
-            Array(body[..<u]) + [UInt8(area.count >> 8), UInt8(area.count & 0xFF)] + area + Array(body[(u + 2 + unhashedLength)...])
+            Array(body[..<u]) + [UInt8(area.count >> 8), UInt8(area.count & 0xFF)] + area
+                + Array(body[(u + 2 + unhashedLength)...])
         }
         let variants: [(String, [UInt8])] = [
             ("new-format header", [0xC2, UInt8(body.count)] + body),
             ("two-byte old-format length", [0x89, 0x00, UInt8(body.count)] + body),
             ("four-byte old-format length", [0x8A, 0, 0, 0, UInt8(body.count)] + body),
             ("repeated issuer subpacket", packet(withUnhashed(unhashed + unhashed))),
-            ("issuer subpacket with a five-byte length", packet(withUnhashed([0xFF, 0, 0, 0, unhashed[0]] + Array(unhashed[1...])))),
+            (
+                "issuer subpacket with a five-byte length",
+                packet(withUnhashed([0xFF, 0, 0, 0, unhashed[0]] + Array(unhashed[1...])))
+            ),
         ]
         for (what, bytes) in variants {
             // gpg itself takes each: only fedbatch's canonical check stands between them and a second file.
             let dir = fed.keyring.dir
-            let out = try fed.keyring.gpg(["--status-fd", "1", "--verify", try dir.write("v.sig", Data(bytes)), try dir.write("v", text)])
+            let out = try fed.keyring.gpg([
+                "--status-fd", "1", "--verify", try dir.write("v.sig", Data(bytes)), try dir.write("v", text),
+            ])
             #expect(out.out.contains("GOODSIG"), "\(what): gpg says \(out.out)")
             #expect(try refusal(seal(payload, Data(bytes))).hasPrefix("signature.malformed"), "\(what)")
         }
@@ -302,7 +346,9 @@ struct SignerTests {
         // The agent now holds the passphrase in its cache, as after a run at
         // the desk. The 02:15 cron run must behave the same: no passphrase,
         // or a wrong one, still fails, and the error names the GnuPG home.
-        #expect { try none.sign(payload) } throws: { "\($0)".contains("protected by a passphrase and none was given") && "\($0)".contains(keyring.home) }
+        #expect { try none.sign(payload) } throws: {
+            "\($0)".contains("protected by a passphrase and none was given") && "\($0)".contains(keyring.home)
+        }
         #expect { try wrong.sign(payload) } throws: { "\($0)".contains("passphrase is wrong") }
         #expect(try right.sign(payload).count > 0)
     }
@@ -311,8 +357,15 @@ struct SignerTests {
     func badKeys() throws {
         let keyring = try TestKeyring()
         let fpr = try keyring.generate("someone")
-        #expect(throws: TrustError.self) { try PayloadSigner(gnupgHome: keyring.home, fingerprint: String(fpr.suffix(16)), passphraseFile: nil) }
-        #expect(throws: TrustError.self) { try PayloadSigner(gnupgHome: keyring.home, fingerprint: String(repeating: "A", count: 40), passphraseFile: nil) }
-        #expect(try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr.lowercased(), passphraseFile: nil).fingerprint == fpr)
+        #expect(throws: TrustError.self) {
+            try PayloadSigner(gnupgHome: keyring.home, fingerprint: String(fpr.suffix(16)), passphraseFile: nil)
+        }
+        #expect(throws: TrustError.self) {
+            try PayloadSigner(
+                gnupgHome: keyring.home, fingerprint: String(repeating: "A", count: 40), passphraseFile: nil)
+        }
+        #expect(
+            try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr.lowercased(), passphraseFile: nil).fingerprint
+                == fpr)
     }
 }

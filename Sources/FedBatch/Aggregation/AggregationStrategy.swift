@@ -104,7 +104,9 @@ public enum Strategies {
     }
 
     /// The strategy `name`, or a refusal naming the ones that exist.
-    public static func make(name: String, parameters: [String: Double], arch: ModelArchitecture) throws -> AggregationStrategy {
+    public static func make(
+        name: String, parameters: [String: Double], arch: ModelArchitecture
+    ) throws -> AggregationStrategy {
         guard let make = registry[name] else { throw StrategyError.unknown(name, known: names) }
         return try make(arch, parameters)
     }
@@ -118,7 +120,8 @@ public enum StrategyError: Error, Equatable, Sendable, CustomStringConvertible, 
 
     public var description: String {
         switch self {
-        case let .unknown(name, known): return "unknown aggregation strategy \"\(name)\"; this fedbatch has \(known.joined(separator: ", "))"
+        case let .unknown(name, known):
+            return "unknown aggregation strategy \"\(name)\"; this fedbatch has \(known.joined(separator: ", "))"
         case let .tooFewBundles(_, why): return why
         }
     }

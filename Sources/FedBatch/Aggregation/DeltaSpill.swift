@@ -66,14 +66,16 @@ final class DeltaSpill {
     /// Calls `body(start, length, values)` for consecutive coordinate ranges
     /// covering the whole model, `values` holding the given rows' raw
     /// float32 values row after row (`rows.count × length`, row-major).
-    func forEachChunk(rows: [Int], budget: Double, _ body: (Int, Int, UnsafeBufferPointer<Float>) throws -> Void) throws {
+    func forEachChunk(rows: [Int], budget: Double, _ body: (Int, Int, UnsafeBufferPointer<Float>) throws -> Void) throws
+    {
         let chunk = Self.chunkElements(rows: rows.count, budget: budget)
         let buffer = NumericBuffer<Float>(count: rows.count * min(chunk, total))
         var start = 0
         while start < total {
             let length = min(chunk, total - start)
             for (r, row) in rows.enumerated() {
-                let target = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer.buffer)[(r * length * 4)..<((r + 1) * length * 4)])
+                let target = UnsafeMutableRawBufferPointer(
+                    rebasing: UnsafeMutableRawBufferPointer(buffer.buffer)[(r * length * 4)..<((r + 1) * length * 4)])
                 try file.read(into: target, at: (Int64(row) * Int64(total) + Int64(start)) * 4)
             }
             try body(start, length, UnsafeBufferPointer(rebasing: buffer.buffer[0..<(rows.count * length)]))

@@ -41,7 +41,7 @@ public enum FixedPoint {
         } else if shift > -53 {
             v = mantissa &>> -shift
         } else {
-            return 0   // below 2⁻⁶³, zero and subnormals
+            return 0  // below 2⁻⁶³, zero and subnormals
         }
         return bits &>> 63 == 0 ? v : 0 &- v
     }
@@ -99,8 +99,11 @@ public struct PartialAggregate: @unchecked Sendable {
                 var data = Data(count: s.buffer.count * 16)
                 data.withUnsafeMutableBytes { raw in
                     for (i, v) in s.buffer.enumerated() {
-                        raw.storeBytes(of: UInt64(truncatingIfNeeded: v).littleEndian, toByteOffset: 16 * i, as: UInt64.self)
-                        raw.storeBytes(of: Int64(truncatingIfNeeded: v >> 64).littleEndian, toByteOffset: 16 * i + 8, as: Int64.self)
+                        raw.storeBytes(
+                            of: UInt64(truncatingIfNeeded: v).littleEndian, toByteOffset: 16 * i, as: UInt64.self)
+                        raw.storeBytes(
+                            of: Int64(truncatingIfNeeded: v >> 64).littleEndian, toByteOffset: 16 * i + 8,
+                            as: Int64.self)
                     }
                 }
                 return (shape.name, try! Tensor(dtype: .i64, shape: shape.shape + [2], data: data))
@@ -109,7 +112,10 @@ public struct PartialAggregate: @unchecked Sendable {
             var data = Data(count: m.count * 8)
             data.withUnsafeMutableBytes { raw in
                 for (i, v) in m.enumerated() {
-                    let x = v.isFinite ? Int64(clamping: Int64(exactly: v.rounded()) ?? (v > 0 ? Int64.max : Int64.min + 1)) : Self.noIncrement
+                    let x =
+                        v.isFinite
+                        ? Int64(clamping: Int64(exactly: v.rounded()) ?? (v > 0 ? Int64.max : Int64.min + 1))
+                        : Self.noIncrement
                     raw.storeBytes(of: x.littleEndian, toByteOffset: 8 * i, as: Int64.self)
                 }
             }
@@ -123,13 +129,18 @@ public struct PartialAggregate: @unchecked Sendable {
         var sums: [NumericBuffer<Int128>?] = []
         var maxIncrements: [Int: [Double]] = [:]
         let names = Set(arch.tensorShapes.map(\.name))
-        if let extra = file.names.first(where: { !names.contains($0) }) { throw PartialError.tensors("it has a tensor \"\(extra)\" the model does not") }
+        if let extra = file.names.first(where: { !names.contains($0) }) {
+            throw PartialError.tensors("it has a tensor \"\(extra)\" the model does not")
+        }
         for (t, (shape, dtype)) in zip(arch.tensorShapes, arch.dtypes).enumerated() {
-            guard let x = file.tensor(shape.name) else { throw PartialError.tensors("tensor \"\(shape.name)\" is missing") }
+            guard let x = file.tensor(shape.name) else {
+                throw PartialError.tensors("tensor \"\(shape.name)\" is missing")
+            }
             let n = elementCount(shape.shape)!
             let expected = dtype.isFloatingPoint ? shape.shape + [2] : shape.shape
             guard x.dtype == .i64, x.shape == expected else {
-                throw PartialError.tensors("tensor \"\(shape.name)\" is \(x.dtype.rawValue) \(x.shape), not I64 \(expected)")
+                throw PartialError.tensors(
+                    "tensor \"\(shape.name)\" is \(x.dtype.rawValue) \(x.shape), not I64 \(expected)")
             }
             if dtype.isFloatingPoint {
                 let buffer = NumericBuffer<Int128>(count: n)
@@ -208,21 +219,38 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
         switch self {
         case .tensors(let why): return "a partial aggregate whose tensors do not fit the model: \(why)"
         case .notARegion(let id):
-            return "a partial aggregate from \(id), which is not one of this collector's regional collectors (merge.regions)"
-        case .fromARegion(let id): return "an update signed for \(id), a regional collector: regional collectors send partial aggregates, not updates"
-        case .settings(let why): return "a partial aggregate made with other merge settings than this collector's: \(why)"
+            return
+                "a partial aggregate from \(id), which is not one of this collector's regional collectors "
+                + "(merge.regions)"
+        case .fromARegion(let id):
+            return
+                "an update signed for \(id), a regional collector: regional collectors send partial aggregates, not "
+                + "updates"
+        case .settings(let why):
+            return "a partial aggregate made with other merge settings than this collector's: \(why)"
         case let .stale(offered, current):
-            return "a partial aggregate for generation \(offered + 1), built on generation \(offered); this collector is at generation \(current), and a partial's stalenesses are fixed when it is made"
+            return
+                "a partial aggregate for generation \(offered + 1), built on generation \(offered); this collector "
+                + "is at generation \(current), and a partial's stalenesses are fixed when it is made"
         case .strategy(let name):
-            return "strategy \(name) needs every bundle's own update (it is not a sum), so it cannot merge partial aggregates; use fedavg or a server optimiser (fedavgm, fedadam, fedadagrad, fedyogi, diloco) for a hierarchical federation"
-        case .privacy: return "a partial aggregate cannot be merged under [privacy]: central DP clips and counts each site's update at the collector that adds the noise"
+            return
+                "strategy \(name) needs every bundle's own update (it is not a sum), so it cannot merge partial "
+                + "aggregates; use fedavg or a server optimiser (fedavgm, fedadam, fedadagrad, fedyogi, diloco) "
+                + "for a hierarchical federation"
+        case .privacy:
+            return
+                "a partial aggregate cannot be merged under [privacy]: central DP clips and counts each site's "
+                + "update at the collector that adds the noise"
         case .bundle(let why): return "a partial aggregate covering a bundle this collector cannot take: \(why)"
         case let .foreignSite(site, region, servedBy):
             return "a partial aggregate from \(region) covering site \(site), which "
                 + (servedBy.map { "region \($0) serves" } ?? "reaches this collector directly")
-                + "; a region speaks only for the sites pinned to it here (fedbatch keys add --site \(site) --region \(region))"
+                + "; a region speaks only for the sites pinned to it here (fedbatch keys add --site \(site) "
+                + "--region \(region))"
         case let .viaRegion(site, region):
-            return "an update from site \(site), which region \(region) serves: its updates reach this collector only inside \(region)'s partial aggregates"
+            return
+                "an update from site \(site), which region \(region) serves: its updates reach this collector only "
+                + "inside \(region)'s partial aggregates"
         }
     }
 }

@@ -41,7 +41,9 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
     /// Makes this merge private. Integer tensors are refused: their
     /// largest-increment rule would pass without noise.
     public func privatize(with noise: GaussianNoise) throws {
-        if let t = arch.dtypes.firstIndex(where: { !$0.isFloatingPoint }) { throw PrivacyError.integerTensors(arch.tensorShapes[t].name) }
+        if let t = arch.dtypes.firstIndex(where: { !$0.isFloatingPoint }) {
+            throw PrivacyError.integerTensors(arch.tensorShapes[t].name)
+        }
         self.noise = noise
     }
 
@@ -49,7 +51,9 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         self.serverLearningRate = serverLearningRate
         self.weightCap = weightCap
         self.arch = arch
-        sums = zip(arch.tensorShapes, arch.dtypes).map { $1.isFloatingPoint ? NumericBuffer<Int128>(count: elementCount($0.shape)!) : nil }
+        sums = zip(arch.tensorShapes, arch.dtypes).map {
+            $1.isFloatingPoint ? NumericBuffer<Int128>(count: elementCount($0.shape)!) : nil
+        }
         for (t, dtype) in arch.dtypes.enumerated() where !dtype.isFloatingPoint {
             maxIncrements[t] = [Double](repeating: -.infinity, count: elementCount(arch.tensorShapes[t].shape)!)
         }
@@ -85,10 +89,14 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
                 let bad = delta.withTensor(t) { d in
                     (0..<b.count).first { !range.contains(Double(b[$0]) + Double(d[$0]).rounded()) }
                 }
-                if let bad { throw AggregationError.integerRange(tensor: shape.name, index: bad, dtype: base.arch.dtypes[t]) }
+                if let bad {
+                    throw AggregationError.integerRange(tensor: shape.name, index: bad, dtype: base.arch.dtypes[t])
+                }
                 continue
             }
-            let bad = delta.withTensor(t) { d in (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(d[$0])) <= limit) } }
+            let bad = delta.withTensor(t) { d in
+                (0..<b.count).first { !(abs(Double(b[$0]) + lr * Double(d[$0])) <= limit) }
+            }
             if let bad { throw AggregationError.nonFiniteResult(tensor: shape.name, index: bad) }
         }
     }
@@ -96,7 +104,9 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
     /// `checkStaysFinite` on a plain delta (tests and the fuzz target).
     public static func checkDelta(_ delta: ModelWeights, base: ModelWeights, serverLearningRate lr: Double = 1) throws {
         let stored = try SafetensorsFile(bytes: SafetensorsWriter.encode(delta.namedF32))
-        try checkStaysFinite(delta: DecodedDelta(arch: delta.arch, stored: stored, codec: FP32Codec()), base: base, serverLearningRate: lr)
+        try checkStaysFinite(
+            delta: DecodedDelta(arch: delta.arch, stored: stored, codec: FP32Codec()), base: base,
+            serverLearningRate: lr)
     }
 
     /// The values an integer tensor of `dtype` may take in a generation: its
@@ -116,7 +126,8 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
             let b = base.tensors[t]
             // -inf marks "no bundle reported an increment": no change.
             if let bad = m.indices.first(where: { m[$0] != -.infinity && !range.contains(Double(b[$0]) + m[$0]) }) {
-                throw AggregationError.integerRange(tensor: base.arch.tensorShapes[t].name, index: bad, dtype: base.arch.dtypes[t])
+                throw AggregationError.integerRange(
+                    tensor: base.arch.tensorShapes[t].name, index: bad, dtype: base.arch.dtypes[t])
             }
         }
     }
@@ -201,7 +212,8 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
             if let m = maxIncrements[t] { return m.map { $0.isFinite ? $0 : 0 } }
             let s = sums[t]!.buffer
             if let noise { return s.map { FixedPoint.double($0) / noise.denominator + noise.next() } }
-            return totalWeight > 0 ? s.map { FixedPoint.double($0) / totalWeight } : [Double](repeating: 0, count: s.count)
+            return totalWeight > 0
+                ? s.map { FixedPoint.double($0) / totalWeight } : [Double](repeating: 0, count: s.count)
         }
     }
 
@@ -211,20 +223,26 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         guard totalWeight > 0 else { return base }
         let lr = serverLearningRate
         let scale = lr / (noise?.denominator ?? totalWeight)
-        let next = ModelWeights(arch: base.arch, tensors: base.tensors.enumerated().map { t, b in
-            if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + ($1.isFinite ? $1 : 0)) } }
-            let s = sums[t]!.buffer
-            return [Float](unsafeUninitializedCapacity: b.count) { out, n in
-                if let noise {
-                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i]) + lr * noise.next()) }
-                } else {
-                    for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i])) }
+        let next = ModelWeights(
+            arch: base.arch,
+            tensors: base.tensors.enumerated().map { t, b in
+                if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + ($1.isFinite ? $1 : 0)) } }
+                let s = sums[t]!.buffer
+                return [Float](unsafeUninitializedCapacity: b.count) { out, n in
+                    if let noise {
+                        for i in 0..<b.count {
+                            out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i]) + lr * noise.next())
+                        }
+                    } else {
+                        for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i])) }
+                    }
+                    n = b.count
                 }
-                n = b.count
-            }
-        })
+            })
         for (t, shape) in base.arch.tensorShapes.enumerated() {
-            if let i = next.tensors[t].firstIndex(where: { !$0.isFinite }) { throw AggregationError.nonFiniteResult(tensor: shape.name, index: i) }
+            if let i = next.tensors[t].firstIndex(where: { !$0.isFinite }) {
+                throw AggregationError.nonFiniteResult(tensor: shape.name, index: i)
+            }
         }
         return next
     }
@@ -247,12 +265,19 @@ public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .integerRange(tensor, index, dtype):
-            return "with this update, element \(index) of integer tensor \"\(tensor)\" (\(dtype.rawValue)) would leave the range a generation may hold (the dtype's, and below 2^24 in magnitude)"
+            return
+                "with this update, element \(index) of integer tensor \"\(tensor)\" (\(dtype.rawValue)) would leave "
+                + "the range a generation may hold (the dtype's, and below 2^24 in magnitude)"
         case let .outOfRange(tensor, sum):
-            return sum ? "with this update the sum of tensor \"\(tensor)\" would pass 1.8e19, beyond the range fedbatch sums exactly"
-                : "an element of tensor \"\(tensor)\" times its weight is 4.6e18 or more, beyond the range fedbatch sums exactly"
+            return sum
+                ? "with this update the sum of tensor \"\(tensor)\" would pass 1.8e19, beyond the range fedbatch "
+                    + "sums exactly"
+                : "an element of tensor \"\(tensor)\" times its weight is 4.6e18 or more, beyond the range fedbatch "
+                    + "sums exactly"
         case let .nonFiniteResult(tensor, index):
-            return "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the update is too large to merge"
+            return
+                "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the "
+                + "update is too large to merge"
         }
     }
 }

@@ -95,8 +95,10 @@ public class Krum: RobustStrategy {
     override var ruleParameters: [String: Double] { ["byzantine": Double(byzantine)] }
 
     public override func refusal(count: Int) -> String? {
-        count >= 2 * byzantine + 3 ? nil
-            : "\(Self.name) with byzantine = \(byzantine) needs at least \(2 * byzantine + 3) bundles (n ≥ 2f + 3); \(count) passed"
+        count >= 2 * byzantine + 3
+            ? nil
+            : "\(Self.name) with byzantine = \(byzantine) needs at least \(2 * byzantine + 3) bundles (n ≥ 2f + "
+                + "3); \(count) passed"
     }
 
     override func selectRows(_ spill: DeltaSpill) throws -> [Int] {
@@ -129,7 +131,10 @@ public final class MultiKrum: Krum {
 
     public override func degeneracy(count: Int) -> String? {
         let kept = keep > 0 ? keep : count - byzantine
-        return kept >= count ? "multikrum with byzantine = \(byzantine) and keep = \(keep) keeps all \(count) bundles: this is the plain mean, with no protection; set byzantine to the number of attackers to tolerate" : nil
+        return kept >= count
+            ? "multikrum with byzantine = \(byzantine) and keep = \(keep) keeps all \(count) bundles: this is the "
+                + "plain mean, with no protection; set byzantine to the number of attackers to tolerate"
+            : nil
     }
 
     override func selectRows(_ spill: DeltaSpill) throws -> [Int] {
@@ -160,8 +165,10 @@ public final class Bulyan: Krum {
     private var beta = 0
 
     public override func refusal(count: Int) -> String? {
-        count >= 4 * byzantine + 3 ? nil
-            : "bulyan with byzantine = \(byzantine) needs at least \(4 * byzantine + 3) bundles (n ≥ 4f + 3); \(count) passed"
+        count >= 4 * byzantine + 3
+            ? nil
+            : "bulyan with byzantine = \(byzantine) needs at least \(4 * byzantine + 3) bundles (n ≥ 4f + "
+                + "3); \(count) passed"
     }
 
     override func selectRows(_ spill: DeltaSpill) throws -> [Int] {
@@ -184,8 +191,15 @@ public final class Bulyan: Krum {
         var lo = (n - 1) / 2, hi = lo + 1
         if n % 2 == 0, abs(values[n / 2] - median) < abs(values[lo] - median) { lo = n / 2; hi = lo + 1 }
         while hi - lo < beta {
-            if lo == 0 { hi += 1 } else if hi == n { lo -= 1 }
-            else if abs(values[lo - 1] - median) <= abs(values[hi] - median) { lo -= 1 } else { hi += 1 }
+            if lo == 0 {
+                hi += 1
+            } else if hi == n {
+                lo -= 1
+            } else if abs(values[lo - 1] - median) <= abs(values[hi] - median) {
+                lo -= 1
+            } else {
+                hi += 1
+            }
         }
         var sum = 0.0
         for i in lo..<hi { sum += values[i] }

@@ -119,7 +119,9 @@ public class RobustStrategy: AggregationStrategy {
             }
         }
         for (t, shape) in arch.tensorShapes.enumerated() {
-            if let i = out[t].firstIndex(where: { !$0.isFinite }) { throw AggregationError.nonFiniteResult(tensor: shape.name, index: i) }
+            if let i = out[t].firstIndex(where: { !$0.isFinite }) {
+                throw AggregationError.nonFiniteResult(tensor: shape.name, index: i)
+            }
         }
         return ModelWeights(arch: base.arch, tensors: out)
     }
@@ -139,7 +141,10 @@ public final class Median: RobustStrategy {
     public override class var name: String { "median" }
 
     public override func degeneracy(count: Int) -> String? {
-        count <= 2 ? "the median of \(count) bundle\(count == 1 ? "" : "s") is their mean: one attacker among them moves the model as far as it likes" : nil
+        count <= 2
+            ? "the median of \(count) bundle\(count == 1 ? "" : "s") is their mean: one attacker among them moves "
+                + "the model as far as it likes"
+            : nil
     }
 
     override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
@@ -163,7 +168,9 @@ public final class TrimmedMean: RobustStrategy {
 
     public override func degeneracy(count: Int) -> String? {
         Int(trim * Double(count)) == 0
-            ? "trim = \(trim) cuts int(\(trim) × \(count)) = 0 values at each end of \(count) bundles: this is the plain mean; raise trim or wait for more bundles" : nil
+            ? "trim = \(trim) cuts int(\(trim) × \(count)) = 0 values at each end of \(count) bundles: this is the "
+                + "plain mean; raise trim or wait for more bundles"
+            : nil
     }
 
     override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {

@@ -43,10 +43,14 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
         average = FedAvg(arch: arch, serverLearningRate: 1, weightCap: Strategies.count(p["weight_cap"] ?? 1e8))
     }
 
-    public var parameters: [String: Double] { ["server_lr": eta, "beta1": beta1, "beta2": beta2, "tau": tau, "weight_cap": Double(average.weightCap)] }
+    public var parameters: [String: Double] {
+        ["server_lr": eta, "beta1": beta1, "beta2": beta2, "tau": tau, "weight_cap": Double(average.weightCap)]
+    }
     public func weight(examples: Int64) -> Double { average.weight(examples: examples) }
     public func check(delta: DecodedDelta, base: ModelWeights) throws { try average.check(delta: delta, base: base) }
-    public func add(delta: DecodedDelta, weight: Double, scale: Double) throws { try average.add(delta: delta, weight: weight, scale: scale) }
+    public func add(delta: DecodedDelta, weight: Double, scale: Double) throws {
+        try average.add(delta: delta, weight: weight, scale: scale)
+    }
     public func add(partial: PartialAggregate) throws { try average.add(partial: partial) }
     public func partial() -> PartialAggregate { average.partial() }
     /// The optimiser steps along the noisy mean: post-processing of a
@@ -57,11 +61,14 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
     /// was written by this same strategy for this model.
     public func restore(state: SafetensorsFile?) throws {
         guard let state, state.metadata["fedbatch_strategy"] == Self.name,
-              let t = state.tensor("step")?.floats().first, t >= 1, let count = Int(exactly: t) else { return }
+            let t = state.tensor("step")?.floats().first, t >= 1, let count = Int(exactly: t)
+        else { return }
         func read(_ prefix: String) -> [[Double]]? {
             var out: [[Double]] = []
             for (name, shape) in arch.tensorShapes {
-                guard let x = state.tensor("\(prefix)/\(name)"), x.shape == shape, x.dtype == .f32, x.allFinite() else { return nil }
+                guard let x = state.tensor("\(prefix)/\(name)"), x.shape == shape, x.dtype == .f32, x.allFinite() else {
+                    return nil
+                }
                 out.append(x.floats().map(Double.init))
             }
             return out
@@ -101,7 +108,8 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
         }
         self.m = m
         self.v = v
-        newState = [("step", Tensor(shape: [1], floats: [Float(step)]))]
+        newState =
+            [("step", Tensor(shape: [1], floats: [Float(step)]))]
             + zip(arch.tensorShapes, m).map { ("m/\($0.name)", Tensor(shape: $0.shape, floats: $1.map(Float.init))) }
             + zip(arch.tensorShapes, v).map { ("v/\($0.name)", Tensor(shape: $0.shape, floats: $1.map(Float.init))) }
         return ModelWeights(arch: base.arch, tensors: tensors)

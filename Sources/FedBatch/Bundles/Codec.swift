@@ -26,7 +26,8 @@ public protocol TensorCodec: Sendable {
     func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws
     /// Decodes tensor `t` of the model (already checked) into `out`, which
     /// holds exactly that tensor's element count.
-    func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>)
+    func decode(
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>)
 }
 
 extension TensorCodec {
@@ -34,12 +35,14 @@ extension TensorCodec {
 
     /// The whole delta, decoded (for error feedback and tests).
     public func decodeAll(_ stored: SafetensorsFile, arch: ModelArchitecture) -> ModelWeights {
-        ModelWeights(arch: arch, tensors: arch.tensorShapes.indices.map { t in
-            [Float](unsafeUninitializedCapacity: elementCount(arch.tensorShapes[t].shape)!) { out, n in
-                decode(stored, tensor: t, arch: arch, into: out)
-                n = out.count
-            }
-        })
+        ModelWeights(
+            arch: arch,
+            tensors: arch.tensorShapes.indices.map { t in
+                [Float](unsafeUninitializedCapacity: elementCount(arch.tensorShapes[t].shape)!) { out, n in
+                    decode(stored, tensor: t, arch: arch, into: out)
+                    n = out.count
+                }
+            })
     }
 }
 
@@ -82,7 +85,9 @@ public struct DecodedDelta: @unchecked Sendable {
     }
 
     /// Checks `stored` with `codec`, then wraps it for aggregation.
-    public static func checked(_ stored: SafetensorsFile, codec: any TensorCodec, arch: ModelArchitecture) throws -> DecodedDelta {
+    public static func checked(
+        _ stored: SafetensorsFile, codec: any TensorCodec, arch: ModelArchitecture
+    ) throws -> DecodedDelta {
         try codec.check(stored, arch: arch)
         return DecodedDelta(arch: arch, stored: stored, codec: codec)
     }
@@ -147,7 +152,8 @@ public enum Codecs {
     /// The codec `name`, or a refusal naming the ones this build reads.
     public static func make(name: String) throws -> any TensorCodec {
         guard let codec = registry[name] else {
-            throw ContainerError.manifestInvalid("codec \"\(name)\" is not one this fedbatch reads (\(names.sorted().joined(separator: ", ")))")
+            throw ContainerError.manifestInvalid(
+                "codec \"\(name)\" is not one this fedbatch reads (\(names.sorted().joined(separator: ", ")))")
         }
         return codec
     }
@@ -161,15 +167,27 @@ public enum Codecs {
 
     /// Checks that `stored` holds exactly `expected` (name, dtype, shape),
     /// in any order, and nothing else.
-    static func checkLayout(_ stored: SafetensorsFile, codec: String, expected: [(name: String, dtype: DType, shape: [Int])]) throws {
+    static func checkLayout(
+        _ stored: SafetensorsFile, codec: String, expected: [(name: String, dtype: DType, shape: [Int])]
+    ) throws {
         let names = Set(expected.map(\.name))
         for e in stored.entries where !names.contains(e.name) {
-            throw CodecError(codec: codec, tensor: e.name, problem: "is not a tensor this codec stores for the model", kind: .extra)
+            throw CodecError(
+                codec: codec, tensor: e.name, problem: "is not a tensor this codec stores for the model", kind: .extra)
         }
         for x in expected {
-            guard let e = stored.entry(x.name) else { throw CodecError(codec: codec, tensor: x.name, problem: "is missing", kind: .missing) }
-            guard e.dtype == x.dtype else { throw CodecError(codec: codec, tensor: x.name, problem: "is \(e.dtype.rawValue), not \(x.dtype.rawValue)", kind: .dtype) }
-            guard e.shape == x.shape else { throw CodecError(codec: codec, tensor: x.name, problem: "has shape \(e.shape), not \(x.shape)", kind: .shape) }
+            guard let e = stored.entry(x.name) else {
+                throw CodecError(codec: codec, tensor: x.name, problem: "is missing", kind: .missing)
+            }
+            guard e.dtype == x.dtype else {
+                throw CodecError(
+                    codec: codec, tensor: x.name, problem: "is \(e.dtype.rawValue), not \(x.dtype.rawValue)",
+                    kind: .dtype)
+            }
+            guard e.shape == x.shape else {
+                throw CodecError(
+                    codec: codec, tensor: x.name, problem: "has shape \(e.shape), not \(x.shape)", kind: .shape)
+            }
         }
     }
 }
@@ -188,10 +206,15 @@ public struct FP32Codec: TensorCodec {
         }
     }
 
-    public func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>) {
+    public func decode(
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+    ) {
         let entry = stored.entry(arch.tensorShapes[t].name)!
         stored.withBytes(of: entry) { raw in
-            for i in 0..<out.count { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            for i in 0..<out.count {
+                out[i] = Float(
+                    bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+            }
         }
     }
 }

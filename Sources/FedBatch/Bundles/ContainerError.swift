@@ -80,9 +80,13 @@ public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible,
         case let .fileTooLarge(size, cap):
             return "file is \(size) bytes, above the cap of \(cap) bytes"
         case .formatVersion(let v):
-            return "this is a format-\(v) container; this fedbatch reads format \(Statement.version) only (fedbatch-bundle(5)): ask its sender to write it again with this version"
+            return
+                "this is a format-\(v) container; this fedbatch reads format \(Statement.version) only "
+                + "(fedbatch-bundle(5)): ask its sender to write it again with this version"
         case .noSignatureTrailer:
-            return "file does not end with a fedbatch signature slot: it was truncated, bytes were appended, or it is not a fedbatch container"
+            return
+                "file does not end with a fedbatch signature slot: it was truncated, bytes were appended, or it is "
+                + "not a fedbatch container"
         case .badSignatureFrame(let why):
             return "signature slot is malformed: \(why)"
         case let .signatureTooLarge(size, cap):
@@ -96,7 +100,9 @@ public enum ContainerError: Error, Equatable, Sendable, CustomStringConvertible,
         case .emptyArchive:
             return "tar stream holds no members"
         case .unsafePath(let p):
-            return "member name \"\(p)\" is not allowed: names are relative paths of [A-Za-z0-9._-] segments, with no '..' or leading '/'"
+            return
+                "member name \"\(p)\" is not allowed: names are relative paths of [A-Za-z0-9._-] segments, with no "
+                + "'..' or leading '/'"
         case let .notRegularFile(p, kind):
             return "member \"\(p)\" is a \(kind); only regular files are allowed"
         case .sparseMember(let p):

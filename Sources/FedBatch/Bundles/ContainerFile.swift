@@ -52,7 +52,8 @@ public struct ContainerFile: Sendable {
             file.subdata(in: Int(offset)..<(Int(offset) + count))
         }
         // A slice, not a copy: payloads run to gigabytes.
-        return ContainerFile(payload: file[0..<slot.payloadLength], statement: slot.statement, signature: slot.signature)
+        return ContainerFile(
+            payload: file[0..<slot.payloadLength], statement: slot.statement, signature: slot.signature)
     }
 
     /// Reads a container from an open file, its end first: a file that is
@@ -61,7 +62,9 @@ public struct ContainerFile: Sendable {
     public static func read(_ file: OpenFile, limits: ContainerLimits = .default) throws -> ContainerFile {
         let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
         let payload = try file.read(at: 0, count: slot.payloadLength)
-        guard payload.count == slot.payloadLength else { throw FileError(path: file.displayPath, message: "shrank while it was being read") }
+        guard payload.count == slot.payloadLength else {
+            throw FileError(path: file.displayPath, message: "shrank while it was being read")
+        }
         return ContainerFile(payload: payload, statement: slot.statement, signature: slot.signature)
     }
 
@@ -95,23 +98,35 @@ public struct ContainerFile: Sendable {
         guard magic == trailerMagic else { throw ContainerError.noSignatureTrailer }
         let statementLength = Int(u32(t, 0)), length = Int(u32(t, 4))
         guard statementLength > 0, statementLength <= Statement.maxBytes else {
-            throw ContainerError.badSignatureFrame("statement length \(statementLength) is not between 1 and \(Statement.maxBytes)")
+            throw ContainerError.badSignatureFrame(
+                "statement length \(statementLength) is not between 1 and \(Statement.maxBytes)")
         }
-        guard length <= limits.maxSignatureBytes else { throw ContainerError.signatureTooLarge(size: length, cap: limits.maxSignatureBytes) }
+        guard length <= limits.maxSignatureBytes else {
+            throw ContainerError.signatureTooLarge(size: length, cap: limits.maxSignatureBytes)
+        }
         let content = statementLength + length + trailerSize
         let frameStart = size - Int64(content + frameHeaderSize)
-        guard frameStart >= 4 else { throw ContainerError.badSignatureFrame("statement and signature lengths leave no room for a payload") }
+        guard frameStart >= 4 else {
+            throw ContainerError.badSignatureFrame("statement and signature lengths leave no room for a payload")
+        }
         let slot = Array(try read(frameStart, frameHeaderSize + statementLength + length))
         guard slot.count == frameHeaderSize + statementLength + length else { throw ContainerError.noSignatureTrailer }
         let frameMagic = u32(slot, 0), frameSize = u32(slot, 4)
         guard frameMagic == slotMagic else {
-            throw ContainerError.badSignatureFrame(String(format: "expected skippable-frame magic 0x%08X before the statement, found 0x%08X", slotMagic, frameMagic))
+            throw ContainerError.badSignatureFrame(
+                String(
+                    format: "expected skippable-frame magic 0x%08X before the statement, found 0x%08X", slotMagic,
+                    frameMagic))
         }
         guard Int(frameSize) == content else {
-            throw ContainerError.badSignatureFrame("frame size \(frameSize) disagrees with the statement and signature lengths \(statementLength) + \(length)")
+            throw ContainerError.badSignatureFrame(
+                "frame size \(frameSize) disagrees with the statement and signature lengths \(statementLength) "
+                    + "+ \(length)"
+            )
         }
         let body = Data(slot[frameHeaderSize...])
-        return Slot(payloadLength: Int(frameStart), statement: body.prefix(statementLength), signature: body.suffix(length))
+        return Slot(
+            payloadLength: Int(frameStart), statement: body.prefix(statementLength), signature: body.suffix(length))
     }
 
     private static func u32(_ b: [UInt8], _ i: Int) -> UInt32 {

@@ -12,7 +12,9 @@ public struct Container: Sendable {
 
     /// Parses and validates `tensors.safetensors`.
     public func tensors(limits: SafetensorsLimits = SafetensorsLimits()) throws -> SafetensorsFile {
-        guard let data = members[ContainerPath.tensors] else { throw ContainerError.missingMember(ContainerPath.tensors) }
+        guard let data = members[ContainerPath.tensors] else {
+            throw ContainerError.missingMember(ContainerPath.tensors)
+        }
         do {
             return try SafetensorsFile(bytes: data, limits: limits)
         } catch let e as SafetensorsError {
@@ -40,12 +42,15 @@ public enum ContainerReader {
     }
 
     private static func readStream(payload: Data, limits: ContainerLimits) throws -> Container {
-        let decoder = try ZstdDecoder(frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
+        let decoder = try ZstdDecoder(
+            frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
         let tar = try TarReader { buffer in try decoder.read(into: buffer) }
 
         guard let first = try tar.next() else { throw ContainerError.emptyArchive }
         try checkHeader(first, limits: limits)
-        guard first.pathString == ContainerPath.manifest else { throw ContainerError.manifestNotFirst(found: first.pathString) }
+        guard first.pathString == ContainerPath.manifest else {
+            throw ContainerError.manifestNotFirst(found: first.pathString)
+        }
         let manifestSize = first.size ?? 0
         guard manifestSize <= Int64(limits.maxManifestBytes) else {
             throw ContainerError.manifestTooLarge(size: manifestSize, cap: limits.maxManifestBytes)
@@ -68,9 +73,13 @@ public enum ContainerReader {
             guard seen.insert(name).inserted else { throw ContainerError.duplicateMember(name) }
             guard let expected = declared[name] else { throw ContainerError.undeclaredMember(name) }
             let size = header.size ?? 0
-            guard size == expected.length else { throw ContainerError.sizeMismatch(name: name, declared: expected.length, actual: size) }
+            guard size == expected.length else {
+                throw ContainerError.sizeMismatch(name: name, declared: expected.length, actual: size)
+            }
             total += size
-            if total > limits.maxDecompressedBytes { throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes) }
+            if total > limits.maxDecompressedBytes {
+                throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes)
+            }
             let (data, digest) = try readMember(tar, name: name, size: size)
             guard digest.hex == expected.sha256 else {
                 throw ContainerError.hashMismatch(name: name, declared: expected.sha256, actual: digest.hex)
@@ -93,7 +102,9 @@ public enum ContainerReader {
         case .symlink: throw ContainerError.notRegularFile(path: h.pathString, kind: "symlink")
         case .hardlink: throw ContainerError.notRegularFile(path: h.pathString, kind: "hardlink")
         case .directory: throw ContainerError.notRegularFile(path: h.pathString, kind: "directory")
-        case .other(let mode): throw ContainerError.notRegularFile(path: h.pathString, kind: String(format: "special file (type 0%o)", mode))
+        case .other(let mode):
+            throw ContainerError.notRegularFile(
+                path: h.pathString, kind: String(format: "special file (type 0%o)", mode))
         }
         if h.isSparse { throw ContainerError.sparseMember(h.pathString) }
         guard let size = h.size else { throw ContainerError.missingSize(h.pathString) }
@@ -128,7 +139,9 @@ public enum ContainerReader {
     /// much of it: this stops a bomb hidden after a valid archive as soon as
     /// it shows a non-zero byte or exceeds the padding cap.
     private static func checkTrailer(_ tar: TarReader, limits: ContainerLimits) throws {
-        guard let tail = tar.unconsumedTail() else { throw ContainerError.archive("cannot locate the end of the archive") }
+        guard let tail = tar.unconsumedTail() else {
+            throw ContainerError.archive("cannot locate the end of the archive")
+        }
         var trailing = Int64(tail.count)
         var nonZero = tail.contains { $0 != 0 }
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)

@@ -10,9 +10,13 @@ public enum ContainerWriter {
 
     /// Fills `manifest.members` with each member's length and SHA-256,
     /// then returns the compressed payload and the final manifest.
-    public static func payload(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (payload: Data, manifest: Manifest) {
+    public static func payload(
+        manifest: Manifest, members: [(name: String, data: Data)]
+    ) throws -> (payload: Data, manifest: Manifest) {
         var manifest = manifest
-        manifest.members = members.map { Manifest.Member(name: $0.name, length: Int64($0.data.count), sha256: Digest.of($0.data).hex) }
+        manifest.members = members.map {
+            Manifest.Member(name: $0.name, length: Int64($0.data.count), sha256: Digest.of($0.data).hex)
+        }
         try manifest.validate()
         let manifestBytes = try manifest.encoded()
 

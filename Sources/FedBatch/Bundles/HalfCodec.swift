@@ -14,7 +14,8 @@ public struct HalfCodec: TensorCodec {
         try delta.namedF32.map { named in
             let t = try named.tensor.converted(to: dtype)
             guard t.allFinite() else {
-                throw EncodeError(description: "a value of \(named.name) is beyond \(name)'s range (±65504); use bf16 or fp32")
+                throw EncodeError(
+                    description: "a value of \(named.name) is beyond \(name)'s range (±65504); use bf16 or fp32")
             }
             return (named.name, t)
         }
@@ -27,7 +28,9 @@ public struct HalfCodec: TensorCodec {
         }
     }
 
-    public func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>) {
+    public func decode(
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+    ) {
         let entry = stored.entry(arch.tensorShapes[t].name)!
         let bf16 = dtype == .bf16
         stored.withBytes(of: entry) { raw in

@@ -37,7 +37,9 @@ public struct Int8Codec: TensorCodec {
                     }
                 }
             }
-            guard scales.allSatisfy(\.isFinite) else { throw EncodeError(description: "\(tensorName) holds a non-finite value") }
+            guard scales.allSatisfy(\.isFinite) else {
+                throw EncodeError(description: "\(tensorName) holds a non-finite value")
+            }
             out.append((tensorName, try Tensor(dtype: .i8, shape: shape, data: q)))
             out.append((Self.scaleName(tensorName), Tensor(shape: [scales.count], floats: scales)))
         }
@@ -54,15 +56,22 @@ public struct Int8Codec: TensorCodec {
         for (tensorName, _) in arch.tensorShapes {
             let scaleName = Self.scaleName(tensorName)
             for s in stored.tensor(scaleName)!.floats() where !(s.isFinite && s >= 0) {
-                throw CodecError(codec: name, tensor: scaleName, problem: "holds the scale \(s); scales must be finite and not negative")
+                throw CodecError(
+                    codec: name, tensor: scaleName,
+                    problem: "holds the scale \(s); scales must be finite and not negative")
             }
             try stored.withBytes(of: stored.entry(tensorName)!) { raw in
-                if raw.contains(0x80) { throw CodecError(codec: name, tensor: tensorName, problem: "holds -128; values run from -127 to 127") }
+                if raw.contains(0x80) {
+                    throw CodecError(
+                        codec: name, tensor: tensorName, problem: "holds -128; values run from -127 to 127")
+                }
             }
         }
     }
 
-    public func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>) {
+    public func decode(
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+    ) {
         let tensorName = arch.tensorShapes[t].name
         let scales = stored.tensor(Self.scaleName(tensorName))!.floats()
         stored.withBytes(of: stored.entry(tensorName)!) { raw in

@@ -22,7 +22,6 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// PartialAggregate), never used by an update.
     public static let exactSumCodec = "exact-sum"
 
-
     public struct Model: Codable, Sendable, Equatable {
         public var id: String
         public var arch: String
@@ -47,7 +46,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var name: String
         public var length: Int64
         public var sha256: String
-        public init(name: String, length: Int64, sha256: String) { self.name = name; self.length = length; self.sha256 = sha256 }
+        public init(name: String, length: Int64, sha256: String) {
+            self.name = name; self.length = length; self.sha256 = sha256
+        }
     }
 
     /// A bundle a generation aggregated.
@@ -70,8 +71,10 @@ public struct Manifest: Codable, Sendable, Equatable {
         /// partial aggregate that carried this bundle (listed in
         /// `partials`); absent for a bundle merged directly.
         public var partial: String?
-        public init(digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
-                    base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil) {
+        public init(
+            digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
+            base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil
+        ) {
             self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
             self.numExamples = numExamples; self.weight = weight
             self.base = base; self.staleness = staleness; self.stalenessWeight = stalenessWeight
@@ -90,7 +93,8 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var bundles: Int
         public var weight: Double
         public init(digest: String, region: String, signer: String, seq: Int64, bundles: Int, weight: Double) {
-            self.digest = digest; self.region = region; self.signer = signer; self.seq = seq; self.bundles = bundles; self.weight = weight
+            self.digest = digest; self.region = region; self.signer = signer; self.seq = seq; self.bundles = bundles;
+            self.weight = weight
         }
     }
 
@@ -126,7 +130,9 @@ public struct Manifest: Codable, Sendable, Equatable {
             public var sigma: Double
             /// SHA-256 commitment to the secret seed the noise came from.
             public var seedSha256: String
-            public init(noiseMultiplier: Double, clipNorm: Double, expectedSites: Int, sigma: Double, seedSha256: String) {
+            public init(
+                noiseMultiplier: Double, clipNorm: Double, expectedSites: Int, sigma: Double, seedSha256: String
+            ) {
                 self.noiseMultiplier = noiseMultiplier
                 self.clipNorm = clipNorm
                 self.expectedSites = expectedSites
@@ -142,7 +148,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var delta: Double
         public var maxEpsilon: Double
         public var noise: Noise?
-        public init(rounds: Int, inverseSquareSum: Double, epsilon: Double, delta: Double, maxEpsilon: Double, noise: Noise?) {
+        public init(
+            rounds: Int, inverseSquareSum: Double, epsilon: Double, delta: Double, maxEpsilon: Double, noise: Noise?
+        ) {
             self.rounds = rounds
             self.inverseSquareSum = inverseSquareSum
             self.epsilon = epsilon
@@ -178,10 +186,12 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var strategy: Strategy?
     public var privacy: Privacy?
 
-    public init(kind: Kind, model: Model, created: String, codec: String = "fp32",
-                generation: Int? = nil, parent: GenerationRef? = nil, base: GenerationRef? = nil,
-                site: Site? = nil, numExamples: Int64? = nil, metrics: [String: Double] = [:],
-                included: [IncludedBundle]? = nil, rejected: [RejectedBundle]? = nil, strategy: Strategy? = nil) {
+    public init(
+        kind: Kind, model: Model, created: String, codec: String = "fp32",
+        generation: Int? = nil, parent: GenerationRef? = nil, base: GenerationRef? = nil,
+        site: Site? = nil, numExamples: Int64? = nil, metrics: [String: Double] = [:],
+        included: [IncludedBundle]? = nil, rejected: [RejectedBundle]? = nil, strategy: Strategy? = nil
+    ) {
         self.kind = kind
         self.model = model
         self.created = created
@@ -234,7 +244,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     func checkNumbers() throws {
         let range = 0...Manifest.maxNumber
         func check(_ v: Int?, _ what: String) throws {
-            if let v, !range.contains(v) { throw ContainerError.manifestInvalid("\(what) \(v) is outside 0...\(Manifest.maxNumber)") }
+            if let v, !range.contains(v) {
+                throw ContainerError.manifestInvalid("\(what) \(v) is outside 0...\(Manifest.maxNumber)")
+            }
         }
         try check(generation, "generation")
         try check(base?.number, "base generation")
@@ -246,7 +258,8 @@ public struct Manifest: Codable, Sendable, Equatable {
             try check(b.staleness, "included bundle staleness")
             try check(Int(exactly: b.seq) ?? -1, "included bundle seq")
             guard b.numExamples >= 0, b.weight.isFinite else {
-                throw ContainerError.manifestInvalid("included bundle \(b.digest): num_examples and weight must be finite and not negative")
+                throw ContainerError.manifestInvalid(
+                    "included bundle \(b.digest): num_examples and weight must be finite and not negative")
             }
         }
         for p in partials ?? [] {
@@ -258,51 +271,84 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// Checks the rules a decoder cannot express: known format and version,
     /// the fields each kind requires, and well-formed member entries.
     public func validate() throws {
-        guard format == Manifest.formatName else { throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"") }
+        guard format == Manifest.formatName else {
+            throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"")
+        }
         guard version >= Manifest.formatVersion else {
-            throw ContainerError.manifestInvalid("version \(version) is an older format than the container's; a format-\(Manifest.formatVersion) manifest says \(Manifest.formatVersion)")
+            throw ContainerError.manifestInvalid(
+                "version \(version) is an older format than the container's; a format-\(Manifest.formatVersion) "
+                    + "manifest says \(Manifest.formatVersion)"
+            )
         }
         guard version <= Manifest.formatVersion else {
-            throw ContainerError.manifestInvalid("format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads (\(Manifest.formatVersion)); upgrade fedbatch")
+            throw ContainerError.manifestInvalid(
+                "format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads "
+                    + "(\(Manifest.formatVersion)); upgrade fedbatch"
+            )
         }
         guard Manifest.knownCodecs.contains(codec) else {
-            throw ContainerError.manifestInvalid("codec \"\(codec)\" is not one this fedbatch reads (\(Manifest.knownCodecs.sorted().joined(separator: ", ")))")
+            throw ContainerError.manifestInvalid(
+                "codec \"\(codec)\" is not one this fedbatch reads "
+                    + "(\(Manifest.knownCodecs.sorted().joined(separator: ", ")))"
+            )
         }
         // Codecs compress updates; a generation is the model itself; a
         // partial holds exact sums.
         switch kind {
-        case .generation: guard codec == "fp32" else { throw ContainerError.manifestInvalid("a generation's codec must be fp32, not \"\(codec)\"") }
+        case .generation:
+            guard codec == "fp32" else {
+                throw ContainerError.manifestInvalid("a generation's codec must be fp32, not \"\(codec)\"")
+            }
         case .partial:
-            guard codec == Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("a partial aggregate's codec must be \(Manifest.exactSumCodec), not \"\(codec)\"") }
-        case .update: guard codec != Manifest.exactSumCodec else { throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)") }
+            guard codec == Manifest.exactSumCodec else {
+                throw ContainerError.manifestInvalid(
+                    "a partial aggregate's codec must be \(Manifest.exactSumCodec), not \"\(codec)\"")
+            }
+        case .update:
+            guard codec != Manifest.exactSumCodec else {
+                throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)")
+            }
         }
         try checkNumbers()
         guard Manifest.parseCreated(created) != nil else {
-            throw ContainerError.manifestInvalid("created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
+            throw ContainerError.manifestInvalid(
+                "created \"\(created)\" is not an RFC 3339 UTC time with whole seconds (2026-11-29T12:00:00Z)")
         }
-        for (name, v) in metrics where !v.isFinite { throw ContainerError.manifestInvalid("metric \(name) is not finite") }
+        for (name, v) in metrics where !v.isFinite {
+            throw ContainerError.manifestInvalid("metric \(name) is not finite")
+        }
         switch kind {
         case .update:
             guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }
             guard base != nil else { throw ContainerError.manifestInvalid("an update must name its base generation") }
-            guard let n = numExamples, n > 0 else { throw ContainerError.manifestInvalid("an update must give a positive num_examples") }
+            guard let n = numExamples, n > 0 else {
+                throw ContainerError.manifestInvalid("an update must give a positive num_examples")
+            }
             guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
             try Self.checkIdentifier(site.id, what: "site id")
         case .partial:
             guard let site, let base, let n = numExamples, n > 0, let included, !included.isEmpty else {
-                throw ContainerError.manifestInvalid("a partial aggregate must name its regional collector (site), its base generation, a positive num_examples and the bundles it includes")
+                throw ContainerError.manifestInvalid(
+                    "a partial aggregate must name its regional collector (site), its base generation, a positive "
+                        + "num_examples and the bundles it includes"
+                )
             }
             try Self.checkIdentifier(site.id, what: "regional collector id")
             // checkNumbers bounded base.number, so the + 1 cannot overflow.
             guard site.seq == Int64(base.number) + 1 else {
-                throw ContainerError.manifestInvalid("a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
+                throw ContainerError.manifestInvalid(
+                    "a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
             }
-            guard Set(included.map(\.digest)).count == included.count else { throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice") }
+            guard Set(included.map(\.digest)).count == included.count else {
+                throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice")
+            }
             for b in included {
                 guard let bb = b.base, bb >= 0, bb <= base.number, b.staleness == base.number - bb, b.partial == nil,
-                      b.numExamples > 0, b.seq >= 0, b.weight >= 0, b.weight == b.weight.rounded(),
-                      (b.stalenessWeight ?? 1) > 0, (b.stalenessWeight ?? 1) <= 1 else {
-                    throw ContainerError.manifestInvalid("included bundle \(b.digest) does not fit a partial aggregate on generation \(base.number)")
+                    b.numExamples > 0, b.seq >= 0, b.weight >= 0, b.weight == b.weight.rounded(),
+                    (b.stalenessWeight ?? 1) > 0, (b.stalenessWeight ?? 1) <= 1
+                else {
+                    throw ContainerError.manifestInvalid(
+                        "included bundle \(b.digest) does not fit a partial aggregate on generation \(base.number)")
                 }
                 try Self.checkIdentifier(b.site, what: "site id")
             }
@@ -310,33 +356,44 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("num_examples \(n) is not the sum over the included bundles")
             }
         case .generation:
-            guard let g = generation, g >= 0 else { throw ContainerError.manifestInvalid("a generation must give its number") }
+            guard let g = generation, g >= 0 else {
+                throw ContainerError.manifestInvalid("a generation must give its number")
+            }
             if let partials {
                 for p in partials {
                     let carried = (included ?? []).filter { $0.partial == p.digest }
                     guard carried.count == p.bundles, p.bundles > 0 else {
-                        throw ContainerError.manifestInvalid("partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
+                        throw ContainerError.manifestInvalid(
+                            "partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
                     }
                 }
                 let known = Set(partials.map(\.digest))
-                guard known.count == partials.count, (included ?? []).allSatisfy({ $0.partial.map(known.contains) ?? true }) else {
-                    throw ContainerError.manifestInvalid("included names a partial that partials does not list, or partials lists one twice")
+                guard known.count == partials.count,
+                    (included ?? []).allSatisfy({ $0.partial.map(known.contains) ?? true })
+                else {
+                    throw ContainerError.manifestInvalid(
+                        "included names a partial that partials does not list, or partials lists one twice")
                 }
             } else if (included ?? []).contains(where: { $0.partial != nil }) {
                 throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
             }
             for b in included ?? [] {
                 if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
-                    throw ContainerError.manifestInvalid("included bundle \(b.digest): base \(base) and staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)")
+                    throw ContainerError.manifestInvalid(
+                        "included bundle \(b.digest): base \(base) and "
+                            + "staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)"
+                    )
                 }
                 if let w = b.stalenessWeight, !(w > 0 && w <= 1) {
-                    throw ContainerError.manifestInvalid("included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
+                    throw ContainerError.manifestInvalid(
+                        "included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
                 }
             }
             if let selected = strategy?.selected {
                 let digests = Set((included ?? []).map(\.digest))
                 guard selected.allSatisfy(digests.contains), Set(selected).count == selected.count else {
-                    throw ContainerError.manifestInvalid("strategy.selected names a bundle the generation does not include, or one twice")
+                    throw ContainerError.manifestInvalid(
+                        "strategy.selected names a bundle the generation does not include, or one twice")
                 }
             }
             for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
@@ -344,29 +401,50 @@ public struct Manifest: Codable, Sendable, Equatable {
             }
             if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
             if let p = privacy {
-                guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0 else {
-                    throw ContainerError.manifestInvalid("privacy: rounds, inverse_square_sum and epsilon must not be negative, delta must be in (0, 1)")
+                guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0
+                else {
+                    throw ContainerError.manifestInvalid(
+                        "privacy: rounds, inverse_square_sum and epsilon must not be negative, delta must be in (0, 1)")
                 }
-                if let n = p.noise, !(n.noiseMultiplier > 0 && n.clipNorm > 0 && n.expectedSites >= 1 && n.sigma >= 0 && Digest(hex: n.seedSha256) != nil) {
-                    throw ContainerError.manifestInvalid("privacy.noise: a positive noise_multiplier and clip_norm, expected_sites of 1 or more, and a seed_sha256 of 64 hex digits")
+                if let n = p.noise,
+                    !(n.noiseMultiplier > 0 && n.clipNorm > 0 && n.expectedSites >= 1 && n.sigma >= 0
+                        && Digest(hex: n.seedSha256) != nil)
+                {
+                    throw ContainerError.manifestInvalid(
+                        "privacy.noise: a positive noise_multiplier and clip_norm, expected_sites of 1 or more, and "
+                            + "a seed_sha256 of 64 hex digits"
+                    )
                 }
             }
         }
         try Self.checkIdentifier(model.id, what: "model id")
         for ref in [base, parent].compactMap({ $0 }) {
-            guard Digest(hex: ref.digest) != nil else { throw ContainerError.manifestInvalid("generation digest \"\(ref.digest)\" is not 64 lowercase hex digits") }
-            guard ref.number >= 0 else { throw ContainerError.manifestInvalid("generation number \(ref.number) is negative") }
+            guard Digest(hex: ref.digest) != nil else {
+                throw ContainerError.manifestInvalid(
+                    "generation digest \"\(ref.digest)\" is not 64 lowercase hex digits")
+            }
+            guard ref.number >= 0 else {
+                throw ContainerError.manifestInvalid("generation number \(ref.number) is negative")
+            }
         }
         var names = Set<String>()
         for member in members {
             guard ContainerPath.isValid(member.name), member.name != ContainerPath.manifest else {
                 throw ContainerError.manifestInvalid("member name \"\(member.name)\" is not allowed")
             }
-            guard names.insert(member.name).inserted else { throw ContainerError.manifestInvalid("member \"\(member.name)\" is listed twice") }
-            guard member.length >= 0 else { throw ContainerError.manifestInvalid("member \"\(member.name)\" has a negative length") }
-            guard Digest(hex: member.sha256) != nil else { throw ContainerError.manifestInvalid("member \"\(member.name)\" has a malformed sha256") }
+            guard names.insert(member.name).inserted else {
+                throw ContainerError.manifestInvalid("member \"\(member.name)\" is listed twice")
+            }
+            guard member.length >= 0 else {
+                throw ContainerError.manifestInvalid("member \"\(member.name)\" has a negative length")
+            }
+            guard Digest(hex: member.sha256) != nil else {
+                throw ContainerError.manifestInvalid("member \"\(member.name)\" has a malformed sha256")
+            }
         }
-        guard names.contains(ContainerPath.tensors) else { throw ContainerError.manifestInvalid("no \(ContainerPath.tensors) member is listed") }
+        guard names.contains(ContainerPath.tensors) else {
+            throw ContainerError.manifestInvalid("no \(ContainerPath.tensors) member is listed")
+        }
     }
 
     /// Site ids and model ids appear in file names, so they are plain words.
@@ -384,7 +462,8 @@ public enum ContainerPath {
 
     /// `[A-Za-z0-9._-]`, the bytes names and ids are made of.
     public static func isPlainByte(_ c: UInt8) -> Bool {
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
+            || c == 0x2D
     }
 
     /// Relative, `/`-separated segments of `[A-Za-z0-9._-]`, none empty, `.` or `..`.

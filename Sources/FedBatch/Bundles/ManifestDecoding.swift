@@ -16,7 +16,8 @@ struct ManifestDecoder {
 
     private init(_ value: JSONValue, path: String) throws {
         guard case .object(let fields) = value else {
-            throw ContainerError.manifestInvalid(path.isEmpty ? "the manifest is not a JSON object" : "field \(path) must be an object")
+            throw ContainerError.manifestInvalid(
+                path.isEmpty ? "the manifest is not a JSON object" : "field \(path) must be an object")
         }
         self.fields = fields
         self.path = path
@@ -27,14 +28,19 @@ struct ManifestDecoder {
         let format = try d.string("format")
         let version = try d.int("version")
         let kindText = try d.string("kind")
-        guard let kind = Manifest.Kind(rawValue: kindText) else { throw ContainerError.manifestInvalid("kind \"\(kindText)\" is not update, generation or partial") }
+        guard let kind = Manifest.Kind(rawValue: kindText) else {
+            throw ContainerError.manifestInvalid("kind \"\(kindText)\" is not update, generation or partial")
+        }
         let model = try d.object("model")
-        var m = Manifest(kind: kind, model: .init(id: try model.string("id"), arch: try model.string("arch")),
-                         created: try d.string("created"), codec: try d.string("codec"))
+        var m = Manifest(
+            kind: kind, model: .init(id: try model.string("id"), arch: try model.string("arch")),
+            created: try d.string("created"), codec: try d.string("codec"))
         m.format = format
         m.version = version
         m.fedbatchVersion = try d.string("fedbatch_version")
-        m.members = try d.array("members").map { try Manifest.Member(name: $0.string("name"), length: $0.int64("length"), sha256: $0.string("sha256")) }
+        m.members = try d.array("members").map {
+            try Manifest.Member(name: $0.string("name"), length: $0.int64("length"), sha256: $0.string("sha256"))
+        }
         m.metrics = try d.numbers("metrics")
         m.generation = try d.optional("generation") { try d.int("generation") }
         m.parent = try d.optional("parent") { try d.object("parent").generationRef() }
@@ -47,38 +53,46 @@ struct ManifestDecoder {
         m.included = try d.optional("included") {
             try d.array("included").map {
                 let b = $0
-                return Manifest.IncludedBundle(digest: try b.string("digest"), site: try b.string("site"), signer: try b.string("signer"),
-                                               seq: try b.int64("seq"), numExamples: try b.int64("num_examples"), weight: try b.double("weight"),
-                                               base: try b.optional("base") { try b.int("base") },
-                                               staleness: try b.optional("staleness") { try b.int("staleness") },
-                                               stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
-                                               partial: try b.optional("partial") { try b.string("partial") })
+                return Manifest.IncludedBundle(
+                    digest: try b.string("digest"), site: try b.string("site"), signer: try b.string("signer"),
+                    seq: try b.int64("seq"), numExamples: try b.int64("num_examples"), weight: try b.double("weight"),
+                    base: try b.optional("base") { try b.int("base") },
+                    staleness: try b.optional("staleness") { try b.int("staleness") },
+                    stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
+                    partial: try b.optional("partial") { try b.string("partial") })
             }
         }
         m.partials = try d.optional("partials") {
             try d.array("partials").map {
-                Manifest.IncludedPartial(digest: try $0.string("digest"), region: try $0.string("region"), signer: try $0.string("signer"),
-                                         seq: try $0.int64("seq"), bundles: try $0.int("bundles"), weight: try $0.double("weight"))
+                Manifest.IncludedPartial(
+                    digest: try $0.string("digest"), region: try $0.string("region"), signer: try $0.string("signer"),
+                    seq: try $0.int64("seq"), bundles: try $0.int("bundles"), weight: try $0.double("weight"))
             }
         }
         m.rejected = try d.optional("rejected") {
-            try d.array("rejected").map { Manifest.RejectedBundle(digest: try $0.string("digest"), reason: try $0.string("reason")) }
+            try d.array("rejected").map {
+                Manifest.RejectedBundle(digest: try $0.string("digest"), reason: try $0.string("reason"))
+            }
         }
         m.strategy = try d.optional("strategy") {
             let s = try d.object("strategy")
-            return Manifest.Strategy(name: try s.string("name"), parameters: try s.numbers("parameters"),
-                                     selected: try s.optional("selected") { try s.strings("selected") })
+            return Manifest.Strategy(
+                name: try s.string("name"), parameters: try s.numbers("parameters"),
+                selected: try s.optional("selected") { try s.strings("selected") })
         }
         m.privacy = try d.optional("privacy") {
             let p = try d.object("privacy")
-            return Manifest.Privacy(rounds: try p.int("rounds"), inverseSquareSum: try p.double("inverse_square_sum"), epsilon: try p.double("epsilon"),
-                                    delta: try p.double("delta"), maxEpsilon: try p.double("max_epsilon"),
-                                    noise: try p.optional("noise") {
-                                        let n = try p.object("noise")
-                                        return Manifest.Privacy.Noise(noiseMultiplier: try n.double("noise_multiplier"), clipNorm: try n.double("clip_norm"),
-                                                                      expectedSites: try n.int("expected_sites"), sigma: try n.double("sigma"),
-                                                                      seedSha256: try n.string("seed_sha256"))
-                                    })
+            return Manifest.Privacy(
+                rounds: try p.int("rounds"), inverseSquareSum: try p.double("inverse_square_sum"),
+                epsilon: try p.double("epsilon"),
+                delta: try p.double("delta"), maxEpsilon: try p.double("max_epsilon"),
+                noise: try p.optional("noise") {
+                    let n = try p.object("noise")
+                    return Manifest.Privacy.Noise(
+                        noiseMultiplier: try n.double("noise_multiplier"), clipNorm: try n.double("clip_norm"),
+                        expectedSites: try n.int("expected_sites"), sigma: try n.double("sigma"),
+                        seedSha256: try n.string("seed_sha256"))
+                })
         }
         return m
     }
@@ -88,7 +102,9 @@ struct ManifestDecoder {
     private func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     private func value(_ key: String) throws -> JSONValue {
-        guard let v = fields.first(where: { $0.0 == key })?.1 else { throw ContainerError.manifestInvalid("missing field \(name(key))") }
+        guard let v = fields.first(where: { $0.0 == key })?.1 else {
+            throw ContainerError.manifestInvalid("missing field \(name(key))")
+        }
         return v
     }
 
@@ -99,7 +115,9 @@ struct ManifestDecoder {
     }
 
     private func string(_ key: String) throws -> String {
-        guard case .string(let s) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be a string") }
+        guard case .string(let s) = try value(key) else {
+            throw ContainerError.manifestInvalid("field \(name(key)) must be a string")
+        }
         return s
     }
 
@@ -113,23 +131,35 @@ struct ManifestDecoder {
     private func int(_ key: String) throws -> Int { Int(try int64(key)) }
 
     private func double(_ key: String) throws -> Double {
-        guard case .number(let text) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be a number") }
-        guard let d = Double(text), d.isFinite else { throw ContainerError.manifestInvalid("field \(name(key)) is not a finite number") }
+        guard case .number(let text) = try value(key) else {
+            throw ContainerError.manifestInvalid("field \(name(key)) must be a number")
+        }
+        guard let d = Double(text), d.isFinite else {
+            throw ContainerError.manifestInvalid("field \(name(key)) is not a finite number")
+        }
         return d
     }
 
-    private func object(_ key: String) throws -> ManifestDecoder { try ManifestDecoder(try value(key), path: name(key)) }
+    private func object(_ key: String) throws -> ManifestDecoder {
+        try ManifestDecoder(try value(key), path: name(key))
+    }
 
     private func array(_ key: String) throws -> [ManifestDecoder] {
-        guard case .array(let items) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be an array") }
+        guard case .array(let items) = try value(key) else {
+            throw ContainerError.manifestInvalid("field \(name(key)) must be an array")
+        }
         return try items.enumerated().map { try ManifestDecoder($1, path: "\(name(key))[\($0)]") }
     }
 
     /// An array of strings.
     private func strings(_ key: String) throws -> [String] {
-        guard case .array(let items) = try value(key) else { throw ContainerError.manifestInvalid("field \(name(key)) must be an array") }
+        guard case .array(let items) = try value(key) else {
+            throw ContainerError.manifestInvalid("field \(name(key)) must be an array")
+        }
         return try items.map {
-            guard case .string(let s) = $0 else { throw ContainerError.manifestInvalid("field \(name(key)) must hold strings") }
+            guard case .string(let s) = $0 else {
+                throw ContainerError.manifestInvalid("field \(name(key)) must hold strings")
+            }
             return s
         }
     }
@@ -166,13 +196,16 @@ extension Manifest {
     /// (`2026-11-29T12:00:00Z`) and a real calendar time.
     public static func parseCreated(_ s: String) -> Date? {
         let b = Array(s.utf8)
-        guard b.count == 20, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54, b[13] == 0x3A, b[16] == 0x3A, b[19] == 0x5A else { return nil }
+        guard b.count == 20, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54, b[13] == 0x3A, b[16] == 0x3A, b[19] == 0x5A
+        else { return nil }
         func num(_ r: Range<Int>) -> Int? {
             guard b[r].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
             return Int(String(decoding: b[r], as: UTF8.self))
         }
-        guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16), let sec = num(17..<19),
-              (1...12).contains(mo), d >= 1, d <= daysIn(month: mo, year: y), h < 24, mi < 60, sec < 60 else { return nil }
+        guard let y = num(0..<4), let mo = num(5..<7), let d = num(8..<10), let h = num(11..<13), let mi = num(14..<16),
+            let sec = num(17..<19),
+            (1...12).contains(mo), d >= 1, d <= daysIn(month: mo, year: y), h < 24, mi < 60, sec < 60
+        else { return nil }
         // Days since 1970-01-01 in the proleptic Gregorian calendar
         // (H. Hinnant's days_from_civil), without a Calendar per call.
         let yy = mo <= 2 ? y - 1 : y
@@ -195,9 +228,12 @@ extension Manifest {
     /// Refuses a container dated further in the future than clock skew
     /// explains (a manifest can be backdated, but not sent from 2035).
     public func checkCreated(notAfter now: Date) throws {
-        guard let date = Manifest.parseCreated(created) else { throw ContainerError.manifestInvalid("created \"\(created)\" is not RFC 3339 UTC") }
+        guard let date = Manifest.parseCreated(created) else {
+            throw ContainerError.manifestInvalid("created \"\(created)\" is not RFC 3339 UTC")
+        }
         if date.timeIntervalSince(now) > Manifest.maxClockSkew {
-            throw ContainerError.manifestInvalid("created \(created) is more than 24 hours after this machine's clock (\(rfc3339(now)))")
+            throw ContainerError.manifestInvalid(
+                "created \(created) is more than 24 hours after this machine's clock (\(rfc3339(now)))")
         }
     }
 }

@@ -29,10 +29,14 @@ public struct TopKCodec: TensorCodec {
             let kept = Self.largest(k, of: x)
             var indices = Data(count: 4 * k)
             indices.withUnsafeMutableBytes { raw in
-                for (j, i) in kept.enumerated() { raw.storeBytes(of: Int32(i).littleEndian, toByteOffset: 4 * j, as: Int32.self) }
+                for (j, i) in kept.enumerated() {
+                    raw.storeBytes(of: Int32(i).littleEndian, toByteOffset: 4 * j, as: Int32.self)
+                }
             }
             let values = try Tensor(shape: [k], floats: kept.map { x[$0] }).converted(to: .f16)
-            guard values.allFinite() else { throw EncodeError(description: "a value of \(tensorName) is beyond fp16's range (±65504)") }
+            guard values.allFinite() else {
+                throw EncodeError(description: "a value of \(tensorName) is beyond fp16's range (±65504)")
+            }
             out.append((Self.indicesName(tensorName), try Tensor(dtype: .i32, shape: [k], data: indices)))
             out.append((Self.valuesName(tensorName), values))
         }
@@ -77,10 +81,13 @@ public struct TopKCodec: TensorCodec {
         for (tensorName, shape) in arch.tensorShapes {
             let count = elementCount(shape)!
             guard let k = stored.entry(Self.indicesName(tensorName))?.shape.first else {
-                throw CodecError(codec: name, tensor: Self.indicesName(tensorName), problem: "is missing", kind: .missing)
+                throw CodecError(
+                    codec: name, tensor: Self.indicesName(tensorName), problem: "is missing", kind: .missing)
             }
             guard k >= 1, k <= count else {
-                throw CodecError(codec: name, tensor: Self.indicesName(tensorName), problem: "keeps \(k) values of a tensor of \(count)")
+                throw CodecError(
+                    codec: name, tensor: Self.indicesName(tensorName),
+                    problem: "keeps \(k) values of a tensor of \(count)")
             }
             expected.append((Self.indicesName(tensorName), .i32, [k]))
             expected.append((Self.valuesName(tensorName), .f16, [k]))
@@ -94,19 +101,31 @@ public struct TopKCodec: TensorCodec {
                 for j in 0..<(raw.count / 4) {
                     let i = Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * j, as: Int32.self)))
                     guard i > previous else {
-                        throw CodecError(codec: name, tensor: indicesName, problem: "index \(i) at position \(j) is not above the one before (\(previous)): indices must be strictly increasing")
+                        throw CodecError(
+                            codec: name, tensor: indicesName,
+                            problem:
+                                "index \(i) at position \(j) is not above the one before (\(previous)): indices must "
+                                + "be strictly increasing"
+                        )
                     }
-                    guard i < count else { throw CodecError(codec: name, tensor: indicesName, problem: "index \(i) is outside a tensor of \(count)") }
+                    guard i < count else {
+                        throw CodecError(
+                            codec: name, tensor: indicesName, problem: "index \(i) is outside a tensor of \(count)")
+                    }
                     previous = i
                 }
             }
             guard stored.tensor(Self.valuesName(tensorName))!.allFinite() else {
-                throw CodecError(codec: name, tensor: Self.valuesName(tensorName), problem: "holds a NaN or an infinity", kind: .nonFinite)
+                throw CodecError(
+                    codec: name, tensor: Self.valuesName(tensorName), problem: "holds a NaN or an infinity",
+                    kind: .nonFinite)
             }
         }
     }
 
-    public func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>) {
+    public func decode(
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+    ) {
         let tensorName = arch.tensorShapes[t].name
         out.update(repeating: 0)
         let values = stored.tensor(Self.valuesName(tensorName))!.floats()

@@ -78,22 +78,35 @@ extension Home {
                 throw ChainError(generation: n, message: "\(path) does not verify: \(error)")
             }
             let m = v.manifest
-            guard m.kind == .generation, m.generation == n else { throw ChainError(generation: n, message: "\(path) holds generation \(m.generation ?? -1)") }
+            guard m.kind == .generation, m.generation == n else {
+                throw ChainError(generation: n, message: "\(path) holds generation \(m.generation ?? -1)")
+            }
             // A rotation this generation announces applies to the links
             // after it (in memory: log writes nothing).
-            do { try verifier.adoptRotation(carriedBy: v) } catch { throw ChainError(generation: n, message: "\(path) carries a key rotation that does not verify: \(error)") }
+            do { try verifier.adoptRotation(carriedBy: v) } catch {
+                throw ChainError(
+                    generation: n, message: "\(path) carries a key rotation that does not verify: \(error)")
+            }
             if let previous = links.last {
-                guard previous.generation == n - 1 else { throw ChainError(generation: n, message: "generation \(n - 1) is missing") }
+                guard previous.generation == n - 1 else {
+                    throw ChainError(generation: n, message: "generation \(n - 1) is missing")
+                }
                 guard m.parent?.number == n - 1, m.parent?.digest == previous.digest else {
-                    throw ChainError(generation: n, message: "names parent \(m.parent?.digest ?? "none"), but generation \(n - 1) is \(previous.digest)")
+                    throw ChainError(
+                        generation: n,
+                        message:
+                            "names parent \(m.parent?.digest ?? "none"), but generation \(n - 1) is \(previous.digest)")
                 }
             } else if n != 0 {
                 throw ChainError(generation: n, message: "the chain does not start at generation 0")
             }
             let included = m.included ?? []
-            links.append(ChainLink(generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
-                                   rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
-                                   created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon, delta: m.privacy?.delta))
+            links.append(
+                ChainLink(
+                    generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
+                    rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
+                    created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon, delta: m.privacy?.delta
+                ))
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }
@@ -102,19 +115,30 @@ extension Home {
             let recorded = try Ledger(path: layout.stateDatabase).generationDigests()
             for l in links {
                 if let d = recorded[l.generation], d != l.digest {
-                    throw ChainError.ledgerMismatch(generation: l.generation, message: "\(l.file) has digest \(l.digest), but state.db records \(d): the file was replaced")
+                    throw ChainError.ledgerMismatch(
+                        generation: l.generation,
+                        message: "\(l.file) has digest \(l.digest), but state.db records \(d): the file was replaced")
                 }
             }
             if let top = recorded.keys.max(), top > newest.generation {
-                throw ChainError.ledgerMismatch(generation: top, message: "state.db records generation \(top) (\(recorded[top]!)), but \(layout.generation(top)) is missing; restore it before the next merge")
+                throw ChainError.ledgerMismatch(
+                    generation: top,
+                    message:
+                        "state.db records generation \(top) (\(recorded[top]!)), but \(layout.generation(top)) is "
+                        + "missing; restore it before the next merge"
+                )
             }
         case .site:
             let state = try SiteState(path: layout.stateDatabase)
             do {
-                for l in links { try state.check(generation: l.generation, digest: l.digest, rollback: l.generation == newest.generation) }
+                for l in links {
+                    try state.check(
+                        generation: l.generation, digest: l.digest, rollback: l.generation == newest.generation)
+                }
             } catch let e as SiteStateError {
                 // The refusal `train` would give, so that the two agree.
-                throw ChainError(generation: newest.generation, message: "\(e); fedbatch train refuses this chain", code: e.code)
+                throw ChainError(
+                    generation: newest.generation, message: "\(e); fedbatch train refuses this chain", code: e.code)
             }
         }
     }

@@ -46,32 +46,53 @@ extension Home {
             // here, verified with the key pinned at init.
             first = layout.chainFiles().first.map { min($0.number, target) } ?? target
         }
-        let files = Dictionary(layout.chainFiles().map { ($0.number, ($0.path, $0.pruned)) }, uniquingKeysWith: { a, _ in a })
+        let files = Dictionary(
+            layout.chainFiles().map { ($0.number, ($0.path, $0.pruned)) }, uniquingKeysWith: { a, _ in a })
         for n in first..<max(first, target) {
             guard let (path, pruned) = files[n] else {
-                throw ChainError(generation: n, message: "missing: generation \(target) is trusted only through every generation before it, since any of them may rotate the collector's key; fetch generations \(n) to \(target - 1) (fedbatch pull)", code: "chain.gap")
+                throw ChainError(
+                    generation: n,
+                    message:
+                        "missing: generation \(target) is trusted only through every generation before it, since any "
+                        + "of them may rotate the collector's key; fetch generations \(n) to \(target - 1) "
+                        + "(fedbatch pull)",
+                    code: "chain.gap")
             }
             let v: VerifiedContainer
             do {
                 v = pruned ? try verifier.openPruned(path: path) : try verifier.open(path: path)
             } catch {
-                throw ChainError(generation: n, message: "\(path) does not verify, so generation \(target) cannot be trusted through it: \(error)", code: reasonCode(of: error))
+                throw ChainError(
+                    generation: n,
+                    message: "\(path) does not verify, so generation \(target) cannot be trusted through it: \(error)",
+                    code: reasonCode(of: error))
             }
             guard v.manifest.kind == .generation, v.manifest.generation == n else {
-                throw ChainError(generation: n, message: "\(path) holds generation \(v.manifest.generation ?? -1), not \(n)")
+                throw ChainError(
+                    generation: n, message: "\(path) holds generation \(v.manifest.generation ?? -1), not \(n)")
             }
             if let previous, v.manifest.parent?.digest != previous {
-                throw ChainError(generation: n, message: "names parent \(v.manifest.parent?.digest ?? "none"), but generation \(n - 1) is \(previous)")
+                throw ChainError(
+                    generation: n,
+                    message:
+                        "names parent \(v.manifest.parent?.digest ?? "none"), but generation \(n - 1) is \(previous)")
             }
             if pruned {
                 // Only the manifest is left: its rotation cannot be read.
                 if v.manifest.members.contains(where: { $0.name.hasPrefix(KeyRotation.Files.memberPrefix) }),
-                   !verifier.trust.keys.contains(where: { $0.role == .collector && $0.validFrom == n + 1 }) {
-                    throw ChainError(generation: n, message: "\(path) is pruned, but generation \(n) carried a key rotation this home has not recorded; fetch the whole generation", code: "chain.gap")
+                    !verifier.trust.keys.contains(where: { $0.role == .collector && $0.validFrom == n + 1 })
+                {
+                    throw ChainError(
+                        generation: n,
+                        message:
+                            "\(path) is pruned, but generation \(n) carried a key rotation this home has not "
+                            + "recorded; fetch the whole generation",
+                        code: "chain.gap")
                 }
             } else {
                 do { try verifier.adoptRotation(carriedBy: v) } catch {
-                    throw ChainError(generation: n, message: "\(path) carries a key rotation that does not verify: \(error)")
+                    throw ChainError(
+                        generation: n, message: "\(path) carries a key rotation that does not verify: \(error)")
                 }
             }
             previous = v.digest.hex
@@ -84,7 +105,8 @@ extension Home {
     /// verified (the verified manifest must then say the same).
     func claimedGeneration(_ path: String) -> Int? {
         guard let handle = try? OpenFile(path: path), let file = try? ContainerFile.read(handle),
-              let statement = try? Statement.parse(file.statement), statement.kind == .generation else { return nil }
+            let statement = try? Statement.parse(file.statement), statement.kind == .generation
+        else { return nil }
         return statement.generation
     }
 
@@ -97,10 +119,16 @@ extension Home {
         let (v, tensors) = try openVerified(path, verifier: verifier)
         if v.manifest.kind == .generation, let n = v.manifest.generation {
             if let parent, v.manifest.parent?.digest != parent {
-                throw ChainError(generation: n, message: "names parent \(v.manifest.parent?.digest ?? "none"), but generation \(n - 1) is \(parent)")
+                throw ChainError(
+                    generation: n,
+                    message: "names parent \(v.manifest.parent?.digest ?? "none"), but generation \(n - 1) is \(parent)"
+                )
             }
             if config.role == .site, FileManager.default.fileExists(atPath: layout.stateDatabase) {
-                do { try SiteState(path: layout.stateDatabase).check(generation: n, digest: v.digest.hex, rollback: false) } catch let e as SiteStateError {
+                do {
+                    try SiteState(path: layout.stateDatabase).check(
+                        generation: n, digest: v.digest.hex, rollback: false)
+                } catch let e as SiteStateError {
                     throw ChainError(generation: n, message: "\(e)", code: e.code)
                 }
             }

@@ -11,9 +11,16 @@ public struct Collector {
         // A rotation interrupted by a crash is finished first, so that the
         // signer is checked against the key the home signs with now.
         let home = try home.completeKeyRotation()
-        if home.config.key != signer.fingerprint, let rotated = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector),
-           rotated.fingerprint == home.config.key, rotated.validFrom > 0 {
-            throw TrustError.signingKey(fingerprint: signer.fingerprint, reason: "the collector's key was rotated to \(rotated.fingerprint) from generation \(rotated.validFrom) (fedbatch.toml now names it): run the command again")
+        if home.config.key != signer.fingerprint,
+            let rotated = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector),
+            rotated.fingerprint == home.config.key, rotated.validFrom > 0
+        {
+            throw TrustError.signingKey(
+                fingerprint: signer.fingerprint,
+                reason:
+                    "the collector's key was rotated to \(rotated.fingerprint) from generation \(rotated.validFrom) "
+                    + "(fedbatch.toml now names it): run the command again"
+            )
         }
         try home.requireRole(home.config.role == .region ? .region : .collector, signer: signer)
         self.home = home
@@ -43,9 +50,11 @@ public struct Collector {
     /// within privacy.max_epsilon, and refuses before touching the inbox if
     /// not. `noiseSeed` replays an earlier merge's noise for an audit;
     /// otherwise a fresh seed is drawn and kept in noise-seeds/.
-    public func merge(minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, strategyName: String? = nil,
-                      noiseSeed: [UInt8]? = nil, now: Date = Date(),
-                      progress: (MergeProgress) -> Void = { _ in }) throws -> MergeReport {
+    public func merge(
+        minBundles: Int? = nil, maxWait: Double? = nil, settleSeconds: Double? = nil, strategyName: String? = nil,
+        noiseSeed: [UInt8]? = nil, now: Date = Date(),
+        progress: (MergeProgress) -> Void = { _ in }
+    ) throws -> MergeReport {
         let layout = home.layout
         let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
@@ -60,22 +69,33 @@ public struct Collector {
         let arch = currentWeights.arch
         let region = home.config.role == .region
         // A root collector's inbox holds partial aggregates too, which are larger.
-        let limits = !region && !settings.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
-        let strategy = try Strategies.make(name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
+        let limits =
+            !region && !settings.regions.isEmpty
+            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        let strategy = try Strategies.make(
+            name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
         if region {
             guard strategy is PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
             // One partial per root generation: the next waits for the root's
             // generation that includes this one (or leaves it out).
             let target = current.manifest.generation! + 1
             if let made = home.existingPartial(for: target) {
-                return MergeReport(outcome: .empty, generation: nil, file: nil, digest: nil, quorum: quorum, passed: 0,
-                                   strategy: type(of: strategy).name, accepted: [], rejected: [],
-                                   waiting: [.init(name: (made as NSString).lastPathComponent, file: made,
-                                                   reason: "this region's partial aggregate for generation \(target) is made; the next waits for the root's generation \(target) (fedbatch pull)")])
+                return MergeReport(
+                    outcome: .empty, generation: nil, file: nil, digest: nil, quorum: quorum, passed: 0,
+                    strategy: type(of: strategy).name, accepted: [], rejected: [],
+                    waiting: [
+                        .init(
+                            name: (made as NSString).lastPathComponent, file: made,
+                            reason:
+                                "this region's partial aggregate for generation \(target) is made; the next waits "
+                                + "for the root's generation \(target) (fedbatch pull)"
+                        )
+                    ])
             }
         }
         // A server optimiser resumes from the state the current generation carries.
-        try strategy.restore(state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
+        try strategy.restore(
+            state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
         // A robust rule spills the deltas next to the home's other files, on
         // a file system sized for them, not in a small /tmp.
         (strategy as? RobustStrategy)?.scratchDirectory = layout.root
@@ -86,15 +106,18 @@ public struct Collector {
         // Pass 1: identities, from entries that have settled.
         progress(.init(phase: .identify, done: 0, total: 0, file: nil))
         let decryption = signer.decryption
-        let ordered = try identifyInbox(settle: settleSeconds ?? settings.settleSeconds, limits: limits, ledger: ledger, now: now, decryption: decryption,
-                                        rejected: &rejected, waiting: &waiting)
+        let ordered = try identifyInbox(
+            settle: settleSeconds ?? settings.settleSeconds, limits: limits, ledger: ledger, now: now,
+            decryption: decryption,
+            rejected: &rejected, waiting: &waiting)
 
         // Pass 2: verify and decode on two workers, each with its own gpg;
         // check and add here, in digest order.
         let home = self.home
         let verifiers = [verifier, try home.verifier()]
         var knowledge = MergeProtocol.Knowledge(
-            current: .init(number: current.manifest.generation!, digest: current.digest.hex), maxExamples: settings.maxExamples,
+            current: .init(number: current.manifest.generation!, digest: current.digest.hex),
+            maxExamples: settings.maxExamples,
             mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
         knowledge.acceptedCodecs = settings.acceptCodecs
         knowledge.maxStaleness = settings.maxStaleness
@@ -102,25 +125,33 @@ public struct Collector {
         knowledge.generationDigest = { digests[$0] }
         // Under [privacy] every delta is clipped to privacy.clip_norm (or the
         // tighter merge.clip_norm) and weighs the same.
-        let clip = release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
-        var round = MergeRound(knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
-                               uniformWeights: release != nil, regions: region ? [] : settings.regions,
-                               siteRegions: region ? [:] : try TrustSet.siteRegions(keysDirectory: layout.keys), base: currentWeights)
+        let clip =
+            release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
+        var round = MergeRound(
+            knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
+            uniformWeights: release != nil, regions: region ? [] : settings.regions,
+            siteRegions: region ? [:] : try TrustSet.siteRegions(keysDirectory: layout.keys), base: currentWeights)
         var failure: Error?
-        Parallel.orderedPipeline(count: ordered.count, workers: 2, inFlight: 3, produce: { i, worker in
-            Self.decode(ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
-                        verifier: verifiers[worker], limits: limits, decryption: decryption)
-        }, consume: { i, decoded in
-            guard failure == nil else { return }
-            let entry = ordered[i].entry
-            do {
-                try settle(entry, decoded, digest: ordered[i].digest.hex, arrived: ordered[i].status.changed, in: &round, ledger: ledger, now: now,
-                           rejected: &rejected, waiting: &waiting)
-            } catch {
-                failure = error
-            }
-            progress(.init(phase: .verify, done: i + 1, total: ordered.count, file: entry.displayPath))
-        })
+        Parallel.orderedPipeline(
+            count: ordered.count, workers: 2, inFlight: 3,
+            produce: { i, worker in
+                Self.decode(
+                    ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
+                    verifier: verifiers[worker], limits: limits, decryption: decryption)
+            },
+            consume: { i, decoded in
+                guard failure == nil else { return }
+                let entry = ordered[i].entry
+                do {
+                    try settle(
+                        entry, decoded, digest: ordered[i].digest.hex, arrived: ordered[i].status.changed, in: &round,
+                        ledger: ledger, now: now,
+                        rejected: &rejected, waiting: &waiting)
+                } catch {
+                    failure = error
+                }
+                progress(.init(phase: .verify, done: i + 1, total: ordered.count, file: entry.displayPath))
+            })
         if let failure { throw failure }
 
         let inputs = round.inputs
@@ -132,35 +163,54 @@ public struct Collector {
         guard !inputs.isEmpty, strategyRefusal == nil, inputs.count >= quorum || oldestWait >= wait else {
             // Bundles that passed stay in the inbox for a later run.
             for input in inputs {
-                waiting.append(.init(input.entry, strategyRefusal.map { "passed every check; waiting, because \($0)" }
-                    ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)"))
+                waiting.append(
+                    .init(
+                        input.entry,
+                        strategyRefusal.map { "passed every check; waiting, because \($0)" }
+                            ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or "
+                            + "for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s "
+                            + "so far)"
+                    ))
             }
-            return MergeReport(outcome: inputs.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil,
-                               digest: nil, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name, accepted: [], rejected: rejected,
-                               waiting: waiting)
+            return MergeReport(
+                outcome: inputs.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil,
+                digest: nil, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name, accepted: [],
+                rejected: rejected,
+                waiting: waiting)
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
         if region {
-            let (path, digest, manifest) = try writePartial(round: round, strategy: strategy as! PartialAggregating, current: current, arch: arch,
-                                                            inputs: inputs.map { ($0.entry, $0.digest) })
-            return MergeReport(outcome: .merged, generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest, quorum: quorum,
-                               passed: inputs.count, strategy: type(of: strategy).name,
-                               accepted: accepted(round, stored: nil), rejected: rejected, waiting: waiting, kind: .partial)
+            let (path, digest, manifest) = try writePartial(
+                round: round, strategy: strategy as! PartialAggregating, current: current, arch: arch,
+                inputs: inputs.map { ($0.entry, $0.digest) })
+            return MergeReport(
+                outcome: .merged, generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest,
+                quorum: quorum,
+                passed: inputs.count, strategy: type(of: strategy).name,
+                accepted: accepted(round, stored: nil), rejected: rejected, waiting: waiting, kind: .partial)
         }
-        var (manifest, next) = try round.finish(current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        var (manifest, next) = try round.finish(
+            current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
         if let release {
             manifest.privacy = release.record
             // The seed is kept, secret, before the generation that used it is
             // written: an audit can replay the noise (merge --noise-seed).
-            try writeFileAtomically(Data(release.noise.seed.map { String(format: "%02x", $0) }.joined().utf8 + [0x0A]),
-                                    to: try layout.noiseSeed(manifest.generation!), mode: 0o600)
+            try writeFileAtomically(
+                Data(release.noise.seed.map { String(format: "%02x", $0) }.joined().utf8 + [0x0A]),
+                to: try layout.noiseSeed(manifest.generation!), mode: 0o600)
         }
-        let state = strategy.stateTensors.map { [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))] } ?? []
-        let (path, digest, stored) = try write(manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
-                                               carrying: current, state: state)
-        var report = MergeReport(outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
-                                 passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored), rejected: rejected,
-                                 waiting: waiting, privacy: manifest.privacy)
+        let state =
+            strategy.stateTensors.map {
+                [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))]
+            } ?? []
+        let (path, digest, stored) = try write(
+            manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
+            carrying: current, state: state)
+        var report = MergeReport(
+            outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
+            passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored),
+            rejected: rejected,
+            waiting: waiting, privacy: manifest.privacy)
         report.degenerate = strategy.degeneracy(count: inputs.count)
         return report
     }
@@ -169,38 +219,54 @@ public struct Collector {
     /// the name `stored` records (nil: the name it had).
     private func accepted(_ round: MergeRound, stored: [String: String]?) -> [MergeReport.Accepted] {
         zip(round.inputs, round.summaries).map { input, b in
-            MergeReport.Accepted(name: input.entry.displayName,
-                                 file: "\(home.layout.accepted)/\(stored?[input.digest] ?? input.entry.displayName)", site: b.site, seq: b.seq,
-                                 digest: input.digest, numExamples: b.numExamples, weight: b.weight, base: b.base,
-                                 staleness: b.staleness, stalenessWeight: b.stalenessWeight)
+            MergeReport.Accepted(
+                name: input.entry.displayName,
+                file: "\(home.layout.accepted)/\(stored?[input.digest] ?? input.entry.displayName)", site: b.site,
+                seq: b.seq,
+                digest: input.digest, numExamples: b.numExamples, weight: b.weight, base: b.base,
+                staleness: b.staleness, stalenessWeight: b.stalenessWeight)
         }
     }
 
     /// Under [privacy]: the accounting after one more noisy generation, the
     /// refusal if it would overspend, and the noise, handed to the strategy.
-    private func privateRelease(strategy: AggregationStrategy, current: Manifest, seed: [UInt8]?)
-        throws -> (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)? {
+    private func privateRelease(
+        strategy: AggregationStrategy, current: Manifest, seed: [UInt8]?
+    )
+        throws -> (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?
+    {
         guard let p = home.config.privacy else {
-            if seed != nil { throw PrivacyError.badSeed("this collector has no [privacy] table, so its merges draw no noise") }
+            if seed != nil {
+                throw PrivacyError.badSeed("this collector has no [privacy] table, so its merges draw no noise")
+            }
             return nil
         }
         let prior = current.privacy
         let sum = (prior?.inverseSquareSum ?? 0) + RenyiAccountant.term(noiseMultiplier: p.noiseMultiplier)
         let epsilon = RenyiAccountant.epsilon(inverseSquareSum: sum, delta: p.delta)
         let number = current.generation! + 1
-        guard epsilon <= p.maxEpsilon else { throw PrivacyError.budgetExhausted(epsilon: epsilon, max: p.maxEpsilon, delta: p.delta, generation: number) }
-        let noise = GaussianNoise(seed: try seed ?? GaussianNoise.freshSeed(), sigma: p.sigma, denominator: Double(p.expectedSites))
+        guard epsilon <= p.maxEpsilon else {
+            throw PrivacyError.budgetExhausted(epsilon: epsilon, max: p.maxEpsilon, delta: p.delta, generation: number)
+        }
+        let noise = GaussianNoise(
+            seed: try seed ?? GaussianNoise.freshSeed(), sigma: p.sigma, denominator: Double(p.expectedSites))
         try strategy.privatize(with: noise)
-        let record = Manifest.Privacy(rounds: (prior?.rounds ?? 0) + 1, inverseSquareSum: sum, epsilon: epsilon, delta: p.delta, maxEpsilon: p.maxEpsilon,
-                                      noise: .init(noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, expectedSites: p.expectedSites,
-                                                   sigma: p.sigma, seedSha256: GaussianNoise.commitment(to: noise.seed)))
+        let record = Manifest.Privacy(
+            rounds: (prior?.rounds ?? 0) + 1, inverseSquareSum: sum, epsilon: epsilon, delta: p.delta,
+            maxEpsilon: p.maxEpsilon,
+            noise: .init(
+                noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, expectedSites: p.expectedSites,
+                sigma: p.sigma, seedSha256: GaussianNoise.commitment(to: noise.seed)))
         return (p, noise, record)
     }
 
     /// Files one entry after pass 2: added to the round, left in the inbox,
     /// quarantined, or removed as a copy of a bundle the home keeps.
-    private func settle(_ entry: DirectoryEntry, _ decoded: Decoded, digest: String, arrived: Double, in round: inout MergeRound, ledger: Ledger,
-                        now: Date, rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]) throws {
+    private func settle(
+        _ entry: DirectoryEntry, _ decoded: Decoded, digest: String, arrived: Double, in round: inout MergeRound,
+        ledger: Ledger,
+        now: Date, rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]
+    ) throws {
         switch decoded {
         case .changed:
             waiting.append(.init(entry, "changed while the merge read it; left for the next run"))
@@ -209,18 +275,26 @@ public struct Collector {
             // digest verified, so the digest is the bundle's: a copy of one
             // merged before the key was retired is a replay, not a refusal.
             if let g = try ledger.mergedInto(digest)?.generation {
-                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuseMerged(entry, digest: digest, generation: g, ledger: ledger, now: now) }
+                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                    try refuseMerged(entry, digest: digest, generation: g, ledger: ledger, now: now)
+                }
             } else {
-                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now) }
+                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                    try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
+                }
             }
         case let .refused(error, bundleDigest):
-            try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now) }
+            try fileRefusal(entry, into: &rejected, or: &waiting) {
+                try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now)
+            }
         case .ok, .partial:
             let outcome: MergeRound.Outcome
             let v: VerifiedContainer
             switch decoded {
-            case let .ok(verified, delta): v = verified; outcome = round.take(verified, delta: delta, entry: entry, arrived: arrived)
-            case let .partial(verified, sums): v = verified; outcome = round.take(partial: verified, sums: sums, entry: entry, arrived: arrived)
+            case let .ok(verified, delta):
+                v = verified; outcome = round.take(verified, delta: delta, entry: entry, arrived: arrived)
+            case let .partial(verified, sums):
+                v = verified; outcome = round.take(partial: verified, sums: sums, entry: entry, arrived: arrived)
             default: return
             }
             switch outcome {
@@ -230,9 +304,13 @@ public struct Collector {
                 // Removed once `first` is merged, as a copy of a merged bundle.
                 waiting.append(.init(entry, ProtocolError.duplicateInMerge(first).description))
             case .alreadyMerged(let g):
-                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now) }
+                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                    try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now)
+                }
             case .refused(let error):
-                try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now) }
+                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                    try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now)
+                }
             }
         }
     }
@@ -246,25 +324,35 @@ public struct Collector {
     /// its inputs to accepted/, in that order: a crash at any step leaves
     /// the old or the new generation, and the next run finishes the rest
     /// (`finishInterruptedMerge`).
-    func write(_ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
-                       ledger: Ledger, carrying current: VerifiedContainer,
-                       state: [(name: String, data: Data)] = []) throws -> (path: String, digest: String, stored: [String: String]) {
+    func write(
+        _ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
+        ledger: Ledger, carrying current: VerifiedContainer,
+        state: [(name: String, data: Data)] = []
+    ) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
         // A pending key rotation rides in this generation, the last the old
         // key signs (see KeyRotation).
         let rotation = try pendingRotation()
         if let rotation {
-            guard rotation.statement.fromGeneration == number + 1, rotation.statement.oldKey == signer.fingerprint else {
-                throw HomeError.config(path: TrustSet.Files.pendingRotation(in: layout.keys),
-                                       reason: "this pending rotation is for generation \(rotation.statement.fromGeneration - 1) by \(rotation.statement.oldKey), not \(number) by \(signer.fingerprint); run fedbatch keys rotate again")
+            guard rotation.statement.fromGeneration == number + 1, rotation.statement.oldKey == signer.fingerprint
+            else {
+                throw HomeError.config(
+                    path: TrustSet.Files.pendingRotation(in: layout.keys),
+                    reason:
+                        "this pending rotation is for generation \(rotation.statement.fromGeneration - 1) "
+                        + "by \(rotation.statement.oldKey), not \(number) by \(signer.fingerprint); run fedbatch "
+                        + "keys rotate again"
+                )
             }
         }
         // The tabular schema, if the model has one, is the same for every
         // generation: carried forward from the current one.
         let schema = current.container.members[TabularSchema.member].map { [(TabularSchema.member, $0)] } ?? []
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, next.generationMember())]
-                                                                     + schema + state + (rotation?.members ?? []))
+        let sealed = try signer.sealInParts(
+            manifest: manifest,
+            members: [(ContainerPath.tensors, next.generationMember())]
+                + schema + state + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
@@ -293,8 +381,10 @@ public struct Collector {
     /// (permissions, a full disk), the entry stays in the inbox with the
     /// reason reported, and the merge goes on with the others. A failure of
     /// state.db itself still stops the merge.
-    func fileRefusal(_ entry: DirectoryEntry, into rejected: inout [MergeReport.Rejection], or waiting: inout [MergeReport.Waiting],
-                      _ refuse: () throws -> MergeReport.Rejection) throws {
+    func fileRefusal(
+        _ entry: DirectoryEntry, into rejected: inout [MergeReport.Rejection], or waiting: inout [MergeReport.Waiting],
+        _ refuse: () throws -> MergeReport.Rejection
+    ) throws {
         do {
             rejected.append(try refuse())
         } catch let error as FileError {

@@ -7,8 +7,12 @@ extension Home {
     /// The largest file this home's inbox can legitimately hold: a partial
     /// aggregate at a root, an encrypted update anywhere else.
     var largestInboxFile: Int64 {
-        guard let spec = config.arch, let arch = try? ModelArchitecture(spec: spec) else { return ContainerLimits.default.maxFileBytes }
-        let limits = config.role == .collector && !config.merge.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        guard let spec = config.arch, let arch = try? ModelArchitecture(spec: spec) else {
+            return ContainerLimits.default.maxFileBytes
+        }
+        let limits =
+            config.role == .collector && !config.merge.regions.isEmpty
+            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         return limits.maxFileBytes + BundleEncryption.overhead
     }
 }
@@ -16,10 +20,13 @@ extension Home {
 extension Collector {
     /// The newest generation, verified, with weights that are all finite.
     func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
-        guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
+        guard let newest = home.layout.generationNumbers().last else {
+            throw HomeError.noGeneration(home.layout.generations)
+        }
         let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: verifier)
         guard v.manifest.generation == newest else {
-            throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
+            throw HomeError.config(
+                path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
         }
         // A region follows the root's chain as a site does: the rotations
         // it walked through are kept, so the next walk starts here.
@@ -31,7 +38,9 @@ extension Collector {
     /// first, under the home's lock: verify the current generation, open
     /// state.db, check that the two agree, and finish a merge a crash
     /// interrupted.
-    func prepareToWrite(verifier: Verifier) throws -> (current: VerifiedContainer, weights: ModelWeights, ledger: Ledger) {
+    func prepareToWrite(
+        verifier: Verifier
+    ) throws -> (current: VerifiedContainer, weights: ModelWeights, ledger: Ledger) {
         let (current, weights) = try currentGeneration(verifier: verifier)
         let ledger = try openLedger(verifier: verifier)
         if home.config.role == .region { try catchUp(ledger: ledger, verifier: verifier, current: current) }
@@ -60,7 +69,9 @@ extension Collector {
             gens.append((v.manifest, v.digest.hex, v.path))
         }
         let q = home.layout.quarantine
-        let reasons = ((try? FileManager.default.contentsOfDirectory(atPath: q)) ?? []).filter { $0.hasSuffix(Filing.reasonSuffix) }.sorted()
+        let reasons = ((try? FileManager.default.contentsOfDirectory(atPath: q)) ?? []).filter {
+            $0.hasSuffix(Filing.reasonSuffix)
+        }.sorted()
             .compactMap { name -> Ledger.Rejection? in
                 guard let r = Filing.readReason("\(q)/\(name)"), let digest = r.digest else { return nil }
                 return Ledger.Rejection(id: digest, reason: r.code, stored: r.storedAs)
@@ -71,9 +82,11 @@ extension Collector {
         // what an old (even incomplete) state.db has for generations that
         // still exist.
         let old = home.layout.stateDatabase
-        let evaluations = FileManager.default.fileExists(atPath: old) ? (try? Ledger(path: old).evaluations()) ?? [] : []
-        try Ledger.rebuild(at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) },
-                           evaluations: evaluations)
+        let evaluations =
+            FileManager.default.fileExists(atPath: old) ? (try? Ledger(path: old).evaluations()) ?? [] : []
+        try Ledger.rebuild(
+            at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) },
+            evaluations: evaluations)
     }
 
     /// state.db and generations/ must tell the same story before anything
@@ -87,32 +100,49 @@ extension Collector {
         let file = home.layout.generation(latest.number)
         let advice = "state.db is an index; generations/ holds the signed truth"
         if latest.number > n {
-            throw ChainError.ledgerMismatch(generation: latest.number, message: """
-                state.db records generation \(latest.number) (digest \(latest.digest)), but the newest file in generations/ is generation \(n): \
-                \(file) is missing. Restore it (from a backup, or from any site's generations/, which keep the copies they received) and rerun. \
-                Merging now would write a different generation \(latest.number), which sites that saw the old one refuse as a fork. \
-                Only if generation \(latest.number) never reached any site, move state.db aside and rerun to rebuild it from the files.
-                """)
+            throw ChainError.ledgerMismatch(
+                generation: latest.number,
+                message: """
+                    state.db records generation \(latest.number) (digest \(latest.digest)), but the newest file in \
+                    generations/ is generation \(n): \
+                    \(file) is missing. Restore it (from a backup, or from any site's generations/, which keep the \
+                    copies they received) and rerun. \
+                    Merging now would write a different generation \(latest.number), which sites that saw the old one \
+                    refuse as a fork. \
+                    Only if generation \(latest.number) never reached any site, move state.db aside and rerun to \
+                    rebuild it from the files.
+                    """)
         }
         if latest.number == n, latest.digest != current.digest.hex {
-            throw ChainError.ledgerMismatch(generation: n, message: """
-                \(current.path) has digest \(current.digest.hex), but state.db records generation \(n) as \(latest.digest): \
-                the file was replaced. Restore the generation state.db records, or, if the file is the right one, move state.db aside \
-                and rerun to rebuild it (\(advice)).
-                """)
+            throw ChainError.ledgerMismatch(
+                generation: n,
+                message: """
+                    \(current.path) has digest \(current.digest.hex), but state.db records generation \(n) \
+                    as \(latest.digest): \
+                    the file was replaced. Restore the generation state.db records, or, if the file is the right one, \
+                    move state.db aside \
+                    and rerun to rebuild it (\(advice)).
+                    """)
         }
         if latest.number == n - 1, current.manifest.parent?.digest != latest.digest {
-            throw ChainError.ledgerMismatch(generation: n, message: """
-                \(current.path) names parent \(current.manifest.parent?.digest ?? "none"), but state.db records generation \(n - 1) as \
-                \(latest.digest). Move state.db aside and rerun to rebuild it from the files if generations/ is right (\(advice)).
-                """)
+            throw ChainError.ledgerMismatch(
+                generation: n,
+                message: """
+                    \(current.path) names parent \(current.manifest.parent?.digest ?? "none"), but state.db records \
+                    generation \(n - 1) as \
+                    \(latest.digest). Move state.db aside and rerun to rebuild it from the files if generations/ is \
+                    right (\(advice)).
+                    """)
         }
         try checkPrunedManifests(ledger: ledger)
         if latest.number < n - 1 {
-            throw ChainError.ledgerMismatch(generation: n, message: """
-                state.db stops at generation \(latest.number) while generations/ reaches \(n). Move state.db aside and rerun to \
-                rebuild it from the files (\(advice)).
-                """)
+            throw ChainError.ledgerMismatch(
+                generation: n,
+                message: """
+                    state.db stops at generation \(latest.number) while generations/ reaches \(n). Move state.db \
+                    aside and rerun to \
+                    rebuild it from the files (\(advice)).
+                    """)
         }
     }
 
@@ -131,14 +161,19 @@ extension Collector {
                 limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
                 let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
                 let statement = try Statement.parse(file.statement)
-                guard statement.generation == n, let declared = statement.manifestDigest, Digest.of(file.payload) == declared else {
+                guard statement.generation == n, let declared = statement.manifestDigest,
+                    Digest.of(file.payload) == declared
+                else {
                     throw StatementError.mismatch("its kept manifest does not hash to the digest its statement names")
                 }
                 if let d = recorded[n], statement.payloadDigest.hex != d {
-                    throw StatementError.mismatch("its statement names digest \(statement.payloadDigest.hex); state.db records \(d)")
+                    throw StatementError.mismatch(
+                        "its statement names digest \(statement.payloadDigest.hex); state.db records \(d)")
                 }
             } catch {
-                throw ChainError(generation: n, message: "\(path) was altered after pruning: \(error); restore it from a backup or a site's copy")
+                throw ChainError(
+                    generation: n,
+                    message: "\(path) was altered after pruning: \(error); restore it from a backup or a site's copy")
             }
         }
     }
@@ -180,40 +215,57 @@ extension Collector {
     /// file, then the entry itself moves to quarantine/. A file identical
     /// to one already quarantined for the same reason is removed instead,
     /// so re-deliveries do not pile up copies.
-    func refuse(_ entry: DirectoryEntry, error: Error, bundleDigest: String?, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
+    func refuse(
+        _ entry: DirectoryEntry, error: Error, bundleDigest: String?, ledger: Ledger, now: Date
+    ) throws -> MergeReport.Rejection {
         let code = reasonCode(of: error)
         let digest = Filing.fileDigest(entry, cap: home.largestInboxFile)?.hex
         let q = home.layout.quarantine
         if let digest, let known = try ledger.rejection(digest), known.reason == code, let stored = known.stored,
-           try entryStatus(DirectoryEntry(directory: q, name: stored)) != nil {
+            try entryStatus(DirectoryEntry(directory: q, name: stored)) != nil
+        {
             try removeEntry(entry)
-            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: digest, code: code,
-                         message: "\(error) (identical to quarantine/\(stored), refused before for the same reason; this copy was removed)")
+            return .init(
+                name: entry.displayName, file: nil, reasonFile: nil, digest: digest, code: code,
+                message:
+                    "\(error) (identical to quarantine/\(stored), refused before for the same reason; this copy was "
+                    + "removed)"
+            )
         }
         // A crash between the reason file and the move left the reason file
         // under the name state.db recorded: reuse it, not a second name.
         var name = try Filing.freeName(in: q, for: entry.name)
-        if let digest, let stored = try ledger.rejection(digest)?.stored, try entryStatus(DirectoryEntry(directory: q, name: stored)) == nil {
+        if let digest, let stored = try ledger.rejection(digest)?.stored,
+            try entryStatus(DirectoryEntry(directory: q, name: stored)) == nil
+        {
             name = stored
         }
         if let digest { try ledger.recordRejection(.init(id: digest, reason: code, stored: name)) }
-        let reason = Filing.Reason(code: code, message: describe(error), digest: digest, bundleDigest: bundleDigest, time: rfc3339(now),
-                                   file: entry.displayName, storedAs: name)
+        let reason = Filing.Reason(
+            code: code, message: describe(error), digest: digest, bundleDigest: bundleDigest, time: rfc3339(now),
+            file: entry.displayName, storedAs: name)
         try Filing.writeReason(reason, to: "\(q)/\(name)\(Filing.reasonSuffix)")
         faultPoint("after-reason")
         try moveEntry(entry, to: q, as: name)
-        return .init(name: entry.displayName, file: "\(q)/\(name)", reasonFile: "\(q)/\(name)\(Filing.reasonSuffix)",
-                     digest: digest, code: code, message: describe(error))
+        return .init(
+            name: entry.displayName, file: "\(q)/\(name)", reasonFile: "\(q)/\(name)\(Filing.reasonSuffix)",
+            digest: digest, code: code, message: describe(error))
     }
 
     /// A genuine copy of a bundle already merged: removed when accepted/
     /// still keeps the bundle, quarantined as a replay otherwise.
-    func refuseMerged(_ entry: DirectoryEntry, digest: String, generation: Int, ledger: Ledger, now: Date) throws -> MergeReport.Rejection {
+    func refuseMerged(
+        _ entry: DirectoryEntry, digest: String, generation: Int, ledger: Ledger, now: Date
+    ) throws -> MergeReport.Rejection {
         let error = ProtocolError.alreadyMerged(generation: generation)
-        if let stored = try ledger.mergedInto(digest)?.stored, try entryStatus(DirectoryEntry(directory: home.layout.accepted, name: stored)) != nil {
+        if let stored = try ledger.mergedInto(digest)?.stored,
+            try entryStatus(DirectoryEntry(directory: home.layout.accepted, name: stored)) != nil
+        {
             try removeEntry(entry)
-            return .init(name: entry.displayName, file: nil, reasonFile: nil, digest: Filing.fileDigest(entry, cap: home.largestInboxFile)?.hex, code: error.code,
-                         message: "\(error) (accepted/\(stored) keeps it; this copy was removed)")
+            return .init(
+                name: entry.displayName, file: nil, reasonFile: nil,
+                digest: Filing.fileDigest(entry, cap: home.largestInboxFile)?.hex, code: error.code,
+                message: "\(error) (accepted/\(stored) keeps it; this copy was removed)")
         }
         return try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
     }

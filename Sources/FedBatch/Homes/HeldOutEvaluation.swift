@@ -12,14 +12,18 @@ extension Collector {
         let settings = home.config.eval
         guard let path = settings.data else { return nil }
         let resolved = path.hasPrefix("/") ? path : "\(home.layout.root)/\(path)"
-        guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
+        guard let newest = home.layout.generationNumbers().last else {
+            throw HomeError.noGeneration(home.layout.generations)
+        }
         let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: try home.verifier())
         guard weights.arch.isBuiltIn else { throw NotBuiltInError("evaluate") }
-        let dataset = try DataLoader.load(resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema())
+        let dataset = try DataLoader.load(
+            resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema())
         try dataset.check(against: weights.arch, path: resolved)
         let e = Evaluation.evaluate(weights, on: dataset)
-        let row = Ledger.EvaluationRow(generation: newest, accuracy: e.accuracy, loss: e.loss, examples: dataset.count,
-                                       data: resolved, evaluated: rfc3339(now))
+        let row = Ledger.EvaluationRow(
+            generation: newest, accuracy: e.accuracy, loss: e.loss, examples: dataset.count,
+            data: resolved, evaluated: rfc3339(now))
         try Ledger(path: home.layout.stateDatabase).recordEvaluation(row)
         return row
     }

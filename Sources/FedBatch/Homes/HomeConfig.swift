@@ -21,9 +21,11 @@ public enum HomeError: Error, Equatable, Sendable, CustomStringConvertible, Reas
 
     public var description: String {
         switch self {
-        case .notAHome(let p): return "\(p) is not a fedbatch home (no fedbatch.toml); create one with fedbatch init, or pass --home"
+        case .notAHome(let p):
+            return "\(p) is not a fedbatch home (no fedbatch.toml); create one with fedbatch init, or pass --home"
         case .alreadyAHome(let p): return "\(p) is already a fedbatch home; refusing to overwrite it"
-        case let .wrongRole(p, expected, actual): return "\(p) is a \(actual.rawValue) home; this command needs a \(expected.rawValue) home"
+        case let .wrongRole(p, expected, actual):
+            return "\(p) is a \(actual.rawValue) home; this command needs a \(expected.rawValue) home"
         case let .config(p, reason): return "\(p): \(reason)"
         case .noGeneration(let p): return "no generation in \(p)"
         case let .invalidName(what, value): return ContainerPath.identifierRule(what, value)
@@ -51,16 +53,23 @@ public struct TrainingDefaults: Sendable, Equatable {
 
     public static let defaultCodec = "int8"
 
-    static let keys: Set<String> = ["data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed",
-                                    "codec", "topk_fraction"]
+    static let keys: Set<String> = [
+        "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed",
+        "codec", "topk_fraction",
+    ]
 
     func render() -> [String] {
         var lines = ["", "# Defaults for `fedbatch train`; its flags override them.", "[training]"]
-        lines.append(data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/path/to/data\"   # IDX directory, .csv or .safetensors shard")
-        lines += ["epochs = \(epochs)", "batch_size = \(batchSize)", "lr = \(learningRate)", "optimizer = \"\(optimizer.rawValue)\"",
-                  "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)",
-                  "# How updates are stored: fp32, fp16, bf16, int8 or topk (fedbatch-bundle(5)).",
-                  "codec = \(StrictJSON.quote(codec))", "topk_fraction = \(topkFraction)"]
+        lines.append(
+            data.map { "data = \(StrictJSON.quote($0))" }
+                ?? "# data = \"/path/to/data\"   # IDX directory, .csv or .safetensors shard")
+        lines += [
+            "epochs = \(epochs)", "batch_size = \(batchSize)", "lr = \(learningRate)",
+            "optimizer = \"\(optimizer.rawValue)\"",
+            "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)",
+            "# How updates are stored: fp32, fp16, bf16, int8 or topk (fedbatch-bundle(5)).",
+            "codec = \(StrictJSON.quote(codec))", "topk_fraction = \(topkFraction)",
+        ]
         return lines
     }
 }
@@ -137,37 +146,50 @@ public struct MergeSettings: Sendable, Equatable {
         return p
     }
 
-    static let keys: Set<String> = ["strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
-                                    "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
-                                    "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions"]
+    static let keys: Set<String> = [
+        "strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
+        "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
+        "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions",
+    ]
 
     /// The staleness weighting these settings describe.
     public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
 
     func render(region: Bool = false) -> [String] {
-        ["", "# Settings for `fedbatch merge` (fedbatch-merge(1)).", "[merge]", "strategy = \(StrictJSON.quote(strategy))",
-         "# Quorum: bundles that make a generation; below it, merge once the oldest has waited max_wait seconds.",
-         "min_bundles = \(minBundles)", "max_wait = \(Int(maxWait))",
-         "# Updates trained on a generation up to max_staleness older than the current one merge, weighted by",
-         "# staleness = \"constant\" (1), \"polynomial\" ((1+s)^-a) or \"hinge\" (1 up to b, then 1/(a(s-b)+1)).",
-         "max_staleness = \(maxStaleness)", "staleness = \(StrictJSON.quote(staleness.rawValue))",
-         "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
-         "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
-         clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
-         "max_examples = \(maxExamples)", "weight_cap = \(weightCap)",
-         "# strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean, krum, multikrum or bulyan",
-         "# (fedbatch-merge(1), STRATEGIES); their parameters default to Flower's: server_lr, momentum (fedavgm, diloco),",
-         "# beta1, beta2, tau (the adaptive ones), trim (trimmed-mean), byzantine and keep (krum, multikrum, bulyan).",
-         serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
-         trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
-         "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
-         chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
-         "# Seconds an inbox file must be unchanged before a merge reads it.", "settle_seconds = \(Int(settleSeconds))",
-         "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
-         "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]"]
-            + (region ? [] : ["# Hierarchical merges: the pinned senders that are regional collectors, whose partial aggregates",
-                              "# this collector merges (fedbatch-merge(1), HIERARCHICAL MERGES).",
-                              regions.isEmpty ? "# regions = [\"eu\", \"us\"]" : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]"])
+        [
+            "", "# Settings for `fedbatch merge` (fedbatch-merge(1)).", "[merge]",
+            "strategy = \(StrictJSON.quote(strategy))",
+            "# Quorum: bundles that make a generation; below it, merge once the oldest has waited max_wait seconds.",
+            "min_bundles = \(minBundles)", "max_wait = \(Int(maxWait))",
+            "# Updates trained on a generation up to max_staleness older than the current one merge, weighted by",
+            "# staleness = \"constant\" (1), \"polynomial\" ((1+s)^-a) or \"hinge\" (1 up to b, then 1/(a(s-b)+1)).",
+            "max_staleness = \(maxStaleness)", "staleness = \(StrictJSON.quote(staleness.rawValue))",
+            "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
+            "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
+            clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
+            "max_examples = \(maxExamples)", "weight_cap = \(weightCap)",
+            "# strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean,",
+            "# krum, multikrum or bulyan (fedbatch-merge(1), STRATEGIES); their parameters default to",
+            "# Flower's: server_lr, momentum (fedavgm, diloco), beta1, beta2, tau (the adaptive ones),",
+            "# trim (trimmed-mean), byzantine and keep (krum, multikrum, bulyan).",
+            serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
+            trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
+            "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
+            chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
+            "# Seconds an inbox file must be unchanged before a merge reads it.",
+            "settle_seconds = \(Int(settleSeconds))",
+            "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
+            "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]",
+        ]
+            + (region
+                ? []
+                : [
+                    "# Hierarchical merges: the pinned senders that are regional collectors, whose partial aggregates",
+                    "# this collector merges (fedbatch-merge(1), HIERARCHICAL MERGES).",
+                    regions.isEmpty
+                        ? "# regions = [\"eu\", \"us\"]"
+                        : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]",
+                ])
     }
 }
 
@@ -183,9 +205,12 @@ public struct GnuPGSettings: Sendable, Equatable {
     static let keys: Set<String> = ["home", "passphrase_file"]
 
     func render() -> [String] {
-        ["", "# Where this home's signing key lives (default: $GNUPGHOME, else ~/.gnupg).", "[gnupg]",
-         home.map { "home = \(StrictJSON.quote($0))" } ?? "# home = \"/var/lib/fedbatch/gnupg\"",
-         passphraseFile.map { "passphrase_file = \(StrictJSON.quote($0))" } ?? "# passphrase_file = \"/etc/fedbatch/passphrase\""]
+        [
+            "", "# Where this home's signing key lives (default: $GNUPGHOME, else ~/.gnupg).", "[gnupg]",
+            home.map { "home = \(StrictJSON.quote($0))" } ?? "# home = \"/var/lib/fedbatch/gnupg\"",
+            passphraseFile.map { "passphrase_file = \(StrictJSON.quote($0))" }
+                ?? "# passphrase_file = \"/etc/fedbatch/passphrase\"",
+        ]
     }
 }
 
@@ -199,8 +224,11 @@ public struct MetricsSettings: Sendable, Equatable {
     static let keys: Set<String> = ["textfile_dir"]
 
     func render() -> [String] {
-        ["", "# A node_exporter textfile directory for train/merge metrics (fedbatch-metrics(7)).", "[metrics]",
-         textfileDir.map { "textfile_dir = \(StrictJSON.quote($0))" } ?? "# textfile_dir = \"/var/lib/prometheus/node-exporter\""]
+        [
+            "", "# A node_exporter textfile directory for train/merge metrics (fedbatch-metrics(7)).", "[metrics]",
+            textfileDir.map { "textfile_dir = \(StrictJSON.quote($0))" }
+                ?? "# textfile_dir = \"/var/lib/prometheus/node-exporter\"",
+        ]
     }
 }
 
@@ -216,9 +244,11 @@ public struct EvalSettings: Sendable, Equatable {
     static let keys: Set<String> = ["data", "split", "label"]
 
     func render() -> [String] {
-        ["", "# Held-out data to evaluate each new generation on (fedbatch report).", "[eval]",
-         data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/usr/share/datasets/fashion-mnist\"",
-         "split = \(StrictJSON.quote(split.rawValue))"]
+        [
+            "", "# Held-out data to evaluate each new generation on (fedbatch report).", "[eval]",
+            data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/usr/share/datasets/fashion-mnist\"",
+            "split = \(StrictJSON.quote(split.rawValue))",
+        ]
     }
 }
 
@@ -269,7 +299,8 @@ public struct HomeConfig: Sendable, Equatable {
         do {
             table = try TOMLTable(string: text)
         } catch let e as TOMLParseError {
-            throw HomeError.config(path: path, reason: "line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+            throw HomeError.config(
+                path: path, reason: "line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
         } catch {
             throw HomeError.config(path: path, reason: "not valid TOML: \(error)")
         }
@@ -293,7 +324,9 @@ public struct HomeConfig: Sendable, Equatable {
             key: try string("key")!,
             siteID: role == .region ? try string("region_id") : try string("site_id", required: role == .site))
         if let t = table["training"] {
-            guard let training = t.table else { throw HomeError.config(path: path, reason: "[training] must be a table") }
+            guard let training = t.table else {
+                throw HomeError.config(path: path, reason: "[training] must be a table")
+            }
             config.training = try parseTraining(training, path: path)
         }
         if let t = table["merge"] {
@@ -307,7 +340,9 @@ public struct HomeConfig: Sendable, Equatable {
             }
             for k in GnuPGSettings.keys.sorted() {
                 guard let v = g[k] else { continue }
-                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "gnupg.\(k) must be a non-empty path") }
+                guard let s = v.string, !s.isEmpty else {
+                    throw HomeError.config(path: path, reason: "gnupg.\(k) must be a non-empty path")
+                }
                 if k == "home" { config.gnupg.home = s } else { config.gnupg.passphraseFile = s }
             }
         }
@@ -317,7 +352,9 @@ public struct HomeConfig: Sendable, Equatable {
                 throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [metrics]")
             }
             if let v = m["textfile_dir"] {
-                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "metrics.textfile_dir must be a non-empty path") }
+                guard let s = v.string, !s.isEmpty else {
+                    throw HomeError.config(path: path, reason: "metrics.textfile_dir must be a non-empty path")
+                }
                 config.metrics.textfileDir = s
             }
         }
@@ -327,15 +364,21 @@ public struct HomeConfig: Sendable, Equatable {
                 throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [eval]")
             }
             if let v = e["data"] {
-                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "eval.data must be a non-empty path") }
+                guard let s = v.string, !s.isEmpty else {
+                    throw HomeError.config(path: path, reason: "eval.data must be a non-empty path")
+                }
                 config.eval.data = s
             }
             if let v = e["split"] {
-                guard let s = v.string, let split = DataSplit(rawValue: s) else { throw HomeError.config(path: path, reason: "eval.split must be \"train\" or \"test\"") }
+                guard let s = v.string, let split = DataSplit(rawValue: s) else {
+                    throw HomeError.config(path: path, reason: "eval.split must be \"train\" or \"test\"")
+                }
                 config.eval.split = split
             }
             if let v = e["label"] {
-                guard let s = v.string, !s.isEmpty else { throw HomeError.config(path: path, reason: "eval.label must be a column name") }
+                guard let s = v.string, !s.isEmpty else {
+                    throw HomeError.config(path: path, reason: "eval.label must be a column name")
+                }
                 config.eval.labelColumn = s
             }
         }
@@ -352,41 +395,56 @@ public struct HomeConfig: Sendable, Equatable {
         }
         func positive(_ k: String) throws -> Int? {
             guard let v = t[k] else { return nil }
-            guard let i = v.int, i > 0 else { throw HomeError.config(path: path, reason: "merge.\(k) must be a positive integer") }
+            guard let i = v.int, i > 0 else {
+                throw HomeError.config(path: path, reason: "merge.\(k) must be a positive integer")
+            }
             return i
         }
         if let v = try positive("min_bundles") { m.minBundles = v }
         if let v = t["max_wait"] {
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else { throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more") }
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else {
+                throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more")
+            }
             m.maxWait = d
         }
         if let v = t["clip_norm"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d.isFinite else { throw HomeError.config(path: path, reason: "merge.clip_norm must be a positive number") }
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d.isFinite else {
+                throw HomeError.config(path: path, reason: "merge.clip_norm must be a positive number")
+            }
             m.clipNorm = d
         }
         if let v = t["max_staleness"] {
-            guard let i = v.int, i >= 0, i <= 1000 else { throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000") }
+            guard let i = v.int, i >= 0, i <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000")
+            }
             m.maxStaleness = i
         }
         if let v = t["staleness"] {
             guard let s = v.string, let kind = StalenessFunction.Kind(rawValue: s) else {
-                throw HomeError.config(path: path, reason: "merge.staleness must be \"constant\", \"polynomial\" or \"hinge\"")
+                throw HomeError.config(
+                    path: path, reason: "merge.staleness must be \"constant\", \"polynomial\" or \"hinge\"")
             }
             m.staleness = kind
         }
         for (key, keyPath) in [("staleness_a", \MergeSettings.stalenessA), ("staleness_b", \MergeSettings.stalenessB)] {
             guard let v = t[key] else { continue }
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.\(key) must be a number from 0 to 1000") }
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be a number from 0 to 1000")
+            }
             m[keyPath: keyPath] = d
         }
         if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
         if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
         if let v = t["server_lr"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else { throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]") }
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]")
+            }
             m.serverLearningRate = d
         }
-        for (key, keyPath, range) in [("momentum", \MergeSettings.momentum, 0.0..<1.0), ("beta1", \MergeSettings.beta1, 0.0..<1.0),
-                                      ("beta2", \MergeSettings.beta2, 0.0..<1.0), ("tau", \MergeSettings.tau, 0.0..<1.0)] {
+        for (key, keyPath, range) in [
+            ("momentum", \MergeSettings.momentum, 0.0..<1.0), ("beta1", \MergeSettings.beta1, 0.0..<1.0),
+            ("beta2", \MergeSettings.beta2, 0.0..<1.0), ("tau", \MergeSettings.tau, 0.0..<1.0),
+        ] {
             guard let v = t[key] else { continue }
             guard let d = v.double ?? v.int.map(Double.init), range.contains(d) else {
                 throw HomeError.config(path: path, reason: "merge.\(key) must be a number in [0, 1)")
@@ -394,45 +452,70 @@ public struct HomeConfig: Sendable, Equatable {
             m[keyPath: keyPath] = d
         }
         if let v = t["trim"] {
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 0.5 else { throw HomeError.config(path: path, reason: "merge.trim must be a number in [0, 0.5)") }
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 0.5 else {
+                throw HomeError.config(path: path, reason: "merge.trim must be a number in [0, 0.5)")
+            }
             m.trim = d
         }
         for (key, keyPath) in [("byzantine", \MergeSettings.byzantine), ("keep", \MergeSettings.keep)] {
             guard let v = t[key] else { continue }
-            guard let i = v.int, i >= 0, i <= 100_000 else { throw HomeError.config(path: path, reason: "merge.\(key) must be an integer from 0 to 100000") }
+            guard let i = v.int, i >= 0, i <= 100_000 else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be an integer from 0 to 100000")
+            }
             m[keyPath: keyPath] = i
         }
         if let v = t["chunk_mb"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1_048_576 else { throw HomeError.config(path: path, reason: "merge.chunk_mb must be a number of MiB in (0, 1048576]") }
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1_048_576 else {
+                throw HomeError.config(path: path, reason: "merge.chunk_mb must be a number of MiB in (0, 1048576]")
+            }
             m.chunkMiB = d
         }
         if let v = t["strategy"] {
             guard let name = v.string, Strategies.names.contains(name) else {
-                throw HomeError.config(path: path, reason: "merge.strategy must be one of \(Strategies.names.map { "\"\($0)\"" }.joined(separator: ", "))")
+                throw HomeError.config(
+                    path: path,
+                    reason:
+                        "merge.strategy must be one of \(Strategies.names.map { "\"\($0)\"" }.joined(separator: ", "))")
             }
             m.strategy = name
         }
         if let v = t["accept_codecs"] {
-            guard let list = v.array, !list.isEmpty else { throw HomeError.config(path: path, reason: "merge.accept_codecs must be a non-empty list of codec names") }
+            guard let list = v.array, !list.isEmpty else {
+                throw HomeError.config(
+                    path: path, reason: "merge.accept_codecs must be a non-empty list of codec names")
+            }
             m.acceptCodecs = try list.map { item in
                 guard let s = item.string, Codecs.names.contains(s) else {
-                    throw HomeError.config(path: path, reason: "merge.accept_codecs: each must be one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))")
+                    throw HomeError.config(
+                        path: path,
+                        reason:
+                            "merge.accept_codecs: each must be one "
+                            + "of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))"
+                    )
                 }
                 return s
             }
         }
         if let v = t["regions"] {
-            guard let list = v.array else { throw HomeError.config(path: path, reason: "merge.regions must be a list of regional collector ids") }
+            guard let list = v.array else {
+                throw HomeError.config(path: path, reason: "merge.regions must be a list of regional collector ids")
+            }
             m.regions = try list.map { item in
                 guard let s = item.string, ContainerPath.isIdentifier(s) else {
-                    throw HomeError.config(path: path, reason: "merge.regions: each must be a regional collector id (\(ContainerPath.identifierRule("id", item.string ?? "?")))")
+                    throw HomeError.config(
+                        path: path,
+                        reason:
+                            "merge.regions: each must be a regional collector id "
+                            + "(\(ContainerPath.identifierRule("id", item.string ?? "?")))"
+                    )
                 }
                 return s
             }
         }
         if let v = t["settle_seconds"] {
             guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
-                throw HomeError.config(path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
+                throw HomeError.config(
+                    path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
             }
             m.settleSeconds = d
         }
@@ -444,7 +527,9 @@ public struct HomeConfig: Sendable, Equatable {
         for k in t.keys where !TrainingDefaults.keys.contains(k) {
             throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [training]")
         }
-        func bad(_ k: String, _ what: String) -> HomeError { HomeError.config(path: path, reason: "training.\(k) must be \(what)") }
+        func bad(_ k: String, _ what: String) -> HomeError {
+            HomeError.config(path: path, reason: "training.\(k) must be \(what)")
+        }
         func number(_ k: String) throws -> Double? {
             guard let v = t[k] else { return nil }
             if let i = v.int { return Double(i) }
@@ -461,28 +546,48 @@ public struct HomeConfig: Sendable, Equatable {
         if let v = try positive("batch_size") { d.batchSize = v }
         if let v = try number("lr") { guard v > 0, v.isFinite else { throw bad("lr", "positive") }; d.learningRate = v }
         if let v = t["optimizer"] {
-            guard let s = v.string, let o = OptimizerKind(rawValue: s) else { throw bad("optimizer", "\"sgd\" or \"adam\"") }
+            guard let s = v.string, let o = OptimizerKind(rawValue: s) else {
+                throw bad("optimizer", "\"sgd\" or \"adam\"")
+            }
             d.optimizer = o
         }
-        if let v = try number("momentum") { guard (0..<1).contains(v) else { throw bad("momentum", "in [0, 1)") }; d.momentum = v }
-        if let v = try number("weight_decay") { guard v >= 0 else { throw bad("weight_decay", "non-negative") }; d.weightDecay = v }
+        if let v = try number("momentum") {
+            guard (0..<1).contains(v) else { throw bad("momentum", "in [0, 1)") }; d.momentum = v
+        }
+        if let v = try number("weight_decay") {
+            guard v >= 0 else { throw bad("weight_decay", "non-negative") }; d.weightDecay = v
+        }
         if let v = t["codec"] {
-            guard let s = v.string, Codecs.names.contains(s) else { throw bad("codec", "one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))") }
+            guard let s = v.string, Codecs.names.contains(s) else {
+                throw bad("codec", "one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))")
+            }
             d.codec = s
         }
-        if let v = try number("topk_fraction") { guard v > 0, v <= 1 else { throw bad("topk_fraction", "in (0, 1]") }; d.topkFraction = v }
+        if let v = try number("topk_fraction") {
+            guard v > 0, v <= 1 else { throw bad("topk_fraction", "in (0, 1]") }; d.topkFraction = v
+        }
         if let v = try number("prox_mu") { guard v >= 0 else { throw bad("prox_mu", "non-negative") }; d.proxMu = v }
-        if let v = t["seed"] { guard let i = v.int, i >= 0 else { throw bad("seed", "a non-negative integer") }; d.seed = UInt64(i) }
+        if let v = t["seed"] {
+            guard let i = v.int, i >= 0 else { throw bad("seed", "a non-negative integer") }; d.seed = UInt64(i)
+        }
         return d
     }
 
     func validate(path: String) throws {
-        guard ContainerPath.isIdentifier(modelID) else { throw HomeError.config(path: path, reason: ContainerPath.identifierRule("model_id", modelID)) }
-        if let siteID, !ContainerPath.isIdentifier(siteID) { throw HomeError.config(path: path, reason: ContainerPath.identifierRule("site_id", siteID)) }
-        if let arch {
-            do { _ = try ModelArchitecture(spec: arch) } catch { throw HomeError.config(path: path, reason: "\(error)") }
+        guard ContainerPath.isIdentifier(modelID) else {
+            throw HomeError.config(path: path, reason: ContainerPath.identifierRule("model_id", modelID))
         }
-        guard key.count == 40, key.allSatisfy(\.isHexDigit) else { throw HomeError.config(path: path, reason: "key must be a 40-digit fingerprint") }
+        if let siteID, !ContainerPath.isIdentifier(siteID) {
+            throw HomeError.config(path: path, reason: ContainerPath.identifierRule("site_id", siteID))
+        }
+        if let arch {
+            do { _ = try ModelArchitecture(spec: arch) } catch {
+                throw HomeError.config(path: path, reason: "\(error)")
+            }
+        }
+        guard key.count == 40, key.allSatisfy(\.isHexDigit) else {
+            throw HomeError.config(path: path, reason: "key must be a 40-digit fingerprint")
+        }
     }
 
     /// The file as fedbatch writes it.
@@ -495,15 +600,24 @@ public struct HomeConfig: Sendable, Equatable {
         lines.append("key = \(StrictJSON.quote(key))")
         if role == .site { lines += training.render() }
         if role == .region {
-            lines += ["", "# A regional collector merges its sites' bundles into a partial aggregate for the root collector",
-                      "# (fedbatch-merge(1), HIERARCHICAL MERGES). These settings must equal the root's: the root refuses a",
-                      "# partial made with another weight_cap, clip_norm or staleness rule."] + merge.render(region: true)
+            lines +=
+                [
+                    "",
+                    "# A regional collector merges its sites' bundles into a partial aggregate for the root collector",
+                    "# (fedbatch-merge(1), HIERARCHICAL MERGES). These settings must equal the root's: the root",
+                    "# refuses a partial made with another weight_cap, clip_norm or staleness rule.",
+                ] + merge.render(region: true)
         }
         if role == .collector {
             lines += merge.render() + eval.render()
-            lines += privacy?.render() ?? ["", "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY). Every key is required.",
-                                           "# [privacy]", "# noise_multiplier = 1.0", "# clip_norm = 1.0", "# expected_sites = 10",
-                                           "# delta = 1e-5", "# max_epsilon = 10.0"]
+            lines +=
+                privacy?.render() ?? [
+                    "",
+                    "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY).",
+                    "# Every key is required.",
+                    "# [privacy]", "# noise_multiplier = 1.0", "# clip_norm = 1.0", "# expected_sites = 10",
+                    "# delta = 1e-5", "# max_epsilon = 10.0",
+                ]
         }
         lines += gnupg.render() + metrics.render() + remote.render(role: role)
         return lines.joined(separator: "\n") + "\n"

@@ -28,7 +28,8 @@ public struct HomeLayout: Sendable {
     /// Where generation `n`'s noise seed is kept; creates the directory.
     public func noiseSeed(_ n: Int) throws -> String {
         if !FileManager.default.fileExists(atPath: noiseSeeds) {
-            try FileManager.default.createDirectory(atPath: noiseSeeds, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: noiseSeeds, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         }
         return "\(noiseSeeds)/\(String(format: "g%06d", n)).seed"
     }
@@ -62,13 +63,23 @@ public struct HomeLayout: Sendable {
             return generation(newest)
         }
         let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
-        if !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let n = Int(digits) {
+        if !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
+            let n = Int(digits)
+        {
             let path = generation(n)
-            if !FileManager.default.fileExists(atPath: path), FileManager.default.fileExists(atPath: prunedGeneration(n)) {
-                throw HomeError.config(path: prunedGeneration(n), reason: "generation \(n) was pruned (fedbatch prune): only its signed manifest is kept, not its weights")
+            if !FileManager.default.fileExists(atPath: path),
+                FileManager.default.fileExists(atPath: prunedGeneration(n))
+            {
+                throw HomeError.config(
+                    path: prunedGeneration(n),
+                    reason:
+                        "generation \(n) was pruned (fedbatch prune): only its signed manifest is kept, not its weights"
+                )
             }
             guard FileManager.default.fileExists(atPath: path) else {
-                throw HomeError.config(path: generations, reason: "there is no generation \(n) (\(Self.generationFileName(n))); `fedbatch log` lists them")
+                throw HomeError.config(
+                    path: generations,
+                    reason: "there is no generation \(n) (\(Self.generationFileName(n))); `fedbatch log` lists them")
             }
             return path
         }
@@ -85,7 +96,8 @@ public struct HomeLayout: Sendable {
 
     public static func generationNumber(_ name: String) -> Int? {
         let b = Array(name.utf8)
-        guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })
+        else { return nil }
         return Int(String(decoding: b[1..<7], as: UTF8.self))
     }
 
@@ -117,6 +129,8 @@ public struct HomeLayout: Sendable {
     /// aside): they are ignored, and commands warn about them.
     public func foreignGenerationFiles() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
-        return names.filter { !$0.hasPrefix(".") && Self.generationNumber($0) == nil && Self.prunedGenerationNumber($0) == nil }.sorted()
+        return names.filter {
+            !$0.hasPrefix(".") && Self.generationNumber($0) == nil && Self.prunedGenerationNumber($0) == nil
+        }.sorted()
     }
 }

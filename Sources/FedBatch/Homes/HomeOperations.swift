@@ -14,15 +14,23 @@ extension Home {
     /// Opens a container, verifies it against this home's pinned keys, and
     /// checks it belongs here: the home's model id, a known architecture
     /// (the home's, on a collector) and tensors that match it, all finite.
-    public func openVerified(_ path: String, verifier: Verifier, limits: ContainerLimits = .default) throws -> (VerifiedContainer, SafetensorsFile) {
+    public func openVerified(
+        _ path: String, verifier: Verifier, limits: ContainerLimits = .default
+    ) throws -> (VerifiedContainer, SafetensorsFile) {
         try checkBelongs(try verifier.open(path: path, limits: limits), limits: limits)
     }
 
     /// The checks of `openVerified` on a container already verified.
-    func checkBelongs(_ v: VerifiedContainer, limits: ContainerLimits = .default) throws -> (VerifiedContainer, SafetensorsFile) {
+    func checkBelongs(
+        _ v: VerifiedContainer, limits: ContainerLimits = .default
+    ) throws -> (VerifiedContainer, SafetensorsFile) {
         let m = v.manifest
-        guard m.model.id == config.modelID else { throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id) }
-        if let arch = config.arch, arch != m.model.arch { throw ModelMismatch.arch(expected: arch, actual: m.model.arch) }
+        guard m.model.id == config.modelID else {
+            throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id)
+        }
+        if let arch = config.arch, arch != m.model.arch {
+            throw ModelMismatch.arch(expected: arch, actual: m.model.arch)
+        }
         let arch = try ModelArchitecture(spec: m.model.arch)
         let tensors = try v.container.tensors(limits: limits.safetensors)
         // A generation holds full weights; an update holds a delta in its
@@ -42,7 +50,9 @@ extension Home {
     /// weights; refuses an update bundle given in its place.
     public func openGeneration(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
         let (v, tensors) = try openTrusted(path, verifier: verifier)
-        guard v.manifest.kind == .generation, v.manifest.generation != nil else { throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind) }
+        guard v.manifest.kind == .generation, v.manifest.generation != nil else {
+            throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
+        }
         // The generation's own rotation applies to the ones after it.
         try verifier.adoptRotation(carriedBy: v)
         return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
@@ -57,7 +67,9 @@ extension Home {
     public func verify(paths: [String]) throws -> [FileVerdict] {
         let verifier = try self.verifier()
         verifier.acceptsRetiredKeys = true
-        let ledger = config.role == .collector && FileManager.default.fileExists(atPath: layout.stateDatabase) ? try? Ledger(path: layout.stateDatabase) : nil
+        let ledger =
+            config.role == .collector && FileManager.default.fileExists(atPath: layout.stateDatabase)
+            ? try? Ledger(path: layout.stateDatabase) : nil
         return paths.map { path in
             do {
                 // A generation is trusted through the chain before it, as
@@ -72,10 +84,13 @@ extension Home {
                 }
                 var note: String?
                 if opened.signer.retired {
-                    guard opened.manifest.kind == .update, let g = try ledger?.mergedInto(opened.digest.hex)?.generation else {
+                    guard opened.manifest.kind == .update, let g = try ledger?.mergedInto(opened.digest.hex)?.generation
+                    else {
                         throw TrustError.retiredKey(fingerprint: opened.signer.fingerprint, role: opened.signer.role)
                     }
-                    note = "signed by \(opened.signer.fingerprint), a retired key of \(opened.signer.role); generation \(g) included it"
+                    note =
+                        "signed by \(opened.signer.fingerprint), a retired key of \(opened.signer.role); "
+                        + "generation \(g) included it"
                 }
                 return FileVerdict(file: path, verified: opened, failure: nil, note: note)
             } catch {
@@ -89,10 +104,12 @@ extension Home {
     public func exportGeneration(_ path: String, to out: String) throws -> VerifiedContainer {
         let (v, weights) = try openGeneration(path, verifier: try verifier())
         let arch = weights.arch
-        try SafetensorsWriter.write(try weights.named(), metadata: [
-            "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
-            "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
-        ], to: out)
+        try SafetensorsWriter.write(
+            try weights.named(),
+            metadata: [
+                "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
+                "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
+            ], to: out)
         return v
     }
 
@@ -120,15 +137,21 @@ extension Home {
         let trust = try TrustSet.load(keysDirectory: layout.keys)
         let candidate = try KeyCandidate.read(path: keyFile)
         try KeyPolicy.check(candidate.key, path: keyFile)
-        if candidate.revoked { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked") }
-        if candidate.expired { throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired") }
+        if candidate.revoked {
+            throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) is revoked")
+        }
+        if candidate.expired {
+            throw TrustError.keyFile(path: keyFile, reason: "key \(candidate.fingerprint) has expired")
+        }
         let current = trust.keys(for: role)
         let same = current.first { $0.fingerprint == candidate.fingerprint }
         let dest: String
         switch role {
         case .site(let site):
             try Home.checkName(site, what: "site id")
-            guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+            guard config.role != .site else {
+                throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
+            }
             if let same {
                 dest = same.path
             } else if current.isEmpty {
@@ -136,28 +159,52 @@ extension Home {
             } else if current.count == 1 {
                 dest = TrustSet.Files.siteKey(site, fingerprint: candidate.fingerprint, in: layout.keys)
             } else {
-                throw TrustError.keyFile(path: keyFile, reason: "site \(site) already has two keys pinned (\(current.map(\.fingerprint).joined(separator: ", "))); remove one first (fedbatch keys remove --site \(site) --key FPR)")
+                throw TrustError.keyFile(
+                    path: keyFile,
+                    reason:
+                        "site \(site) already has two keys pinned "
+                        + "(\(current.map(\.fingerprint).joined(separator: ", "))); remove one first (fedbatch "
+                        + "keys remove --site \(site) --key FPR)"
+                )
             }
         case .collector:
             guard let same, let newest = trust.key(for: .collector), same.fingerprint == newest.fingerprint else {
-                throw TrustError.keyFile(path: keyFile, reason: "the collector's pinned key is \(trust.key(for: .collector)?.fingerprint ?? "none"); only the same key, renewed, can replace it here (a new collector key comes by fedbatch keys rotate)")
+                throw TrustError.keyFile(
+                    path: keyFile,
+                    reason:
+                        "the collector's pinned key is \(trust.key(for: .collector)?.fingerprint ?? "none"); only "
+                        + "the same key, renewed, can replace it here (a new collector key comes by fedbatch keys "
+                        + "rotate)"
+                )
             }
             guard same.validFrom == 0 else {
-                throw TrustError.keyFile(path: keyFile, reason: "the collector key \(same.fingerprint) came with a rotation, whose statement fixes its bytes; rotate to a new key instead of renewing it")
+                throw TrustError.keyFile(
+                    path: keyFile,
+                    reason:
+                        "the collector key \(same.fingerprint) came with a rotation, whose statement fixes its "
+                        + "bytes; rotate to a new key instead of renewing it"
+                )
             }
             dest = layout.collectorKey
         }
-        if same == nil, let other = trust.key(fingerprint: candidate.fingerprint), !(other.retired && other.role == role) {
+        if same == nil, let other = trust.key(fingerprint: candidate.fingerprint),
+            !(other.retired && other.role == role)
+        {
             throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
         }
-        try FileManager.default.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try writeFileAtomically(candidate.armored, to: dest)
         // A key pinned again is no longer retired.
         if case .site(let site) = role {
             let retired = "\(TrustSet.Files.retiredSiteKeys(in: layout.keys))/\(site)@\(candidate.fingerprint).asc"
             if FileManager.default.fileExists(atPath: retired) { try FileManager.default.removeItem(atPath: retired) }
         }
-        return (PinnedKey(role: role, fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires, path: dest), same != nil)
+        return (
+            PinnedKey(
+                role: role, fingerprint: candidate.fingerprint, userID: candidate.userID, expires: candidate.expires,
+                path: dest), same != nil
+        )
     }
 
     /// Pins a site's key (see `pinKey`).
@@ -171,13 +218,21 @@ extension Home {
     /// a site it does not serve. The site's key is pinned as usual (for
     /// the audit trail); `region` must be in merge.regions.
     public func attachSite(_ site: String, toRegion region: String) throws {
-        guard config.role == .collector else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        guard config.role == .collector else {
+            throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
+        }
         try Home.checkName(region, what: "region id")
         guard config.merge.regions.contains(region) else {
-            throw HomeError.config(path: layout.config, reason: "\(region) is not in merge.regions (\(config.merge.regions.joined(separator: ", "))); list it there first")
+            throw HomeError.config(
+                path: layout.config,
+                reason:
+                    "\(region) is not in merge.regions (\(config.merge.regions.joined(separator: ", "))); list it "
+                    + "there first"
+            )
         }
         guard site != region, !config.merge.regions.contains(site) else {
-            throw HomeError.config(path: layout.config, reason: "\(site) is a regional collector; a region is not served by a region")
+            throw HomeError.config(
+                path: layout.config, reason: "\(site) is a regional collector; a region is not served by a region")
         }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
@@ -197,13 +252,19 @@ extension Home {
         guard !current.isEmpty else {
             throw TrustError.keyFile(path: layout.siteKey(site), reason: "no key is pinned for site \(site)")
         }
-        let chosen = try fingerprint.map { f -> [PinnedKey] in
-            let wanted = f.replacingOccurrences(of: " ", with: "").uppercased()
-            guard let k = current.first(where: { $0.fingerprint == wanted }) else {
-                throw TrustError.keyFile(path: layout.siteKeys, reason: "site \(site) has no pinned key \(f) (pinned: \(current.map(\.fingerprint).joined(separator: ", ")))")
-            }
-            return [k]
-        } ?? current
+        let chosen =
+            try fingerprint.map { f -> [PinnedKey] in
+                let wanted = f.replacingOccurrences(of: " ", with: "").uppercased()
+                guard let k = current.first(where: { $0.fingerprint == wanted }) else {
+                    throw TrustError.keyFile(
+                        path: layout.siteKeys,
+                        reason:
+                            "site \(site) has no pinned key \(f) "
+                            + "(pinned: \(current.map(\.fingerprint).joined(separator: ", ")))"
+                    )
+                }
+                return [k]
+            } ?? current
         let retired = TrustSet.Files.retiredSiteKeys(in: layout.keys)
         try FileManager.default.createDirectory(atPath: retired, withIntermediateDirectories: true)
         for k in chosen {
@@ -211,12 +272,18 @@ extension Home {
         }
         // The site's first key file keeps the plain name: a second key that
         // remains takes it.
-        if let remaining = current.first(where: { k in !chosen.contains { $0.fingerprint == k.fingerprint } }), remaining.path != layout.siteKey(site) {
+        if let remaining = current.first(where: { k in !chosen.contains { $0.fingerprint == k.fingerprint } }),
+            remaining.path != layout.siteKey(site)
+        {
             try moveFile(remaining.path, to: layout.siteKey(site))
         }
-        if chosen.count == current.count { try? FileManager.default.removeItem(atPath: TrustSet.Files.siteRegion(site, in: layout.keys)) }
+        if chosen.count == current.count {
+            try? FileManager.default.removeItem(atPath: TrustSet.Files.siteRegion(site, in: layout.keys))
+        }
         try syncDirectory(layout.siteKeys)
-        return chosen.map { var k = $0; k.retired = true; return k }
+        return chosen.map {
+            var k = $0; k.retired = true; return k
+        }
     }
 }
 

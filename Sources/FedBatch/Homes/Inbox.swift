@@ -34,7 +34,8 @@ enum Filing {
         var candidate = base
         var i = 1
         while try entryStatus(DirectoryEntry(directory: directory, name: candidate)) != nil
-                || entryStatus(DirectoryEntry(directory: directory, name: candidate + reasonSuffix)) != nil {
+            || entryStatus(DirectoryEntry(directory: directory, name: candidate + reasonSuffix)) != nil
+        {
             candidate = "\(base)~\(i)"
             i += 1
         }
@@ -83,8 +84,11 @@ enum Filing {
     /// Removes what a crash can leave behind: writeFileAtomically's temp
     /// files (`.NAME.tmp-XXXXXX`) and interrupted ledger rebuilds.
     static func removeCrashLeftovers(_ layout: HomeLayout) {
-        for dir in [layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, layout.siteKeys, layout.root,
-                    layout.inbox] {
+        for dir in [
+            layout.generations, layout.quarantine, layout.accepted, layout.outbox, layout.keys, layout.siteKeys,
+            layout.root,
+            layout.inbox,
+        ] {
             for e in (try? listDirectory(dir)) ?? [] where isLeftover(e.name) {
                 try? removeEntry(e)
             }

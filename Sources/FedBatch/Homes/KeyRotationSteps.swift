@@ -27,8 +27,9 @@ extension Collector {
         let scratch = try ScratchKeyring()
         let key = try KeyFile.parse(try newSigner.exportPublicKey(), path: "the new key", context: scratch.context)
         try KeyPolicy.check(key, path: "the new key \(newSigner.fingerprint)")
-        let rotation = try KeyRotation.create(model: home.config.modelID, from: signer, to: newSigner,
-                                              fromGeneration: current.manifest.generation! + 2)
+        let rotation = try KeyRotation.create(
+            model: home.config.modelID, from: signer, to: newSigner,
+            fromGeneration: current.manifest.generation! + 2)
         let pending = TrustSet.Files.pendingRotation(in: home.layout.keys)
         if FileManager.default.fileExists(atPath: pending) { try FileManager.default.removeItem(atPath: pending) }
         try rotation.write(to: pending)
@@ -50,8 +51,9 @@ extension Home {
     /// step after a crash.
     func applyRotation(_ rotation: KeyRotation) throws {
         try setConfigKey(from: rotation.statement.oldKey, to: rotation.statement.newKey)
-        let dest = "\(TrustSet.Files.rotations(in: layout.keys))/\(KeyRotation.directoryName(fromGeneration: rotation.statement.fromGeneration))"
-        try FileManager.default.createDirectory(atPath: TrustSet.Files.rotations(in: layout.keys), withIntermediateDirectories: true)
+        let dest = KeyRotation.directory(of: rotation, in: layout.keys)
+        try FileManager.default.createDirectory(
+            atPath: TrustSet.Files.rotations(in: layout.keys), withIntermediateDirectories: true)
         if FileManager.default.fileExists(atPath: dest) { try FileManager.default.removeItem(atPath: dest) }
         try moveFile(TrustSet.Files.pendingRotation(in: layout.keys), to: dest)
     }
@@ -61,8 +63,14 @@ extension Home {
     func setConfigKey(from old: String, to new: String) throws {
         let text = String(decoding: try readFile(layout.config, cap: 1 << 20), as: UTF8.self)
         var lines = text.components(separatedBy: "\n")
-        guard let i = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces) == "key = \"\(old)\"" || $0.trimmingCharacters(in: .whitespaces) == "key = \"\(new)\"" }) else {
-            throw HomeError.config(path: layout.config, reason: "no line key = \"\(old)\" to change to the new key \(new); set it by hand")
+        guard
+            let i = lines.firstIndex(where: {
+                $0.trimmingCharacters(in: .whitespaces) == "key = \"\(old)\""
+                    || $0.trimmingCharacters(in: .whitespaces) == "key = \"\(new)\""
+            })
+        else {
+            throw HomeError.config(
+                path: layout.config, reason: "no line key = \"\(old)\" to change to the new key \(new); set it by hand")
         }
         lines[i] = "key = \"\(new)\""
         try writeFileAtomically(Data(lines.joined(separator: "\n").utf8), to: layout.config)
@@ -89,8 +97,10 @@ extension Home {
                 }
             }
         }
-        if !changed, let newest = try TrustSet.load(keysDirectory: layout.keys).key(for: .collector), newest.fingerprint != config.key,
-           newest.validFrom > 0 {
+        if !changed, let newest = try TrustSet.load(keysDirectory: layout.keys).key(for: .collector),
+            newest.fingerprint != config.key,
+            newest.validFrom > 0
+        {
             try setConfigKey(from: config.key, to: newest.fingerprint)
             changed = true
         }
@@ -117,7 +127,7 @@ extension Home {
 
     /// Keeps a rotation a site verified, so later runs know the new key.
     func record(_ r: KeyRotation) throws {
-        let dest = "\(TrustSet.Files.rotations(in: layout.keys))/\(KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration))"
+        let dest = KeyRotation.directory(of: r, in: layout.keys)
         guard !FileManager.default.fileExists(atPath: dest) else { return }
         try r.write(to: dest)
     }

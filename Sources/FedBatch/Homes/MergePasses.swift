@@ -21,9 +21,12 @@ extension Collector {
     /// and entries that cannot even be identified (links, junk without a
     /// slot or with a malformed statement, files above the model's size) are
     /// refused here. Returns the files in digest order.
-    func identifyInbox(settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date, decryption: BundleDecryption,
-                               rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting])
-        throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] {
+    func identifyInbox(
+        settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date, decryption: BundleDecryption,
+        rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]
+    )
+        throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)]
+    {
         let clock = wallClock()
         let entries = try listDirectory(home.layout.inbox)
         // Statements are read under a partial aggregate's larger caps (only
@@ -33,19 +36,26 @@ extension Collector {
         let wide = ContainerLimits.partials(of: arch)
         let takesPartials = home.config.role == .collector && !home.config.merge.regions.isEmpty
         let identities = Parallel.map(entries, workers: 2) { entry in
-            Self.identify(entry, settle: settle, clock: clock, limits: limits, wide: wide, takesPartials: takesPartials, decryption: decryption)
+            Self.identify(
+                entry, settle: settle, clock: clock, limits: limits, wide: wide, takesPartials: takesPartials,
+                decryption: decryption)
         }
         var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
         for (entry, identity) in zip(entries, identities) {
             switch identity {
             case let .ready(digest, status): ordered.append((entry, digest, status))
             case .waiting(let why): waiting.append(.init(entry, why))
-            case .refused(let error): try fileRefusal(entry, into: &rejected, or: &waiting) { try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now) }
+            case .refused(let error):
+                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                    try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now)
+                }
             }
         }
         // Equal digests are copies of one payload; the name breaks the tie so
         // that which copy counts is the same on every run.
-        ordered.sort { a, b in a.digest != b.digest ? a.digest < b.digest : a.entry.name.lexicographicallyPrecedes(b.entry.name) }
+        ordered.sort { a, b in
+            a.digest != b.digest ? a.digest < b.digest : a.entry.name.lexicographicallyPrecedes(b.entry.name)
+        }
         return ordered
     }
 
@@ -56,18 +66,29 @@ extension Collector {
         case refused(Error)
     }
 
-    private static func identify(_ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits, wide: ContainerLimits,
-                                 takesPartials: Bool, decryption: BundleDecryption) -> Identity {
+    private static func identify(
+        _ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits, wide: ContainerLimits,
+        takesPartials: Bool, decryption: BundleDecryption
+    ) -> Identity {
         // rsync writes to a hidden temp name and renames it when complete.
-        if entry.name.first == 0x2E { return .waiting("a hidden name, as rsync gives a transfer in progress; left alone") }
+        if entry.name.first == 0x2E {
+            return .waiting("a hidden name, as rsync gives a transfer in progress; left alone")
+        }
         do {
             guard let status = try entryStatus(entry) else { return .waiting("disappeared during the merge") }
             guard status.kind == .regular else {
-                throw FileError(path: entry.displayPath, message: "is a \(status.kind.description), not a regular file; fedbatch never follows links")
+                throw FileError(
+                    path: entry.displayPath,
+                    message: "is a \(status.kind.description), not a regular file; fedbatch never follows links")
             }
             let age = clock - status.changed
             if age < settle {
-                return .waiting(String(format: "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is read", max(0, age), settle))
+                return .waiting(
+                    String(
+                        format:
+                            "changed %.0f s ago; a file must be still for merge.settle_seconds (%.0f s) before it is "
+                            + "read",
+                        max(0, age), settle))
             }
             // By its size first: nothing of a file larger than any container
             // this home takes is read (50 sparse files of 8 GiB cost nothing).
@@ -79,12 +100,17 @@ extension Collector {
             // statement (keeping the plaintext's last bytes), and again in
             // pass 2: holding every decrypted bundle from pass 1 to pass 2
             // would cost memory the size of the inbox.
-            let statement = try decryption.statement(of: file, limits: limits) ?? ContainerFile.statement(of: file, limits: wide)
-            if statement.kind == .partial, !takesPartials { throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender") }
+            let statement =
+                try decryption.statement(of: file, limits: limits) ?? ContainerFile.statement(of: file, limits: wide)
+            if statement.kind == .partial, !takesPartials {
+                throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender")
+            }
             if statement.kind != .partial, file.size > limits.maxFileBytes + BundleEncryption.overhead {
                 throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)
             }
-            guard try file.currentStatus() == file.status else { return .waiting("changed while the merge read it; left for the next run") }
+            guard try file.currentStatus() == file.status else {
+                return .waiting("changed while the merge read it; left for the next run")
+            }
             return .ready(statement.payloadDigest, file.status)
         } catch {
             return .refused(error)
@@ -93,8 +119,10 @@ extension Collector {
 
     /// Pass 2 for one entry: the same file as pass 1 (same size, times and
     /// inode), read once, verified and decoded.
-    static func decode(_ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
-                       verifier: Verifier, limits: ContainerLimits, decryption: BundleDecryption) -> Decoded {
+    static func decode(
+        _ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
+        verifier: Verifier, limits: ContainerLimits, decryption: BundleDecryption
+    ) -> Decoded {
         let file: OpenFile
         do {
             file = try OpenFile(entry)
@@ -123,8 +151,9 @@ extension Collector {
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
             // checkBelongs ran the codec's checks; decoding here keeps that
             // work on this worker thread.
-            let delta = DecodedDelta(arch: try ModelArchitecture(spec: v.manifest.model.arch), stored: tensors,
-                                     codec: try Codecs.make(name: v.manifest.codec))
+            let delta = DecodedDelta(
+                arch: try ModelArchitecture(spec: v.manifest.model.arch), stored: tensors,
+                codec: try Codecs.make(name: v.manifest.codec))
             return .ok(v.droppingPayload(), delta.materialized())
         } catch {
             return .refused(error, bundleDigest: v.digest.hex)

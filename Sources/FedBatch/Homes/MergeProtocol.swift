@@ -23,8 +23,10 @@ public struct MergeProtocol {
         /// The last sequence number a site used in a merged bundle.
         public var lastSequence: (String) throws -> Int64?
 
-        public init(current: Manifest.GenerationRef, maxExamples: Int64,
-                    mergedInto: @escaping (String) throws -> Int?, lastSequence: @escaping (String) throws -> Int64?) {
+        public init(
+            current: Manifest.GenerationRef, maxExamples: Int64,
+            mergedInto: @escaping (String) throws -> Int?, lastSequence: @escaping (String) throws -> Int64?
+        ) {
             self.current = current
             self.maxExamples = maxExamples
             self.mergedInto = mergedInto
@@ -44,7 +46,9 @@ public struct MergeProtocol {
     /// earlier generation is accepted while it is at most `maxStaleness`
     /// generations behind, if it names that generation's recorded digest.
     public func decide(_ m: Manifest, digest: String) throws -> (site: Manifest.Site, examples: Int64, staleness: Int) {
-        guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else { throw ProtocolError.notAnUpdate }
+        guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else {
+            throw ProtocolError.notAnUpdate
+        }
         if let g = try knowledge.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: g) }
         let number = knowledge.current.number
         guard base.number <= number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
@@ -58,8 +62,12 @@ public struct MergeProtocol {
             throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
         }
         guard n <= knowledge.maxExamples else { throw ProtocolError.tooManyExamples(n, cap: knowledge.maxExamples) }
-        guard knowledge.acceptedCodecs.contains(m.codec) else { throw ProtocolError.codecNotAccepted(m.codec, accepted: knowledge.acceptedCodecs) }
-        guard !sitesAccepted.contains(site.id) else { throw ProtocolError.secondUpdate(site: site.id, generation: number) }
+        guard knowledge.acceptedCodecs.contains(m.codec) else {
+            throw ProtocolError.codecNotAccepted(m.codec, accepted: knowledge.acceptedCodecs)
+        }
+        guard !sitesAccepted.contains(site.id) else {
+            throw ProtocolError.secondUpdate(site: site.id, generation: number)
+        }
         return (site, n, staleness)
     }
 

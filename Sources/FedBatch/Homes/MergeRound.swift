@@ -51,8 +51,11 @@ struct MergeRound {
     private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
     private(set) var summaries: [Summary] = []
 
-    init(knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction, clipNorm: Double? = nil,
-         uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights) {
+    init(
+        knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction,
+        clipNorm: Double? = nil,
+        uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights
+    ) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
         self.staleness = staleness
@@ -84,11 +87,16 @@ struct MergeRound {
             firstCopy[v.digest] = entry.displayName
             bundleDigests.insert(v.digest.hex)
             rules.accepted(site: site.id)
-            included.append(.init(digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n, weight: weight,
-                                  base: m.base!.number, staleness: s, stalenessWeight: factor))
+            included.append(
+                .init(
+                    digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n,
+                    weight: weight,
+                    base: m.base!.number, staleness: s, stalenessWeight: factor))
             inputs.append((entry, v.digest.hex, m.created, arrived))
-            summaries.append(.init(site: site.id, seq: site.seq, numExamples: n, weight: weight, base: m.base!.number, staleness: s,
-                                   stalenessWeight: factor))
+            summaries.append(
+                .init(
+                    site: site.id, seq: site.seq, numExamples: n, weight: weight, base: m.base!.number, staleness: s,
+                    stalenessWeight: factor))
             return .added
         } catch ProtocolError.alreadyMerged(let g) {
             return .alreadyMerged(generation: g)
@@ -101,28 +109,44 @@ struct MergeRound {
     /// the bundles it covers, if it was made on the current generation with
     /// this collector's settings, and if none of its bundles was merged
     /// before or is in this merge already; refused whole otherwise.
-    mutating func take(partial v: VerifiedContainer, sums: PartialAggregate, entry: DirectoryEntry, arrived: Double) -> Outcome {
+    mutating func take(
+        partial v: VerifiedContainer, sums: PartialAggregate, entry: DirectoryEntry, arrived: Double
+    ) -> Outcome {
         if let first = firstCopy[v.digest] { return .duplicate(of: first) }
         do {
             let m = v.manifest
             let k = rules.knowledge
-            guard let region = m.site, let base = m.base, let bundles = m.included else { throw ProtocolError.notAnUpdate }
+            guard let region = m.site, let base = m.base, let bundles = m.included else {
+                throw ProtocolError.notAnUpdate
+            }
             guard regions.contains(region.id) else { throw PartialError.notARegion(region.id) }
-            guard let summing = strategy as? PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
+            guard let summing = strategy as? PartialAggregating else {
+                throw PartialError.strategy(type(of: strategy).name)
+            }
             guard !uniformWeights else { throw PartialError.privacy }
             if let g = try k.mergedInto(v.digest.hex) { throw ProtocolError.alreadyMerged(generation: g) }
-            guard base.number >= k.current.number else { throw PartialError.stale(offered: base.number, current: k.current.number) }
-            guard base.number == k.current.number else { throw ProtocolError.staleBase(offered: base.number, current: k.current.number) }
+            guard base.number >= k.current.number else {
+                throw PartialError.stale(offered: base.number, current: k.current.number)
+            }
+            guard base.number == k.current.number else {
+                throw ProtocolError.staleBase(offered: base.number, current: k.current.number)
+            }
             guard base.digest == k.current.digest else { throw ProtocolError.wrongBaseDigest(number: base.number) }
             if let last = try k.lastSequence(region.id), region.seq <= last {
                 throw ProtocolError.sequenceReused(site: region.id, seq: region.seq, last: last)
             }
-            guard !rules.sitesAccepted.contains(region.id) else { throw ProtocolError.secondUpdate(site: region.id, generation: k.current.number) }
+            guard !rules.sitesAccepted.contains(region.id) else {
+                throw ProtocolError.secondUpdate(site: region.id, generation: k.current.number)
+            }
             let mine = partialSettings
             let theirs = m.strategy?.parameters ?? [:]
             guard theirs == mine else {
                 let keys = Set(mine.keys).union(theirs.keys).sorted().filter { mine[$0] != theirs[$0] }
-                throw PartialError.settings(keys.map { "\($0) is \(theirs[$0].map { "\($0)" } ?? "unset") there, \(mine[$0].map { "\($0)" } ?? "unset") here" }
+                throw PartialError.settings(
+                    keys.map {
+                        "\($0) is \(theirs[$0].map { "\($0)" } ?? "unset") "
+                            + "there, \(mine[$0].map { "\($0)" } ?? "unset") here"
+                    }
                     .joined(separator: "; "))
             }
             var covered: Set<String> = []
@@ -134,20 +158,32 @@ struct MergeRound {
                 guard covered.insert(b.site).inserted else {
                     throw PartialError.bundle("it covers site \(b.site) twice")
                 }
-                if let g = try k.mergedInto(b.digest) { throw PartialError.bundle("bundle \(b.digest) of site \(b.site) was merged into generation \(g)") }
+                if let g = try k.mergedInto(b.digest) {
+                    throw PartialError.bundle("bundle \(b.digest) of site \(b.site) was merged into generation \(g)")
+                }
                 if bundleDigests.contains(b.digest) || rules.sitesAccepted.contains(b.site) {
                     throw PartialError.bundle("site \(b.site) already has an update in this merge")
                 }
-                if regions.contains(b.site) { throw PartialError.bundle("\(b.site) is a regional collector, not a site") }
+                if regions.contains(b.site) {
+                    throw PartialError.bundle("\(b.site) is a regional collector, not a site")
+                }
                 if let last = try k.lastSequence(b.site), b.seq <= last {
                     throw PartialError.bundle("site \(b.site) sequence number \(b.seq) was used (last merged: \(last))")
                 }
-                guard b.numExamples <= k.maxExamples else { throw PartialError.bundle("bundle \(b.digest) claims \(b.numExamples) examples, above merge.max_examples") }
+                guard b.numExamples <= k.maxExamples else {
+                    throw PartialError.bundle(
+                        "bundle \(b.digest) claims \(b.numExamples) examples, above merge.max_examples")
+                }
                 guard b.weight == strategy.weight(examples: b.numExamples) else {
-                    throw PartialError.bundle("bundle \(b.digest) weighs \(b.weight); \(b.numExamples) examples weigh \(strategy.weight(examples: b.numExamples)) here")
+                    throw PartialError.bundle(
+                        "bundle \(b.digest) weighs \(b.weight); \(b.numExamples) examples "
+                            + "weigh \(strategy.weight(examples: b.numExamples)) here"
+                    )
                 }
             }
-            guard Set(bundles.map(\.digest)).count == bundles.count else { throw PartialError.bundle("it lists a bundle twice") }
+            guard Set(bundles.map(\.digest)).count == bundles.count else {
+                throw PartialError.bundle("it lists a bundle twice")
+            }
             // Its counters' increments obey the rule each bundle's would.
             try FedAvg.checkIncrements(sums.maxIncrements, base: self.base)
             // checkPartial took the total weight and count from this list.
@@ -163,11 +199,17 @@ struct MergeRound {
                 // the partial was made for.
                 included.append(carried)
             }
-            partials.append(.init(digest: v.digest.hex, region: region.id, signer: v.signer.fingerprint, seq: region.seq, bundles: bundles.count,
-                                  weight: sums.totalWeight))
+            partials.append(
+                .init(
+                    digest: v.digest.hex, region: region.id, signer: v.signer.fingerprint, seq: region.seq,
+                    bundles: bundles.count,
+                    weight: sums.totalWeight))
             inputs.append((entry, v.digest.hex, m.created, arrived))
-            summaries.append(.init(site: region.id, seq: region.seq, numExamples: m.numExamples ?? 0, weight: sums.totalWeight, base: base.number,
-                                   staleness: 0, stalenessWeight: 1))
+            summaries.append(
+                .init(
+                    site: region.id, seq: region.seq, numExamples: m.numExamples ?? 0, weight: sums.totalWeight,
+                    base: base.number,
+                    staleness: 0, stalenessWeight: 1))
             return .added
         } catch ProtocolError.alreadyMerged(let g) {
             return .alreadyMerged(generation: g)
@@ -201,13 +243,17 @@ struct MergeRound {
         let number = current.manifest.generation!
         let next = try strategy.finish(base: base)
         let selected = strategy.selectedPositions.map { $0.map { included[$0].digest }.sorted() }
-        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
-                                generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
-                                included: sortedIncluded, rejected: rejected,
-                                strategy: .init(name: type(of: strategy).name,
-                                                parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }, selected: selected))
+        var manifest = Manifest(
+            kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
+            generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
+            included: sortedIncluded, rejected: rejected,
+            strategy: .init(
+                name: type(of: strategy).name,
+                parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }, selected: selected))
         if !partials.isEmpty { manifest.partials = partials.sorted { $0.digest < $1.digest } }
-        manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) }]
+        manifest.metrics = [
+            "bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) },
+        ]
         return (manifest, next)
     }
 }

@@ -21,7 +21,9 @@ public enum ModelMismatch: Error, Equatable, Sendable, ReasonCoded {
         switch self {
         case let .modelID(e, a): return "the file is for model \"\(a)\"; this home's model is \"\(e)\""
         case let .arch(e, a): return "the file's architecture is \(a); this home's is \(e)"
-        case let .kind(e, a): return "the file is \(a == .update ? "an update" : "a generation"), not \(e == .update ? "an update" : "a generation")"
+        case let .kind(e, a):
+            let what = { (k: Manifest.Kind) in k == .update ? "an update" : "a generation" }
+            return "the file is \(what(a)), not \(what(e))"
         case let .generationNumber(e, a): return "the file is named for generation \(e) but holds generation \(a)"
         }
     }

@@ -29,17 +29,26 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case .notAnUpdate: return "the file is a generation, not an update bundle"
-        case let .staleBase(o, c): return "the update was trained on generation \(o), but the current generation is \(c): this collector never wrote generation \(o)"
+        case let .staleBase(o, c):
+            return
+                "the update was trained on generation \(o), but the current generation is \(c): this collector never "
+                + "wrote generation \(o)"
         case let .tooStale(o, c, max):
-            return "the update was trained on generation \(o), \(c - o) generations behind the current \(c); merge.max_staleness is \(max)"
-        case let .wrongBaseDigest(n): return "the update names generation \(n) with a digest that is not this collector's generation \(n)"
-        case .alreadyMerged(let g): return "already merged into generation \(g): this is a second copy of a bundle the collector has used"
+            return
+                "the update was trained on generation \(o), \(c - o) generations behind the current \(c); "
+                + "merge.max_staleness is \(max)"
+        case let .wrongBaseDigest(n):
+            return "the update names generation \(n) with a digest that is not this collector's generation \(n)"
+        case .alreadyMerged(let g):
+            return "already merged into generation \(g): this is a second copy of a bundle the collector has used"
         case .duplicateInMerge(let other): return "the same bundle as \(other) in this merge: a second copy"
-        case let .sequenceReused(site, seq, last): return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
-        case let .secondUpdate(site, g): return "site \(site) already has an update for generation \(g) in this merge; one per site"
+        case let .sequenceReused(site, seq, last):
+            return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
+        case let .secondUpdate(site, g):
+            return "site \(site) already has an update for generation \(g) in this merge; one per site"
         case let .tooManyExamples(n, cap): return "num_examples \(n) is above the cap of \(cap)"
-        case let .codecNotAccepted(c, accepted): return "codec \(c) is not in merge.accept_codecs (\(accepted.joined(separator: ", ")))"
+        case let .codecNotAccepted(c, accepted):
+            return "codec \(c) is not in merge.accept_codecs (\(accepted.joined(separator: ", ")))"
         }
     }
 }
-

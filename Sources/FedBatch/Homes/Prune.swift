@@ -64,36 +64,52 @@ extension Home {
             let v = try verifier.open(path: path)
             try verifier.adoptRotation(carriedBy: v)
             guard n < keepFrom else { continue }
-            if let age = policy.olderThan, let created = Manifest.parseCreated(v.manifest.created), now.timeIntervalSince(created) < age {
+            if let age = policy.olderThan, let created = Manifest.parseCreated(v.manifest.created),
+                now.timeIntervalSince(created) < age
+            {
                 report.skipped.append(.init(generation: n, reason: "younger than --older-than"))
                 continue
             }
             guard v.statement.manifestDigest != nil else {
-                report.skipped.append(.init(generation: n, reason: "its statement names no manifest digest (written by an older fedbatch); kept whole"))
+                report.skipped.append(
+                    .init(
+                        generation: n,
+                        reason: "its statement names no manifest digest (written by an older fedbatch); kept whole"))
                 continue
             }
             if v.manifest.members.contains(where: { $0.name.hasPrefix(KeyRotation.Files.memberPrefix) }) {
-                report.skipped.append(.init(generation: n, reason: "carries a key rotation, which sites adopt from its members; kept whole"))
+                report.skipped.append(
+                    .init(
+                        generation: n, reason: "carries a key rotation, which sites adopt from its members; kept whole")
+                )
                 continue
             }
             let size = fileSize(path) ?? 0
             if !policy.dryRun {
                 let dest = layout.prunedGeneration(n)
-                try writeFileAtomically(parts: [v.container.manifestBytes, ContainerFile.slot(statement: v.file.statement, signature: v.file.signature)], to: dest)
+                try writeFileAtomically(
+                    parts: [
+                        v.container.manifestBytes,
+                        ContainerFile.slot(statement: v.file.statement, signature: v.file.signature),
+                    ], to: dest)
                 let check = try verifier.openPruned(path: dest)
                 guard check.digest == v.digest, check.manifest.generation == n else {
-                    throw HomeError.config(path: dest, reason: "the pruned copy of generation \(n) does not verify as it; \(path) is kept")
+                    throw HomeError.config(
+                        path: dest, reason: "the pruned copy of generation \(n) does not verify as it; \(path) is kept")
                 }
                 try FileManager.default.removeItem(atPath: path)
                 try syncDirectory(layout.generations)
                 report.bytesFreed += size - (fileSize(dest) ?? 0)
             } else {
-                report.bytesFreed += size - Int64(v.container.manifestBytes.count + v.file.statement.count + v.file.signature.count + 16)
+                report.bytesFreed +=
+                    size - Int64(v.container.manifestBytes.count + v.file.statement.count + v.file.signature.count + 16)
             }
             report.generations.append(n)
             pruned.insert(n)
         }
-        guard config.role == .collector, let last = pruned.max(), FileManager.default.fileExists(atPath: layout.stateDatabase) else { return report }
+        guard config.role == .collector, let last = pruned.max(),
+            FileManager.default.fileExists(atPath: layout.stateDatabase)
+        else { return report }
         let ledger = try Ledger(path: layout.stateDatabase)
         for b in try ledger.storedBundles() where pruned.contains(b.generation) {
             guard let name = b.stored else { continue }
@@ -105,7 +121,9 @@ extension Home {
         }
         for name in try ledger.reportedRejections(upTo: last) {
             let file = "\(layout.quarantine)/\(name)", reason = file + Filing.reasonSuffix
-            guard FileManager.default.fileExists(atPath: file) || FileManager.default.fileExists(atPath: reason) else { continue }
+            guard FileManager.default.fileExists(atPath: file) || FileManager.default.fileExists(atPath: reason) else {
+                continue
+            }
             report.bytesFreed += (fileSize(file) ?? 0) + (fileSize(reason) ?? 0)
             if !policy.dryRun {
                 try? FileManager.default.removeItem(atPath: file)

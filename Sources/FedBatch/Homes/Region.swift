@@ -16,17 +16,24 @@ extension Home {
     /// (`collectorKeyPath`). Its generations come from the root (`fedbatch
     /// pull`, or copies into generations/); its sites are pinned with
     /// `fedbatch keys add --site`.
-    public static func createRegion(at root: String, regionID: String, modelID: String, arch spec: String, signer: PayloadSigner,
-                                    collectorKeyPath: String) throws -> Home {
+    public static func createRegion(
+        at root: String, regionID: String, modelID: String, arch spec: String, signer: PayloadSigner,
+        collectorKeyPath: String
+    ) throws -> Home {
         try Home.checkName(regionID, what: "region id")
         try Home.checkName(modelID, what: "model id")
         let arch = try ModelArchitecture(spec: spec)
         let collector = try collectorKeyToPin(collectorKeyPath, signer: signer, home: "region")
-        let config = HomeConfig(role: .region, modelID: modelID, arch: arch.description, key: signer.fingerprint, siteID: regionID)
+        let config = HomeConfig(
+            role: .region, modelID: modelID, arch: arch.description, key: signer.fingerprint, siteID: regionID)
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
-        _ = try prepare(root, directories: [layout.keys, layout.siteKeys, layout.inbox, layout.accepted, layout.quarantine,
-                                            layout.generations, layout.outbox])
+        _ = try prepare(
+            root,
+            directories: [
+                layout.keys, layout.siteKeys, layout.inbox, layout.accepted, layout.quarantine,
+                layout.generations, layout.outbox,
+            ])
         try writeFileAtomically(collector.armored, to: layout.collectorKey)
         try writeFileAtomically(Data(config.render().utf8), to: layout.config)
         return Home(layout: layout, config: config)
@@ -36,16 +43,23 @@ extension Home {
     /// and sums that fit the model tensor by tensor.
     func checkPartial(_ v: VerifiedContainer, limits: ContainerLimits) throws -> (VerifiedContainer, PartialAggregate) {
         let m = v.manifest
-        guard m.model.id == config.modelID else { throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id) }
-        if let arch = config.arch, arch != m.model.arch { throw ModelMismatch.arch(expected: arch, actual: m.model.arch) }
+        guard m.model.id == config.modelID else {
+            throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id)
+        }
+        if let arch = config.arch, arch != m.model.arch {
+            throw ModelMismatch.arch(expected: arch, actual: m.model.arch)
+        }
         let arch = try ModelArchitecture(spec: m.model.arch)
-        let sums = try PartialAggregate(file: try v.container.tensors(limits: limits.safetensors), arch: arch,
-                                        totalWeight: (m.included ?? []).reduce(0) { $0 + $1.weight }, count: m.included?.count ?? 0)
+        let sums = try PartialAggregate(
+            file: try v.container.tensors(limits: limits.safetensors), arch: arch,
+            totalWeight: (m.included ?? []).reduce(0) { $0 + $1.weight }, count: m.included?.count ?? 0)
         return (v, sums)
     }
 
     /// The file name of this region's partial aggregate for generation `n`.
-    func partialFileName(for n: Int) -> String { "\(config.modelID)-\(HomeLayout.generationName(n))-\(config.siteID!).fbp" }
+    func partialFileName(for n: Int) -> String {
+        "\(config.modelID)-\(HomeLayout.generationName(n))-\(config.siteID!).fbp"
+    }
 
     /// This region's partial for generation `n`, if one was written: in
     /// outbox/ (not pushed yet) or sent/.
@@ -65,7 +79,10 @@ extension Collector {
         guard latest < n - 1 else { return }
         for k in (latest + 1)..<n {
             let v = try verifier.open(path: home.layout.generation(k))
-            guard v.manifest.generation == k else { throw HomeError.config(path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(k)") }
+            guard v.manifest.generation == k else {
+                throw HomeError.config(
+                    path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(k)")
+            }
             try ledger.recordGeneration(v.manifest, digest: v.digest.hex, file: v.path)
             try ledger.markSettled(k)
         }
@@ -75,26 +92,34 @@ extension Collector {
     /// moves its inputs to accepted/: the partial first (temp file, fsync,
     /// rename), so a crash leaves the bundles in the inbox, where the next
     /// merge finds them merged once the root's generation arrives.
-    func writePartial(round: MergeRound, strategy: PartialAggregating, current: VerifiedContainer, arch: ModelArchitecture,
-                      inputs: [(entry: DirectoryEntry, digest: String)]) throws -> (path: String, digest: String, manifest: Manifest) {
+    func writePartial(
+        round: MergeRound, strategy: PartialAggregating, current: VerifiedContainer, arch: ModelArchitecture,
+        inputs: [(entry: DirectoryEntry, digest: String)]
+    ) throws -> (path: String, digest: String, manifest: Manifest) {
         let layout = home.layout
         let number = current.manifest.generation!
         let sums = strategy.partial()
         let included = round.sortedIncluded
-        var manifest = Manifest(kind: .partial, model: current.manifest.model, created: round.inputs.map(\.created).max()!,
-                                codec: Manifest.exactSumCodec, base: .init(number: number, digest: current.digest.hex),
-                                site: .init(id: home.config.siteID!, seq: Int64(number + 1)),
-                                numExamples: saturatingSum(included.map(\.numExamples)), included: included,
-                                strategy: .init(name: "exact-sum", parameters: round.partialSettings))
-        manifest.metrics = ["bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) },
-                            "weight": sums.totalWeight]
-        let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(sums.tensors(arch: arch)))])
+        var manifest = Manifest(
+            kind: .partial, model: current.manifest.model, created: round.inputs.map(\.created).max()!,
+            codec: Manifest.exactSumCodec, base: .init(number: number, digest: current.digest.hex),
+            site: .init(id: home.config.siteID!, seq: Int64(number + 1)),
+            numExamples: saturatingSum(included.map(\.numExamples)), included: included,
+            strategy: .init(name: "exact-sum", parameters: round.partialSettings))
+        manifest.metrics = [
+            "bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) },
+            "weight": sums.totalWeight,
+        ]
+        let sealed = try signer.sealInParts(
+            manifest: manifest, members: [(ContainerPath.tensors, SafetensorsWriter.encode(sums.tensors(arch: arch)))])
         try FileManager.default.createDirectory(atPath: layout.outbox, withIntermediateDirectories: true)
         let path = "\(layout.outbox)/\(home.partialFileName(for: number + 1))"
         try writeFileAtomically(parts: sealed.parts, to: path)
         faultPoint("after-partial")
         for k in inputs {
-            try moveEntry(k.entry, to: layout.accepted, as: try Filing.freeName(in: layout.accepted, for: k.entry.name), sync: false)
+            try moveEntry(
+                k.entry, to: layout.accepted, as: try Filing.freeName(in: layout.accepted, for: k.entry.name),
+                sync: false)
         }
         try syncDirectory(layout.accepted)
         try syncDirectory(layout.inbox)

@@ -25,21 +25,27 @@ extension Collector {
         let (current, _, ledger) = try prepareToWrite(verifier: verifier)
         let number = current.manifest.generation!
         guard target >= 0, target < number else {
-            throw HomeError.config(path: layout.generations, reason: "revert restores an earlier generation: give 0 to \(number - 1), not \(target)")
+            throw HomeError.config(
+                path: layout.generations,
+                reason: "revert restores an earlier generation: give 0 to \(number - 1), not \(target)")
         }
         // The restored weights must verify like any generation a site would train on.
         let (old, weights) = try home.openGeneration(layout.generation(target), verifier: verifier)
         guard old.manifest.generation == target else {
-            throw HomeError.config(path: old.path, reason: "holds generation \(old.manifest.generation ?? -1), not \(target)")
+            throw HomeError.config(
+                path: old.path, reason: "holds generation \(old.manifest.generation ?? -1), not \(target)")
         }
-        var manifest = Manifest(kind: .generation, model: current.manifest.model, created: rfc3339(now),
-                                generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
-                                included: [], rejected: [],
-                                strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
+        var manifest = Manifest(
+            kind: .generation, model: current.manifest.model, created: rfc3339(now),
+            generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
+            included: [], rejected: [],
+            strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
         manifest.metrics = ["bundles": 0, "examples": 0]
         // Reverting releases nothing new, but the privacy spent stays spent:
         // the record carries forward, without noise of its own.
-        manifest.privacy = current.manifest.privacy.map { var p = $0; p.noise = nil; return p }
+        manifest.privacy = current.manifest.privacy.map {
+            var p = $0; p.noise = nil; return p
+        }
         let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger, carrying: current)
         return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
     }

@@ -43,7 +43,9 @@ public struct Site {
         if let explicit {
             path = try home.layout.generation(named: explicit)
         } else {
-            guard let newest = home.layout.generationNumbers().last else { throw HomeError.noGeneration(home.layout.generations) }
+            guard let newest = home.layout.generationNumbers().last else {
+                throw HomeError.noGeneration(home.layout.generations)
+            }
             path = home.layout.generation(newest)
         }
         let verifier = try home.verifier()
@@ -70,9 +72,11 @@ public struct Site {
     /// `codec`. With a codec that feeds back its error (topk), the residual
     /// the last update left out is added first, and what this one leaves out
     /// is kept for the next.
-    public func writeUpdate(base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
-                            numExamples: Int64, metrics: [String: Double], codec: any TensorCodec = FP32Codec(),
-                            now: Date = Date()) throws -> WrittenBundle {
+    public func writeUpdate(
+        base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
+        numExamples: Int64, metrics: [String: Double], codec: any TensorCodec = FP32Codec(),
+        now: Date = Date()
+    ) throws -> WrittenBundle {
         var delta = trained.subtracting(baseWeights)
         guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw SiteError.nonFiniteUpdate }
         if codec.feedsBackError, let residual = loadResidual(arch: delta.arch) { delta = delta.adding(residual) }
@@ -85,9 +89,10 @@ public struct Site {
         let state = try self.state
         let pending = "\(home.layout.outbox)/.pending"
         let seq = try state.reserveSequence(base: number, file: pending, numExamples: numExamples, now: now)
-        let manifest = Manifest(kind: .update, model: m.model, created: rfc3339(now), codec: codec.name,
-                                base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
-                                numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
+        let manifest = Manifest(
+            kind: .update, model: m.model, created: rfc3339(now), codec: codec.name,
+            base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
+            numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
         let member = SafetensorsWriter.encode(stored)
         let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, member)])
         let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
@@ -102,10 +107,12 @@ public struct Site {
             // Switching away from topk: the residual no longer applies.
             try? FileManager.default.removeItem(atPath: home.layout.residual)
         }
-        try state.markWritten(seq: seq, file: path, digest: sealed.digest.hex,
-                              bytes: Int64(sealed.parts.reduce(0) { $0 + $1.count }), metrics: manifest.metrics)
-        return WrittenBundle(path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
-                             baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name)
+        try state.markWritten(
+            seq: seq, file: path, digest: sealed.digest.hex,
+            bytes: Int64(sealed.parts.reduce(0) { $0 + $1.count }), metrics: manifest.metrics)
+        return WrittenBundle(
+            path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
+            baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name)
     }
 }
 
@@ -126,9 +133,13 @@ public enum SiteError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .alreadySent(g, seq, file):
-            return "already sent an update for generation \(g) (sequence \(seq), \(file)); the collector takes one per site and generation. Wait for the next generation, or use --force to write another"
+            return
+                "already sent an update for generation \(g) (sequence \(seq), \(file)); the collector takes one per "
+                + "site and generation. Wait for the next generation, or use --force to write another"
         case .nonFiniteUpdate:
-            return "the trained weights are not all finite (training diverged; lower the learning rate); nothing was written"
+            return
+                "the trained weights are not all finite (training diverged; lower the learning rate); nothing was "
+                + "written"
         case .noExamples:
             return "num_examples must be positive"
         }
@@ -141,8 +152,9 @@ extension Site {
     /// file) is dropped: losing it costs accuracy, never correctness.
     func loadResidual(arch: ModelArchitecture) -> ModelWeights? {
         guard FileManager.default.fileExists(atPath: home.layout.residual),
-              let file = try? SafetensorsFile.open(path: home.layout.residual),
-              let residual = try? ModelWeights(arch: arch, file: file) else { return nil }
+            let file = try? SafetensorsFile.open(path: home.layout.residual),
+            let residual = try? ModelWeights(arch: arch, file: file)
+        else { return nil }
         return residual
     }
 }

@@ -68,38 +68,46 @@ extension Site {
     /// (verified, not older than one already seen), unless --force a check
     /// that no update was sent for it yet, the data (checked against the
     /// model before anything is consumed), training, and the signed bundle.
-    public func train(_ request: TrainingRequest, progress: @escaping (TrainingProgress) -> Void = { _ in }) throws -> TrainingRun {
+    public func train(
+        _ request: TrainingRequest, progress: @escaping (TrainingProgress) -> Void = { _ in }
+    ) throws -> TrainingRun {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         let defaults = home.config.training
         guard let dataPath = request.data ?? defaults.data else {
-            throw SiteUsageError(description: "give --data, or set data in the [training] table of \(home.layout.config)")
+            throw SiteUsageError(
+                description: "give --data, or set data in the [training] table of \(home.layout.config)")
         }
         let (base, baseWeights) = try baseGeneration(request.base)
         guard baseWeights.arch.isBuiltIn else { throw NotBuiltInError("train") }
         if !request.force { try checkNotSent(base: base) }
         // A tabular model's generation pins its columns: the CSV is read by name.
         let schema = try base.tabularSchema()
-        var dataset = try DataLoader.load(dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
+        var dataset = try DataLoader.load(
+            dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
         if let limit = request.limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
         let heldOut = try request.evalData.map { path -> Dataset in
-            let d = try DataLoader.load(path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
+            let d = try DataLoader.load(
+                path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
             try d.check(against: baseWeights.arch, path: path)
             return d
         }
         let options = request.options(defaults: defaults, generation: base.manifest.generation!)
         let codec = try request.codec(defaults: defaults)
         let result = try Trainer.train(baseWeights, on: dataset, options: options, heldOut: heldOut, progress: progress)
-        let written = try writeUpdate(base: base, baseWeights: baseWeights, trained: result.weights,
-                                      numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec)
+        let written = try writeUpdate(
+            base: base, baseWeights: baseWeights, trained: result.weights,
+            numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec)
         return TrainingRun(bundle: written, epochs: result.epochs)
     }
 
     /// One `fedbatch pack`: weights trained elsewhere, checked against the
     /// base generation's model, signed as an update exactly as train does.
-    public func pack(weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
-                     force: Bool = false, codec: String? = nil, topkFraction: Double? = nil) throws -> (bundle: WrittenBundle, base: PackBase) {
+    public func pack(
+        weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
+        force: Bool = false, codec: String? = nil, topkFraction: Double? = nil
+    ) throws -> (bundle: WrittenBundle, base: PackBase) {
         let defaults = home.config.training
         let codec = try Codecs.make(name: codec ?? defaults.codec, topkFraction: topkFraction ?? defaults.topkFraction)
         let lock = try self.lock()
@@ -112,8 +120,9 @@ extension Site {
         let chosen: PackBase
         if let source {
             guard base.manifest.generation == source.number, base.digest.hex == source.digest else {
-                throw PackError.baseMismatch(weights: path, generation: source.number, digest: source.digest,
-                                             offered: base.manifest.generation ?? -1, offeredDigest: base.digest.hex)
+                throw PackError.baseMismatch(
+                    weights: path, generation: source.number, digest: source.digest,
+                    offered: base.manifest.generation ?? -1, offeredDigest: base.digest.hex)
             }
             chosen = .metadata(source.number)
         } else {
@@ -121,14 +130,20 @@ extension Site {
         }
         if !force { try checkNotSent(base: base) }
         let trained = try ModelWeights(arch: baseWeights.arch, file: file)
-        return (try writeUpdate(base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics, codec: codec), chosen)
+        return (
+            try writeUpdate(
+                base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics,
+                codec: codec), chosen
+        )
     }
 
     /// The metrics a trained bundle records: the last epoch's figures and
     /// the hyperparameters a reader needs to interpret them.
     static func metrics(of result: TrainingResult, options o: TrainingOptions) -> [String: Double] {
-        var metrics: [String: Double] = ["loss": result.loss, "accuracy": result.accuracy, "epochs": Double(o.epochs),
-                                         "lr": Double(o.optimizer.learningRate), "batch_size": Double(o.batchSize)]
+        var metrics: [String: Double] = [
+            "loss": result.loss, "accuracy": result.accuracy, "epochs": Double(o.epochs),
+            "lr": Double(o.optimizer.learningRate), "batch_size": Double(o.batchSize),
+        ]
         if o.proxMu > 0 { metrics["prox_mu"] = Double(o.proxMu) }
         if let last = result.epochs.last, let acc = last.evalAccuracy, let loss = last.evalLoss {
             metrics["eval_accuracy"] = acc
@@ -176,10 +191,15 @@ public enum PackError: Error, Sendable, ReasonCoded {
         switch self {
         case let .baseMismatch(weights, generation, digest, offered, offeredDigest):
             return offered == generation
-                ? "\(weights) was exported from generation \(generation) with digest \(digest), but generation \(generation) here is \(offeredDigest); nothing was written"
-                : "\(weights) was exported from generation \(generation) (its fedbatch_generation metadata), not \(offered): the update must be the change from the generation training started from; drop --base, or export that generation again; nothing was written"
+                ? "\(weights) was exported from generation \(generation) with digest \(digest), but "
+                    + "generation \(generation) here is \(offeredDigest); nothing was written"
+                : "\(weights) was exported from generation \(generation) (its fedbatch_generation metadata), "
+                    + "not \(offered): the update must be the change from the generation training started from; drop "
+                    + "--base, or export that generation again; nothing was written"
         case .badMetadata(let path):
-            return "\(path): fedbatch_generation and fedbatch_digest in the metadata must both be there, a generation number and 64 hex digits (fedbatch export writes them)"
+            return
+                "\(path): fedbatch_generation and fedbatch_digest in the metadata must both be there, a generation "
+                + "number and 64 hex digits (fedbatch export writes them)"
         }
     }
 }

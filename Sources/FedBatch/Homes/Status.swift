@@ -46,8 +46,11 @@ public struct SiteStatus: Sendable {
 extension Home {
     public func collectorStatus(now: Date = Date()) throws -> CollectorStatus {
         let layout = self.layout
-        let ledger = FileManager.default.fileExists(atPath: layout.stateDatabase) ? try Ledger(path: layout.stateDatabase) : nil
-        var newest: (number: Int, digest: String, created: String?)? = try ledger?.latestGeneration().map { ($0.number, $0.digest, $0.created) }
+        let ledger =
+            FileManager.default.fileExists(atPath: layout.stateDatabase) ? try Ledger(path: layout.stateDatabase) : nil
+        var newest: (number: Int, digest: String, created: String?)? = try ledger?.latestGeneration().map {
+            ($0.number, $0.digest, $0.created)
+        }
         if newest == nil, let n = layout.generationNumbers().last {
             // Before the first merge there is no state.db: read the newest
             // generation itself, verified like everything else.
@@ -63,27 +66,33 @@ extension Home {
             oldest = max(oldest ?? 0, clock - status.changed)
         }
         var quarantine: [String: Int] = [:]
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: layout.quarantine)) ?? [] where name.hasSuffix(Filing.reasonSuffix) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: layout.quarantine)) ?? []
+        where name.hasSuffix(Filing.reasonSuffix) {
             let code = Filing.readReason("\(layout.quarantine)/\(name)")?.code ?? "unreadable"
             quarantine[code, default: 0] += 1
         }
-        let activity = Dictionary((try ledger?.siteActivity() ?? []).map { ($0.site, $0) }, uniquingKeysWith: { a, _ in a })
+        let activity = Dictionary(
+            (try ledger?.siteActivity() ?? []).map { ($0.site, $0) }, uniquingKeysWith: { a, _ in a })
         let pinned = try TrustSet.load(keysDirectory: layout.keys).keys.compactMap { key -> String? in
             if case .site(let s) = key.role { return s } else { return nil }
         }
         let sites = Set(pinned).union(activity.keys).sorted().map { s in
-            CollectorStatus.Site(site: s, lastGeneration: activity[s]?.generation, lastSeq: activity[s]?.seq,
-                                 lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0)
+            CollectorStatus.Site(
+                site: s, lastGeneration: activity[s]?.generation, lastSeq: activity[s]?.seq,
+                lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0)
         }
-        return CollectorStatus(generation: newest?.number, digest: newest?.digest, created: newest?.created,
-                               quorum: config.merge.minBundles, inboxFiles: files, oldestInboxSeconds: oldest,
-                               quarantine: quarantine, sites: sites)
+        return CollectorStatus(
+            generation: newest?.number, digest: newest?.digest, created: newest?.created,
+            quorum: config.merge.minBundles, inboxFiles: files, oldestInboxSeconds: oldest,
+            quarantine: quarantine, sites: sites)
     }
 
     /// The site's state; whether its last bundle was included is read from
     /// the generations in generations/ newer than its base, each verified.
     public func siteStatus() throws -> SiteStatus {
-        let state = FileManager.default.fileExists(atPath: layout.stateDatabase) ? try SiteState(path: layout.stateDatabase) : nil
+        let state =
+            FileManager.default.fileExists(atPath: layout.stateDatabase)
+            ? try SiteState(path: layout.stateDatabase) : nil
         let newest = try state?.highestGeneration()
         var bundle: SiteStatus.Bundle?
         if let last = try state?.lastWritten() {
@@ -96,9 +105,12 @@ extension Home {
                 guard let v = try? (pruned ? verifier.openPruned(path: path) : verifier.open(path: path)) else { break }
                 if v.manifest.included?.contains(where: { $0.digest == last.digest }) == true { includedIn = n; break }
             }
-            bundle = .init(file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,
-                           inOutbox: FileManager.default.fileExists(atPath: last.file), includedIn: includedIn)
+            bundle = .init(
+                file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,
+                inOutbox: FileManager.default.fileExists(atPath: last.file), includedIn: includedIn)
         }
-        return SiteStatus(site: config.siteID ?? "", newestGeneration: newest?.number, newestDigest: newest?.digest, lastBundle: bundle)
+        return SiteStatus(
+            site: config.siteID ?? "", newestGeneration: newest?.number, newestDigest: newest?.digest,
+            lastBundle: bundle)
     }
 }

@@ -44,7 +44,8 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     public init(spec: String) throws {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
         guard parts.count == 2, let kind = Kind(rawValue: parts[0]) else {
-            throw ArchitectureError.badSpec(String(spec.prefix(80)), "expected mlp:IN-H1-…-OUT, softmax:IN-OUT or tensors:NAME=DTYPE[SHAPE];…")
+            throw ArchitectureError.badSpec(
+                String(spec.prefix(80)), "expected mlp:IN-H1-…-OUT, softmax:IN-OUT or tensors:NAME=DTYPE[SHAPE];…")
         }
         if kind == .tensors {
             self.kind = .tensors
@@ -72,8 +73,11 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
             let (layer, o2) = weights.addingReportingOverflow(w[i + 1])
             let (sum, o3) = total.addingReportingOverflow(layer)
             guard !o1, !o2, !o3, sum <= Self.maxParameters else {
-                throw ArchitectureError.badSpec(spec, """
-                    more than \(Self.maxParameters) parameters; as float32 such a model is above the 4 GiB a bundle may hold, \
+                throw ArchitectureError.badSpec(
+                    spec,
+                    """
+                    more than \(Self.maxParameters) parameters; as float32 such a model is above the 4 GiB a bundle \
+                    may hold, \
                     and a merge needs about 16 bytes of memory per parameter
                     """)
             }
@@ -96,7 +100,8 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func render(_ specs: [TensorSpec]) -> String {
-        specs.map { "\($0.name)=\($0.dtype.rawValue)[\($0.shape.map(String.init).joined(separator: ","))]" }.joined(separator: ";")
+        specs.map { "\($0.name)=\($0.dtype.rawValue)[\($0.shape.map(String.init).joined(separator: ","))]" }.joined(
+            separator: ";")
     }
 
     /// `NAME=DTYPE[D1,D2,…]` entries separated by `;`: names of plain bytes
@@ -108,20 +113,27 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
         var seen = Set<String>()
         var total = 0
         for entry in list.split(separator: ";", omittingEmptySubsequences: false) {
-            guard let eq = entry.firstIndex(of: "="), entry.hasSuffix("]"), let open = entry[eq...].firstIndex(of: "[") else {
+            guard let eq = entry.firstIndex(of: "="), entry.hasSuffix("]"), let open = entry[eq...].firstIndex(of: "[")
+            else {
                 throw ArchitectureError.badSpec(short, "entry \"\(entry.prefix(80))\" is not NAME=DTYPE[SHAPE]")
             }
             let name = String(entry[..<eq])
-            guard !name.isEmpty, name.utf8.count <= 200, name.utf8.allSatisfy(ContainerPath.isPlainByte), seen.insert(name).inserted else {
-                throw ArchitectureError.badSpec(short, "tensor name \"\(name.prefix(80))\" is empty, repeated, too long or not of [A-Za-z0-9._-]")
+            guard !name.isEmpty, name.utf8.count <= 200, name.utf8.allSatisfy(ContainerPath.isPlainByte),
+                seen.insert(name).inserted
+            else {
+                throw ArchitectureError.badSpec(
+                    short, "tensor name \"\(name.prefix(80))\" is empty, repeated, too long or not of [A-Za-z0-9._-]")
             }
             guard let dtype = DType(rawValue: String(entry[entry.index(after: eq)..<open])) else {
-                throw ArchitectureError.badSpec(short, "tensor \(name): unknown dtype \"\(entry[entry.index(after: eq)..<open])\"")
+                throw ArchitectureError.badSpec(
+                    short, "tensor \(name): unknown dtype \"\(entry[entry.index(after: eq)..<open])\"")
             }
             let dims = entry[entry.index(after: open)..<entry.index(before: entry.endIndex)]
-            let shape = dims.isEmpty ? [] : dims.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) ?? -1 }
+            let shape =
+                dims.isEmpty ? [] : dims.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) ?? -1 }
             guard shape.count <= 8, shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 31 }), let n = elementCount(shape) else {
-                throw ArchitectureError.badSpec(short, "tensor \(name): shape [\(dims)] is not up to 8 non-negative sizes")
+                throw ArchitectureError.badSpec(
+                    short, "tensor \(name): shape [\(dims)] is not up to 8 non-negative sizes")
             }
             let (sum, overflow) = total.addingReportingOverflow(n)
             guard !overflow, sum <= maxParameters else {
@@ -135,7 +147,8 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        kind == .tensors ? "tensors:" + Self.render(specs) : "\(kind.rawValue):\(widths.map(String.init).joined(separator: "-"))"
+        kind == .tensors
+            ? "tensors:" + Self.render(specs) : "\(kind.rawValue):\(widths.map(String.init).joined(separator: "-"))"
     }
 
     /// A short name for messages: the full spec of a `tensors:` model can
@@ -168,7 +181,11 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     public func checkFitsInMemory(physicalMemory: UInt64 = ProcessInfo.processInfo.physicalMemory) throws {
         let needed = UInt64(parameterCount) * 16
         if needed > physicalMemory {
-            throw ArchitectureError.badSpec(description, "\(parameterCount) parameters need about \(needed >> 30) GiB to merge; this machine has \(physicalMemory >> 30) GiB")
+            throw ArchitectureError.badSpec(
+                description,
+                "\(parameterCount) parameters need about \(needed >> 30) GiB to merge; this machine "
+                    + "has \(physicalMemory >> 30) GiB"
+            )
         }
     }
 
@@ -185,7 +202,9 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
         for ((name, shape), dtype) in zip(expected, dtypes) {
             guard let e = file.entry(name) else { throw ArchitectureError.missingTensor(name, arch: summary) }
             if kind == .tensors {
-                guard e.dtype == dtype else { throw ArchitectureError.pinnedDType(name, expected: dtype, actual: e.dtype) }
+                guard e.dtype == dtype else {
+                    throw ArchitectureError.pinnedDType(name, expected: dtype, actual: e.dtype)
+                }
             } else {
                 guard e.dtype.isFloatingPoint else { throw ArchitectureError.wrongDType(name, e.dtype) }
             }
@@ -230,7 +249,9 @@ public enum ArchitectureError: Error, Equatable, Sendable, CustomStringConvertib
         case let .wrongShape(n, e, a): return "tensor \"\(n)\" has shape \(a), expected \(e)"
         case let .wrongDType(n, d): return "tensor \"\(n)\" is \(d.rawValue); model weights must be F32, F16 or BF16"
         case let .pinnedDType(n, e, a): return "tensor \"\(n)\" is \(a.rawValue); the model pins it as \(e.rawValue)"
-        case .integerTooLarge(let n): return "integer tensor \"\(n)\" holds a value of magnitude 2^24 or more, which fedbatch cannot carry exactly"
+        case .integerTooLarge(let n):
+            return
+                "integer tensor \"\(n)\" holds a value of magnitude 2^24 or more, which fedbatch cannot carry exactly"
         case .nonFinite(let n): return "tensor \"\(n)\" holds NaN or infinite values"
         }
     }
@@ -242,7 +263,8 @@ public struct NotBuiltInError: Error, Equatable, Sendable, CustomStringConvertib
     public init(_ what: String) { self.what = what }
     public var code: String { "usage.model" }
     public var description: String {
-        "this model is defined by its tensors (init collector --weights without --arch), so fedbatch cannot \(what) it: "
+        "this model is defined by its tensors (init collector --weights without --arch), so fedbatch cannot \(what) "
+            + "it: "
             + "train and evaluate it in PyTorch, and hand the weights to fedbatch pack (see examples/pytorch/)"
     }
 }

@@ -29,7 +29,12 @@ public struct ModelWeights: Sendable, Equatable {
     /// Throws when an integer tensor holds a value its dtype cannot.
     public func named() throws -> [(name: String, tensor: Tensor)] {
         try zip(zip(arch.tensorShapes, arch.dtypes), tensors).map { spec, values in
-            (spec.0.name, spec.1 == .f32 ? Tensor(shape: spec.0.shape, floats: values) : try Tensor(shape: spec.0.shape, dtype: spec.1, values: values))
+            (
+                spec.0.name,
+                spec.1 == .f32
+                    ? Tensor(shape: spec.0.shape, floats: values)
+                    : try Tensor(shape: spec.0.shape, dtype: spec.1, values: values)
+            )
         }
     }
 
@@ -55,22 +60,26 @@ public struct ModelWeights: Sendable, Equatable {
 
     /// self − other, tensor by tensor.
     public func subtracting(_ other: ModelWeights) -> ModelWeights {
-        ModelWeights(arch: arch, tensors: zip(tensors, other.tensors).map { a, b in
-            [Float](unsafeUninitializedCapacity: a.count) { out, n in
-                for i in 0..<a.count { out[i] = a[i] - b[i] }
-                n = a.count
-            }
-        })
+        ModelWeights(
+            arch: arch,
+            tensors: zip(tensors, other.tensors).map { a, b in
+                [Float](unsafeUninitializedCapacity: a.count) { out, n in
+                    for i in 0..<a.count { out[i] = a[i] - b[i] }
+                    n = a.count
+                }
+            })
     }
 
     /// self + other, tensor by tensor.
     public func adding(_ other: ModelWeights) -> ModelWeights {
-        ModelWeights(arch: arch, tensors: zip(tensors, other.tensors).map { a, b in
-            [Float](unsafeUninitializedCapacity: a.count) { out, n in
-                for i in 0..<a.count { out[i] = a[i] + b[i] }
-                n = a.count
-            }
-        })
+        ModelWeights(
+            arch: arch,
+            tensors: zip(tensors, other.tensors).map { a, b in
+                [Float](unsafeUninitializedCapacity: a.count) { out, n in
+                    for i in 0..<a.count { out[i] = a[i] + b[i] }
+                    n = a.count
+                }
+            })
     }
 }
 

@@ -34,27 +34,53 @@ public struct PrivacySettings: Sendable, Equatable {
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> PrivacySettings {
         guard let t = value.table else { throw HomeError.config(path: path, reason: "[privacy] must be a table") }
-        for k in t.keys where !keys.contains(k) { throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [privacy]") }
+        for k in t.keys where !keys.contains(k) {
+            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [privacy]")
+        }
         func number(_ k: String, _ what: String, _ ok: (Double) -> Bool) throws -> Double {
-            guard let v = t[k] else { throw HomeError.config(path: path, reason: "privacy.\(k) is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, delta and max_epsilon") }
-            guard let d = v.double ?? v.int.map(Double.init), d.isFinite, ok(d) else { throw HomeError.config(path: path, reason: "privacy.\(k) must be \(what)") }
+            guard let v = t[k] else {
+                throw HomeError.config(
+                    path: path,
+                    reason:
+                        "privacy.\(k) is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, delta "
+                        + "and max_epsilon"
+                )
+            }
+            guard let d = v.double ?? v.int.map(Double.init), d.isFinite, ok(d) else {
+                throw HomeError.config(path: path, reason: "privacy.\(k) must be \(what)")
+            }
             return d
         }
         let z = try number("noise_multiplier", "a number above 0 (and at most 1000)") { $0 > 0 && $0 <= 1000 }
         let c = try number("clip_norm", "a number above 0") { $0 > 0 }
-        guard let mValue = t["expected_sites"] else { throw HomeError.config(path: path, reason: "privacy.expected_sites is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, delta and max_epsilon") }
-        guard let m = mValue.int, m >= 1, m <= 10_000_000 else { throw HomeError.config(path: path, reason: "privacy.expected_sites must be a whole number of sites, 1 or more") }
+        guard let mValue = t["expected_sites"] else {
+            throw HomeError.config(
+                path: path,
+                reason:
+                    "privacy.expected_sites is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, "
+                    + "delta and max_epsilon"
+            )
+        }
+        guard let m = mValue.int, m >= 1, m <= 10_000_000 else {
+            throw HomeError.config(
+                path: path, reason: "privacy.expected_sites must be a whole number of sites, 1 or more")
+        }
         let delta = try number("delta", "a probability in (0, 1)") { $0 > 0 && $0 < 1 }
         let maxEpsilon = try number("max_epsilon", "a number above 0") { $0 > 0 }
         return PrivacySettings(noiseMultiplier: z, clipNorm: c, expectedSites: m, delta: delta, maxEpsilon: maxEpsilon)
     }
 
     func render() -> [String] {
-        ["", "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY): clip each delta to clip_norm,",
-         "# average with equal weights over expected_sites, add Gaussian noise of noise_multiplier * clip_norm / expected_sites,",
-         "# and refuse a merge that would take the cumulative epsilon (at delta) above max_epsilon.", "[privacy]",
-         "noise_multiplier = \(noiseMultiplier)", "clip_norm = \(clipNorm)", "expected_sites = \(expectedSites)",
-         "delta = \(delta)", "max_epsilon = \(maxEpsilon)"]
+        [
+            "",
+            "# Central differential privacy for every merge (fedbatch-merge(1), PRIVACY): clip each delta to "
+                + "clip_norm,",
+            "# average with equal weights over expected_sites, add Gaussian noise of noise_multiplier * clip_norm / "
+                + "expected_sites,",
+            "# and refuse a merge that would take the cumulative epsilon (at delta) above max_epsilon.", "[privacy]",
+            "noise_multiplier = \(noiseMultiplier)", "clip_norm = \(clipNorm)", "expected_sites = \(expectedSites)",
+            "delta = \(delta)", "max_epsilon = \(maxEpsilon)",
+        ]
     }
 }
 
@@ -77,11 +103,20 @@ public enum PrivacyError: Error, Equatable, Sendable, ReasonCoded, CustomStringC
     public var description: String {
         switch self {
         case let .budgetExhausted(epsilon, max, delta, generation):
-            return String(format: "privacy budget spent: generation %d would bring the cumulative epsilon to %.4g at delta %.3g, above privacy.max_epsilon %.4g; nothing was written and the inbox is untouched", generation, epsilon, delta, max)
+            return String(
+                format:
+                    "privacy budget spent: generation %d would bring the cumulative epsilon to %.4g at delta %.3g, "
+                    + "above privacy.max_epsilon %.4g; nothing was written and the inbox is untouched",
+                generation, epsilon, delta, max)
         case .unsupportedStrategy(let name):
-            return "strategy \(name) cannot run with [privacy]: the Gaussian mechanism here bounds a clipped mean's sensitivity, which fedavg and the server optimisers (fedavgm, fedadam, fedyogi, fedadagrad, diloco) use; the robust rules' sensitivity is another matter"
+            return
+                "strategy \(name) cannot run with [privacy]: the Gaussian mechanism here bounds a clipped mean's "
+                + "sensitivity, which fedavg and the server optimisers (fedavgm, fedadam, fedyogi, fedadagrad, "
+                + "diloco) use; the robust rules' sensitivity is another matter"
         case .integerTensors(let name):
-            return "[privacy] covers floating-point tensors; this model has integer tensor \"\(name)\" (a counter such as BatchNorm's), whose largest-increment rule would be released without noise"
+            return
+                "[privacy] covers floating-point tensors; this model has integer tensor \"\(name)\" (a counter such "
+                + "as BatchNorm's), whose largest-increment rule would be released without noise"
         case .badSeed(let why):
             return "--noise-seed: \(why)"
         }

@@ -19,7 +19,7 @@ public enum HTMLReport {
     public static let headerHeight = 120, sectionHeight = 340
 
     static let accuracyColor = "#1f77b4", lossColor = "#ff7f0e", includedColor = "#2ca02c", absentColor = "#e8e8e8",
-                rejectedColor = "#d62728", sizeColor = "#9467bd", stalenessColor = "#8c564b"
+        rejectedColor = "#d62728", sizeColor = "#9467bd", stalenessColor = "#8c564b"
 
     public static func render(_ data: ReportData, now: Date = Date()) -> String {
         let newest = data.generations.last
@@ -31,7 +31,8 @@ public enum HTMLReport {
             <title>fedbatch report: \(escapeXML(data.modelID))</title>
             <style>
             body { margin: 0; font: 14px/1.4 sans-serif; color: #222; background: #fff; }
-            header { height: \(headerHeight)px; box-sizing: border-box; padding: 16px 24px; border-bottom: 1px solid #ddd; overflow: hidden; }
+            header { height: \(headerHeight)px; box-sizing: border-box; padding: 16px 24px; border-bottom: 1px solid \
+            #ddd; overflow: hidden; }
             header h1 { margin: 0 0 6px; font-size: 20px; }
             header p { margin: 2px 0; color: #555; }
             section.chart { height: \(sectionHeight)px; box-sizing: border-box; padding: 8px 24px; overflow: hidden; }
@@ -47,17 +48,26 @@ public enum HTMLReport {
             <body>
             <header>
             <h1>fedbatch: \(escapeXML(data.modelID))</h1>
-            <p>\(escapeXML(data.arch)) · \(data.generations.count) generations · \(data.sites.count) sites · \(data.participation.count) bundles included · \(data.rejections.reduce(0) { $0 + $1.count }) files refused</p>
-            <p>newest: generation \(newest.map { "\($0.number), \(escapeXML($0.created)), <code>\($0.digest.prefix(16))…</code>" } ?? "none")</p>
-            <p>report written \(rfc3339(now)) from state.db; it does not verify signatures (use <code>fedbatch log</code>)</p>
+            <p>\(escapeXML(data.arch)) · \(data.generations.count) generations · \(data.sites.count) sites \
+            · \(data.participation.count) bundles included · \(data.rejections.reduce(0) { $0 + $1.count }) files \
+            refused</p>
+            <p>newest: generation \(newest.map { "\($0.number), \(escapeXML($0.created)), " +
+                "<code>\($0.digest.prefix(16))…</code>" } ?? "none")</p>
+            <p>report written \(rfc3339(now)) from state.db; it does not verify signatures (use <code>fedbatch \
+            log</code>)</p>
             </header>
 
             """
         html += section("accuracy", note: accuracyNote(data), svg: accuracyChart(data))
-        html += section("participation", note: "\(data.sites.count) sites × \(data.generations.count) generations; green: included",
-                        svg: participationChart(data))
-        html += section("rejections", note: data.rejections.isEmpty ? "no file has been refused" : "every refused file since the home was created, by reason code",
-                        svg: rejectionChart(data))
+        html += section(
+            "participation",
+            note: "\(data.sites.count) sites × \(data.generations.count) generations; green: included",
+            svg: participationChart(data))
+        html += section(
+            "rejections",
+            note: data.rejections.isEmpty
+                ? "no file has been refused" : "every refused file since the home was created, by reason code",
+            svg: rejectionChart(data))
         html += section("sizes", note: sizesNote(data), svg: sizeChart(data))
         html += section("staleness", note: stalenessNote(data), svg: stalenessChart(data))
         html += table(data)
@@ -67,24 +77,29 @@ public enum HTMLReport {
 
     static func section(_ id: String, note: String, svg: String) -> String {
         let title = charts.first { $0.0 == id }!.1
-        return "<section class=\"chart\" id=\"\(id)\">\n<h2>\(escapeXML(title))</h2>\n<p class=\"note\">\(escapeXML(note))</p>\n\(svg)\n</section>\n"
+        return
+            "<section class=\"chart\" id=\"\(id)\">\n<h2>\(escapeXML(title))</h2>\n<p "
+            + "class=\"note\">\(escapeXML(note))</p>\n\(svg)\n</section>\n"
     }
 
     // MARK: Charts
 
     static func accuracyNote(_ d: ReportData) -> String {
         guard let last = d.evaluations.last else {
-            return "no evaluations: set data in the [eval] table of fedbatch.toml, and each merge evaluates its generation"
+            return
+                "no evaluations: set data in the [eval] table of fedbatch.toml, and each merge evaluates its generation"
         }
-        return String(format: "on %@ (%d examples); newest: generation %d, accuracy %.4f, loss %.4f",
-                      (last.data as NSString).lastPathComponent, last.examples, last.generation, last.accuracy, last.loss)
+        return String(
+            format: "on %@ (%d examples); newest: generation %d, accuracy %.4f, loss %.4f",
+            (last.data as NSString).lastPathComponent, last.examples, last.generation, last.accuracy, last.loss)
     }
 
     static func accuracyChart(_ d: ReportData) -> String {
         var c = SVGChart()
         let gens = d.evaluations.map { Double($0.generation) }
         let xLower = gens.min() ?? 0, xUpper = max(gens.max() ?? 1, xLower + 1)
-        let x = SVGChart.Scale(lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
+        let x = SVGChart.Scale(
+            lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
         let acc = SVGChart.Scale(lower: 0, upper: 1, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         let lossMax = max(d.evaluations.map(\.loss).max() ?? 1, 1e-6)
         // Ticks that reach above the largest loss, so that no point is drawn
@@ -93,7 +108,8 @@ public enum HTMLReport {
         if let last = lossTicks.last, last < lossMax {
             lossTicks.append(last + (lossTicks.count > 1 ? lossTicks[1] - lossTicks[0] : max(last, 1)))
         }
-        let loss = SVGChart.Scale(lower: 0, upper: lossTicks.last ?? lossMax, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
+        let loss = SVGChart.Scale(
+            lower: 0, upper: lossTicks.last ?? lossMax, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         c.yAxis(acc, ticks: niceTicks(0, 1), label: "accuracy", color: accuracyColor)
         c.yAxis(loss, ticks: lossTicks, label: "loss", onRight: true, grid: false, color: lossColor)
         c.xAxis(x, ticks: integerTicks(xLower, xUpper), label: "generation")
@@ -101,8 +117,12 @@ public enum HTMLReport {
         let lossPoints = d.evaluations.map { (x(Double($0.generation)), loss($0.loss)) }
         c.polyline(lossPoints, stroke: lossColor)
         c.polyline(accPoints, stroke: accuracyColor)
-        c.dots(lossPoints, fill: lossColor, titles: d.evaluations.map { String(format: "generation %d: loss %.4f", $0.generation, $0.loss) })
-        c.dots(accPoints, fill: accuracyColor, titles: d.evaluations.map { String(format: "generation %d: accuracy %.4f", $0.generation, $0.accuracy) })
+        c.dots(
+            lossPoints, fill: lossColor,
+            titles: d.evaluations.map { String(format: "generation %d: loss %.4f", $0.generation, $0.loss) })
+        c.dots(
+            accPoints, fill: accuracyColor,
+            titles: d.evaluations.map { String(format: "generation %d: accuracy %.4f", $0.generation, $0.accuracy) })
         c.legend([("accuracy", accuracyColor), ("loss", lossColor)])
         return c.svg(label: "accuracy and loss per generation")
     }
@@ -122,8 +142,10 @@ public enum HTMLReport {
             if cellH >= 9 { c.add(c.text(left - 6, y + cellH / 2 + 4, site, anchor: "end")) }
             for g in first...last {
                 let hit = included.contains("\(g)\u{0}\(site)")
-                c.rect(left + Double(g - first) * cellW, y, cellW - gap, cellH - (cellH > 4 ? 1 : 0),
-                       fill: hit ? includedColor : absentColor, title: "\(site), generation \(g): \(hit ? "included" : "no bundle")")
+                c.rect(
+                    left + Double(g - first) * cellW, y, cellW - gap, cellH - (cellH > 4 ? 1 : 0),
+                    fill: hit ? includedColor : absentColor,
+                    title: "\(site), generation \(g): \(hit ? "included" : "no bundle")")
             }
         }
         let x = SVGChart.Scale(lower: Double(first) - 0.5, upper: Double(last) + 0.5, from: left, to: left + width)
@@ -131,7 +153,9 @@ public enum HTMLReport {
         for t in integerTicks(Double(first), Double(last)) {
             c.add(c.text(x(t), axisY + 12, tickLabel(t), anchor: "middle"))
         }
-        c.add(c.text(left + width / 2, min(axisY + 30, SVGChart.height - 4), "generation", anchor: "middle", weight: "bold"))
+        c.add(
+            c.text(
+                left + width / 2, min(axisY + 30, SVGChart.height - 4), "generation", anchor: "middle", weight: "bold"))
         return c.svg(label: "participation of each site in each generation")
     }
 
@@ -145,13 +169,20 @@ public enum HTMLReport {
         for (i, r) in shown.enumerated() {
             let y = SVGChart.top + Double(i) * barH
             c.add(c.text(left - 8, y + barH / 2 + 4, r.reason, anchor: "end"))
-            c.rect(left, y + 3, x(Double(r.count)) - left, barH - 6, fill: rejectedColor, title: "\(r.reason): \(r.count)")
+            c.rect(
+                left, y + 3, x(Double(r.count)) - left, barH - 6, fill: rejectedColor, title: "\(r.reason): \(r.count)")
             c.add(c.text(x(Double(r.count)) + 6, y + barH / 2 + 4, "\(r.count)", anchor: "start"))
         }
         if d.rejections.count > shown.count {
-            c.add(c.text(left, SVGChart.height - 8, "and \(d.rejections.count - shown.count) more reasons (see the table of quarantine/)", anchor: "start"))
+            c.add(
+                c.text(
+                    left, SVGChart.height - 8,
+                    "and \(d.rejections.count - shown.count) more reasons (see the table of quarantine/)",
+                    anchor: "start"))
         }
-        if !shown.isEmpty { c.add(c.line(left, SVGChart.top, left, SVGChart.top + Double(shown.count) * barH, stroke: "#444")) }
+        if !shown.isEmpty {
+            c.add(c.line(left, SVGChart.top, left, SVGChart.top + Double(shown.count) * barH, stroke: "#444"))
+        }
         return c.svg(label: "refused files by reason")
     }
 
@@ -165,22 +196,27 @@ public enum HTMLReport {
         var c = SVGChart()
         let gens = d.bundleSizes.map { Double($0.generation) }
         let xLower = (gens.min() ?? 1) - 0.5, xUpper = max(gens.max() ?? 1, xLower + 1) + 0.5
-        let x = SVGChart.Scale(lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
+        let x = SVGChart.Scale(
+            lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
         let maxBytes = Double(d.bundleSizes.map(\.bytes).max() ?? 1)
         let step = byteStep(maxBytes)
         let yTicks = stride(from: 0.0, through: ceil(maxBytes * 1.05 / step) * step, by: step).map { $0 }
-        let y = SVGChart.Scale(lower: 0, upper: yTicks.last ?? maxBytes, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
+        let y = SVGChart.Scale(
+            lower: 0, upper: yTicks.last ?? maxBytes, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         c.yAxis(y, ticks: yTicks, label: "bytes", format: byteLabel)
         c.xAxis(x, ticks: integerTicks(xLower + 0.5, xUpper - 0.5), label: "generation")
-        c.dots(d.bundleSizes.map { (x(Double($0.generation)), y(Double($0.bytes))) }, fill: sizeColor, radius: 4,
-               titles: d.bundleSizes.map { "\($0.site), generation \($0.generation): \(byteLabel(Double($0.bytes)))" })
+        c.dots(
+            d.bundleSizes.map { (x(Double($0.generation)), y(Double($0.bytes))) }, fill: sizeColor, radius: 4,
+            titles: d.bundleSizes.map { "\($0.site), generation \($0.generation): \(byteLabel(Double($0.bytes)))" })
         return c.svg(label: "size of each included bundle")
     }
 
     static func stalenessNote(_ d: ReportData) -> String {
         guard !d.staleness.isEmpty else { return "no staleness recorded yet" }
         let stale = d.staleness.filter { $0.staleness > 0 }.count
-        return "\(stale) of \(d.staleness.count) included bundles were trained on an older generation (merge.max_staleness)"
+        return
+            "\(stale) of \(d.staleness.count) included bundles were trained on an older generation "
+            + "(merge.max_staleness)"
     }
 
     /// Each generation's bundles by staleness: a dot per (generation,
@@ -191,15 +227,18 @@ public enum HTMLReport {
         for p in d.staleness { counts[[p.generation, p.staleness], default: 0] += 1 }
         let gens = d.staleness.map { Double($0.generation) }
         let xLower = (gens.min() ?? 1) - 0.5, xUpper = max(gens.max() ?? 1, xLower + 1) + 0.5
-        let x = SVGChart.Scale(lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
+        let x = SVGChart.Scale(
+            lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
         let top = Double(max(d.staleness.map(\.staleness).max() ?? 1, 1))
-        let y = SVGChart.Scale(lower: -0.5, upper: top + 0.5, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
+        let y = SVGChart.Scale(
+            lower: -0.5, upper: top + 0.5, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
         c.yAxis(y, ticks: integerTicks(0, top), label: "generations behind")
         c.xAxis(x, ticks: integerTicks(xLower + 0.5, xUpper - 0.5), label: "generation")
         let points = counts.sorted { ($0.key[0], $0.key[1]) < ($1.key[0], $1.key[1]) }
         for (key, n) in points {
-            c.dots([(x(Double(key[0])), y(Double(key[1])))], fill: stalenessColor, radius: 3 + min(Double(n), 9),
-                   titles: ["generation \(key[0]): \(n) bundle\(n == 1 ? "" : "s") \(key[1]) behind"])
+            c.dots(
+                [(x(Double(key[0])), y(Double(key[1])))], fill: stalenessColor, radius: 3 + min(Double(n), 9),
+                titles: ["generation \(key[0]): \(n) bundle\(n == 1 ? "" : "s") \(key[1]) behind"])
         }
         return c.svg(label: "staleness of the included bundles")
     }
@@ -208,19 +247,25 @@ public enum HTMLReport {
 
     static func table(_ d: ReportData) -> String {
         let evaluations = Dictionary(d.evaluations.map { ($0.generation, $0) }, uniquingKeysWith: { a, _ in a })
-        var rows = "<table>\n<tr><th>generation</th><th>created</th><th>bundles</th><th>refused</th><th>examples</th><th>accuracy</th><th>loss</th><th>digest</th></tr>\n"
+        let headings = ["generation", "created", "bundles", "refused", "examples", "accuracy", "loss", "digest"]
+        var rows = "<table>\n<tr>" + headings.map { "<th>\($0)</th>" }.joined() + "</tr>\n"
         for g in d.generations.reversed() {
             let e = evaluations[g.number]
-            rows += "<tr><td>\(g.number)</td><td>\(escapeXML(g.created))</td><td>\(g.accepted)</td><td>\(g.rejected)</td><td>\(g.examples)</td>"
-                + "<td>\(e.map { String(format: "%.4f", $0.accuracy) } ?? "")</td><td>\(e.map { String(format: "%.4f", $0.loss) } ?? "")</td>"
-                + "<td><code>\(g.digest.prefix(16))…</code></td></tr>\n"
+            let cells = [
+                "\(g.number)", escapeXML(g.created), "\(g.accepted)", "\(g.rejected)", "\(g.examples)",
+                e.map { String(format: "%.4f", $0.accuracy) } ?? "", e.map { String(format: "%.4f", $0.loss) } ?? "",
+                "<code>\(g.digest.prefix(16))…</code>",
+            ]
+            rows += "<tr>" + cells.map { "<td>\($0)</td>" }.joined() + "</tr>\n"
         }
         return rows + "</table>\n"
     }
 
     /// Whole-number ticks, at most about ten of them.
     static func integerTicks(_ lower: Double, _ upper: Double) -> [Double] {
-        let ticks = niceTicks(lower, max(upper, lower + 1), count: 8).filter { $0 == $0.rounded() && $0 >= lower && $0 <= upper }
+        let ticks = niceTicks(lower, max(upper, lower + 1), count: 8).filter {
+            $0 == $0.rounded() && $0 >= lower && $0 <= upper
+        }
         return ticks.isEmpty ? [lower] : ticks
     }
 

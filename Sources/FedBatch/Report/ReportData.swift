@@ -41,12 +41,14 @@ extension Home {
     public func reportData() throws -> ReportData {
         let path = layout.stateDatabase
         guard FileManager.default.fileExists(atPath: path) else {
-            throw HomeError.config(path: path, reason: "no state.db yet: run fedbatch merge once before asking for a report")
+            throw HomeError.config(
+                path: path, reason: "no state.db yet: run fedbatch merge once before asking for a report")
         }
         let ledger = try Ledger(path: path)
         let generations = try ledger.generations().map {
-            ReportData.Generation(number: $0.number, digest: $0.digest, created: $0.created, accepted: $0.accepted,
-                                  rejected: $0.rejected, examples: $0.examples)
+            ReportData.Generation(
+                number: $0.number, digest: $0.digest, created: $0.created, accepted: $0.accepted,
+                rejected: $0.rejected, examples: $0.examples)
         }
         let participation = try ledger.participation()
         let pinned = try TrustSet.load(keysDirectory: layout.keys).keys.compactMap { key -> String? in
@@ -61,10 +63,13 @@ extension Home {
                 missing += 1
             }
         }
-        return ReportData(modelID: config.modelID, arch: config.arch ?? "", generations: generations,
-                          evaluations: try ledger.evaluations(),
-                          sites: Set(pinned).union(participation.map(\.site)).sorted(), participation: participation,
-                          rejections: try ledger.totals().rejected.map { ($0.key, $0.value) }.sorted { ($0.count, $1.reason) > ($1.count, $0.reason) },
-                          bundleSizes: sizes, bundlesWithoutSize: missing, staleness: try ledger.stalenessByGeneration())
+        return ReportData(
+            modelID: config.modelID, arch: config.arch ?? "", generations: generations,
+            evaluations: try ledger.evaluations(),
+            sites: Set(pinned).union(participation.map(\.site)).sorted(), participation: participation,
+            rejections: try ledger.totals().rejected.map { ($0.key, $0.value) }.sorted {
+                ($0.count, $1.reason) > ($1.count, $0.reason)
+            },
+            bundleSizes: sizes, bundlesWithoutSize: missing, staleness: try ledger.stalenessByGeneration())
     }
 }

@@ -24,14 +24,16 @@ struct SVGChart {
     mutating func add(_ element: String) { body += element + "\n" }
 
     func svg(label: String) -> String {
-        "<svg role=\"img\" aria-label=\"\(escapeXML(label))\" width=\"\(Int(Self.width))\" height=\"\(Int(Self.height))\" "
+        "<svg role=\"img\" aria-label=\"\(escapeXML(label))\" width=\"\(Int(Self.width))\" "
+            + "height=\"\(Int(Self.height))\" "
             + "viewBox=\"0 0 \(Int(Self.width)) \(Int(Self.height))\">\n\(body)</svg>"
     }
 
     // MARK: Axes
 
     /// A horizontal axis along the bottom of the plot with its ticks.
-    mutating func xAxis(_ scale: Scale, ticks: [Double], label: String, format: (Double) -> String = { tickLabel($0) }) {
+    mutating func xAxis(_ scale: Scale, ticks: [Double], label: String, format: (Double) -> String = { tickLabel($0) })
+    {
         let y = Self.top + Self.plotHeight
         add(line(Self.left, y, Self.left + Self.plotWidth, y, stroke: "#444"))
         for t in ticks {
@@ -43,8 +45,10 @@ struct SVGChart {
     }
 
     /// A vertical axis at the left (or right) with gridlines across the plot.
-    mutating func yAxis(_ scale: Scale, ticks: [Double], label: String, onRight: Bool = false, grid: Bool = true,
-                        color: String = "#444", format: (Double) -> String = { tickLabel($0) }) {
+    mutating func yAxis(
+        _ scale: Scale, ticks: [Double], label: String, onRight: Bool = false, grid: Bool = true,
+        color: String = "#444", format: (Double) -> String = { tickLabel($0) }
+    ) {
         let x = onRight ? Self.left + Self.plotWidth : Self.left
         add(line(x, Self.top, x, Self.top + Self.plotHeight, stroke: color))
         for t in ticks {
@@ -53,15 +57,22 @@ struct SVGChart {
             add(text(onRight ? x + 6 : x - 6, y + 4, format(t), anchor: onRight ? "start" : "end", fill: color))
         }
         let lx = onRight ? Self.width - 12 : 12
-        add("<text x=\"\(f(lx))\" y=\"\(f(Self.top + Self.plotHeight / 2))\" transform=\"rotate(-90 \(f(lx)) \(f(Self.top + Self.plotHeight / 2)))\" "
-            + "text-anchor=\"middle\" font-size=\"12\" font-weight=\"bold\" fill=\"\(color)\">\(escapeXML(label))</text>")
+        add(
+            "<text x=\"\(f(lx))\" y=\"\(f(Self.top + Self.plotHeight / 2))\" "
+                + "transform=\"rotate(-90 \(f(lx)) \(f(Self.top + Self.plotHeight / 2)))\" "
+                + "text-anchor=\"middle\" font-size=\"12\" font-weight=\"bold\" "
+                + "fill=\"\(color)\">\(escapeXML(label))</text>"
+        )
     }
 
     // MARK: Marks
 
     mutating func polyline(_ points: [(Double, Double)], stroke: String) {
         guard points.count > 1 else { return }
-        add("<polyline fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"2.5\" points=\"\(points.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " "))\"/>")
+        add(
+            "<polyline fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"2.5\" "
+                + "points=\"\(points.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " "))\"/>"
+        )
     }
 
     mutating func dots(_ points: [(Double, Double)], fill: String, radius: Double = 3.5, titles: [String]? = nil) {
@@ -73,7 +84,10 @@ struct SVGChart {
 
     mutating func rect(_ x: Double, _ y: Double, _ w: Double, _ h: Double, fill: String, title: String? = nil) {
         let t = title.map { "<title>\(escapeXML($0))</title>" } ?? ""
-        add("<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(max(w, 0)))\" height=\"\(f(max(h, 0)))\" fill=\"\(fill)\">\(t)</rect>")
+        add(
+            "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(max(w, 0)))\" height=\"\(f(max(h, 0)))\" "
+                + "fill=\"\(fill)\">\(t)</rect>"
+        )
     }
 
     mutating func legend(_ entries: [(String, String)]) {
@@ -87,11 +101,15 @@ struct SVGChart {
     }
 
     func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String) -> String {
-        "<line x1=\"\(f(x1))\" y1=\"\(f(y1))\" x2=\"\(f(x2))\" y2=\"\(f(y2))\" stroke=\"\(stroke)\" stroke-width=\"1\"/>"
+        "<line x1=\"\(f(x1))\" y1=\"\(f(y1))\" x2=\"\(f(x2))\" y2=\"\(f(y2))\" stroke=\"\(stroke)\" "
+            + "stroke-width=\"1\"/>"
     }
 
-    func text(_ x: Double, _ y: Double, _ s: String, anchor: String, fill: String = "#333", weight: String = "normal") -> String {
-        "<text x=\"\(f(x))\" y=\"\(f(y))\" text-anchor=\"\(anchor)\" font-size=\"12\" font-weight=\"\(weight)\" fill=\"\(fill)\">\(escapeXML(s))</text>"
+    func text(
+        _ x: Double, _ y: Double, _ s: String, anchor: String, fill: String = "#333", weight: String = "normal"
+    ) -> String {
+        "<text x=\"\(f(x))\" y=\"\(f(y))\" text-anchor=\"\(anchor)\" font-size=\"12\" font-weight=\"\(weight)\" "
+            + "fill=\"\(fill)\">\(escapeXML(s))</text>"
     }
 }
 

@@ -53,9 +53,9 @@ public final class Ledger {
                 t.primaryKey("digest", .text)
                 t.column("site", .text)
                 t.column("seq", .integer)
-                t.column("status", .text).notNull()   // accepted | rejected
+                t.column("status", .text).notNull()  // accepted | rejected
                 t.column("reason", .text)
-                t.column("generation", .integer)       // the generation that included it
+                t.column("generation", .integer)  // the generation that included it
             }
             try db.create(table: "site") { t in
                 t.primaryKey("id", .text)
@@ -75,7 +75,7 @@ public final class Ledger {
                 t.primaryKey("id", .text)
                 t.column("reason", .text).notNull()
                 t.column("stored", .text)
-                t.column("reported", .integer)   // the generation that listed it
+                t.column("reported", .integer)  // the generation that listed it
             }
             try db.create(table: "meta") { t in
                 t.primaryKey("key", .text)
@@ -111,36 +111,48 @@ public final class Ledger {
 
     /// Whether the inputs of generation `number` have all left the inbox.
     public func isSettled(_ number: Int) throws -> Bool {
-        try db.read { db in try Bool.fetchOne(db, sql: "SELECT settled FROM generation WHERE number = ?", arguments: [number]) ?? false }
+        try db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT settled FROM generation WHERE number = ?", arguments: [number]) ?? false
+        }
     }
 
     public func markSettled(_ number: Int) throws {
-        try db.write { db in try db.execute(sql: "UPDATE generation SET settled = 1 WHERE number = ?", arguments: [number]) }
+        try db.write { db in
+            try db.execute(sql: "UPDATE generation SET settled = 1 WHERE number = ?", arguments: [number])
+        }
     }
 
     public func latestGeneration() throws -> GenerationRow? {
-        try db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM generation ORDER BY number DESC LIMIT 1").map(Self.row) }
+        try db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM generation ORDER BY number DESC LIMIT 1").map(Self.row)
+        }
     }
 
     /// Every recorded generation's digest, by number.
     public func generationDigests() throws -> [Int: String] {
         try db.read { db in
             var out: [Int: String] = [:]
-            for r in try Row.fetchAll(db, sql: "SELECT number, digest FROM generation") { out[r["number"]] = r["digest"] }
+            for r in try Row.fetchAll(db, sql: "SELECT number, digest FROM generation") {
+                out[r["number"]] = r["digest"]
+            }
             return out
         }
     }
 
     private static func row(_ r: Row) -> GenerationRow {
-        GenerationRow(number: r["number"], digest: r["digest"], parent: r["parent"], file: r["file"], created: r["created"],
-                      accepted: r["accepted"], rejected: r["rejected"], examples: r["examples"])
+        GenerationRow(
+            number: r["number"], digest: r["digest"], parent: r["parent"], file: r["file"], created: r["created"],
+            accepted: r["accepted"], rejected: r["rejected"], examples: r["examples"])
     }
 
     /// The generation that included this bundle digest, if any.
     public func mergedInto(_ digest: String) throws -> (generation: Int, stored: String?)? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT generation, stored FROM bundle WHERE digest = ? AND status = 'accepted'", arguments: [digest])
-                .map { ($0["generation"], $0["stored"]) }
+            try Row.fetchOne(
+                db, sql: "SELECT generation, stored FROM bundle WHERE digest = ? AND status = 'accepted'",
+                arguments: [digest]
+            )
+            .map { ($0["generation"], $0["stored"]) }
         }
     }
 
@@ -148,13 +160,18 @@ public final class Ledger {
     /// that bundle's sequence number, and how many bundles it has merged.
     public func siteActivity() throws -> [(site: String, generation: Int, seq: Int64, created: String, bundles: Int)] {
         try db.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT b.site AS site, b.generation AS generation, b.seq AS seq, g.created AS created, n.bundles AS bundles
-                FROM bundle b JOIN generation g ON g.number = b.generation
-                JOIN (SELECT site, MAX(generation) AS newest, COUNT(*) AS bundles FROM bundle WHERE status = 'accepted' GROUP BY site) n
-                  ON n.site = b.site AND n.newest = b.generation
-                WHERE b.status = 'accepted' ORDER BY b.site
-                """).map { ($0["site"], $0["generation"], $0["seq"], $0["created"], $0["bundles"]) }
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT b.site AS site, b.generation AS generation, b.seq AS seq, g.created AS created, n.bundles \
+                    AS bundles
+                    FROM bundle b JOIN generation g ON g.number = b.generation
+                    JOIN (SELECT site, MAX(generation) AS newest, COUNT(*) AS bundles FROM bundle WHERE status = \
+                    'accepted' GROUP BY site) n
+                      ON n.site = b.site AND n.newest = b.generation
+                    WHERE b.status = 'accepted' ORDER BY b.site
+                    """
+            ).map { ($0["site"], $0["generation"], $0["seq"], $0["created"], $0["bundles"]) }
         }
     }
 
@@ -182,16 +199,20 @@ public final class Ledger {
 
     public func recordEvaluation(_ e: EvaluationRow) throws {
         try db.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, evaluated) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
+            try db.execute(
+                sql:
+                    "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, evaluated) "
+                    + "VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
         }
     }
 
     public func evaluations() throws -> [EvaluationRow] {
         try db.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM evaluation ORDER BY generation").map {
-                EvaluationRow(generation: $0["generation"], accuracy: $0["accuracy"], loss: $0["loss"], examples: $0["examples"],
-                           data: $0["data"], evaluated: $0["evaluated"])
+                EvaluationRow(
+                    generation: $0["generation"], accuracy: $0["accuracy"], loss: $0["loss"], examples: $0["examples"],
+                    data: $0["data"], evaluated: $0["evaluated"])
             }
         }
     }
@@ -204,24 +225,34 @@ public final class Ledger {
     /// Included bundles per generation and site (for participation).
     public func participation() throws -> [(generation: Int, site: String)] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT generation, site FROM bundle WHERE status = 'accepted' ORDER BY generation, site")
-                .map { ($0["generation"], $0["site"]) }
+            try Row.fetchAll(
+                db, sql: "SELECT generation, site FROM bundle WHERE status = 'accepted' ORDER BY generation, site"
+            )
+            .map { ($0["generation"], $0["site"]) }
         }
     }
 
     /// Every included bundle's generation and staleness, where recorded.
     public func stalenessByGeneration() throws -> [(generation: Int, staleness: Int)] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT generation, staleness FROM bundle WHERE status = 'accepted' AND staleness IS NOT NULL ORDER BY generation")
-                .map { ($0["generation"], $0["staleness"]) }
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT generation, staleness FROM bundle WHERE status = 'accepted' AND staleness IS NOT NULL "
+                    + "ORDER BY generation"
+            )
+            .map { ($0["generation"], $0["staleness"]) }
         }
     }
 
     /// Every included bundle's generation, site and name in accepted/.
     public func storedBundles() throws -> [(generation: Int, site: String, stored: String?)] {
         try db.read { db in
-            try Row.fetchAll(db, sql: "SELECT generation, site, stored FROM bundle WHERE status = 'accepted' ORDER BY generation, site")
-                .map { ($0["generation"], $0["site"], $0["stored"]) }
+            try Row.fetchAll(
+                db,
+                sql: "SELECT generation, site, stored FROM bundle WHERE status = 'accepted' ORDER BY generation, site"
+            )
+            .map { ($0["generation"], $0["site"], $0["stored"]) }
         }
     }
 
@@ -229,8 +260,12 @@ public final class Ledger {
     /// one reported (listed in its manifest).
     public func reportedRejections(upTo generation: Int) throws -> [String] {
         try db.read { db in
-            try String.fetchAll(db, sql: "SELECT stored FROM rejection WHERE reported IS NOT NULL AND reported <= ? AND stored IS NOT NULL ORDER BY stored",
-                                arguments: [generation])
+            try String.fetchAll(
+                db,
+                sql:
+                    "SELECT stored FROM rejection WHERE reported IS NOT NULL AND reported <= ? AND stored IS NOT "
+                    + "NULL ORDER BY stored",
+                arguments: [generation])
         }
     }
 
@@ -250,10 +285,11 @@ public final class Ledger {
     /// Records a refusal; it is pending until a generation lists it.
     public func recordRejection(_ r: Rejection) throws {
         try db.write { db in
-            try db.execute(sql: """
-                INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL)
-                ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, stored = excluded.stored, reported = NULL
-                """, arguments: [r.id, r.reason, r.stored])
+            try db.execute(
+                sql: """
+                    INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL)
+                    ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, stored = excluded.stored, reported = NULL
+                    """, arguments: [r.id, r.reason, r.stored])
         }
     }
 
@@ -274,7 +310,9 @@ public final class Ledger {
 
     /// Records where an included bundle's file now lies in accepted/.
     public func recordStored(digest: String, name: String) throws {
-        try db.write { db in try db.execute(sql: "UPDATE bundle SET stored = ? WHERE digest = ?", arguments: [name, digest]) }
+        try db.write { db in
+            try db.execute(sql: "UPDATE bundle SET stored = ? WHERE digest = ?", arguments: [name, digest])
+        }
     }
 
     /// Records a generation, the bundles it included and the refusals it
@@ -283,34 +321,52 @@ public final class Ledger {
         try db.write { db in try Self.insert(m, digest: digest, file: file, stored: stored, settled: false, into: db) }
     }
 
-    private static func insert(_ m: Manifest, digest: String, file: String, stored: [String: String], settled: Bool, into db: Database) throws {
+    private static func insert(
+        _ m: Manifest, digest: String, file: String, stored: [String: String], settled: Bool, into db: Database
+    ) throws {
         let included = m.included ?? [], rejected = m.rejected ?? []
-        try db.execute(sql: """
-            INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, examples, settled)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [
-            m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
-            saturatingSum(included.map(\.numExamples)), settled ? 1 : 0,
-        ])
+        try db.execute(
+            sql: """
+                INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, \
+                examples, settled)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
+                saturatingSum(included.map(\.numExamples)), settled ? 1 : 0,
+            ])
         for b in included {
-            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?)",
-                           arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest], b.staleness])
-            try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
-                           arguments: [b.site, b.seq])
+            try db.execute(
+                sql:
+                    "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, "
+                    + "staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?)",
+                arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest], b.staleness])
+            try db.execute(
+                sql:
+                    "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = "
+                    + "MAX(last_seq, excluded.last_seq)",
+                arguments: [b.site, b.seq])
         }
         // A partial aggregate counts as a merged input of its region: a copy
         // is refused as merged, and its sequence number is used.
         for p in m.partials ?? [] {
-            try db.execute(sql: "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, 0)",
-                           arguments: [p.digest, p.region, p.seq, m.generation!, stored[p.digest]])
-            try db.execute(sql: "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
-                           arguments: [p.region, p.seq])
+            try db.execute(
+                sql:
+                    "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, "
+                    + "staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, 0)",
+                arguments: [p.digest, p.region, p.seq, m.generation!, stored[p.digest]])
+            try db.execute(
+                sql:
+                    "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = "
+                    + "MAX(last_seq, excluded.last_seq)",
+                arguments: [p.region, p.seq])
         }
         for r in rejected {
-            try db.execute(sql: """
-                INSERT INTO rejection (id, reason, reported) VALUES (?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET reported = excluded.reported
-                """, arguments: [r.digest, r.reason, m.generation!])
+            try db.execute(
+                sql: """
+                    INSERT INTO rejection (id, reason, reported) VALUES (?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET reported = excluded.reported
+                    """, arguments: [r.digest, r.reason, m.generation!])
         }
     }
 
@@ -319,8 +375,10 @@ public final class Ledger {
     /// It is built beside `path` under a temporary name and renamed into
     /// place only when complete, so an interrupted rebuild (a crash, a full
     /// disk) never leaves a partial ledger to be trusted.
-    public static func rebuild(at path: String, generations: [(Manifest, digest: String, file: String)],
-                               quarantine: [Rejection], evaluations: [EvaluationRow] = []) throws {
+    public static func rebuild(
+        at path: String, generations: [(Manifest, digest: String, file: String)],
+        quarantine: [Rejection], evaluations: [EvaluationRow] = []
+    ) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = "\(dir)/.\((path as NSString).lastPathComponent).rebuild-\(getpid())"
         try? FileManager.default.removeItem(atPath: tmp)
@@ -330,15 +388,23 @@ public final class Ledger {
                 try ledger.db.write { db in
                     for (m, digest, file) in generations {
                         // Only the newest may still have inputs in the inbox.
-                        try insert(m, digest: digest, file: file, stored: [:], settled: m.generation != generations.last?.0.generation, into: db)
+                        try insert(
+                            m, digest: digest, file: file, stored: [:],
+                            settled: m.generation != generations.last?.0.generation, into: db)
                     }
                     for q in quarantine {
-                        try db.execute(sql: "INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL) ON CONFLICT(id) DO UPDATE SET stored = excluded.stored",
-                                       arguments: [q.id, q.reason, q.stored])
+                        try db.execute(
+                            sql:
+                                "INSERT INTO rejection (id, reason, stored, reported) VALUES (?, ?, ?, NULL) ON "
+                                + "CONFLICT(id) DO UPDATE SET stored = excluded.stored",
+                            arguments: [q.id, q.reason, q.stored])
                     }
                     for e in evaluations where generations.contains(where: { $0.0.generation == e.generation }) {
-                        try db.execute(sql: "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, evaluated) VALUES (?, ?, ?, ?, ?, ?)",
-                                       arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
+                        try db.execute(
+                            sql:
+                                "INSERT OR REPLACE INTO evaluation (generation, accuracy, loss, examples, data, "
+                                + "evaluated) VALUES (?, ?, ?, ?, ?, ?)",
+                            arguments: [e.generation, e.accuracy, e.loss, e.examples, e.data, e.evaluated])
                     }
                     try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('complete', '1')")
                 }

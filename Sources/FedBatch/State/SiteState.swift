@@ -52,7 +52,9 @@ public final class SiteState {
     public func accept(generation number: Int, digest: String, now: Date = Date()) throws {
         try db.write { db in
             if try Self.check(number, digest, in: db) { return }
-            try db.execute(sql: "INSERT INTO generation (number, digest, seen_at) VALUES (?, ?, ?)", arguments: [number, digest, rfc3339(now)])
+            try db.execute(
+                sql: "INSERT INTO generation (number, digest, seen_at) VALUES (?, ?, ?)",
+                arguments: [number, digest, rfc3339(now)])
         }
     }
 
@@ -65,10 +67,14 @@ public final class SiteState {
     /// Throws on a rollback or a fork; true when the generation is known.
     private static func check(_ number: Int, _ digest: String, rollback: Bool = true, in db: Database) throws -> Bool {
         // Older than the newest seen is a rollback, even if it was accepted once.
-        if rollback, let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"), highest > number {
+        if rollback, let highest: Int = try Int.fetchOne(db, sql: "SELECT MAX(number) FROM generation"),
+            highest > number
+        {
             throw SiteStateError.rollback(offered: number, highest: highest)
         }
-        if let known: String = try String.fetchOne(db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number]) {
+        if let known: String = try String.fetchOne(
+            db, sql: "SELECT digest FROM generation WHERE number = ?", arguments: [number])
+        {
             guard known == digest else { throw SiteStateError.fork(number: number, known: known, offered: digest) }
             return true
         }
@@ -80,8 +86,11 @@ public final class SiteState {
     public func reserveSequence(base: Int, file: String, numExamples: Int64, now: Date = Date()) throws -> Int64 {
         try db.write { db in
             let seq = (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM bundle") ?? 0) + 1
-            try db.execute(sql: "INSERT INTO bundle (seq, base, file, num_examples, status, created) VALUES (?, ?, ?, ?, 'reserved', ?)",
-                           arguments: [seq, base, file, numExamples, rfc3339(now)])
+            try db.execute(
+                sql:
+                    "INSERT INTO bundle (seq, base, file, num_examples, status, created) VALUES (?, ?, ?, ?, "
+                    + "'reserved', ?)",
+                arguments: [seq, base, file, numExamples, rfc3339(now)])
             return seq
         }
     }
@@ -89,35 +98,52 @@ public final class SiteState {
     /// The bundle already written on generation `base`, if any.
     public func writtenUpdate(base: Int) throws -> (seq: Int64, file: String)? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT seq, file FROM bundle WHERE base = ? AND status = 'written' ORDER BY seq DESC LIMIT 1", arguments: [base])
-                .map { ($0["seq"], $0["file"]) }
+            try Row.fetchOne(
+                db, sql: "SELECT seq, file FROM bundle WHERE base = ? AND status = 'written' ORDER BY seq DESC LIMIT 1",
+                arguments: [base]
+            )
+            .map { ($0["seq"], $0["file"]) }
         }
     }
 
     /// The newest bundle this site wrote.
     public func lastWritten() throws -> (seq: Int64, base: Int, file: String, digest: String, created: String)? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT seq, base, file, digest, created FROM bundle WHERE status = 'written' ORDER BY seq DESC LIMIT 1")
-                .map { ($0["seq"], $0["base"], $0["file"], $0["digest"], $0["created"]) }
+            try Row.fetchOne(
+                db,
+                sql:
+                    "SELECT seq, base, file, digest, created FROM bundle WHERE status = 'written' ORDER BY seq DESC "
+                    + "LIMIT 1"
+            )
+            .map { ($0["seq"], $0["base"], $0["file"], $0["digest"], $0["created"]) }
         }
     }
 
-    public func markWritten(seq: Int64, file: String, digest: String, bytes: Int64? = nil, metrics: [String: Double] = [:]) throws {
+    public func markWritten(
+        seq: Int64, file: String, digest: String, bytes: Int64? = nil, metrics: [String: Double] = [:]
+    ) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let figures = String(decoding: try encoder.encode(metrics), as: UTF8.self)
         try db.write { db in
-            try db.execute(sql: "UPDATE bundle SET status = 'written', file = ?, digest = ?, bytes = ?, metrics = ? WHERE seq = ?",
-                           arguments: [file, digest, bytes, figures, seq])
+            try db.execute(
+                sql: "UPDATE bundle SET status = 'written', file = ?, digest = ?, bytes = ?, metrics = ? WHERE seq = ?",
+                arguments: [file, digest, bytes, figures, seq])
         }
     }
 
     /// The newest written bundle's size, training figures and time.
     public func lastFigures() throws -> (bytes: Int64?, metrics: [String: Double], examples: Int64, created: String)? {
         try db.read { db in
-            try Row.fetchOne(db, sql: "SELECT bytes, metrics, num_examples, created FROM bundle WHERE status = 'written' ORDER BY seq DESC LIMIT 1").map { row in
+            try Row.fetchOne(
+                db,
+                sql:
+                    "SELECT bytes, metrics, num_examples, created FROM bundle WHERE status = 'written' ORDER BY seq "
+                    + "DESC LIMIT 1"
+            ).map { row in
                 let text: String? = row["metrics"]
-                let metrics = text.flatMap { try? JSONDecoder().decode([String: Double].self, from: Data($0.utf8)) } ?? [:]
+                let metrics =
+                    text.flatMap { try? JSONDecoder().decode([String: Double].self, from: Data($0.utf8)) } ?? [:]
                 return (row["bytes"], metrics, row["num_examples"], row["created"])
             }
         }
@@ -138,9 +164,13 @@ public enum SiteStateError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .rollback(offered, highest):
-            return "generation \(offered) is older than generation \(highest), which this site has already seen: refusing a rollback"
+            return
+                "generation \(offered) is older than generation \(highest), which this site has already seen: "
+                + "refusing a rollback"
         case let .fork(n, known, offered):
-            return "generation \(n) has digest \(offered), but this site already accepted generation \(n) with digest \(known): refusing a forked chain"
+            return
+                "generation \(n) has digest \(offered), but this site already accepted generation \(n) with "
+                + "digest \(known): refusing a forked chain"
         }
     }
 }

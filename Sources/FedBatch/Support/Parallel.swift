@@ -28,7 +28,8 @@ enum Parallel {
     }
 
     /// `transform` applied to every element with `workers` threads; results in input order.
-    static func map<T, R>(_ items: [T], workers: Int, _ transform: @escaping @Sendable (T) -> R) -> [R] where T: Sendable {
+    static func map<T, R>(_ items: [T], workers: Int, _ transform: @escaping @Sendable (T) -> R) -> [R]
+    where T: Sendable {
         let out = Slots<R>(items.count)
         let next = Slots<Int>(1)
         next.values[0] = 0
@@ -50,9 +51,11 @@ enum Parallel {
     /// taking indices in order, and hands each result to `consume` on the
     /// calling thread strictly in index order. At most `inFlight` results
     /// exist at once, which bounds memory whatever `count` is.
-    static func orderedPipeline<R>(count: Int, workers: Int, inFlight: Int,
-                                   produce: @escaping @Sendable (Int, Int) -> R,
-                                   consume: (Int, R) -> Void) {
+    static func orderedPipeline<R>(
+        count: Int, workers: Int, inFlight: Int,
+        produce: @escaping @Sendable (Int, Int) -> R,
+        consume: (Int, R) -> Void
+    ) {
         guard count > 0 else { return }
         let slots = Slots<R>(count)
         let ready = (0..<count).map { _ in DispatchSemaphore(value: 0) }

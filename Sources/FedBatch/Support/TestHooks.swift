@@ -17,7 +17,9 @@ func faultPoint(_ point: String) {
 /// that a test can start a second merge while the first has the lock.
 func holdLockForTests() {
     #if DEBUG
-    if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) { usleep(n * 1000) }
+    if let ms = ProcessInfo.processInfo.environment["FEDBATCH_TEST_HOLD_LOCK_MS"], let n = UInt32(ms) {
+        usleep(n * 1000)
+    }
     #endif
 }
 

@@ -37,9 +37,13 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
         case let .badEntry(name, reason):
             return "safetensors: tensor \"\(name)\": \(reason)"
         case let .unsupportedDType(name, dtype):
-            return "safetensors: tensor \"\(name)\" has dtype \(dtype); supported: \(DType.allCases.map(\.rawValue).joined(separator: ", "))"
+            return
+                "safetensors: tensor \"\(name)\" has dtype \(dtype); "
+                + "supported: \(DType.allCases.map(\.rawValue).joined(separator: ", "))"
         case let .sizeMismatch(name, dtype, shape, expected, actual):
-            return "safetensors: tensor \"\(name)\" is \(dtype.rawValue) \(shape), which needs \(expected) bytes, but its offsets span \(actual)"
+            return
+                "safetensors: tensor \"\(name)\" is \(dtype.rawValue) \(shape), which needs \(expected) bytes, but "
+                + "its offsets span \(actual)"
         case let .offsetsOutOfRange(name, b, e, size):
             return "safetensors: tensor \"\(name)\" has offsets [\(b), \(e)] outside the \(size)-byte data section"
         case let .overlap(a, b):
@@ -99,7 +103,9 @@ public struct SafetensorsFile: Sendable {
         let dataSize = bytes.count - dataStart
         let header: JSONValue
         do {
-            header = try bytes.withUnsafeBytes { try StrictJSON.parse(UnsafeRawBufferPointer(rebasing: $0[8..<dataStart])) }
+            header = try bytes.withUnsafeBytes {
+                try StrictJSON.parse(UnsafeRawBufferPointer(rebasing: $0[8..<dataStart]))
+            }
         } catch let e as JSONSyntaxError {
             throw SafetensorsError.headerSyntax(e.description)
         }
@@ -114,13 +120,17 @@ public struct SafetensorsFile: Sendable {
             if name == "__metadata__" {
                 guard case .object(let kv) = value else { throw SafetensorsError.badMetadata("is not an object") }
                 for (k, v) in kv {
-                    guard let s = v.stringValue else { throw SafetensorsError.badMetadata("value of \"\(k)\" is not a string") }
+                    guard let s = v.stringValue else {
+                        throw SafetensorsError.badMetadata("value of \"\(k)\" is not a string")
+                    }
                     metadata[k] = s
                 }
                 continue
             }
             guard !name.isEmpty else { throw SafetensorsError.badEntry(name: name, reason: "empty tensor name") }
-            guard case .object(let fields) = value else { throw SafetensorsError.badEntry(name: name, reason: "entry is not an object") }
+            guard case .object(let fields) = value else {
+                throw SafetensorsError.badEntry(name: name, reason: "entry is not an object")
+            }
             var dtypeText: String?, shapeValue: JSONValue?, offsetsValue: JSONValue?
             for (k, v) in fields {
                 switch k {
@@ -130,34 +140,55 @@ public struct SafetensorsFile: Sendable {
                 default: throw SafetensorsError.badEntry(name: name, reason: "unknown field \"\(k)\"")
                 }
             }
-            guard let dtypeText else { throw SafetensorsError.badEntry(name: name, reason: "missing or non-string dtype") }
-            guard let dtype = DType(rawValue: dtypeText) else { throw SafetensorsError.unsupportedDType(name: name, dtype: dtypeText) }
-            guard case .array(let dims)? = shapeValue else { throw SafetensorsError.badEntry(name: name, reason: "missing or non-array shape") }
-            guard dims.count <= limits.maxRank else { throw SafetensorsError.badEntry(name: name, reason: "rank \(dims.count) is above \(limits.maxRank)") }
+            guard let dtypeText else {
+                throw SafetensorsError.badEntry(name: name, reason: "missing or non-string dtype")
+            }
+            guard let dtype = DType(rawValue: dtypeText) else {
+                throw SafetensorsError.unsupportedDType(name: name, dtype: dtypeText)
+            }
+            guard case .array(let dims)? = shapeValue else {
+                throw SafetensorsError.badEntry(name: name, reason: "missing or non-array shape")
+            }
+            guard dims.count <= limits.maxRank else {
+                throw SafetensorsError.badEntry(name: name, reason: "rank \(dims.count) is above \(limits.maxRank)")
+            }
             let shape = try dims.map { d -> Int in
-                guard let v = d.nonNegativeInt else { throw SafetensorsError.badEntry(name: name, reason: "shape holds a value that is not a non-negative integer") }
+                guard let v = d.nonNegativeInt else {
+                    throw SafetensorsError.badEntry(
+                        name: name, reason: "shape holds a value that is not a non-negative integer")
+                }
                 return v
             }
             guard case .array(let offs)? = offsetsValue, offs.count == 2,
-                  let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt else {
+                let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt
+            else {
                 throw SafetensorsError.badEntry(name: name, reason: "data_offsets must be two non-negative integers")
             }
             guard begin <= end, end <= dataSize else {
                 throw SafetensorsError.offsetsOutOfRange(name: name, begin: begin, end: end, dataSize: dataSize)
             }
-            guard let n = elementCount(shape) else { throw SafetensorsError.badEntry(name: name, reason: "shape \(shape) overflows") }
+            guard let n = elementCount(shape) else {
+                throw SafetensorsError.badEntry(name: name, reason: "shape \(shape) overflows")
+            }
             let (expected, overflow) = n.multipliedReportingOverflow(by: dtype.byteSize)
             guard !overflow, expected == end - begin else {
-                throw SafetensorsError.sizeMismatch(name: name, dtype: dtype, shape: shape, expected: overflow ? Int.max : expected, actual: end - begin)
+                throw SafetensorsError.sizeMismatch(
+                    name: name, dtype: dtype, shape: shape, expected: overflow ? Int.max : expected, actual: end - begin
+                )
             }
-            entries.append(Entry(name: name, dtype: dtype, shape: shape, range: (dataStart + begin)..<(dataStart + end)))
+            entries.append(
+                Entry(name: name, dtype: dtype, shape: shape, range: (dataStart + begin)..<(dataStart + end)))
         }
         entries.sort { ($0.range.lowerBound, $0.range.upperBound) < ($1.range.lowerBound, $1.range.upperBound) }
         var cursor = dataStart
         var previous: String?
         for e in entries {
-            if e.range.lowerBound < cursor, let previous { throw SafetensorsError.overlap(first: previous, second: e.name) }
-            if e.range.lowerBound > cursor { throw SafetensorsError.gap(before: e.name, bytes: e.range.lowerBound - cursor) }
+            if e.range.lowerBound < cursor, let previous {
+                throw SafetensorsError.overlap(first: previous, second: e.name)
+            }
+            if e.range.lowerBound > cursor {
+                throw SafetensorsError.gap(before: e.name, bytes: e.range.lowerBound - cursor)
+            }
             cursor = e.range.upperBound
             previous = e.name
         }
@@ -172,7 +203,9 @@ public struct SafetensorsFile: Sendable {
     }
 
     /// Maps a file and validates it; the tensors are not copied.
-    public static func open(path: String, limits: SafetensorsLimits = SafetensorsLimits(), cap: Int64 = 1 << 40) throws -> SafetensorsFile {
+    public static func open(
+        path: String, limits: SafetensorsLimits = SafetensorsLimits(), cap: Int64 = 1 << 40
+    ) throws -> SafetensorsFile {
         try SafetensorsFile(bytes: try mapFile(path, cap: cap), limits: limits)
     }
 
@@ -201,7 +234,8 @@ public enum SafetensorsWriter {
         var first = true
         if !metadata.isEmpty {
             header += "\"__metadata__\":{"
-            header += metadata.keys.sorted().map { "\(StrictJSON.quote($0)):\(StrictJSON.quote(metadata[$0]!))" }.joined(separator: ",")
+            header += metadata.keys.sorted().map { "\(StrictJSON.quote($0)):\(StrictJSON.quote(metadata[$0]!))" }
+                .joined(separator: ",")
             header += "}"
             first = false
         }
@@ -210,7 +244,9 @@ public enum SafetensorsWriter {
             if !first { header += "," }
             first = false
             let end = offset + t.data.count
-            header += "\(StrictJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            header += "\(StrictJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],"
+            header += "\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"
@@ -224,7 +260,9 @@ public enum SafetensorsWriter {
     }
 
     /// Encodes and writes atomically.
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to path: String) throws {
+    public static func write(
+        _ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to path: String
+    ) throws {
         try writeFileAtomically(encode(tensors, metadata: metadata), to: path)
     }
 }

@@ -25,7 +25,9 @@ public indirect enum JSONValue: Equatable, Sendable {
 
     /// The value as an exact non-negative integer, if it is one that fits.
     public var nonNegativeInt: Int? {
-        guard case .number(let text) = self, !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard case .number(let text) = self, !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            return nil
+        }
         return Int(text)
     }
 
@@ -201,7 +203,9 @@ public struct StrictJSON {
                 case UInt8(ascii: "u"):
                     var scalar = try hex4()
                     if (0xD800..<0xDC00).contains(scalar) {
-                        guard pos + 2 <= bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u") else {
+                        guard pos + 2 <= bytes.count, bytes[pos] == UInt8(ascii: "\\"),
+                            bytes[pos + 1] == UInt8(ascii: "u")
+                        else {
                             throw fail("unpaired surrogate")
                         }
                         pos += 2

@@ -73,7 +73,8 @@ public struct Tensor: Sendable, Equatable {
             throw TensorError.invalidShape(shape)
         }
         guard n * dtype.byteSize == data.count else {
-            throw TensorError.byteCountMismatch(dtype: dtype, shape: shape, expected: n * dtype.byteSize, actual: data.count)
+            throw TensorError.byteCountMismatch(
+                dtype: dtype, shape: shape, expected: n * dtype.byteSize, actual: data.count)
         }
         self.dtype = dtype
         self.shape = shape
@@ -106,7 +107,8 @@ public struct Tensor: Sendable, Equatable {
                 guard let r = Int64(exactly: v.rounded()), range.contains(r) else { bad = v; return }
                 switch dtype {
                 case .i64: raw.storeBytes(of: r.littleEndian, toByteOffset: 8 * i, as: Int64.self)
-                case .i32: raw.storeBytes(of: Int32(truncatingIfNeeded: r).littleEndian, toByteOffset: 4 * i, as: Int32.self)
+                case .i32:
+                    raw.storeBytes(of: Int32(truncatingIfNeeded: r).littleEndian, toByteOffset: 4 * i, as: Int32.self)
                 case .i8: raw.storeBytes(of: Int8(truncatingIfNeeded: r), toByteOffset: i, as: Int8.self)
                 case .u8: raw.storeBytes(of: UInt8(truncatingIfNeeded: r), toByteOffset: i, as: UInt8.self)
                 default: break
@@ -124,19 +126,35 @@ public struct Tensor: Sendable, Equatable {
             data.withUnsafeBytes { raw in
                 switch dtype {
                 case .f32:
-                    for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+                    for i in 0..<count {
+                        out[i] = Float(
+                            bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                    }
                 case .f16:
-                    for i in 0..<count { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+                    for i in 0..<count {
+                        out[i] = Float(
+                            Float16(
+                                bitPattern: UInt16(
+                                    littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+                    }
                 case .bf16:
-                    for i in 0..<count { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+                    for i in 0..<count {
+                        out[i] = Float(
+                            bitPattern: UInt32(
+                                UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                    }
                 case .i8:
                     for i in 0..<count { out[i] = Float(Int8(bitPattern: raw[i])) }
                 case .u8:
                     for i in 0..<count { out[i] = Float(raw[i]) }
                 case .i32:
-                    for i in 0..<count { out[i] = Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))) }
+                    for i in 0..<count {
+                        out[i] = Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
+                    }
                 case .i64:
-                    for i in 0..<count { out[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))) }
+                    for i in 0..<count {
+                        out[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
+                    }
                 }
             }
             initialized = count
@@ -149,8 +167,14 @@ public struct Tensor: Sendable, Equatable {
             switch dtype {
             case .i8: return (0..<count).map { Int64(Int8(bitPattern: raw[$0])) }
             case .u8: return (0..<count).map { Int64(raw[$0]) }
-            case .i32: return (0..<count).map { Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            case .i64: return (0..<count).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            case .i32:
+                return (0..<count).map {
+                    Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
+                }
+            case .i64:
+                return (0..<count).map {
+                    Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+                }
             default: return nil
             }
         }
@@ -184,7 +208,10 @@ public struct Tensor: Sendable, Equatable {
             // Exponent bits all ones means Inf or NaN.
             return data.withUnsafeBytes { raw in
                 var bad = false
-                for i in 0..<count where UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) & 0x7F80_0000 == 0x7F80_0000 {
+                for i in 0..<count
+                where UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) & 0x7F80_0000
+                    == 0x7F80_0000
+                {
                     bad = true
                     break
                 }
@@ -192,11 +219,15 @@ public struct Tensor: Sendable, Equatable {
             }
         case .f16:
             return data.withUnsafeBytes { raw in
-                !(0..<count).contains { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7C00 == 0x7C00 }
+                !(0..<count).contains {
+                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7C00 == 0x7C00
+                }
             }
         case .bf16:
             return data.withUnsafeBytes { raw in
-                !(0..<count).contains { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7F80 == 0x7F80 }
+                !(0..<count).contains {
+                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7F80 == 0x7F80
+                }
             }
         default:
             return true

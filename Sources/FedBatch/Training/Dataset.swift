@@ -60,10 +60,13 @@ public struct Dataset: Sendable {
     public func check(against arch: ModelArchitecture, path: String) throws {
         guard count > 0 else { throw DataError(path: path, message: "holds no examples") }
         guard width == arch.inputWidth else {
-            throw DataError(path: path, message: "examples have \(width) features; the model \(arch) expects \(arch.inputWidth)")
+            throw DataError(
+                path: path, message: "examples have \(width) features; the model \(arch) expects \(arch.inputWidth)")
         }
         if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= arch.classes }) {
-            throw DataError(path: path, message: "example \(bad) has label \(labels[bad]), outside 0..\(arch.classes - 1) for \(arch)")
+            throw DataError(
+                path: path,
+                message: "example \(bad) has label \(labels[bad]), outside 0..\(arch.classes - 1) for \(arch)")
         }
     }
 }
@@ -82,19 +85,26 @@ public enum DataLoader {
     /// With a `schema`, a CSV file is read by column name (see
     /// `TabularSchema`), `drop` naming columns to leave out; without one, by
     /// position, every column but the label being a feature.
-    public static func load(_ path: String, split: DataSplit = .train, labelColumn: String = "label",
-                            schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
+    public static func load(
+        _ path: String, split: DataSplit = .train, labelColumn: String = "label",
+        schema: TabularSchema? = nil, drop: [String] = []
+    ) throws -> Dataset {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw DataError(path: path, message: "no such file or directory")
         }
         if isDir.boolValue { return try loadIDX(directory: path, split: split) }
         if path.hasSuffix(".csv") || path.hasSuffix(".csv.gz") {
-            if schema == nil, !drop.isEmpty { throw DataError(path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)") }
+            if schema == nil, !drop.isEmpty {
+                throw DataError(
+                    path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)")
+            }
             return try loadCSV(path, labelColumn: labelColumn, schema: schema, drop: drop)
         }
         if path.hasSuffix(".safetensors") { return try loadShard(path) }
-        throw DataError(path: path, message: "unknown data form: give a directory of IDX files, a .csv file or a .safetensors shard")
+        throw DataError(
+            path: path, message: "unknown data form: give a directory of IDX files, a .csv file or a .safetensors shard"
+        )
     }
 
     // MARK: IDX
@@ -103,19 +113,27 @@ public enum DataLoader {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let prefix = split == .train ? "train" : "t10k"
         func find(_ kind: String) throws -> String {
-            let candidates = names.filter { $0.hasPrefix(prefix) && ($0.hasSuffix("-\(kind)-ubyte") || $0.hasSuffix("-\(kind)-ubyte.gz")) }.sorted()
+            let candidates = names.filter {
+                $0.hasPrefix(prefix) && ($0.hasSuffix("-\(kind)-ubyte") || $0.hasSuffix("-\(kind)-ubyte.gz"))
+            }.sorted()
             guard let name = candidates.first else {
-                throw DataError(path: directory, message: "no \(prefix)-*-\(kind)-ubyte[.gz] file for the \(split.rawValue) split")
+                throw DataError(
+                    path: directory, message: "no \(prefix)-*-\(kind)-ubyte[.gz] file for the \(split.rawValue) split")
             }
             return "\(directory)/\(name)"
         }
         let imagesPath = try find("images-idx3"), labelsPath = try find("labels-idx1")
         let (imageDims, pixels) = try readIDX(imagesPath)
         let (labelDims, labelBytes) = try readIDX(labelsPath)
-        guard imageDims.count >= 2 else { throw DataError(path: imagesPath, message: "expected an image array of rank 3, got rank \(imageDims.count)") }
-        guard labelDims.count == 1 else { throw DataError(path: labelsPath, message: "expected a label vector, got rank \(labelDims.count)") }
+        guard imageDims.count >= 2 else {
+            throw DataError(path: imagesPath, message: "expected an image array of rank 3, got rank \(imageDims.count)")
+        }
+        guard labelDims.count == 1 else {
+            throw DataError(path: labelsPath, message: "expected a label vector, got rank \(labelDims.count)")
+        }
         guard imageDims[0] == labelDims[0] else {
-            throw DataError(path: labelsPath, message: "\(labelDims[0]) labels for \(imageDims[0]) images in \(imagesPath)")
+            throw DataError(
+                path: labelsPath, message: "\(labelDims[0]) labels for \(imageDims[0]) images in \(imagesPath)")
         }
         let width = imageDims.dropFirst().reduce(1, *)
         return Dataset(pixels: pixels, labels: labelBytes.map { Int32($0) }, width: width)
@@ -125,16 +143,27 @@ public enum DataLoader {
     /// u32 dimensions, then the data.
     static func readIDX(_ path: String) throws -> ([Int], [UInt8]) {
         let data: Data
-        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
+        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
+            throw DataError(path: path, message: e.message)
+        }
         return try parseIDX([UInt8](data), path: path)
     }
 
     /// The IDX parser itself, on bytes in memory (also a fuzz target).
     public static func parseIDX(_ bytes: [UInt8], path: String) throws -> ([Int], [UInt8]) {
-        guard bytes.count >= 4, bytes[0] == 0, bytes[1] == 0 else { throw DataError(path: path, message: "not an IDX file (bad magic)") }
-        guard bytes[2] == 0x08 else { throw DataError(path: path, message: String(format: "IDX element type 0x%02x is not supported (only 0x08, unsigned byte)", bytes[2])) }
+        guard bytes.count >= 4, bytes[0] == 0, bytes[1] == 0 else {
+            throw DataError(path: path, message: "not an IDX file (bad magic)")
+        }
+        guard bytes[2] == 0x08 else {
+            throw DataError(
+                path: path,
+                message: String(format: "IDX element type 0x%02x is not supported (only 0x08, unsigned byte)", bytes[2])
+            )
+        }
         let rank = Int(bytes[3])
-        guard rank >= 1, rank <= 4, bytes.count >= 4 + 4 * rank else { throw DataError(path: path, message: "IDX header is truncated or has rank \(rank)") }
+        guard rank >= 1, rank <= 4, bytes.count >= 4 + 4 * rank else {
+            throw DataError(path: path, message: "IDX header is truncated or has rank \(rank)")
+        }
         let dims = (0..<rank).map { i in bytes[(4 + 4 * i)..<(8 + 4 * i)].reduce(0) { $0 << 8 | Int($1) } }
         let start = 4 + 4 * rank
         // Four 32-bit dimensions can multiply past Int.max: count with
@@ -143,12 +172,19 @@ public enum DataLoader {
         for d in dims {
             let (p, overflow) = n.multipliedReportingOverflow(by: d)
             guard !overflow, p <= bytes.count else {
-                throw DataError(path: path, message: "IDX header declares dimensions \(dims), far more than the \(bytes.count - start) bytes of data the file holds")
+                throw DataError(
+                    path: path,
+                    message:
+                        "IDX header declares dimensions \(dims), far more than the \(bytes.count - start) bytes of "
+                        + "data the file holds"
+                )
             }
             n = p
         }
         guard bytes.count - start == n else {
-            throw DataError(path: path, message: "IDX header declares \(dims) = \(n) bytes of data, the file holds \(bytes.count - start)")
+            throw DataError(
+                path: path,
+                message: "IDX header declares \(dims) = \(n) bytes of data, the file holds \(bytes.count - start)")
         }
         return (dims, Array(bytes[start...]))
     }
@@ -158,40 +194,58 @@ public enum DataLoader {
     /// A header row, then one example per row; the label column holds
     /// integer class indices, the feature columns numbers, used as they are
     /// unless the model's schema standardises them.
-    static func loadCSV(_ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
+    static func loadCSV(
+        _ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = []
+    ) throws -> Dataset {
         let data: Data
-        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
+        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
+            throw DataError(path: path, message: e.message)
+        }
         return try parseCSV(data, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
     }
 
     /// A CSV file's header, the names trimmed.
     public static func csvHeader(_ path: String) throws -> [String] {
         let data: Data
-        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError { throw DataError(path: path, message: e.message) }
-        guard let text = String(data: data.prefix(1 << 20), encoding: .utf8) ?? String(data: data.prefix(1 << 16), encoding: .utf8),
-              let line = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).first else {
+        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
+            throw DataError(path: path, message: e.message)
+        }
+        guard
+            let text = String(data: data.prefix(1 << 20), encoding: .utf8)
+                ?? String(data: data.prefix(1 << 16), encoding: .utf8),
+            let line = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).first
+        else {
             throw DataError(path: path, message: "no header line")
         }
-        return line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        return line.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
     }
 
     /// The CSV parser itself, on bytes in memory (also a fuzz target).
     /// Without a schema, every column but `labelColumn` is a feature, in
     /// order; with one, columns are mapped by name (`TabularSchema`) and
     /// standardised as it says.
-    public static func parseCSV(_ data: Data, path: String, labelColumn: String = "label",
-                                schema: TabularSchema? = nil, drop: [String] = []) throws -> Dataset {
-        guard let text = String(data: data, encoding: .utf8) else { throw DataError(path: path, message: "not UTF-8 text") }
+    public static func parseCSV(
+        _ data: Data, path: String, labelColumn: String = "label",
+        schema: TabularSchema? = nil, drop: [String] = []
+    ) throws -> Dataset {
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw DataError(path: path, message: "not UTF-8 text")
+        }
         var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
         guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }
-        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
         let columns: [Int], labelIndex: Int, labelName: String
         if let schema {
             (columns, labelIndex) = try schema.columns(of: header, drop: drop, path: path)
             labelName = schema.label
         } else {
             guard let index = header.firstIndex(of: labelColumn) else {
-                throw DataError(path: path, message: "no column named \"\(labelColumn)\" in the header (use --label-column)")
+                throw DataError(
+                    path: path, message: "no column named \"\(labelColumn)\" in the header (use --label-column)")
             }
             (columns, labelIndex, labelName) = (header.indices.filter { $0 != index }, index, labelColumn)
         }
@@ -202,14 +256,21 @@ public enum DataLoader {
             row += 1
             let fields = line.split(separator: ",", omittingEmptySubsequences: false)
             guard fields.count == header.count else {
-                throw DataError(path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
+                throw DataError(
+                    path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
             }
             let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
-            guard let label = Int32(l) else { throw DataError(path: path, message: "row \(row), column \"\(labelName)\": \"\(l)\" is not an integer label") }
+            guard let label = Int32(l) else {
+                throw DataError(
+                    path: path, message: "row \(row), column \"\(labelName)\": \"\(l)\" is not an integer label")
+            }
             labels.append(label)
             for c in columns {
                 let t = fields[c].trimmingCharacters(in: .whitespaces)
-                guard let v = Float(t), v.isFinite else { throw DataError(path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number") }
+                guard let v = Float(t), v.isFinite else {
+                    throw DataError(
+                        path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number")
+                }
                 features.append(v)
             }
         }
@@ -223,12 +284,22 @@ public enum DataLoader {
     /// `x` [N, D] as U8 (scaled to [0, 1]) or F32/F16/BF16, and `y` [N] integers.
     static func loadShard(_ path: String) throws -> Dataset {
         let file: SafetensorsFile
-        do { file = try SafetensorsFile.open(path: path, cap: maxBytes) } catch { throw DataError(path: path, message: "\(error)") }
-        guard let x = file.tensor("x") else { throw DataError(path: path, message: "no tensor \"x\" (features, [N, D])") }
+        do { file = try SafetensorsFile.open(path: path, cap: maxBytes) } catch {
+            throw DataError(path: path, message: "\(error)")
+        }
+        guard let x = file.tensor("x") else {
+            throw DataError(path: path, message: "no tensor \"x\" (features, [N, D])")
+        }
         guard let y = file.tensor("y") else { throw DataError(path: path, message: "no tensor \"y\" (labels, [N])") }
-        guard x.shape.count == 2 else { throw DataError(path: path, message: "tensor \"x\" has shape \(x.shape); expected [N, D]") }
-        guard y.shape == [x.shape[0]] else { throw DataError(path: path, message: "tensor \"y\" has shape \(y.shape); expected [\(x.shape[0])]") }
-        guard let labels = y.integers() else { throw DataError(path: path, message: "tensor \"y\" is \(y.dtype.rawValue); labels must be an integer dtype") }
+        guard x.shape.count == 2 else {
+            throw DataError(path: path, message: "tensor \"x\" has shape \(x.shape); expected [N, D]")
+        }
+        guard y.shape == [x.shape[0]] else {
+            throw DataError(path: path, message: "tensor \"y\" has shape \(y.shape); expected [\(x.shape[0])]")
+        }
+        guard let labels = y.integers() else {
+            throw DataError(path: path, message: "tensor \"y\" is \(y.dtype.rawValue); labels must be an integer dtype")
+        }
         if let bad = labels.firstIndex(where: { $0 < 0 || $0 > Int64(Int32.max) }) {
             throw DataError(path: path, message: "label \(bad) is \(labels[bad])")
         }
@@ -236,9 +307,13 @@ public enum DataLoader {
         switch x.dtype {
         case .u8: return Dataset(pixels: [UInt8](x.data), labels: l32, width: x.shape[1])
         case .f32, .f16, .bf16:
-            guard x.allFinite() else { throw DataError(path: path, message: "tensor \"x\" holds NaN or infinite values") }
+            guard x.allFinite() else {
+                throw DataError(path: path, message: "tensor \"x\" holds NaN or infinite values")
+            }
             return Dataset(features: x.floats(), labels: l32, width: x.shape[1])
-        default: throw DataError(path: path, message: "tensor \"x\" is \(x.dtype.rawValue); features must be U8, F32, F16 or BF16")
+        default:
+            throw DataError(
+                path: path, message: "tensor \"x\" is \(x.dtype.rawValue); features must be U8, F32, F16 or BF16")
         }
     }
 }

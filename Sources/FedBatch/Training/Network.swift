@@ -41,7 +41,8 @@ final class Network {
             let inW = arch.widths[l], outW = arch.widths[l + 1]
             let w = params[2 * l], b = params[2 * l + 1], out = outputs[l]
             // out = input · Wᵀ, then + bias (and ReLU on hidden layers) in one sweep.
-            BLAS.sgemm(transA: false, transB: true, m: rows, n: outW, k: inW, a: input, b: w.baseAddress!, c: out.baseAddress!)
+            BLAS.sgemm(
+                transA: false, transB: true, m: rows, n: outW, k: inW, a: input, b: w.baseAddress!, c: out.baseAddress!)
             let hidden = l < arch.layerCount - 1
             for r in 0..<rows {
                 let row = out.baseAddress! + r * outW
@@ -88,7 +89,9 @@ final class Network {
             let d = deltas[l]
             let input: UnsafePointer<Float> = l == 0 ? x : UnsafePointer(outputs[l - 1].baseAddress!)
             // dW = Dᵀ · input  [out × in]
-            BLAS.sgemm(transA: true, transB: false, m: outW, n: inW, k: rows, a: d.baseAddress!, b: input, c: grads[2 * l].baseAddress!)
+            BLAS.sgemm(
+                transA: true, transB: false, m: outW, n: inW, k: rows, a: d.baseAddress!, b: input,
+                c: grads[2 * l].baseAddress!)
             // db = column sums of D
             let db = grads[2 * l + 1]
             for j in 0..<outW { db[j] = 0 }
@@ -99,7 +102,9 @@ final class Network {
             if l > 0 {
                 // D_{l-1} = (D · W) ⊙ [h_{l-1} > 0]
                 let prev = deltas[l - 1], h = outputs[l - 1]
-                BLAS.sgemm(transA: false, transB: false, m: rows, n: inW, k: outW, a: d.baseAddress!, b: params[2 * l].baseAddress!, c: prev.baseAddress!)
+                BLAS.sgemm(
+                    transA: false, transB: false, m: rows, n: inW, k: outW, a: d.baseAddress!,
+                    b: params[2 * l].baseAddress!, c: prev.baseAddress!)
                 for i in 0..<(rows * inW) where h[i] <= 0 { prev[i] = 0 }
             }
         }

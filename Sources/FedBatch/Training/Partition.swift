@@ -17,9 +17,13 @@ public enum Partition {
     /// Indices of the examples each site gets. Deterministic for a seed.
     /// With Dirichlet, draws are repeated (up to 100 times) until every site
     /// has at least `minimumSize` examples, as Flower's DirichletPartitioner does.
-    public static func assign(labels: [Int32], sites: Int, scheme: Scheme, seed: UInt64, minimumSize: Int = 10) throws -> [[Int]] {
+    public static func assign(
+        labels: [Int32], sites: Int, scheme: Scheme, seed: UInt64, minimumSize: Int = 10
+    ) throws -> [[Int]] {
         guard sites >= 1 else { throw Failure(description: "--sites must be at least 1") }
-        guard labels.count >= sites else { throw Failure(description: "\(labels.count) examples cannot be split over \(sites) sites") }
+        guard labels.count >= sites else {
+            throw Failure(description: "\(labels.count) examples cannot be split over \(sites) sites")
+        }
         var rng = SeededRandom(seed: seed)
         switch scheme {
         case .iid:
@@ -41,14 +45,19 @@ public enum Partition {
                     var start = 0, cumulative = 0.0
                     for s in 0..<sites {
                         cumulative += p[s]
-                        let end = s == sites - 1 ? idx.count : min(idx.count, Int((cumulative * Double(idx.count)).rounded()))
+                        let end =
+                            s == sites - 1 ? idx.count : min(idx.count, Int((cumulative * Double(idx.count)).rounded()))
                         if end > start { parts[s].append(contentsOf: idx[start..<end]) }
                         start = max(start, end)
                     }
                 }
                 if parts.allSatisfy({ $0.count >= need }) { return parts.map { $0.sorted() } }
             }
-            throw Failure(description: "no Dirichlet(\(alpha)) split in 100 draws gave every one of \(sites) sites at least \(need) examples; raise --dirichlet or lower --sites")
+            throw Failure(
+                description:
+                    "no Dirichlet(\(alpha)) split in 100 draws gave every one of \(sites) sites at least \(need) "
+                    + "examples; raise --dirichlet or lower --sites"
+            )
         }
     }
 
@@ -93,7 +102,9 @@ public enum Partition {
             } else {
                 x = Tensor(shape: [shard.count, shard.width], floats: shard.features)
             }
-            let y = try Tensor(dtype: .i64, shape: [shard.count], data: shard.labels.map { Int64($0).littleEndian }.withUnsafeBytes { Data($0) })
+            let y = try Tensor(
+                dtype: .i64, shape: [shard.count],
+                data: shard.labels.map { Int64($0).littleEndian }.withUnsafeBytes { Data($0) })
             let name = "site-" + String(repeating: "0", count: max(0, digits - String(s + 1).count)) + String(s + 1)
             let path = "\(directory)/\(name).safetensors"
             try SafetensorsWriter.write([("x", x), ("y", y)], metadata: ["fedbatch_site": name], to: path)

@@ -59,7 +59,9 @@ public enum TrainingError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .diverged(epoch, step, lr):
-            return "training diverged at epoch \(epoch), step \(step): the loss is no longer finite (learning rate \(lr)); lower --lr and run again. Nothing was written."
+            return
+                "training diverged at epoch \(epoch), step \(step): the loss is no longer finite (learning "
+                + "rate \(lr)); lower --lr and run again. Nothing was written."
         case .noData:
             return "there are no training examples"
         }
@@ -71,14 +73,20 @@ public enum Trainer {
     /// - Parameter heldOut: evaluated after every epoch (not timed).
     /// - Throws: `TrainingError.diverged` as soon as a step's loss or the
     ///   weights stop being finite.
-    public static func train(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset? = nil,
-                             progress: ((TrainingProgress) -> Void)? = nil) throws -> TrainingResult {
+    public static func train(
+        _ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset? = nil,
+        progress: ((TrainingProgress) -> Void)? = nil
+    ) throws -> TrainingResult {
         guard data.count > 0 else { throw TrainingError.noData }
-        return try BLAS.exclusive { try trainExclusively(start, on: data, options: options, heldOut: heldOut, progress: progress) }
+        return try BLAS.exclusive {
+            try trainExclusively(start, on: data, options: options, heldOut: heldOut, progress: progress)
+        }
     }
 
-    private static func trainExclusively(_ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset?,
-                                         progress: ((TrainingProgress) -> Void)?) throws -> TrainingResult {
+    private static func trainExclusively(
+        _ start: ModelWeights, on data: Dataset, options: TrainingOptions, heldOut: Dataset?,
+        progress: ((TrainingProgress) -> Void)?
+    ) throws -> TrainingResult {
         let arch = start.arch
         let batch = max(1, min(options.batchSize, data.count))
         let net = Network(weights: start, batchCapacity: batch)
@@ -112,18 +120,24 @@ public enum Trainer {
                     net.backward(x.baseAddress!, rows: rows)
                     // A non-finite loss means the weights already are; stop
                     // here rather than train on and sign nothing useful.
-                    guard l.isFinite else { throw TrainingError.diverged(epoch: epoch, step: step, learningRate: options.optimizer.learningRate) }
+                    guard l.isFinite else {
+                        throw TrainingError.diverged(
+                            epoch: epoch, step: step, learningRate: options.optimizer.learningRate)
+                    }
                     opt.apply(to: net, prox: anchor)
                     lossSum += l
                     correct += c
                     seen += rows
                     start += rows
-                    progress?(TrainingProgress(epoch: epoch, epochs: options.epochs, examplesDone: seen,
-                                               examplesPerEpoch: order.count, runningLoss: lossSum / Double(seen)))
+                    progress?(
+                        TrainingProgress(
+                            epoch: epoch, epochs: options.epochs, examplesDone: seen,
+                            examplesPerEpoch: order.count, runningLoss: lossSum / Double(seen)))
                 }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                var report = EpochReport(epoch: epoch, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
-                                         seconds: seconds, samplesPerSecond: Double(seen) / max(seconds, 1e-9))
+                var report = EpochReport(
+                    epoch: epoch, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
+                    seconds: seconds, samplesPerSecond: Double(seen) / max(seconds, 1e-9))
                 if let heldOut {
                     let e = Evaluation.evaluateExclusively(net.weights, on: heldOut, batchSize: 1024)
                     BLAS.useThreads(forRows: batch)
@@ -131,13 +145,17 @@ public enum Trainer {
                     report.evalAccuracy = e.accuracy
                 }
                 reports.append(report)
-                progress?(TrainingProgress(epoch: epoch, epochs: options.epochs, examplesDone: seen, examplesPerEpoch: order.count,
-                                           runningLoss: report.loss, finished: report))
+                progress?(
+                    TrainingProgress(
+                        epoch: epoch, epochs: options.epochs, examplesDone: seen, examplesPerEpoch: order.count,
+                        runningLoss: report.loss, finished: report))
             }
         }
         let weights = net.weights
         guard weights.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else {
-            throw TrainingError.diverged(epoch: options.epochs, step: (data.count + batch - 1) / batch, learningRate: options.optimizer.learningRate)
+            throw TrainingError.diverged(
+                epoch: options.epochs, step: (data.count + batch - 1) / batch,
+                learningRate: options.optimizer.learningRate)
         }
         return TrainingResult(weights: weights, epochs: reports)
     }
@@ -187,9 +205,10 @@ public struct Evaluation: Sendable, Codable {
                 }
             }
         }
-        return Evaluation(examples: data.count, loss: lossSum / Double(max(1, data.count)),
-                          accuracy: Double(correct) / Double(max(1, data.count)),
-                          perClassAccuracy: zip(hits, counts).map { $1 == 0 ? nil : Double($0) / Double($1) },
-                          classCounts: counts)
+        return Evaluation(
+            examples: data.count, loss: lossSum / Double(max(1, data.count)),
+            accuracy: Double(correct) / Double(max(1, data.count)),
+            perClassAccuracy: zip(hits, counts).map { $1 == 0 ? nil : Double($0) / Double($1) },
+            classCounts: counts)
     }
 }

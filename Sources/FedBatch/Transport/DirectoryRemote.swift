@@ -31,9 +31,11 @@ public final class DirectoryRemote: RemoteStore {
                 guard let name = String(validating: entry.name, as: UTF8.self), !name.hasPrefix(".") else { continue }
                 let key = (components + [name]).joined(separator: "/")
                 switch entry.status.kind {
-                case .directory where prefix.hasPrefix(key + "/") || key.hasPrefix(prefix): try walk(components + [name])
-                case .regular where key.hasPrefix(prefix): out.append(RemoteObject(key: key, size: entry.status.size, modified: entry.status.changed))
-                default: continue   // links, devices, FIFOs: never followed or read
+                case .directory where prefix.hasPrefix(key + "/") || key.hasPrefix(prefix):
+                    try walk(components + [name])
+                case .regular where key.hasPrefix(prefix):
+                    out.append(RemoteObject(key: key, size: entry.status.size, modified: entry.status.changed))
+                default: continue  // links, devices, FIFOs: never followed or read
                 }
             }
         }
@@ -75,7 +77,9 @@ public final class DirectoryRemote: RemoteStore {
     /// that would leave the remote's root.
     private func place(_ key: String) throws -> ([String], String) {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else { throw RemoteError.failed(url: root, reason: "bad object key \(key)") }
+        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw RemoteError.failed(url: root, reason: "bad object key \(key)")
+        }
         return (Array(parts.dropLast()), parts.last!)
     }
 }

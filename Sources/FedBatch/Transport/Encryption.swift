@@ -42,7 +42,9 @@ public enum BundleEncryption {
         let data = try readFile(keyFile, cap: 1 << 20)
         let key = try KeyFile.parse(data, path: keyFile, context: ring.context)
         _ = try ring.context.importKeys(data)
-        guard key.subkeys.contains(where: \.canEncrypt) else { throw EncryptionError.noEncryptionSubkey(fingerprint: key.fingerprint, path: keyFile) }
+        guard key.subkeys.contains(where: \.canEncrypt) else {
+            throw EncryptionError.noEncryptionSubkey(fingerprint: key.fingerprint, path: keyFile)
+        }
         do {
             return try ring.context.encrypt(bundle, to: key.fingerprint)
         } catch let e as GPGError {
@@ -109,23 +111,31 @@ public struct BundleDecryption: Sendable {
     }
 
     private func decrypt(_ file: OpenFile, limits: ContainerLimits, tail: Int?) throws -> (plain: Data, length: Int)? {
-        guard file.size > 0, BundleEncryption.looksEncrypted(firstByte: try file.read(at: 0, count: 1).first ?? 0) else { return nil }
+        guard file.size > 0, BundleEncryption.looksEncrypted(firstByte: try file.read(at: 0, count: 1).first ?? 0)
+        else { return nil }
         let cap = limits.maxFileBytes + BundleEncryption.overhead
         if file.size > cap { throw ContainerError.fileTooLarge(size: file.size, cap: cap) }
         let context = try GPGContext(homedir: gnupgHome)
         do {
-            let (plain, length, recipients) = try context.decrypt(file, cap: Int(limits.maxFileBytes), keepTail: tail, passphrase: passphrase)
-            let mine = ids.get { Set((try? context.key(fingerprint: fingerprint, secret: false))??.subkeys.map(\.keyID) ?? []) }
+            let (plain, length, recipients) = try context.decrypt(
+                file, cap: Int(limits.maxFileBytes), keepTail: tail, passphrase: passphrase)
+            let mine = ids.get {
+                Set((try? context.key(fingerprint: fingerprint, secret: false))??.subkeys.map(\.keyID) ?? [])
+            }
             guard recipients.contains(where: mine.contains) else {
-                throw EncryptionError.undecryptable("it is encrypted to \(recipients.joined(separator: ", ")), not to this collector's key \(fingerprint)")
+                throw EncryptionError.undecryptable(
+                    "it is encrypted to \(recipients.joined(separator: ", ")), not to this collector's "
+                        + "key \(fingerprint)"
+                )
             }
             return (plain, length)
         } catch let e as GPGError where e.code == GPGErrorCode.tooLarge {
             throw EncryptionError.tooLarge(cap: limits.maxFileBytes)
         } catch let e as GPGError {
-            throw EncryptionError.undecryptable(e.code == GPGErrorCode.noSecretKey
-                ? "it is not encrypted to this collector's key (no secret key for it in GnuPG home \(gnupgHome))"
-                : e.message)
+            throw EncryptionError.undecryptable(
+                e.code == GPGErrorCode.noSecretKey
+                    ? "it is not encrypted to this collector's key (no secret key for it in GnuPG home \(gnupgHome))"
+                    : e.message)
         }
     }
 }
@@ -133,7 +143,9 @@ public struct BundleDecryption: Sendable {
 extension PayloadSigner {
     /// Decryption with this signer's GnuPG home and passphrase: the
     /// collector's key both signs generations and receives bundles.
-    public var decryption: BundleDecryption { BundleDecryption(gnupgHome: gnupgHome, fingerprint: fingerprint, passphrase: passphrase) }
+    public var decryption: BundleDecryption {
+        BundleDecryption(gnupgHome: gnupgHome, fingerprint: fingerprint, passphrase: passphrase)
+    }
 }
 
 public enum EncryptionError: Error, Equatable, Sendable, ReasonCoded {
@@ -154,9 +166,15 @@ public enum EncryptionError: Error, Equatable, Sendable, ReasonCoded {
     public var description: String {
         switch self {
         case let .undecryptable(why): return "an encrypted file that does not decrypt: \(why)"
-        case let .tooLarge(cap): return "an encrypted file whose content is larger than the \(cap) bytes the model allows a bundle; decryption stopped there"
+        case let .tooLarge(cap):
+            return
+                "an encrypted file whose content is larger than the \(cap) bytes the model allows a bundle; "
+                + "decryption stopped there"
         case let .noEncryptionSubkey(fpr, path):
-            return "the collector key \(fpr) in \(path) has no encryption subkey; on the collector, add one (gpg --quick-add-key \(fpr) cv25519 encr), export the key again and give the sites the new file (fedbatch keys add --collector)"
+            return
+                "the collector key \(fpr) in \(path) has no encryption subkey; on the collector, add one (gpg "
+                + "--quick-add-key \(fpr) cv25519 encr), export the key again and give the sites the new file "
+                + "(fedbatch keys add --collector)"
         case let .failed(why): return "encryption failed: \(why)"
         }
     }

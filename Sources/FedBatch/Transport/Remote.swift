@@ -50,7 +50,9 @@ public enum RemoteLayout {
     public static let generations = "generations/"
 
     public static func bundleKey(site: String, file: String) -> String { "\(inbox)\(site)/\(file)" }
-    public static func generationKey(_ number: Int) -> String { "\(generations)\(HomeLayout.generationFileName(number))" }
+    public static func generationKey(_ number: Int) -> String {
+        "\(generations)\(HomeLayout.generationFileName(number))"
+    }
 
     /// The site and file name of a bundle key, or nil for a key that is not
     /// one (a hidden name, a deeper path, an odd site id).
@@ -58,10 +60,11 @@ public enum RemoteLayout {
         guard key.hasPrefix(inbox) else { return nil }
         let parts = key.dropFirst(inbox.count).split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, ContainerPath.isIdentifier(String(parts[0])), let file = parts.last,
-              !file.isEmpty, !file.hasPrefix("."), file.utf8.count <= 200,
-              // No control characters (C0, DEL, C1) in a name that becomes
-              // a file in the inbox and a line of output.
-              !file.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else { return nil }
+            !file.isEmpty, !file.hasPrefix("."), file.utf8.count <= 200,
+            // No control characters (C0, DEL, C1) in a name that becomes
+            // a file in the inbox and a line of output.
+            !file.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) })
+        else { return nil }
         return (String(parts[0]), String(file))
     }
 
@@ -76,7 +79,9 @@ public enum Remotes {
     /// The remote a URL names: `s3://BUCKET/PREFIX` or a directory path
     /// (relative paths are taken from `base`).
     public static func open(url: String, base: String, pathStyle: Bool? = nil) throws -> RemoteStore {
-        if url.hasPrefix("s3://") { return try S3Remote(url: url, environment: ProcessInfo.processInfo.environment, pathStyle: pathStyle) }
+        if url.hasPrefix("s3://") {
+            return try S3Remote(url: url, environment: ProcessInfo.processInfo.environment, pathStyle: pathStyle)
+        }
         if url.contains("://") { throw RemoteError.unsupportedURL(url) }
         return try DirectoryRemote(path: url.hasPrefix("/") ? url : "\(base)/\(url)")
     }
@@ -108,8 +113,12 @@ public enum RemoteError: Error, Equatable, Sendable, ReasonCoded, CustomStringCo
         case .unsupportedURL(let url): return "\(url): a remote is s3://BUCKET/PREFIX or a directory path"
         case .notConfigured: return "no remote: set [remote] url in fedbatch.toml, or give --remote"
         case let .unreachable(url, reason): return "\(url): cannot reach the remote: \(reason)"
-        case let .denied(url, reason): return "\(url): access denied: \(reason); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
-        case let .tooLarge(key, size, cap): return "\(key): \(size) bytes, above the cap of \(cap) for this model; left on the remote"
+        case let .denied(url, reason):
+            return
+                "\(url): access denied: \(reason); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+                + "AWS_SESSION_TOKEN)"
+        case let .tooLarge(key, size, cap):
+            return "\(key): \(size) bytes, above the cap of \(cap) for this model; left on the remote"
         case let .integrity(key, reason): return "\(key): the transfer was damaged: \(reason)"
         case let .failed(url, reason): return "\(url): \(reason)"
         }

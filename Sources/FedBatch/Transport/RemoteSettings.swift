@@ -21,34 +21,52 @@ public struct RemoteSettings: Sendable, Equatable {
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
         guard let t = value.table else { throw HomeError.config(path: path, reason: "[remote] must be a table") }
-        for k in t.keys where !keys.contains(k) { throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [remote]") }
+        for k in t.keys where !keys.contains(k) {
+            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [remote]")
+        }
         var r = RemoteSettings()
         for key in ["url", "upstream"] {
             guard let v = t[key] else { continue }
             guard let s = v.string, !s.isEmpty, s.hasPrefix("s3://") || !s.contains("://") else {
-                throw HomeError.config(path: path, reason: "remote.\(key) must be s3://BUCKET/PREFIX or a directory path")
+                throw HomeError.config(
+                    path: path, reason: "remote.\(key) must be s3://BUCKET/PREFIX or a directory path")
             }
             if key == "url" { r.url = s } else { r.upstream = s }
         }
         if let v = t["path_style"] {
-            guard let b = v.bool else { throw HomeError.config(path: path, reason: "remote.path_style must be true or false") }
+            guard let b = v.bool else {
+                throw HomeError.config(path: path, reason: "remote.path_style must be true or false")
+            }
             r.pathStyle = b
         }
         if let v = t["encrypt"] {
-            guard let b = v.bool else { throw HomeError.config(path: path, reason: "remote.encrypt must be true or false") }
+            guard let b = v.bool else {
+                throw HomeError.config(path: path, reason: "remote.encrypt must be true or false")
+            }
             r.encrypt = b
         }
         return r
     }
 
     func render(role: HomeRole) -> [String] {
-        ["", "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory (fedbatch-push(1)).", "[remote]",
-         url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\""]
-        + (role == .region ? ["# The root collector's remote: partial aggregates go up to it, generations come down from it.",
-                               upstream.map { "upstream = \(StrictJSON.quote($0))" } ?? "# upstream = \"s3://fl-root/fmnist\""] : []) + [
-         "# S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL.",
-         pathStyle.map { "path_style = \($0)" } ?? "# path_style = true",
-         "# Site: encrypt each bundle to the collector key's encryption subkey before it leaves (fedbatch-push(1)).",
-         encrypt ? "encrypt = true" : "# encrypt = true"]
+        [
+            "",
+            "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory "
+                + "(fedbatch-push(1)).",
+            "[remote]",
+            url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\"",
+        ]
+            + (role == .region
+                ? [
+                    "# The root collector's remote: partial aggregates go up to it, generations come down from it.",
+                    upstream.map { "upstream = \(StrictJSON.quote($0))" } ?? "# upstream = \"s3://fl-root/fmnist\"",
+                ] : []) + [
+                "# S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, "
+                    + "AWS_ENDPOINT_URL.",
+                pathStyle.map { "path_style = \($0)" } ?? "# path_style = true",
+                "# Site: encrypt each bundle to the collector key's encryption subkey before it leaves "
+                    + "(fedbatch-push(1)).",
+                encrypt ? "encrypt = true" : "# encrypt = true",
+            ]
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -40,25 +41,37 @@ public final class S3Remote: RemoteStore {
         let rest = url.dropFirst("s3://".count)
         let parts = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         let bucket = String(parts[0])
-        guard !bucket.isEmpty, bucket.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) else { throw RemoteError.unsupportedURL(url) }
+        guard !bucket.isEmpty, bucket.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) else {
+            throw RemoteError.unsupportedURL(url)
+        }
         self.bucket = bucket
         let p = parts.count > 1 ? parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "/")) : ""
         prefix = p.isEmpty ? "" : p + "/"
-        guard let key = env["AWS_ACCESS_KEY_ID"], !key.isEmpty, let secret = env["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
+        guard let key = env["AWS_ACCESS_KEY_ID"], !key.isEmpty, let secret = env["AWS_SECRET_ACCESS_KEY"],
+            !secret.isEmpty
+        else {
             throw RemoteError.denied(url: url, reason: "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
         }
         let region = env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1"
         let custom = env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"]
-        endpoint = (custom ?? "https://s3.\(region).amazonaws.com").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        endpoint = (custom ?? "https://s3.\(region).amazonaws.com").trimmingCharacters(
+            in: CharacterSet(charactersIn: "/"))
         guard endpoint.hasPrefix("https://") || endpoint.hasPrefix("http://") else {
             throw RemoteError.failed(url: url, reason: "AWS_ENDPOINT_URL must be an http:// or https:// URL")
         }
         self.pathStyle = pathStyle ?? (custom != nil)
-        client = HTTPClient(credentials: AWSCredentials(accessKeyID: key, secretAccessKey: secret, sessionToken: env["AWS_SESSION_TOKEN"], region: region))
+        client = HTTPClient(
+            credentials: AWSCredentials(
+                accessKeyID: key, secretAccessKey: secret, sessionToken: env["AWS_SESSION_TOKEN"], region: region))
         // The tests make multipart uploads of small files, and fail fast.
         if let bytes = testSetting("S3_PART_BYTES").flatMap(Int64.init) { multipartThreshold = bytes; partSize = bytes }
         if let n = testSetting("S3_ATTEMPTS").flatMap(Int.init) { attempts = n }
         if let n = testSetting("S3_STALL_SECONDS").flatMap(Int.init) { client.stallSeconds = n }
+    }
+
+    /// An S3 error answer's code and message, for an error message.
+    static func errorText(_ body: Data) -> String {
+        "\(XMLField.first("Code", in: body) ?? "") \(XMLField.first("Message", in: body) ?? "")"
     }
 
     // MARK: RemoteStore
@@ -82,9 +95,14 @@ public final class S3Remote: RemoteStore {
             let what = "list \(sub) (page \(pages + 1))"
             let r: HTTPResponse
             do {
-                r = try send(HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) }, what: what)
+                r = try send(
+                    HTTPRequest(method: "GET", url: objectURL(nil, query: query)), sink: { .memory(limit: 16 << 20) },
+                    what: what)
             } catch let e as HTTPTransportError where e.tooLarge {
-                throw RemoteError.failed(url: url, reason: "\(what): the server's answer is above 16 MiB, which no S3 listing page of 1000 keys reaches")
+                throw RemoteError.failed(
+                    url: url,
+                    reason:
+                        "\(what): the server's answer is above 16 MiB, which no S3 listing page of 1000 keys reaches")
             }
             let page: ListingParser
             do { page = try ListingParser.parse(r.body) } catch {
@@ -96,13 +114,21 @@ public final class S3Remote: RemoteStore {
                 out.append(RemoteObject(key: String(key.dropFirst(prefix.count)), size: o.size))
             }
             token = page.truncated ? page.nextToken : nil
-            if page.truncated, token == nil { throw RemoteError.failed(url: url, reason: "\(what): a truncated listing without a continuation token") }
+            if page.truncated, token == nil {
+                throw RemoteError.failed(url: url, reason: "\(what): a truncated listing without a continuation token")
+            }
             // A server that hands back a token it gave before would list forever.
             if let token, !seen.insert(token).inserted {
-                throw RemoteError.failed(url: url, reason: "\(what): the server repeated a continuation token; the listing would never end")
+                throw RemoteError.failed(
+                    url: url, reason: "\(what): the server repeated a continuation token; the listing would never end")
             }
             if out.count > maxListedKeys || pages >= maxListingPages && token != nil {
-                throw RemoteError.failed(url: url, reason: "\(what): more than \(min(out.count, maxListedKeys)) keys under \(prefix + sub) in \(pages) pages; clean the bucket (keys fedbatch did not write stay there) or raise the limit")
+                throw RemoteError.failed(
+                    url: url,
+                    reason:
+                        "\(what): more than \(min(out.count, maxListedKeys)) keys under \(prefix + sub) in \(pages) "
+                        + "pages; clean the bucket (keys fedbatch did not write stay there) or raise the limit"
+                )
             }
         } while token != nil
         return out.sorted { $0.key < $1.key }
@@ -112,15 +138,23 @@ public final class S3Remote: RemoteStore {
         let file = try OpenFile(path: path)
         let whole = try Self.sha256(file, offset: 0, length: file.size)
         if file.size <= multipartThreshold {
-            _ = try send(HTTPRequest(method: "PUT", url: objectURL(key), headers: Self.checksumHeaders(whole) + [("x-amz-meta-fedbatch-sha256", whole.hex)],
-                                     body: .file(file, offset: 0, length: file.size)), sink: { .memory(limit: 1 << 20) }, what: "upload \(key)")
+            _ = try send(
+                HTTPRequest(
+                    method: "PUT", url: objectURL(key),
+                    headers: Self.checksumHeaders(whole) + [("x-amz-meta-fedbatch-sha256", whole.hex)],
+                    body: .file(file, offset: 0, length: file.size)), sink: { .memory(limit: 1 << 20) },
+                what: "upload \(key)")
             return
         }
-        let started = try send(HTTPRequest(method: "POST", url: objectURL(key, query: [("uploads", "")]),
-                                           headers: [("x-amz-meta-fedbatch-sha256", whole.hex), ("x-amz-checksum-algorithm", "SHA256")],
-                                           body: .data(Data())),
-                               sink: { .memory(limit: 1 << 20) }, what: "start uploading \(key)")
-        guard let uploadID = XMLField.first("UploadId", in: started.body) else { throw RemoteError.failed(url: url, reason: "no UploadId for \(key)") }
+        let started = try send(
+            HTTPRequest(
+                method: "POST", url: objectURL(key, query: [("uploads", "")]),
+                headers: [("x-amz-meta-fedbatch-sha256", whole.hex), ("x-amz-checksum-algorithm", "SHA256")],
+                body: .data(Data())),
+            sink: { .memory(limit: 1 << 20) }, what: "start uploading \(key)")
+        guard let uploadID = XMLField.first("UploadId", in: started.body) else {
+            throw RemoteError.failed(url: url, reason: "no UploadId for \(key)")
+        }
         do {
             var parts: [(number: Int, etag: String, checksum: String)] = []
             var offset: Int64 = 0
@@ -128,26 +162,40 @@ public final class S3Remote: RemoteStore {
                 let length = min(partSize, file.size - offset)
                 let digest = try Self.sha256(file, offset: offset, length: length)
                 let number = parts.count + 1
-                let r = try send(HTTPRequest(method: "PUT", url: objectURL(key, query: [("partNumber", String(number)), ("uploadId", uploadID)]),
-                                             headers: Self.checksumHeaders(digest), body: .file(file, offset: offset, length: length)),
-                                 sink: { .memory(limit: 1 << 20) }, what: "upload part \(number) of \(key)")
-                guard let etag = r.headers["etag"] else { throw RemoteError.failed(url: url, reason: "no ETag for part \(number) of \(key)") }
+                let r = try send(
+                    HTTPRequest(
+                        method: "PUT",
+                        url: objectURL(key, query: [("partNumber", String(number)), ("uploadId", uploadID)]),
+                        headers: Self.checksumHeaders(digest), body: .file(file, offset: offset, length: length)),
+                    sink: { .memory(limit: 1 << 20) }, what: "upload part \(number) of \(key)")
+                guard let etag = r.headers["etag"] else {
+                    throw RemoteError.failed(url: url, reason: "no ETag for part \(number) of \(key)")
+                }
                 parts.append((number, etag, Data(digest.bytes).base64EncodedString()))
                 offset += length
             }
-            let body = "<CompleteMultipartUpload>" + parts.map {
-                "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(XMLField.escape($0.etag))</ETag><ChecksumSHA256>\($0.checksum)</ChecksumSHA256></Part>"
-            }.joined() + "</CompleteMultipartUpload>"
+            let body =
+                "<CompleteMultipartUpload>"
+                + parts.map {
+                    "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(XMLField.escape($0.etag))</ETag>"
+                        + "<ChecksumSHA256>\($0.checksum)</ChecksumSHA256></Part>"
+                }.joined() + "</CompleteMultipartUpload>"
             let data = Data(body.utf8)
-            let done = try send(HTTPRequest(method: "POST", url: objectURL(key, query: [("uploadId", uploadID)]),
-                                            headers: [("Content-Type", "application/xml")], body: .data(data)),
-                                sink: { .memory(limit: 1 << 20) }, what: "finish uploading \(key)")
+            let done = try send(
+                HTTPRequest(
+                    method: "POST", url: objectURL(key, query: [("uploadId", uploadID)]),
+                    headers: [("Content-Type", "application/xml")], body: .data(data)),
+                sink: { .memory(limit: 1 << 20) }, what: "finish uploading \(key)")
             // S3 can answer 200 with an error in the body.
-            if let code = XMLField.first("Code", in: done.body) { throw RemoteError.failed(url: url, reason: "completing \(key): \(code)") }
+            if let code = XMLField.first("Code", in: done.body) {
+                throw RemoteError.failed(url: url, reason: "completing \(key): \(code)")
+            }
         } catch {
             // An abandoned upload's parts would cost storage until a bucket
             // lifecycle rule removes them.
-            _ = try? send(HTTPRequest(method: "DELETE", url: objectURL(key, query: [("uploadId", uploadID)])), sink: { .memory(limit: 1 << 20) }, what: "abort \(key)")
+            _ = try? send(
+                HTTPRequest(method: "DELETE", url: objectURL(key, query: [("uploadId", uploadID)])),
+                sink: { .memory(limit: 1 << 20) }, what: "abort \(key)")
             throw error
         }
     }
@@ -155,8 +203,11 @@ public final class S3Remote: RemoteStore {
     public func get(key: String, into pending: PendingFile, cap: Int64) throws {
         let r: HTTPResponse
         do {
-            r = try send(HTTPRequest(method: "GET", url: objectURL(key), headers: [("x-amz-checksum-mode", "ENABLED")]),
-                         sink: { try? pending.reset(); return .file(pending, cap: cap) }, what: "download \(key)")
+            r = try send(
+                HTTPRequest(method: "GET", url: objectURL(key), headers: [("x-amz-checksum-mode", "ENABLED")]),
+                sink: {
+                    try? pending.reset(); return .file(pending, cap: cap)
+                }, what: "download \(key)")
         } catch let e as HTTPTransportError where e.tooLarge {
             throw RemoteError.tooLarge(key: key, size: -1, cap: cap)
         }
@@ -166,15 +217,20 @@ public final class S3Remote: RemoteStore {
         // Objects fedbatch uploaded name their SHA-256; a single-part upload
         // also has the store's own checksum.
         if let want = r.headers["x-amz-meta-fedbatch-sha256"], want != pending.digest.hex {
-            throw RemoteError.integrity(key: key, reason: "its SHA-256 is \(pending.digest.hex), the uploader recorded \(want)")
+            throw RemoteError.integrity(
+                key: key, reason: "its SHA-256 is \(pending.digest.hex), the uploader recorded \(want)")
         }
-        if let want = r.headers["x-amz-checksum-sha256"], !want.contains("-"), want != Data(pending.digest.bytes).base64EncodedString() {
+        if let want = r.headers["x-amz-checksum-sha256"], !want.contains("-"),
+            want != Data(pending.digest.bytes).base64EncodedString()
+        {
             throw RemoteError.integrity(key: key, reason: "its SHA-256 does not match the store's checksum")
         }
     }
 
     public func delete(key: String) throws {
-        _ = try send(HTTPRequest(method: "DELETE", url: objectURL(key)), sink: { .memory(limit: 1 << 20) }, what: "remove \(key)", missingIsFine: true)
+        _ = try send(
+            HTTPRequest(method: "DELETE", url: objectURL(key)), sink: { .memory(limit: 1 << 20) },
+            what: "remove \(key)", missingIsFine: true)
     }
 
     // MARK: requests
@@ -209,13 +265,18 @@ public final class S3Remote: RemoteStore {
         guard !query.isEmpty else { return base }
         // Sorted, as the canonical request lists them; a flag such as
         // `uploads` is written `uploads=`, as SigV4 canonicalises it.
-        return base + "?" + query.sorted { $0.0 < $1.0 }.map { "\(Self.encode($0.0, keepSlash: false))=\(Self.encode($0.1, keepSlash: false))" }.joined(separator: "&")
+        return base + "?"
+            + query.sorted { $0.0 < $1.0 }.map {
+                "\(Self.encode($0.0, keepSlash: false))=\(Self.encode($0.1, keepSlash: false))"
+            }.joined(separator: "&")
     }
 
     /// Sends with retries: no answer, a timeout or a 5xx is retried after
     /// 0.25, 0.5, 1, 2 s...; other answers are final. `sink` is called
     /// before each attempt, so a retried download starts from scratch.
-    private func send(_ request: HTTPRequest, sink: () -> HTTPSink, what: String, missingIsFine: Bool = false) throws -> HTTPResponse {
+    private func send(
+        _ request: HTTPRequest, sink: () -> HTTPSink, what: String, missingIsFine: Bool = false
+    ) throws -> HTTPResponse {
         // S3 wants the payload's SHA-256 in every signed request, and
         // libcurl signs the value given here.
         var request = request
@@ -244,9 +305,17 @@ public final class S3Remote: RemoteStore {
                 last = "HTTP \(r.status) \(XMLField.first("Code", in: r.body) ?? "")"
                 continue
             case 401, 403:
-                throw RemoteError.denied(url: url, reason: "\(what): HTTP \(r.status) \(XMLField.first("Code", in: r.body) ?? "") \(XMLField.first("Message", in: r.body) ?? "")")
+                let answer = Self.errorText(r.body)
+                throw RemoteError.denied(
+                    url: url,
+                    reason: "\(what): HTTP \(r.status) \(answer)"
+                )
             default:
-                throw RemoteError.failed(url: url, reason: "\(what): HTTP \(r.status) \(XMLField.first("Code", in: r.body) ?? "") \(XMLField.first("Message", in: r.body) ?? "")")
+                let answer = Self.errorText(r.body)
+                throw RemoteError.failed(
+                    url: url,
+                    reason: "\(what): HTTP \(r.status) \(answer)"
+                )
             }
         }
         throw RemoteError.unreachable(url: url, reason: "\(what): \(last) (after \(attempts) attempts)")
@@ -270,7 +339,10 @@ private final class ListingParser: NSObject, XMLParserDelegate {
         return p
     }
 
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+    func parser(
+        _ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
         text = ""
         if name == "Contents" { key = nil; size = nil }
     }
@@ -297,7 +369,10 @@ enum XMLField {
             var value: String?
             var text: String?
             init(_ name: String) { self.name = name }
-            func parser(_ parser: XMLParser, didStartElement e: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+            func parser(
+                _ parser: XMLParser, didStartElement e: String, namespaceURI: String?, qualifiedName: String?,
+                attributes: [String: String] = [:]
+            ) {
                 if e == name, value == nil { text = "" }
             }
             func parser(_ parser: XMLParser, foundCharacters string: String) { text? += string }
@@ -314,7 +389,9 @@ enum XMLField {
     }
 
     static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
-            .replacingOccurrences(of: "\"", with: "&quot;")
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(
+            of: ">", with: "&gt;"
+        )
+        .replacingOccurrences(of: "\"", with: "&quot;")
     }
 }

@@ -28,7 +28,10 @@ public struct TransferReport: Sendable {
 extension Home {
     /// The remote `override` (a command's --remote) or `[remote] url` names.
     public func remote(override: String?) throws -> RemoteStore {
-        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle) }
+        if let override {
+            return try Remotes.open(
+                url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle)
+        }
         guard let url = config.remote.url else { throw RemoteError.notConfigured }
         return try Remotes.open(url: url, base: layout.root, pathStyle: config.remote.pathStyle)
     }
@@ -36,7 +39,10 @@ extension Home {
     /// A regional collector's upstream: the root collector's remote
     /// (`override`, a command's --upstream, or `[remote] upstream`).
     public func upstream(override: String?) throws -> RemoteStore {
-        if let override { return try Remotes.open(url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle) }
+        if let override {
+            return try Remotes.open(
+                url: override, base: FileManager.default.currentDirectoryPath, pathStyle: config.remote.pathStyle)
+        }
         guard let url = config.remote.upstream else { throw RemoteError.notConfigured }
         return try Remotes.open(url: url, base: layout.root, pathStyle: config.remote.pathStyle)
     }
@@ -52,7 +58,9 @@ extension Home {
     /// A regional collector pushes its partial aggregates (`.fbp`) the same
     /// way, to the root's remote, as `inbox/REGION/FILE`.
     public func push(to remote: RemoteStore, encrypt: Bool? = nil) throws -> TransferReport {
-        guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        guard config.role != .collector else {
+            throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
+        }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
@@ -60,15 +68,20 @@ extension Home {
         let site = config.siteID!
         // The newest collector key: after a rotation, the one the collector
         // holds the secret of now.
-        let recipient = (encrypt ?? config.remote.encrypt) ? try TrustSet.load(keysDirectory: layout.keys).key(for: .collector)?.path
-            ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
+        let recipient =
+            (encrypt ?? config.remote.encrypt)
+            ? try TrustSet.load(keysDirectory: layout.keys).key(for: .collector)?.path
+                ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
         for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
             let name = entry.displayName
-            guard !name.hasPrefix("."), name.hasSuffix(".fbu") || name.hasSuffix(".fbp"), let status = try entryStatus(entry), status.kind == .regular else { continue }
+            guard !name.hasPrefix("."), name.hasSuffix(".fbu") || name.hasSuffix(".fbp"),
+                let status = try entryStatus(entry), status.kind == .regular
+            else { continue }
             let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
             do {
                 if let recipient {
-                    let sealed = try BundleEncryption.encrypt(try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
+                    let sealed = try BundleEncryption.encrypt(
+                        try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
                     let staged = try PendingFile(in: layout.outbox)
                     try sealed.withUnsafeBytes { try staged.write($0) }
                     try remote.put(file: staged.path, key: key)
@@ -96,26 +109,38 @@ extension Home {
     /// the inbox byte for byte (a rerun after a kill) is not placed twice.
     /// Objects larger than the model allows stay on the remote, refused.
     public func pullBundles(from remote: RemoteStore) throws -> TransferReport {
-        guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        guard config.role != .site else {
+            throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
+        }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         // An encrypted bundle is a few hundred bytes larger than the plain one.
         let arch = try ModelArchitecture(spec: config.arch!)
-        let limits = config.role == .collector && !config.merge.regions.isEmpty ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        let limits =
+            config.role == .collector && !config.merge.regions.isEmpty
+            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         let cap = limits.maxFileBytes + BundleEncryption.overhead
         let settle = config.merge.settleSeconds
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
-                report.refused.append(.init(key: object.key, code: "remote.foreign-object", message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))
+                report.refused.append(
+                    .init(
+                        key: object.key, code: "remote.foreign-object",
+                        message: "\(object.key) is not inbox/SITE/FILE; left on the remote"))
                 continue
             }
             // A file another program is still copying onto a directory
             // remote would be taken half-written and its source deleted.
             if let changed = object.modified, wallClock() - changed < settle {
-                report.waiting.append(.init(key: object.key, code: "remote.settling",
-                                            message: String(format: "changed %.0f s ago; left until it has been still for merge.settle_seconds (%.0f s)", max(0, wallClock() - changed), settle)))
+                report.waiting.append(
+                    .init(
+                        key: object.key, code: "remote.settling",
+                        message: String(
+                            format:
+                                "changed %.0f s ago; left until it has been still for merge.settle_seconds (%.0f s)",
+                            max(0, wallClock() - changed), settle)))
                 continue
             }
             do {
@@ -128,7 +153,8 @@ extension Home {
                 } else {
                     let name = try Filing.freeName(in: layout.inbox, for: Array(file.utf8))
                     try pending.commit(as: name)
-                    report.transferred.append(.init(key: object.key, file: "\(layout.inbox)/\(name)", bytes: pending.size))
+                    report.transferred.append(
+                        .init(key: object.key, file: "\(layout.inbox)/\(name)", bytes: pending.size))
                 }
                 faultPoint("pull-before-delete")
                 try remote.delete(key: object.key)
@@ -156,12 +182,16 @@ extension Home {
     /// Collector: uploads every generation in generations/ that the remote
     /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`.
     public func publish(to remote: RemoteStore) throws -> TransferReport {
-        guard config.role != .site else { throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role) }
+        guard config.role != .site else {
+            throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
+        }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
-        let there = Dictionary(try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let there = Dictionary(
+            try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a }
+        )
         for n in layout.generationNumbers() {
             let path = layout.generation(n), key = RemoteLayout.generationKey(n)
             let size = fileSize(path) ?? 0
@@ -185,7 +215,9 @@ extension Home {
     /// not, each verified (signature, model, number) before it is renamed
     /// into place; one that fails stays out, refused with its reason.
     public func pullGenerations(from remote: RemoteStore) throws -> TransferReport {
-        guard config.role != .collector else { throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role) }
+        guard config.role != .collector else {
+            throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
+        }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
@@ -196,10 +228,18 @@ extension Home {
         // of the newest generation here (verified), or of this home's
         // config; an endless body stops there, not at 4 GiB.
         var cap = ContainerLimits.default.maxFileBytes
-        let spec = config.arch ?? layout.generationNumbers().last.flatMap { try? verifier.open(path: layout.generation($0)).manifest.model.arch }
-        if let spec, let arch = try? ModelArchitecture(spec: spec) { cap = ContainerLimits.generations(of: arch).maxFileBytes }
+        let spec =
+            config.arch
+            ?? layout.generationNumbers().last.flatMap {
+                try? verifier.open(path: layout.generation($0)).manifest.model.arch
+            }
+        if let spec, let arch = try? ModelArchitecture(spec: spec) {
+            cap = ContainerLimits.generations(of: arch).maxFileBytes
+        }
         // In order: each is trusted through the ones before it (walkTrust).
-        let listed = try remote.list(prefix: RemoteLayout.generations).compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
+        let listed = try remote.list(prefix: RemoteLayout.generations).compactMap { o in
+            RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) }
+        }
         for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
             guard !have.contains(n) else { continue }
             do {

@@ -11,7 +11,9 @@ import Foundation
 /// pinned by an older fedbatch is held to it too.
 public enum KeyPolicy {
     public static let minimumRSABits = 2048
-    static let curves: Set<String> = ["ed25519", "ed448", "nistp256", "nistp384", "nistp521", "brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1"]
+    static let curves: Set<String> = [
+        "ed25519", "ed448", "nistp256", "nistp384", "nistp521", "brainpoolP256r1", "brainpoolP384r1", "brainpoolP512r1",
+    ]
 
     /// Why this (sub)key is too weak, or nil when it is acceptable.
     public static func weakness(of key: GPGSubkey) -> String? {
@@ -19,7 +21,8 @@ public enum KeyPolicy {
         case 1, 3:
             return key.bits >= minimumRSABits ? nil : "RSA-\(key.bits) is below the minimum of RSA-\(minimumRSABits)"
         case 19, 22:
-            return curves.contains(key.curve) ? nil : "curve \(key.curve.isEmpty ? "unknown" : key.curve) is not accepted"
+            return curves.contains(key.curve)
+                ? nil : "curve \(key.curve.isEmpty ? "unknown" : key.curve) is not accepted"
         case 17:
             return "DSA-\(key.bits) keys are not accepted"
         default:
@@ -30,11 +33,18 @@ public enum KeyPolicy {
     /// Refuses a key to be pinned: weak, or unable to sign.
     static func check(_ key: GPGKey, path: String) throws {
         guard key.canSign, key.subkeys.contains(where: \.canSign) else {
-            throw TrustError.keyFile(path: path, reason: "key \(key.fingerprint) cannot sign (no signing key or subkey); fedbatch pins signing keys only")
+            throw TrustError.keyFile(
+                path: path,
+                reason: "key \(key.fingerprint) cannot sign (no signing key or subkey); fedbatch pins signing keys only"
+            )
         }
-        if let why = weakness(of: key.primary) { throw TrustError.keyFile(path: path, reason: "key \(key.fingerprint): \(why); \(accepted)") }
+        if let why = weakness(of: key.primary) {
+            throw TrustError.keyFile(path: path, reason: "key \(key.fingerprint): \(why); \(accepted)")
+        }
         for sub in key.subkeys.dropFirst() where sub.canSign && !sub.revoked && !sub.expired {
-            if let why = weakness(of: sub) { throw TrustError.keyFile(path: path, reason: "signing subkey \(sub.fingerprint): \(why); \(accepted)") }
+            if let why = weakness(of: sub) {
+                throw TrustError.keyFile(path: path, reason: "signing subkey \(sub.fingerprint): \(why); \(accepted)")
+            }
         }
     }
 

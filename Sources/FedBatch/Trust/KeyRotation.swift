@@ -27,7 +27,8 @@ public struct KeyRotation: Sendable, Equatable {
 
         enum CodingKeys: String, CodingKey {
             case format, version, model
-            case oldKey = "old_key", newKey = "new_key", newKeySHA256 = "new_key_sha256", fromGeneration = "from_generation"
+            case oldKey = "old_key", newKey = "new_key", newKeySHA256 = "new_key_sha256", fromGeneration =
+                "from_generation"
         }
 
         public init(model: String, oldKey: String, newKey: String, newKeySHA256: String, fromGeneration: Int) {
@@ -53,7 +54,8 @@ public struct KeyRotation: Sendable, Equatable {
 
     /// Member names inside a generation, and file names in a keys directory.
     public enum Files {
-        public static let statement = "statement.json", newKey = "new-key.asc", oldSignature = "old-key.sig", newSignature = "new-key.sig"
+        public static let statement = "statement.json", newKey = "new-key.asc", oldSignature = "old-key.sig",
+            newSignature = "new-key.sig"
         public static let all = [statement, newKey, oldSignature, newSignature]
         public static let memberPrefix = "rotation/"
     }
@@ -66,18 +68,30 @@ public struct KeyRotation: Sendable, Equatable {
     }
 
     /// Creates a rotation signed by both keys (`keys rotate`).
-    public static func create(model: String, from old: PayloadSigner, to new: PayloadSigner, fromGeneration: Int) throws -> KeyRotation {
+    public static func create(
+        model: String, from old: PayloadSigner, to new: PayloadSigner, fromGeneration: Int
+    ) throws -> KeyRotation {
         let key = try new.exportPublicKey()
-        let statement = Statement(model: model, oldKey: old.fingerprint, newKey: new.fingerprint,
-                                  newKeySHA256: Digest.of(key).hex, fromGeneration: fromGeneration)
+        let statement = Statement(
+            model: model, oldKey: old.fingerprint, newKey: new.fingerprint,
+            newKeySHA256: Digest.of(key).hex, fromGeneration: fromGeneration)
         let bytes = statement.encoded
-        return KeyRotation(statement: statement, newKey: key, oldSignature: try old.sign(bytes), newSignature: try new.sign(bytes))
+        return KeyRotation(
+            statement: statement, newKey: key, oldSignature: try old.sign(bytes), newSignature: try new.sign(bytes))
+    }
+
+    /// Where a keys directory keeps the rotation `r` once accepted.
+    public static func directory(of r: KeyRotation, in keys: String) -> String {
+        "\(TrustSet.Files.rotations(in: keys))/\(directoryName(fromGeneration: r.statement.fromGeneration))"
     }
 
     /// The members a generation carries it as.
     public var members: [(name: String, data: Data)] {
-        [(Files.memberPrefix + Files.statement, statement.encoded), (Files.memberPrefix + Files.newKey, newKey),
-         (Files.memberPrefix + Files.oldSignature, oldSignature), (Files.memberPrefix + Files.newSignature, newSignature)]
+        [
+            (Files.memberPrefix + Files.statement, statement.encoded), (Files.memberPrefix + Files.newKey, newKey),
+            (Files.memberPrefix + Files.oldSignature, oldSignature),
+            (Files.memberPrefix + Files.newSignature, newSignature),
+        ]
     }
 
     /// The rotation a container carries, or nil when it carries none. All
@@ -86,11 +100,13 @@ public struct KeyRotation: Sendable, Equatable {
         let present = Files.all.filter { members[Files.memberPrefix + $0] != nil }
         if present.isEmpty { return nil }
         guard present.count == Files.all.count else {
-            throw RotationError.invalid("a key rotation needs all of \(Files.all.map { Files.memberPrefix + $0 }.joined(separator: ", "))")
+            throw RotationError.invalid(
+                "a key rotation needs all of \(Files.all.map { Files.memberPrefix + $0 }.joined(separator: ", "))")
         }
         func member(_ name: String) -> Data { members[Files.memberPrefix + name]! }
-        return KeyRotation(statement: try parse(member(Files.statement)), newKey: member(Files.newKey),
-                           oldSignature: member(Files.oldSignature), newSignature: member(Files.newSignature))
+        return KeyRotation(
+            statement: try parse(member(Files.statement)), newKey: member(Files.newKey),
+            oldSignature: member(Files.oldSignature), newSignature: member(Files.newSignature))
     }
 
     /// Parses a statement, refusing any bytes but the canonical encoding of
@@ -119,8 +135,9 @@ public struct KeyRotation: Sendable, Equatable {
 
     public static func load(directory: String) throws -> KeyRotation {
         func read(_ name: String) throws -> Data { try readFile("\(directory)/\(name)", cap: 1 << 20) }
-        return KeyRotation(statement: try parse(try read(Files.statement)), newKey: try read(Files.newKey),
-                           oldSignature: try read(Files.oldSignature), newSignature: try read(Files.newSignature))
+        return KeyRotation(
+            statement: try parse(try read(Files.statement)), newKey: try read(Files.newKey),
+            oldSignature: try read(Files.oldSignature), newSignature: try read(Files.newSignature))
     }
 
     /// Writes the four files into a new directory beside `directory` and

@@ -55,13 +55,17 @@ final class ScratchKeyring {
                 // still about to write it.
                 // (mtime: the directory's entries have not changed since
                 // mkdtemp made it.)
-                if name.hasPrefix(prefix), let modified = (try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate] as? Date,
-                   -modified.timeIntervalSinceNow > unmarkedAge {
+                if name.hasPrefix(prefix),
+                    let modified = (try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate]
+                        as? Date,
+                    -modified.timeIntervalSinceNow > unmarkedAge
+                {
                     remove(dir)
                 }
                 continue
             }
-            guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, !processExists(pid) else { continue }
+            guard let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0, !processExists(pid)
+            else { continue }
             remove(dir)
         }
     }
@@ -79,10 +83,12 @@ public enum KeyFile {
             throw TrustError.keyFile(path: path, reason: "not an OpenPGP key block (\(e.message))")
         }
         if isSecretKeyBlock(data) || keys.contains(where: \.hasSecret) {
-            throw TrustError.keyFile(path: path, reason: "holds a secret key; pin only public keys (gpg --armor --export FPR)")
+            throw TrustError.keyFile(
+                path: path, reason: "holds a secret key; pin only public keys (gpg --armor --export FPR)")
         }
         guard keys.count == 1 else {
-            throw TrustError.keyFile(path: path, reason: keys.isEmpty ? "holds no key" : "holds \(keys.count) keys; pin one key per file")
+            throw TrustError.keyFile(
+                path: path, reason: keys.isEmpty ? "holds no key" : "holds \(keys.count) keys; pin one key per file")
         }
         return keys[0]
     }
@@ -90,7 +96,9 @@ public enum KeyFile {
     /// gpg lists a secret key block's public part without flagging it, so
     /// also look for the secret-key packet tags (5, 7) or their armor header.
     static func isSecretKeyBlock(_ data: Data) -> Bool {
-        if let text = String(data: data.prefix(4096), encoding: .utf8), text.contains("PRIVATE KEY BLOCK") { return true }
+        if let text = String(data: data.prefix(4096), encoding: .utf8), text.contains("PRIVATE KEY BLOCK") {
+            return true
+        }
         guard let first = data.first, first & 0x80 != 0 else { return false }
         let tag = first & 0x40 != 0 ? Int(first & 0x3F) : Int((first >> 2) & 0x0F)
         return tag == 5 || tag == 7

@@ -14,7 +14,10 @@ enum SignaturePacket {
     static func header(_ bytes: [UInt8], at offset: Int) throws -> Header {
         guard offset < bytes.count else { throw TrustError.malformedSignature("empty packet") }
         let first = bytes[offset]
-        guard first & 0x80 != 0 else { throw TrustError.malformedSignature("byte \(offset) is not an OpenPGP packet header (the slot must hold a binary signature, not armor)") }
+        guard first & 0x80 != 0 else {
+            throw TrustError.malformedSignature(
+                "byte \(offset) is not an OpenPGP packet header (the slot must hold a binary signature, not armor)")
+        }
         func need(_ n: Int) throws {
             if offset + n > bytes.count { throw TrustError.malformedSignature("packet header truncated") }
         }
@@ -48,7 +51,9 @@ enum SignaturePacket {
             return Header(tag: tag, bodyLength: Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]), headerLength: 3)
         case 2:
             try need(5)
-            return Header(tag: tag, bodyLength: bytes[(offset + 1)..<(offset + 5)].reduce(0) { $0 << 8 | Int($1) }, headerLength: 5)
+            return Header(
+                tag: tag, bodyLength: bytes[(offset + 1)..<(offset + 5)].reduce(0) { $0 << 8 | Int($1) },
+                headerLength: 5)
         default:
             throw TrustError.malformedSignature("indeterminate-length packets are not allowed")
         }
@@ -80,7 +85,10 @@ enum SignaturePacket {
             h.update(payload)
         }
         let n = UInt32(parsed.hashedPart.count)
-        let trailer = parsed.hashedPart + [0x04, 0xFF, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
+        let trailer =
+            parsed.hashedPart + [
+                0x04, 0xFF, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF),
+            ]
         trailer.withUnsafeBytes { h.update($0) }
         let d = h.finalize().bytes
         guard d[0] == parsed.quickCheck.0, d[1] == parsed.quickCheck.1 else {
@@ -105,30 +113,45 @@ enum SignaturePacket {
         // and change the file's bytes under the same payload digest.
         let shortest: UInt8 = h.bodyLength < 256 ? 0 : h.bodyLength < 65536 ? 1 : 2
         guard bytes[0] & 0x40 == 0, bytes[0] & 0x03 == shortest else {
-            throw TrustError.malformedSignature(String(format: "packet header 0x%02x is not the canonical encoding (an old-format header with the shortest length, as gpg writes)", bytes[0]))
+            throw TrustError.malformedSignature(
+                String(
+                    format:
+                        "packet header 0x%02x is not the canonical encoding (an old-format header with the shortest "
+                        + "length, as gpg writes)",
+                    bytes[0]))
         }
         let body = Array(bytes[h.headerLength..<(h.headerLength + h.bodyLength)])
         guard body.count >= 6, body[0] == 4 else {
-            throw TrustError.malformedSignature("only version 4 signatures are supported (found version \(body.first ?? 0))")
+            throw TrustError.malformedSignature(
+                "only version 4 signatures are supported (found version \(body.first ?? 0))")
         }
         guard body[1] == 0x00 else {
-            throw TrustError.malformedSignature(String(format: "signature class 0x%02x; a binary-document signature (0x00) is required", body[1]))
+            throw TrustError.malformedSignature(
+                String(format: "signature class 0x%02x; a binary-document signature (0x00) is required", body[1]))
         }
         let hashedLength = Int(body[4]) << 8 | Int(body[5])
-        guard 6 + hashedLength + 2 <= body.count else { throw TrustError.malformedSignature("hashed subpacket area runs past the packet") }
+        guard 6 + hashedLength + 2 <= body.count else {
+            throw TrustError.malformedSignature("hashed subpacket area runs past the packet")
+        }
         let hashed = try subpackets(Array(body[6..<(6 + hashedLength)]))
         let u = 6 + hashedLength
         let unhashedLength = Int(body[u]) << 8 | Int(body[u + 1])
-        guard u + 2 + unhashedLength <= body.count else { throw TrustError.malformedSignature("unhashed subpacket area runs past the packet") }
+        guard u + 2 + unhashedLength <= body.count else {
+            throw TrustError.malformedSignature("unhashed subpacket area runs past the packet")
+        }
         let unhashed = try subpackets(Array(body[(u + 2)..<(u + 2 + unhashedLength)]))
         let issuerFingerprint = hashed.first { $0.type == 33 }?.data
-        guard unhashed.count <= 1 else { throw TrustError.malformedSignature("the unhashed area holds \(unhashed.count) subpackets; at most one issuer key id is allowed") }
+        guard unhashed.count <= 1 else {
+            throw TrustError.malformedSignature(
+                "the unhashed area holds \(unhashed.count) subpackets; at most one issuer key id is allowed")
+        }
         for sp in unhashed {
             guard sp.type == 16, sp.data.count == 8 else {
                 throw TrustError.malformedSignature("unhashed subpacket of type \(sp.type) is not allowed")
             }
             if let fp = issuerFingerprint, fp.count == 21, Array(fp.suffix(8)) != sp.data {
-                throw TrustError.malformedSignature("the unhashed issuer key id disagrees with the signed issuer fingerprint")
+                throw TrustError.malformedSignature(
+                    "the unhashed issuer key id disagrees with the signed issuer fingerprint")
             }
         }
         // After the two quick-check bytes come the signature MPIs. Their bit
@@ -140,7 +163,9 @@ enum SignaturePacket {
             guard i + 2 <= body.count else { throw TrustError.malformedSignature("truncated MPI") }
             let bits = Int(body[i]) << 8 | Int(body[i + 1])
             let n = (bits + 7) / 8
-            guard n > 0, i + 2 + n <= body.count else { throw TrustError.malformedSignature("MPI runs past the packet") }
+            guard n > 0, i + 2 + n <= body.count else {
+                throw TrustError.malformedSignature("MPI runs past the packet")
+            }
             let top = body[i + 2]
             guard top != 0, bits == (n - 1) * 8 + (8 - top.leadingZeroBitCount) else {
                 throw TrustError.malformedSignature("MPI bit count \(bits) is not canonical")
@@ -150,7 +175,8 @@ enum SignaturePacket {
         }
         guard count >= 1 else { throw TrustError.malformedSignature("the signature packet holds no signature value") }
         let q = u + 2 + unhashedLength
-        return Parsed(hashAlgorithm: body[3], hashedPart: Array(body[0..<(6 + hashedLength)]), quickCheck: (body[q], body[q + 1]))
+        return Parsed(
+            hashAlgorithm: body[3], hashedPart: Array(body[0..<(6 + hashedLength)]), quickCheck: (body[q], body[q + 1]))
     }
 
     /// Splits a subpacket area into (type, data) pairs (RFC 4880 §5.2.3.1).
@@ -167,13 +193,19 @@ enum SignaturePacket {
             case 192..<255:
                 guard i + 1 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
                 length = ((o1 - 192) << 8) + Int(area[i + 1]) + 192; i += 2
-                guard length >= 192 else { throw TrustError.malformedSignature("a subpacket length is not in its shortest form") }
+                guard length >= 192 else {
+                    throw TrustError.malformedSignature("a subpacket length is not in its shortest form")
+                }
             default:
                 guard i + 4 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
                 length = area[(i + 1)...(i + 4)].reduce(0) { $0 << 8 | Int($1) }; i += 5
-                guard length >= 8384 else { throw TrustError.malformedSignature("a subpacket length is not in its shortest form") }
+                guard length >= 8384 else {
+                    throw TrustError.malformedSignature("a subpacket length is not in its shortest form")
+                }
             }
-            guard length >= 1, i + length <= area.count else { throw TrustError.malformedSignature("subpacket runs past its area") }
+            guard length >= 1, i + length <= area.count else {
+                throw TrustError.malformedSignature("subpacket runs past its area")
+            }
             out.append((Int(area[i] & 0x7F), Array(area[(i + 1)..<(i + length)])))
             i += length
         }
@@ -187,14 +219,17 @@ enum SignaturePacket {
         while offset < bytes.count {
             let h = try header(bytes, at: offset)
             let end = offset + h.headerLength + h.bodyLength
-            guard end <= bytes.count else { throw TrustError.malformedSignature("packet body runs past the end of the slot") }
+            guard end <= bytes.count else {
+                throw TrustError.malformedSignature("packet body runs past the end of the slot")
+            }
             tags.append(h.tag)
             offset = end
         }
         let signatures = tags.filter { $0 == 2 }.count
         if signatures > 1 { throw TrustError.multipleSignatures(signatures) }
         guard tags == [2] else {
-            throw TrustError.malformedSignature("the slot holds packets of tags \(tags); exactly one signature packet (tag 2) is allowed")
+            throw TrustError.malformedSignature(
+                "the slot holds packets of tags \(tags); exactly one signature packet (tag 2) is allowed")
         }
     }
 }

@@ -19,9 +19,15 @@ public final class PayloadSigner {
     public init(gnupgHome: String?, fingerprint: String, passphraseFile: String?) throws {
         let fpr = fingerprint.replacingOccurrences(of: " ", with: "").uppercased()
         guard fpr.count == 40, fpr.allSatisfy(\.isHexDigit) else {
-            throw TrustError.signingKey(fingerprint: fingerprint, reason: "give the full 40-digit fingerprint (gpg --list-secret-keys --with-colons), not a short key id or a user id")
+            throw TrustError.signingKey(
+                fingerprint: fingerprint,
+                reason:
+                    "give the full 40-digit fingerprint (gpg --list-secret-keys --with-colons), not a short key id "
+                    + "or a user id"
+            )
         }
-        let home = gnupgHome ?? ProcessInfo.processInfo.environment["GNUPGHOME"].flatMap { $0.isEmpty ? nil : $0 }
+        let home =
+            gnupgHome ?? ProcessInfo.processInfo.environment["GNUPGHOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (NSHomeDirectory() as NSString).appendingPathComponent(".gnupg")
         self.gnupgHome = home
         if let passphraseFile {
@@ -34,11 +40,13 @@ public final class PayloadSigner {
         do {
             context = try GPGContext(homedir: home)
             guard let key = try context.key(fingerprint: fpr, secret: true) else {
-                throw TrustError.signingKey(fingerprint: fpr, reason: "no secret key with this fingerprint in GnuPG home \(home)")
+                throw TrustError.signingKey(
+                    fingerprint: fpr, reason: "no secret key with this fingerprint in GnuPG home \(home)")
             }
             keygrips = key.subkeys.map(\.keygrip).filter { !$0.isEmpty }
             guard key.fingerprint == fpr else {
-                throw TrustError.signingKey(fingerprint: fpr, reason: "this is a subkey; give the primary key's fingerprint \(key.fingerprint)")
+                throw TrustError.signingKey(
+                    fingerprint: fpr, reason: "this is a subkey; give the primary key's fingerprint \(key.fingerprint)")
             }
             if key.revoked { throw TrustError.signingKey(fingerprint: fpr, reason: "the key is revoked") }
             if key.expired { throw TrustError.signingKey(fingerprint: fpr, reason: "the key has expired") }
@@ -68,7 +76,9 @@ public final class PayloadSigner {
         do {
             let (sig, hash) = try context.signDetached(payload, signer: fingerprint, passphrase: passphrase)
             guard Verifier.acceptedDigests.contains(hash) else {
-                throw TrustError.signingKey(fingerprint: fingerprint, reason: "gpg signed with \(hash); set personal-digest-preferences SHA256 in gpg.conf")
+                throw TrustError.signingKey(
+                    fingerprint: fingerprint,
+                    reason: "gpg signed with \(hash); set personal-digest-preferences SHA256 in gpg.conf")
             }
             return sig
         } catch let e as GPGError {
@@ -78,7 +88,9 @@ public final class PayloadSigner {
 
     /// Builds, signs and seals a container in one step. gpg signs the
     /// statement only, so signing costs the same whatever the model's size.
-    public func seal(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (file: Data, manifest: Manifest, digest: Digest) {
+    public func seal(
+        manifest: Manifest, members: [(name: String, data: Data)]
+    ) throws -> (file: Data, manifest: Manifest, digest: Digest) {
         let sealed = try sealInParts(manifest: manifest, members: members)
         return (sealed.parts[0] + sealed.parts[1], sealed.manifest, sealed.digest)
     }
@@ -86,11 +98,15 @@ public final class PayloadSigner {
     /// The same container as its two parts, payload and slot, for
     /// `writeFileAtomically(parts:)`: a generation is never copied whole
     /// just to append a few hundred bytes.
-    public func sealInParts(manifest: Manifest, members: [(name: String, data: Data)]) throws -> (parts: [Data], manifest: Manifest, digest: Digest) {
+    public func sealInParts(
+        manifest: Manifest, members: [(name: String, data: Data)]
+    ) throws -> (parts: [Data], manifest: Manifest, digest: Digest) {
         let (payload, final) = try ContainerWriter.payload(manifest: manifest, members: members)
         let statement = Statement(for: final, payload: payload, manifestBytes: try final.encoded())
         let bytes = statement.encoded
-        return ([payload, ContainerFile.slot(statement: bytes, signature: try sign(bytes))], final, statement.payloadDigest)
+        return (
+            [payload, ContainerFile.slot(statement: bytes, signature: try sign(bytes))], final, statement.payloadDigest
+        )
     }
 
     /// This key's public part, armored, for pinning elsewhere.

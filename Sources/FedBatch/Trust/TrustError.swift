@@ -79,7 +79,9 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
         case let .weakKey(f, why):
             return "signed by key \(f), which is too weak: \(why)"
         case let .signatureFromFuture(f, created):
-            return "the signature by \(f) is dated \(rfc3339(Date(timeIntervalSince1970: TimeInterval(created)))), more than 24 hours after this machine's clock"
+            return
+                "the signature by \(f) is dated \(rfc3339(Date(timeIntervalSince1970: TimeInterval(created)))), more "
+                + "than 24 hours after this machine's clock"
         case .signatureExpired(let f):
             return "the signature by \(f) has expired"
         case .weakDigest(let algo):
@@ -97,10 +99,14 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
         case let .signingKey(f, reason):
             return "signing key \(f): \(reason)"
         case let .retiredKey(f, role):
-            return "signed by key \(f), which was pinned for \(role) but has been retired (fedbatch keys remove); only bundles a generation already included stay verifiable"
+            return
+                "signed by key \(f), which was pinned for \(role) but has been retired (fedbatch keys remove); only "
+                + "bundles a generation already included stay verifiable"
         case let .keyOutOfRange(f, n, from, until):
             let range = until.map { "generations \(from) to \($0)" } ?? "generations from \(from)"
-            return "generation \(n) is signed by collector key \(f), which signs only \(range): the collector rotated its key"
+            return
+                "generation \(n) is signed by collector key \(f), which signs only \(range): the collector rotated "
+                + "its key"
         }
     }
 }

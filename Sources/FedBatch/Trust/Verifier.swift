@@ -20,8 +20,9 @@ public struct VerifiedContainer: Sendable {
     /// the current generation at once, and each payload is as large as the
     /// model.
     func droppingPayload() -> VerifiedContainer {
-        VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
-                          container: container, signer: signer, statement: statement, digest: digest)
+        VerifiedContainer(
+            path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+            container: container, signer: signer, statement: statement, digest: digest)
     }
 
     /// Only what identifies the container (manifest, signer, digest), the
@@ -29,10 +30,14 @@ public struct VerifiedContainer: Sendable {
     /// optimiser's state, for a generation whose weights were already
     /// copied out.
     func identityOnly() -> VerifiedContainer {
-        VerifiedContainer(path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
-                          container: Container(manifest: container.manifest, manifestBytes: container.manifestBytes,
-                                               members: container.members.filter { $0.key == TabularSchema.member || $0.key == ServerOptimizer.stateMember }),
-                          signer: signer, statement: statement, digest: digest)
+        VerifiedContainer(
+            path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+            container: Container(
+                manifest: container.manifest, manifestBytes: container.manifestBytes,
+                members: container.members.filter {
+                    $0.key == TabularSchema.member || $0.key == ServerOptimizer.stateMember
+                }),
+            signer: signer, statement: statement, digest: digest)
     }
 
     /// The tabular schema a generation pins, if any.
@@ -79,8 +84,9 @@ public final class Verifier: @unchecked Sendable {
         // Each recorded rotation must still carry both keys' signatures.
         for r in rotations {
             do { try checkSignatures(of: r) } catch {
-                throw TrustError.keyFile(path: "\(TrustSet.Files.rotations(in: keysDirectory))/\(KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration))",
-                                         reason: "\(error)")
+                throw TrustError.keyFile(
+                    path: KeyRotation.directory(of: r, in: keysDirectory),
+                    reason: "\(error)")
             }
         }
     }
@@ -89,10 +95,13 @@ public final class Verifier: @unchecked Sendable {
     /// each over the exact statement bytes.
     private func checkSignatures(of r: KeyRotation) throws {
         let bytes = r.statement.encoded
-        for (signature, expected, who) in [(r.oldSignature, r.statement.oldKey, "old"), (r.newSignature, r.statement.newKey, "new")] {
+        for (signature, expected, who) in [
+            (r.oldSignature, r.statement.oldKey, "old"), (r.newSignature, r.statement.newKey, "new"),
+        ] {
             let signer = try verify(ContainerFile(payload: Data(), statement: bytes, signature: signature))
             guard signer.fingerprint == expected else {
-                throw RotationError.invalid("the \(who) key's signature was made by \(signer.fingerprint), not \(expected)")
+                throw RotationError.invalid(
+                    "the \(who) key's signature was made by \(signer.fingerprint), not \(expected)")
             }
         }
     }
@@ -105,34 +114,59 @@ public final class Verifier: @unchecked Sendable {
     @discardableResult
     public func adoptRotation(carriedBy v: VerifiedContainer) throws -> KeyRotation? {
         guard v.manifest.kind == .generation, let n = v.manifest.generation,
-              let r = try KeyRotation.carried(in: v.container.members) else { return nil }
+            let r = try KeyRotation.carried(in: v.container.members)
+        else { return nil }
         let s = r.statement
-        if let known = trust.keys.first(where: { $0.role == .collector && $0.fingerprint == s.newKey }), known.validFrom == s.fromGeneration {
+        if let known = trust.keys.first(where: { $0.role == .collector && $0.fingerprint == s.newKey }),
+            known.validFrom == s.fromGeneration
+        {
             return nil
         }
-        guard s.model == v.manifest.model.id else { throw RotationError.invalid("it names model \(s.model), not \(v.manifest.model.id)") }
-        guard s.oldKey == v.signer.fingerprint else {
-            throw RotationError.invalid("generation \(n) is signed by \(v.signer.fingerprint), but the rotation replaces \(s.oldKey)")
+        guard s.model == v.manifest.model.id else {
+            throw RotationError.invalid("it names model \(s.model), not \(v.manifest.model.id)")
         }
-        guard s.fromGeneration == n + 1 else { throw RotationError.invalid("generation \(n) carries a rotation from generation \(s.fromGeneration), not \(n + 1)") }
-        guard let index = trust.keys.lastIndex(where: { $0.role == .collector }), trust.keys[index].fingerprint == s.oldKey,
-              trust.keys[index].validUntil == nil else {
+        guard s.oldKey == v.signer.fingerprint else {
+            throw RotationError.invalid(
+                "generation \(n) is signed by \(v.signer.fingerprint), but the rotation replaces \(s.oldKey)")
+        }
+        guard s.fromGeneration == n + 1 else {
+            throw RotationError.invalid(
+                "generation \(n) carries a rotation from generation \(s.fromGeneration), not \(n + 1)")
+        }
+        guard let index = trust.keys.lastIndex(where: { $0.role == .collector }),
+            trust.keys[index].fingerprint == s.oldKey,
+            trust.keys[index].validUntil == nil
+        else {
             throw RotationError.invalid("\(s.oldKey) is not the collector's current key here")
         }
-        guard Digest.of(r.newKey).hex == s.newKeySHA256 else { throw RotationError.invalid("the new key does not match the SHA-256 the statement names") }
+        guard Digest.of(r.newKey).hex == s.newKeySHA256 else {
+            throw RotationError.invalid("the new key does not match the SHA-256 the statement names")
+        }
         let parsed: GPGKey
-        do { parsed = try KeyFile.parse(r.newKey, path: "generation \(n): \(KeyRotation.Files.memberPrefix)\(KeyRotation.Files.newKey)", context: keyring.context) } catch {
+        do {
+            parsed = try KeyFile.parse(
+                r.newKey, path: "generation \(n): \(KeyRotation.Files.memberPrefix)\(KeyRotation.Files.newKey)",
+                context: keyring.context)
+        } catch {
             throw RotationError.invalid("\(error)")
         }
-        guard parsed.fingerprint == s.newKey else { throw RotationError.invalid("the carried key is \(parsed.fingerprint), not \(s.newKey)") }
+        guard parsed.fingerprint == s.newKey else {
+            throw RotationError.invalid("the carried key is \(parsed.fingerprint), not \(s.newKey)")
+        }
         try KeyPolicy.check(parsed, path: "the new collector key")
-        if parsed.revoked || parsed.expired { throw RotationError.invalid("the new key \(s.newKey) is revoked or expired") }
-        if let other = trust.key(fingerprint: s.newKey) { throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role) }
+        if parsed.revoked || parsed.expired {
+            throw RotationError.invalid("the new key \(s.newKey) is revoked or expired")
+        }
+        if let other = trust.key(fingerprint: s.newKey) {
+            throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role)
+        }
         do { try keyring.context.importKeys(r.newKey) } catch let e as GPGError { throw TrustError.gpg(e.description) }
         let before = trust
         trust.keys[index].validUntil = s.fromGeneration - 1
-        var key = PinnedKey(role: .collector, fingerprint: s.newKey, userID: parsed.userIDs.first ?? "", expires: parsed.primary.expires,
-                            path: v.path + ":" + KeyRotation.Files.memberPrefix + KeyRotation.Files.newKey)
+        var key = PinnedKey(
+            role: .collector, fingerprint: s.newKey, userID: parsed.userIDs.first ?? "",
+            expires: parsed.primary.expires,
+            path: v.path + ":" + KeyRotation.Files.memberPrefix + KeyRotation.Files.newKey)
         key.validFrom = s.fromGeneration
         trust.keys.append(key)
         do { try checkSignatures(of: r) } catch {
@@ -190,14 +224,18 @@ public final class Verifier: @unchecked Sendable {
         if sig.signatureExpired { throw TrustError.signatureExpired(who) }
         if sig.wrongKeyUsage { throw TrustError.wrongKeyUsage(who) }
         guard Self.acceptedDigests.contains(sig.hashAlgorithm) else { throw TrustError.weakDigest(sig.hashAlgorithm) }
-        if Double(sig.created) - Date().timeIntervalSince1970 > Manifest.maxClockSkew { throw TrustError.signatureFromFuture(who, created: sig.created) }
+        if Double(sig.created) - Date().timeIntervalSince1970 > Manifest.maxClockSkew {
+            throw TrustError.signatureFromFuture(who, created: sig.created)
+        }
 
         let key: GPGKey
         do {
             if let cached = keys[sig.fingerprint] {
                 key = cached
             } else {
-                guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else { throw TrustError.unknownSigner(who) }
+                guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else {
+                    throw TrustError.unknownSigner(who)
+                }
                 keys[sig.fingerprint] = k
                 key = k
             }
@@ -213,7 +251,9 @@ public final class Verifier: @unchecked Sendable {
             if !sub.canSign { throw TrustError.wrongKeyUsage(sub.fingerprint) }
             if let why = KeyPolicy.weakness(of: sub) { throw TrustError.weakKey(sub.fingerprint, why) }
         }
-        guard let pinned = trust.key(fingerprint: key.fingerprint) else { throw TrustError.unknownSigner(key.fingerprint) }
+        guard let pinned = trust.key(fingerprint: key.fingerprint) else {
+            throw TrustError.unknownSigner(key.fingerprint)
+        }
         let hasher = SHA2Hasher()
         hasher.update(file.statement)
         try SignaturePacket.checkQuickCheck(parsed, payloadHasher: hasher, payload: file.statement)
@@ -245,23 +285,29 @@ public final class Verifier: @unchecked Sendable {
         let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
         let signer = try verify(file)
         let statement = try Statement.parse(file.statement)
-        guard statement.kind == .generation, let n = statement.generation, let declared = statement.manifestDigest else {
-            throw StatementError.invalid("a pruned generation's statement must be a generation's and name its manifest's SHA-256")
+        guard statement.kind == .generation, let n = statement.generation, let declared = statement.manifestDigest
+        else {
+            throw StatementError.invalid(
+                "a pruned generation's statement must be a generation's and name its manifest's SHA-256")
         }
         let actual = Digest.of(file.payload)
         guard actual == declared else {
-            throw StatementError.mismatch("the kept manifest's SHA-256 is \(actual.hex), the statement names \(declared.hex)")
+            throw StatementError.mismatch(
+                "the kept manifest's SHA-256 is \(actual.hex), the statement names \(declared.hex)")
         }
         let manifest = try Manifest.decode(file.payload)
         try statement.check(against: manifest)
         guard signer.role == .collector else {
-            throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: .collector, what: "generation \(n)")
+            throw TrustError.wrongSigner(
+                fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: .collector, what: "generation \(n)")
         }
         if !signer.maySign(generation: n) {
-            throw TrustError.keyOutOfRange(fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+            throw TrustError.keyOutOfRange(
+                fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
         }
-        return VerifiedContainer(path: path, file: file, container: Container(manifest: manifest, manifestBytes: file.payload, members: [:]),
-                                 signer: signer, statement: statement, digest: statement.payloadDigest)
+        return VerifiedContainer(
+            path: path, file: file, container: Container(manifest: manifest, manifestBytes: file.payload, members: [:]),
+            signer: signer, statement: statement, digest: statement.payloadDigest)
     }
 
     /// Reads, verifies and parses one file.
@@ -288,22 +334,31 @@ public final class Verifier: @unchecked Sendable {
         let m = container.manifest
         try statement.check(against: m)
         if let declared = statement.manifestDigest, Digest.of(container.manifestBytes) != declared {
-            throw StatementError.mismatch("the manifest's SHA-256 is \(Digest.of(container.manifestBytes).hex), the statement names \(declared.hex)")
+            throw StatementError.mismatch(
+                "the manifest's SHA-256 is \(Digest.of(container.manifestBytes).hex), the statement "
+                    + "names \(declared.hex)"
+            )
         }
         try m.checkCreated(notAfter: Date())
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
         guard signer.role == claimed else {
-            let what = m.kind == .generation
+            let what =
+                m.kind == .generation
                 ? "generation \(m.generation ?? -1)"
                 : "bundle \(m.site!.id) seq \(m.site!.seq)"
-            throw TrustError.wrongSigner(fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
+            throw TrustError.wrongSigner(
+                fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
         }
         // A collector key signs only its own range of generations: after a
         // rotation, the old key (stolen, say) cannot sign a newer one.
         if let n = m.generation, m.kind == .generation, !signer.maySign(generation: n) {
-            throw TrustError.keyOutOfRange(fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+            throw TrustError.keyOutOfRange(
+                fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
         }
-        if signer.retired && !acceptsRetiredKeys { throw TrustError.retiredKey(fingerprint: signer.fingerprint, role: signer.role) }
-        return VerifiedContainer(path: path, file: file, container: container, signer: signer, statement: statement, digest: digest)
+        if signer.retired && !acceptsRetiredKeys {
+            throw TrustError.retiredKey(fingerprint: signer.fingerprint, role: signer.role)
+        }
+        return VerifiedContainer(
+            path: path, file: file, container: container, signer: signer, statement: statement, digest: digest)
     }
 }

@@ -7,20 +7,21 @@ struct DataSplitCommand: Subcommand {
         commandName: "split",
         abstract: "Partition a dataset into one safetensors shard per site.",
         discussion: """
-        --iid deals examples out uniformly at random; --dirichlet A gives each \
-        class to the sites in proportions drawn from Dirichlet(A), the usual \
-        label-skew benchmark (A = 0.5 is strongly non-IID). Shards are named \
-        site-01.safetensors, … and hold x (U8 pixels or F32) and y (I64); \
-        `fedbatch train --data` reads them. The same seed gives the same \
-        split. Prints the label count of every site.
-        """
+            --iid deals examples out uniformly at random; --dirichlet A gives each \
+            class to the sites in proportions drawn from Dirichlet(A), the usual \
+            label-skew benchmark (A = 0.5 is strongly non-IID). Shards are named \
+            site-01.safetensors, … and hold x (U8 pixels or F32) and y (I64); \
+            `fedbatch train --data` reads them. The same seed gives the same \
+            split. Prints the label count of every site.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
     @ParentCommand var group: DataCommand
     var global: GlobalOptions { options.merged(over: group.root.global) }
 
-    @Option(help: ArgumentHelp("The dataset: an IDX directory, a .csv file or a .safetensors shard.", valueName: "path"))
+    @Option(
+        help: ArgumentHelp("The dataset: an IDX directory, a .csv file or a .safetensors shard.", valueName: "path"))
     var data: String
 
     @Option(help: "Which IDX split to read.")
@@ -53,12 +54,15 @@ struct DataSplitCommand: Subcommand {
 
     func run(_ context: CommandContext) throws -> SplitOutput {
         let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
-        let parts = try Partition.assign(labels: dataset.labels, sites: sites, scheme: iid ? .iid : .dirichlet(alpha: dirichlet!), seed: seed)
+        let parts = try Partition.assign(
+            labels: dataset.labels, sites: sites, scheme: iid ? .iid : .dirichlet(alpha: dirichlet!), seed: seed)
         let paths = try Partition.writeShards(dataset, parts: parts, to: out)
         let classes = Int(dataset.labels.max() ?? 0) + 1
-        return SplitOutput(out: out, shards: zip(paths, parts).map { path, idx in
-            .init(file: path, examples: idx.count, labelCounts: dataset.subset(idx).labelCounts(classes: classes))
-        })
+        return SplitOutput(
+            out: out,
+            shards: zip(paths, parts).map { path, idx in
+                .init(file: path, examples: idx.count, labelCounts: dataset.subset(idx).labelCounts(classes: classes))
+            })
     }
 }
 
@@ -75,13 +79,15 @@ struct SplitOutput: CommandOutput {
 
     func render(into text: inout TextRendering) {
         let classes = shards.first?.labelCounts.count ?? 0
-        let header = ["site".padding(toLength: 8, withPad: " ", startingAt: 0), String(repeating: " ", count: 3) + "total"]
+        let header =
+            ["site".padding(toLength: 8, withPad: " ", startingAt: 0), String(repeating: " ", count: 3) + "total"]
             + (0..<classes).map { String(repeating: " ", count: max(0, 6 - String($0).count)) + String($0) }
         text.out = [header.joined(separator: " ")]
         for r in shards {
             let name = ((r.file as NSString).lastPathComponent as NSString).deletingPathExtension
-            text.out.append(([name.padding(toLength: 8, withPad: " ", startingAt: 0), String(format: "%8d", r.examples)]
-                             + r.labelCounts.map { String(format: "%6d", $0) }).joined(separator: " "))
+            text.out.append(
+                ([name.padding(toLength: 8, withPad: " ", startingAt: 0), String(format: "%8d", r.examples)]
+                    + r.labelCounts.map { String(format: "%6d", $0) }).joined(separator: " "))
         }
         text.out.append("wrote \(shards.count) shards to \(out)")
     }

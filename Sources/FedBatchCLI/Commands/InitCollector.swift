@@ -7,11 +7,11 @@ struct InitCollector: Subcommand {
         commandName: "collector",
         abstract: "Create a collector home and its generation 0, signed.",
         discussion: """
-        Creates fedbatch.toml, keys/collector.asc (the public part of --key), \
-        inbox/, accepted/, quarantine/ and generations/g000000.fbg. Generation 0 \
-        holds PyTorch-style initial weights drawn from --seed, or the weights in \
-        --weights after their names and shapes are checked against --arch.
-        """
+            Creates fedbatch.toml, keys/collector.asc (the public part of --key), \
+            inbox/, accepted/, quarantine/ and generations/g000000.fbg. Generation 0 \
+            holds PyTorch-style initial weights drawn from --seed, or the weights in \
+            --weights after their names and shapes are checked against --arch.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -21,60 +21,88 @@ struct InitCollector: Subcommand {
     @Option(name: .customLong("model-id"), help: "The model id every bundle and generation must carry.")
     var modelID: String
 
-    @Option(help: ArgumentHelp("The architecture: mlp:IN-H1-…-OUT or softmax:IN-OUT. Without it, --weights defines the model by its tensors (any PyTorch state_dict).", valueName: "spec"))
+    @Option(
+        help: ArgumentHelp(
+            "The architecture: mlp:IN-H1-…-OUT or softmax:IN-OUT. Without it, --weights defines the model by its "
+                + "tensors (any PyTorch state_dict).",
+            valueName: "spec"))
     var arch: String?
 
     @Option(help: ArgumentHelp("Fingerprint of the collector's signing key.", valueName: "fpr"))
     var key: String
 
-    @Option(help: ArgumentHelp("Initial weights (safetensors, PyTorch names) instead of a seeded initialisation.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Initial weights (safetensors, PyTorch names) instead of a seeded initialisation.", valueName: "file"))
     var weights: String?
 
     @Option(help: "Seed for the initial weights.")
     var seed: UInt64 = 0
 
-    @Option(name: .customLong("schema-from"), help: ArgumentHelp("A CSV file whose header names the feature columns: the model then reads CSV data by column name (a pinned schema).", valueName: "file.csv"))
+    @Option(
+        name: .customLong("schema-from"),
+        help: ArgumentHelp(
+            "A CSV file whose header names the feature columns: the model then reads CSV data by column name (a "
+                + "pinned schema).",
+            valueName: "file.csv"))
     var schemaFrom: String?
 
     @Option(help: ArgumentHelp("The label column of --schema-from.", valueName: "column"))
     var label: String = "label"
 
-    @Option(help: ArgumentHelp("A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
+    @Option(
+        help: ArgumentHelp(
+            "A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
     var drop: [String] = []
 
-    @Option(help: ArgumentHelp("Standardise each feature with this JSON file's {\"mean\": {column: value}, \"std\": {column: value}}.", valueName: "stats.json"))
+    @Option(
+        help: ArgumentHelp(
+            "Standardise each feature with this JSON file's {\"mean\": {column: value}, \"std\": {column: value}}.",
+            valueName: "stats.json"))
     var normalize: String?
 
-    @Option(name: .customLong("eval-data"), help: ArgumentHelp("Held-out data each merge evaluates its generation on ([eval] data; fedbatch report).", valueName: "path"))
+    @Option(
+        name: .customLong("eval-data"),
+        help: ArgumentHelp(
+            "Held-out data each merge evaluates its generation on ([eval] data; fedbatch report).", valueName: "path"))
     var evalData: String?
 
     func validate() throws {
         if let arch {
-            do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch { throw ValidationError("--arch: \(error)") }
+            do { try ModelArchitecture(spec: arch).checkFitsInMemory() } catch {
+                throw ValidationError("--arch: \(error)")
+            }
         } else if weights == nil {
             throw ValidationError("give --arch, or --weights for a model defined by its tensors")
         }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
-        if schemaFrom == nil && (normalize != nil || !drop.isEmpty) { throw ValidationError("--drop and --normalize need --schema-from") }
+        if schemaFrom == nil && (normalize != nil || !drop.isEmpty) {
+            throw ValidationError("--drop and --normalize need --schema-from")
+        }
     }
 
     func run(_ context: CommandContext) throws -> InitCollectorOutput {
         // Without --arch the weights file defines the model: every tensor's
         // name, dtype and shape, pinned in the generation.
-        let arch = try self.arch.map { try ModelArchitecture(spec: $0) } ?? ModelArchitecture(tensorsOf: try SafetensorsFile.open(path: weights!))
+        let arch =
+            try self.arch.map { try ModelArchitecture(spec: $0) }
+            ?? ModelArchitecture(tensorsOf: try SafetensorsFile.open(path: weights!))
         try arch.checkFitsInMemory()
         let initial = try weights.map { try arch.loadWeights(path: $0) }
         let signer = try context.signer(fingerprint: key)
         let schema = try schemaFrom.map { path in
-            try TabularSchema.fromCSVHeader(path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) })
+            try TabularSchema.fromCSVHeader(
+                path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) })
         }
-        let result = try Home.createCollector(at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
-                                              signer: signer, weights: initial, seed: seed,
-                                              evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 },
-                                              schema: schema)
-        return InitCollectorOutput(home: result.home.layout.root, modelId: modelID, arch: arch.description,
-                                   parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,
-                                   file: result.generation, digest: result.digest.hex)
+        let result = try Home.createCollector(
+            at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
+            signer: signer, weights: initial, seed: seed,
+            evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 },
+            schema: schema)
+        return InitCollectorOutput(
+            home: result.home.layout.root, modelId: modelID, arch: arch.description,
+            parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,
+            file: result.generation, digest: result.digest.hex)
     }
 }
 
@@ -89,14 +117,17 @@ struct InitCollectorOutput: CommandOutput {
     let digest: String
 
     func render(into text: inout TextRendering) {
-        text.out = ["""
-        created collector home \(home)
-          model       \(modelId) (\(arch.hasPrefix("tensors:") ? "defined by its tensors" : arch), \(parameters) parameters)
-          key         \(key)
-          generation  \(file)
-          digest      \(digest)
-        next: pin each site's key with `fedbatch keys add --site ID FILE.asc`,
-        and give sites keys/collector.asc and the generation.
-        """]
+        text.out = [
+            """
+            created collector home \(home)
+              model       \(modelId) (\(arch.hasPrefix("tensors:") ? "defined by its tensors" : arch), \(parameters) \
+              parameters)
+              key         \(key)
+              generation  \(file)
+              digest      \(digest)
+            next: pin each site's key with `fedbatch keys add --site ID FILE.asc`,
+            and give sites keys/collector.asc and the generation.
+            """
+        ]
     }
 }

@@ -7,10 +7,10 @@ struct InitSite: Subcommand {
         commandName: "site",
         abstract: "Create a site home that trusts one collector key.",
         discussion: """
-        Creates fedbatch.toml, keys/collector.asc (the pinned collector key), \
-        generations/ and outbox/. The site signs its bundles with --key; give \
-        its public part (gpg --armor --export FPR) to the collector.
-        """
+            Creates fedbatch.toml, keys/collector.asc (the pinned collector key), \
+            generations/ and outbox/. The site signs its bundles with --key; give \
+            its public part (gpg --armor --export FPR) to the collector.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -23,7 +23,9 @@ struct InitSite: Subcommand {
     @Option(help: ArgumentHelp("Fingerprint of this site's signing key.", valueName: "fpr"))
     var key: String
 
-    @Option(name: .customLong("collector-key"), help: ArgumentHelp("The collector's public key to pin.", valueName: "file.asc"))
+    @Option(
+        name: .customLong("collector-key"),
+        help: ArgumentHelp("The collector's public key to pin.", valueName: "file.asc"))
     var collectorKey: String
 
     @Option(name: .customLong("model-id"), help: "The model id this site trains.")
@@ -31,11 +33,13 @@ struct InitSite: Subcommand {
 
     func run(_ context: CommandContext) throws -> InitSiteOutput {
         let signer = try context.signer(fingerprint: key)
-        let home = try Home.createSite(at: context.options.resolvedHome, siteID: siteID, modelID: modelID,
-                                       signer: signer, collectorKeyPath: collectorKey)
+        let home = try Home.createSite(
+            at: context.options.resolvedHome, siteID: siteID, modelID: modelID,
+            signer: signer, collectorKeyPath: collectorKey)
         let pinned = try TrustSet.load(keysDirectory: home.layout.keys).key(for: .collector)!
-        return InitSiteOutput(home: home.layout.root, site: siteID, modelId: modelID, key: signer.fingerprint,
-                              collectorKey: KeyInfo(pinned))
+        return InitSiteOutput(
+            home: home.layout.root, site: siteID, modelId: modelID, key: signer.fingerprint,
+            collectorKey: KeyInfo(pinned))
     }
 }
 
@@ -50,12 +54,19 @@ struct InitSiteOutput: CommandOutput {
     var role = "site"
 
     func render(into text: inout TextRendering) {
-        text.out = ["""
-        created \(role) home \(home)
-          \(role.padding(toLength: 14, withPad: " ", startingAt: 0)) \(site)
-          key            \(key)
-          collector key  \(collectorKey.fingerprint) \(collectorKey.userId)
-        next: \(role == "region" ? "pin this region's sites (fedbatch keys add --site), and bring the root's generations into \(home)/generations/ (fedbatch pull)" : "copy generations from the collector into \(home)/generations/")
-        """]
+        let next =
+            role == "region"
+            ? "pin this region's sites (fedbatch keys add --site), and bring the root's generations into "
+                + "\(home)/generations/ (fedbatch pull)"
+            : "copy generations from the collector into \(home)/generations/"
+        text.out = [
+            """
+            created \(role) home \(home)
+              \(role.padding(toLength: 14, withPad: " ", startingAt: 0)) \(site)
+              key            \(key)
+              collector key  \(collectorKey.fingerprint) \(collectorKey.userId)
+            next: \(next)
+            """
+        ]
     }
 }

@@ -6,11 +6,11 @@ struct Inspect: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a bundle's or generation's manifest, with no trust decision.",
         discussion: """
-        The file is read with the same hardened reader as merge and verify use \
-        (every size capped, every member hashed), but its signature is only \
-        located, not checked: use `fedbatch verify` for a verdict. Exit status \
-        3 means the file is malformed.
-        """
+            The file is read with the same hardened reader as merge and verify use \
+            (every size capped, every member hashed), but its signature is only \
+            located, not checked: use `fedbatch verify` for a verdict. Exit status \
+            3 means the file is malformed.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -36,7 +36,10 @@ extension Inspection: CommandOutput {
         row("digest", digest)
         row("statement", statement)
         row("payload", payloadMatches ? "matches the statement" : "does NOT match the statement")
-        row("signature", signatureBytes > 0 ? "\(signatureBytes) bytes, not checked (use fedbatch verify)" : "none: the file is unsigned")
+        row(
+            "signature",
+            signatureBytes > 0
+                ? "\(signatureBytes) bytes, not checked (use fedbatch verify)" : "none: the file is unsigned")
         row("kind", m.kind.rawValue)
         row("model", "\(m.model.id) (\(m.model.arch))")
         if let g = m.generation { row("generation", String(g)) }
@@ -48,9 +51,13 @@ extension Inspection: CommandOutput {
         row("codec", m.codec)
         row("fedbatch", m.fedbatchVersion)
         if let s = m.strategy {
-            row("strategy", ([s.name] + s.parameters.keys.sorted().map { "\($0)=\(s.parameters[$0]!)" }).joined(separator: " "))
+            row(
+                "strategy",
+                ([s.name] + s.parameters.keys.sorted().map { "\($0)=\(s.parameters[$0]!)" }).joined(separator: " "))
         }
-        if let inc = m.included { row("included", "\(inc.count) bundles, \(saturatingSum(inc.map(\.numExamples))) examples") }
+        if let inc = m.included {
+            row("included", "\(inc.count) bundles, \(saturatingSum(inc.map(\.numExamples))) examples")
+        }
         if let rej = m.rejected { row("rejected", "\(rej.count) bundles") }
         lines.append("members")
         for member in m.members { lines.append("  \(member.name)  \(member.length) bytes  sha256 \(member.sha256)") }

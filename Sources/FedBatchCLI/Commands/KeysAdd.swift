@@ -7,16 +7,16 @@ struct KeysAdd: Subcommand {
         commandName: "add",
         abstract: "Pin a site's public key, or renew a pinned key.",
         discussion: """
-        The file must hold exactly one public key that can sign: Ed25519, \
-        ECDSA on P-256 or stronger, or RSA of 2048 bits or more (DSA and \
-        shorter RSA keys are refused). Secret keys, revoked or expired keys, \
-        and a key already pinned for another role are refused. Adding the \
-        same key again (same fingerprint, for example with its expiry \
-        extended in gpg) replaces the pinned copy; a different key for a site \
-        that has one must be removed first. --collector renews the pinned \
-        collector key, on a collector or a site home. Takes the home's lock: \
-        exits 4 while a merge runs.
-        """
+            The file must hold exactly one public key that can sign: Ed25519, \
+            ECDSA on P-256 or stronger, or RSA of 2048 bits or more (DSA and \
+            shorter RSA keys are refused). Secret keys, revoked or expired keys, \
+            and a key already pinned for another role are refused. Adding the \
+            same key again (same fingerprint, for example with its expiry \
+            extended in gpg) replaces the pinned copy; a different key for a site \
+            that has one must be removed first. --collector renews the pinned \
+            collector key, on a collector or a site home. Takes the home's lock: \
+            exits 4 while a merge runs.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -26,7 +26,11 @@ struct KeysAdd: Subcommand {
     @Option(help: "The site id the key speaks for (collector homes).")
     var site: String?
 
-    @Option(help: ArgumentHelp("At a root collector: the regional collector (in merge.regions) that serves this site. The root then takes the site's updates only inside that region's partial aggregates.", valueName: "region-id"))
+    @Option(
+        help: ArgumentHelp(
+            "At a root collector: the regional collector (in merge.regions) that serves this site. The root then "
+                + "takes the site's updates only inside that region's partial aggregates.",
+            valueName: "region-id"))
     var region: String?
 
     @Flag(help: "Renew the collector's pinned key (the same key, re-exported after a change in gpg).")
@@ -45,7 +49,8 @@ struct KeysAdd: Subcommand {
         if let region, let site {
             // Checked before the key is pinned, so a refusal changes nothing.
             guard home.config.merge.regions.contains(region) else {
-                throw HomeError.config(path: home.layout.config, reason: "\(region) is not in merge.regions; list it there first")
+                throw HomeError.config(
+                    path: home.layout.config, reason: "\(region) is not in merge.regions; list it there first")
             }
             let (key, updated) = try home.pinKey(for: .site(site), keyFile: file)
             try home.attachSite(site, toRegion: region)
@@ -65,6 +70,9 @@ struct KeyChange: CommandOutput {
 
     func render(into text: inout TextRendering) {
         let whom = key.site.map { "site \($0)" } ?? "the collector"
-        text.out = ["\(action) \(key.fingerprint) for \(whom) (\(key.userId))" + (region.map { ", served by region \($0)" } ?? "")]
+        text.out = [
+            "\(action) \(key.fingerprint) for \(whom) (\(key.userId))"
+                + (region.map { ", served by region \($0)" } ?? "")
+        ]
     }
 }

@@ -31,11 +31,13 @@ struct KeyList: CommandOutput {
             }
             return k.status == "retired" ? "\(site) (retired)" : site
         }
-        let table = [["SITE", "FINGERPRINT", "EXPIRES", "USER ID"]]
+        let table =
+            [["SITE", "FINGERPRINT", "EXPIRES", "USER ID"]]
             + keys.map { [who($0), $0.fingerprint, $0.expires ?? "never", $0.userId] }
         let widths = (0..<3).map { c in table.map { $0[c].count }.max()! }
         text.out = table.map { row in
-            (0..<3).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  " + row[3]
+            (0..<3).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                + "  " + row[3]
         }
     }
 }

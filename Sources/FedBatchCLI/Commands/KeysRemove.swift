@@ -7,12 +7,12 @@ struct KeysRemove: Subcommand {
         commandName: "remove",
         abstract: "Retire a site's key (or all its keys); bundles it signs are refused from then on.",
         discussion: """
-        With --key, only that key of the site is retired: the way to finish \
-        a site's key rotation once its bundles signed with the old key have \
-        arrived. Without it, every key of the site is. Retired keys move to \
-        keys/retired/sites/, so fedbatch verify still checks the bundles \
-        they signed that a generation included. Takes the home's lock.
-        """
+            With --key, only that key of the site is retired: the way to finish \
+            a site's key rotation once its bundles signed with the old key have \
+            arrived. Without it, every key of the site is. Retired keys move to \
+            keys/retired/sites/, so fedbatch verify still checks the bundles \
+            they signed that a generation included. Takes the home's lock.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -27,7 +27,9 @@ struct KeysRemove: Subcommand {
 
     func run(_ context: CommandContext) throws -> KeyRemoval {
         let home = try context.home()
-        guard home.config.role != .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site) }
+        guard home.config.role != .site else {
+            throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site)
+        }
         let keys = try home.unpinSiteKey(site: site, fingerprint: key)
         return KeyRemoval(keys: keys.map(KeyInfo.init))
     }

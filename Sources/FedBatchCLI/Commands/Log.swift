@@ -6,11 +6,11 @@ struct Log: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the generation chain and verify every link back to generation 0.",
         discussion: """
-        Verifies each generation in generations/ against the pinned collector \
-        key and checks that each names its predecessor's digest as its \
-        parent. Prints number, digest, parent, accepted and rejected bundles, \
-        total examples and time. Exit status 3 when a link is broken.
-        """
+            Verifies each generation in generations/ against the pinned collector \
+            key and checks that each names its predecessor's digest as its \
+            parent. Prints number, digest, parent, accepted and rejected bundles, \
+            total examples and time. Exit status 3 when a link is broken.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -21,8 +21,9 @@ struct Log: Subcommand {
         let home = try context.home()
         context.warnAboutForeignFiles(in: home)
         let (links, failure) = home.checkChain()
-        return LogOutput(verified: failure == nil, generations: links.map(LogOutput.Link.init),
-                         error: failure.map { LogOutput.Broken(code: reasonCode(of: $0), message: "\($0)") })
+        return LogOutput(
+            verified: failure == nil, generations: links.map(LogOutput.Link.init),
+            error: failure.map { LogOutput.Broken(code: reasonCode(of: $0), message: "\($0)") })
     }
 }
 
@@ -75,19 +76,27 @@ struct LogOutput: CommandOutput {
         if !generations.isEmpty {
             // The privacy column appears once any generation has a record.
             let privacy = generations.contains { $0.epsilon != nil }
-            text.out = ["GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED" + (privacy ? "               EPSILON (DELTA)" : "")]
+            text.out = [
+                "GEN     DIGEST        PARENT        ACCEPTED  REJECTED  EXAMPLES  CREATED"
+                    + (privacy ? "               EPSILON (DELTA)" : "")
+            ]
             for l in generations {
-                let eps = !privacy ? "" : l.epsilon.map { String(format: "  %8.4g (%.0e)", $0, l.delta ?? 0) } ?? "         -"
-                text.out.append(String(format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
-                                       (l.parent.map { String($0.prefix(12)) } ?? "-").padding(toLength: 12, withPad: " ", startingAt: 0),
-                                       l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : ""))
+                let eps =
+                    !privacy ? "" : l.epsilon.map { String(format: "  %8.4g (%.0e)", $0, l.delta ?? 0) } ?? "         -"
+                text.out.append(
+                    String(
+                        format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
+                        (l.parent.map { String($0.prefix(12)) } ?? "-").padding(
+                            toLength: 12, withPad: " ", startingAt: 0),
+                        l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : ""))
             }
         }
         if let error {
             text.warnings = ["chain broken: \(error.message) [\(error.code)]"]
         } else {
             let n = generations.count
-            text.out.append("chain verified: \(n) generation\(n == 1 ? "" : "s"), every link back to generation 0 checks out")
+            text.out.append(
+                "chain verified: \(n) generation\(n == 1 ? "" : "s"), every link back to generation 0 checks out")
         }
     }
 }

@@ -6,72 +6,96 @@ struct Merge: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Collector: verify the inbox, quarantine bad bundles, write the next generation.",
         discussion: """
-        Takes the home's lock (a second merge exits 4 and changes nothing). \
-        Files changed in the last --settle seconds, and hidden names (rsync's \
-        temporary files), are left for the next run. \
-        Every other file in inbox/ is verified like `fedbatch verify`, then checked \
-        against the protocol: an update, based on the current generation or \
-        one at most merge.max_staleness older, not \
-        seen before by digest or by (site, seq), one per site, num_examples \
-        within merge.max_examples, a codec in merge.accept_codecs whose stored \
-        tensors fit the model. Refused files move to quarantine/ beside a \
-        <name>.reason.json (code, message, digest, time); to retry one, \
-        move it back into inbox/. If at least \
-        --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
-        arrived --max-wait (merge.max_wait, a day) ago, the strategy \
-        (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi, \
-        fedadagrad, diloco, or the robust median, trimmed-mean, krum, \
-        multikrum and bulyan) aggregates \
-        them in digest order, a stale update's delta scaled by \
-        merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
-        written and signed, then recorded in state.db, then the inputs move \
-        to accepted/. Otherwise nothing is written, they stay in the inbox, \
-        and the exit status is 5. \
-        With [privacy], deltas are clipped, weighed equally and noised, and a \
-        merge that would take the cumulative epsilon above \
-        privacy.max_epsilon refuses with exit status 6 and writes nothing. \
-        With [eval] data set, the new generation is then evaluated on it and \
-        the figures recorded in state.db (fedbatch report). With [metrics] \
-        textfile_dir set, every run rewrites its Prometheus textfile \
-        (fedbatch-metrics(7)). \
-        On a regional collector's home (fedbatch init region) the merge \
-        writes a signed partial aggregate for the root collector into \
-        outbox/ instead of a generation, one per root generation \
-        (fedbatch-merge(1), HIERARCHICAL MERGES).
-        """
+            Takes the home's lock (a second merge exits 4 and changes nothing). \
+            Files changed in the last --settle seconds, and hidden names (rsync's \
+            temporary files), are left for the next run. \
+            Every other file in inbox/ is verified like `fedbatch verify`, then checked \
+            against the protocol: an update, based on the current generation or \
+            one at most merge.max_staleness older, not \
+            seen before by digest or by (site, seq), one per site, num_examples \
+            within merge.max_examples, a codec in merge.accept_codecs whose stored \
+            tensors fit the model. Refused files move to quarantine/ beside a \
+            <name>.reason.json (code, message, digest, time); to retry one, \
+            move it back into inbox/. If at least \
+            --min-bundles (merge.min_bundles, 3) pass, or the oldest of them \
+            arrived --max-wait (merge.max_wait, a day) ago, the strategy \
+            (--strategy, merge.strategy: fedavg, fedavgm, fedadam, fedyogi, \
+            fedadagrad, diloco, or the robust median, trimmed-mean, krum, \
+            multikrum and bulyan) aggregates \
+            them in digest order, a stale update's delta scaled by \
+            merge.staleness (polynomial: (1+s)^-0.5), and the next generation is \
+            written and signed, then recorded in state.db, then the inputs move \
+            to accepted/. Otherwise nothing is written, they stay in the inbox, \
+            and the exit status is 5. \
+            With [privacy], deltas are clipped, weighed equally and noised, and a \
+            merge that would take the cumulative epsilon above \
+            privacy.max_epsilon refuses with exit status 6 and writes nothing. \
+            With [eval] data set, the new generation is then evaluated on it and \
+            the figures recorded in state.db (fedbatch report). With [metrics] \
+            textfile_dir set, every run rewrites its Prometheus textfile \
+            (fedbatch-metrics(7)). \
+            On a regional collector's home (fedbatch init region) the merge \
+            writes a signed partial aggregate for the root collector into \
+            outbox/ instead of a generation, one per root generation \
+            (fedbatch-merge(1), HIERARCHICAL MERGES).
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Option(name: .customLong("min-bundles"), help: "Quorum: the fewest accepted bundles that make a generation (default: merge.min_bundles).")
+    @Option(
+        name: .customLong("min-bundles"),
+        help: "Quorum: the fewest accepted bundles that make a generation (default: merge.min_bundles).")
     var minBundles: Int?
 
-    @Option(help: ArgumentHelp("Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Seconds an inbox file must be unchanged before it is read (default: merge.settle_seconds, 60).",
+            valueName: "seconds"))
     var settle: Double?
 
-    @Option(help: ArgumentHelp("The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean, krum, multikrum or bulyan.", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "The aggregation strategy for this run (default: merge.strategy): fedavg, fedavgm, fedadam, fedyogi, "
+                + "fedadagrad, diloco, median, trimmed-mean, krum, multikrum or bulyan.",
+            valueName: "name"))
     var strategy: String?
 
-    @Option(name: .customLong("max-wait"), help: ArgumentHelp("Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).", valueName: "seconds"))
+    @Option(
+        name: .customLong("max-wait"),
+        help: ArgumentHelp(
+            "Merge below quorum once the oldest passing bundle has waited this long (default: merge.max_wait, 86400).",
+            valueName: "seconds"))
     var maxWait: Double?
 
-    @Option(name: .customLong("noise-seed"), help: ArgumentHelp("Under [privacy]: draw the noise from this seed (a file of 64 hex digits, as noise-seeds/gNNNNNN.seed holds) instead of a fresh one, to replay a merge for an audit.", valueName: "file"))
+    @Option(
+        name: .customLong("noise-seed"),
+        help: ArgumentHelp(
+            "Under [privacy]: draw the noise from this seed (a file of 64 hex digits, as noise-seeds/gNNNNNN.seed "
+                + "holds) instead of a fresh one, to replay a merge for an audit.",
+            valueName: "file"))
     var noiseSeed: String?
 
     func validate() throws {
         if let minBundles, minBundles < 1 { throw ValidationError("--min-bundles must be at least 1") }
-        if let settle, !(0...86_400).contains(settle) { throw ValidationError("--settle must be from 0 to 86400 seconds") }
+        if let settle, !(0...86_400).contains(settle) {
+            throw ValidationError("--settle must be from 0 to 86400 seconds")
+        }
         if let strategy, !Strategies.names.contains(strategy) {
             throw ValidationError("--strategy must be one of \(Strategies.names.joined(separator: ", "))")
         }
-        if let maxWait, !(maxWait >= 0 && maxWait.isFinite) { throw ValidationError("--max-wait must be a number of seconds, 0 or more") }
+        if let maxWait, !(maxWait >= 0 && maxWait.isFinite) {
+            throw ValidationError("--max-wait must be a number of seconds, 0 or more")
+        }
     }
 
     func run(_ context: CommandContext) throws -> MergeOutput {
         let home = try context.home()
-        guard home.config.role != .site else { throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site) }
+        guard home.config.role != .site else {
+            throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site)
+        }
         if home.config.eval.data != nil { ensureFastBLAS() }
         let collector = try Collector(home: home, signer: try context.signer(fingerprint: home.config.key, for: home))
         let console = context.console
@@ -79,7 +103,9 @@ struct Merge: Subcommand {
             let progress = ProgressLine(console: console)
             // A held lock is LockHeld, which the exit table maps to 4.
             let seed = try noiseSeed.map(Self.readSeed)
-            let report = try collector.merge(minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy, noiseSeed: seed) { p in
+            let report = try collector.merge(
+                minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy, noiseSeed: seed
+            ) { p in
                 console.status(MergeStatus(p))
                 switch p.phase {
                 case .identify: progress.update("hashing the inbox", force: true)
@@ -96,7 +122,9 @@ struct Merge: Subcommand {
                 // The generation is written and recorded: a failure here
                 // is reported, and undoes nothing.
                 do { evaluation = try collector.evaluateNewest() } catch {
-                    console.warn("cannot evaluate generation \(report.generation ?? -1) on [eval] data: \(error)", code: "eval.failed")
+                    console.warn(
+                        "cannot evaluate generation \(report.generation ?? -1) on [eval] data: \(error)",
+                        code: "eval.failed")
                 }
             }
             progress.finish()
@@ -108,7 +136,8 @@ struct Merge: Subcommand {
 extension Merge {
     /// A seed file: 64 hex digits and an optional newline.
     static func readSeed(_ path: String) throws -> [UInt8] {
-        let text = String(decoding: try readFile(path, cap: 4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: try readFile(path, cap: 4096), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
         guard text.count == 64, let digest = Digest(hex: text.lowercased()) else {
             throw PrivacyError.badSeed("\(path) does not hold a seed: 64 hex digits expected")
         }
@@ -169,7 +198,9 @@ struct MergeOutput: CommandOutput {
     }
 
     init(_ r: MergeReport, evaluation e: Ledger.EvaluationRow? = nil) {
-        evaluation = e.map { EvaluationInfo(generation: $0.generation, examples: $0.examples, accuracy: $0.accuracy, loss: $0.loss) }
+        evaluation = e.map {
+            EvaluationInfo(generation: $0.generation, examples: $0.examples, accuracy: $0.accuracy, loss: $0.loss)
+        }
         outcome = r.outcome.rawValue
         kind = r.kind.rawValue
         generation = r.generation
@@ -179,11 +210,18 @@ struct MergeOutput: CommandOutput {
         passed = r.passed
         strategy = r.strategy
         accepted = r.accepted
-        rejected = r.rejected.map { Rejected(name: $0.name, file: $0.file, reasonFile: $0.reasonFile, digest: $0.digest, code: $0.code, message: $0.message) }
+        rejected = r.rejected.map {
+            Rejected(
+                name: $0.name, file: $0.file, reasonFile: $0.reasonFile, digest: $0.digest, code: $0.code,
+                message: $0.message)
+        }
         waiting = r.waiting
         privacy = r.privacy.flatMap { p in
-            p.noise.map { PrivacyInfo(epsilon: p.epsilon, delta: p.delta, maxEpsilon: p.maxEpsilon, rounds: p.rounds,
-                                      noiseMultiplier: $0.noiseMultiplier, sigma: $0.sigma, seedSha256: $0.seedSha256) }
+            p.noise.map {
+                PrivacyInfo(
+                    epsilon: p.epsilon, delta: p.delta, maxEpsilon: p.maxEpsilon, rounds: p.rounds,
+                    noiseMultiplier: $0.noiseMultiplier, sigma: $0.sigma, seedSha256: $0.seedSha256)
+            }
         }
     }
 
@@ -199,15 +237,24 @@ struct MergeOutput: CommandOutput {
         text.notes = waiting.map { "left \($0.name) in the inbox: \($0.reason)" }
         switch outcome {
         case MergeReport.Outcome.merged.rawValue:
-            text.out = [kind == "partial" ? "partial aggregate for generation \(generation!) from \(accepted.count) bundles: \(file!)"
-                                          : "generation \(generation!) from \(accepted.count) bundles: \(file!)"]
+            text.out = [
+                kind == "partial"
+                    ? "partial aggregate for generation \(generation!) from \(accepted.count) bundles: \(file!)"
+                    : "generation \(generation!) from \(accepted.count) bundles: \(file!)"
+            ]
             if let p = privacy {
-                text.notes.append(String(format: "private: noise sigma %.4g (z %.4g); cumulative epsilon %.4g of %.4g at delta %.3g after %d noisy generations",
-                                         p.sigma, p.noiseMultiplier, p.epsilon, p.maxEpsilon, p.delta, p.rounds))
+                text.notes.append(
+                    String(
+                        format:
+                            "private: noise sigma %.4g (z %.4g); cumulative epsilon %.4g of %.4g at delta %.3g after "
+                            + "%d noisy generations",
+                        p.sigma, p.noiseMultiplier, p.epsilon, p.maxEpsilon, p.delta, p.rounds))
             }
             if let e = evaluation {
-                text.notes.append(String(format: "generation %d on [eval] data: accuracy %.4f, loss %.4f (%d examples)",
-                                         e.generation, e.accuracy, e.loss, e.examples))
+                text.notes.append(
+                    String(
+                        format: "generation %d on [eval] data: accuracy %.4f, loss %.4f (%d examples)",
+                        e.generation, e.accuracy, e.loss, e.examples))
             }
         case MergeReport.Outcome.belowQuorum.rawValue:
             text.notes.append("\(passed) bundles passed, quorum is \(quorum): nothing written")

@@ -6,18 +6,18 @@ struct Pack: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Site: make a signed update bundle from weights trained elsewhere.",
         discussion: """
-        For sites that train with PyTorch or anything else: --weights is a \
-        safetensors file of the full model with PyTorch's names, as \
-        `safetensors.torch.save_file(model.state_dict(), F)` writes it. Its \
-        names and shapes are checked against the base generation's \
-        architecture and every value must be finite. The bundle holds the \
-        delta from the base generation, exactly as `fedbatch train` writes it. \
-        The base is the generation the weights came from, as the \
-        fedbatch_generation and fedbatch_digest that `fedbatch export` writes \
-        into their metadata name it (keep that metadata when saving); --base \
-        must agree with it. Without that metadata, --base or else the newest \
-        generation is used, with a warning.
-        """
+            For sites that train with PyTorch or anything else: --weights is a \
+            safetensors file of the full model with PyTorch's names, as \
+            `safetensors.torch.save_file(model.state_dict(), F)` writes it. Its \
+            names and shapes are checked against the base generation's \
+            architecture and every value must be finite. The bundle holds the \
+            delta from the base generation, exactly as `fedbatch train` writes it. \
+            The base is the generation the weights came from, as the \
+            fedbatch_generation and fedbatch_digest that `fedbatch export` writes \
+            into their metadata name it (keep that metadata when saving); --base \
+            must agree with it. Without that metadata, --base or else the newest \
+            generation is used, with a warning.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -30,28 +30,44 @@ struct Pack: Subcommand {
     @Option(name: .customLong("num-examples"), help: "How many training examples produced them.")
     var numExamples: Int64
 
-    @Option(help: ArgumentHelp("The generation they were trained from: a .fbg file, or latest, 7 or g7 (default: the newest in generations/).", valueName: "generation"))
+    @Option(
+        help: ArgumentHelp(
+            "The generation they were trained from: a .fbg file, or latest, 7 or g7 (default: the newest in "
+                + "generations/).",
+            valueName: "generation"))
     var base: String?
 
-    @Option(name: .customLong("metric"), help: ArgumentHelp("A metric to record, as name=value (repeatable).", valueName: "name=value"))
+    @Option(
+        name: .customLong("metric"),
+        help: ArgumentHelp("A metric to record, as name=value (repeatable).", valueName: "name=value"))
     var metrics: [String] = []
 
     @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
     var force = false
 
-    @Option(help: ArgumentHelp("How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
     var codec: String?
 
-    @Option(name: .customLong("topk-fraction"), help: ArgumentHelp("The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
+    @Option(
+        name: .customLong("topk-fraction"),
+        help: ArgumentHelp(
+            "The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
     var topkFraction: Double?
 
     func validate() throws {
-        if let codec, !Codecs.names.contains(codec) { throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))") }
-        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) { throw ValidationError("--topk-fraction must be in (0, 1]") }
+        if let codec, !Codecs.names.contains(codec) {
+            throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))")
+        }
+        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) {
+            throw ValidationError("--topk-fraction must be in (0, 1]")
+        }
         if numExamples < 1 { throw ValidationError("--num-examples must be positive") }
         for m in metrics {
             let parts = m.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, ContainerPath.isIdentifier(String(parts[0])), let v = Double(parts[1]), v.isFinite else {
+            guard parts.count == 2, ContainerPath.isIdentifier(String(parts[0])), let v = Double(parts[1]), v.isFinite
+            else {
                 throw ValidationError("--metric \(m): expected name=number")
             }
         }
@@ -66,10 +82,14 @@ struct Pack: Subcommand {
             let parts = m.split(separator: "=", maxSplits: 1)
             recorded[String(parts[0])] = Double(parts[1])!
         }
-        let (written, chosen) = try site.pack(weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
-                                              codec: codec, topkFraction: topkFraction)
+        let (written, chosen) = try site.pack(
+            weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
+            codec: codec, topkFraction: topkFraction)
         if case .newest(let n) = chosen {
-            context.console.warn("\(weights) names no generation in its metadata (fedbatch_generation, which fedbatch export writes): packed against generation \(n), the newest here; if training started from another, pass --base", code: "pack.base-guessed")
+            context.console.warn(
+                "\(weights) names no generation in its metadata (fedbatch_generation, which fedbatch export writes): "
+                    + "packed against generation \(n), the newest here; if training started from another, pass --base",
+                code: "pack.base-guessed")
         }
         let from: String
         switch chosen {

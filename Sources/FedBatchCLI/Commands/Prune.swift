@@ -6,16 +6,16 @@ struct Prune: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Drop old generations' weights, and the bundles and quarantined files only they needed.",
         discussion: """
-        Every generation but the newest --keep (and those younger than \
-        --older-than) becomes gNNNNNN.fbm: its manifest with its original \
-        statement and signature, which still verifies, so fedbatch log checks \
-        the chain back to generation 0. On a collector, the bundles in \
-        accepted/ that a pruned generation included and the files in \
-        quarantine/ that it reported go too. A generation that carries a key \
-        rotation, or was written before statements named the manifest's \
-        digest, is kept whole. Takes the home's lock. A pruned generation \
-        can no longer be exported, evaluated or restored by revert.
-        """
+            Every generation but the newest --keep (and those younger than \
+            --older-than) becomes gNNNNNN.fbm: its manifest with its original \
+            statement and signature, which still verifies, so fedbatch log checks \
+            the chain back to generation 0. On a collector, the bundles in \
+            accepted/ that a pruned generation included and the files in \
+            quarantine/ that it reported go too. A generation that carries a key \
+            rotation, or was written before statements named the manifest's \
+            digest, is kept whole. Takes the home's lock. A pruned generation \
+            can no longer be exported, evaluated or restored by revert.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -25,7 +25,9 @@ struct Prune: Subcommand {
     @Option(help: "Keep the weights of the newest N generations (at least 1).")
     var keep: Int = 10
 
-    @Option(name: .customLong("older-than"), help: ArgumentHelp("Also keep generations younger than this many days.", valueName: "days"))
+    @Option(
+        name: .customLong("older-than"),
+        help: ArgumentHelp("Also keep generations younger than this many days.", valueName: "days"))
     var olderThan: Double?
 
     @Flag(name: .customLong("dry-run"), help: "Say what would be removed; change nothing.")
@@ -33,7 +35,9 @@ struct Prune: Subcommand {
 
     func validate() throws {
         if keep < 1 { throw ValidationError("--keep must be at least 1: the newest generation is never pruned") }
-        if let olderThan, !(olderThan >= 0 && olderThan.isFinite) { throw ValidationError("--older-than must be a number of days, 0 or more") }
+        if let olderThan, !(olderThan >= 0 && olderThan.isFinite) {
+            throw ValidationError("--older-than must be a number of days, 0 or more")
+        }
     }
 
     func run(_ context: CommandContext) throws -> PruneOutput {
@@ -43,9 +47,10 @@ struct Prune: Subcommand {
         policy.olderThan = olderThan.map { $0 * 86_400 }
         policy.dryRun = dryRun
         let r = try home.prune(policy)
-        return PruneOutput(dryRun: dryRun, generations: r.generations,
-                           skipped: r.skipped.map { .init(generation: $0.generation, reason: $0.reason) },
-                           accepted: r.accepted.count, quarantined: r.quarantined.count, bytesFreed: r.bytesFreed)
+        return PruneOutput(
+            dryRun: dryRun, generations: r.generations,
+            skipped: r.skipped.map { .init(generation: $0.generation, reason: $0.reason) },
+            accepted: r.accepted.count, quarantined: r.quarantined.count, bytesFreed: r.bytesFreed)
     }
 }
 
@@ -72,7 +77,12 @@ struct PruneOutput: CommandOutput {
             text.notes.append("nothing to prune")
             return
         }
-        let gens = generations.isEmpty ? "no generation" : "generations " + generations.map(String.init).joined(separator: ", ")
-        text.out = ["\(verb) \(gens); \(accepted) accepted and \(quarantined) quarantined files; \(ByteCountFormatter.string(fromByteCount: bytesFreed, countStyle: .binary)) freed"]
+        let gens =
+            generations.isEmpty
+            ? "no generation" : "generations " + generations.map(String.init).joined(separator: ", ")
+        text.out = [
+            "\(verb) \(gens); \(accepted) accepted and \(quarantined) quarantined "
+                + "files; \(ByteCountFormatter.string(fromByteCount: bytesFreed, countStyle: .binary)) freed"
+        ]
     }
 }

@@ -6,12 +6,12 @@ struct Publish: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Collector: upload the generations the remote does not have yet.",
         discussion: """
-        Every generations/gNNNNNN.fbg the remote ([remote] url, or --remote) \
-        lacks, or holds with another size, is uploaded as \
-        generations/gNNNNNN.fbg, whole or not at all. Sites take them with \
-        fedbatch pull, which verifies each. Takes the home's lock. Exit \
-        status 5 when the remote has them all.
-        """
+            Every generations/gNNNNNN.fbg the remote ([remote] url, or --remote) \
+            lacks, or holds with another size, is uploaded as \
+            generations/gNNNNNN.fbg, whole or not at all. Sites take them with \
+            fedbatch pull, which verifies each. Takes the home's lock. Exit \
+            status 5 when the remote has them all.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions

@@ -6,19 +6,19 @@ struct Pull: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Download from the remote: new bundles into a collector's inbox, new generations into a site's.",
         discussion: """
-        On a collector, every inbox/SITE/FILE on the remote is downloaded \
-        into inbox/ under a hidden name, fsynced and renamed, and removed \
-        from the remote only then; a file the inbox already holds byte for \
-        byte is not placed twice, and one larger than the model allows stays \
-        on the remote, refused. fedbatch merge verifies them. On a site, \
-        every generation the remote has and generations/ lacks is downloaded \
-        and verified (collector's signature, model, number) before it is \
-        renamed into place; one that fails stays out, and the exit status is \
-        3. On a regional collector, both: bundles from its own remote \
-        ([remote] url, --remote) and generations from the root's \
-        ([remote] upstream, --upstream). Takes the home's lock. Exit status \
-        5 when there is nothing new.
-        """
+            On a collector, every inbox/SITE/FILE on the remote is downloaded \
+            into inbox/ under a hidden name, fsynced and renamed, and removed \
+            from the remote only then; a file the inbox already holds byte for \
+            byte is not placed twice, and one larger than the model allows stays \
+            on the remote, refused. fedbatch merge verifies them. On a site, \
+            every generation the remote has and generations/ lacks is downloaded \
+            and verified (collector's signature, model, number) before it is \
+            renamed into place; one that fails stays out, and the exit status is \
+            3. On a regional collector, both: bundles from its own remote \
+            ([remote] url, --remote) and generations from the root's \
+            ([remote] upstream, --upstream). Takes the home's lock. Exit status \
+            5 when there is nothing new.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -27,14 +27,19 @@ struct Pull: Subcommand {
 
     @OptionGroup var remoteOption: RemoteOption
 
-    @Option(help: ArgumentHelp("Regional collector: the root's remote for this run (default: [remote] upstream).", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "Regional collector: the root's remote for this run (default: [remote] upstream).", valueName: "url"))
     var upstream: String?
 
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home()
         switch home.config.role {
-        case .collector: return TransferOutput(direction: "download", try home.pullBundles(from: try remoteOption.open(for: home)))
-        case .site: return TransferOutput(direction: "download", try home.pullGenerations(from: try remoteOption.open(for: home)))
+        case .collector:
+            return TransferOutput(direction: "download", try home.pullBundles(from: try remoteOption.open(for: home)))
+        case .site:
+            return TransferOutput(
+                direction: "download", try home.pullGenerations(from: try remoteOption.open(for: home)))
         case .region:
             // Generations first: a bundle on a generation this region has
             // not seen yet then merges in this round.

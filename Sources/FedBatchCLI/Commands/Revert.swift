@@ -6,14 +6,14 @@ struct Revert: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Collector: write the next generation with an earlier generation's weights.",
         discussion: """
-        For a generation that turned out bad: the chain moves forward, as \
-        git revert does. The new generation's parent is the current one, its \
-        weights are those of GENERATION (verified first), it includes no \
-        bundle, and its manifest records strategy "revert" with the \
-        generation restored. Sites accept it like any newer generation; \
-        bundles already trained on the bad one are stale at the next merge. \
-        Takes the home's lock (exit 4 while a merge runs).
-        """
+            For a generation that turned out bad: the chain moves forward, as \
+            git revert does. The new generation's parent is the current one, its \
+            weights are those of GENERATION (verified first), it includes no \
+            bundle, and its manifest records strategy "revert" with the \
+            generation restored. Sites accept it like any newer generation; \
+            bundles already trained on the bad one are stale at the next merge. \
+            Takes the home's lock (exit 4 while a merge runs).
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions

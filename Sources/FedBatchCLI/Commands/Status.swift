@@ -6,13 +6,13 @@ struct Status: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Where the federation stands, from this home's point of view.",
         discussion: """
-        On a collector: the newest generation, the quorum, how many files wait \
-        in inbox/ and how old the oldest is, quarantine/ by reason, and for \
-        every pinned site the last generation that included one of its \
-        bundles. On a site: the newest generation it accepted, and its last \
-        bundle: still in outbox/ or taken, and whether a generation in \
-        generations/ included it. Reads only; takes no lock.
-        """
+            On a collector: the newest generation, the quorum, how many files wait \
+            in inbox/ and how old the oldest is, quarantine/ by reason, and for \
+            every pinned site the last generation that included one of its \
+            bundles. On a site: the newest generation it accepted, and its last \
+            bundle: still in outbox/ or taken, and whether a generation in \
+            generations/ included it. Reads only; takes no lock.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -90,20 +90,35 @@ enum StatusOutput: CommandOutput {
             quorum = s.quorum
             inbox = Inbox(files: s.inboxFiles, oldestAgeSeconds: s.oldestInboxSeconds.map { ($0 * 10).rounded() / 10 })
             quarantine = s.quarantine.keys.sorted().map { Reason(code: $0, files: s.quarantine[$0]!) }
-            sites = s.sites.map { Site(site: $0.site, lastGeneration: $0.lastGeneration, lastSeq: $0.lastSeq, lastCreated: $0.lastCreated, bundles: $0.bundles) }
+            sites = s.sites.map {
+                Site(
+                    site: $0.site, lastGeneration: $0.lastGeneration, lastSeq: $0.lastSeq, lastCreated: $0.lastCreated,
+                    bundles: $0.bundles)
+            }
         }
 
         func render(into text: inout TextRendering) {
-            text.out.append("generation  " + (generation.map { "\($0.number) (\(String($0.digest.prefix(12))), \($0.created ?? "?"))" } ?? "none yet"))
+            text.out.append(
+                "generation  "
+                    + (generation.map { "\($0.number) (\(String($0.digest.prefix(12))), \($0.created ?? "?"))" }
+                        ?? "none yet"))
             text.out.append("quorum      \(quorum)")
             let age = inbox.oldestAgeSeconds.map { String(format: ", oldest %.0f s", $0) } ?? ""
             text.out.append("inbox       \(inbox.files) file\(inbox.files == 1 ? "" : "s")\(age)")
-            text.out.append("quarantine  " + (quarantine.isEmpty ? "empty" : quarantine.map { "\($0.files) \($0.code)" }.joined(separator: ", ")))
+            text.out.append(
+                "quarantine  "
+                    + (quarantine.isEmpty
+                        ? "empty" : quarantine.map { "\($0.files) \($0.code)" }.joined(separator: ", ")))
             text.out.append("SITE        LAST GEN     SEQ  BUNDLES  LAST CREATED")
-            func right(_ v: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - v.count)) + v }
+            func right(_ v: String, _ width: Int) -> String {
+                String(repeating: " ", count: max(0, width - v.count)) + v
+            }
             for s in sites {
-                text.out.append(s.site.padding(toLength: 10, withPad: " ", startingAt: 0) + "  " + right(s.lastGeneration.map(String.init) ?? "-", 8)
-                                + "  " + right(s.lastSeq.map { String($0) } ?? "-", 6) + "  " + right(String(s.bundles), 7) + "  " + (s.lastCreated ?? "never"))
+                text.out.append(
+                    s.site.padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
+                        + right(s.lastGeneration.map(String.init) ?? "-", 8)
+                        + "  " + right(s.lastSeq.map { String($0) } ?? "-", 6) + "  " + right(String(s.bundles), 7)
+                        + "  " + (s.lastCreated ?? "never"))
             }
         }
     }
@@ -125,14 +140,22 @@ enum StatusOutput: CommandOutput {
 
         init(_ s: SiteStatus) {
             site = s.site
-            newestGeneration = s.newestGeneration.map { Generation(number: $0, digest: s.newestDigest ?? "", created: nil) }
-            lastBundle = s.lastBundle.map { Bundle(file: $0.file, digest: $0.digest, seq: $0.seq, baseGeneration: $0.baseGeneration,
-                                                   inOutbox: $0.inOutbox, includedIn: $0.includedIn) }
+            newestGeneration = s.newestGeneration.map {
+                Generation(number: $0, digest: s.newestDigest ?? "", created: nil)
+            }
+            lastBundle = s.lastBundle.map {
+                Bundle(
+                    file: $0.file, digest: $0.digest, seq: $0.seq, baseGeneration: $0.baseGeneration,
+                    inOutbox: $0.inOutbox, includedIn: $0.includedIn)
+            }
         }
 
         func render(into text: inout TextRendering) {
             text.out.append("site        \(site)")
-            text.out.append("generation  " + (newestGeneration.map { "\($0.number) (\(String($0.digest.prefix(12))))" } ?? "none accepted yet"))
+            text.out.append(
+                "generation  "
+                    + (newestGeneration.map { "\($0.number) (\(String($0.digest.prefix(12))))" } ?? "none accepted yet")
+            )
             if let b = lastBundle {
                 let place = b.inOutbox ? "in outbox/" : "taken from outbox/"
                 let used = b.includedIn.map { "included in generation \($0)" } ?? "not (yet) in any generation here"

@@ -6,35 +6,43 @@ struct Train: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Site: train on local data and write a signed update bundle to outbox/.",
         discussion: """
-        Takes the newest generation in generations/ (or --base), verifies it \
-        against the pinned collector key, refuses it if it is older than a \
-        generation this site has already seen, trains on --data, and writes \
-        the delta from the generation's weights as a signed bundle named \
-        <model>-g<generation>-<site>-<seq>.fbu. Prints the bundle's path (or \
-        JSON). Defaults come from the [training] table of fedbatch.toml. \
-        A progress line is shown on a terminal; with --quiet (cron) nothing \
-        is printed unless something goes wrong. If this site already sent an update for the newest \
-        generation, exits 5 without training (use --force to write another). \
-        A run whose loss stops being finite stops and exits 1, naming the \
-        epoch and step; bad data is refused before anything is consumed.
-        """
+            Takes the newest generation in generations/ (or --base), verifies it \
+            against the pinned collector key, refuses it if it is older than a \
+            generation this site has already seen, trains on --data, and writes \
+            the delta from the generation's weights as a signed bundle named \
+            <model>-g<generation>-<site>-<seq>.fbu. Prints the bundle's path (or \
+            JSON). Defaults come from the [training] table of fedbatch.toml. \
+            A progress line is shown on a terminal; with --quiet (cron) nothing \
+            is printed unless something goes wrong. If this site already sent an update for the newest \
+            generation, exits 5 without training (use --force to write another). \
+            A run whose loss stops being finite stops and exits 1, naming the \
+            epoch and step; bad data is refused before anything is consumed.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Option(help: ArgumentHelp("Training data: an IDX directory, a .csv file or a .safetensors shard (default: training.data).", valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Training data: an IDX directory, a .csv file or a .safetensors shard (default: training.data).",
+            valueName: "path"))
     var data: String?
 
     @Option(help: "Which IDX split to read.")
     var split: String = "train"
 
-    @Option(name: [.customLong("label"), .customLong("label-column")],
-            help: "The label column of a CSV file (a model with a schema names its own).")
+    @Option(
+        name: [.customLong("label"), .customLong("label-column")],
+        help: "The label column of a CSV file (a model with a schema names its own).")
     var labelColumn: String = "label"
 
-    @Option(name: .customLong("drop"), help: ArgumentHelp("A CSV column to leave out, such as an id (repeatable); only for a model with a schema.", valueName: "column"))
+    @Option(
+        name: .customLong("drop"),
+        help: ArgumentHelp(
+            "A CSV column to leave out, such as an id (repeatable); only for a model with a schema.",
+            valueName: "column"))
     var drop: [String] = []
 
     @Option(help: "Train on the first N examples only.")
@@ -46,13 +54,20 @@ struct Train: Subcommand {
     @Option(help: "sgd or adam.") var optimizer: String?
     @Option(help: "SGD momentum.") var momentum: Double?
     @Option(name: .customLong("weight-decay"), help: "L2 penalty.") var weightDecay: Double?
-    @Option(name: .customLong("prox-mu"), help: "FedProx proximal term μ (0: plain FedAvg local training).") var proxMu: Double?
+    @Option(name: .customLong("prox-mu"), help: "FedProx proximal term μ (0: plain FedAvg local training).")
+    var proxMu: Double?
     @Option(help: "Seed for shuffling (default: training.seed plus the generation number).") var seed: UInt64?
 
-    @Option(help: ArgumentHelp("Train on this generation instead of the newest in generations/: a .fbg file, or latest, 7 or g7.", valueName: "generation"))
+    @Option(
+        help: ArgumentHelp(
+            "Train on this generation instead of the newest in generations/: a .fbg file, or latest, 7 or g7.",
+            valueName: "generation"))
     var base: String?
 
-    @Option(name: .customLong("eval-data"), help: ArgumentHelp("Held-out data to evaluate after each epoch; its figures go into the bundle's metrics.", valueName: "path"))
+    @Option(
+        name: .customLong("eval-data"),
+        help: ArgumentHelp(
+            "Held-out data to evaluate after each epoch; its figures go into the bundle's metrics.", valueName: "path"))
     var evalData: String?
 
     @Option(name: .customLong("eval-split"), help: "Which IDX split of --eval-data to read.")
@@ -61,22 +76,35 @@ struct Train: Subcommand {
     @Flag(help: "Write a bundle even if one was already sent for this generation (the collector keeps one per site).")
     var force = false
 
-    @Option(help: ArgumentHelp("How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
+    @Option(
+        help: ArgumentHelp(
+            "How to store the update: fp32, fp16, bf16, int8 or topk (default: training.codec).", valueName: "name"))
     var codec: String?
 
-    @Option(name: .customLong("topk-fraction"), help: ArgumentHelp("The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
+    @Option(
+        name: .customLong("topk-fraction"),
+        help: ArgumentHelp(
+            "The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
     var topkFraction: Double?
 
     func validate() throws {
-        if let codec, !Codecs.names.contains(codec) { throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))") }
-        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) { throw ValidationError("--topk-fraction must be in (0, 1]") }
+        if let codec, !Codecs.names.contains(codec) {
+            throw ValidationError("--codec must be one of \(Codecs.names.sorted().joined(separator: ", "))")
+        }
+        if let topkFraction, !(topkFraction > 0 && topkFraction <= 1) {
+            throw ValidationError("--topk-fraction must be in (0, 1]")
+        }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let lr, !(lr > 0) { throw ValidationError("--lr must be positive") }
-        if let optimizer, OptimizerKind(rawValue: optimizer) == nil { throw ValidationError("--optimizer must be sgd or adam") }
+        if let optimizer, OptimizerKind(rawValue: optimizer) == nil {
+            throw ValidationError("--optimizer must be sgd or adam")
+        }
         if let momentum, !(0..<1).contains(momentum) { throw ValidationError("--momentum must be in [0, 1)") }
         if let proxMu, proxMu < 0 { throw ValidationError("--prox-mu must be non-negative") }
-        if DataSplit(rawValue: split) == nil || DataSplit(rawValue: evalSplit) == nil { throw ValidationError("--split and --eval-split must be train or test") }
+        if DataSplit(rawValue: split) == nil || DataSplit(rawValue: evalSplit) == nil {
+            throw ValidationError("--split and --eval-split must be train or test")
+        }
         if let limit, limit < 1 { throw ValidationError("--limit must be positive") }
     }
 
@@ -113,11 +141,15 @@ struct Train: Subcommand {
                 if let finished = p.finished {
                     console.status(TrainStatus(done: p.epoch, total: p.epochs, epoch: EpochInfo(finished)))
                 }
-                progress.update(String(format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
-                                       100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
+                progress.update(
+                    String(
+                        format: "epoch %d/%d  %3d%%  loss %.4f", p.epoch, p.epochs,
+                        100 * p.examplesDone / max(1, p.examplesPerEpoch), p.runningLoss))
             }
             progress.finish()
-            return TrainOutput(bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init), backend: NumericBackend.description)
+            return TrainOutput(
+                bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init),
+                backend: NumericBackend.description)
         }
     }
 }

@@ -4,7 +4,9 @@ import Foundation
 
 /// The --remote option of push, pull and publish.
 struct RemoteOption: ParsableArguments {
-    @Option(help: ArgumentHelp("The remote for this run: s3://BUCKET/PREFIX or a directory (default: [remote] url).", valueName: "url"))
+    @Option(
+        help: ArgumentHelp(
+            "The remote for this run: s3://BUCKET/PREFIX or a directory (default: [remote] url).", valueName: "url"))
     var remote: String?
 
     func open(for home: Home) throws -> RemoteStore { try home.remote(override: remote) }
@@ -44,7 +46,9 @@ struct TransferOutput: CommandOutput {
     /// A refused file is a verification failure (3), unless the refusal is
     /// only that it is too large or not ours (1); nothing moved is 5.
     var exitStatus: ExitStatus {
-        if let worst = refused.map({ ExitStatus.of(code: $0.code) }).max(by: { $0.rawValue < $1.rawValue }) { return worst }
+        if let worst = refused.map({ ExitStatus.of(code: $0.code) }).max(by: { $0.rawValue < $1.rawValue }) {
+            return worst
+        }
         return transferred.isEmpty ? .nothingToDo : .success
     }
 
@@ -55,12 +59,18 @@ struct TransferOutput: CommandOutput {
         let shown = 10
         text.warnings = refused.prefix(shown).map { "refused \($0.key): \($0.message) [\($0.code)]" }
         if refused.count > shown {
-            let counts = Dictionary(grouping: refused.dropFirst(shown), by: \.code).map { "\($0.key) × \($0.value.count)" }.sorted()
-            text.warnings.append("refused \(refused.count - shown) more (\(counts.joined(separator: ", "))); --json lists every one")
+            let counts = Dictionary(grouping: refused.dropFirst(shown), by: \.code).map {
+                "\($0.key) × \($0.value.count)"
+            }.sorted()
+            text.warnings.append(
+                "refused \(refused.count - shown) more (\(counts.joined(separator: ", "))); --json lists every one")
         }
-        text.notes = skipped.map { "\($0.key): already in place as \($0.file)" } + waiting.map { "\($0.key): \($0.message)" }
+        text.notes =
+            skipped.map { "\($0.key): already in place as \($0.file)" } + waiting.map { "\($0.key): \($0.message)" }
         let verb = direction == "upload" ? "uploaded" : "downloaded"
-        text.out = transferred.map { "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)" }
+        text.out = transferred.map {
+            "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)"
+        }
         if transferred.isEmpty { text.notes.append("nothing to transfer with \(remote)") }
     }
 }

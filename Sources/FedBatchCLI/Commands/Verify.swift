@@ -6,16 +6,16 @@ struct Verify: Subcommand {
     static let configuration = CommandConfiguration(
         abstract: "Check files against the home's pinned keys.",
         discussion: """
-        Each file's signature is checked first, against an isolated keyring \
-        holding only the home's pinned keys: exactly one signature, good, by a \
-        key that is neither expired nor revoked, with SHA-256 or stronger, and \
-        pinned for the role the file claims (its site, or the collector). Only \
-        then is the file decompressed and parsed, its model id compared with \
-        the home's and its tensors checked against its architecture.
+            Each file's signature is checked first, against an isolated keyring \
+            holding only the home's pinned keys: exactly one signature, good, by a \
+            key that is neither expired nor revoked, with SHA-256 or stronger, and \
+            pinned for the role the file claims (its site, or the collector). Only \
+            then is the file decompressed and parsed, its model id compared with \
+            the home's and its tensors checked against its architecture.
 
-        Prints one verdict per file. Exit status 0 when every file verifies, \
-        3 when any does not.
-        """
+            Prints one verdict per file. Exit status 0 when every file verifies, \
+            3 when any does not.
+            """
     )
 
     @OptionGroup(title: "Global options") var options: GlobalOptions
@@ -92,7 +92,9 @@ struct VerifyOutput: CommandOutput {
             if v.ok {
                 let subject = v.kind == "generation" ? "generation \(v.generation!)" : "\(v.site!) seq \(v.seq!)"
                 let whom = v.role == "collector" ? "the collector" : "site \(v.site!)"
-                text.out.append("ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)" + (v.note.map { "; \($0)" } ?? ""))
+                text.out.append(
+                    "ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)"
+                        + (v.note.map { "; \($0)" } ?? ""))
             } else {
                 // A warning, so that a cron mail shows it even under --quiet.
                 text.warnings.append("FAIL  \(v.file): \(v.message!) [\(v.code!)]")
