@@ -24,7 +24,7 @@ import Foundation
 public class ServerOptimizer: AggregationStrategy, PartialAggregating {
     public class var name: String { "fedopt" }
     public static var access: StrategyAccess { .streaming }
-    public static let stateMember = "optimizer.safetensors"
+    public static let stateMember = ContainerPath.optimizerState
 
     let arch: ModelArchitecture
     let average: FedAvg

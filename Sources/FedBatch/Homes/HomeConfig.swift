@@ -619,7 +619,7 @@ public struct HomeConfig: Sendable, Equatable {
                     "# delta = 1e-5", "# max_epsilon = 10.0",
                 ]
         }
-        lines += gnupg.render() + metrics.render() + remote.render(role: role)
+        lines += gnupg.render() + metrics.render() + remote.render(withUpstream: role == .region)
         return lines.joined(separator: "\n") + "\n"
     }
 }

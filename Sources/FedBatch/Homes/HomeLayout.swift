@@ -40,10 +40,10 @@ public struct HomeLayout: Sendable {
     public func siteKey(_ site: String) -> String { TrustSet.Files.siteKey(site, in: keys) }
 
     /// `g000042`: how file names and messages name generation 42.
-    public static func generationName(_ number: Int) -> String { String(format: "g%06d", number) }
+    public static func generationName(_ number: Int) -> String { GenerationFile.name(number) }
 
     /// `g000042.fbg`
-    public static func generationFileName(_ number: Int) -> String { generationName(number) + ".fbg" }
+    public static func generationFileName(_ number: Int) -> String { GenerationFile.fileName(number) }
 
     /// `<model>-g<base>-<site>-<seq>.fbu`: informative only; a bundle's
     /// identity is its digest.
@@ -94,12 +94,7 @@ public struct HomeLayout: Sendable {
         return names.compactMap(Self.generationNumber).sorted()
     }
 
-    public static func generationNumber(_ name: String) -> Int? {
-        let b = Array(name.utf8)
-        guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })
-        else { return nil }
-        return Int(String(decoding: b[1..<7], as: UTF8.self))
-    }
+    public static func generationNumber(_ name: String) -> Int? { GenerationFile.number(name) }
 
     /// `g000042.fbm`: generation 42 after `fedbatch prune` dropped its
     /// weights, keeping its statement, signature and manifest.

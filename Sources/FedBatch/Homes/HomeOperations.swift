@@ -293,3 +293,10 @@ public struct LockHeld: Error, CustomStringConvertible, ReasonCoded {
     public var code: String { "lock.held" }
     public var description: String { "another fedbatch process holds \(path); nothing was changed" }
 }
+
+extension VerifiedContainer {
+    /// The tabular schema a generation pins, if any.
+    public func tabularSchema() throws -> TabularSchema? {
+        try container.members[TabularSchema.member].map(TabularSchema.parse)
+    }
+}

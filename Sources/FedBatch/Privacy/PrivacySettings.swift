@@ -33,13 +33,13 @@ public struct PrivacySettings: Sendable, Equatable {
     static let keys: Set<String> = ["noise_multiplier", "clip_norm", "expected_sites", "delta", "max_epsilon"]
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> PrivacySettings {
-        guard let t = value.table else { throw HomeError.config(path: path, reason: "[privacy] must be a table") }
+        guard let t = value.table else { throw ConfigError(path: path, reason: "[privacy] must be a table") }
         for k in t.keys where !keys.contains(k) {
-            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [privacy]")
+            throw ConfigError(path: path, reason: "unknown key \"\(k)\" in [privacy]")
         }
         func number(_ k: String, _ what: String, _ ok: (Double) -> Bool) throws -> Double {
             guard let v = t[k] else {
-                throw HomeError.config(
+                throw ConfigError(
                     path: path,
                     reason:
                         "privacy.\(k) is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, delta "
@@ -47,14 +47,14 @@ public struct PrivacySettings: Sendable, Equatable {
                 )
             }
             guard let d = v.double ?? v.int.map(Double.init), d.isFinite, ok(d) else {
-                throw HomeError.config(path: path, reason: "privacy.\(k) must be \(what)")
+                throw ConfigError(path: path, reason: "privacy.\(k) must be \(what)")
             }
             return d
         }
         let z = try number("noise_multiplier", "a number above 0 (and at most 1000)") { $0 > 0 && $0 <= 1000 }
         let c = try number("clip_norm", "a number above 0") { $0 > 0 }
         guard let mValue = t["expected_sites"] else {
-            throw HomeError.config(
+            throw ConfigError(
                 path: path,
                 reason:
                     "privacy.expected_sites is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, "
@@ -62,7 +62,7 @@ public struct PrivacySettings: Sendable, Equatable {
             )
         }
         guard let m = mValue.int, m >= 1, m <= 10_000_000 else {
-            throw HomeError.config(
+            throw ConfigError(
                 path: path, reason: "privacy.expected_sites must be a whole number of sites, 1 or more")
         }
         let delta = try number("delta", "a probability in (0, 1)") { $0 > 0 && $0 < 1 }

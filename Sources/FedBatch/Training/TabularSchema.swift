@@ -10,7 +10,7 @@ import Foundation
 /// and standard deviation fixed at `init collector` from a statistics file,
 /// applied identically by every site and by `eval`.
 public struct TabularSchema: Codable, Equatable, Sendable {
-    public static let member = "schema.json"
+    public static let member = ContainerPath.schema
 
     /// The feature columns, in the order the model reads them.
     public let features: [String]

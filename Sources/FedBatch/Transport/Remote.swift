@@ -51,7 +51,7 @@ public enum RemoteLayout {
 
     public static func bundleKey(site: String, file: String) -> String { "\(inbox)\(site)/\(file)" }
     public static func generationKey(_ number: Int) -> String {
-        "\(generations)\(HomeLayout.generationFileName(number))"
+        "\(generations)\(GenerationFile.fileName(number))"
     }
 
     /// The site and file name of a bundle key, or nil for a key that is not
@@ -71,7 +71,7 @@ public enum RemoteLayout {
     /// The generation number of a generation key, or nil.
     public static func parseGenerationKey(_ key: String) -> Int? {
         guard key.hasPrefix(generations) else { return nil }
-        return HomeLayout.generationNumber(String(key.dropFirst(generations.count)))
+        return GenerationFile.number(String(key.dropFirst(generations.count)))
     }
 }
 

@@ -20,35 +20,37 @@ public struct RemoteSettings: Sendable, Equatable {
     static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream"]
 
     static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
-        guard let t = value.table else { throw HomeError.config(path: path, reason: "[remote] must be a table") }
+        guard let t = value.table else { throw ConfigError(path: path, reason: "[remote] must be a table") }
         for k in t.keys where !keys.contains(k) {
-            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [remote]")
+            throw ConfigError(path: path, reason: "unknown key \"\(k)\" in [remote]")
         }
         var r = RemoteSettings()
         for key in ["url", "upstream"] {
             guard let v = t[key] else { continue }
             guard let s = v.string, !s.isEmpty, s.hasPrefix("s3://") || !s.contains("://") else {
-                throw HomeError.config(
+                throw ConfigError(
                     path: path, reason: "remote.\(key) must be s3://BUCKET/PREFIX or a directory path")
             }
             if key == "url" { r.url = s } else { r.upstream = s }
         }
         if let v = t["path_style"] {
             guard let b = v.bool else {
-                throw HomeError.config(path: path, reason: "remote.path_style must be true or false")
+                throw ConfigError(path: path, reason: "remote.path_style must be true or false")
             }
             r.pathStyle = b
         }
         if let v = t["encrypt"] {
             guard let b = v.bool else {
-                throw HomeError.config(path: path, reason: "remote.encrypt must be true or false")
+                throw ConfigError(path: path, reason: "remote.encrypt must be true or false")
             }
             r.encrypt = b
         }
         return r
     }
 
-    func render(role: HomeRole) -> [String] {
+    /// The `[remote]` table as fedbatch.toml shows it; `upstream` only on a
+    /// regional collector's home.
+    func render(withUpstream: Bool) -> [String] {
         [
             "",
             "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory "
@@ -56,7 +58,7 @@ public struct RemoteSettings: Sendable, Equatable {
             "[remote]",
             url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\"",
         ]
-            + (role == .region
+            + (withUpstream
                 ? [
                     "# The root collector's remote: partial aggregates go up to it, generations come down from it.",
                     upstream.map { "upstream = \(StrictJSON.quote($0))" } ?? "# upstream = \"s3://fl-root/fmnist\"",

@@ -35,14 +35,9 @@ public struct VerifiedContainer: Sendable {
             container: Container(
                 manifest: container.manifest, manifestBytes: container.manifestBytes,
                 members: container.members.filter {
-                    $0.key == TabularSchema.member || $0.key == ServerOptimizer.stateMember
+                    $0.key == ContainerPath.schema || $0.key == ContainerPath.optimizerState
                 }),
             signer: signer, statement: statement, digest: digest)
-    }
-
-    /// The tabular schema a generation pins, if any.
-    public func tabularSchema() throws -> TabularSchema? {
-        try container.members[TabularSchema.member].map(TabularSchema.parse)
     }
 }
 
