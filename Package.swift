@@ -27,10 +27,28 @@ let package = Package(
         // `internal`, so nothing outside this target can reach them.
         .target(
             name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib", "CCurl"]),
+        // The library, in layers; a target imports only targets below it
+        // (DESIGN.md). Formats: tensors, model specs, the container, names.
+        .target(name: "FedBatchFormats", dependencies: ["FedBatchNative"]),
+        // Trust: signatures, pinned keys, rotations.
+        .target(name: "FedBatchTrust", dependencies: ["FedBatchNative", "FedBatchFormats"]),
+        // Learning: local training, aggregation strategies, central DP.
+        .target(
+            name: "FedBatchLearning",
+            dependencies: ["FedBatchNative", "FedBatchFormats", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // Store: state.db and the remotes.
+        .target(
+            name: "FedBatchStore",
+            dependencies: [
+                "FedBatchNative", "FedBatchFormats", "FedBatchTrust",
+                .product(name: "TOMLKit", package: "TOMLKit"), .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // Workflows: homes, merge, the site's train and pack, upkeep, metrics, report.
         .target(
             name: "FedBatch",
             dependencies: [
-                "FedBatchNative",
+                "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
@@ -38,17 +56,36 @@ let package = Package(
         .target(
             name: "FedBatchCLI",
             dependencies: [
-                "FedBatch",
+                "FedBatch", "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "fedbatch", dependencies: ["FedBatchCLI"]),
         // libFuzzer targets for the parsers of untrusted bytes (`make fuzz`);
         // built normally it replays a corpus, which the tests do.
-        .executableTarget(name: "fedbatch-fuzz", dependencies: ["FedBatch"], path: "Sources/FedBatchFuzz"),
+        .executableTarget(
+            name: "fedbatch-fuzz",
+            dependencies: [
+                "FedBatch", "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
+            ],
+            path: "Sources/FedBatchFuzz"),
         // Helpers shared by both test targets: temp dirs, subprocesses, fixtures.
-        .target(name: "FedBatchTestSupport", dependencies: ["FedBatch"], path: "Tests/FedBatchTestSupport"),
-        .testTarget(name: "FedBatchTests", dependencies: ["FedBatch", "FedBatchTestSupport"]),
-        .testTarget(name: "FedBatchCLITests", dependencies: ["FedBatch", "FedBatchTestSupport"]),
+        .target(
+            name: "FedBatchTestSupport",
+            dependencies: [
+                "FedBatch", "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
+            ], path: "Tests/FedBatchTestSupport"),
+        .testTarget(
+            name: "FedBatchTests",
+            dependencies: [
+                "FedBatch", "FedBatchTestSupport", "FedBatchNative", "FedBatchFormats", "FedBatchTrust",
+                "FedBatchLearning", "FedBatchStore",
+            ]),
+        .testTarget(
+            name: "FedBatchCLITests",
+            dependencies: [
+                "FedBatch", "FedBatchTestSupport", "FedBatchNative", "FedBatchFormats", "FedBatchTrust",
+                "FedBatchLearning", "FedBatchStore",
+            ]),
     ]
 )

@@ -1,5 +1,10 @@
 import ArgumentParser
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// The root command. Subcommands live in Commands/, one file each.

@@ -1,4 +1,9 @@
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 // JSON objects that more than one command prints; fedbatch-json(7) names

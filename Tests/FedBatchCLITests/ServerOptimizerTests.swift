@@ -1,5 +1,10 @@
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
 import FedBatchTestSupport
+import FedBatchTrust
 import Foundation
 import Testing
 

@@ -1,4 +1,9 @@
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// A throw-away GnuPG home with real keys made by the gpg CLI, in a short

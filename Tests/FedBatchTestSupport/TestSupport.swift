@@ -1,4 +1,9 @@
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 #if canImport(Glibc)

@@ -3,6 +3,10 @@ import Foundation
 import Testing
 
 @testable import FedBatch
+@testable import FedBatchFormats
+@testable import FedBatchLearning
+@testable import FedBatchNative
+@testable import FedBatchTrust
 
 /// Threaded OpenBLAS calls and forks (gpgme starting gpg) in one process,
 /// at once and repeatedly: before the fork guard this could leave an sgemm

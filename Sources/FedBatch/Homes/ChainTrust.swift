@@ -1,3 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// Trust in a generation follows the chain, as TUF clients walk root

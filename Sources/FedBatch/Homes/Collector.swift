@@ -1,3 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// The collector side: verify the inbox, quarantine the bad, aggregate the

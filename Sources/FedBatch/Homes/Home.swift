@@ -1,3 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// An opened fedbatch home: its layout and its config.

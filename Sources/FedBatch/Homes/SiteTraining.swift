@@ -1,3 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// What one `fedbatch train` run was asked for. A nil field means the

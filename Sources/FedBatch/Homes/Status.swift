@@ -1,3 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// What `fedbatch status` reports about a collector home: read from the

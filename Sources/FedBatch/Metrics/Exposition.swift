@@ -1,4 +1,8 @@
+import FedBatchFormats
+import FedBatchLearning
 import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 /// One metric family in Prometheus' text exposition format (version 0.0.4),

@@ -1,5 +1,10 @@
 import ArgumentParser
 import FedBatch
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
 import Foundation
 
 struct Train: Subcommand {

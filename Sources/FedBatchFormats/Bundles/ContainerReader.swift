@@ -1,0 +1,163 @@
+import FedBatchNative
+import Foundation
+
+/// A container whose payload passed every structural check: the manifest
+/// came first and parsed, every member is a plain regular file the manifest
+/// lists with the right length and SHA-256, nothing is missing or extra,
+/// and nothing but zero padding follows the archive.
+public struct Container: Sendable {
+    public let manifest: Manifest
+    public let manifestBytes: Data
+    /// Member contents by name, in memory (nothing is ever extracted to disk).
+    public let members: [String: Data]
+
+    package init(manifest: Manifest, manifestBytes: Data, members: [String: Data]) {
+        self.manifest = manifest
+        self.manifestBytes = manifestBytes
+        self.members = members
+    }
+
+    /// Parses and validates `tensors.safetensors`.
+    public func tensors(limits: SafetensorsLimits = SafetensorsLimits()) throws -> SafetensorsFile {
+        guard let data = members[ContainerPath.tensors] else {
+            throw ContainerError.missingMember(ContainerPath.tensors)
+        }
+        do {
+            return try SafetensorsFile(bytes: data, limits: limits)
+        } catch let e as SafetensorsError {
+            throw ContainerError.tensors(e)
+        }
+    }
+}
+
+/// The hardened reader for container payloads. It streams: zstd output goes
+/// straight into the tar reader, and only members the manifest declares (and
+/// the caps allow) are ever held in memory, so a decompression bomb costs
+/// time up to a cap but no memory.
+///
+/// Callers must verify the signature first (`Trust`); this reader is also
+/// what `fedbatch inspect` uses on files it makes no trust decision about.
+public enum ContainerReader {
+    public static func read(payload: Data, limits: ContainerLimits = .default) throws -> Container {
+        do {
+            return try readStream(payload: payload, limits: limits)
+        } catch let e as ZstdError {
+            throw ContainerError.compression(e)
+        } catch let e as ArchiveError {
+            throw ContainerError.archive(e.message)
+        }
+    }
+
+    private static func readStream(payload: Data, limits: ContainerLimits) throws -> Container {
+        let decoder = try ZstdDecoder(
+            frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
+        let tar = try TarReader { buffer in try decoder.read(into: buffer) }
+
+        guard let first = try tar.next() else { throw ContainerError.emptyArchive }
+        try checkHeader(first, limits: limits)
+        guard first.pathString == ContainerPath.manifest else {
+            throw ContainerError.manifestNotFirst(found: first.pathString)
+        }
+        let manifestSize = first.size ?? 0
+        guard manifestSize <= Int64(limits.maxManifestBytes) else {
+            throw ContainerError.manifestTooLarge(size: manifestSize, cap: limits.maxManifestBytes)
+        }
+        let manifestBytes = try readMember(tar, name: ContainerPath.manifest, size: manifestSize).data
+        let manifest = try Manifest.decode(manifestBytes)
+
+        var declared: [String: Manifest.Member] = [:]
+        for m in manifest.members { declared[m.name] = m }
+        var members: [String: Data] = [:]
+        var seen: Set<String> = [ContainerPath.manifest]
+        var total = manifestSize
+        var entries = 1
+
+        while let header = try tar.next() {
+            entries += 1
+            if entries > limits.maxEntries { throw ContainerError.tooManyEntries(cap: limits.maxEntries) }
+            try checkHeader(header, limits: limits)
+            let name = header.pathString
+            guard seen.insert(name).inserted else { throw ContainerError.duplicateMember(name) }
+            guard let expected = declared[name] else { throw ContainerError.undeclaredMember(name) }
+            let size = header.size ?? 0
+            guard size == expected.length else {
+                throw ContainerError.sizeMismatch(name: name, declared: expected.length, actual: size)
+            }
+            total += size
+            if total > limits.maxDecompressedBytes {
+                throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes)
+            }
+            let (data, digest) = try readMember(tar, name: name, size: size)
+            guard digest.hex == expected.sha256 else {
+                throw ContainerError.hashMismatch(name: name, declared: expected.sha256, actual: digest.hex)
+            }
+            members[name] = data
+        }
+        for m in manifest.members where members[m.name] == nil {
+            throw ContainerError.missingMember(m.name)
+        }
+        try checkTrailer(tar, limits: limits)
+        return Container(manifest: manifest, manifestBytes: manifestBytes, members: members)
+    }
+
+    /// The per-entry rules of fedbatch-bundle(5): plain relative names,
+    /// regular files only, a declared size under the cap.
+    private static func checkHeader(_ h: TarEntryHeader, limits: ContainerLimits) throws {
+        guard ContainerPath.isValid(bytes: h.path) else { throw ContainerError.unsafePath(h.pathString) }
+        switch h.kind {
+        case .regular: break
+        case .symlink: throw ContainerError.notRegularFile(path: h.pathString, kind: "symlink")
+        case .hardlink: throw ContainerError.notRegularFile(path: h.pathString, kind: "hardlink")
+        case .directory: throw ContainerError.notRegularFile(path: h.pathString, kind: "directory")
+        case .other(let mode):
+            throw ContainerError.notRegularFile(
+                path: h.pathString, kind: String(format: "special file (type 0%o)", mode))
+        }
+        if h.isSparse { throw ContainerError.sparseMember(h.pathString) }
+        guard let size = h.size else { throw ContainerError.missingSize(h.pathString) }
+        if size > limits.maxMemberBytes || size < 0 {
+            throw ContainerError.memberTooLarge(name: h.pathString, size: size, cap: limits.maxMemberBytes)
+        }
+    }
+
+    /// Reads exactly `size` bytes of the current member, hashing as it goes.
+    private static func readMember(_ tar: TarReader, name: String, size: Int64) throws -> (data: Data, digest: Digest) {
+        let hasher = SHA2Hasher()
+        var data = LargeBuffer.uninitialized(count: Int(size))
+        var filled = 0
+        try data.withUnsafeMutableBytes { buf in
+            while filled < buf.count {
+                let n = try tar.readData(into: UnsafeMutableRawBufferPointer(rebasing: buf[filled...]))
+                if n == 0 { break }
+                hasher.update(UnsafeRawBufferPointer(rebasing: buf[filled..<(filled + n)]))
+                filled += n
+            }
+            // The header's size is authoritative; anything past it is an error.
+            var probe: UInt8 = 0
+            if try withUnsafeMutableBytes(of: &probe, { try tar.readData(into: $0) }) != 0 {
+                throw ContainerError.sizeMismatch(name: name, declared: size, actual: size + 1)
+            }
+        }
+        if filled != Int(size) { throw ContainerError.sizeMismatch(name: name, declared: size, actual: Int64(filled)) }
+        return (data, hasher.finalize())
+    }
+
+    /// After the end-of-archive marker only zero padding may follow, and not
+    /// much of it: this stops a bomb hidden after a valid archive as soon as
+    /// it shows a non-zero byte or exceeds the padding cap.
+    private static func checkTrailer(_ tar: TarReader, limits: ContainerLimits) throws {
+        guard let tail = tar.unconsumedTail() else {
+            throw ContainerError.archive("cannot locate the end of the archive")
+        }
+        var trailing = Int64(tail.count)
+        var nonZero = tail.contains { $0 != 0 }
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while !nonZero && trailing <= limits.maxTrailingZeroBytes {
+            let n = try chunk.withUnsafeMutableBytes { try tar.readSource(into: $0) }
+            if n == 0 { break }
+            trailing += Int64(n)
+            nonZero = chunk[0..<n].contains { $0 != 0 }
+        }
+        if nonZero || trailing > limits.maxTrailingZeroBytes { throw ContainerError.trailingData(bytes: trailing) }
+    }
+}

@@ -1,0 +1,36 @@
+import FedBatchNative
+import Foundation
+
+/// Writes the payload of a container: a pax tar of `manifest.json` followed
+/// by the other members in the order given, compressed as one zstd frame.
+/// The same manifest and members give the same bytes with the same libzstd.
+public enum ContainerWriter {
+    /// zstd level 3 (zstd's default): weights are near-incompressible, so
+    /// higher levels cost time for little gain.
+    public static let compressionLevel: Int32 = 3
+
+    /// Fills `manifest.members` with each member's length and SHA-256,
+    /// then returns the compressed payload and the final manifest.
+    public static func payload(
+        manifest: Manifest, members: [(name: String, data: Data)]
+    ) throws -> (payload: Data, manifest: Manifest) {
+        var manifest = manifest
+        manifest.members = members.map {
+            Manifest.Member(name: $0.name, length: Int64($0.data.count), sha256: Digest.of($0.data).hex)
+        }
+        try manifest.validate()
+        let manifestBytes = try manifest.encoded()
+
+        var out = Data()
+        // Weights barely compress: reserve what the archive takes, so the
+        // output is not copied each time it grows.
+        out.reserveCapacity(manifestBytes.count + members.reduce(0) { $0 + $1.data.count } + (64 << 10))
+        let encoder = try ZstdEncoder(level: compressionLevel) { chunk in out.append(contentsOf: chunk) }
+        let tar = try TarWriter { chunk in try encoder.write(chunk) }
+        try tar.add(name: ContainerPath.manifest, contents: manifestBytes)
+        for m in members { try tar.add(name: m.name, contents: m.data) }
+        try tar.finish()
+        try encoder.finish()
+        return (out, manifest)
+    }
+}

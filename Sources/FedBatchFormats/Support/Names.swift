@@ -1,0 +1,73 @@
+import FedBatchNative
+import Foundation
+
+// Names and formats shared by every layer: container member names, the
+// identifier rule for site, model and region ids, and the time format of
+// manifests. They sit at the bottom so that no layer reaches up for them.
+
+/// The names a container may hold.
+public enum ContainerPath {
+    public static let manifest = "manifest.json"
+    public static let tensors = "tensors.safetensors"
+    /// A generation's tabular schema (`TabularSchema`), carried forward.
+    public static let schema = "schema.json"
+    /// A server optimiser's state (`ServerOptimizer`), carried forward.
+    public static let optimizerState = "optimizer.safetensors"
+
+    /// `[A-Za-z0-9._-]`, the bytes names and ids are made of.
+    public static func isPlainByte(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
+            || c == 0x2D
+    }
+
+    /// Relative, `/`-separated segments of `[A-Za-z0-9._-]`, none empty, `.` or `..`.
+    public static func isValid(_ path: String) -> Bool {
+        isValid(bytes: Array(path.utf8))
+    }
+
+    static func isValid(bytes: [UInt8]) -> Bool {
+        guard !bytes.isEmpty, bytes.count <= 255 else { return false }
+        for segment in bytes.split(separator: 0x2F, omittingEmptySubsequences: false) {
+            if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
+            if !segment.allSatisfy(isPlainByte) { return false }
+        }
+        return true
+    }
+
+    /// Why `value` is not an identifier, for every message that says so.
+    public static func identifierRule(_ what: String, _ value: String) -> String {
+        "\(what) \"\(value)\" must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with . or -"
+    }
+
+    /// Site and model ids: 1 to 64 plain characters, not starting with `.` or `-`.
+    public static func isIdentifier(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard (1...64).contains(b.count), b[0] != 0x2E, b[0] != 0x2D else { return false }
+        return b.allSatisfy(isPlainByte)
+    }
+}
+
+/// Formats a date as the manifests record it.
+public func rfc3339(_ date: Date) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime]
+    f.timeZone = TimeZone(identifier: "UTC")
+    return f.string(from: date)
+}
+
+/// How generation files are named, on disk and on a remote.
+public enum GenerationFile {
+    /// `g000042`
+    public static func name(_ number: Int) -> String { String(format: "g%06d", number) }
+
+    /// `g000042.fbg`
+    public static func fileName(_ number: Int) -> String { name(number) + ".fbg" }
+
+    /// The number of a `gNNNNNN.fbg` name, or nil.
+    public static func number(_ name: String) -> Int? {
+        let b = Array(name.utf8)
+        guard b.count == 11, b[0] == 0x67, name.hasSuffix(".fbg"), b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })
+        else { return nil }
+        return Int(String(decoding: b[1..<7], as: UTF8.self))
+    }
+}

@@ -1,0 +1,162 @@
+import FedBatchFormats
+import FedBatchNative
+import Foundation
+
+/// The columns a tabular model reads, pinned in every generation (the
+/// member `schema.json`), so that a site's CSV is read by column name and
+/// never silently by position: a hospital's file with two columns swapped
+/// trains exactly as the unswapped one, and a missing or unknown column is
+/// an error that names it.
+///
+/// Optionally each feature is standardised, (x − mean) / std, with the mean
+/// and standard deviation fixed at `init collector` from a statistics file,
+/// applied identically by every site and by `eval`.
+public struct TabularSchema: Codable, Equatable, Sendable {
+    public static let member = ContainerPath.schema
+
+    /// The feature columns, in the order the model reads them.
+    public let features: [String]
+    /// The label column (integer class indices).
+    public let label: String
+    public let mean: [Double]?
+    public let std: [Double]?
+
+    public init(features: [String], label: String, mean: [Double]? = nil, std: [Double]? = nil) throws {
+        guard !features.isEmpty else { throw SchemaError("a schema needs at least one feature column") }
+        guard Set(features).count == features.count else { throw SchemaError("feature columns are not unique") }
+        guard !features.contains(label) else { throw SchemaError("the label column \"\(label)\" is also a feature") }
+        for name in features + [label]
+        where name.isEmpty || name.contains(",") || name.contains("\"")
+            || name.unicodeScalars.contains(where: { $0.value < 0x20 })
+        {
+            throw SchemaError("column name \"\(name)\" is empty or holds a comma, a quote or a control character")
+        }
+        if (mean == nil) != (std == nil) { throw SchemaError("give both mean and std, or neither") }
+        if let mean, let std {
+            guard mean.count == features.count, std.count == features.count else {
+                throw SchemaError("mean and std need one value per feature")
+            }
+            guard mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw SchemaError("every mean must be finite and every std finite and positive")
+            }
+        }
+        self.features = features
+        self.label = label
+        self.mean = mean
+        self.std = std
+    }
+
+    /// Canonical bytes: sorted keys, no spaces.
+    public var encoded: Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try! encoder.encode(self)
+    }
+
+    /// Parses a generation's member; the checks of `init` apply.
+    public static func parse(_ data: Data) throws -> TabularSchema {
+        guard data.count <= 1 << 20 else { throw SchemaError("schema.json is over 1 MiB") }
+        let raw: TabularSchema
+        do { raw = try JSONDecoder().decode(TabularSchema.self, from: data) } catch {
+            throw SchemaError("schema.json is not a valid schema: \(error)")
+        }
+        return try TabularSchema(features: raw.features, label: raw.label, mean: raw.mean, std: raw.std)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        features = try c.decode([String].self, forKey: .features)
+        label = try c.decode(String.self, forKey: .label)
+        mean = try c.decodeIfPresent([Double].self, forKey: .mean)
+        std = try c.decodeIfPresent([Double].self, forKey: .std)
+    }
+
+    /// A schema from a CSV file's header: every column but the label and
+    /// the dropped ones is a feature, in the file's order. `stats` is a JSON
+    /// object {"mean": {column: value}, "std": {column: value}} covering
+    /// every feature, or nil for no standardisation.
+    public static func fromCSVHeader(
+        _ path: String, label: String, drop: [String], stats: Data?
+    ) throws -> TabularSchema {
+        let header = try DataLoader.csvHeader(path)
+        guard header.contains(label) else {
+            throw SchemaError("\(path) has no column \"\(label)\" to use as the label")
+        }
+        for d in drop where !header.contains(d) { throw SchemaError("\(path) has no column \"\(d)\" to drop") }
+        let features = header.filter { $0 != label && !drop.contains($0) }
+        var mean: [Double]?, std: [Double]?
+        if let stats {
+            guard let object = try? JSONSerialization.jsonObject(with: stats) as? [String: Any],
+                let m = object["mean"] as? [String: Any], let s = object["std"] as? [String: Any]
+            else {
+                throw SchemaError("the statistics file must be {\"mean\": {column: value}, \"std\": {column: value}}")
+            }
+            mean = try features.map { f in
+                guard let v = (m[f] as? NSNumber)?.doubleValue else {
+                    throw SchemaError("the statistics file gives no mean for column \"\(f)\"")
+                }
+                return v
+            }
+            std = try features.map { f in
+                guard let v = (s[f] as? NSNumber)?.doubleValue else {
+                    throw SchemaError("the statistics file gives no std for column \"\(f)\"")
+                }
+                return v
+            }
+        }
+        return try TabularSchema(features: features, label: label, mean: mean, std: std)
+    }
+
+    /// Maps a CSV header onto the schema: for each feature, the column that
+    /// holds it. Every column must be a feature, the label, or dropped.
+    func columns(of header: [String], drop: [String], path: String) throws -> (features: [Int], label: Int) {
+        var index: [String: Int] = [:]
+        for (i, name) in header.enumerated() {
+            if index[name] != nil {
+                throw DataError(path: path, message: "column \"\(name)\" appears twice in the header")
+            }
+            index[name] = i
+        }
+        guard let labelColumn = index[label] else {
+            throw DataError(path: path, message: "no label column \"\(label)\" (the model's schema names it)")
+        }
+        let missing = features.filter { index[$0] == nil }
+        guard missing.isEmpty else {
+            throw DataError(
+                path: path,
+                message: "missing \(Self.columns(missing)) that the model reads"
+            )
+        }
+        let known = Set(features + [label] + drop)
+        let extra = header.filter { !known.contains($0) }
+        guard extra.isEmpty else {
+            throw DataError(
+                path: path,
+                message: extra.count == 1
+                    ? "\(Self.columns(extra)) is not in the model's schema; if it is not a feature (an id, say), "
+                        + "leave it out with --drop"
+                    : "\(Self.columns(extra)) are not in the model's schema; if they are not features (an id, say), "
+                        + "leave them out with --drop"
+            )
+        }
+        return (features.map { index[$0]! }, labelColumn)
+    }
+
+    /// `column "a"` or `columns "a", "b"`, for messages.
+    static func columns(_ names: [String]) -> String {
+        "column\(names.count == 1 ? "" : "s") " + names.map { "\"\($0)\"" }.joined(separator: ", ")
+    }
+
+    /// (x − mean) / std, feature by feature, when the schema standardises.
+    func standardise(_ features: inout [Float], width: Int) {
+        guard let mean, let std else { return }
+        let m = mean.map(Float.init), s = std.map { Float(1 / $0) }
+        for i in features.indices { let j = i % width; features[i] = (features[i] - m[j]) * s[j] }
+    }
+}
+
+public struct SchemaError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    public let description: String
+    package init(_ d: String) { description = d }
+    public var code: String { "usage.schema" }
+}

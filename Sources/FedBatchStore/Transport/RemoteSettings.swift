@@ -1,0 +1,77 @@
+import FedBatchFormats
+import FedBatchNative
+import FedBatchTrust
+import Foundation
+import TOMLKit
+
+/// The `[remote] url` of a home: where `fedbatch push`, `pull` and
+/// `publish` transfer files (fedbatch-push(1)). A relative directory path
+/// is taken from the home.
+public struct RemoteSettings: Sendable, Equatable {
+    public var url: String?
+    /// S3: path-style requests (ENDPOINT/BUCKET/KEY) or virtual-hosted
+    /// ones; unset, path-style exactly when AWS_ENDPOINT_URL is set.
+    public var pathStyle: Bool?
+    /// Site: encrypt each bundle to the collector's key before it leaves
+    /// (see BundleEncryption).
+    public var encrypt = false
+    /// Region: the root collector's remote, where partial aggregates go and
+    /// generations come from (`url` is the region's own, for its sites).
+    public var upstream: String?
+    public init() {}
+
+    static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream"]
+
+    package static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
+        guard let t = value.table else { throw ConfigError(path: path, reason: "[remote] must be a table") }
+        for k in t.keys where !keys.contains(k) {
+            throw ConfigError(path: path, reason: "unknown key \"\(k)\" in [remote]")
+        }
+        var r = RemoteSettings()
+        for key in ["url", "upstream"] {
+            guard let v = t[key] else { continue }
+            guard let s = v.string, !s.isEmpty, s.hasPrefix("s3://") || !s.contains("://") else {
+                throw ConfigError(
+                    path: path, reason: "remote.\(key) must be s3://BUCKET/PREFIX or a directory path")
+            }
+            if key == "url" { r.url = s } else { r.upstream = s }
+        }
+        if let v = t["path_style"] {
+            guard let b = v.bool else {
+                throw ConfigError(path: path, reason: "remote.path_style must be true or false")
+            }
+            r.pathStyle = b
+        }
+        if let v = t["encrypt"] {
+            guard let b = v.bool else {
+                throw ConfigError(path: path, reason: "remote.encrypt must be true or false")
+            }
+            r.encrypt = b
+        }
+        return r
+    }
+
+    /// The `[remote]` table as fedbatch.toml shows it; `upstream` only on a
+    /// regional collector's home.
+    package func render(withUpstream: Bool) -> [String] {
+        [
+            "",
+            "# Where fedbatch push, pull and publish transfer files: s3://BUCKET/PREFIX or a directory "
+                + "(fedbatch-push(1)).",
+            "[remote]",
+            url.map { "url = \(StrictJSON.quote($0))" } ?? "# url = \"/media/usb/fedbatch\"",
+        ]
+            + (withUpstream
+                ? [
+                    "# The root collector's remote: partial aggregates go up to it, generations come down from it.",
+                    upstream.map { "upstream = \(StrictJSON.quote($0))" } ?? "# upstream = \"s3://fl-root/fmnist\"",
+                ] : []) + [
+                "# S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, "
+                    + "AWS_ENDPOINT_URL.",
+                pathStyle.map { "path_style = \($0)" } ?? "# path_style = true",
+                "# Site: encrypt each bundle to the collector key's encryption subkey before it leaves "
+                    + "(fedbatch-push(1)).",
+                encrypt ? "encrypt = true" : "# encrypt = true",
+            ]
+    }
+}

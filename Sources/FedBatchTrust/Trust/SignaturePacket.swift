@@ -1,0 +1,237 @@
+import FedBatchFormats
+import FedBatchNative
+import Foundation
+
+/// The framing of the OpenPGP packets in a signature slot (RFC 4880 §4.2),
+/// read before gpg sees them: the slot must hold exactly one signature
+/// packet and nothing else, so two signatures, a key or literal data
+/// smuggled beside the signature, or trailing bytes are all refused here.
+enum SignaturePacket {
+    struct Header {
+        let tag: Int
+        let bodyLength: Int
+        let headerLength: Int
+    }
+
+    static func header(_ bytes: [UInt8], at offset: Int) throws -> Header {
+        guard offset < bytes.count else { throw TrustError.malformedSignature("empty packet") }
+        let first = bytes[offset]
+        guard first & 0x80 != 0 else {
+            throw TrustError.malformedSignature(
+                "byte \(offset) is not an OpenPGP packet header (the slot must hold a binary signature, not armor)")
+        }
+        func need(_ n: Int) throws {
+            if offset + n > bytes.count { throw TrustError.malformedSignature("packet header truncated") }
+        }
+        if first & 0x40 != 0 {
+            // New format: tag in the low 6 bits, then a 1-, 2- or 5-octet length.
+            let tag = Int(first & 0x3F)
+            try need(2)
+            let o1 = Int(bytes[offset + 1])
+            switch o1 {
+            case 0..<192:
+                return Header(tag: tag, bodyLength: o1, headerLength: 2)
+            case 192..<224:
+                try need(3)
+                return Header(tag: tag, bodyLength: ((o1 - 192) << 8) + Int(bytes[offset + 2]) + 192, headerLength: 3)
+            case 255:
+                try need(6)
+                let n = bytes[(offset + 2)..<(offset + 6)].reduce(0) { $0 << 8 | Int($1) }
+                return Header(tag: tag, bodyLength: n, headerLength: 6)
+            default:
+                throw TrustError.malformedSignature("partial body lengths are not allowed in a signature")
+            }
+        }
+        // Old format: tag in bits 5-2, length type in bits 1-0.
+        let tag = Int((first >> 2) & 0x0F)
+        switch first & 0x03 {
+        case 0:
+            try need(2)
+            return Header(tag: tag, bodyLength: Int(bytes[offset + 1]), headerLength: 2)
+        case 1:
+            try need(3)
+            return Header(tag: tag, bodyLength: Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2]), headerLength: 3)
+        case 2:
+            try need(5)
+            return Header(
+                tag: tag, bodyLength: bytes[(offset + 1)..<(offset + 5)].reduce(0) { $0 << 8 | Int($1) },
+                headerLength: 5)
+        default:
+            throw TrustError.malformedSignature("indeterminate-length packets are not allowed")
+        }
+    }
+
+    /// The parts of a v4 signature packet needed to recompute its hash.
+    struct Parsed {
+        let hashAlgorithm: UInt8
+        /// Version through the end of the hashed subpackets: what the
+        /// signature hash covers after the document.
+        let hashedPart: [UInt8]
+        let quickCheck: (UInt8, UInt8)
+    }
+
+    /// The quick-check bytes are not part of the signature math, and gpg
+    /// does not compare them, so fedbatch recomputes the document hash
+    /// (RFC 4880 §5.2.4) and requires them to match: then no bit of the
+    /// slot can change without the file being refused. `payloadHasher`
+    /// has already consumed the payload.
+    static func checkQuickCheck(_ parsed: Parsed, payloadHasher: SHA2Hasher?, payload: Data) throws {
+        guard let algorithm = SHA2(openPGPID: parsed.hashAlgorithm) else {
+            throw TrustError.weakDigest("OpenPGP hash algorithm \(parsed.hashAlgorithm)")
+        }
+        let h: SHA2Hasher
+        if algorithm == .sha256, let payloadHasher {
+            h = payloadHasher
+        } else {
+            h = SHA2Hasher(algorithm)
+            h.update(payload)
+        }
+        let n = UInt32(parsed.hashedPart.count)
+        let trailer =
+            parsed.hashedPart + [
+                0x04, 0xFF, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF),
+            ]
+        trailer.withUnsafeBytes { h.update($0) }
+        let d = h.finalize().bytes
+        guard d[0] == parsed.quickCheck.0, d[1] == parsed.quickCheck.1 else {
+            throw TrustError.malformedSignature("the quick-check bytes do not match the signed hash")
+        }
+    }
+
+    /// Checks that `signature` is exactly one complete v4 signature packet
+    /// over a binary document, and that the bytes gpg does not cover are
+    /// pinned down too: the unhashed area may hold only an issuer key id
+    /// that agrees with the hashed issuer fingerprint. Otherwise a signature
+    /// would stay valid while bits in its unhashed area change, and the file
+    /// would no longer be one fixed sequence of bytes.
+    @discardableResult
+    static func checkSingle(_ signature: Data) throws -> Parsed {
+        try checkFraming(signature)
+        let bytes = [UInt8](signature)
+        let h = try header(bytes, at: 0)
+        // One encoding only, the one gpg writes: an old-format header with
+        // the shortest length that fits. The header is outside the signed
+        // hash, so a second encoding of the same packet would verify too
+        // and change the file's bytes under the same payload digest.
+        let shortest: UInt8 = h.bodyLength < 256 ? 0 : h.bodyLength < 65536 ? 1 : 2
+        guard bytes[0] & 0x40 == 0, bytes[0] & 0x03 == shortest else {
+            throw TrustError.malformedSignature(
+                String(
+                    format:
+                        "packet header 0x%02x is not the canonical encoding (an old-format header with the shortest "
+                        + "length, as gpg writes)",
+                    bytes[0]))
+        }
+        let body = Array(bytes[h.headerLength..<(h.headerLength + h.bodyLength)])
+        guard body.count >= 6, body[0] == 4 else {
+            throw TrustError.malformedSignature(
+                "only version 4 signatures are supported (found version \(body.first ?? 0))")
+        }
+        guard body[1] == 0x00 else {
+            throw TrustError.malformedSignature(
+                String(format: "signature class 0x%02x; a binary-document signature (0x00) is required", body[1]))
+        }
+        let hashedLength = Int(body[4]) << 8 | Int(body[5])
+        guard 6 + hashedLength + 2 <= body.count else {
+            throw TrustError.malformedSignature("hashed subpacket area runs past the packet")
+        }
+        let hashed = try subpackets(Array(body[6..<(6 + hashedLength)]))
+        let u = 6 + hashedLength
+        let unhashedLength = Int(body[u]) << 8 | Int(body[u + 1])
+        guard u + 2 + unhashedLength <= body.count else {
+            throw TrustError.malformedSignature("unhashed subpacket area runs past the packet")
+        }
+        let unhashed = try subpackets(Array(body[(u + 2)..<(u + 2 + unhashedLength)]))
+        let issuerFingerprint = hashed.first { $0.type == 33 }?.data
+        guard unhashed.count <= 1 else {
+            throw TrustError.malformedSignature(
+                "the unhashed area holds \(unhashed.count) subpackets; at most one issuer key id is allowed")
+        }
+        for sp in unhashed {
+            guard sp.type == 16, sp.data.count == 8 else {
+                throw TrustError.malformedSignature("unhashed subpacket of type \(sp.type) is not allowed")
+            }
+            if let fp = issuerFingerprint, fp.count == 21, Array(fp.suffix(8)) != sp.data {
+                throw TrustError.malformedSignature(
+                    "the unhashed issuer key id disagrees with the signed issuer fingerprint")
+            }
+        }
+        // After the two quick-check bytes come the signature MPIs. Their bit
+        // counts are not covered by the signature math either, so require
+        // the canonical count (no leading zero bits) and nothing after them.
+        var i = u + 2 + unhashedLength + 2
+        var count = 0
+        while i < body.count {
+            guard i + 2 <= body.count else { throw TrustError.malformedSignature("truncated MPI") }
+            let bits = Int(body[i]) << 8 | Int(body[i + 1])
+            let n = (bits + 7) / 8
+            guard n > 0, i + 2 + n <= body.count else {
+                throw TrustError.malformedSignature("MPI runs past the packet")
+            }
+            let top = body[i + 2]
+            guard top != 0, bits == (n - 1) * 8 + (8 - top.leadingZeroBitCount) else {
+                throw TrustError.malformedSignature("MPI bit count \(bits) is not canonical")
+            }
+            i += 2 + n
+            count += 1
+        }
+        guard count >= 1 else { throw TrustError.malformedSignature("the signature packet holds no signature value") }
+        let q = u + 2 + unhashedLength
+        return Parsed(
+            hashAlgorithm: body[3], hashedPart: Array(body[0..<(6 + hashedLength)]), quickCheck: (body[q], body[q + 1]))
+    }
+
+    /// Splits a subpacket area into (type, data) pairs (RFC 4880 §5.2.3.1).
+    private static func subpackets(_ area: [UInt8]) throws -> [(type: Int, data: [UInt8])] {
+        var out: [(Int, [UInt8])] = []
+        var i = 0
+        while i < area.count {
+            let o1 = Int(area[i])
+            var length: Int
+            // Each length in its shortest form (RFC 4880 §5.2.3.1), the
+            // only one gpg writes.
+            switch o1 {
+            case 0..<192: length = o1; i += 1
+            case 192..<255:
+                guard i + 1 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
+                length = ((o1 - 192) << 8) + Int(area[i + 1]) + 192; i += 2
+                guard length >= 192 else {
+                    throw TrustError.malformedSignature("a subpacket length is not in its shortest form")
+                }
+            default:
+                guard i + 4 < area.count else { throw TrustError.malformedSignature("truncated subpacket length") }
+                length = area[(i + 1)...(i + 4)].reduce(0) { $0 << 8 | Int($1) }; i += 5
+                guard length >= 8384 else {
+                    throw TrustError.malformedSignature("a subpacket length is not in its shortest form")
+                }
+            }
+            guard length >= 1, i + length <= area.count else {
+                throw TrustError.malformedSignature("subpacket runs past its area")
+            }
+            out.append((Int(area[i] & 0x7F), Array(area[(i + 1)..<(i + length)])))
+            i += length
+        }
+        return out
+    }
+
+    private static func checkFraming(_ signature: Data) throws {
+        let bytes = [UInt8](signature)
+        var offset = 0
+        var tags: [Int] = []
+        while offset < bytes.count {
+            let h = try header(bytes, at: offset)
+            let end = offset + h.headerLength + h.bodyLength
+            guard end <= bytes.count else {
+                throw TrustError.malformedSignature("packet body runs past the end of the slot")
+            }
+            tags.append(h.tag)
+            offset = end
+        }
+        let signatures = tags.filter { $0 == 2 }.count
+        if signatures > 1 { throw TrustError.multipleSignatures(signatures) }
+        guard tags == [2] else {
+            throw TrustError.malformedSignature(
+                "the slot holds packets of tags \(tags); exactly one signature packet (tag 2) is allowed")
+        }
+    }
+}

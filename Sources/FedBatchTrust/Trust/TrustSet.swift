@@ -1,0 +1,237 @@
+import FedBatchFormats
+import FedBatchNative
+import Foundation
+
+/// A key pinned in a home, and the role it speaks for.
+public struct PinnedKey: Sendable, Equatable {
+    public let role: Role
+    /// The primary key's fingerprint, 40 uppercase hex digits.
+    public let fingerprint: String
+    public let userID: String
+    /// Seconds since the epoch; nil when the key never expires.
+    public let expires: Int?
+    public let path: String
+    /// For a collector key: the generations it may sign, first and last
+    /// (nil: no last yet). A rotation ends the old key's range.
+    public var validFrom = 0
+    public var validUntil: Int?
+    /// A site key that `keys remove` retired: no bundle it signs is merged
+    /// any more, but `verify` still checks the bundles it signed that a
+    /// generation included, so the audit trail survives.
+    public var retired = false
+
+    public init(role: Role, fingerprint: String, userID: String, expires: Int?, path: String) {
+        self.role = role
+        self.fingerprint = fingerprint
+        self.userID = userID
+        self.expires = expires
+        self.path = path
+    }
+
+    /// Whether this collector key may sign generation `n`.
+    public func maySign(generation n: Int) -> Bool { n >= validFrom && n <= (validUntil ?? Int.max) }
+}
+
+/// The keys a home trusts:
+/// - `keys/collector.asc`, the collector key pinned at init, then each key
+///   a verified rotation introduced (`keys/rotations/gNNNNNN/`), each valid
+///   for its own range of generations;
+/// - on a collector home, each site's keys: `keys/sites/<site-id>.asc` and,
+///   during a rotation's overlap, a second one `keys/sites/<site-id>@<FPR>.asc`;
+///   and the site keys `keys remove` retired, in `keys/retired/sites/`.
+/// A fingerprint may be pinned for one role only.
+public struct TrustSet: Sendable {
+    public internal(set) var keys: [PinnedKey]
+
+    /// Where the pinned keys lie inside a keys directory.
+    public enum Files {
+        public static func collectorKey(in keys: String) -> String { "\(keys)/collector.asc" }
+        public static func siteKeys(in keys: String) -> String { "\(keys)/sites" }
+        public static func siteKey(_ site: String, in keys: String) -> String { "\(siteKeys(in: keys))/\(site).asc" }
+        /// A site's second key, pinned beside the first during a rotation.
+        public static func siteKey(_ site: String, fingerprint: String, in keys: String) -> String {
+            "\(siteKeys(in: keys))/\(site)@\(fingerprint).asc"
+        }
+        public static func retiredSiteKeys(in keys: String) -> String { "\(keys)/retired/sites" }
+        /// At a root collector: the region that serves a site (keys add --region).
+        public static func siteRegion(_ site: String, in keys: String) -> String {
+            "\(siteKeys(in: keys))/\(site).region"
+        }
+        public static func rotations(in keys: String) -> String { "\(keys)/rotations" }
+        public static func pendingRotation(in keys: String) -> String { "\(keys)/rotation-pending" }
+    }
+
+    /// The key that speaks for `role` now: for the collector the newest,
+    /// for a site its first current key.
+    public func key(for role: Role) -> PinnedKey? {
+        keys.last { $0.role == role && !$0.retired && $0.validUntil == nil }
+            ?? keys.first { $0.role == role && !$0.retired }
+    }
+
+    /// Every current (not retired) key of `role`.
+    public func keys(for role: Role) -> [PinnedKey] { keys.filter { $0.role == role && !$0.retired } }
+
+    public func key(fingerprint: String) -> PinnedKey? {
+        let f = fingerprint.uppercased()
+        return keys.first { $0.fingerprint == f && !$0.retired } ?? keys.first { $0.fingerprint == f }
+    }
+
+    /// Reads every pinned key file below `keysDirectory`.
+    /// Reads every pinned key file below `keysDirectory`, and the rotations
+    /// in order. The rotations' signatures are checked by `Verifier`, which
+    /// has the keyring to check them in.
+    static func load(keysDirectory: String, context: GPGContext) throws -> (TrustSet, [Data], [KeyRotation]) {
+        var pinned: [PinnedKey] = []
+        var blocks: [Data] = []
+        @discardableResult
+        func add(
+            _ data: Data, path: String, _ role: Role, retired: Bool = false, expect fingerprint: String? = nil
+        ) throws -> PinnedKey {
+            let key = try KeyFile.parse(data, path: path, context: context)
+            if let fingerprint, fingerprint != key.fingerprint {
+                throw TrustError.keyFile(
+                    path: path, reason: "holds key \(key.fingerprint), not the \(fingerprint) its name says")
+            }
+            if let other = pinned.first(where: { $0.fingerprint == key.fingerprint }) {
+                // A retired copy of a key pinned again for the same site is
+                // harmless; anything else is one key speaking for two roles.
+                if other.role == role && (other.retired || retired) { return other }
+                throw TrustError.keyFile(
+                    path: path,
+                    reason: "key \(key.fingerprint) is also pinned for \(other.role); a key may speak for one role only"
+                )
+            }
+            var k = PinnedKey(
+                role: role, fingerprint: key.fingerprint, userID: key.userIDs.first ?? "", expires: key.primary.expires,
+                path: path)
+            k.retired = retired
+            pinned.append(k)
+            blocks.append(data)
+            return k
+        }
+        let collector = Files.collectorKey(in: keysDirectory)
+        var rotations: [KeyRotation] = []
+        if FileManager.default.fileExists(atPath: collector) {
+            try add(try readFile(collector, cap: 1 << 20), path: collector, .collector)
+            let dir = Files.rotations(in: keysDirectory)
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter({
+                !$0.hasPrefix(".")
+            }).sorted() {
+                let path = "\(dir)/\(name)"
+                let r = try KeyRotation.load(directory: path)
+                guard name == KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration) else {
+                    throw TrustError.keyFile(
+                        path: path,
+                        reason:
+                            "a rotation from generation \(r.statement.fromGeneration) must be "
+                            + "in \(KeyRotation.directoryName(fromGeneration: r.statement.fromGeneration))"
+                    )
+                }
+                let index = pinned.lastIndex { $0.role == .collector }!
+                let previous = pinned[index]
+                guard r.statement.oldKey == previous.fingerprint, r.statement.fromGeneration > previous.validFrom else {
+                    throw TrustError.keyFile(
+                        path: path,
+                        reason:
+                            "this rotation replaces \(r.statement.oldKey) from "
+                            + "generation \(r.statement.fromGeneration), but the collector key then "
+                            + "is \(previous.fingerprint) (from generation \(previous.validFrom))"
+                    )
+                }
+                guard Digest.of(r.newKey).hex == r.statement.newKeySHA256 else {
+                    throw TrustError.keyFile(
+                        path: path, reason: "\(KeyRotation.Files.newKey) does not match the SHA-256 its statement names"
+                    )
+                }
+                pinned[index].validUntil = r.statement.fromGeneration - 1
+                let new = try add(
+                    r.newKey, path: "\(path)/\(KeyRotation.Files.newKey)", .collector, expect: r.statement.newKey)
+                if let i = pinned.lastIndex(where: { $0.fingerprint == new.fingerprint }) {
+                    pinned[i].validFrom = r.statement.fromGeneration
+                }
+                rotations.append(r)
+            }
+        }
+        for (dir, retired) in [
+            (Files.siteKeys(in: keysDirectory), false), (Files.retiredSiteKeys(in: keysDirectory), true),
+        ] {
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter {
+                $0.hasSuffix(".asc")
+            }.sorted()
+            for f in files {
+                let stem = String(f.dropLast(4))
+                let parts = stem.split(separator: "@", maxSplits: 1).map(String.init)
+                let fingerprint = parts.count == 2 ? parts[1] : nil
+                guard let site = parts.first, ContainerPath.isIdentifier(site),
+                    fingerprint.map({ $0.count == 40 && $0.allSatisfy(\.isHexDigit) }) ?? !retired
+                else {
+                    throw TrustError.keyFile(
+                        path: "\(dir)/\(f)",
+                        reason: retired
+                            ? "file name is not <site-id>@<fingerprint>.asc"
+                            : "file name is not <site-id>.asc or <site-id>@<fingerprint>.asc with a valid site id")
+                }
+                try add(
+                    try readFile("\(dir)/\(f)", cap: 1 << 20), path: "\(dir)/\(f)", .site(site), retired: retired,
+                    expect: fingerprint)
+            }
+        }
+        // A key pinned again after it was retired counts as current.
+        for (i, k) in pinned.enumerated() where k.retired {
+            if pinned.contains(where: { !$0.retired && $0.fingerprint == k.fingerprint }) { pinned[i].retired = false }
+        }
+        return (TrustSet(keys: pinned), blocks, rotations)
+    }
+
+    /// At a root collector: which region serves each site attached through
+    /// one (`keys/sites/<site>.region`, holding the region id).
+    public static func siteRegions(keysDirectory: String) throws -> [String: String] {
+        let dir = Files.siteKeys(in: keysDirectory)
+        var map: [String: String] = [:]
+        for f in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+        where f.hasSuffix(".region") && !f.hasPrefix(".") {
+            let site = String(f.dropLast(7))
+            let region = String(decoding: try readFile("\(dir)/\(f)", cap: 256), as: UTF8.self).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+            guard ContainerPath.isIdentifier(site), ContainerPath.isIdentifier(region) else {
+                throw TrustError.keyFile(path: "\(dir)/\(f)", reason: "must be <site-id>.region holding one region id")
+            }
+            map[site] = region
+        }
+        return map
+    }
+
+    /// Reads the pinned keys (for listing); no verification keyring is kept.
+    public static func load(keysDirectory: String) throws -> TrustSet {
+        let scratch = try ScratchKeyring()
+        return try load(keysDirectory: keysDirectory, context: scratch.context).0
+    }
+}
+
+/// A public key read from a file, before it is pinned.
+public struct KeyCandidate: Sendable {
+    public let fingerprint: String
+    public let key: GPGKey
+    public let userID: String
+    public let expires: Int?
+    public let revoked: Bool
+    public let expired: Bool
+    /// The key normalised to one armored public key block.
+    public let armored: Data
+
+    /// Reads `path`, refusing secret keys and files with several keys.
+    public static func read(path: String) throws -> KeyCandidate {
+        let data = try readFile(path, cap: 1 << 20)
+        let scratch = try ScratchKeyring()
+        let key = try KeyFile.parse(data, path: path, context: scratch.context)
+        do {
+            try scratch.context.importKeys(data)
+            let armored = try scratch.context.exportPublicKey(fingerprint: key.fingerprint)
+            return KeyCandidate(
+                fingerprint: key.fingerprint, key: key, userID: key.userIDs.first ?? "", expires: key.primary.expires,
+                revoked: key.revoked, expired: key.expired, armored: armored)
+        } catch let e as GPGError {
+            throw TrustError.keyFile(path: path, reason: e.message)
+        }
+    }
+}

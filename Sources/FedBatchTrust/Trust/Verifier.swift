@@ -1,0 +1,361 @@
+import FedBatchFormats
+import FedBatchNative
+import Foundation
+
+/// A container whose signature verified against a pinned key, whose
+/// payload passed every structural check, and whose claimed role matches
+/// the key that signed it.
+public struct VerifiedContainer: Sendable {
+    public let path: String
+    public let file: ContainerFile
+    public let container: Container
+    public let signer: PinnedKey
+    /// The signed statement the payload matched.
+    public let statement: Statement
+    /// SHA-256 of the payload, computed once during verification (and equal
+    /// to the one the statement names).
+    public let digest: Digest
+    public var manifest: Manifest { container.manifest }
+
+    /// The same container without its compressed payload, which nothing
+    /// needs once the members are read: a merge holds several bundles and
+    /// the current generation at once, and each payload is as large as the
+    /// model.
+    package func droppingPayload() -> VerifiedContainer {
+        VerifiedContainer(
+            path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+            container: container, signer: signer, statement: statement, digest: digest)
+    }
+
+    /// Only what identifies the container (manifest, signer, digest), the
+    /// tabular schema a generation carries forward and the server
+    /// optimiser's state, for a generation whose weights were already
+    /// copied out.
+    package func identityOnly() -> VerifiedContainer {
+        VerifiedContainer(
+            path: path, file: ContainerFile(payload: Data(), statement: file.statement, signature: file.signature),
+            container: Container(
+                manifest: container.manifest, manifestBytes: container.manifestBytes,
+                members: container.members.filter {
+                    $0.key == ContainerPath.schema || $0.key == ContainerPath.optimizerState
+                }),
+            signer: signer, statement: statement, digest: digest)
+    }
+}
+
+/// Verifies containers against a home's pinned keys, in an isolated keyring
+/// built once from those keys (the user's own keyring never counts).
+///
+/// The order is the one fedbatch-bundle(5) requires: locate the slot, check
+/// the signature packet's framing, verify it over the statement with gpg,
+/// check the key's state and the digest algorithm, parse the statement
+/// strictly, hash the payload and compare; only then decompress and parse,
+/// check that the manifest says what the statement says, and finally that
+/// the signer is pinned for the role they claim.
+///
+/// A verifier owns one gpgme context: use each instance from one thread at
+/// a time (the merge gives each worker its own).
+public final class Verifier: @unchecked Sendable {
+    public private(set) var trust: TrustSet
+    /// Whether a bundle signed by a retired site key verifies (for
+    /// `fedbatch verify` of the audit trail; never for a merge).
+    public var acceptsRetiredKeys = false
+    /// The rotations `adoptRotation` accepted, in order.
+    public private(set) var adopted: [KeyRotation] = []
+    private let keyring: ScratchKeyring
+    /// Keys already looked up. The scratch keyring never changes after
+    /// `init`, and each lookup is a gpg process: a merge of 200 small
+    /// bundles would otherwise start 200 extra gpg processes.
+    private var keys: [String: GPGKey] = [:]
+    /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is
+    /// SHA-224, which is below the SHA-256 floor.
+    static let acceptedDigests: Set<String> = ["SHA256", "SHA384", "SHA512"]
+
+    public init(keysDirectory: String) throws {
+        keyring = try ScratchKeyring()
+        let (trust, blocks, rotations) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
+        for block in blocks {
+            do { try keyring.context.importKeys(block) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+        }
+        self.trust = trust
+        // Each recorded rotation must still carry both keys' signatures.
+        for r in rotations {
+            do { try checkSignatures(of: r) } catch {
+                throw TrustError.keyFile(
+                    path: KeyRotation.directory(of: r, in: keysDirectory),
+                    reason: "\(error)")
+            }
+        }
+    }
+
+    /// Both signatures of a rotation: the old key's and the new key's,
+    /// each over the exact statement bytes.
+    private func checkSignatures(of r: KeyRotation) throws {
+        let bytes = r.statement.encoded
+        for (signature, expected, who) in [
+            (r.oldSignature, r.statement.oldKey, "old"), (r.newSignature, r.statement.newKey, "new"),
+        ] {
+            let signer = try verify(ContainerFile(payload: Data(), statement: bytes, signature: signature))
+            guard signer.fingerprint == expected else {
+                throw RotationError.invalid(
+                    "the \(who) key's signature was made by \(signer.fingerprint), not \(expected)")
+            }
+        }
+    }
+
+    /// Adopts the rotation that generation `v` carries, if any: checked
+    /// against `v` (verified by the key it retires, naming the next
+    /// generation as the first the new key signs), the new key against the
+    /// key policy, and both signatures. Returns it when it is new to this
+    /// verifier, nil when `v` carries none or it was known already.
+    @discardableResult
+    public func adoptRotation(carriedBy v: VerifiedContainer) throws -> KeyRotation? {
+        guard v.manifest.kind == .generation, let n = v.manifest.generation,
+            let r = try KeyRotation.carried(in: v.container.members)
+        else { return nil }
+        let s = r.statement
+        if let known = trust.keys.first(where: { $0.role == .collector && $0.fingerprint == s.newKey }),
+            known.validFrom == s.fromGeneration
+        {
+            return nil
+        }
+        guard s.model == v.manifest.model.id else {
+            throw RotationError.invalid("it names model \(s.model), not \(v.manifest.model.id)")
+        }
+        guard s.oldKey == v.signer.fingerprint else {
+            throw RotationError.invalid(
+                "generation \(n) is signed by \(v.signer.fingerprint), but the rotation replaces \(s.oldKey)")
+        }
+        guard s.fromGeneration == n + 1 else {
+            throw RotationError.invalid(
+                "generation \(n) carries a rotation from generation \(s.fromGeneration), not \(n + 1)")
+        }
+        guard let index = trust.keys.lastIndex(where: { $0.role == .collector }),
+            trust.keys[index].fingerprint == s.oldKey,
+            trust.keys[index].validUntil == nil
+        else {
+            throw RotationError.invalid("\(s.oldKey) is not the collector's current key here")
+        }
+        guard Digest.of(r.newKey).hex == s.newKeySHA256 else {
+            throw RotationError.invalid("the new key does not match the SHA-256 the statement names")
+        }
+        let parsed: GPGKey
+        do {
+            parsed = try KeyFile.parse(
+                r.newKey, path: "generation \(n): \(KeyRotation.Files.memberPrefix)\(KeyRotation.Files.newKey)",
+                context: keyring.context)
+        } catch {
+            throw RotationError.invalid("\(error)")
+        }
+        guard parsed.fingerprint == s.newKey else {
+            throw RotationError.invalid("the carried key is \(parsed.fingerprint), not \(s.newKey)")
+        }
+        try KeyPolicy.check(parsed, path: "the new collector key")
+        if parsed.revoked || parsed.expired {
+            throw RotationError.invalid("the new key \(s.newKey) is revoked or expired")
+        }
+        if let other = trust.key(fingerprint: s.newKey) {
+            throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role)
+        }
+        do { try keyring.context.importKeys(r.newKey) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+        let before = trust
+        trust.keys[index].validUntil = s.fromGeneration - 1
+        var key = PinnedKey(
+            role: .collector, fingerprint: s.newKey, userID: parsed.userIDs.first ?? "",
+            expires: parsed.primary.expires,
+            path: v.path + ":" + KeyRotation.Files.memberPrefix + KeyRotation.Files.newKey)
+        key.validFrom = s.fromGeneration
+        trust.keys.append(key)
+        do { try checkSignatures(of: r) } catch {
+            trust = before
+            throw error
+        }
+        adopted.append(r)
+        return r
+    }
+
+    /// Checks that a signature slot holds exactly one well-formed OpenPGP
+    /// signature packet, without verifying it (the first step of `verify`,
+    /// and a fuzz target).
+    public static func checkSignaturePacket(_ signature: Data) throws {
+        _ = try SignaturePacket.checkSingle(signature)
+    }
+
+    /// Checks the signature over the exact statement bytes; returns the
+    /// pinned key that made it. Nothing else of the file is read.
+    public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {
+        try verify(file)
+    }
+
+    /// Verifies the statement's signature: gpg sees the statement only.
+    func verify(_ file: ContainerFile) throws -> PinnedKey {
+        guard !file.signature.isEmpty else { throw TrustError.unsigned }
+        let parsed = try SignaturePacket.checkSingle(file.signature)
+        let results: [GPGSignatureResult]
+        do {
+            results = try keyring.context.verifyDetached(signature: file.signature, signed: file.statement)
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
+        guard results.count == 1 else {
+            if results.isEmpty { throw TrustError.malformedSignature("gpg found no signature in the slot") }
+            throw TrustError.multipleSignatures(results.count)
+        }
+        let sig = results[0]
+        let who = sig.fingerprint.isEmpty ? "an unknown key" : sig.fingerprint
+        switch sig.statusCode {
+        case GPGErrorCode.noError: break
+        case GPGErrorCode.noPublicKey: throw TrustError.unknownSigner(who)
+        case GPGErrorCode.badSignature: throw TrustError.badSignature(who)
+        case GPGErrorCode.keyExpired: throw TrustError.keyExpired(who)
+        case GPGErrorCode.sigExpired: throw TrustError.signatureExpired(who)
+        case GPGErrorCode.certRevoked: throw TrustError.keyRevoked(who)
+        default: throw TrustError.gpg("signature by \(who): \(sig.statusText)")
+        }
+        // A good status alone is not enough (gpgme's GREEN does not rule out
+        // an expired key): check the summary and the key itself.
+        if sig.keyMissing { throw TrustError.unknownSigner(who) }
+        if sig.isRed { throw TrustError.badSignature(who) }
+        if sig.keyRevoked { throw TrustError.keyRevoked(who) }
+        if sig.keyExpired { throw TrustError.keyExpired(who) }
+        if sig.signatureExpired { throw TrustError.signatureExpired(who) }
+        if sig.wrongKeyUsage { throw TrustError.wrongKeyUsage(who) }
+        guard Self.acceptedDigests.contains(sig.hashAlgorithm) else { throw TrustError.weakDigest(sig.hashAlgorithm) }
+        if Double(sig.created) - Date().timeIntervalSince1970 > Manifest.maxClockSkew {
+            throw TrustError.signatureFromFuture(who, created: sig.created)
+        }
+
+        let key: GPGKey
+        do {
+            if let cached = keys[sig.fingerprint] {
+                key = cached
+            } else {
+                guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else {
+                    throw TrustError.unknownSigner(who)
+                }
+                keys[sig.fingerprint] = k
+                key = k
+            }
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
+        if key.revoked { throw TrustError.keyRevoked(key.fingerprint) }
+        if key.expired { throw TrustError.keyExpired(key.fingerprint) }
+        if key.disabled || key.invalid { throw TrustError.wrongKeyUsage(key.fingerprint) }
+        if let sub = key.subkeys.first(where: { $0.fingerprint == sig.fingerprint.uppercased() }) {
+            if sub.revoked { throw TrustError.keyRevoked(sub.fingerprint) }
+            if sub.expired { throw TrustError.keyExpired(sub.fingerprint) }
+            if !sub.canSign { throw TrustError.wrongKeyUsage(sub.fingerprint) }
+            if let why = KeyPolicy.weakness(of: sub) { throw TrustError.weakKey(sub.fingerprint, why) }
+        }
+        guard let pinned = trust.key(fingerprint: key.fingerprint) else {
+            throw TrustError.unknownSigner(key.fingerprint)
+        }
+        let hasher = SHA2Hasher()
+        hasher.update(file.statement)
+        try SignaturePacket.checkQuickCheck(parsed, payloadHasher: hasher, payload: file.statement)
+        return pinned
+    }
+
+    /// The statement of a file whose signature verified, and the payload
+    /// checked against it: its length, then its SHA-256 (one pass, with the
+    /// CPU's SHA instructions). Nothing is decompressed before this.
+    public func checkPayload(_ file: ContainerFile) throws -> (Statement, Digest) {
+        let statement = try Statement.parse(file.statement)
+        guard Int64(file.payload.count) == statement.payloadLength else {
+            throw StatementError.payloadLength(declared: statement.payloadLength, actual: Int64(file.payload.count))
+        }
+        let digest = Digest.of(file.payload)
+        guard digest == statement.payloadDigest else {
+            throw StatementError.payloadDigest(declared: statement.payloadDigest.hex, actual: digest.hex)
+        }
+        return (statement, digest)
+    }
+
+    /// Verifies a pruned generation (`gNNNNNN.fbm`, fedbatch-bundle(5),
+    /// PRUNED GENERATIONS): the original statement and signature, and in
+    /// place of the payload the manifest whose SHA-256 the statement names.
+    /// The result has the generation's identity and manifest, no members.
+    public func openPruned(path: String) throws -> VerifiedContainer {
+        var limits = ContainerLimits.default
+        limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
+        let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
+        let signer = try verify(file)
+        let statement = try Statement.parse(file.statement)
+        guard statement.kind == .generation, let n = statement.generation, let declared = statement.manifestDigest
+        else {
+            throw StatementError.invalid(
+                "a pruned generation's statement must be a generation's and name its manifest's SHA-256")
+        }
+        let actual = Digest.of(file.payload)
+        guard actual == declared else {
+            throw StatementError.mismatch(
+                "the kept manifest's SHA-256 is \(actual.hex), the statement names \(declared.hex)")
+        }
+        let manifest = try Manifest.decode(file.payload)
+        try statement.check(against: manifest)
+        guard signer.role == .collector else {
+            throw TrustError.wrongSigner(
+                fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: .collector, what: "generation \(n)")
+        }
+        if !signer.maySign(generation: n) {
+            throw TrustError.keyOutOfRange(
+                fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+        }
+        return VerifiedContainer(
+            path: path, file: file, container: Container(manifest: manifest, manifestBytes: file.payload, members: [:]),
+            signer: signer, statement: statement, digest: statement.payloadDigest)
+    }
+
+    /// Reads, verifies and parses one file.
+    public func open(path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        try open(try OpenFile(path: path), path: path, limits: limits)
+    }
+
+    /// Verifies and parses a container read from an open file (its end is
+    /// read first: see `ContainerFile.read`).
+    public func open(_ handle: OpenFile, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        try open(file: try ContainerFile.read(handle, limits: limits), path: path, limits: limits)
+    }
+
+    /// Verifies and parses a container held in memory (a bundle decrypted
+    /// there, which must not touch disk before it is verified).
+    public func open(bytes: Data, path: String, limits: ContainerLimits = .default) throws -> VerifiedContainer {
+        try open(file: try ContainerFile.split(bytes, limits: limits), path: path, limits: limits)
+    }
+
+    private func open(file: ContainerFile, path: String, limits: ContainerLimits) throws -> VerifiedContainer {
+        let signer = try verify(file)
+        let (statement, digest) = try checkPayload(file)
+        let container = try ContainerReader.read(payload: file.payload, limits: limits)
+        let m = container.manifest
+        try statement.check(against: m)
+        if let declared = statement.manifestDigest, Digest.of(container.manifestBytes) != declared {
+            throw StatementError.mismatch(
+                "the manifest's SHA-256 is \(Digest.of(container.manifestBytes).hex), the statement "
+                    + "names \(declared.hex)"
+            )
+        }
+        try m.checkCreated(notAfter: Date())
+        let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
+        guard signer.role == claimed else {
+            let what =
+                m.kind == .generation
+                ? "generation \(m.generation ?? -1)"
+                : "bundle \(m.site!.id) seq \(m.site!.seq)"
+            throw TrustError.wrongSigner(
+                fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: claimed, what: what)
+        }
+        // A collector key signs only its own range of generations: after a
+        // rotation, the old key (stolen, say) cannot sign a newer one.
+        if let n = m.generation, m.kind == .generation, !signer.maySign(generation: n) {
+            throw TrustError.keyOutOfRange(
+                fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
+        }
+        if signer.retired && !acceptsRetiredKeys {
+            throw TrustError.retiredKey(fingerprint: signer.fingerprint, role: signer.role)
+        }
+        return VerifiedContainer(
+            path: path, file: file, container: container, signer: signer, statement: statement, digest: digest)
+    }
+}
