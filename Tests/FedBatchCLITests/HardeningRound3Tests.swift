@@ -434,6 +434,23 @@ struct SmallerHardeningTests {
         #expect(r.err.contains("evil\\u{202E}ubf.exe") && r.err.contains("c1\\x9B31m.fbu"), "\(r.err)")
     }
 
+    @Test("a mistyped key in fedbatch.toml is refused with its line and the key it most likely meant")
+    func mistypedKey() throws {
+        let fed = try Federation(sites: ["site-1"])
+        let config = fed.collector + "/fedbatch.toml"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "\nmin_bundles = ", with: "\nmin_bundle = ").write(
+            toFile: config, atomically: true, encoding: .utf8)
+        let line =
+            text.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.hasPrefix("min_bundles = ") }!
+            + 1
+        let r = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(r.status == 1, "\(r.err)")
+        #expect(
+            r.err.contains("line \(line): merge.min_bundle is not a setting; did you mean merge.min_bundles?"),
+            "\(r.err)")
+    }
+
     @Test("a robust rule that is only the mean on these bundles says so")
     func degenerateRule() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])

@@ -270,7 +270,10 @@ struct SiteCommandTests {
         .write(toFile: config, atomically: true, encoding: .utf8)
         let typo = try Subprocess.fedbatch(
             ["train", "--home", site, "--data", fashionMNIST, "--limit", "50", "--force"], environment: bare)
-        #expect(typo.status == 1 && typo.err.contains("unknown key \"passfile\" in [gnupg]"), "\(typo.err)")
+        #expect(
+            typo.status == 1
+                && typo.err.contains("gnupg.passfile is not a setting; did you mean gnupg.passphrase_file?"),
+            "\(typo.err)")
     }
 
     @Test("pack takes weights written by Python and refuses ones that do not fit")

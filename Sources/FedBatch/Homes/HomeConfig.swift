@@ -320,9 +320,7 @@ public struct HomeConfig: Sendable, Equatable {
         guard let roleText = try string("role"), let role = HomeRole(rawValue: roleText) else {
             throw HomeError.config(path: path, reason: "role must be \"collector\", \"site\" or \"region\"")
         }
-        for k in table.keys where !(allowedKeys[role]!.contains(k)) {
-            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" for a \(role.rawValue) home")
-        }
+        try ConfigError.checkKeys(table.keys, allowed: allowedKeys[role]!, section: nil, path: path, text: text)
         var config = HomeConfig(
             role: role, modelID: try string("model_id")!,
             arch: try string("arch", required: role != .site),
@@ -332,17 +330,15 @@ public struct HomeConfig: Sendable, Equatable {
             guard let training = t.table else {
                 throw HomeError.config(path: path, reason: "[training] must be a table")
             }
-            config.training = try parseTraining(training, path: path)
+            config.training = try parseTraining(training, path: path, text: text)
         }
         if let t = table["merge"] {
             guard let merge = t.table else { throw HomeError.config(path: path, reason: "[merge] must be a table") }
-            config.merge = try parseMerge(merge, path: path)
+            config.merge = try parseMerge(merge, path: path, text: text)
         }
         if let t = table["gnupg"] {
             guard let g = t.table else { throw HomeError.config(path: path, reason: "[gnupg] must be a table") }
-            for k in g.keys where !GnuPGSettings.keys.contains(k) {
-                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [gnupg]")
-            }
+            try ConfigError.checkKeys(g.keys, allowed: GnuPGSettings.keys, section: "gnupg", path: path, text: text)
             for k in GnuPGSettings.keys.sorted() {
                 guard let v = g[k] else { continue }
                 guard let s = v.string, !s.isEmpty else {
@@ -353,9 +349,7 @@ public struct HomeConfig: Sendable, Equatable {
         }
         if let t = table["metrics"] {
             guard let m = t.table else { throw HomeError.config(path: path, reason: "[metrics] must be a table") }
-            for k in m.keys where !MetricsSettings.keys.contains(k) {
-                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [metrics]")
-            }
+            try ConfigError.checkKeys(m.keys, allowed: MetricsSettings.keys, section: "metrics", path: path, text: text)
             if let v = m["textfile_dir"] {
                 guard let s = v.string, !s.isEmpty else {
                     throw HomeError.config(path: path, reason: "metrics.textfile_dir must be a non-empty path")
@@ -365,9 +359,7 @@ public struct HomeConfig: Sendable, Equatable {
         }
         if let t = table["eval"] {
             guard let e = t.table else { throw HomeError.config(path: path, reason: "[eval] must be a table") }
-            for k in e.keys where !EvalSettings.keys.contains(k) {
-                throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [eval]")
-            }
+            try ConfigError.checkKeys(e.keys, allowed: EvalSettings.keys, section: "eval", path: path, text: text)
             if let v = e["data"] {
                 guard let s = v.string, !s.isEmpty else {
                     throw HomeError.config(path: path, reason: "eval.data must be a non-empty path")
@@ -387,17 +379,15 @@ public struct HomeConfig: Sendable, Equatable {
                 config.eval.labelColumn = s
             }
         }
-        if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path) }
-        if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path) }
+        if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path, text: text) }
+        if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path, text: text) }
         try config.validate(path: path)
         return config
     }
 
-    private static func parseMerge(_ t: TOMLTable, path: String) throws -> MergeSettings {
+    private static func parseMerge(_ t: TOMLTable, path: String, text: String) throws -> MergeSettings {
         var m = MergeSettings()
-        for k in t.keys where !MergeSettings.keys.contains(k) {
-            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [merge]")
-        }
+        try ConfigError.checkKeys(t.keys, allowed: MergeSettings.keys, section: "merge", path: path, text: text)
         func positive(_ k: String) throws -> Int? {
             guard let v = t[k] else { return nil }
             guard let i = v.int, i > 0 else {
@@ -527,11 +517,9 @@ public struct HomeConfig: Sendable, Equatable {
         return m
     }
 
-    private static func parseTraining(_ t: TOMLTable, path: String) throws -> TrainingDefaults {
+    private static func parseTraining(_ t: TOMLTable, path: String, text: String) throws -> TrainingDefaults {
         var d = TrainingDefaults()
-        for k in t.keys where !TrainingDefaults.keys.contains(k) {
-            throw HomeError.config(path: path, reason: "unknown key \"\(k)\" in [training]")
-        }
+        try ConfigError.checkKeys(t.keys, allowed: TrainingDefaults.keys, section: "training", path: path, text: text)
         func bad(_ k: String, _ what: String) -> HomeError {
             HomeError.config(path: path, reason: "training.\(k) must be \(what)")
         }

@@ -34,11 +34,11 @@ public struct PrivacySettings: Sendable, Equatable {
 
     static let keys: Set<String> = ["noise_multiplier", "clip_norm", "expected_sites", "delta", "max_epsilon"]
 
-    package static func parse(_ value: TOMLValueConvertible, path: String) throws -> PrivacySettings {
+    package static func parse(
+        _ value: TOMLValueConvertible, path: String, text: String? = nil
+    ) throws -> PrivacySettings {
         guard let t = value.table else { throw ConfigError(path: path, reason: "[privacy] must be a table") }
-        for k in t.keys where !keys.contains(k) {
-            throw ConfigError(path: path, reason: "unknown key \"\(k)\" in [privacy]")
-        }
+        try ConfigError.checkKeys(t.keys, allowed: keys, section: "privacy", path: path, text: text)
         func number(_ k: String, _ what: String, _ ok: (Double) -> Bool) throws -> Double {
             guard let v = t[k] else {
                 throw ConfigError(

@@ -22,11 +22,10 @@ public struct RemoteSettings: Sendable, Equatable {
 
     static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream"]
 
-    package static func parse(_ value: TOMLValueConvertible, path: String) throws -> RemoteSettings {
+    package static func parse(_ value: TOMLValueConvertible, path: String, text: String? = nil) throws -> RemoteSettings
+    {
         guard let t = value.table else { throw ConfigError(path: path, reason: "[remote] must be a table") }
-        for k in t.keys where !keys.contains(k) {
-            throw ConfigError(path: path, reason: "unknown key \"\(k)\" in [remote]")
-        }
+        try ConfigError.checkKeys(t.keys, allowed: keys, section: "remote", path: path, text: text)
         var r = RemoteSettings()
         for key in ["url", "upstream"] {
             guard let v = t[key] else { continue }
