@@ -60,98 +60,49 @@ public struct Collector {
         noiseSeed: [UInt8]? = nil, now: Date = Date(),
         progress: (MergeProgress) -> Void = { _ in }
     ) throws -> MergeReport {
-        let layout = home.layout
         let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         holdLockForTests()
-        Filing.removeCrashLeftovers(layout)
+        Filing.removeCrashLeftovers(home.layout)
 
         let verifier = try home.verifier()
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
-
         let settings = home.config.merge
         let quorum = minBundles ?? settings.minBundles
         let arch = currentWeights.arch
-        let region = home.config.role == .region
-        // A root collector's inbox holds partial aggregates too, which are larger.
-        let limits =
-            !region && !settings.regions.isEmpty
-            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         let strategy = try Strategies.make(
             name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
-        if region {
-            guard strategy is PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
-            // One partial per root generation: the next waits for the root's
-            // generation that includes this one (or leaves it out).
-            let target = current.manifest.generation! + 1
-            if let made = home.existingPartial(for: target) {
-                return MergeReport(
-                    outcome: .empty, generation: nil, file: nil, digest: nil, quorum: quorum, passed: 0,
-                    strategy: type(of: strategy).name, accepted: [], rejected: [],
-                    waiting: [
-                        .init(
-                            name: (made as NSString).lastPathComponent, file: made,
-                            reason:
-                                "this region's partial aggregate for generation \(target) is made; the next waits "
-                                + "for the root's generation \(target) (fedbatch pull)"
-                        )
-                    ])
-            }
-        }
+        let region = home.config.role == .region
+        if region, let waits = try regionWaits(current: current, strategy: strategy, quorum: quorum) { return waits }
         // A server optimiser resumes from the state the current generation carries.
         try strategy.restore(
             state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
         // A robust rule spills the deltas next to the home's other files, on
         // a file system sized for them, not in a small /tmp.
-        (strategy as? RobustStrategy)?.scratchDirectory = layout.root
+        (strategy as? RobustStrategy)?.scratchDirectory = home.layout.root
         let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
-        var rejected: [MergeReport.Rejection] = []
-        var waiting: [MergeReport.Waiting] = []
+        var outcomes = MergeOutcomes()
 
         // Pass 1: identities, from entries that have settled.
         progress(.init(phase: .identify, done: 0, total: 0, file: nil))
-        let decryption = signer.decryption
+        let intake = Intake(home: home, arch: arch, decryption: signer.decryption)
         let ordered = try identifyInbox(
-            settle: settleSeconds ?? settings.settleSeconds, limits: limits, ledger: ledger, now: now,
-            decryption: decryption,
-            rejected: &rejected, waiting: &waiting)
+            intake, settle: settleSeconds ?? settings.settleSeconds, ledger: ledger, now: now, outcomes: &outcomes)
 
         // Pass 2: verify and decode on two workers, each with its own gpg;
         // check and add here, in digest order.
-        let home = self.home
+        var round = try makeRound(
+            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: release)
         let verifiers = [verifier, try home.verifier()]
-        var knowledge = MergeProtocol.Knowledge(
-            current: .init(number: current.manifest.generation!, digest: current.digest.hex),
-            maxExamples: settings.maxExamples,
-            mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
-        knowledge.acceptedCodecs = settings.acceptCodecs
-        knowledge.maxStaleness = settings.maxStaleness
-        let digests = try ledger.generationDigests()
-        knowledge.generationDigest = { digests[$0] }
-        // Under [privacy] every delta is clipped to privacy.clip_norm (or the
-        // tighter merge.clip_norm) and weighs the same.
-        let clip =
-            release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
-        var round = MergeRound(
-            knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
-            uniformWeights: release != nil, regions: region ? [] : settings.regions,
-            siteRegions: region ? [:] : try TrustSet.siteRegions(keysDirectory: layout.keys), base: currentWeights)
         var failure: Error?
         Parallel.orderedPipeline(
             count: ordered.count, workers: 2, inFlight: 3,
-            produce: { i, worker in
-                Self.decode(
-                    ordered[i].entry, expecting: ordered[i].digest, status: ordered[i].status, home: home,
-                    verifier: verifiers[worker], limits: limits, decryption: decryption)
-            },
-            consume: { i, decoded in
+            produce: { i, worker in intake.open(ordered[i], verifier: verifiers[worker]) },
+            consume: { i, opened in
                 guard failure == nil else { return }
                 let entry = ordered[i].entry
                 do {
-                    try settle(
-                        entry, decoded, digest: ordered[i].digest.hex, arrived: ordered[i].status.changed, in: &round,
-                        ledger: ledger, now: now,
-                        rejected: &rejected, waiting: &waiting)
+                    try settle(ordered[i], opened, in: &round, ledger: ledger, now: now, outcomes: &outcomes)
                 } catch {
                     failure = error
                 }
@@ -165,35 +116,110 @@ public struct Collector {
         // A rule that cannot run on this many bundles (Krum with too few for
         // its f) waits for more, whatever the quorum and the wait say.
         let strategyRefusal = inputs.isEmpty ? nil : strategy.refusal(count: inputs.count)
+        let name = type(of: strategy).name
         guard !inputs.isEmpty, strategyRefusal == nil, inputs.count >= quorum || oldestWait >= wait else {
             // Bundles that passed stay in the inbox for a later run.
             for input in inputs {
-                waiting.append(
-                    .init(
-                        input.entry,
-                        strategyRefusal.map { "passed every check; waiting, because \($0)" }
-                            ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or "
-                            + "for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s "
-                            + "so far)"
-                    ))
+                outcomes.wait(
+                    input.entry,
+                    strategyRefusal.map { "passed every check; waiting, because \($0)" }
+                        ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or "
+                        + "for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)")
             }
-            return MergeReport(
-                outcome: inputs.isEmpty && rejected.isEmpty ? .empty : .belowQuorum, generation: nil, file: nil,
-                digest: nil, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name, accepted: [],
-                rejected: rejected,
-                waiting: waiting)
+            let outcome: MergeReport.Outcome = inputs.isEmpty && outcomes.rejected.isEmpty ? .empty : .belowQuorum
+            return outcomes.report(outcome, quorum: quorum, passed: inputs.count, strategy: name)
         }
         progress(.init(phase: .write, done: 0, total: 1, file: nil))
         if region {
             let (path, digest, manifest) = try writePartial(
                 round: round, strategy: strategy as! PartialAggregating, current: current, arch: arch,
                 inputs: inputs.map { ($0.entry, $0.digest) })
-            return MergeReport(
-                outcome: .merged, generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest,
-                quorum: quorum,
-                passed: inputs.count, strategy: type(of: strategy).name,
-                accepted: accepted(round, stored: nil), rejected: rejected, waiting: waiting, kind: .partial)
+            return outcomes.report(
+                .merged, quorum: quorum, passed: inputs.count, strategy: name,
+                generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest,
+                accepted: accepted(round, stored: nil), kind: .partial)
         }
+        return try writeGeneration(
+            round: round, strategy: strategy, current: current, ledger: ledger, release: release, quorum: quorum,
+            outcomes: outcomes)
+    }
+
+    /// Pass 1: the settled entries in digest order; the others wait or are
+    /// refused here (and filed).
+    private func identifyInbox(
+        _ intake: Intake, settle: Double, ledger: Ledger, now: Date, outcomes: inout MergeOutcomes
+    ) throws -> [Intake.Identified] {
+        let entries = try listDirectory(home.layout.inbox)
+        var ordered: [Intake.Identified] = []
+        for (entry, identity) in zip(entries, intake.identifyAll(entries, settle: settle)) {
+            switch identity {
+            case .ready(let identified): ordered.append(identified)
+            case .waiting(let why): outcomes.wait(entry, why)
+            case .refused(let error):
+                try fileRefusal(entry, into: &outcomes) {
+                    try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now)
+                }
+            }
+        }
+        // Equal digests are copies of one payload; the name breaks the tie so
+        // that which copy counts is the same on every run.
+        ordered.sort { a, b in
+            a.digest != b.digest ? a.digest < b.digest : a.entry.name.lexicographicallyPrecedes(b.entry.name)
+        }
+        return ordered
+    }
+
+    /// A regional collector writes one partial per root generation: until
+    /// the root's generation that should include it arrives, a merge does
+    /// nothing (and a rule that is not a sum is refused outright).
+    private func regionWaits(
+        current: VerifiedContainer, strategy: AggregationStrategy, quorum: Int
+    ) throws -> MergeReport? {
+        guard strategy is PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
+        let target = current.manifest.generation! + 1
+        guard let made = home.existingPartial(for: target) else { return nil }
+        var outcomes = MergeOutcomes()
+        outcomes.wait(
+            name: (made as NSString).lastPathComponent, file: made,
+            reason: "this region's partial aggregate for generation \(target) is made; the next waits "
+                + "for the root's generation \(target) (fedbatch pull)")
+        return outcomes.report(.empty, quorum: quorum, passed: 0, strategy: type(of: strategy).name)
+    }
+
+    /// The round a merge adds its inputs to: the protocol's knowledge from
+    /// state.db, and the strategy with the clip, the staleness rule and, at
+    /// a root, who the regions are and which sites each serves.
+    private func makeRound(
+        current: VerifiedContainer, base: ModelWeights, ledger: Ledger, strategy: AggregationStrategy,
+        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?
+    ) throws -> MergeRound {
+        let settings = home.config.merge
+        var knowledge = MergeProtocol.Knowledge(
+            current: .init(number: current.manifest.generation!, digest: current.digest.hex),
+            maxExamples: settings.maxExamples,
+            mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
+        knowledge.acceptedCodecs = settings.acceptCodecs
+        knowledge.maxStaleness = settings.maxStaleness
+        let digests = try ledger.generationDigests()
+        knowledge.generationDigest = { digests[$0] }
+        // Under [privacy] every delta is clipped to privacy.clip_norm (or the
+        // tighter merge.clip_norm) and weighs the same.
+        let clip =
+            release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
+        let root = home.config.role == .collector
+        return MergeRound(
+            knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
+            uniformWeights: release != nil, regions: root ? settings.regions : [],
+            siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base)
+    }
+
+    /// A collector's last step: the next generation from the round, signed
+    /// and written (`write`), with its privacy record and optimiser state.
+    private func writeGeneration(
+        round: MergeRound, strategy: AggregationStrategy, current: VerifiedContainer, ledger: Ledger,
+        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, quorum: Int,
+        outcomes: MergeOutcomes
+    ) throws -> MergeReport {
         var (manifest, next) = try round.finish(
             current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
         if let release {
@@ -202,20 +228,20 @@ public struct Collector {
             // written: an audit can replay the noise (merge --noise-seed).
             try writeFileAtomically(
                 Data(release.noise.seed.map { String(format: "%02x", $0) }.joined().utf8 + [0x0A]),
-                to: try layout.noiseSeed(manifest.generation!), mode: 0o600)
+                to: try home.layout.noiseSeed(manifest.generation!), mode: 0o600)
         }
         let state =
             strategy.stateTensors.map {
                 [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))]
             } ?? []
+        let inputs = round.inputs
         let (path, digest, stored) = try write(
             manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
             carrying: current, state: state)
-        var report = MergeReport(
-            outcome: .merged, generation: manifest.generation, file: path, digest: digest, quorum: quorum,
-            passed: inputs.count, strategy: type(of: strategy).name, accepted: accepted(round, stored: stored),
-            rejected: rejected,
-            waiting: waiting, privacy: manifest.privacy)
+        var report = outcomes.report(
+            .merged, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name,
+            generation: manifest.generation, file: path, digest: digest, accepted: accepted(round, stored: stored))
+        report.privacy = manifest.privacy
         report.degenerate = strategy.degeneracy(count: inputs.count)
         return report
     }
@@ -268,28 +294,29 @@ public struct Collector {
     /// Files one entry after pass 2: added to the round, left in the inbox,
     /// quarantined, or removed as a copy of a bundle the home keeps.
     private func settle(
-        _ entry: DirectoryEntry, _ decoded: Decoded, digest: String, arrived: Double, in round: inout MergeRound,
-        ledger: Ledger,
-        now: Date, rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]
+        _ identified: Intake.Identified, _ decoded: Intake.Opened, in round: inout MergeRound, ledger: Ledger,
+        now: Date,
+        outcomes: inout MergeOutcomes
     ) throws {
+        let entry = identified.entry, digest = identified.digest.hex, arrived = identified.status.changed
         switch decoded {
         case .changed:
-            waiting.append(.init(entry, "changed while the merge read it; left for the next run"))
+            outcomes.wait(entry, "changed while the merge read it; left for the next run")
         case let .refused(error, _) where Self.isRetiredKey(error):
             // A retired key is checked after the signature and the payload
             // digest verified, so the digest is the bundle's: a copy of one
             // merged before the key was retired is a replay, not a refusal.
             if let g = try ledger.mergedInto(digest)?.generation {
-                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                try fileRefusal(entry, into: &outcomes) {
                     try refuseMerged(entry, digest: digest, generation: g, ledger: ledger, now: now)
                 }
             } else {
-                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                try fileRefusal(entry, into: &outcomes) {
                     try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
                 }
             }
         case let .refused(error, bundleDigest):
-            try fileRefusal(entry, into: &rejected, or: &waiting) {
+            try fileRefusal(entry, into: &outcomes) {
                 try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now)
             }
         case .ok, .partial:
@@ -307,13 +334,13 @@ public struct Collector {
                 break
             case .duplicate(let first):
                 // Removed once `first` is merged, as a copy of a merged bundle.
-                waiting.append(.init(entry, ProtocolError.duplicateInMerge(first).description))
+                outcomes.wait(entry, ProtocolError.duplicateInMerge(first).description)
             case .alreadyMerged(let g):
-                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                try fileRefusal(entry, into: &outcomes) {
                     try refuseMerged(entry, digest: v.digest.hex, generation: g, ledger: ledger, now: now)
                 }
             case .refused(let error):
-                try fileRefusal(entry, into: &rejected, or: &waiting) {
+                try fileRefusal(entry, into: &outcomes) {
                     try refuse(entry, error: error, bundleDigest: v.digest.hex, ledger: ledger, now: now)
                 }
             }
@@ -387,13 +414,13 @@ public struct Collector {
     /// reason reported, and the merge goes on with the others. A failure of
     /// state.db itself still stops the merge.
     func fileRefusal(
-        _ entry: DirectoryEntry, into rejected: inout [MergeReport.Rejection], or waiting: inout [MergeReport.Waiting],
+        _ entry: DirectoryEntry, into outcomes: inout MergeOutcomes,
         _ refuse: () throws -> MergeReport.Rejection
     ) throws {
         do {
-            rejected.append(try refuse())
+            outcomes.refused(try refuse())
         } catch let error as FileError {
-            waiting.append(.init(entry, "refused, but could not be quarantined: \(error)"))
+            outcomes.wait(entry, "refused, but could not be quarantined: \(error)")
         }
     }
 }

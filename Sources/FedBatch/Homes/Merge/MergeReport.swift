@@ -92,3 +92,28 @@ extension MergeReport.Waiting {
         self.init(name: entry.displayName, file: entry.displayPath, reason: reason)
     }
 }
+
+/// What a merge decided about each inbox entry that is not (yet) an
+/// accepted input: one accumulator, filled by the passes and turned into the
+/// report in one place.
+struct MergeOutcomes {
+    private(set) var rejected: [MergeReport.Rejection] = []
+    private(set) var waiting: [MergeReport.Waiting] = []
+
+    mutating func wait(_ entry: DirectoryEntry, _ reason: String) { waiting.append(.init(entry, reason)) }
+    mutating func wait(name: String, file: String, reason: String) {
+        waiting.append(.init(name: name, file: file, reason: reason))
+    }
+    mutating func refused(_ rejection: MergeReport.Rejection) { rejected.append(rejection) }
+
+    /// The report of a merge that wrote nothing, or wrote `file`.
+    func report(
+        _ outcome: MergeReport.Outcome, quorum: Int, passed: Int, strategy: String, generation: Int? = nil,
+        file: String? = nil, digest: String? = nil, accepted: [MergeReport.Accepted] = [],
+        kind: Manifest.Kind = .generation
+    ) -> MergeReport {
+        MergeReport(
+            outcome: outcome, generation: generation, file: file, digest: digest, quorum: quorum, passed: passed,
+            strategy: strategy, accepted: accepted, rejected: rejected, waiting: waiting, kind: kind)
+    }
+}

@@ -5,14 +5,49 @@ import FedBatchStore
 import FedBatchTrust
 import Foundation
 
-/// The two reading passes of a merge over the inbox. Pass 1 reads only each
-/// settled file's statement (its last few hundred bytes) to fix the
-/// summation order by the payload digests they name; pass 2 reads each
-/// file once, verifying, hashing and decoding it, in that order. Both run
-/// on worker threads and touch nothing but the entry they are given.
-extension Collector {
-    /// One inbox entry after pass 2: verified and decoded, or refused.
-    enum Decoded: @unchecked Sendable {
+/// The one way an inbox entry comes in, for a collector or a regional
+/// collector: identified from its statement alone (pass 1: a file's last few
+/// hundred bytes, enough to fix the summation order by payload digest), then
+/// opened once into a verified, decoded input or a typed refusal (pass 2).
+/// Both run on worker threads and touch nothing but the entry they are given.
+struct Intake: @unchecked Sendable {
+    let home: Home
+    /// The caps of what this home merges.
+    let limits: ContainerLimits
+    /// The caps of the largest container any inbox may hold (a partial
+    /// aggregate's): statements are read under them, so that a partial sent
+    /// to a collector that takes none is refused as what it is.
+    let wide: ContainerLimits
+    let takesPartials: Bool
+    let decryption: BundleDecryption
+
+    init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption) {
+        self.home = home
+        takesPartials = home.config.role == .collector && !home.config.merge.regions.isEmpty
+        // A root collector's inbox holds partial aggregates too, which are larger.
+        limits = takesPartials ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        wide = ContainerLimits.partials(of: arch)
+        self.decryption = decryption
+    }
+
+    /// An entry pass 1 identified: its payload digest (from the unverified
+    /// statement: it only orders the work, and pass 2 proves it) and the
+    /// status pass 2 must find unchanged.
+    struct Identified: Sendable {
+        let entry: DirectoryEntry
+        let digest: Digest
+        let status: EntryStatus
+    }
+
+    /// Pass 1 for one entry.
+    enum Identity: @unchecked Sendable {
+        case ready(Identified)
+        case waiting(String)
+        case refused(Error)
+    }
+
+    /// Pass 2 for one entry: verified and decoded, or refused.
+    enum Opened: @unchecked Sendable {
         case ok(VerifiedContainer, DecodedDelta)
         /// A regional collector's partial aggregate (root collectors).
         case partial(VerifiedContainer, PartialAggregate)
@@ -21,60 +56,16 @@ extension Collector {
         case refused(Error, bundleDigest: String?)
     }
 
-    /// Pass 1: every settled regular file's statement, unverified: it only
-    /// orders the work, and pass 2 proves it. Entries still arriving wait,
-    /// and entries that cannot even be identified (links, junk without a
-    /// slot or with a malformed statement, files above the model's size) are
-    /// refused here. Returns the files in digest order.
-    func identifyInbox(
-        settle: Double, limits: ContainerLimits, ledger: Ledger, now: Date, decryption: BundleDecryption,
-        rejected: inout [MergeReport.Rejection], waiting: inout [MergeReport.Waiting]
-    )
-        throws -> [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)]
-    {
+    /// Pass 1 over the whole inbox, on two workers, in the inbox's order.
+    func identifyAll(_ entries: [DirectoryEntry], settle: Double) -> [Identity] {
         let clock = wallClock()
-        let entries = try listDirectory(home.layout.inbox)
-        // Statements are read under a partial aggregate's larger caps (only
-        // a file's end is read), so that a partial sent to a collector that
-        // takes none is refused as what it is, not as a file too large.
-        let arch = try ModelArchitecture(spec: home.config.arch!)
-        let wide = ContainerLimits.partials(of: arch)
-        let takesPartials = home.config.role == .collector && !home.config.merge.regions.isEmpty
-        let identities = Parallel.map(entries, workers: 2) { entry in
-            Self.identify(
-                entry, settle: settle, clock: clock, limits: limits, wide: wide, takesPartials: takesPartials,
-                decryption: decryption)
-        }
-        var ordered: [(entry: DirectoryEntry, digest: Digest, status: EntryStatus)] = []
-        for (entry, identity) in zip(entries, identities) {
-            switch identity {
-            case let .ready(digest, status): ordered.append((entry, digest, status))
-            case .waiting(let why): waiting.append(.init(entry, why))
-            case .refused(let error):
-                try fileRefusal(entry, into: &rejected, or: &waiting) {
-                    try refuse(entry, error: error, bundleDigest: nil, ledger: ledger, now: now)
-                }
-            }
-        }
-        // Equal digests are copies of one payload; the name breaks the tie so
-        // that which copy counts is the same on every run.
-        ordered.sort { a, b in
-            a.digest != b.digest ? a.digest < b.digest : a.entry.name.lexicographicallyPrecedes(b.entry.name)
-        }
-        return ordered
+        return Parallel.map(entries, workers: 2) { entry in identify(entry, settle: settle, clock: clock) }
     }
 
-    /// Pass 1 for one entry.
-    private enum Identity: @unchecked Sendable {
-        case ready(Digest, EntryStatus)
-        case waiting(String)
-        case refused(Error)
-    }
-
-    private static func identify(
-        _ entry: DirectoryEntry, settle: Double, clock: Double, limits: ContainerLimits, wide: ContainerLimits,
-        takesPartials: Bool, decryption: BundleDecryption
-    ) -> Identity {
+    /// Settled regular files only; entries still arriving wait, and entries
+    /// that cannot even be identified (links, junk without a slot or with a
+    /// malformed statement, files above the model's size) are refused.
+    func identify(_ entry: DirectoryEntry, settle: Double, clock: Double) -> Identity {
         // rsync writes to a hidden temp name and renames it when complete.
         if entry.name.first == 0x2E {
             return .waiting("a hidden name, as rsync gives a transfer in progress; left alone")
@@ -116,7 +107,7 @@ extension Collector {
             guard try file.currentStatus() == file.status else {
                 return .waiting("changed while the merge read it; left for the next run")
             }
-            return .ready(statement.payloadDigest, file.status)
+            return .ready(Identified(entry: entry, digest: statement.payloadDigest, status: file.status))
         } catch {
             return .refused(error)
         }
@@ -124,10 +115,8 @@ extension Collector {
 
     /// Pass 2 for one entry: the same file as pass 1 (same size, times and
     /// inode), read once, verified and decoded.
-    static func decode(
-        _ entry: DirectoryEntry, expecting digest: Digest, status: EntryStatus, home: Home,
-        verifier: Verifier, limits: ContainerLimits, decryption: BundleDecryption
-    ) -> Decoded {
+    func open(_ identified: Identified, verifier: Verifier) -> Opened {
+        let entry = identified.entry, digest = identified.digest, status = identified.status
         let file: OpenFile
         do {
             file = try OpenFile(entry)
