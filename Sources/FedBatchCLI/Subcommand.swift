@@ -50,7 +50,7 @@ struct CommandContext {
             let run = RunRecord(
                 command: command, exitCode: status.rawValue, started: started,
                 duration: Date().timeIntervalSince(started))
-            do { try home.writeMetrics(run: run) } catch {
+            do { try HomeMetrics(home: home).writeMetrics(run: run) } catch {
                 console.warn("cannot write the metrics textfile: \(error)", code: "metrics.write")
             }
         }

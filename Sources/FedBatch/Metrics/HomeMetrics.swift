@@ -24,7 +24,13 @@ public struct RunRecord: Sendable {
 /// `role` and `model`, so that a site and a collector on one host (or two
 /// federations) never write the same series; `site` and `reason` are the
 /// only other labels, both bounded (pinned sites, reason codes).
-extension Home {
+public struct HomeMetrics {
+    public let home: Home
+    var config: HomeConfig { home.config }
+    var layout: HomeLayout { home.layout }
+
+    public init(home: Home) { self.home = home }
+
     /// The textfile's name in the directory: one per role and model.
     public var metricsFileName: String { "fedbatch_\(config.role.rawValue)_\(config.modelID).prom" }
 
@@ -67,7 +73,7 @@ extension Home {
     }
 
     func collectorMetrics(run: RunRecord, now: Date) throws -> [MetricFamily] {
-        let status = try collectorStatus(now: now)
+        let status = try home.collectorStatus(now: now)
         let ledger =
             FileManager.default.fileExists(atPath: layout.stateDatabase) ? try Ledger(path: layout.stateDatabase) : nil
         let totals = try ledger?.totals() ?? (accepted: 0, rejected: [:])
@@ -131,7 +137,7 @@ extension Home {
     }
 
     func siteMetrics(run: RunRecord) throws -> [MetricFamily] {
-        let status = try siteStatus()
+        let status = try home.siteStatus()
         let state =
             FileManager.default.fileExists(atPath: layout.stateDatabase)
             ? try SiteState(path: layout.stateDatabase) : nil

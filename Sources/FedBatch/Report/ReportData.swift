@@ -42,8 +42,11 @@ public struct ReportData: Sendable {
     public let staleness: [(generation: Int, staleness: Int)]
 }
 
-extension Home {
-    public func reportData() throws -> ReportData {
+extension ReportData {
+    /// What `fedbatch report` draws for a collector home, from its state.db
+    /// and pinned keys.
+    public static func of(_ home: Home) throws -> ReportData {
+        let layout = home.layout
         let path = layout.stateDatabase
         guard FileManager.default.fileExists(atPath: path) else {
             throw HomeError.config(
@@ -69,7 +72,7 @@ extension Home {
             }
         }
         return ReportData(
-            modelID: config.modelID, arch: config.arch ?? "", generations: generations,
+            modelID: home.config.modelID, arch: home.config.arch ?? "", generations: generations,
             evaluations: try ledger.evaluations(),
             sites: Set(pinned).union(participation.map(\.site)).sorted(), participation: participation,
             rejections: try ledger.totals().rejected.map { ($0.key, $0.value) }.sorted {

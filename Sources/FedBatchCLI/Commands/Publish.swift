@@ -27,6 +27,7 @@ struct Publish: Subcommand {
 
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home()
-        return TransferOutput(direction: "upload", try home.publish(to: try remoteOption.open(for: home)))
+        return TransferOutput(
+            direction: "upload", try Transfers(home: home).publish(to: try remoteOption.open(for: home)))
     }
 }

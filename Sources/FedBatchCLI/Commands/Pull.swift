@@ -41,15 +41,18 @@ struct Pull: Subcommand {
         let home = try context.home()
         switch home.config.role {
         case .collector:
-            return TransferOutput(direction: "download", try home.pullBundles(from: try remoteOption.open(for: home)))
+            return TransferOutput(
+                direction: "download", try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home)))
         case .site:
             return TransferOutput(
-                direction: "download", try home.pullGenerations(from: try remoteOption.open(for: home)))
+                direction: "download", try Transfers(home: home).pullGenerations(from: try remoteOption.open(for: home))
+            )
         case .region:
             // Generations first: a bundle on a generation this region has
             // not seen yet then merges in this round.
-            var report = try home.pullGenerations(from: try home.upstream(override: upstream))
-            let bundles = try home.pullBundles(from: try remoteOption.open(for: home))
+            var report = try Transfers(home: home).pullGenerations(
+                from: try Transfers(home: home).upstream(override: upstream))
+            let bundles = try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home))
             report.transferred += bundles.transferred
             report.skipped += bundles.skipped
             report.refused += bundles.refused

@@ -40,7 +40,7 @@ struct Push: Subcommand {
         // A regional collector's partial aggregates go up to the root.
         let store =
             home.config.role == .region
-            ? try home.upstream(override: remoteOption.remote) : try remoteOption.open(for: home)
-        return TransferOutput(direction: "upload", try home.push(to: store, encrypt: encrypt))
+            ? try Transfers(home: home).upstream(override: remoteOption.remote) : try remoteOption.open(for: home)
+        return TransferOutput(direction: "upload", try Transfers(home: home).push(to: store, encrypt: encrypt))
     }
 }

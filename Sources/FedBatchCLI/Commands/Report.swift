@@ -30,7 +30,7 @@ struct Report: Subcommand {
 
     func run(_ context: CommandContext) throws -> ReportOutput {
         let home = try context.home(as: .collector)
-        let data = try home.reportData()
+        let data = try ReportData.of(home)
         let html = HTMLReport.render(data)
         try writeFileAtomically(Data(html.utf8), to: out, mode: 0o644)
         return ReportOutput(

@@ -14,7 +14,7 @@ struct RemoteOption: ParsableArguments {
             "The remote for this run: s3://BUCKET/PREFIX or a directory (default: [remote] url).", valueName: "url"))
     var remote: String?
 
-    func open(for home: Home) throws -> RemoteStore { try home.remote(override: remote) }
+    func open(for home: Home) throws -> RemoteStore { try Transfers(home: home).remote(override: remote) }
 }
 
 /// What push, pull and publish print: the same shape for all three

@@ -76,8 +76,10 @@ struct MergeRound {
         do {
             let m = v.manifest
             if let id = m.site?.id, regions.contains(id) { throw PartialError.fromARegion(id) }
+            // Before the protocol's rules, so that the reason does not depend
+            // on whether the region's partial came first in digest order.
+            if let id = m.site?.id, let region = siteRegions[id] { throw PartialError.viaRegion(site: id, region: region) }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
-            if let region = siteRegions[site.id] { throw PartialError.viaRegion(site: site.id, region: region) }
             try strategy.check(delta: delta, base: base)
             let weight = uniformWeights ? 1 : strategy.weight(examples: n)
             let factor = staleness.weight(staleness: s)

@@ -30,7 +30,14 @@ public struct TransferReport: Sendable {
     public var waiting: [Refusal] = []
 }
 
-extension Home {
+/// push, pull and publish for one home: a transfer takes the home it
+/// works for, as metrics and the report do, rather than extending it.
+public struct Transfers {
+    public let home: Home
+    var layout: HomeLayout { home.layout }
+    var config: HomeConfig { home.config }
+
+    public init(home: Home) { self.home = home }
     /// The remote `override` (a command's --remote) or `[remote] url` names.
     public func remote(override: String?) throws -> RemoteStore {
         if let override {
@@ -66,7 +73,7 @@ extension Home {
         guard config.role != .collector else {
             throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
         }
-        let lock = try self.lock()
+        let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
@@ -117,7 +124,7 @@ extension Home {
         guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
-        let lock = try self.lock()
+        let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
@@ -190,7 +197,7 @@ extension Home {
         guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
-        let lock = try self.lock()
+        let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
@@ -223,12 +230,12 @@ extension Home {
         guard config.role != .collector else {
             throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
         }
-        let lock = try self.lock()
+        let lock = try home.lock()
         defer { withExtendedLifetime(lock) {} }
         Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let have = Set(layout.generationNumbers())
-        let verifier = try self.verifier()
+        let verifier = try home.verifier()
         // A generation can be no larger than the model makes it: the arch
         // of the newest generation here (verified), or of this home's
         // config; an endless body stops there, not at 4 GiB.
@@ -250,7 +257,7 @@ extension Home {
             do {
                 let pending = try PendingFile(in: layout.generations)
                 try remote.get(key: object.key, into: pending, cap: cap)
-                let (v, _) = try openGeneration(pending.path, verifier: verifier)
+                let (v, _) = try home.openGeneration(pending.path, verifier: verifier)
                 guard v.manifest.generation == n else {
                     throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
                 }
