@@ -78,7 +78,9 @@ struct MergeRound {
             if let id = m.site?.id, regions.contains(id) { throw PartialError.fromARegion(id) }
             // Before the protocol's rules, so that the reason does not depend
             // on whether the region's partial came first in digest order.
-            if let id = m.site?.id, let region = siteRegions[id] { throw PartialError.viaRegion(site: id, region: region) }
+            if let id = m.site?.id, let region = siteRegions[id] {
+                throw PartialError.viaRegion(site: id, region: region)
+            }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
             try strategy.check(delta: delta, base: base)
             let weight = uniformWeights ? 1 : strategy.weight(examples: n)
