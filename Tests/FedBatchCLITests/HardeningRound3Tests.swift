@@ -449,6 +449,13 @@ struct SmallerHardeningTests {
         #expect(
             r.err.contains("line \(line): merge.min_bundle is not a setting; did you mean merge.min_bundles?"),
             "\(r.err)")
+        // A wrong value points at its line too.
+        try text.replacingOccurrences(of: "\nmax_wait = ", with: "\nmax_wait = -").write(
+            toFile: config, atomically: true, encoding: .utf8)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let waitLine = lines.firstIndex { $0.hasPrefix("max_wait = ") }! + 1
+        let bad = try fed.fedbatch(["merge", "--home", fed.collector])
+        #expect(bad.status == 1 && bad.err.contains("line \(waitLine): merge.max_wait must be"), "\(bad.err)")
     }
 
     @Test("a robust rule that is only the mean on these bundles says so")

@@ -48,6 +48,20 @@ extension ConfigError {
         }
     }
 
+    /// A setting's refusal (`merge.max_wait must be …`) with the line that
+    /// sets it in front, so that every wrong value, not only an unknown
+    /// key, points at its line; a reason that names no setting, or already
+    /// names its line, is returned as it is.
+    public static func locate(_ reason: String, in text: String) -> String {
+        guard !reason.hasPrefix("line "), let first = reason.split(separator: " ").first else { return reason }
+        let parts = first.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2,
+            let line = lineNumber(
+                of: parts[1].trimmingCharacters(in: CharacterSet(charactersIn: ":,")), in: parts[0], text: text)
+        else { return reason }
+        return "line \(line): \(reason)"
+    }
+
     /// The 1-based line where `key` is set in table `section` of a TOML
     /// text, found by reading the lines (a bare or quoted key before `=`).
     static func lineNumber(of key: String, in section: String?, text: String) -> Int? {

@@ -300,6 +300,16 @@ public struct HomeConfig: Sendable, Equatable {
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
+        do {
+            return try parseTables(text, path: path)
+        } catch let e as ConfigError {
+            throw ConfigError(path: e.path, reason: ConfigError.locate(e.reason, in: text))
+        } catch HomeError.config(let p, let reason) {
+            throw HomeError.config(path: p, reason: ConfigError.locate(reason, in: text))
+        }
+    }
+
+    private static func parseTables(_ text: String, path: String) throws -> HomeConfig {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
