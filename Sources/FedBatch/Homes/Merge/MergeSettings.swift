@@ -1,0 +1,261 @@
+import FedBatchFormats
+import FedBatchLearning
+import FedBatchNative
+import FedBatchStore
+import FedBatchTrust
+import Foundation
+import TOMLKit
+
+/// A collector's merge settings: the `[merge]` table of its fedbatch.toml.
+public struct MergeSettings: Sendable, Equatable {
+    /// Fewer accepted bundles than this and nothing is written (exit 5),
+    /// unless one has waited `maxWait` (FedBuff's buffer size K). Above 1
+    /// so that a fresh collector does not turn each arriving bundle into a
+    /// generation that makes everyone else's work stale.
+    public var minBundles = 3
+    /// Seconds since the oldest passing bundle arrived after which a merge
+    /// writes a generation below quorum, so a late site's lone bundle waits
+    /// at most this long.
+    public var maxWait = 86_400.0
+    /// How many generations old an update's base may be (s = current −
+    /// base); older ones are quarantined as protocol.too-stale.
+    public var maxStaleness = 4
+    /// How a stale update is discounted: w(s), see `StalenessFunction`.
+    public var staleness = StalenessFunction.Kind.polynomial
+    public var stalenessA = 0.5
+    public var stalenessB = 4.0
+    /// When set, each update's delta is scaled down to at most this L2
+    /// norm (over all its tensors together) before it is aggregated, so no
+    /// single site can move the model further than that.
+    public var clipNorm: Double?
+    /// Bundles claiming more examples are rejected.
+    public var maxExamples: Int64 = 100_000_000
+    /// FedAvg weights are min(num_examples, weight_cap).
+    public var weightCap: Int64 = 100_000_000
+    /// The server learning rate η (nil: the strategy's default, as
+    /// Flower's: 1 for fedavg and fedavgm, 0.1 for fedadam and fedadagrad,
+    /// 0.01 for fedyogi).
+    public var serverLearningRate: Double?
+    /// Server optimiser parameters (nil: the strategy's defaults).
+    public var momentum: Double?
+    public var beta1: Double?
+    public var beta2: Double?
+    public var tau: Double?
+    /// Robust rules: the fraction cut from each tail (trimmed-mean), the
+    /// number f of Byzantine sites tolerated (krum, multikrum, bulyan), how
+    /// many updates Multi-Krum averages (0: n − f), and the memory their
+    /// chunked passes may use, in MiB.
+    public var trim: Double?
+    public var byzantine: Int?
+    public var keep: Int?
+    public var chunkMiB: Double?
+    /// An inbox file changed less than this many seconds ago is still
+    /// arriving (a plain `cp` or `scp` racing cron): it is left for the
+    /// next run instead of being quarantined half-written.
+    public var settleSeconds = 60.0
+    /// The aggregation strategy (see `Strategies`).
+    public var strategy = FedAvg.name
+    /// Codecs whose bundles a merge takes; others are quarantined.
+    public var acceptCodecs = Codecs.names.sorted()
+    /// Root collector: the pinned senders (keys/sites/) that are regional
+    /// collectors. Only they may send partial aggregates, and they may not
+    /// send plain updates.
+    public var regions: [String] = []
+    public init() {}
+
+    /// The parameters handed to the strategy.
+    public var strategyParameters: [String: Double] {
+        var p: [String: Double] = ["weight_cap": Double(weightCap)]
+        p["server_lr"] = serverLearningRate
+        p["momentum"] = momentum
+        p["beta1"] = beta1
+        p["beta2"] = beta2
+        p["tau"] = tau
+        p["trim"] = trim
+        p["byzantine"] = byzantine.map(Double.init)
+        p["keep"] = keep.map(Double.init)
+        p["chunk_mb"] = chunkMiB
+        return p
+    }
+
+    static let keys: Set<String> = [
+        "strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
+        "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
+        "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions",
+    ]
+
+    /// The staleness weighting these settings describe.
+    public var stalenessFunction: StalenessFunction { StalenessFunction(kind: staleness, a: stalenessA, b: stalenessB) }
+
+    func render(region: Bool = false) -> [String] {
+        [
+            "", "# Settings for `fedbatch merge` (fedbatch-merge(1)).", "[merge]",
+            "strategy = \(StrictJSON.quote(strategy))",
+            "# Quorum: bundles that make a generation; below it, merge once the oldest has waited max_wait seconds.",
+            "min_bundles = \(minBundles)", "max_wait = \(Int(maxWait))",
+            "# Updates trained on a generation up to max_staleness older than the current one merge, weighted by",
+            "# staleness = \"constant\" (1), \"polynomial\" ((1+s)^-a) or \"hinge\" (1 up to b, then 1/(a(s-b)+1)).",
+            "max_staleness = \(maxStaleness)", "staleness = \(StrictJSON.quote(staleness.rawValue))",
+            "staleness_a = \(stalenessA)", "staleness_b = \(stalenessB)",
+            "# Clip each update's delta to this L2 norm (all tensors together) before aggregating.",
+            clipNorm.map { "clip_norm = \($0)" } ?? "# clip_norm = 10.0",
+            "max_examples = \(maxExamples)", "weight_cap = \(weightCap)",
+            "# strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, diloco, median, trimmed-mean,",
+            "# krum, multikrum or bulyan (fedbatch-merge(1), STRATEGIES); their parameters default to",
+            "# Flower's: server_lr, momentum (fedavgm, diloco), beta1, beta2, tau (the adaptive ones),",
+            "# trim (trimmed-mean), byzantine and keep (krum, multikrum, bulyan).",
+            serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
+            trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
+            "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
+            chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
+            "# Seconds an inbox file must be unchanged before a merge reads it.",
+            "settle_seconds = \(Int(settleSeconds))",
+            "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
+            "accept_codecs = [\(acceptCodecs.map(StrictJSON.quote).joined(separator: ", "))]",
+        ]
+            + (region
+                ? []
+                : [
+                    "# Hierarchical merges: the pinned senders that are regional collectors, whose partial aggregates",
+                    "# this collector merges (fedbatch-merge(1), HIERARCHICAL MERGES).",
+                    regions.isEmpty
+                        ? "# regions = [\"eu\", \"us\"]"
+                        : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]",
+                ])
+    }
+}
+
+extension MergeSettings {
+    /// Reads `[merge]`, refusing unknown keys and values out of range.
+    static func parse(_ t: TOMLTable, path: String, text: String) throws -> MergeSettings {
+        var m = MergeSettings()
+        try ConfigError.checkKeys(t.keys, allowed: MergeSettings.keys, section: "merge", path: path, text: text)
+        func positive(_ k: String) throws -> Int? {
+            guard let v = t[k] else { return nil }
+            guard let i = v.int, i > 0 else {
+                throw HomeError.config(path: path, reason: "merge.\(k) must be a positive integer")
+            }
+            return i
+        }
+        if let v = try positive("min_bundles") { m.minBundles = v }
+        if let v = t["max_wait"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else {
+                throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more")
+            }
+            m.maxWait = d
+        }
+        if let v = t["clip_norm"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d.isFinite else {
+                throw HomeError.config(path: path, reason: "merge.clip_norm must be a positive number")
+            }
+            m.clipNorm = d
+        }
+        if let v = t["max_staleness"] {
+            guard let i = v.int, i >= 0, i <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000")
+            }
+            m.maxStaleness = i
+        }
+        if let v = t["staleness"] {
+            guard let s = v.string, let kind = StalenessFunction.Kind(rawValue: s) else {
+                throw HomeError.config(
+                    path: path, reason: "merge.staleness must be \"constant\", \"polynomial\" or \"hinge\"")
+            }
+            m.staleness = kind
+        }
+        for (key, keyPath) in [("staleness_a", \MergeSettings.stalenessA), ("staleness_b", \MergeSettings.stalenessB)] {
+            guard let v = t[key] else { continue }
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be a number from 0 to 1000")
+            }
+            m[keyPath: keyPath] = d
+        }
+        if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
+        if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
+        if let v = t["server_lr"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else {
+                throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]")
+            }
+            m.serverLearningRate = d
+        }
+        for (key, keyPath, range) in [
+            ("momentum", \MergeSettings.momentum, 0.0..<1.0), ("beta1", \MergeSettings.beta1, 0.0..<1.0),
+            ("beta2", \MergeSettings.beta2, 0.0..<1.0), ("tau", \MergeSettings.tau, 0.0..<1.0),
+        ] {
+            guard let v = t[key] else { continue }
+            guard let d = v.double ?? v.int.map(Double.init), range.contains(d) else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be a number in [0, 1)")
+            }
+            m[keyPath: keyPath] = d
+        }
+        if let v = t["trim"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 0.5 else {
+                throw HomeError.config(path: path, reason: "merge.trim must be a number in [0, 0.5)")
+            }
+            m.trim = d
+        }
+        for (key, keyPath) in [("byzantine", \MergeSettings.byzantine), ("keep", \MergeSettings.keep)] {
+            guard let v = t[key] else { continue }
+            guard let i = v.int, i >= 0, i <= 100_000 else {
+                throw HomeError.config(path: path, reason: "merge.\(key) must be an integer from 0 to 100000")
+            }
+            m[keyPath: keyPath] = i
+        }
+        if let v = t["chunk_mb"] {
+            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1_048_576 else {
+                throw HomeError.config(path: path, reason: "merge.chunk_mb must be a number of MiB in (0, 1048576]")
+            }
+            m.chunkMiB = d
+        }
+        if let v = t["strategy"] {
+            guard let name = v.string, Strategies.names.contains(name) else {
+                throw HomeError.config(
+                    path: path,
+                    reason:
+                        "merge.strategy must be one of \(Strategies.names.map { "\"\($0)\"" }.joined(separator: ", "))")
+            }
+            m.strategy = name
+        }
+        if let v = t["accept_codecs"] {
+            guard let list = v.array, !list.isEmpty else {
+                throw HomeError.config(
+                    path: path, reason: "merge.accept_codecs must be a non-empty list of codec names")
+            }
+            m.acceptCodecs = try list.map { item in
+                guard let s = item.string, Codecs.names.contains(s) else {
+                    throw HomeError.config(
+                        path: path,
+                        reason:
+                            "merge.accept_codecs: each must be one "
+                            + "of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))"
+                    )
+                }
+                return s
+            }
+        }
+        if let v = t["regions"] {
+            guard let list = v.array else {
+                throw HomeError.config(path: path, reason: "merge.regions must be a list of regional collector ids")
+            }
+            m.regions = try list.map { item in
+                guard let s = item.string, ContainerPath.isIdentifier(s) else {
+                    throw HomeError.config(
+                        path: path,
+                        reason:
+                            "merge.regions: each must be a regional collector id "
+                            + "(\(ContainerPath.identifierRule("id", item.string ?? "?")))"
+                    )
+                }
+                return s
+            }
+        }
+        if let v = t["settle_seconds"] {
+            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
+                throw HomeError.config(
+                    path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
+            }
+            m.settleSeconds = d
+        }
+        return m
+    }
+}
