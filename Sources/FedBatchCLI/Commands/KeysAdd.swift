@@ -52,13 +52,7 @@ struct KeysAdd: Subcommand {
     func run(_ context: CommandContext) throws -> KeyChange {
         let home = try context.home()
         if let region, let site {
-            // Checked before the key is pinned, so a refusal changes nothing.
-            guard home.config.merge.regions.contains(region) else {
-                throw HomeError.config(
-                    path: home.layout.config, reason: "\(region) is not in merge.regions; list it there first")
-            }
-            let (key, updated) = try home.pinKey(for: .site(site), keyFile: file)
-            try home.attachSite(site, toRegion: region)
+            let (key, updated) = try home.pinSiteKey(site: site, keyFile: file, servedBy: region)
             return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key), region: region)
         }
         let (key, updated) = try home.pinKey(for: site.map { .site($0) } ?? .collector, keyFile: file)

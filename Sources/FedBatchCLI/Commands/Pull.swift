@@ -21,8 +21,13 @@ struct Pull: Subcommand {
             renamed into place; one that fails stays out, and the exit status is \
             3. On a regional collector, both: bundles from its own remote \
             ([remote] url, --remote) and generations from the root's \
-            ([remote] upstream, --upstream). Takes the home's lock. Exit status \
-            5 when there is nothing new.
+            ([remote] upstream, --upstream). On a site, each generation is \
+            trusted only through the ones before it (fedbatch-keys(1)), so they \
+            are taken in order. Takes the home's lock. A file that changed on a \
+            directory remote within merge.settle_seconds is left for the next \
+            run, links there are never followed, and one object that fails is \
+            refused with its reason while the others still move (exit 1). Exit \
+            status 5 when there is nothing new.
             """
     )
 

@@ -20,7 +20,10 @@ struct Push: Subcommand {
             uploaded as inbox/SITE/FILE.gpg: only the collector can read it. \
             A regional collector pushes its partial aggregates from outbox/ to \
             the root's remote ([remote] upstream, or --remote) the same way. \
-            Takes the home's lock. Exit status 5 when outbox/ is empty.
+            Takes the home's lock. A bundle that cannot be uploaded stays in \
+            outbox/ with its reason and the others still go (exit 1); a link on \
+            a directory remote is never followed. Exit status 5 when outbox/ is \
+            empty.
             """
     )
 

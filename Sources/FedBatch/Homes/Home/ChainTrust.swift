@@ -38,6 +38,7 @@ extension Home {
     func walkTrust(to target: Int, verifier: Verifier) throws -> String? {
         guard config.role != .collector else { return nil }
         let anchor = try trustAnchor()
+        let chain = layout.chainFiles()
         let first: Int
         var previous: String?
         if let anchor, anchor.number < target {
@@ -49,10 +50,10 @@ extension Home {
         } else {
             // Nothing accepted yet: trust starts at the oldest generation
             // here, verified with the key pinned at init.
-            first = layout.chainFiles().first.map { min($0.number, target) } ?? target
+            first = chain.first.map { min($0.number, target) } ?? target
         }
         let files = Dictionary(
-            layout.chainFiles().map { ($0.number, ($0.path, $0.pruned)) }, uniquingKeysWith: { a, _ in a })
+            chain.map { ($0.number, ($0.path, $0.pruned)) }, uniquingKeysWith: { a, _ in a })
         for n in first..<max(first, target) {
             guard let (path, pruned) = files[n] else {
                 throw ChainError(

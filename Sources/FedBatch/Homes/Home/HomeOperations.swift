@@ -217,12 +217,15 @@ extension Home {
         try pinKey(for: .site(site), keyFile: keyFile).key
     }
 
-    /// Records, at a root collector, that `region` serves `site`: from then
-    /// on the root takes that site's updates only inside the region's
-    /// partial aggregates, and refuses a partial of any region that covers
-    /// a site it does not serve. The site's key is pinned as usual (for
-    /// the audit trail); `region` must be in merge.regions.
-    public func attachSite(_ site: String, toRegion region: String) throws {
+    /// Pins `site`'s key at a root collector and records that `region`
+    /// serves it: from then on the root takes that site's updates only
+    /// inside the region's partial aggregates, and refuses a partial of any
+    /// region that covers a site it does not serve. The region must be in
+    /// merge.regions; that is checked before anything is pinned, so a
+    /// refusal changes nothing.
+    public func pinSiteKey(
+        site: String, keyFile: String, servedBy region: String
+    ) throws -> (key: PinnedKey, updated: Bool) {
         guard config.role == .collector else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
@@ -230,18 +233,18 @@ extension Home {
         guard config.merge.regions.contains(region) else {
             throw HomeError.config(
                 path: layout.config,
-                reason:
-                    "\(region) is not in merge.regions (\(config.merge.regions.joined(separator: ", "))); list it "
-                    + "there first"
-            )
+                reason: "\(region) is not in merge.regions (\(config.merge.regions.joined(separator: ", "))); "
+                    + "list it there first")
         }
         guard site != region, !config.merge.regions.contains(site) else {
             throw HomeError.config(
                 path: layout.config, reason: "\(site) is a regional collector; a region is not served by a region")
         }
+        let pinned = try pinKey(for: .site(site), keyFile: keyFile)
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         try writeFileAtomically(Data((region + "\n").utf8), to: TrustSet.Files.siteRegion(site, in: layout.keys))
+        return pinned
     }
 
     /// Retires a site's pinned key, or all of them when `fingerprint` is

@@ -9,16 +9,23 @@ import Foundation
 /// and its agreement with generations/, interrupted merges, and filing
 /// refused entries.
 extension Home {
-    /// The largest file this home's inbox can legitimately hold: a partial
-    /// aggregate at a root, an encrypted update anywhere else.
+    /// Whether this home's inbox takes partial aggregates: a root collector,
+    /// one that lists merge.regions.
+    var takesPartials: Bool { config.role == .collector && !config.merge.regions.isEmpty }
+
+    /// The caps of what this home's inbox holds: a root's partial
+    /// aggregates take 16 bytes a parameter, updates far less.
+    func inboxLimits(of arch: ModelArchitecture) -> ContainerLimits {
+        takesPartials ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+    }
+
+    /// The largest file this home's inbox can legitimately hold, encrypted
+    /// to the collector (a few hundred bytes more than the plain bundle).
     var largestInboxFile: Int64 {
         guard let spec = config.arch, let arch = try? ModelArchitecture(spec: spec) else {
             return ContainerLimits.default.maxFileBytes
         }
-        let limits =
-            config.role == .collector && !config.merge.regions.isEmpty
-            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
-        return limits.maxFileBytes + BundleEncryption.overhead
+        return inboxLimits(of: arch).maxFileBytes + BundleEncryption.overhead
     }
 }
 

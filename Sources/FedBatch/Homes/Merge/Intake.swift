@@ -23,9 +23,8 @@ struct Intake: @unchecked Sendable {
 
     init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption) {
         self.home = home
-        takesPartials = home.config.role == .collector && !home.config.merge.regions.isEmpty
-        // A root collector's inbox holds partial aggregates too, which are larger.
-        limits = takesPartials ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
+        takesPartials = home.takesPartials
+        limits = home.inboxLimits(of: arch)
         wide = ContainerLimits.partials(of: arch)
         self.decryption = decryption
     }

@@ -38,6 +38,15 @@ public struct Transfers {
     var config: HomeConfig { home.config }
 
     public init(home: Home) { self.home = home }
+
+    /// What every transfer does first: take the home's lock (a merge or
+    /// another transfer meanwhile exits 4), then remove the temporary files
+    /// a killed transfer left, which no one else can be writing now.
+    private func begin() throws -> FileLock {
+        let lock = try home.lock()
+        Filing.removeCrashLeftovers(layout)
+        return lock
+    }
     /// The remote `override` (a command's --remote) or `[remote] url` names.
     public func remote(override: String?) throws -> RemoteStore {
         if let override {
@@ -73,9 +82,8 @@ public struct Transfers {
         guard config.role != .collector else {
             throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
         }
-        let lock = try home.lock()
+        let lock = try begin()
         defer { withExtendedLifetime(lock) {} }
-        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let site = config.siteID!
         // The newest collector key: after a rotation, the one the collector
@@ -124,16 +132,10 @@ public struct Transfers {
         guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
-        let lock = try home.lock()
+        let lock = try begin()
         defer { withExtendedLifetime(lock) {} }
-        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
-        // An encrypted bundle is a few hundred bytes larger than the plain one.
-        let arch = try ModelArchitecture(spec: config.arch!)
-        let limits =
-            config.role == .collector && !config.merge.regions.isEmpty
-            ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
-        let cap = limits.maxFileBytes + BundleEncryption.overhead
+        let cap = home.largestInboxFile
         let settle = config.merge.settleSeconds
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
@@ -197,9 +199,8 @@ public struct Transfers {
         guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
-        let lock = try home.lock()
+        let lock = try begin()
         defer { withExtendedLifetime(lock) {} }
-        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let there = Dictionary(
             try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a }
@@ -230,9 +231,8 @@ public struct Transfers {
         guard config.role != .collector else {
             throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
         }
-        let lock = try home.lock()
+        let lock = try begin()
         defer { withExtendedLifetime(lock) {} }
-        Filing.removeCrashLeftovers(layout)
         var report = TransferReport(remote: remote.url)
         let have = Set(layout.generationNumbers())
         let verifier = try home.verifier()
