@@ -1,9 +1,14 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 // The C libraries come from Debian's -dev packages (see `make deps`); each is a
 // system-library target holding only a module map and a shim header, so that
 // every unsafe call lives in one Swift file per library under FedBatch/Native.
+// Every target above the native one is compiled with strict memory-safety
+// checking: an unsafe construct there must be marked `unsafe` where it
+// stands, and DESIGN.md ("Unsafe code") says why each remaining one is there.
+let checked: [SwiftSetting] = [.strictMemorySafety()]
+
 let package = Package(
     name: "fedbatch",
     products: [
@@ -29,20 +34,24 @@ let package = Package(
             name: "FedBatchNative", dependencies: ["CArchive", "CGPGME", "CZstd", "CCrypto", "CBLAS", "CZlib", "CCurl"]),
         // The library, in layers; a target imports only targets below it
         // (DESIGN.md). Formats: tensors, model specs, the container, names.
-        .target(name: "FedBatchFormats", dependencies: ["FedBatchNative"]),
+        .target(
+            name: "FedBatchFormats",
+            dependencies: ["FedBatchNative", .product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: checked),
         // Trust: signatures, pinned keys, rotations.
-        .target(name: "FedBatchTrust", dependencies: ["FedBatchNative", "FedBatchFormats"]),
+        .target(name: "FedBatchTrust", dependencies: ["FedBatchNative", "FedBatchFormats"], swiftSettings: checked),
         // Learning: local training, aggregation strategies, central DP.
         .target(
             name: "FedBatchLearning",
-            dependencies: ["FedBatchNative", "FedBatchFormats", .product(name: "TOMLKit", package: "TOMLKit")]),
+            dependencies: ["FedBatchNative", "FedBatchFormats", .product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: checked),
         // Store: state.db and the remotes.
         .target(
             name: "FedBatchStore",
             dependencies: [
                 "FedBatchNative", "FedBatchFormats", "FedBatchTrust",
                 .product(name: "TOMLKit", package: "TOMLKit"), .product(name: "GRDB", package: "GRDB.swift"),
-            ]
+            ],
+            swiftSettings: checked
         ),
         // Workflows: homes, merge, the site's train and pack, upkeep, metrics, report.
         .target(
@@ -51,14 +60,16 @@ let package = Package(
                 "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "GRDB", package: "GRDB.swift"),
-            ]
+            ],
+            swiftSettings: checked
         ),
         .target(
             name: "FedBatchCLI",
             dependencies: [
                 "FedBatch", "FedBatchNative", "FedBatchFormats", "FedBatchTrust", "FedBatchLearning", "FedBatchStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: checked
         ),
         .executableTarget(name: "fedbatch", dependencies: ["FedBatchCLI"]),
         // libFuzzer targets for the parsers of untrusted bytes (`make fuzz`);

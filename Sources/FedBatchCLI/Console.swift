@@ -85,15 +85,15 @@ struct Console {
     /// (U+061C, U+200E/F, U+202A-E, U+2066-9) are shown as escapes, never
     /// sent raw. JSON output escapes them by itself.
     static func printable(_ s: String) -> String {
-        func unsafe(_ v: UInt32) -> Bool {
+        func isControl(_ v: UInt32) -> Bool {
             (v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v) || v == 0x061C || v == 0x200E
                 || v == 0x200F
                 || (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v)
         }
-        guard s.unicodeScalars.contains(where: { unsafe($0.value) }) else { return s }
+        guard s.unicodeScalars.contains(where: { isControl($0.value) }) else { return s }
         var out = String.UnicodeScalarView()
         for u in s.unicodeScalars {
-            if unsafe(u.value) {
+            if isControl(u.value) {
                 out.append(
                     contentsOf: (u.value <= 0xFF
                         ? String(format: "\\x%02X", u.value) : String(format: "\\u{%04X}", u.value)).unicodeScalars)

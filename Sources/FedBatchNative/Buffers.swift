@@ -17,7 +17,7 @@ public final class NumericBuffer<Element: Numeric>: @unchecked Sendable {
     private let mapped: Int
 
     public init(count: Int) {
-        let bytes = max(1, count) * MemoryLayout<Element>.stride
+        let bytes = Swift.max(1, count) * MemoryLayout<Element>.stride
         if bytes >= LargeBuffer.threshold, let p = LargeBuffer.mapUnforked(bytes) {
             // Anonymous mappings read as zeros, but through the shared zero
             // page: the first write to each page would fault a second time.
@@ -50,4 +50,41 @@ public final class NumericBuffer<Element: Numeric>: @unchecked Sendable {
 
     public var count: Int { buffer.count }
     public var array: [Element] { Array(buffer) }
+}
+
+/// Element access with bounds checked, so that code above this target can
+/// compute in a buffer without holding its pointer: a buffer is a mutable,
+/// random-access collection of its elements (`map`, `enumerated`, `for in`
+/// and subscripts all work). The accessors are `@inlinable` so that a loop
+/// over them compiles to the same loads and stores as one over `buffer`.
+extension NumericBuffer: RandomAccessCollection, MutableCollection {
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { buffer.count }
+
+    @inlinable
+    public subscript(i: Int) -> Element {
+        get {
+            precondition(i >= 0 && i < buffer.count, "index \(i) out of range 0..<\(buffer.count)")
+            return buffer[i]
+        }
+        set {
+            precondition(i >= 0 && i < buffer.count, "index \(i) out of range 0..<\(buffer.count)")
+            buffer[i] = newValue
+        }
+    }
+}
+
+extension NumericBuffer where Element: FixedWidthInteger {
+    /// A buffer of the first `count` little-endian values in `data`, which
+    /// must hold them.
+    public convenience init(littleEndian data: Data, count: Int) {
+        precondition(count * MemoryLayout<Element>.size <= data.count, "\(count) values do not fit in \(data.count)")
+        self.init(count: count)
+        data.withUnsafeBytes { raw in
+            for i in 0..<count {
+                buffer[i] = Element(
+                    littleEndian: raw.loadUnaligned(fromByteOffset: i * MemoryLayout<Element>.size, as: Element.self))
+            }
+        }
+    }
 }

@@ -27,8 +27,7 @@ public protocol TensorCodec: Sendable {
     func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws
     /// Decodes tensor `t` of the model (already checked) into `out`, which
     /// holds exactly that tensor's element count.
-    func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>)
+    func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>)
 }
 
 extension TensorCodec {
@@ -39,10 +38,9 @@ extension TensorCodec {
         ModelWeights(
             arch: arch,
             tensors: arch.tensorShapes.indices.map { t in
-                [Float](unsafeUninitializedCapacity: elementCount(arch.tensorShapes[t].shape)!) { out, n in
-                    decode(stored, tensor: t, arch: arch, into: out)
-                    n = out.count
-                }
+                let out = NumericBuffer<Float>(count: elementCount(arch.tensorShapes[t].shape)!)
+                decode(stored, tensor: t, arch: arch, into: out)
+                return out.array
             })
     }
 }
@@ -70,7 +68,7 @@ public struct DecodedDelta: @unchecked Sendable {
         var copy = self
         copy.dense = arch.tensorShapes.indices.map { t in
             let buffer = NumericBuffer<Float>(count: elementCount(arch.tensorShapes[t].shape)!)
-            codec.decode(stored, tensor: t, arch: arch, into: buffer.buffer)
+            codec.decode(stored, tensor: t, arch: arch, into: buffer)
             return buffer
         }
         return copy
@@ -80,7 +78,7 @@ public struct DecodedDelta: @unchecked Sendable {
     public func l2Norm() -> Double {
         var sum = 0.0
         for t in arch.tensorShapes.indices {
-            withTensor(t) { d in for v in d { sum += Double(v) * Double(v) } }
+            withTensor(t) { d in for i in d.indices { sum += Double(d[i]) * Double(d[i]) } }
         }
         return sum.squareRoot()
     }
@@ -95,20 +93,25 @@ public struct DecodedDelta: @unchecked Sendable {
 
     /// Calls `body` with tensor `t`'s values. fp32 data is read in place
     /// when it is aligned; anything else is decoded into a temporary array
-    /// the size of that one tensor.
-    public func withTensor<R>(_ t: Int, _ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
-        if let dense { return try body(UnsafeBufferPointer(dense[t].buffer)) }
+    /// the size of that one tensor. `body` gets a `Span`: it reads with
+    /// bounds checked and cannot keep the view past the call.
+    public func withTensor<R>(_ t: Int, _ body: (Span<Float>) throws -> R) rethrows -> R {
+        // The views below point into memory that outlives the call: the
+        // dense buffers and `stored` are this value's, `values` is local.
+        if let dense { return try unsafe body(Span(_unsafeElements: UnsafeBufferPointer(dense[t].buffer))) }
         if codec is FP32Codec {
             let entry = stored.entry(arch.tensorShapes[t].name)!
-            if stored.withBytes(of: entry, { Int(bitPattern: $0.baseAddress) % MemoryLayout<Float>.alignment == 0 }) {
-                return try stored.withBytes(of: entry) { try body($0.assumingMemoryBound(to: Float.self)) }
+            if unsafe stored.withBytes(
+                of: entry, { Int(bitPattern: $0.baseAddress) % MemoryLayout<Float>.alignment == 0 })
+            {
+                return try unsafe stored.withBytes(of: entry) {
+                    try unsafe body(Span(_unsafeElements: $0.assumingMemoryBound(to: Float.self)))
+                }
             }
         }
-        let values = [Float](unsafeUninitializedCapacity: elementCount(arch.tensorShapes[t].shape)!) { out, n in
-            codec.decode(stored, tensor: t, arch: arch, into: out)
-            n = out.count
-        }
-        return try values.withUnsafeBufferPointer(body)
+        let values = NumericBuffer<Float>(count: elementCount(arch.tensorShapes[t].shape)!)
+        codec.decode(stored, tensor: t, arch: arch, into: values)
+        return try unsafe body(Span(_unsafeElements: UnsafeBufferPointer(values.buffer)))
     }
 }
 
@@ -208,14 +211,9 @@ public struct FP32Codec: TensorCodec {
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
     ) {
-        let entry = stored.entry(arch.tensorShapes[t].name)!
-        stored.withBytes(of: entry) { raw in
-            for i in 0..<out.count {
-                out[i] = Float(
-                    bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-            }
-        }
+        let data = stored.tensor(arch.tensorShapes[t].name)!.data
+        LittleEndian.forEach(data, as: UInt32.self, count: out.count) { i, bits in out[i] = Float(bitPattern: bits) }
     }
 }

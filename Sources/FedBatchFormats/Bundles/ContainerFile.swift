@@ -88,7 +88,7 @@ public struct ContainerFile: Sendable {
     public static func payloadDigest(of file: OpenFile, limits: ContainerLimits = .default) throws -> Digest {
         let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
         let hasher = SHA2Hasher()
-        try file.stream(from: 0, count: Int64(slot.payloadLength)) { hasher.update($0) }
+        try hasher.update(file: file, count: Int64(slot.payloadLength))
         return hasher.finalize()
     }
 
@@ -148,7 +148,7 @@ public struct ContainerFile: Sendable {
     /// The slot that follows a payload: frame header, statement, signature, trailer.
     public static func slot(statement: Data, signature: Data) -> Data {
         var out = Data(capacity: statement.count + signature.count + frameHeaderSize + trailerSize)
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        func u32(_ v: UInt32) { out.append(LittleEndian.bytes(of: v)) }
         u32(slotMagic)
         u32(UInt32(statement.count + signature.count + trailerSize))
         out.append(statement)

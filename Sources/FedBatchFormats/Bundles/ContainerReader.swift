@@ -51,7 +51,7 @@ public enum ContainerReader {
     private static func readStream(payload: Data, limits: ContainerLimits) throws -> Container {
         let decoder = try ZstdDecoder(
             frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
-        let tar = try TarReader { buffer in try decoder.read(into: buffer) }
+        let tar = try TarReader(reading: decoder)
 
         guard let first = try tar.next() else { throw ContainerError.emptyArchive }
         try checkHeader(first, limits: limits)
@@ -123,22 +123,12 @@ public enum ContainerReader {
     /// Reads exactly `size` bytes of the current member, hashing as it goes.
     private static func readMember(_ tar: TarReader, name: String, size: Int64) throws -> (data: Data, digest: Digest) {
         let hasher = SHA2Hasher()
-        var data = LargeBuffer.uninitialized(count: Int(size))
-        var filled = 0
-        try data.withUnsafeMutableBytes { buf in
-            while filled < buf.count {
-                let n = try tar.readData(into: UnsafeMutableRawBufferPointer(rebasing: buf[filled...]))
-                if n == 0 { break }
-                hasher.update(UnsafeRawBufferPointer(rebasing: buf[filled..<(filled + n)]))
-                filled += n
-            }
-            // The header's size is authoritative; anything past it is an error.
-            var probe: UInt8 = 0
-            if try withUnsafeMutableBytes(of: &probe, { try tar.readData(into: $0) }) != 0 {
-                throw ContainerError.sizeMismatch(name: name, declared: size, actual: size + 1)
-            }
+        let (data, overran) = try tar.readEntry(size: Int(size), hashingInto: hasher)
+        // The header's size is authoritative; anything past it is an error.
+        if overran { throw ContainerError.sizeMismatch(name: name, declared: size, actual: size + 1) }
+        if data.count != Int(size) {
+            throw ContainerError.sizeMismatch(name: name, declared: size, actual: Int64(data.count))
         }
-        if filled != Int(size) { throw ContainerError.sizeMismatch(name: name, declared: size, actual: Int64(filled)) }
         return (data, hasher.finalize())
     }
 
@@ -146,17 +136,16 @@ public enum ContainerReader {
     /// much of it: this stops a bomb hidden after a valid archive as soon as
     /// it shows a non-zero byte or exceeds the padding cap.
     private static func checkTrailer(_ tar: TarReader, limits: ContainerLimits) throws {
-        guard let tail = tar.unconsumedTail() else {
+        guard let tail = tar.unconsumedTailBytes() else {
             throw ContainerError.archive("cannot locate the end of the archive")
         }
         var trailing = Int64(tail.count)
         var nonZero = tail.contains { $0 != 0 }
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while !nonZero && trailing <= limits.maxTrailingZeroBytes {
-            let n = try chunk.withUnsafeMutableBytes { try tar.readSource(into: $0) }
-            if n == 0 { break }
-            trailing += Int64(n)
-            nonZero = chunk[0..<n].contains { $0 != 0 }
+            let chunk = try tar.readSource(count: 64 * 1024)
+            if chunk.isEmpty { break }
+            trailing += Int64(chunk.count)
+            nonZero = chunk.contains { $0 != 0 }
         }
         if nonZero || trailing > limits.maxTrailingZeroBytes { throw ContainerError.trailingData(bytes: trailing) }
     }

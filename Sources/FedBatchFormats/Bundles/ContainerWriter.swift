@@ -21,16 +21,9 @@ public enum ContainerWriter {
         try manifest.validate()
         let manifestBytes = try manifest.encoded()
 
-        var out = Data()
-        // Weights barely compress: reserve what the archive takes, so the
-        // output is not copied each time it grows.
-        out.reserveCapacity(manifestBytes.count + members.reduce(0) { $0 + $1.data.count } + (64 << 10))
-        let encoder = try ZstdEncoder(level: compressionLevel) { chunk in out.append(contentsOf: chunk) }
-        let tar = try TarWriter { chunk in try encoder.write(chunk) }
-        try tar.add(name: ContainerPath.manifest, contents: manifestBytes)
-        for m in members { try tar.add(name: m.name, contents: m.data) }
-        try tar.finish()
-        try encoder.finish()
+        let out = try tarZstdArchive(
+            [(ContainerPath.manifest, manifestBytes)] + members, level: compressionLevel,
+            reserve: manifestBytes.count + members.reduce(0) { $0 + $1.data.count } + (64 << 10))
         return (out, manifest)
     }
 }

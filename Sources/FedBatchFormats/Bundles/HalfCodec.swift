@@ -30,15 +30,12 @@ public struct HalfCodec: TensorCodec {
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
     ) {
-        let entry = stored.entry(arch.tensorShapes[t].name)!
+        let data = stored.tensor(arch.tensorShapes[t].name)!.data
         let bf16 = dtype == .bf16
-        stored.withBytes(of: entry) { raw in
-            for i in 0..<out.count {
-                let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                out[i] = bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
-            }
+        LittleEndian.forEach(data, as: UInt16.self, count: out.count) { i, bits in
+            out[i] = bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
         }
     }
 }

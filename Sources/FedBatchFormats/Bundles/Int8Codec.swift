@@ -23,25 +23,24 @@ public struct Int8Codec: TensorCodec {
         var out: [(name: String, tensor: Tensor)] = []
         for (t, (tensorName, shape)) in delta.arch.tensorShapes.enumerated() {
             let x = delta.tensors[t]
-            var q = Data(count: x.count)
+            var q = [Int8](repeating: 0, count: x.count)
             var scales = [Float](repeating: 0, count: Self.blocks(x.count))
-            q.withUnsafeMutableBytes { (qb: UnsafeMutableRawBufferPointer) in
-                for b in scales.indices {
-                    let range = (b * Self.blockSize)..<min(x.count, (b + 1) * Self.blockSize)
-                    let absmax = x[range].reduce(Float(0)) { max($0, abs($1)) }
-                    let s = absmax / 127
-                    scales[b] = s
-                    guard s > 0 else { continue }
-                    for i in range {
-                        let v = (x[i] / s).rounded(.toNearestOrEven)
-                        qb[i] = UInt8(bitPattern: Int8(max(-127, min(127, v))))
-                    }
-                }
+            for b in scales.indices {
+                let range = (b * Self.blockSize)..<min(x.count, (b + 1) * Self.blockSize)
+                let absmax = x[range].reduce(Float(0)) { max($0, abs($1)) }
+                let s = absmax / 127
+                scales[b] = s
+                guard s > 0 else { continue }
+                for i in range { q[i] = Int8(max(-127, min(127, (x[i] / s).rounded(.toNearestOrEven)))) }
             }
             guard scales.allSatisfy(\.isFinite) else {
                 throw EncodeError(description: "\(tensorName) holds a non-finite value")
             }
-            out.append((tensorName, try Tensor(dtype: .i8, shape: shape, data: q)))
+            out.append(
+                (
+                    tensorName,
+                    try Tensor(dtype: .i8, shape: shape, data: LittleEndian.bytes(of: q, as: Int8.self) { $0 })
+                ))
             out.append((Self.scaleName(tensorName), Tensor(shape: [scales.count], floats: scales)))
         }
         return out
@@ -61,28 +60,22 @@ public struct Int8Codec: TensorCodec {
                     codec: name, tensor: scaleName,
                     problem: "holds the scale \(s); scales must be finite and not negative")
             }
-            try stored.withBytes(of: stored.entry(tensorName)!) { raw in
-                if raw.contains(0x80) {
-                    throw CodecError(
-                        codec: name, tensor: tensorName, problem: "holds -128; values run from -127 to 127")
-                }
+            if stored.tensor(tensorName)!.data.contains(0x80) {
+                throw CodecError(codec: name, tensor: tensorName, problem: "holds -128; values run from -127 to 127")
             }
         }
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
     ) {
         let tensorName = arch.tensorShapes[t].name
         let scales = stored.tensor(Self.scaleName(tensorName))!.floats()
-        stored.withBytes(of: stored.entry(tensorName)!) { raw in
-            // Block by block, so the inner loop is a plain vectorisable
-            // multiply by one scale.
-            let q = raw.bindMemory(to: Int8.self)
-            for (b, s) in scales.enumerated() {
-                let start = b * Self.blockSize, end = min(out.count, start + Self.blockSize)
-                for i in start..<end { out[i] = Float(q[i]) * s }
-            }
+        let q = LittleEndian.map(stored.tensor(tensorName)!.data, as: Int8.self, count: out.count) { $0 }
+        // Block by block, so the inner loop is a plain multiply by one scale.
+        for (b, s) in scales.enumerated() {
+            let start = b * Self.blockSize, end = min(out.count, start + Self.blockSize)
+            for i in start..<end { out[i] = Float(q[i]) * s }
         }
     }
 }

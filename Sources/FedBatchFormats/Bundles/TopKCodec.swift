@@ -28,12 +28,7 @@ public struct TopKCodec: TensorCodec {
             let x = delta.tensors[t]
             let k = max(1, min(x.count, Int((fraction * Double(x.count)).rounded())))
             let kept = Self.largest(k, of: x)
-            var indices = Data(count: 4 * k)
-            indices.withUnsafeMutableBytes { raw in
-                for (j, i) in kept.enumerated() {
-                    raw.storeBytes(of: Int32(i).littleEndian, toByteOffset: 4 * j, as: Int32.self)
-                }
-            }
+            let indices = LittleEndian.bytes(of: kept, as: Int32.self) { Int32($0) }
             let values = try Tensor(shape: [k], floats: kept.map { x[$0] }).converted(to: .f16)
             guard values.allFinite() else {
                 throw EncodeError(description: "a value of \(tensorName) is beyond fp16's range (±65504)")
@@ -97,10 +92,11 @@ public struct TopKCodec: TensorCodec {
         for (tensorName, shape) in arch.tensorShapes {
             let count = elementCount(shape)!
             let indicesName = Self.indicesName(tensorName)
-            try stored.withBytes(of: stored.entry(indicesName)!) { raw in
+            do {
                 var previous = -1
-                for j in 0..<(raw.count / 4) {
-                    let i = Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * j, as: Int32.self)))
+                for (j, i) in LittleEndian.map(stored.tensor(indicesName)!.data, as: Int32.self, { Int($0) })
+                    .enumerated()
+                {
                     guard i > previous else {
                         throw CodecError(
                             codec: name, tensor: indicesName,
@@ -125,15 +121,12 @@ public struct TopKCodec: TensorCodec {
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: UnsafeMutableBufferPointer<Float>
+        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
     ) {
         let tensorName = arch.tensorShapes[t].name
-        out.update(repeating: 0)
+        for i in out.indices { out[i] = 0 }
         let values = stored.tensor(Self.valuesName(tensorName))!.floats()
-        stored.withBytes(of: stored.entry(Self.indicesName(tensorName))!) { raw in
-            for (j, v) in values.enumerated() {
-                out[Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * j, as: Int32.self)))] = v
-            }
-        }
+        let indices = LittleEndian.map(stored.tensor(Self.indicesName(tensorName))!.data, as: Int32.self) { Int($0) }
+        for (j, v) in values.enumerated() { out[indices[j]] = v }
     }
 }

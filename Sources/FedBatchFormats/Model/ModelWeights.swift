@@ -64,10 +64,7 @@ public struct ModelWeights: Sendable, Equatable {
         ModelWeights(
             arch: arch,
             tensors: zip(tensors, other.tensors).map { a, b in
-                [Float](unsafeUninitializedCapacity: a.count) { out, n in
-                    for i in 0..<a.count { out[i] = a[i] - b[i] }
-                    n = a.count
-                }
+                zip(a, b).map { $0 - $1 }
             })
     }
 
@@ -76,10 +73,7 @@ public struct ModelWeights: Sendable, Equatable {
         ModelWeights(
             arch: arch,
             tensors: zip(tensors, other.tensors).map { a, b in
-                [Float](unsafeUninitializedCapacity: a.count) { out, n in
-                    for i in 0..<a.count { out[i] = a[i] + b[i] }
-                    n = a.count
-                }
+                zip(a, b).map { $0 + $1 }
             })
     }
 }

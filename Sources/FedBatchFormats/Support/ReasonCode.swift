@@ -21,9 +21,9 @@ public func describe(_ error: Error) -> String {
     let path = (ns.userInfo[NSFilePathErrorKey] as? String) ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
     var reason: String?
     if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-        reason = String(cString: strerror(Int32(underlying.code)))
+        reason = systemErrorDescription(Int32(underlying.code))
     } else if ns.domain == NSPOSIXErrorDomain {
-        reason = String(cString: strerror(Int32(ns.code)))
+        reason = systemErrorDescription(Int32(ns.code))
     }
     let what: String
     switch ns.code {

@@ -93,7 +93,7 @@ public struct SafetensorsFile: Sendable {
         // Data slices keep their parent's indices; rebase so offsets start at 0.
         let bytes = bytes.startIndex == 0 ? bytes : Data(bytes)
         guard bytes.count >= 8 else { throw SafetensorsError.tooShort(bytes: bytes.count) }
-        let headerLength = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        let headerLength = LittleEndian.load(UInt64.self, from: bytes)
         guard headerLength <= UInt64(limits.maxHeaderBytes) else {
             throw SafetensorsError.headerTooLarge(length: headerLength, cap: limits.maxHeaderBytes)
         }
@@ -104,9 +104,7 @@ public struct SafetensorsFile: Sendable {
         let dataSize = bytes.count - dataStart
         let header: JSONValue
         do {
-            header = try bytes.withUnsafeBytes {
-                try StrictJSON.parse(UnsafeRawBufferPointer(rebasing: $0[8..<dataStart]))
-            }
+            header = try StrictJSON.parse(bytes[8..<dataStart])
         } catch let e as JSONSyntaxError {
             throw SafetensorsError.headerSyntax(e.description)
         }
@@ -222,7 +220,7 @@ public struct SafetensorsFile: Sendable {
 
     /// Calls `body` with the raw little-endian bytes of one tensor.
     public func withBytes<R>(of entry: Entry, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[entry.range])) }
+        try unsafe bytes.withUnsafeBytes { try unsafe body(UnsafeRawBufferPointer(rebasing: $0[entry.range])) }
     }
 }
 
@@ -254,7 +252,7 @@ public enum SafetensorsWriter {
         var headerBytes = Array(header.utf8)
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
         var out = Data(capacity: 8 + headerBytes.count + offset)
-        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(LittleEndian.bytes(of: UInt64(headerBytes.count)))
         out.append(contentsOf: headerBytes)
         for (_, t) in tensors { out.append(t.data) }
         return out

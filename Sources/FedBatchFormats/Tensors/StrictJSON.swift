@@ -52,8 +52,12 @@ public struct JSONSyntaxError: Error, Equatable, Sendable, CustomStringConvertib
 public struct StrictJSON {
     public static let maxDepth = 64
 
-    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
-        var p = StrictJSON(bytes: bytes.bindMemory(to: UInt8.self))
+    /// Parses one JSON text. The parser works on its own copy of the bytes
+    /// (headers are capped at a few MiB) and indexes it with bounds checks:
+    /// this is the first code to touch untrusted input, so it has no unsafe
+    /// reads at all.
+    public static func parse<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws -> JSONValue {
+        var p = StrictJSON(bytes: Array(bytes))
         p.skipSpace()
         let v = try p.value(depth: 0)
         p.skipSpace()
@@ -61,14 +65,10 @@ public struct StrictJSON {
         return v
     }
 
-    public static func parse(_ data: Data) throws -> JSONValue {
-        try data.withUnsafeBytes { try parse($0) }
-    }
-
-    private let bytes: UnsafeBufferPointer<UInt8>
+    private let bytes: [UInt8]
     private var pos = 0
 
-    private init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    private init(bytes: [UInt8]) { self.bytes = bytes }
 
     private func fail(_ reason: String) -> JSONSyntaxError { JSONSyntaxError(offset: pos, reason: reason) }
 
@@ -158,7 +158,7 @@ public struct StrictJSON {
             if pos < bytes.count, bytes[pos] == UInt8(ascii: "+") || bytes[pos] == UInt8(ascii: "-") { pos += 1 }
             if digits() == 0 { throw fail("missing exponent digits") }
         }
-        return .number(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self))
+        return .number(String(decoding: bytes[start..<pos], as: UTF8.self))
     }
 
     private mutating func hex4() throws -> UInt32 {

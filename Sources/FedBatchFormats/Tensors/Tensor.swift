@@ -87,7 +87,7 @@ public struct Tensor: Sendable, Equatable {
         precondition(elementCount(shape) == floats.count, "shape \(shape) does not hold \(floats.count) values")
         self.dtype = .f32
         self.shape = shape
-        self.data = floats.withUnsafeBytes { Data($0) }
+        self.data = LittleEndian.bytes(of: floats)
     }
 
     public var count: Int { data.count / dtype.byteSize }
@@ -98,86 +98,43 @@ public struct Tensor: Sendable, Equatable {
     public init(shape: [Int], dtype: DType, values: [Float]) throws {
         if dtype == .f32 { self.init(shape: shape, floats: values); return }
         if dtype.isFloatingPoint { self = try Tensor(shape: shape, floats: values).converted(to: dtype); return }
-        var out = Data(count: values.count * dtype.byteSize)
         let range = dtype.integerRange!
-        var bad: Float?
-        out.withUnsafeMutableBytes { raw in
-            for (i, v) in values.enumerated() {
-                // Int64(exactly:) is nil for NaN, infinities and anything
-                // beyond Int64, where Int64(_:) would trap.
-                guard let r = Int64(exactly: v.rounded()), range.contains(r) else { bad = v; return }
-                switch dtype {
-                case .i64: raw.storeBytes(of: r.littleEndian, toByteOffset: 8 * i, as: Int64.self)
-                case .i32:
-                    raw.storeBytes(of: Int32(truncatingIfNeeded: r).littleEndian, toByteOffset: 4 * i, as: Int32.self)
-                case .i8: raw.storeBytes(of: Int8(truncatingIfNeeded: r), toByteOffset: i, as: Int8.self)
-                case .u8: raw.storeBytes(of: UInt8(truncatingIfNeeded: r), toByteOffset: i, as: UInt8.self)
-                default: break
-                }
-            }
+        // Int64(exactly:) is nil for NaN, infinities and anything beyond
+        // Int64, where Int64(_:) would trap.
+        let integers = values.map { v in Int64(exactly: v.rounded()).flatMap { range.contains($0) ? $0 : nil } }
+        if let i = integers.firstIndex(of: nil) { throw TensorError.integerRange(dtype: dtype, value: values[i]) }
+        let out: Data
+        switch dtype {
+        case .i64: out = LittleEndian.bytes(of: integers, as: Int64.self) { $0! }
+        case .i32: out = LittleEndian.bytes(of: integers, as: Int32.self) { Int32(truncatingIfNeeded: $0!) }
+        case .i8: out = LittleEndian.bytes(of: integers, as: Int8.self) { Int8(truncatingIfNeeded: $0!) }
+        default: out = LittleEndian.bytes(of: integers, as: UInt8.self) { UInt8(truncatingIfNeeded: $0!) }
         }
-        if let bad { throw TensorError.integerRange(dtype: dtype, value: bad) }
         try self.init(dtype: dtype, shape: shape, data: out)
     }
 
     /// The values widened to Float (exact for F16, BF16, I8, U8; I32 and
     /// I64 round as Float does).
     public func floats() -> [Float] {
-        [Float](unsafeUninitializedCapacity: count) { out, initialized in
-            data.withUnsafeBytes { raw in
-                switch dtype {
-                case .f32:
-                    for i in 0..<count {
-                        out[i] = Float(
-                            bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-                    }
-                case .f16:
-                    for i in 0..<count {
-                        out[i] = Float(
-                            Float16(
-                                bitPattern: UInt16(
-                                    littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
-                    }
-                case .bf16:
-                    for i in 0..<count {
-                        out[i] = Float(
-                            bitPattern: UInt32(
-                                UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
-                    }
-                case .i8:
-                    for i in 0..<count { out[i] = Float(Int8(bitPattern: raw[i])) }
-                case .u8:
-                    for i in 0..<count { out[i] = Float(raw[i]) }
-                case .i32:
-                    for i in 0..<count {
-                        out[i] = Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
-                    }
-                case .i64:
-                    for i in 0..<count {
-                        out[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
-                    }
-                }
-            }
-            initialized = count
+        switch dtype {
+        case .f32: return LittleEndian.map(data, as: UInt32.self, count: count) { Float(bitPattern: $0) }
+        case .f16: return LittleEndian.map(data, as: UInt16.self, count: count) { Float(Float16(bitPattern: $0)) }
+        case .bf16: return LittleEndian.map(data, as: UInt16.self, count: count) { Float(bitPattern: UInt32($0) << 16) }
+        case .i8: return LittleEndian.map(data, as: Int8.self, count: count) { Float($0) }
+        case .u8: return LittleEndian.map(data, as: UInt8.self, count: count) { Float($0) }
+        case .i32: return LittleEndian.map(data, as: Int32.self, count: count) { Float($0) }
+        case .i64: return LittleEndian.map(data, as: Int64.self, count: count) { Float($0) }
         }
     }
 
     /// The values as Int64, for integer dtypes (label vectors).
     public func integers() -> [Int64]? {
-        data.withUnsafeBytes { raw -> [Int64]? in
-            switch dtype {
-            case .i8: return (0..<count).map { Int64(Int8(bitPattern: raw[$0])) }
-            case .u8: return (0..<count).map { Int64(raw[$0]) }
-            case .i32:
-                return (0..<count).map {
-                    Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
-                }
-            case .i64:
-                return (0..<count).map {
-                    Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
-                }
-            default: return nil
-            }
+        switch dtype {
+        case .i8: return LittleEndian.map(data, as: Int8.self, count: count) { Int64($0) }
+        case .u8: return LittleEndian.map(data, as: UInt8.self, count: count) { Int64($0) }
+        case .i32: return LittleEndian.map(data, as: Int32.self, count: count) { Int64($0) }
+        case .i64: return LittleEndian.map(data, as: Int64.self, count: count) { $0 }
+        default: return nil
         }
     }
 
@@ -188,16 +145,11 @@ public struct Tensor: Sendable, Equatable {
         guard target.isFloatingPoint else { throw TensorError.notFloatingPoint(target) }
         if target == dtype { return self }
         let values = floats()
-        var out = Data(count: values.count * target.byteSize)
-        out.withUnsafeMutableBytes { raw in
-            for (i, v) in values.enumerated() {
-                switch target {
-                case .f32: raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
-                case .f16: raw.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-                case .bf16: raw.storeBytes(of: bfloat16Bits(v).littleEndian, toByteOffset: 2 * i, as: UInt16.self)
-                default: break
-                }
-            }
+        let out: Data
+        switch target {
+        case .f16: out = LittleEndian.bytes(of: values, as: UInt16.self) { Float16($0).bitPattern }
+        case .bf16: out = LittleEndian.bytes(of: values, as: UInt16.self) { bfloat16Bits($0) }
+        default: out = LittleEndian.bytes(of: values)
         }
         return try Tensor(dtype: target, shape: shape, data: out)
     }
@@ -205,31 +157,10 @@ public struct Tensor: Sendable, Equatable {
     /// True when no element is NaN or infinite (integers always are).
     public func allFinite() -> Bool {
         switch dtype {
-        case .f32:
-            // Exponent bits all ones means Inf or NaN.
-            return data.withUnsafeBytes { raw in
-                var bad = false
-                for i in 0..<count
-                where UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) & 0x7F80_0000
-                    == 0x7F80_0000
-                {
-                    bad = true
-                    break
-                }
-                return !bad
-            }
-        case .f16:
-            return data.withUnsafeBytes { raw in
-                !(0..<count).contains {
-                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7C00 == 0x7C00
-                }
-            }
-        case .bf16:
-            return data.withUnsafeBytes { raw in
-                !(0..<count).contains {
-                    UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) & 0x7F80 == 0x7F80
-                }
-            }
+        // Exponent bits all ones means Inf or NaN.
+        case .f32: return !LittleEndian.contains(data, as: UInt32.self) { $0 & 0x7F80_0000 == 0x7F80_0000 }
+        case .f16: return !LittleEndian.contains(data, as: UInt16.self) { $0 & 0x7C00 == 0x7C00 }
+        case .bf16: return !LittleEndian.contains(data, as: UInt16.self) { $0 & 0x7F80 == 0x7F80 }
         default:
             return true
         }

@@ -44,9 +44,7 @@ final class DeltaSpill {
     func append(_ delta: DecodedDelta, weight: Double, scale: Double) throws {
         let row = Int64(count) * Int64(total)
         for t in arch.tensorShapes.indices {
-            try delta.withTensor(t) { d in
-                try file.write(UnsafeRawBufferPointer(d), at: (row + Int64(offsets[t])) * 4)
-            }
+            try delta.withTensor(t) { d in try file.write(d, at: (row + Int64(offsets[t])) * 4) }
         }
         weights.append(weight)
         scales.append(scale)
@@ -67,20 +65,20 @@ final class DeltaSpill {
 
     /// Calls `body(start, length, values)` for consecutive coordinate ranges
     /// covering the whole model, `values` holding the given rows' raw
-    /// float32 values row after row (`rows.count × length`, row-major).
-    func forEachChunk(rows: [Int], budget: Double, _ body: (Int, Int, UnsafeBufferPointer<Float>) throws -> Void) throws
-    {
+    /// float32 values row after row (`rows.count × length`, row-major, from
+    /// element 0 of a buffer that may be longer).
+    func forEachChunk(rows: [Int], budget: Double, _ body: (Int, Int, NumericBuffer<Float>) throws -> Void) throws {
         let chunk = Self.chunkElements(rows: rows.count, budget: budget)
         let buffer = NumericBuffer<Float>(count: rows.count * min(chunk, total))
         var start = 0
         while start < total {
             let length = min(chunk, total - start)
             for (r, row) in rows.enumerated() {
-                let target = UnsafeMutableRawBufferPointer(
-                    rebasing: UnsafeMutableRawBufferPointer(buffer.buffer)[(r * length * 4)..<((r + 1) * length * 4)])
-                try file.read(into: target, at: (Int64(row) * Int64(total) + Int64(start)) * 4)
+                try file.read(
+                    into: buffer, elements: (r * length)..<((r + 1) * length),
+                    at: (Int64(row) * Int64(total) + Int64(start)) * 4)
             }
-            try body(start, length, UnsafeBufferPointer(rebasing: buffer.buffer[0..<(rows.count * length)]))
+            try body(start, length, buffer)
             start += length
         }
     }

@@ -98,28 +98,16 @@ public struct PartialAggregate: @unchecked Sendable {
     public func tensors(arch: ModelArchitecture) -> [(name: String, tensor: Tensor)] {
         arch.tensorShapes.enumerated().map { t, shape in
             if let s = sums[t] {
-                var data = Data(count: s.buffer.count * 16)
-                data.withUnsafeMutableBytes { raw in
-                    for (i, v) in s.buffer.enumerated() {
-                        raw.storeBytes(
-                            of: UInt64(truncatingIfNeeded: v).littleEndian, toByteOffset: 16 * i, as: UInt64.self)
-                        raw.storeBytes(
-                            of: Int64(truncatingIfNeeded: v >> 64).littleEndian, toByteOffset: 16 * i + 8,
-                            as: Int64.self)
-                    }
-                }
+                // Each sum as two little-endian 64-bit words, low word first:
+                // exactly Int128's own little-endian layout.
+                let data = LittleEndian.bytes(of: s, as: Int128.self) { $0 }
                 return (shape.name, try! Tensor(dtype: .i64, shape: shape.shape + [2], data: data))
             }
             let m = maxIncrements[t] ?? []
-            var data = Data(count: m.count * 8)
-            data.withUnsafeMutableBytes { raw in
-                for (i, v) in m.enumerated() {
-                    let x =
-                        v.isFinite
-                        ? Int64(clamping: Int64(exactly: v.rounded()) ?? (v > 0 ? Int64.max : Int64.min + 1))
-                        : Self.noIncrement
-                    raw.storeBytes(of: x.littleEndian, toByteOffset: 8 * i, as: Int64.self)
-                }
+            let data = LittleEndian.bytes(of: m, as: Int64.self) { v in
+                v.isFinite
+                    ? Int64(clamping: Int64(exactly: v.rounded()) ?? (v > 0 ? Int64.max : Int64.min + 1))
+                    : Self.noIncrement
             }
             return (shape.name, try! Tensor(dtype: .i64, shape: shape.shape, data: data))
         }
@@ -145,22 +133,12 @@ public struct PartialAggregate: @unchecked Sendable {
                     "tensor \"\(shape.name)\" is \(x.dtype.rawValue) \(x.shape), not I64 \(expected)")
             }
             if dtype.isFloatingPoint {
-                let buffer = NumericBuffer<Int128>(count: n)
-                x.data.withUnsafeBytes { raw in
-                    for i in 0..<n {
-                        let lo = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16 * i, as: UInt64.self))
-                        let hi = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 16 * i + 8, as: Int64.self))
-                        buffer.buffer[i] = Int128(hi) << 64 | Int128(lo)
-                    }
-                }
-                sums.append(buffer)
+                // Two little-endian words per sum, low first: Int128's layout.
+                sums.append(NumericBuffer<Int128>(littleEndian: x.data, count: n))
             } else {
                 sums.append(nil)
-                maxIncrements[t] = x.data.withUnsafeBytes { raw in
-                    (0..<n).map { i in
-                        let v = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
-                        return v == Self.noIncrement ? -.infinity : Double(v)
-                    }
+                maxIncrements[t] = LittleEndian.map(x.data, as: Int64.self, count: n) { v in
+                    v == Self.noIncrement ? -.infinity : Double(v)
                 }
             }
         }

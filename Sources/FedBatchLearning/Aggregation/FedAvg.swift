@@ -142,10 +142,11 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         var outOfRange = false, overflow = false
         var touched: [Int] = []
         for t in sums.indices {
-            guard let s = sums[t]?.buffer else { continue }
+            guard let s = sums[t] else { continue }
             delta.withTensor(t) { d in
                 for i in 0..<s.count {
-                    let (r, o) = s[i].addingReportingOverflow(FixedPoint.fixed(factor * Double(d[i]), &outOfRange))
+                    let (r, o) = s[i].addingReportingOverflow(
+                        FixedPoint.fixed(factor * Double(d[i]), &outOfRange))
                     s[i] = r
                     overflow = overflow || o
                 }
@@ -156,9 +157,11 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         if outOfRange || overflow {
             var ignored = false
             for t in touched {
-                let s = sums[t]!.buffer
+                let s = sums[t]!
                 delta.withTensor(t) { d in
-                    for i in 0..<s.count { s[i] = s[i] &- FixedPoint.fixed(factor * Double(d[i]), &ignored) }
+                    for i in 0..<s.count {
+                        s[i] = s[i] &- FixedPoint.fixed(factor * Double(d[i]), &ignored)
+                    }
                 }
             }
             throw AggregationError.outOfRange(tensor: arch.tensorShapes[touched.last!].name, sum: overflow)
@@ -178,7 +181,7 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         var overflow = false
         var touched: [Int] = []
         for t in sums.indices {
-            guard let s = sums[t]?.buffer, let q = p.sums[t]?.buffer else { continue }
+            guard let s = sums[t], let q = p.sums[t] else { continue }
             for i in 0..<s.count {
                 let (r, o) = s[i].addingReportingOverflow(q[i])
                 s[i] = r
@@ -189,7 +192,7 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         }
         if overflow {
             for t in touched {
-                let s = sums[t]!.buffer, q = p.sums[t]!.buffer
+                let s = sums[t]!, q = p.sums[t]!
                 for i in 0..<s.count { s[i] = s[i] &- q[i] }
             }
             throw AggregationError.outOfRange(tensor: arch.tensorShapes[touched.last!].name, sum: true)
@@ -212,7 +215,7 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
     public func meanDelta() -> [[Double]] {
         sums.indices.map { t in
             if let m = maxIncrements[t] { return m.map { $0.isFinite ? $0 : 0 } }
-            let s = sums[t]!.buffer
+            let s = sums[t]!
             if let noise { return s.map { FixedPoint.double($0) / noise.denominator + noise.next() } }
             return totalWeight > 0
                 ? s.map { FixedPoint.double($0) / totalWeight } : [Double](repeating: 0, count: s.count)
@@ -229,17 +232,13 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
             arch: base.arch,
             tensors: base.tensors.enumerated().map { t, b in
                 if let m = maxIncrements[t] { return zip(b, m).map { Float(Double($0) + ($1.isFinite ? $1 : 0)) } }
-                let s = sums[t]!.buffer
-                return [Float](unsafeUninitializedCapacity: b.count) { out, n in
-                    if let noise {
-                        for i in 0..<b.count {
-                            out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i]) + lr * noise.next())
-                        }
-                    } else {
-                        for i in 0..<b.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(s[i])) }
+                let s = sums[t]!
+                if let noise {
+                    return b.indices.map { i in
+                        Float(Double(b[i]) + scale * FixedPoint.double(s[i]) + lr * noise.next())
                     }
-                    n = b.count
                 }
+                return b.indices.map { i in Float(Double(b[i]) + scale * FixedPoint.double(s[i])) }
             })
         for (t, shape) in base.arch.tensorShapes.enumerated() {
             if let i = next.tensors[t].firstIndex(where: { !$0.isFinite }) {

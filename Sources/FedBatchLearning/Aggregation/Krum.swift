@@ -20,27 +20,31 @@ struct PairwiseDistances {
         let n = spill.count
         let pairs = (0..<n).flatMap { i in (i..<n).map { (i, $0) } }
         let gram = NumericBuffer<Double>(count: pairs.count)
-        let g = gram.buffer
         try spill.forEachChunk(rows: Array(0..<n), budget: budget) { _, length, values in
+            // The hot loop of Krum (n² dot products over the whole model)
+            // reads through raw pointers: four accumulators, no bounds
+            // checks. i, j < n and k < length keep every read inside the
+            // chunk's n × length values.
+            let v = unsafe values.buffer
             Parallel.parts(2) { worker in
                 var p = worker
                 while p < pairs.count {
                     let (i, j) = pairs[p]
-                    let x = values.baseAddress! + i * length, y = values.baseAddress! + j * length
+                    let x = unsafe v.baseAddress! + i * length, y = unsafe v.baseAddress! + j * length
                     var start = 0
                     while start < length {
                         let end = min(length, start + DeltaSpill.block)
                         var a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
                         var k = start
                         while k + 4 <= end {
-                            a0 += Double(x[k]) * Double(y[k])
-                            a1 += Double(x[k + 1]) * Double(y[k + 1])
-                            a2 += Double(x[k + 2]) * Double(y[k + 2])
-                            a3 += Double(x[k + 3]) * Double(y[k + 3])
+                            unsafe a0 += Double(x[k]) * Double(y[k])
+                            unsafe a1 += Double(x[k + 1]) * Double(y[k + 1])
+                            unsafe a2 += Double(x[k + 2]) * Double(y[k + 2])
+                            unsafe a3 += Double(x[k + 3]) * Double(y[k + 3])
                             k += 4
                         }
-                        while k < end { a0 += Double(x[k]) * Double(y[k]); k += 1 }
-                        g[p] += (a0 + a1) + (a2 + a3)
+                        while k < end { unsafe a0 += Double(x[k]) * Double(y[k]); k += 1 }
+                        gram[p] += (a0 + a1) + (a2 + a3)
                         start = end
                     }
                     p += 2
@@ -49,7 +53,7 @@ struct PairwiseDistances {
         }
         var gm = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
         for (p, (i, j)) in pairs.enumerated() {
-            let v = g[p] * spill.scales[i] * spill.scales[j]
+            let v = gram[p] * spill.scales[i] * spill.scales[j]
             gm[i][j] = v
             gm[j][i] = v
         }
@@ -109,7 +113,9 @@ public class Krum: RobustStrategy {
         return [all[distances.krumChoice(all, byzantine: byzantine)]]
     }
 
-    override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double { values[0] }
+    override func combine(_ values: inout [Double], weights: [Double]) -> Double {
+        values[0]
+    }
 }
 
 /// Multi-Krum: the `keep` updates with the lowest Krum scores, averaged
@@ -147,7 +153,7 @@ public final class MultiKrum: Krum {
         return Array(all.sorted { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(m)).sorted()
     }
 
-    override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
+    override func combine(_ values: inout [Double], weights: [Double]) -> Double {
         var sum = 0.0, total = 0.0
         for i in 0..<values.count {
             sum += weights[i] * values[i]
@@ -186,8 +192,8 @@ public final class Bulyan: Krum {
     /// The β values closest to the median: after sorting they form one
     /// run around the middle, grown one value at a time toward the closer
     /// side (the lower on a tie).
-    override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
-        let median = Self.median(sorting: values)
+    override func combine(_ values: inout [Double], weights: [Double]) -> Double {
+        let median = Self.median(sorting: &values)
         let n = values.count
         // Start from the value nearest the median (for even n, the lower middle).
         var lo = (n - 1) / 2, hi = lo + 1

@@ -81,7 +81,7 @@ public class RobustStrategy: AggregationStrategy {
     /// The rule at one coordinate: `values` are the selected rows' scaled
     /// values there (the rule may reorder them), `weights` their example
     /// weights in row order.
-    func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double { fatalError("subclass") }
+    func combine(_ values: inout [Double], weights: [Double]) -> Double { fatalError("subclass") }
 
     public func finish(base: ModelWeights) throws -> ModelWeights {
         if let spillFailure { throw spillFailure }
@@ -95,28 +95,24 @@ public class RobustStrategy: AggregationStrategy {
         let integer = arch.dtypes.map { !$0.isFloatingPoint }
         let eta = self.eta
         try spill.forEachChunk(rows: rows, budget: budget) { start, length, values in
-            let result = NumericBuffer<Double>(count: length)
-            let r = result.buffer
+            let r = NumericBuffer<Double>(count: length)
             // Two workers on disjoint halves; each coordinate is computed the
             // same way whoever computes it, so the result does not depend on
             // the split.
             let n = rows.count
             let parts = length >= 8192 ? 2 : 1
             Parallel.parts(parts) { part in
-                let column = UnsafeMutableBufferPointer<Double>.allocate(capacity: n)
-                defer { column.deallocate() }
+                var column = [Double](repeating: 0, count: n)
                 let lo = length * part / parts, hi = length * (part + 1) / parts
                 for j in lo..<hi {
                     for i in 0..<n { column[i] = scales[i] * Double(values[i * length + j]) }
-                    r[j] = self.combine(column, weights: weights)
+                    r[j] = self.combine(&column, weights: weights)
                 }
             }
             for s in spill.segments(start: start, length: length) {
-                out[s.tensor].withUnsafeMutableBufferPointer { o in
-                    for k in 0..<s.count {
-                        let v = Double(o[s.local + k]) + eta * r[s.position + k]
-                        o[s.local + k] = Float(integer[s.tensor] ? v.rounded() : v)
-                    }
+                for k in 0..<s.count {
+                    let v = Double(out[s.tensor][s.local + k]) + eta * r[s.position + k]
+                    out[s.tensor][s.local + k] = Float(integer[s.tensor] ? v.rounded() : v)
                 }
             }
         }
@@ -130,8 +126,7 @@ public class RobustStrategy: AggregationStrategy {
 
     /// The median of `values`, sorting them in place: the middle value, or
     /// the mean of the two middle ones (as numpy's median).
-    static func median(sorting values: UnsafeMutableBufferPointer<Double>) -> Double {
-        var values = values
+    static func median(sorting values: inout [Double]) -> Double {
         values.sort()
         let n = values.count
         return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2
@@ -149,8 +144,8 @@ public final class Median: RobustStrategy {
             : nil
     }
 
-    override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
-        Self.median(sorting: values)
+    override func combine(_ values: inout [Double], weights: [Double]) -> Double {
+        Self.median(sorting: &values)
     }
 }
 
@@ -175,8 +170,7 @@ public final class TrimmedMean: RobustStrategy {
             : nil
     }
 
-    override func combine(_ values: UnsafeMutableBufferPointer<Double>, weights: [Double]) -> Double {
-        var values = values
+    override func combine(_ values: inout [Double], weights: [Double]) -> Double {
         values.sort()
         let n = values.count
         // As scipy and Flower: the cut is int(trim · n), truncated.

@@ -91,11 +91,10 @@ public enum DataLoader {
         _ path: String, split: DataSplit = .train, labelColumn: String = "label",
         schema: TabularSchema? = nil, drop: [String] = []
     ) throws -> Dataset {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+        guard FileManager.default.fileExists(atPath: path) else {
             throw DataError(path: path, message: "no such file or directory")
         }
-        if isDir.boolValue { return try loadIDX(directory: path, split: split) }
+        if isDirectory(atPath: path) { return try loadIDX(directory: path, split: split) }
         if path.hasSuffix(".csv") || path.hasSuffix(".csv.gz") {
             if schema == nil, !drop.isEmpty {
                 throw DataError(

@@ -44,33 +44,35 @@ final class Optimizer {
         let bias1 = 1 - powf(o.beta1, Float(step)), bias2 = 1 - powf(o.beta2, Float(step))
         let firstStep = !started
         started = true
-        network.forEachParameter { i, p, g in
+        unsafe network.forEachParameter { i, p, g in
             let n = p.count
             if let prox, prox.mu > 0 {
-                prox.anchor[i].withUnsafeBufferPointer { a in
-                    for j in 0..<n { g[j] += prox.mu * (p[j] - a[j]) }
+                unsafe prox.anchor[i].withUnsafeBufferPointer { a in
+                    for j in 0..<n { unsafe g[j] += prox.mu * (p[j] - a[j]) }
                 }
             }
-            if o.weightDecay != 0 { for j in 0..<n { g[j] += o.weightDecay * p[j] } }
-            first[i].withUnsafeMutableBufferPointer { m in
+            if o.weightDecay != 0 { for j in 0..<n { unsafe g[j] += o.weightDecay * p[j] } }
+            unsafe first[i].withUnsafeMutableBufferPointer { m in
                 switch o.kind {
                 case .sgd where o.momentum == 0:
-                    for j in 0..<n { p[j] -= o.learningRate * g[j] }
+                    for j in 0..<n { unsafe p[j] -= o.learningRate * g[j] }
                 case .sgd:
                     // torch.optim.SGD: the first step seeds the buffer with the gradient.
                     if firstStep {
-                        for j in 0..<n { m[j] = g[j]; p[j] -= o.learningRate * g[j] }
+                        for j in 0..<n { unsafe m[j] = unsafe g[j]; unsafe p[j] -= o.learningRate * g[j] }
                     } else {
-                        for j in 0..<n { m[j] = o.momentum * m[j] + g[j]; p[j] -= o.learningRate * m[j] }
+                        for j in 0..<n {
+                            unsafe m[j] = unsafe o.momentum * m[j] + g[j]; unsafe p[j] -= o.learningRate * m[j]
+                        }
                     }
                 case .adam:
-                    second[i].withUnsafeMutableBufferPointer { v in
+                    unsafe second[i].withUnsafeMutableBufferPointer { v in
                         let stepSize = o.learningRate / bias1
                         let invBias2 = 1 / bias2.squareRoot()
                         for j in 0..<n {
-                            m[j] = o.beta1 * m[j] + (1 - o.beta1) * g[j]
-                            v[j] = o.beta2 * v[j] + (1 - o.beta2) * g[j] * g[j]
-                            p[j] -= stepSize * m[j] / (v[j].squareRoot() * invBias2 + o.epsilon)
+                            unsafe m[j] = unsafe o.beta1 * m[j] + (1 - o.beta1) * g[j]
+                            unsafe v[j] = unsafe o.beta2 * v[j] + (1 - o.beta2) * g[j] * g[j]
+                            unsafe p[j] -= stepSize * m[j] / (v[j].squareRoot() * invBias2 + o.epsilon)
                         }
                     }
                 }

@@ -106,7 +106,7 @@ public enum Partition {
             }
             let y = try Tensor(
                 dtype: .i64, shape: [shard.count],
-                data: shard.labels.map { Int64($0).littleEndian }.withUnsafeBytes { Data($0) })
+                data: LittleEndian.bytes(of: shard.labels, as: Int64.self) { Int64($0) })
             let name = "site-" + String(repeating: "0", count: max(0, digits - String(s + 1).count)) + String(s + 1)
             let path = "\(directory)/\(name).safetensors"
             try SafetensorsWriter.write([("x", x), ("y", y)], metadata: ["fedbatch_site": name], to: path)

@@ -99,11 +99,11 @@ public enum Trainer {
         var order = Array(0..<data.count)
         let width = arch.inputWidth
         let xs = NumericBuffer<Float>(count: batch * width), ys = NumericBuffer<Int32>(count: batch)
-        let x = xs.buffer, y = ys.buffer
+        let x = unsafe xs.buffer, y = unsafe ys.buffer
         defer { withExtendedLifetime((xs, ys)) {} }
         var reports: [EpochReport] = []
 
-        try data.features.withUnsafeBufferPointer { features in
+        try unsafe data.features.withUnsafeBufferPointer { features in
             for epoch in 1...max(1, options.epochs) {
                 rng.shuffle(&order)
                 let started = DispatchTime.now().uptimeNanoseconds
@@ -114,12 +114,13 @@ public enum Trainer {
                     let rows = min(batch, order.count - start)
                     for r in 0..<rows {
                         let src = order[start + r]
-                        (x.baseAddress! + r * width).update(from: features.baseAddress! + src * width, count: width)
-                        y[r] = data.labels[src]
+                        unsafe (x.baseAddress! + r * width).update(
+                            from: features.baseAddress! + src * width, count: width)
+                        unsafe y[r] = data.labels[src]
                     }
-                    net.forward(x.baseAddress!, rows: rows)
-                    let (l, c) = net.lossAndGradient(labels: y.baseAddress!, rows: rows)
-                    net.backward(x.baseAddress!, rows: rows)
+                    unsafe net.forward(x.baseAddress!, rows: rows)
+                    let (l, c) = unsafe net.lossAndGradient(labels: y.baseAddress!, rows: rows)
+                    unsafe net.backward(x.baseAddress!, rows: rows)
                     // A non-finite loss means the weights already are; stop
                     // here rather than train on and sign nothing useful.
                     guard l.isFinite else {
@@ -185,22 +186,22 @@ public struct Evaluation: Sendable, Codable {
         BLAS.useThreads(forRows: batch)
         var lossSum = 0.0, correct = 0
         var hits = [Int](repeating: 0, count: arch.classes), counts = [Int](repeating: 0, count: arch.classes)
-        data.features.withUnsafeBufferPointer { f in
-            data.labels.withUnsafeBufferPointer { l in
+        unsafe data.features.withUnsafeBufferPointer { f in
+            unsafe data.labels.withUnsafeBufferPointer { l in
                 var start = 0
                 while start < data.count {
                     let rows = min(batch, data.count - start)
-                    let logits = net.forward(f.baseAddress! + start * arch.inputWidth, rows: rows)
+                    let logits = unsafe net.forward(f.baseAddress! + start * arch.inputWidth, rows: rows)
                     let c = arch.classes
                     for r in 0..<rows {
-                        let z = logits.baseAddress! + r * c
+                        let z = unsafe logits.baseAddress! + r * c
                         var arg = 0
-                        for j in 1..<c where z[j] > z[arg] { arg = j }
-                        let label = Int(l[start + r])
+                        for j in 1..<c where unsafe z[j] > z[arg] { arg = j }
+                        let label = unsafe Int(l[start + r])
                         counts[label] += 1
                         if arg == label { hits[label] += 1 }
                     }
-                    let (loss, ok) = net.lossAndGradient(labels: l.baseAddress! + start, rows: rows)
+                    let (loss, ok) = unsafe net.lossAndGradient(labels: l.baseAddress! + start, rows: rows)
                     lossSum += loss
                     correct += ok
                     start += rows

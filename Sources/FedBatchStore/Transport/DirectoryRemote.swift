@@ -20,8 +20,7 @@ public final class DirectoryRemote: RemoteStore {
     /// unplugged stick than a remote to create.
     public init(path: String) throws {
         root = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard isDirectory(atPath: root) else {
             throw RemoteError.unreachable(url: root, reason: "no such directory (is the medium mounted?)")
         }
         confined = try ConfinedDirectory(path: root)
@@ -49,26 +48,14 @@ public final class DirectoryRemote: RemoteStore {
     public func put(file: String, key: String) throws {
         let (dir, name) = try place(key)
         let source = try OpenFile(path: file)
-        try confined.write(dir, name) { write in
-            var failure: Error?
-            try source.stream(from: 0, count: source.size) { bytes in
-                guard failure == nil else { return }
-                do { try write(bytes) } catch { failure = error }
-            }
-            if let failure { throw failure }
-        }
+        try confined.write(dir, name, copying: source)
     }
 
     public func get(key: String, into pending: PendingFile, cap: Int64) throws {
         let (dir, name) = try place(key)
         let file = try confined.openFile(dir, name)
         guard file.size <= cap else { throw RemoteError.tooLarge(key: key, size: file.size, cap: cap) }
-        var failure: Error?
-        try file.stream(from: 0, count: file.size) { bytes in
-            guard failure == nil else { return }
-            do { try pending.write(bytes) } catch { failure = error }
-        }
-        if let failure { throw failure }
+        try pending.append(file: file, count: file.size)
     }
 
     public func delete(key: String) throws {

@@ -244,7 +244,7 @@ public final class S3Remote: RemoteStore {
 
     private static func sha256(_ file: OpenFile, offset: Int64, length: Int64) throws -> Digest {
         let h = SHA2Hasher()
-        try file.stream(from: offset, count: length) { h.update($0) }
+        try h.update(file: file, from: offset, count: length)
         return h.finalize()
     }
 

@@ -91,7 +91,7 @@ enum SignaturePacket {
             parsed.hashedPart + [
                 0x04, 0xFF, UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF),
             ]
-        trailer.withUnsafeBytes { h.update($0) }
+        h.update(trailer)
         let d = h.finalize().bytes
         guard d[0] == parsed.quickCheck.0, d[1] == parsed.quickCheck.1 else {
             throw TrustError.malformedSignature("the quick-check bytes do not match the signed hash")

@@ -209,7 +209,7 @@ extension Collector {
             // An input encrypted to the collector names its digest inside
             // the message: decrypt it (keeping only its tail) to tell.
             var digest: Digest?
-            if case let statement?? = try? decryption.statement(of: file, limits: limits) {
+            if let statement = (try? decryption.statement(of: file, limits: limits)) ?? nil {
                 digest = statement.payloadDigest
             } else {
                 digest = try? ContainerFile.payloadDigest(of: file)

@@ -53,7 +53,7 @@ enum Filing {
     static func fileDigest(_ entry: DirectoryEntry, cap: Int64) -> Digest? {
         guard let file = try? OpenFile(entry), file.size <= cap else { return nil }
         let hasher = SHA2Hasher()
-        guard (try? file.stream(from: 0, count: file.size) { hasher.update($0) }) != nil else { return nil }
+        guard (try? hasher.update(file: file, count: file.size)) != nil else { return nil }
         return hasher.finalize()
     }
 
