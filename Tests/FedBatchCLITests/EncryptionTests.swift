@@ -71,6 +71,11 @@ struct EncryptionTests {
             RemoteDirectoryTests.files(fed.collector + "/inbox") == [
                 "demo-g0-site-1-1.fbu.gpg", "demo-g0-site-2-1.fbu.gpg",
             ])
+        // verify goes through the merge's intake: with the collector's key
+        // it opens the encrypted inbox files as the merge will.
+        let inbox = RemoteDirectoryTests.files(fed.collector + "/inbox").map { fed.collector + "/inbox/" + $0 }
+        let verified = try fed.fedbatch(["verify", "--home", fed.collector, "--json"] + inbox)
+        #expect(verified.status == 0, "\(verified.out)\(verified.err)")
         let merged = try fed.run(["merge", "--home", fed.collector, "--json"]).summary()
         #expect((merged["accepted"] as? [[String: Any]])?.count == 2)
         let manifest = try Inspection.inspect(path: fed.collector + "/generations/g000001.fbg").manifest

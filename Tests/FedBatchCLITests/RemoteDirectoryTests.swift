@@ -139,12 +139,16 @@ struct RemoteDirectoryTests {
         try Data(count: 50 << 20).write(to: URL(fileURLWithPath: stick + "/inbox/site-2/huge.fbu"))
         try Data("x".utf8).write(to: URL(fileURLWithPath: stick + "/inbox/site-2/.partial.fbu.tmp"))
         try Data("x".utf8).write(to: URL(fileURLWithPath: stick + "/inbox/stray.fbu"))
+        // Junk under a well-formed key: the merge's intake refuses it at
+        // pull, with the merge's own code, before it reaches the inbox.
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: stick + "/inbox/site-2/junk.fbu"))
         let pulled = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
         let codes = try #require(try pulled.summary()["refused"] as? [[String: Any]]).map { $0["code"] as! String }
             .sorted()
-        #expect(codes == ["remote.foreign-object", "remote.too-large"], "\(pulled.out)")
+        #expect(codes == ["remote.foreign-object", "remote.too-large", "signature.missing"], "\(pulled.out)")
         #expect(Self.files(fed.collector + "/inbox").isEmpty)
         #expect(FileManager.default.fileExists(atPath: stick + "/inbox/site-2/huge.fbu"))
+        #expect(FileManager.default.fileExists(atPath: stick + "/inbox/site-2/junk.fbu"))
         // A missing mount point is an error, not a remote to create.
         let gone = try fed.fedbatch(["push", "--home", fed.site("site-1"), "--remote", fed.root + "/unplugged"])
         #expect(gone.status == 1 && gone.err.contains("is the medium mounted?"))

@@ -55,8 +55,10 @@ final class S3Server: @unchecked Sendable {
     }
 
     /// Puts `count` small objects under `prefix` with boto3.
-    func populate(prefix: String, count: Int) throws {
-        input.fileHandleForWriting.write(Data("populate \(prefix) \(count)\n".utf8))
+    /// Puts `count` objects under `prefix`: copies of the file `body`, or
+    /// 10 bytes of junk.
+    func populate(prefix: String, count: Int, body: String? = nil) throws {
+        input.fileHandleForWriting.write(Data("populate \(prefix) \(count)\(body.map { " " + $0 } ?? "")\n".utf8))
         _ = try Self.readLine(output.fileHandleForReading)
     }
 
@@ -204,7 +206,10 @@ struct RemoteS3Tests {
     func manyObjects() throws {
         let s3 = try S3Server()
         let fed = try Self.federation(s3)
-        try s3.populate(prefix: "federation/fmnist/inbox/site-1/many-", count: 1005)
+        // Copies of one real bundle: pull checks each download's statement
+        // before it enters the inbox, and would leave junk on the remote.
+        try s3.populate(
+            prefix: "federation/fmnist/inbox/site-1/many-", count: 1005, body: try Self.bundle(fed, site: "site-1"))
         let pulled = try fed.run(["pull", "--home", fed.collector, "--json"]).summary()
         #expect((pulled["transferred"] as? [[String: Any]])?.count == 1005)
         #expect(Self.inbox(fed).count == 1005)

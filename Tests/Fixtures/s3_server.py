@@ -8,8 +8,8 @@ requests) an IAM user with an S3 policy, its access key and a bucket
 "fedbatch", then enforces SigV4 on every request. Prints one JSON line:
 {"endpoint", "access_key", "secret_key", "bucket"}, then serves until its
 stdin closes. Each line then read from stdin is a command:
-"populate PREFIX COUNT" puts COUNT small objects under PREFIX (answering
-"ok"), for the listing tests; "put KEYHEX SHA256" puts one small object
+"populate PREFIX COUNT [FILE]" puts COUNT objects under PREFIX, each a
+copy of FILE or 10 bytes of junk (answering "ok"), for the listing tests; "put KEYHEX SHA256" puts one small object
 whose key is given in hex (so it may hold any byte) with that
 x-amz-meta-fedbatch-sha256, as a hostile bucket writer could.
 """
@@ -48,8 +48,9 @@ for line in sys.stdin:
     words = line.split()
     if words and words[0] == "populate":
         prefix, count = words[1], int(words[2])
+        body = open(words[3], "rb").read() if len(words) > 3 else b"x" * 10
         for i in range(count):
-            s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=b"x" * 10)
+            s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=body)
         print("ok", flush=True)
     elif words and words[0] == "put":
         s3.put_object(Bucket="fedbatch", Key=bytes.fromhex(words[1]).decode("utf-8"), Body=b"x" * 10,

@@ -44,10 +44,15 @@ struct Pull: Subcommand {
 
     func run(_ context: CommandContext) throws -> TransferOutput {
         let home = try context.home()
+        // With the collector's key, a download encrypted to it is checked
+        // before it enters the inbox, as any other; without, the merge does.
+        let decryption =
+            home.config.role == .site ? nil : (try? context.signer(fingerprint: home.config.key, for: home))?.decryption
         switch home.config.role {
         case .collector:
             return TransferOutput(
-                direction: "download", try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home)))
+                direction: "download",
+                try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home), decryption: decryption))
         case .site:
             return TransferOutput(
                 direction: "download", try Transfers(home: home).pullGenerations(from: try remoteOption.open(for: home))
@@ -57,7 +62,8 @@ struct Pull: Subcommand {
             // not seen yet then merges in this round.
             var report = try Transfers(home: home).pullGenerations(
                 from: try Transfers(home: home).upstream(override: upstream))
-            let bundles = try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home))
+            let bundles = try Transfers(home: home).pullBundles(
+                from: try remoteOption.open(for: home), decryption: decryption)
             report.transferred += bundles.transferred
             report.skipped += bundles.skipped
             report.refused += bundles.refused

@@ -38,7 +38,12 @@ struct Verify: Subcommand {
         let home = try context.home()
         // `latest`, `7` and `g7` name generations in this home; anything
         // else, or a number with no such generation, is taken as a path.
-        let verdicts = try home.verify(paths: files.map { (try? home.layout.generation(named: $0)) ?? $0 })
+        // A collector's own key opens bundles encrypted to it; without it
+        // (a copy of the public keys) such a bundle is refused as what it is.
+        let decryption =
+            home.config.role == .site ? nil : (try? context.signer(fingerprint: home.config.key, for: home))?.decryption
+        let verdicts = try home.verify(
+            paths: files.map { (try? home.layout.generation(named: $0)) ?? $0 }, decryption: decryption)
         return VerifyOutput(files: verdicts.map(VerifyOutput.Verdict.init))
     }
 }

@@ -69,12 +69,19 @@ extension Home {
     /// rotation introduced verifies once the rotations in generations/ are
     /// read (in memory), and a bundle signed by a retired site key verifies
     /// if a generation included it (state.db says which), with a note.
-    public func verify(paths: [String]) throws -> [FileVerdict] {
+    ///
+    /// On a collector or a region, a bundle or a partial aggregate goes
+    /// through the merge's own intake (`Intake`), with the model's caps and
+    /// `decryption` for files encrypted to the collector: what `verify` says
+    /// of an inbox file is what the next merge will decide, short of the
+    /// protocol's checks (sequence numbers, replays).
+    public func verify(paths: [String], decryption: BundleDecryption? = nil) throws -> [FileVerdict] {
         let verifier = try self.verifier()
         verifier.acceptsRetiredKeys = true
         let ledger =
             config.role == .collector && FileManager.default.fileExists(atPath: layout.stateDatabase)
             ? try? Ledger(path: layout.stateDatabase) : nil
+        let intake = try? mergeIntake(decryption: decryption)
         return paths.map { path in
             do {
                 // A generation is trusted through the chain before it, as
@@ -84,6 +91,8 @@ extension Home {
                     // A pruned generation: its signed manifest is all there is.
                     if let n = claimedGeneration(path) { _ = try walkTrust(to: n, verifier: verifier) }
                     opened = try verifier.openPruned(path: path)
+                } else if let intake, claimedGeneration(path) == nil {
+                    opened = try intake.check(path: path, verifier: verifier)
                 } else {
                     opened = try openTrusted(path, verifier: verifier).0
                 }
@@ -102,6 +111,20 @@ extension Home {
                 return FileVerdict(file: path, verified: nil, failure: (reasonCode(of: error), "\(error)"), note: nil)
             }
         }
+    }
+
+    /// The intake a merge of this home uses, for a collector or a region
+    /// (nil for a site): its caps follow the model the home pins, or its
+    /// newest generation's.
+    func mergeIntake(decryption: BundleDecryption?) throws -> Intake? {
+        guard config.role != .site else { return nil }
+        let spec =
+            try config.arch
+            ?? layout.generationNumbers().last.map {
+                try self.verifier().open(path: layout.generation($0)).manifest.model.arch
+            }
+        guard let spec else { return nil }
+        return Intake(home: self, arch: try ModelArchitecture(spec: spec), decryption: decryption)
     }
 
     /// Verifies a generation and writes its weights as an F32 safetensors

@@ -64,84 +64,118 @@ public struct Collector {
         defer { withExtendedLifetime(lock) {} }
         holdLockForTests()
         Filing.removeCrashLeftovers(home.layout)
+        let settings = home.config.merge
+        // The run holds `progress` only while this call lasts.
+        return try withoutActuallyEscaping(progress) { progress in
+            let run = MergeRun(
+                quorum: minBundles ?? settings.minBundles, maxWait: maxWait ?? settings.maxWait,
+                settleSeconds: settleSeconds ?? settings.settleSeconds,
+                strategyName: strategyName ?? settings.strategy, now: now, progress: progress)
+            // A regional collector's merge is its own workflow (Region.swift):
+            // it writes a partial aggregate, not a generation.
+            if home.config.role == .region {
+                guard noiseSeed == nil else {
+                    throw PrivacyError.badSeed(
+                        "a regional collector has no [privacy] table, so its merges draw no noise")
+                }
+                return try mergeRegion(run)
+            }
+            return try mergeRoot(run, noiseSeed: noiseSeed)
+        }
+    }
 
+    /// The collector's merge: gather the inbox into a round, then sign and
+    /// write the next generation.
+    private func mergeRoot(_ run: MergeRun, noiseSeed: [UInt8]?) throws -> MergeReport {
         let verifier = try home.verifier()
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
-        let settings = home.config.merge
-        let quorum = minBundles ?? settings.minBundles
-        let arch = currentWeights.arch
+        let strategy = try makeStrategy(run, current: current, arch: currentWeights.arch)
+        let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
+        var round = try makeRound(
+            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: release, root: true)
+        var outcomes = MergeOutcomes()
+        if let waiting = try gather(
+            run, into: &round, strategy: strategy, arch: currentWeights.arch, verifier: verifier, ledger: ledger,
+            outcomes: &outcomes)
+        {
+            return waiting
+        }
+        run.progress(.init(phase: .write, done: 0, total: 1, file: nil))
+        return try writeGeneration(
+            round: round, strategy: strategy, current: current, ledger: ledger, release: release, quorum: run.quorum,
+            outcomes: outcomes)
+    }
+
+    /// The strategy a merge adds to, resumed from the state the current
+    /// generation carries (a server optimiser's moments).
+    func makeStrategy(
+        _ run: MergeRun, current: VerifiedContainer, arch: ModelArchitecture
+    ) throws -> AggregationStrategy {
         let strategy = try Strategies.make(
-            name: strategyName ?? settings.strategy, parameters: settings.strategyParameters, arch: arch)
-        let region = home.config.role == .region
-        if region, let waits = try regionWaits(current: current, strategy: strategy, quorum: quorum) { return waits }
-        // A server optimiser resumes from the state the current generation carries.
+            name: run.strategyName, parameters: home.config.merge.strategyParameters, arch: arch)
         try strategy.restore(
             state: try current.container.members[ServerOptimizer.stateMember].map { try SafetensorsFile(bytes: $0) })
         // A robust rule spills the deltas next to the home's other files, on
         // a file system sized for them, not in a small /tmp.
         (strategy as? RobustStrategy)?.scratchDirectory = home.layout.root
-        let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
-        var outcomes = MergeOutcomes()
+        return strategy
+    }
 
-        // Pass 1: identities, from entries that have settled.
-        progress(.init(phase: .identify, done: 0, total: 0, file: nil))
+    /// The steps every merge shares, root or region: pass 1 identifies the
+    /// settled inbox entries and fixes their order by payload digest; pass 2
+    /// verifies and decodes them on two workers, each with its own gpg,
+    /// while this thread checks the protocol and adds each to `round` in
+    /// that order. Then the quorum: nil when the round should be written,
+    /// or the report of a merge that writes nothing (the inputs that passed
+    /// wait in the inbox).
+    func gather(
+        _ run: MergeRun, into round: inout MergeRound, strategy: AggregationStrategy, arch: ModelArchitecture,
+        verifier: Verifier, ledger: Ledger, outcomes: inout MergeOutcomes
+    ) throws -> MergeReport? {
+        run.progress(.init(phase: .identify, done: 0, total: 0, file: nil))
         let intake = Intake(home: home, arch: arch, decryption: signer.decryption)
         let ordered = try identifyInbox(
-            intake, settle: settleSeconds ?? settings.settleSeconds, ledger: ledger, now: now, outcomes: &outcomes)
-
-        // Pass 2: verify and decode on two workers, each with its own gpg;
-        // check and add here, in digest order.
-        var round = try makeRound(
-            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: release)
+            intake, settle: run.settleSeconds, ledger: ledger, now: run.now, outcomes: &outcomes)
         let verifiers = [verifier, try home.verifier()]
         var failure: Error?
+        var taken = round, settled = outcomes
         Parallel.orderedPipeline(
             count: ordered.count, workers: 2, inFlight: 3,
             produce: { i, worker in intake.open(ordered[i], verifier: verifiers[worker]) },
             consume: { i, opened in
                 guard failure == nil else { return }
-                let entry = ordered[i].entry
                 do {
-                    try settle(ordered[i], opened, in: &round, ledger: ledger, now: now, outcomes: &outcomes)
+                    try settle(ordered[i], opened, in: &taken, ledger: ledger, now: run.now, outcomes: &settled)
                 } catch {
                     failure = error
                 }
-                progress(.init(phase: .verify, done: i + 1, total: ordered.count, file: entry.displayPath))
+                run.progress(
+                    .init(phase: .verify, done: i + 1, total: ordered.count, file: ordered[i].entry.displayPath))
             })
+        round = taken
+        outcomes = settled
         if let failure { throw failure }
 
         let inputs = round.inputs
-        let wait = maxWait ?? settings.maxWait
-        let oldestWait = inputs.map { now.timeIntervalSince1970 - $0.arrived }.max() ?? 0
+        let oldestWait = inputs.map { run.now.timeIntervalSince1970 - $0.arrived }.max() ?? 0
         // A rule that cannot run on this many bundles (Krum with too few for
         // its f) waits for more, whatever the quorum and the wait say.
         let strategyRefusal = inputs.isEmpty ? nil : strategy.refusal(count: inputs.count)
-        let name = type(of: strategy).name
-        guard !inputs.isEmpty, strategyRefusal == nil, inputs.count >= quorum || oldestWait >= wait else {
-            // Bundles that passed stay in the inbox for a later run.
-            for input in inputs {
-                outcomes.wait(
-                    input.entry,
-                    strategyRefusal.map { "passed every check; waiting, because \($0)" }
-                        ?? "passed every check; waiting for a quorum of \(quorum) (\(inputs.count) passed) or "
-                        + "for the oldest to have waited merge.max_wait (\(Int(wait)) s; \(Int(oldestWait)) s so far)")
-            }
-            let outcome: MergeReport.Outcome = inputs.isEmpty && outcomes.rejected.isEmpty ? .empty : .belowQuorum
-            return outcomes.report(outcome, quorum: quorum, passed: inputs.count, strategy: name)
+        if !inputs.isEmpty, strategyRefusal == nil, inputs.count >= run.quorum || oldestWait >= run.maxWait {
+            return nil
         }
-        progress(.init(phase: .write, done: 0, total: 1, file: nil))
-        if region {
-            let (path, digest, manifest) = try writePartial(
-                round: round, strategy: strategy as! PartialAggregating, current: current, arch: arch,
-                inputs: inputs.map { ($0.entry, $0.digest) })
-            return outcomes.report(
-                .merged, quorum: quorum, passed: inputs.count, strategy: name,
-                generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest,
-                accepted: accepted(round, stored: nil), kind: .partial)
+        // Bundles that passed stay in the inbox for a later run.
+        for input in inputs {
+            outcomes.wait(
+                input.entry,
+                strategyRefusal.map { "passed every check; waiting, because \($0)" }
+                    ?? "passed every check; waiting for a quorum of \(run.quorum) (\(inputs.count) passed) or for "
+                    + "the oldest to have waited merge.max_wait (\(Int(run.maxWait)) s; \(Int(oldestWait)) s so far)"
+            )
         }
-        return try writeGeneration(
-            round: round, strategy: strategy, current: current, ledger: ledger, release: release, quorum: quorum,
-            outcomes: outcomes)
+        let outcome: MergeReport.Outcome = inputs.isEmpty && outcomes.rejected.isEmpty ? .empty : .belowQuorum
+        return outcomes.report(
+            outcome, quorum: run.quorum, passed: inputs.count, strategy: type(of: strategy).name)
     }
 
     /// Pass 1: the settled entries in digest order; the others wait or are
@@ -169,29 +203,12 @@ public struct Collector {
         return ordered
     }
 
-    /// A regional collector writes one partial per root generation: until
-    /// the root's generation that should include it arrives, a merge does
-    /// nothing (and a rule that is not a sum is refused outright).
-    private func regionWaits(
-        current: VerifiedContainer, strategy: AggregationStrategy, quorum: Int
-    ) throws -> MergeReport? {
-        guard strategy is PartialAggregating else { throw PartialError.strategy(type(of: strategy).name) }
-        let target = current.manifest.generation! + 1
-        guard let made = home.existingPartial(for: target) else { return nil }
-        var outcomes = MergeOutcomes()
-        outcomes.wait(
-            name: (made as NSString).lastPathComponent, file: made,
-            reason: "this region's partial aggregate for generation \(target) is made; the next waits "
-                + "for the root's generation \(target) (fedbatch pull)")
-        return outcomes.report(.empty, quorum: quorum, passed: 0, strategy: type(of: strategy).name)
-    }
-
     /// The round a merge adds its inputs to: the protocol's knowledge from
     /// state.db, and the strategy with the clip, the staleness rule and, at
     /// a root, who the regions are and which sites each serves.
-    private func makeRound(
+    func makeRound(
         current: VerifiedContainer, base: ModelWeights, ledger: Ledger, strategy: AggregationStrategy,
-        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?
+        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool
     ) throws -> MergeRound {
         let settings = home.config.merge
         var knowledge = MergeProtocol.Knowledge(
@@ -206,7 +223,6 @@ public struct Collector {
         // tighter merge.clip_norm) and weighs the same.
         let clip =
             release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
-        let root = home.config.role == .collector
         return MergeRound(
             knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
             uniformWeights: release != nil, regions: root ? settings.regions : [],
@@ -248,7 +264,7 @@ public struct Collector {
 
     /// The report's accepted inputs, where each is now: in accepted/ under
     /// the name `stored` records (nil: the name it had).
-    private func accepted(_ round: MergeRound, stored: [String: String]?) -> [MergeReport.Accepted] {
+    func accepted(_ round: MergeRound, stored: [String: String]?) -> [MergeReport.Accepted] {
         zip(round.inputs, round.summaries).map { input, b in
             MergeReport.Accepted(
                 name: input.entry.displayName,
@@ -423,4 +439,14 @@ public struct Collector {
             outcomes.wait(entry, "refused, but could not be quarantined: \(error)")
         }
     }
+}
+
+/// The options of one merge run, resolved against `[merge]`.
+struct MergeRun {
+    let quorum: Int
+    let maxWait: Double
+    let settleSeconds: Double
+    let strategyName: String
+    let now: Date
+    let progress: (MergeProgress) -> Void
 }

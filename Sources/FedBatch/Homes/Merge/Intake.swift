@@ -19,9 +19,11 @@ struct Intake: @unchecked Sendable {
     /// to a collector that takes none is refused as what it is.
     let wide: ContainerLimits
     let takesPartials: Bool
-    let decryption: BundleDecryption
+    /// The collector's secret key, for bundles encrypted to it; nil where
+    /// the command has none (`verify` on a copy of the public keys).
+    let decryption: BundleDecryption?
 
-    init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption) {
+    init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption?) {
         self.home = home
         takesPartials = home.takesPartials
         limits = home.inboxLimits(of: arch)
@@ -91,24 +93,82 @@ struct Intake: @unchecked Sendable {
                 throw ContainerError.fileTooLarge(size: status.size, cap: wide.maxFileBytes)
             }
             let file = try OpenFile(entry)
-            // An encrypted bundle is decrypted here only to read its
-            // statement (keeping the plaintext's last bytes), and again in
-            // pass 2: holding every decrypted bundle from pass 1 to pass 2
-            // would cost memory the size of the inbox.
-            let statement =
-                try decryption.statement(of: file, limits: limits) ?? ContainerFile.statement(of: file, limits: wide)
-            if statement.kind == .partial, !takesPartials {
-                throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender")
-            }
-            if statement.kind != .partial, file.size > limits.maxFileBytes + BundleEncryption.overhead {
-                throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)
-            }
+            let statement = try self.statement(of: file)
             guard try file.currentStatus() == file.status else {
                 return .waiting("changed while the merge read it; left for the next run")
             }
             return .ready(Identified(entry: entry, digest: statement.payloadDigest, status: file.status))
         } catch {
             return .refused(error)
+        }
+    }
+
+    /// The statement of an open file that could be an input of this home,
+    /// or the refusal of one that cannot: not a container, a partial
+    /// aggregate where none is taken, larger than the model allows. What
+    /// pass 1 checks of a file, and what `pull` checks before it places a
+    /// download in the inbox.
+    func statement(of file: OpenFile) throws -> Statement {
+        if file.size > wide.maxFileBytes + BundleEncryption.overhead {
+            throw ContainerError.fileTooLarge(size: file.size, cap: wide.maxFileBytes)
+        }
+        // An encrypted bundle is decrypted here only to read its statement
+        // (keeping the plaintext's last bytes), and again in pass 2: holding
+        // every decrypted bundle from pass 1 to pass 2 would cost memory the
+        // size of the inbox.
+        let statement =
+            try decrypted(file) { try $0.statement(of: file, limits: limits) }
+            ?? ContainerFile.statement(of: file, limits: wide)
+        if statement.kind == .partial, !takesPartials {
+            throw PartialError.notARegion(statement.site?.id ?? "an unnamed sender")
+        }
+        if statement.kind != .partial, file.size > limits.maxFileBytes + BundleEncryption.overhead {
+            throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)
+        }
+        return statement
+    }
+
+    /// `pull`'s check of a download before it enters the inbox: the
+    /// statement's checks, except that a file encrypted to the collector
+    /// passes unread when this command cannot decrypt it (the merge, which
+    /// holds the key, decides).
+    func screen(download file: OpenFile) throws {
+        if decryption == nil, file.size > 0,
+            BundleEncryption.looksEncrypted(firstByte: try file.read(at: 0, count: 1).first ?? 0)
+        {
+            guard file.size <= limits.maxFileBytes + BundleEncryption.overhead else {
+                throw ContainerError.fileTooLarge(size: file.size, cap: limits.maxFileBytes)
+            }
+            return
+        }
+        _ = try statement(of: file)
+    }
+
+    /// `body` with the decryption, for a file that may be encrypted; an
+    /// encrypted file with no key to open it is refused as such.
+    private func decrypted<R>(_ file: OpenFile, _ body: (BundleDecryption) throws -> R?) throws -> R? {
+        if let decryption { return try body(decryption) }
+        guard file.size > 0, BundleEncryption.looksEncrypted(firstByte: try file.read(at: 0, count: 1).first ?? 0)
+        else { return nil }
+        throw EncryptionError.undecryptable(
+            "it is encrypted to the collector, and this command has no access to the collector's secret key")
+    }
+
+    /// Both passes for one file named by its path, as `verify` checks a
+    /// bundle or a partial aggregate: exactly what a merge of this home
+    /// would decide about it, short of the protocol (sequence numbers,
+    /// replays), which belongs to the merge.
+    func check(path: String, verifier: Verifier) throws -> VerifiedContainer {
+        let url = URL(fileURLWithPath: path)
+        let entry = DirectoryEntry(
+            directory: url.deletingLastPathComponent().path, name: url.lastPathComponent)
+        let file = try OpenFile(entry)
+        let statement = try self.statement(of: file)
+        switch open(Identified(entry: entry, digest: statement.payloadDigest, status: file.status), verifier: verifier)
+        {
+        case .ok(let v, _), .partial(let v, _): return v
+        case .changed: throw FileError(path: path, message: "changed while it was read; run the command again")
+        case .refused(let error, _): throw error
         }
     }
 
@@ -125,7 +185,7 @@ struct Intake: @unchecked Sendable {
         }
         let v: VerifiedContainer
         do {
-            if let plain = try decryption.open(file, limits: limits) {
+            if let plain = try decrypted(file, { try $0.open(file, limits: limits) }) {
                 v = try verifier.open(bytes: plain, path: entry.displayPath, limits: limits)
             } else {
                 v = try verifier.open(file, path: entry.displayPath, limits: limits)

@@ -75,6 +75,51 @@ extension Home {
 }
 
 extension Collector {
+    /// A regional collector's merge: the same checks and passes as the
+    /// root's (`gather`), then a partial aggregate instead of a generation.
+    func mergeRegion(_ run: MergeRun) throws -> MergeReport {
+        let verifier = try home.verifier()
+        let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
+        let arch = currentWeights.arch
+        let strategy = try makeStrategy(run, current: current, arch: arch)
+        guard let summing = strategy as? PartialAggregating else {
+            throw PartialError.strategy(type(of: strategy).name)
+        }
+        if let waits = regionWaits(current: current, strategy: strategy, quorum: run.quorum) { return waits }
+        var round = try makeRound(
+            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: nil, root: false)
+        var outcomes = MergeOutcomes()
+        if let waiting = try gather(
+            run, into: &round, strategy: strategy, arch: arch, verifier: verifier, ledger: ledger, outcomes: &outcomes)
+        {
+            return waiting
+        }
+        run.progress(.init(phase: .write, done: 0, total: 1, file: nil))
+        let inputs = round.inputs
+        let (path, digest, manifest) = try writePartial(
+            round: round, strategy: summing, current: current, arch: arch, inputs: inputs.map { ($0.entry, $0.digest) })
+        return outcomes.report(
+            .merged, quorum: run.quorum, passed: inputs.count, strategy: type(of: strategy).name,
+            generation: manifest.site.map { Int($0.seq) }, file: path, digest: digest,
+            accepted: accepted(round, stored: nil), kind: .partial)
+    }
+
+    /// A regional collector writes one partial per root generation: until
+    /// the root's generation that should include it arrives, a merge does
+    /// nothing (and a rule that is not a sum is refused outright).
+    private func regionWaits(
+        current: VerifiedContainer, strategy: AggregationStrategy, quorum: Int
+    ) -> MergeReport? {
+        let target = current.manifest.generation! + 1
+        guard let made = home.existingPartial(for: target) else { return nil }
+        var outcomes = MergeOutcomes()
+        outcomes.wait(
+            name: (made as NSString).lastPathComponent, file: made,
+            reason: "this region's partial aggregate for generation \(target) is made; the next waits "
+                + "for the root's generation \(target) (fedbatch pull)")
+        return outcomes.report(.empty, quorum: quorum, passed: 0, strategy: type(of: strategy).name)
+    }
+
     /// A region records each root generation that arrived since its last
     /// merge (they come several at a time, by pull or by copy), each
     /// verified, so that the bundles they include count as merged.

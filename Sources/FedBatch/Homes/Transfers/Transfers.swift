@@ -103,7 +103,7 @@ public struct Transfers {
                     let sealed = try BundleEncryption.encrypt(
                         try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
                     let staged = try PendingFile(in: layout.outbox)
-                    try sealed.withUnsafeBytes { try staged.write($0) }
+                    try staged.write(sealed)
                     try remote.put(file: staged.path, key: key)
                 } else {
                     try remote.put(file: entry.displayPath, key: key)
@@ -127,8 +127,12 @@ public struct Transfers {
     /// inbox/ (a hidden temporary name, fsync, rename), and removes it from
     /// the remote only once it is safe on local disk. A bundle already in
     /// the inbox byte for byte (a rerun after a kill) is not placed twice.
-    /// Objects larger than the model allows stay on the remote, refused.
-    public func pullBundles(from remote: RemoteStore) throws -> TransferReport {
+    /// Each download first passes the merge's intake as far as a file's
+    /// statement goes (`Intake.statement(of:)`): what the merge would refuse
+    /// unread (larger than the model allows, not a container, a partial
+    /// aggregate where none is taken) stays on the remote, refused with the
+    /// code the merge would give, and never reaches the inbox.
+    public func pullBundles(from remote: RemoteStore, decryption: BundleDecryption? = nil) throws -> TransferReport {
         guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
@@ -137,6 +141,7 @@ public struct Transfers {
         var report = TransferReport(remote: remote.url)
         let cap = home.largestInboxFile
         let settle = config.merge.settleSeconds
+        let intake = try home.mergeIntake(decryption: decryption)
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(
@@ -160,6 +165,7 @@ public struct Transfers {
             do {
                 let pending = try PendingFile(in: layout.inbox)
                 try remote.get(key: object.key, into: pending, cap: cap)
+                try intake?.screen(download: try OpenFile(path: pending.path))
                 let digest = pending.digest
                 let existing = DirectoryEntry(directory: layout.inbox, name: file)
                 if try entryStatus(existing) != nil, Filing.fileDigest(existing, cap: cap) == digest {
