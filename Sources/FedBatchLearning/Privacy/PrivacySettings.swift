@@ -37,36 +37,17 @@ public struct PrivacySettings: Sendable, Equatable {
     package static func parse(
         _ value: TOMLValueConvertible, path: String, text: String? = nil
     ) throws -> PrivacySettings {
-        guard let t = value.table else { throw ConfigError(path: path, reason: "[privacy] must be a table") }
-        try ConfigError.checkKeys(t.keys, allowed: keys, section: "privacy", path: path, text: text)
+        let s = try ConfigSection(value, name: "privacy", allowed: keys, path: path, text: text)
+        let needs = "[privacy] needs noise_multiplier, clip_norm, expected_sites, delta and max_epsilon"
         func number(_ k: String, _ what: String, _ ok: (Double) -> Bool) throws -> Double {
-            guard let v = t[k] else {
-                throw ConfigError(
-                    path: path,
-                    reason:
-                        "privacy.\(k) is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, delta "
-                        + "and max_epsilon"
-                )
-            }
-            guard let d = v.double ?? v.int.map(Double.init), d.isFinite, ok(d) else {
-                throw ConfigError(path: path, reason: "privacy.\(k) must be \(what)")
-            }
-            return d
+            try s.required(k, try s.number(k, what, where: ok), needs: needs)
         }
         let z = try number("noise_multiplier", "a number above 0 (and at most 1000)") { $0 > 0 && $0 <= 1000 }
         let c = try number("clip_norm", "a number above 0") { $0 > 0 }
-        guard let mValue = t["expected_sites"] else {
-            throw ConfigError(
-                path: path,
-                reason:
-                    "privacy.expected_sites is missing: [privacy] needs noise_multiplier, clip_norm, expected_sites, "
-                    + "delta and max_epsilon"
-            )
-        }
-        guard let m = mValue.int, m >= 1, m <= 10_000_000 else {
-            throw ConfigError(
-                path: path, reason: "privacy.expected_sites must be a whole number of sites, 1 or more")
-        }
+        let m = try s.required(
+            "expected_sites",
+            try s.int("expected_sites", "a whole number of sites, 1 or more") { (1...10_000_000).contains($0) },
+            needs: needs)
         let delta = try number("delta", "a probability in (0, 1)") { $0 > 0 && $0 < 1 }
         let maxEpsilon = try number("max_epsilon", "a number above 0") { $0 > 0 }
         return PrivacySettings(noiseMultiplier: z, clipNorm: c, expectedSites: m, delta: delta, maxEpsilon: maxEpsilon)

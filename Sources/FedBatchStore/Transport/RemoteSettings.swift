@@ -24,29 +24,16 @@ public struct RemoteSettings: Sendable, Equatable {
 
     package static func parse(_ value: TOMLValueConvertible, path: String, text: String? = nil) throws -> RemoteSettings
     {
-        guard let t = value.table else { throw ConfigError(path: path, reason: "[remote] must be a table") }
-        try ConfigError.checkKeys(t.keys, allowed: keys, section: "remote", path: path, text: text)
+        let s = try ConfigSection(value, name: "remote", allowed: keys, path: path, text: text)
         var r = RemoteSettings()
         for key in ["url", "upstream"] {
-            guard let v = t[key] else { continue }
-            guard let s = v.string, !s.isEmpty, s.hasPrefix("s3://") || !s.contains("://") else {
-                throw ConfigError(
-                    path: path, reason: "remote.\(key) must be s3://BUCKET/PREFIX or a directory path")
+            let location = try s.string(key, "s3://BUCKET/PREFIX or a directory path") {
+                !$0.isEmpty && ($0.hasPrefix("s3://") || !$0.contains("://"))
             }
-            if key == "url" { r.url = s } else { r.upstream = s }
+            if key == "url" { r.url = location } else { r.upstream = location }
         }
-        if let v = t["path_style"] {
-            guard let b = v.bool else {
-                throw ConfigError(path: path, reason: "remote.path_style must be true or false")
-            }
-            r.pathStyle = b
-        }
-        if let v = t["encrypt"] {
-            guard let b = v.bool else {
-                throw ConfigError(path: path, reason: "remote.encrypt must be true or false")
-            }
-            r.encrypt = b
-        }
+        r.pathStyle = try s.bool("path_style")
+        r.encrypt = try s.bool("encrypt") ?? r.encrypt
         return r
     }
 

@@ -49,50 +49,20 @@ public struct GnuPGSettings: Sendable, Equatable {
 
     static let keys: Set<String> = ["home", "passphrase_file"]
 
+    static func parse(_ value: TOMLValueConvertible, path: String, text: String) throws -> GnuPGSettings {
+        let s = try ConfigSection(value, name: "gnupg", allowed: keys, path: path, text: text)
+        var g = GnuPGSettings()
+        g.home = try s.string("home", "a non-empty path") { !$0.isEmpty }
+        g.passphraseFile = try s.string("passphrase_file", "a non-empty path") { !$0.isEmpty }
+        return g
+    }
+
     func render() -> [String] {
         [
             "", "# Where this home's signing key lives (default: $GNUPGHOME, else ~/.gnupg).", "[gnupg]",
             home.map { "home = \(StrictJSON.quote($0))" } ?? "# home = \"/var/lib/fedbatch/gnupg\"",
             passphraseFile.map { "passphrase_file = \(StrictJSON.quote($0))" }
                 ?? "# passphrase_file = \"/etc/fedbatch/passphrase\"",
-        ]
-    }
-}
-
-/// Where `train` and `merge` leave their Prometheus metrics: the
-/// `[metrics]` table. node_exporter's textfile collector reads the
-/// directory (fedbatch-metrics(7)).
-public struct MetricsSettings: Sendable, Equatable {
-    public var textfileDir: String?
-    public init() {}
-
-    static let keys: Set<String> = ["textfile_dir"]
-
-    func render() -> [String] {
-        [
-            "", "# A node_exporter textfile directory for train/merge metrics (fedbatch-metrics(7)).", "[metrics]",
-            textfileDir.map { "textfile_dir = \(StrictJSON.quote($0))" }
-                ?? "# textfile_dir = \"/var/lib/prometheus/node-exporter\"",
-        ]
-    }
-}
-
-/// The collector's own held-out data: the `[eval]` table. After each merge
-/// the new generation is evaluated on it and the figures are recorded in
-/// state.db, for `fedbatch report` and the metrics.
-public struct EvalSettings: Sendable, Equatable {
-    public var data: String?
-    public var split = DataSplit.test
-    public var labelColumn = "label"
-    public init() {}
-
-    static let keys: Set<String> = ["data", "split", "label"]
-
-    func render() -> [String] {
-        [
-            "", "# Held-out data to evaluate each new generation on (fedbatch report).", "[eval]",
-            data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/usr/share/datasets/fashion-mnist\"",
-            "split = \(StrictJSON.quote(split.rawValue))",
         ]
     }
 }
@@ -176,59 +146,19 @@ public struct HomeConfig: Sendable, Equatable {
             arch: try string("arch", required: role != .site),
             key: try string("key")!,
             siteID: role == .region ? try string("region_id") : try string("site_id", required: role == .site))
+        // Each table is read by its feature's own settings type, beside
+        // the feature; this function only assembles them.
         if let t = table["training"] {
-            guard let training = t.table else {
-                throw HomeError.config(path: path, reason: "[training] must be a table")
-            }
-            config.training = try TrainingDefaults.parse(training, path: path, text: text)
+            config.training = try TrainingDefaults.parse(
+                try ConfigSection.table(t, name: "training", path: path), path: path, text: text)
         }
         if let t = table["merge"] {
-            guard let merge = t.table else { throw HomeError.config(path: path, reason: "[merge] must be a table") }
-            config.merge = try MergeSettings.parse(merge, path: path, text: text)
+            config.merge = try MergeSettings.parse(
+                try ConfigSection.table(t, name: "merge", path: path), path: path, text: text)
         }
-        if let t = table["gnupg"] {
-            guard let g = t.table else { throw HomeError.config(path: path, reason: "[gnupg] must be a table") }
-            try ConfigError.checkKeys(g.keys, allowed: GnuPGSettings.keys, section: "gnupg", path: path, text: text)
-            for k in GnuPGSettings.keys.sorted() {
-                guard let v = g[k] else { continue }
-                guard let s = v.string, !s.isEmpty else {
-                    throw HomeError.config(path: path, reason: "gnupg.\(k) must be a non-empty path")
-                }
-                if k == "home" { config.gnupg.home = s } else { config.gnupg.passphraseFile = s }
-            }
-        }
-        if let t = table["metrics"] {
-            guard let m = t.table else { throw HomeError.config(path: path, reason: "[metrics] must be a table") }
-            try ConfigError.checkKeys(m.keys, allowed: MetricsSettings.keys, section: "metrics", path: path, text: text)
-            if let v = m["textfile_dir"] {
-                guard let s = v.string, !s.isEmpty else {
-                    throw HomeError.config(path: path, reason: "metrics.textfile_dir must be a non-empty path")
-                }
-                config.metrics.textfileDir = s
-            }
-        }
-        if let t = table["eval"] {
-            guard let e = t.table else { throw HomeError.config(path: path, reason: "[eval] must be a table") }
-            try ConfigError.checkKeys(e.keys, allowed: EvalSettings.keys, section: "eval", path: path, text: text)
-            if let v = e["data"] {
-                guard let s = v.string, !s.isEmpty else {
-                    throw HomeError.config(path: path, reason: "eval.data must be a non-empty path")
-                }
-                config.eval.data = s
-            }
-            if let v = e["split"] {
-                guard let s = v.string, let split = DataSplit(rawValue: s) else {
-                    throw HomeError.config(path: path, reason: "eval.split must be \"train\" or \"test\"")
-                }
-                config.eval.split = split
-            }
-            if let v = e["label"] {
-                guard let s = v.string, !s.isEmpty else {
-                    throw HomeError.config(path: path, reason: "eval.label must be a column name")
-                }
-                config.eval.labelColumn = s
-            }
-        }
+        if let t = table["gnupg"] { config.gnupg = try GnuPGSettings.parse(t, path: path, text: text) }
+        if let t = table["metrics"] { config.metrics = try MetricsSettings.parse(t, path: path, text: text) }
+        if let t = table["eval"] { config.eval = try EvalSettings.parse(t, path: path, text: text) }
         if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path, text: text) }
         if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path, text: text) }
         try config.validate(path: path)

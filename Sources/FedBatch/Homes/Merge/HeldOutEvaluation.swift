@@ -4,6 +4,7 @@ import FedBatchNative
 import FedBatchStore
 import FedBatchTrust
 import Foundation
+import TOMLKit
 
 extension Collector {
     /// Evaluates the newest generation on the home's `[eval] data` and
@@ -31,5 +32,34 @@ extension Collector {
             data: resolved, evaluated: rfc3339(now))
         try Ledger(path: home.layout.stateDatabase).recordEvaluation(row)
         return row
+    }
+}
+
+/// The collector's own held-out data: the `[eval]` table. After each merge
+/// the new generation is evaluated on it and the figures are recorded in
+/// state.db, for `fedbatch report` and the metrics.
+public struct EvalSettings: Sendable, Equatable {
+    public var data: String?
+    public var split = DataSplit.test
+    public var labelColumn = "label"
+    public init() {}
+
+    static let keys: Set<String> = ["data", "split", "label"]
+
+    static func parse(_ value: TOMLValueConvertible, path: String, text: String) throws -> EvalSettings {
+        let s = try ConfigSection(value, name: "eval", allowed: keys, path: path, text: text)
+        var e = EvalSettings()
+        e.data = try s.string("data", "a non-empty path") { !$0.isEmpty }
+        e.split = try s.choice("split", "\"train\" or \"test\"") ?? e.split
+        e.labelColumn = try s.string("label", "a column name") { !$0.isEmpty } ?? e.labelColumn
+        return e
+    }
+
+    func render() -> [String] {
+        [
+            "", "# Held-out data to evaluate each new generation on (fedbatch report).", "[eval]",
+            data.map { "data = \(StrictJSON.quote($0))" } ?? "# data = \"/usr/share/datasets/fashion-mnist\"",
+            "split = \(StrictJSON.quote(split.rawValue))",
+        ]
     }
 }

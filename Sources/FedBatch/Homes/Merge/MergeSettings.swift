@@ -129,133 +129,51 @@ extension MergeSettings {
     /// Reads `[merge]`, refusing unknown keys and values out of range.
     static func parse(_ t: TOMLTable, path: String, text: String) throws -> MergeSettings {
         var m = MergeSettings()
-        try ConfigError.checkKeys(t.keys, allowed: MergeSettings.keys, section: "merge", path: path, text: text)
-        func positive(_ k: String) throws -> Int? {
-            guard let v = t[k] else { return nil }
-            guard let i = v.int, i > 0 else {
-                throw HomeError.config(path: path, reason: "merge.\(k) must be a positive integer")
-            }
-            return i
-        }
-        if let v = try positive("min_bundles") { m.minBundles = v }
-        if let v = t["max_wait"] {
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d.isFinite else {
-                throw HomeError.config(path: path, reason: "merge.max_wait must be a number of seconds, 0 or more")
-            }
-            m.maxWait = d
-        }
-        if let v = t["clip_norm"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d.isFinite else {
-                throw HomeError.config(path: path, reason: "merge.clip_norm must be a positive number")
-            }
-            m.clipNorm = d
-        }
-        if let v = t["max_staleness"] {
-            guard let i = v.int, i >= 0, i <= 1000 else {
-                throw HomeError.config(path: path, reason: "merge.max_staleness must be an integer from 0 to 1000")
-            }
-            m.maxStaleness = i
-        }
-        if let v = t["staleness"] {
-            guard let s = v.string, let kind = StalenessFunction.Kind(rawValue: s) else {
-                throw HomeError.config(
-                    path: path, reason: "merge.staleness must be \"constant\", \"polynomial\" or \"hinge\"")
-            }
-            m.staleness = kind
-        }
+        let s = try ConfigSection(t, name: "merge", allowed: MergeSettings.keys, path: path, text: text)
+        let positive = "a positive integer"
+        m.minBundles = try s.int("min_bundles", positive) { $0 > 0 } ?? m.minBundles
+        m.maxWait = try s.number("max_wait", "a number of seconds, 0 or more") { $0 >= 0 } ?? m.maxWait
+        m.clipNorm = try s.number("clip_norm", "a positive number") { $0 > 0 } ?? m.clipNorm
+        m.maxStaleness =
+            try s.int("max_staleness", "an integer from 0 to 1000") { (0...1000).contains($0) } ?? m.maxStaleness
+        m.staleness = try s.choice("staleness", "\"constant\", \"polynomial\" or \"hinge\"") ?? m.staleness
         for (key, keyPath) in [("staleness_a", \MergeSettings.stalenessA), ("staleness_b", \MergeSettings.stalenessB)] {
-            guard let v = t[key] else { continue }
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 1000 else {
-                throw HomeError.config(path: path, reason: "merge.\(key) must be a number from 0 to 1000")
-            }
-            m[keyPath: keyPath] = d
+            m[keyPath: keyPath] =
+                try s.number(key, "a number from 0 to 1000") { (0...1000).contains($0) } ?? m[keyPath: keyPath]
         }
-        if let v = try positive("max_examples") { m.maxExamples = Int64(v) }
-        if let v = try positive("weight_cap") { m.weightCap = Int64(v) }
-        if let v = t["server_lr"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1000 else {
-                throw HomeError.config(path: path, reason: "merge.server_lr must be a number in (0, 1000]")
-            }
-            m.serverLearningRate = d
-        }
-        for (key, keyPath, range) in [
-            ("momentum", \MergeSettings.momentum, 0.0..<1.0), ("beta1", \MergeSettings.beta1, 0.0..<1.0),
-            ("beta2", \MergeSettings.beta2, 0.0..<1.0), ("tau", \MergeSettings.tau, 0.0..<1.0),
+        m.maxExamples = try s.int("max_examples", positive) { $0 > 0 }.map(Int64.init) ?? m.maxExamples
+        m.weightCap = try s.int("weight_cap", positive) { $0 > 0 }.map(Int64.init) ?? m.weightCap
+        m.serverLearningRate =
+            try s.number("server_lr", "a number in (0, 1000]") { $0 > 0 && $0 <= 1000 } ?? m.serverLearningRate
+        for (key, keyPath) in [
+            ("momentum", \MergeSettings.momentum), ("beta1", \MergeSettings.beta1), ("beta2", \MergeSettings.beta2),
+            ("tau", \MergeSettings.tau),
         ] {
-            guard let v = t[key] else { continue }
-            guard let d = v.double ?? v.int.map(Double.init), range.contains(d) else {
-                throw HomeError.config(path: path, reason: "merge.\(key) must be a number in [0, 1)")
-            }
-            m[keyPath: keyPath] = d
+            m[keyPath: keyPath] = try s.number(key, "a number in [0, 1)") { $0 >= 0 && $0 < 1 } ?? m[keyPath: keyPath]
         }
-        if let v = t["trim"] {
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d < 0.5 else {
-                throw HomeError.config(path: path, reason: "merge.trim must be a number in [0, 0.5)")
-            }
-            m.trim = d
-        }
+        m.trim = try s.number("trim", "a number in [0, 0.5)") { $0 >= 0 && $0 < 0.5 } ?? m.trim
         for (key, keyPath) in [("byzantine", \MergeSettings.byzantine), ("keep", \MergeSettings.keep)] {
-            guard let v = t[key] else { continue }
-            guard let i = v.int, i >= 0, i <= 100_000 else {
-                throw HomeError.config(path: path, reason: "merge.\(key) must be an integer from 0 to 100000")
-            }
-            m[keyPath: keyPath] = i
+            m[keyPath: keyPath] =
+                try s.int(key, "an integer from 0 to 100000") { (0...100_000).contains($0) } ?? m[keyPath: keyPath]
         }
-        if let v = t["chunk_mb"] {
-            guard let d = v.double ?? v.int.map(Double.init), d > 0, d <= 1_048_576 else {
-                throw HomeError.config(path: path, reason: "merge.chunk_mb must be a number of MiB in (0, 1048576]")
-            }
-            m.chunkMiB = d
-        }
-        if let v = t["strategy"] {
-            guard let name = v.string, Strategies.names.contains(name) else {
-                throw HomeError.config(
-                    path: path,
-                    reason:
-                        "merge.strategy must be one of \(Strategies.names.map { "\"\($0)\"" }.joined(separator: ", "))")
-            }
-            m.strategy = name
-        }
-        if let v = t["accept_codecs"] {
-            guard let list = v.array, !list.isEmpty else {
-                throw HomeError.config(
-                    path: path, reason: "merge.accept_codecs must be a non-empty list of codec names")
-            }
-            m.acceptCodecs = try list.map { item in
-                guard let s = item.string, Codecs.names.contains(s) else {
-                    throw HomeError.config(
-                        path: path,
-                        reason:
-                            "merge.accept_codecs: each must be one "
-                            + "of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))"
-                    )
-                }
-                return s
-            }
-        }
-        if let v = t["regions"] {
-            guard let list = v.array else {
-                throw HomeError.config(path: path, reason: "merge.regions must be a list of regional collector ids")
-            }
-            m.regions = try list.map { item in
-                guard let s = item.string, ContainerPath.isIdentifier(s) else {
-                    throw HomeError.config(
-                        path: path,
-                        reason:
-                            "merge.regions: each must be a regional collector id "
-                            + "(\(ContainerPath.identifierRule("id", item.string ?? "?")))"
-                    )
-                }
-                return s
-            }
-        }
-        if let v = t["settle_seconds"] {
-            guard let d = v.double ?? v.int.map(Double.init), d >= 0, d <= 86_400 else {
-                throw HomeError.config(
-                    path: path, reason: "merge.settle_seconds must be a number of seconds from 0 to 86400")
-            }
-            m.settleSeconds = d
-        }
+        m.chunkMiB =
+            try s.number("chunk_mb", "a number of MiB in (0, 1048576]") { $0 > 0 && $0 <= 1_048_576 } ?? m.chunkMiB
+        let strategies = Strategies.names.map { "\"\($0)\"" }.joined(separator: ", ")
+        m.strategy =
+            try s.string("strategy", "one of \(strategies)") { Strategies.names.contains($0) } ?? m.strategy
+        let codecs = Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+        m.acceptCodecs =
+            try s.strings(
+                "accept_codecs", list: "a non-empty list of codec names", each: { _ in "one of \(codecs)" },
+                nonEmpty: true, where: Codecs.names.contains) ?? m.acceptCodecs
+        m.regions =
+            try s.strings(
+                "regions", list: "a list of regional collector ids",
+                each: { "a regional collector id (\(ContainerPath.identifierRule("id", $0 ?? "?")))" },
+                where: ContainerPath.isIdentifier) ?? m.regions
+        m.settleSeconds =
+            try s.number("settle_seconds", "a number of seconds from 0 to 86400") { (0...86_400).contains($0) }
+            ?? m.settleSeconds
         return m
     }
 }

@@ -51,50 +51,19 @@ extension TrainingDefaults {
     /// Reads `[training]`, refusing unknown keys and values out of range.
     static func parse(_ t: TOMLTable, path: String, text: String) throws -> TrainingDefaults {
         var d = TrainingDefaults()
-        try ConfigError.checkKeys(t.keys, allowed: TrainingDefaults.keys, section: "training", path: path, text: text)
-        func bad(_ k: String, _ what: String) -> HomeError {
-            HomeError.config(path: path, reason: "training.\(k) must be \(what)")
-        }
-        func number(_ k: String) throws -> Double? {
-            guard let v = t[k] else { return nil }
-            if let i = v.int { return Double(i) }
-            if let f = v.double { return f }
-            throw bad(k, "a number")
-        }
-        func positive(_ k: String) throws -> Int? {
-            guard let v = t[k] else { return nil }
-            guard let i = v.int, i > 0 else { throw bad(k, "a positive integer") }
-            return i
-        }
-        if let v = t["data"] { guard let s = v.string else { throw bad("data", "a string") }; d.data = s }
-        if let v = try positive("epochs") { d.epochs = v }
-        if let v = try positive("batch_size") { d.batchSize = v }
-        if let v = try number("lr") { guard v > 0, v.isFinite else { throw bad("lr", "positive") }; d.learningRate = v }
-        if let v = t["optimizer"] {
-            guard let s = v.string, let o = OptimizerKind(rawValue: s) else {
-                throw bad("optimizer", "\"sgd\" or \"adam\"")
-            }
-            d.optimizer = o
-        }
-        if let v = try number("momentum") {
-            guard (0..<1).contains(v) else { throw bad("momentum", "in [0, 1)") }; d.momentum = v
-        }
-        if let v = try number("weight_decay") {
-            guard v >= 0 else { throw bad("weight_decay", "non-negative") }; d.weightDecay = v
-        }
-        if let v = t["codec"] {
-            guard let s = v.string, Codecs.names.contains(s) else {
-                throw bad("codec", "one of \(Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", "))")
-            }
-            d.codec = s
-        }
-        if let v = try number("topk_fraction") {
-            guard v > 0, v <= 1 else { throw bad("topk_fraction", "in (0, 1]") }; d.topkFraction = v
-        }
-        if let v = try number("prox_mu") { guard v >= 0 else { throw bad("prox_mu", "non-negative") }; d.proxMu = v }
-        if let v = t["seed"] {
-            guard let i = v.int, i >= 0 else { throw bad("seed", "a non-negative integer") }; d.seed = UInt64(i)
-        }
+        let s = try ConfigSection(t, name: "training", allowed: TrainingDefaults.keys, path: path, text: text)
+        d.data = try s.string("data", "a string") ?? d.data
+        d.epochs = try s.int("epochs", "a positive integer") { $0 > 0 } ?? d.epochs
+        d.batchSize = try s.int("batch_size", "a positive integer") { $0 > 0 } ?? d.batchSize
+        d.learningRate = try s.number("lr", "a positive number") { $0 > 0 } ?? d.learningRate
+        d.optimizer = try s.choice("optimizer", "\"sgd\" or \"adam\"") ?? d.optimizer
+        d.momentum = try s.number("momentum", "a number in [0, 1)") { (0..<1).contains($0) } ?? d.momentum
+        d.weightDecay = try s.number("weight_decay", "a number, 0 or more") { $0 >= 0 } ?? d.weightDecay
+        let codecs = Codecs.names.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+        d.codec = try s.string("codec", "one of \(codecs)") { Codecs.names.contains($0) } ?? d.codec
+        d.topkFraction = try s.number("topk_fraction", "a number in (0, 1]") { $0 > 0 && $0 <= 1 } ?? d.topkFraction
+        d.proxMu = try s.number("prox_mu", "a number, 0 or more") { $0 >= 0 } ?? d.proxMu
+        d.seed = try s.int("seed", "a non-negative integer") { $0 >= 0 }.map(UInt64.init) ?? d.seed
         return d
     }
 }
