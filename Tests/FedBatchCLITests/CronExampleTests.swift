@@ -34,37 +34,29 @@ struct CronExampleTests {
     }
 
     @Test(
-        "the site and collector lines succeed quietly, stay quiet when there is nothing to do, and push only a new bundle"
+        "the site and collector lines pull, train, push, merge and publish quietly, and stay quiet with nothing to do"
     )
     func cronLines() throws {
         let jobs = try Self.jobs()
         try #require(jobs.count == 2)
         let (siteJob, collectorJob) = (jobs[0], jobs[1])
-        #expect(siteJob.command == "fedbatch train -q && fedbatch-push")
-        #expect(collectorJob.command.hasPrefix("fedbatch merge --min-bundles 3 -q;"))
+        #expect(siteJob.command == "fedbatch pull -q; fedbatch train -q && fedbatch push -q")
+        #expect(
+            collectorJob.command.hasPrefix(
+                "fedbatch pull -q; fedbatch merge --min-bundles 3 -q && fedbatch publish -q;"))
 
         let fed = try Federation(arch: "mlp:784-16-10")
         let dir = fed.keyring.dir
-        // PATH: fedbatch, and a fedbatch-push that delivers the outbox into
-        // the collector's inbox the way rsync would.
+        // PATH: fedbatch only; the homes share a directory remote (a share,
+        // a USB stick), named in [remote] as the example says.
         let bin = dir.file("bin")
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: bin + "/fedbatch", withDestinationPath: TestPaths.fedbatch)
-        let push = """
-            #!/bin/sh
-            set -e
-            for f in "$FEDBATCH_HOME"/outbox/*.fbu; do
-              n=$(basename "$f")
-              cp "$f" "\(fed.collector)/inbox/.$n.tmp" && mv "\(fed.collector)/inbox/.$n.tmp" "\(fed.collector)/inbox/$n"
-            done
-            echo pushed >> "\(dir.file("pushes"))"
-            """
-        // Written by a child process, not by this one: a file this process
-        // had open for writing could be inherited by a process another test
-        // spawns at that moment, and exec would then fail with "Text file busy".
-        let draft = try dir.write("push.draft", Data(push.utf8))
-        let installed = try Subprocess.run("/usr/bin/install", ["-m", "0755", draft, bin + "/fedbatch-push"])
-        try #require(installed.status == 0, "\(installed.err)")
+        let stick = dir.file("stick")
+        try FileManager.default.createDirectory(atPath: stick, withIntermediateDirectories: true)
+        for home in [fed.collector, fed.site("site-1")] {
+            try Federation.setConfig(home: home, table: "remote", "url", StrictJSON.quote(stick))
+        }
         // The [gnupg] table replaces GNUPGHOME; [training] names the data
         // (a 500-example shard, so the debug build trains quickly).
         #expect(
@@ -80,9 +72,8 @@ struct CronExampleTests {
                 of: "# data = \"/path/to/data\"", with: "data = \"\(dir.file("shards/site-01.safetensors"))\"")
             try text.write(toFile: home + "/fedbatch.toml", atomically: true, encoding: .utf8)
         }
-        try FileManager.default.copyItem(
-            atPath: fed.collector + "/generations/g000000.fbg", toPath: fed.site("site-1") + "/generations/g000000.fbg")
         try fed.setCollectorConfig("settle_seconds", "0")
+        try fed.run(["publish", "--home", fed.collector, "-q"])
 
         func run(_ job: (env: [String: String], command: String), home: String) throws -> ProcessResult {
             var env = ProcessInfo.processInfo.environment
@@ -91,21 +82,28 @@ struct CronExampleTests {
             env["PATH"] = bin + ":/usr/bin:/bin"
             return try Subprocess.run("/bin/sh", ["-c", job.command], environment: env)
         }
-        func pushes() -> Int {
-            ((try? String(contentsOfFile: dir.file("pushes"), encoding: .utf8)) ?? "").split(separator: "\n").count
+        func pushed() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: stick + "/inbox/site-1")) ?? []).sorted()
         }
 
+        // The site pulls generation 0, trains on it and pushes the bundle.
         let first = try run(siteJob, home: fed.site("site-1"))
         #expect(first.status == 0 && first.stdout.isEmpty && first.stderr.isEmpty, "\(first.err)")
-        #expect(pushes() == 1)
+        #expect(FileManager.default.fileExists(atPath: fed.site("site-1") + "/generations/g000000.fbg"))
+        #expect(pushed() == ["demo-g000000-site-1-1.fbu"])
         // Nothing new to train on: train exits 5, prints nothing, and the push is skipped.
         let second = try run(siteJob, home: fed.site("site-1"))
         #expect(second.status == 5 && second.stdout.isEmpty && second.stderr.isEmpty, "\(second.err)")
-        #expect(pushes() == 1)
+        #expect(pushed() == ["demo-g000000-site-1-1.fbu"])
 
-        // One bundle, quorum 3: "not yet" is success, and silent.
+        // The collector pulls the one bundle; quorum 3: "not yet" is success, and silent.
         let below = try run(collectorJob, home: fed.collector)
         #expect(below.status == 0 && below.stdout.isEmpty && below.stderr.isEmpty, "\(below.err)")
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox") == [
+                "demo-g000000-site-1-1.fbu"
+            ])
+        #expect(pushed().isEmpty)
         // A broken file is worth a mail: the quarantine is reported, still exit 0.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/junk.fbu"))
         let junk = try run(collectorJob, home: fed.collector)

@@ -10,10 +10,16 @@ counter (fedbatch-merge(1)). See federate-cnn.sh for a whole federation.
     cnn.py init  --out init.safetensors [--seed 0]
     cnn.py train --start g.safetensors --data shard.safetensors --out trained.safetensors [--epochs 1]
     cnn.py eval  --weights g.safetensors [--data /usr/share/datasets/fashion-mnist] [--limit N]
+
+As a command trainer (`[training] command = "python3 cnn.py train"`), the
+FEDBATCH_START, FEDBATCH_OUT, FEDBATCH_DATA and FEDBATCH_SEED variables that
+`fedbatch train` sets stand in for --start, --out, --data and --seed, and
+the result goes to FEDBATCH_RESULT as well as to standard output.
 """
 import argparse
 import gzip
 import json
+import os
 import sys
 
 import numpy as np
@@ -51,15 +57,17 @@ def idx(path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["init", "train", "eval"])
-    p.add_argument("--out")
-    p.add_argument("--start")
+    env = os.environ.get
+    p.add_argument("--out", default=env("FEDBATCH_OUT"))
+    p.add_argument("--start", default=env("FEDBATCH_START"))
     p.add_argument("--weights")
-    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--data", default=env("FEDBATCH_DATA", "/usr/share/datasets/fashion-mnist"))
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--limit", type=int, default=0, help="use only the first N examples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=int(env("FEDBATCH_SEED", "0")))
+    p.add_argument("--result", default=env("FEDBATCH_RESULT"), help="where fedbatch train reads the result")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     model = build()
@@ -89,6 +97,9 @@ def main():
             metadata = f.metadata() or {}
         save_file(state(model), a.out, metadata=metadata)
         print(json.dumps({"examples": len(y), "loss": float(loss)}))
+        if a.result:
+            with open(a.result, "w") as f:
+                json.dump({"num_examples": len(y), "metrics": {"loss": float(loss)}}, f)
         return
     model.load_state_dict(load_file(a.weights), strict=True)
     model.eval()

@@ -13,8 +13,23 @@ in ordinary PyTorch. One round at a site:
 script runs `fedbatch pack` itself (in the current fedbatch home, or
 $FEDBATCH_HOME), which verifies the base generation again, checks the
 weights' names and shapes, and writes the signed update to outbox/.
+
+As a command trainer no glue is needed: with
+
+    [training]
+    data = "shard.safetensors"
+    command = "python3 /path/to/train.py --epochs 1"
+
+`fedbatch train` exports the generation, runs this script with
+FEDBATCH_START, FEDBATCH_OUT, FEDBATCH_RESULT, FEDBATCH_DATA and
+FEDBATCH_SEED set (they stand in for --start, --out, --data and --seed; the
+architecture comes from the start file's metadata), and packs what it
+leaves against the generation it exported. A site's cron line is then
+`fedbatch train -q && fedbatch push -q`.
 """
 import argparse
+import json
+import os
 import subprocess
 import sys
 
@@ -37,21 +52,33 @@ def build(arch):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--start", required=True, help="weights exported by `fedbatch export`")
-    p.add_argument("--arch", required=True, help="the generation's architecture, e.g. mlp:784-256-128-10")
-    p.add_argument("--data", required=True, help="safetensors shard with x and y")
+    env = os.environ.get
+    p.add_argument("--start", default=env("FEDBATCH_START"), help="weights exported by `fedbatch export`")
+    p.add_argument("--arch", help="the generation's architecture, e.g. mlp:784-256-128-10 "
+                   "(default: the start file's fedbatch_arch)")
+    p.add_argument("--data", default=env("FEDBATCH_DATA"), help="safetensors shard with x and y")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="where to save the trained weights")
+    p.add_argument("--seed", type=int, default=int(env("FEDBATCH_SEED", "0")))
+    p.add_argument("--out", default=env("FEDBATCH_OUT"), help="where to save the trained weights")
+    p.add_argument("--result", default=env("FEDBATCH_RESULT"),
+                   help="where to write {\"num_examples\": N, \"metrics\": {...}} for fedbatch train")
     p.add_argument("--pack", action="store_true", help="run `fedbatch pack` on the result")
     p.add_argument("--fedbatch", default="fedbatch", help="the fedbatch binary")
     args = p.parse_args()
+    for name in ("start", "data", "out"):
+        if getattr(args, name) is None:
+            p.error(f"--{name} is required (or run me from fedbatch train, which sets FEDBATCH_{name.upper()})")
 
+    with safe_open(args.start, framework="pt") as f:
+        metadata = f.metadata() or {}
+    arch = args.arch or metadata.get("fedbatch_arch")
+    if arch is None:
+        p.error("--arch is required: the start file has no fedbatch_arch metadata")
     torch.manual_seed(args.seed)
-    model = build(args.arch)
+    model = build(arch)
     model.load_state_dict(load_file(args.start), strict=True)
     data = load_file(args.data)
     x = data["x"].float()
@@ -76,9 +103,10 @@ def main():
     # The start file's metadata (fedbatch_generation, fedbatch_digest) is
     # kept: it tells `fedbatch pack` which generation training started
     # from, whatever generation has arrived since.
-    with safe_open(args.start, framework="pt") as f:
-        metadata = f.metadata() or {}
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out, metadata=metadata)
+    if args.result:
+        with open(args.result, "w") as f:
+            json.dump({"num_examples": n, "metrics": {"loss": total / n}}, f)
     if args.pack:
         subprocess.run([args.fedbatch, "pack", "--weights", args.out, "--num-examples", str(n),
                         "--metric", f"loss={total / n}"], check=True)

@@ -21,7 +21,12 @@ struct Train: Subcommand {
             is printed unless something goes wrong. If this site already sent an update for the newest \
             generation, exits 5 without training (use --force to write another). \
             A run whose loss stops being finite stops and exits 1, naming the \
-            epoch and step; bad data is refused before anything is consumed.
+            epoch and step; bad data is refused before anything is consumed. \
+            With --command (or training.command) your own trainer runs instead, \
+            through /bin/sh, in a private directory: it reads the generation from \
+            $FEDBATCH_START, writes the trained weights to $FEDBATCH_OUT and \
+            {"num_examples": N} to $FEDBATCH_RESULT, and fedbatch packs them \
+            against the generation it exported (fedbatch-train(1), COMMAND TRAINERS).
             """
     )
 
@@ -87,6 +92,18 @@ struct Train: Subcommand {
     var codec: String?
 
     @Option(
+        help: ArgumentHelp(
+            "Run this trainer through /bin/sh instead of the built-in one (default: training.command).",
+            valueName: "command"))
+    var command: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Seconds the command may run before its process group is killed (default: training.timeout, none).",
+            valueName: "seconds"))
+    var timeout: Double?
+
+    @Option(
         name: .customLong("topk-fraction"),
         help: ArgumentHelp(
             "The share of each tensor topk keeps (default: training.topk_fraction, 0.01).", valueName: "fraction"))
@@ -111,6 +128,10 @@ struct Train: Subcommand {
             throw ValidationError("--split and --eval-split must be train or test")
         }
         if let limit, limit < 1 { throw ValidationError("--limit must be positive") }
+        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be a number of seconds above 0") }
+        if let command, command.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--command must not be empty")
+        }
     }
 
     func run(_ context: CommandContext) throws -> TrainOutput {
@@ -140,6 +161,17 @@ struct Train: Subcommand {
         request.topkFraction = topkFraction
 
         let console = context.console
+        if let command = command ?? home.config.training.command {
+            return try context.recordingMetrics("train", home: home) {
+                let progress = ProgressLine(console: console)
+                progress.update("running the training command (its output: \(home.layout.logs)/)")
+                let run = try site.train(
+                    command: command, request: request, timeout: timeout ?? home.config.training.timeout)
+                progress.finish()
+                return TrainOutput(
+                    bundle: BundleInfo(run.bundle), epochs: [], backend: "command", trainer: "command", log: run.log)
+            }
+        }
         return try context.recordingMetrics("train", home: home) {
             let progress = ProgressLine(console: console)
             let run = try site.train(request) { p in
@@ -154,7 +186,7 @@ struct Train: Subcommand {
             progress.finish()
             return TrainOutput(
                 bundle: BundleInfo(run.bundle), epochs: run.epochs.map(EpochInfo.init),
-                backend: NumericBackend.description)
+                backend: NumericBackend.description, trainer: "built-in", log: nil)
         }
     }
 }
@@ -171,6 +203,10 @@ struct TrainOutput: CommandOutput {
     let bundle: BundleInfo
     let epochs: [EpochInfo]
     let backend: String
+    /// "built-in" or "command".
+    let trainer: String
+    /// A command trainer's output.
+    @OrNull var log: String? = nil
 
     func render(into text: inout TextRendering) {
         text.notes = epochs.map(\.text)

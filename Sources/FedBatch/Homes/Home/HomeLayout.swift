@@ -26,6 +26,8 @@ public struct HomeLayout: Sendable {
     /// A site's error-feedback residual: what a lossy codec left out of its
     /// last update, added to its next one.
     public var residual: String { "\(root)/residual.safetensors" }
+    /// The output of a site's training commands, the newest few runs.
+    public var logs: String { "\(root)/logs" }
     public var lockFile: String { "\(root)/.fedbatch.lock" }
     /// The secret seeds of private merges' noise (mode 0700; see GaussianNoise).
     public var noiseSeeds: String { "\(root)/noise-seeds" }

@@ -131,14 +131,20 @@ extension Home {
     /// file that `torch.nn.Module.load_state_dict(strict=True)` accepts.
     public func exportGeneration(_ path: String, to out: String) throws -> VerifiedContainer {
         let (v, weights) = try openGeneration(path, verifier: try verifier())
-        let arch = weights.arch
+        try Self.export(weights, of: v, to: out)
+        return v
+    }
+
+    /// Writes verified `weights` of generation `v` as export does: F32
+    /// safetensors whose metadata names the model, the architecture and the
+    /// generation (number and digest), so that `pack` finds its base.
+    static func export(_ weights: ModelWeights, of v: VerifiedContainer, to out: String) throws {
         try SafetensorsWriter.write(
             try weights.named(),
             metadata: [
-                "fedbatch_model": v.manifest.model.id, "fedbatch_arch": arch.description,
+                "fedbatch_model": v.manifest.model.id, "fedbatch_arch": weights.arch.description,
                 "fedbatch_generation": String(v.manifest.generation!), "fedbatch_digest": v.digest.hex,
             ], to: out)
-        return v
     }
 
     // MARK: the trust set

@@ -22,13 +22,18 @@ public struct TrainingDefaults: Sendable, Equatable {
     public var codec = TrainingDefaults.defaultCodec
     /// The share of each tensor the topk codec keeps.
     public var topkFraction = TopKCodec.defaultFraction
+    /// A training command of the site's own (fedbatch-train(1), COMMAND
+    /// TRAINERS): run through /bin/sh instead of the built-in trainer.
+    public var command: String?
+    /// Seconds a command may run before its process group is killed.
+    public var timeout: Double?
     public init() {}
 
     public static let defaultCodec = "int8"
 
     static let keys: Set<String> = [
         "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed",
-        "codec", "topk_fraction",
+        "codec", "topk_fraction", "command", "timeout",
     ]
 
     func render() -> [String] {
@@ -42,6 +47,12 @@ public struct TrainingDefaults: Sendable, Equatable {
             "momentum = \(momentum)", "weight_decay = \(weightDecay)", "prox_mu = \(proxMu)", "seed = \(seed)",
             "# How updates are stored: fp32, fp16, bf16, int8 or topk (fedbatch-bundle(5)).",
             "codec = \(StrictJSON.quote(codec))", "topk_fraction = \(topkFraction)",
+            "# Your own trainer, run through /bin/sh with FEDBATCH_START, FEDBATCH_OUT, FEDBATCH_RESULT",
+            "# and the others fedbatch-train(1) lists (COMMAND TRAINERS); the hyperparameters above",
+            "# are then the command's business. timeout is in seconds.",
+            command.map { "command = \(StrictJSON.quote($0))" }
+                ?? "# command = \"python3 /opt/site/train.py\"",
+            timeout.map { "timeout = \($0)" } ?? "# timeout = 3600",
         ]
         return lines
     }
@@ -64,6 +75,10 @@ extension TrainingDefaults {
         d.topkFraction = try s.number("topk_fraction", "a number in (0, 1]") { $0 > 0 && $0 <= 1 } ?? d.topkFraction
         d.proxMu = try s.number("prox_mu", "a number, 0 or more") { $0 >= 0 } ?? d.proxMu
         d.seed = try s.int("seed", "a non-negative integer") { $0 >= 0 }.map(UInt64.init) ?? d.seed
+        d.command = try s.string("command", "a non-empty shell command") {
+            !$0.trimmingCharacters(in: .whitespaces).isEmpty
+        }
+        d.timeout = try s.number("timeout", "a number of seconds above 0") { $0 > 0 }
         return d
     }
 }
