@@ -24,7 +24,8 @@ public struct FedBatchCommand: ParsableCommand {
         version: FedBatchVersion.current,
         subcommands: [
             Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self,
-            Prune.self, Status.self, Report.self, Verify.self, Log.self, Export.self, Eval.self, Inspect.self,
+            Prune.self, Status.self, Check.self, Report.self, Verify.self, Log.self, Export.self, Eval.self,
+            Inspect.self,
             DataCommand.self,
         ]
     )

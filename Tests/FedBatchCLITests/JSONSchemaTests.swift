@@ -115,6 +115,10 @@ struct JSONSchemaTests {
 
         // status, on the collector and on a site that has generation 1.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))
+        // check: a healthy collector, and a site with a failing item.
+        try record("check", "check", status: 0, ["check", "--home", fed.collector])
+        try Federation.setConfig(home: fed.site("site-2"), table: "training", "data", "\"/nonexistent\"")
+        try record("check failing", "check", status: 1, ["check", "--home", fed.site("site-2")])
         let cs = try record("status collector", "status collector", status: 0, ["status", "--home", fed.collector])
             .summary()
         #expect(

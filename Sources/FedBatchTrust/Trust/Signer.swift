@@ -12,6 +12,10 @@ public final class PayloadSigner {
     private let context: GPGContext
     package let passphrase: String?
     private let keygrips: [String]
+    /// When the key stops signing (seconds since the epoch): the primary
+    /// key's expiry, or its last usable signing subkey's if that is sooner.
+    /// nil: never.
+    public let expires: Int?
 
     /// - Parameters:
     ///   - gnupgHome: the GnuPG home holding the secret key; nil means
@@ -53,6 +57,9 @@ public final class PayloadSigner {
             if key.revoked { throw TrustError.signingKey(fingerprint: fpr, reason: "the key is revoked") }
             if key.expired { throw TrustError.signingKey(fingerprint: fpr, reason: "the key has expired") }
             if !key.canSign { throw TrustError.signingKey(fingerprint: fpr, reason: "the key cannot sign") }
+            let signing = key.subkeys.filter { $0.canSign && !$0.revoked && !$0.expired }
+            let subkeyExpiry = signing.contains { $0.expires == nil } ? nil : signing.compactMap(\.expires).max()
+            expires = [key.primary.expires, subkeyExpiry].compactMap { $0 }.min()
         } catch let e as GPGError {
             throw TrustError.signingKey(fingerprint: fpr, reason: "\(e.description) (GnuPG home \(home))")
         }
@@ -109,6 +116,26 @@ public final class PayloadSigner {
         return (
             [payload, ContainerFile.slot(statement: bytes, signature: try sign(bytes))], final, statement.payloadDigest
         )
+    }
+
+    /// Signs a scratch text as a generation's statement is signed, and
+    /// checks the signature against this key's public part alone, in a
+    /// scratch keyring: what `fedbatch check` runs to prove the key signs
+    /// unattended (no prompt, the passphrase file right, the agent usable).
+    public func selfTest() throws {
+        let text = Data("fedbatch check \(fingerprint) \(Date().timeIntervalSince1970)\n".utf8)
+        let signature = try sign(text)
+        let ring = try ScratchKeyring()
+        _ = try ring.context.importKeys(try exportPublicKey())
+        let results: [GPGSignatureResult]
+        do { results = try ring.context.verifyDetached(signature: signature, signed: text) } catch let e as GPGError {
+            throw TrustError.signingKey(fingerprint: fingerprint, reason: "its signature does not verify: \(e.message)")
+        }
+        guard results.count == 1, results[0].statusCode == 0, !results[0].isRed else {
+            throw TrustError.signingKey(
+                fingerprint: fingerprint,
+                reason: "its signature does not verify: \(results.first?.statusText ?? "no signature found")")
+        }
     }
 
     /// This key's public part, armored, for pinning elsewhere.
