@@ -48,6 +48,8 @@ struct BundleInfo: Encodable {
     let numExamples: Int64
     let metrics: [String: Double]
     let codec: String
+    /// The site's evaluation of the base generation, as the bundle carries it.
+    @OrNull var evaluation: BundleEvaluation?
 
     init(_ b: WrittenBundle) {
         file = b.path
@@ -59,7 +61,14 @@ struct BundleInfo: Encodable {
         numExamples = b.numExamples
         metrics = b.metrics
         codec = b.codec
+        evaluation = b.evaluation.map { BundleEvaluation(examples: $0.numExamples, metrics: $0.metrics) }
     }
+}
+
+/// `bundle_evaluation` in fedbatch-json(7).
+struct BundleEvaluation: Encodable {
+    let examples: Int64
+    let metrics: [String: Double]
 }
 
 /// One epoch of training (`epoch`).
@@ -89,5 +98,26 @@ struct EpochInfo: Encodable {
             line += String(format: "; held-out loss %.4f, accuracy %.4f", l, a)
         }
         return line
+    }
+}
+
+/// A site's evaluation of a generation on its own held-out data (what the
+/// site claims): `site_evaluation` in fedbatch-json(7).
+struct SiteEvaluationInfo: Encodable {
+    let generation: Int
+    let examples: Int64
+    let metrics: [String: Double]
+
+    init(_ row: Ledger.SiteEvaluationRow) {
+        generation = row.generation
+        examples = row.examples
+        metrics = row.metrics
+    }
+
+    /// "g7: accuracy 0.8123 on 1000" (the first of accuracy, loss, or any metric).
+    var text: String {
+        let name = metrics["accuracy"] != nil ? "accuracy" : metrics.keys.sorted().first
+        let figure = name.map { "\($0) " + String(format: "%.4f", metrics[$0]!) } ?? "no metrics"
+        return "g\(generation): \(figure) on \(examples)"
     }
 }

@@ -116,6 +116,34 @@ struct CommandTrainerTests {
         #expect((try forced.summary()["bundle"] as? [String: Any])?["num_examples"] as? Int == 7)
     }
 
+    @Test("a command's evaluation goes into the bundle, signed, unless report_evaluation is false")
+    func evaluation() throws {
+        let fed = try Self.federation()
+        let eval = "{\"num_examples\": 40, \"metrics\": {\"accuracy\": 0.625, \"f1\": 0.5}}"
+        try Self.setCommand(
+            fed,
+            "cp \"$FEDBATCH_START\" \"$FEDBATCH_OUT\" && "
+                + "echo '{\"num_examples\": 12, \"evaluation\": \(eval)}' > \"$FEDBATCH_RESULT\"")
+        let r = try fed.run(["train", "--home", fed.site("site-1"), "--json"]).summary()
+        let file = try #require((r["bundle"] as? [String: Any])?["file"] as? String)
+        let e = try #require(try Inspection.inspect(path: file).manifest.evaluation)
+        #expect(e == SiteEvaluation(numExamples: 40, metrics: ["accuracy": 0.625, "f1": 0.5]))
+        #expect(((r["bundle"] as? [String: Any])?["evaluation"] as? [String: Any])?["examples"] as? Int == 40)
+        // The collector carries it into the generation and status shows it.
+        try FileManager.default.moveItem(atPath: file, toPath: fed.collector + "/inbox/a.fbu")
+        try fed.run(["merge", "--home", fed.collector, "-q"])
+        let g1 = try Inspection.inspect(path: fed.collector + "/generations/g000001.fbg").manifest
+        #expect(g1.included?.first?.evaluation == e)
+        let status = try fed.run(["status", "--home", fed.collector, "--json"]).summary()
+        let site = try #require((status["sites"] as? [[String: Any]])?.first { $0["site"] as? String == "site-1" })
+        #expect((site["evaluation"] as? [String: Any])?["generation"] as? Int == 0)
+
+        try Federation.setConfig(home: fed.site("site-1"), table: "training", "report_evaluation", "false")
+        let quiet = try fed.run(["train", "--home", fed.site("site-1"), "--force", "--json"]).summary()
+        let second = try #require((quiet["bundle"] as? [String: Any])?["file"] as? String)
+        #expect(try Inspection.inspect(path: second).manifest.evaluation == nil)
+    }
+
     @Test(
         "a failing command, no weights, weights that do not fit or no valid result: exit 1, its code, nothing written",
         arguments: [

@@ -16,7 +16,8 @@ import Testing
 struct ReportTests {
     /// Each chart's data colour, in page order (HTMLReport.charts).
     static let colours = [
-        "accuracy=#1f77b4", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd", "staleness=#8c564b",
+        "accuracy=#1f77b4", "evaluations=#e377c2", "participation=#2ca02c", "rejections=#d62728", "sizes=#9467bd",
+        "staleness=#8c564b",
     ]
 
     /// Renders `html` with headless chromium and measures each chart region.
@@ -42,7 +43,7 @@ struct ReportTests {
     }
 
     @Test(
-        "three merges with evaluations, a refusal and a stale bundle give a self-contained report whose five charts chromium draws"
+        "three merges with evaluations at the collector and the sites, a refusal and a stale bundle: chromium draws all six charts"
     )
     func report() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"], arch: "mlp:784-16-10")
@@ -50,6 +51,13 @@ struct ReportTests {
         // Before any merge there is nothing to report: a clear error.
         let early = try fed.fedbatch(["report", "--home", fed.collector, "--out", fed.root + "/early.html"])
         #expect(early.status == 1 && early.err.contains("run fedbatch merge once"), "\(early.err)")
+        // Every site evaluates each generation it starts from on a fifth of
+        // its data, set aside.
+        for s in ["site-1", "site-2", "site-3"] {
+            try Federation.setConfig(home: fed.site(s), table: "training", "eval_fraction", "0.2")
+        }
+        try FileManager.default.createDirectory(atPath: fed.root + "/metrics", withIntermediateDirectories: true)
+        try Federation.setConfig(home: fed.collector, table: "metrics", "textfile_dir", "\"\(fed.root)/metrics\"")
 
         for round in 0..<3 {
             let g = fed.collector + "/generations/" + HomeLayout.generationFileName(round)
@@ -75,6 +83,32 @@ struct ReportTests {
             try fed.run(["merge", "--home", fed.collector, "-q"])
         }
 
+        // status: each site's newest evaluation, and of which generation.
+        let status = try fed.run(["status", "--home", fed.collector, "--json"]).summary()
+        let sites = try #require(status["sites"] as? [[String: Any]])
+        let evaluated = Dictionary(
+            sites.map { ($0["site"] as! String, ($0["evaluation"] as? [String: Any])?["generation"] as? Int) },
+            uniquingKeysWith: { a, _ in a })
+        #expect(evaluated == ["site-1": 2, "site-2": 1, "site-3": 2], "\(sites)")
+        for s in sites {
+            let accuracy = ((s["evaluation"] as? [String: Any])?["metrics"] as? [String: Any])?["accuracy"] as? Double
+            #expect(accuracy.map { (0...1).contains($0) } == true, "\(s)")
+        }
+        let text = try fed.run(["status", "--home", fed.collector]).out
+        #expect(text.contains("g2: accuracy 0."), "\(text)")
+        // Metrics: a sample per site and metric.
+        let textfile = try String(
+            contentsOfFile: fed.root + "/metrics/fedbatch_collector_demo.prom", encoding: .utf8)
+        for s in ["site-1", "site-2", "site-3"] {
+            #expect(
+                textfile.contains(
+                    "fedbatch_site_evaluation{role=\"collector\",model=\"demo\",site=\"\(s)\",metric=\"accuracy\"}"),
+                "\(textfile)")
+        }
+        #expect(
+            textfile.contains(
+                "fedbatch_site_evaluation_generation{role=\"collector\",model=\"demo\",site=\"site-2\"} 1"))
+
         let out = fed.root + "/report.html"
         let r = try fed.run(["report", "--home", fed.collector, "--out", out, "--json"])
         let summary = try r.summary()
@@ -86,7 +120,11 @@ struct ReportTests {
         #expect(
             !html.lowercased().contains("<script") && !html.contains("http://") && !html.contains("https://")
                 && !html.contains("src="))
-        #expect(html.components(separatedBy: "<svg").count - 1 == 5)
+        #expect(html.components(separatedBy: "<svg").count - 1 == 6)
+        // Site evaluations: 8 bundles, each with its site's evaluation of
+        // its base; the federated line has a point per evaluated generation.
+        #expect(html.contains("as each site claims it"))
+        #expect(html.components(separatedBy: "fill=\"#e377c2\"><title>generation").count - 1 == 3)
         // Participation: 8 included bundles of 9 cells; the refusal counted.
         #expect(html.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 8)
         #expect(html.contains("signature.missing: 1"))

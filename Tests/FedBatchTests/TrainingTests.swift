@@ -289,3 +289,23 @@ struct SiteStateTests {
         #expect(try SiteState(path: dir.file("state.db")).reserveSequence(base: 2, file: "g", numExamples: 1) == 2)
     }
 }
+
+@Suite("held-out data for a site's evaluation")
+struct HoldOutTests {
+    @Test("eval_fraction sets aside the same examples every run, disjoint from the rest, in data order")
+    func holdingOut() {
+        let data = toyData(count: 1000, width: 3, classes: 4, seed: 9)
+        let (rest, held) = data.holdingOut(0.2)
+        #expect(held.count == 200 && rest.count == 800)
+        let again = data.holdingOut(0.2)
+        #expect(again.heldOut.features == held.features && again.rest.labels == rest.labels)
+        // Every example is on exactly one side: rows as tuples of features.
+        func rows(_ d: Dataset) -> [[Float]] { (0..<d.count).map { Array(d.features[($0 * 3)..<($0 * 3 + 3)]) } }
+        #expect(Set(rows(rest) + rows(held)) == Set(rows(data)) && Set(rows(rest)).isDisjoint(with: rows(held)))
+        // Not simply the last fifth.
+        #expect(rows(held) != Array(rows(data).suffix(200)))
+        #expect(
+            data.holdingOut(0).heldOut.count == 0
+                && toyData(count: 2, width: 3, classes: 2, seed: 1).holdingOut(0.5).heldOut.count == 1)
+    }
+}

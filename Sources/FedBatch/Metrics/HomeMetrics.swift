@@ -132,6 +132,21 @@ public struct HomeMetrics {
             family(
                 "fedbatch_eval_generation", .gauge, "The generation the eval figures are for.",
                 evaluation.map { Double($0.generation) }),
+            MetricFamily(
+                "fedbatch_site_evaluation", .gauge,
+                "Each site's newest evaluation of a generation on its own held-out data, by metric: what the site "
+                    + "claims, signed in its bundle.",
+                status.sites.flatMap { s in
+                    (s.evaluation?.metrics ?? [:]).sorted { $0.key < $1.key }.map {
+                        MetricFamily.Sample($0.value, labels: constantLabels + [("site", s.site), ("metric", $0.key)])
+                    }
+                }),
+            family(
+                "fedbatch_site_evaluation_generation", .gauge, "The generation each site's evaluation is of.",
+                by: "site", status.sites.compactMap { s in s.evaluation.map { (s.site, Double($0.generation)) } }),
+            family(
+                "fedbatch_site_evaluation_examples", .gauge, "The held-out examples each site's evaluation used.",
+                by: "site", status.sites.compactMap { s in s.evaluation.map { (s.site, Double($0.examples)) } }),
         ]
         return families
     }

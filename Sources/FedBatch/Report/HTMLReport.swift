@@ -16,6 +16,7 @@ public enum HTMLReport {
     /// The chart sections, in page order: id and title.
     public static let charts = [
         ("accuracy", "Accuracy and loss per generation"),
+        ("evaluations", "Each site's evaluation of each generation, on its own held-out data"),
         ("participation", "Participation: which site's bundle each generation included"),
         ("rejections", "Refused files by reason"),
         ("sizes", "Size of each included bundle"),
@@ -24,7 +25,10 @@ public enum HTMLReport {
     public static let headerHeight = 120, sectionHeight = 340
 
     static let accuracyColor = "#1f77b4", lossColor = "#ff7f0e", includedColor = "#2ca02c", absentColor = "#e8e8e8",
-        rejectedColor = "#d62728", sizeColor = "#9467bd", stalenessColor = "#8c564b"
+        rejectedColor = "#d62728", sizeColor = "#9467bd", stalenessColor = "#8c564b", federatedColor = "#e377c2",
+        collectorColor = "#555555"
+    /// Site lines: light colours none of the charts' data colours uses.
+    static let sitePalette = ["#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#dbdb8d", "#9edae5"]
 
     public static func render(_ data: ReportData, now: Date = Date()) -> String {
         let newest = data.generations.last
@@ -64,6 +68,7 @@ public enum HTMLReport {
 
             """
         html += section("accuracy", note: accuracyNote(data), svg: accuracyChart(data))
+        html += section("evaluations", note: siteEvaluationNote(data), svg: siteEvaluationChart(data))
         html += section(
             "participation",
             note: "\(data.sites.count) sites × \(data.generations.count) generations; green: included",
@@ -130,6 +135,83 @@ public enum HTMLReport {
             titles: d.evaluations.map { String(format: "generation %d: accuracy %.4f", $0.generation, $0.accuracy) })
         c.legend([("accuracy", accuracyColor), ("loss", lossColor)])
         return c.svg(label: "accuracy and loss per generation")
+    }
+
+    /// The metric the site-evaluation chart plots: accuracy when any site
+    /// reports it, else the first name any site reports.
+    static func siteMetric(_ d: ReportData) -> String? {
+        let names = Set(d.siteEvaluations.flatMap(\.metrics.keys))
+        return names.contains("accuracy") ? "accuracy" : names.sorted().first
+    }
+
+    /// Per evaluated generation: the example-weighted mean of `metric` over
+    /// the sites that reported it (the federated figure).
+    static func federated(_ d: ReportData, metric: String) -> [(generation: Int, value: Double, sites: Int)] {
+        Dictionary(grouping: d.siteEvaluations.filter { $0.metrics[metric] != nil }, by: \.generation)
+            .sorted { $0.key < $1.key }
+            .map { g, rows in
+                let n = rows.reduce(0.0) { $0 + Double($1.examples) }
+                return (g, rows.reduce(0.0) { $0 + Double($1.examples) * $1.metrics[metric]! } / n, rows.count)
+            }
+    }
+
+    static func siteEvaluationNote(_ d: ReportData) -> String {
+        guard let metric = siteMetric(d), let last = federated(d, metric: metric).last else {
+            return "no site has reported an evaluation: set eval_data or eval_fraction in [training] at the sites "
+                + "(fedbatch-train(1), EVALUATION)"
+        }
+        return String(
+            format: "%@ as each site claims it (signed in its bundle, not measured here); generation %d: %.4f over "
+                + "%d site%@, weighted by examples",
+            metric, last.generation, last.value, last.sites, last.sites == 1 ? "" : "s")
+    }
+
+    static func siteEvaluationChart(_ d: ReportData) -> String {
+        var c = SVGChart()
+        guard let metric = siteMetric(d) else { return c.svg(label: "no site evaluations") }
+        let rows = d.siteEvaluations.filter { $0.metrics[metric] != nil }
+        let fed = federated(d, metric: metric)
+        let own = metric == "accuracy" ? d.evaluations.map { (Double($0.generation), $0.accuracy) } : []
+        let gens = rows.map { Double($0.generation) } + own.map(\.0)
+        let xLower = gens.min() ?? 0, xUpper = max(gens.max() ?? 1, xLower + 1)
+        let x = SVGChart.Scale(
+            lower: xLower, upper: xUpper, from: SVGChart.left, to: SVGChart.left + SVGChart.plotWidth)
+        let values = rows.map { $0.metrics[metric]! }
+        var ticks = metric == "accuracy" ? niceTicks(0, 1) : niceTicks(min(0, values.min() ?? 0), values.max() ?? 1)
+        if let top = ticks.last, top < (values.max() ?? 0) {
+            ticks.append(top + (ticks.count > 1 ? ticks[1] - ticks[0] : 1))
+        }
+        let y = SVGChart.Scale(
+            lower: ticks.first ?? 0, upper: ticks.last ?? 1, from: SVGChart.top + SVGChart.plotHeight, to: SVGChart.top)
+        c.yAxis(y, ticks: ticks, label: metric)
+        c.xAxis(x, ticks: integerTicks(xLower, xUpper), label: "generation evaluated")
+        for (i, site) in d.sites.enumerated() {
+            let mine = rows.filter { $0.site == site }
+            let colour = sitePalette[i % sitePalette.count]
+            let points = mine.map { (x(Double($0.generation)), y($0.metrics[metric]!)) }
+            c.polyline(points, stroke: colour)
+            c.dots(
+                points, fill: colour, radius: 2.5,
+                titles: mine.map {
+                    String(
+                        format: "%@, generation %d: %@ %.4f on %d examples", site, $0.generation, metric,
+                        $0.metrics[metric]!, Int($0.examples))
+                })
+        }
+        let ownPoints = own.map { (x($0.0), y($0.1)) }
+        c.polyline(ownPoints, stroke: collectorColor)
+        let fedPoints = fed.map { (x(Double($0.generation)), y($0.value)) }
+        c.polyline(fedPoints, stroke: federatedColor)
+        c.dots(
+            fedPoints, fill: federatedColor,
+            titles: fed.map {
+                String(
+                    format: "generation %d: %@ %.4f, weighted over %d sites", $0.generation, metric, $0.value, $0.sites)
+            })
+        c.legend(
+            [("federated", federatedColor)] + (own.isEmpty ? [] : [("collector's [eval]", collectorColor)])
+                + [("each site", sitePalette[0])])
+        return c.svg(label: "each site's \(metric) per generation, the federated mean and the collector's own")
     }
 
     static func participationChart(_ d: ReportData) -> String {

@@ -29,6 +29,9 @@ public struct ReportData: Sendable {
     public let arch: String
     public let generations: [Generation]
     public let evaluations: [Ledger.EvaluationRow]
+    /// Each site's evaluations of the generations it started from, as its
+    /// bundles carried them (what the sites claim).
+    public let siteEvaluations: [Ledger.SiteEvaluationRow]
     /// Every pinned or contributing site, sorted.
     public let sites: [String]
     /// (generation, site) pairs: the site had a bundle in that generation.
@@ -73,7 +76,7 @@ extension ReportData {
         }
         return ReportData(
             modelID: home.config.modelID, arch: home.config.arch ?? "", generations: generations,
-            evaluations: try ledger.evaluations(),
+            evaluations: try ledger.evaluations(), siteEvaluations: try ledger.siteEvaluations(),
             sites: Set(pinned).union(participation.map(\.site)).sorted(), participation: participation,
             rejections: try ledger.totals().rejected.map { ($0.key, $0.value) }.sorted {
                 ($0.count, $1.reason) > ($1.count, $0.reason)

@@ -80,6 +80,7 @@ enum StatusOutput: CommandOutput {
             @OrNull var lastSeq: Int64?
             @OrNull var lastCreated: String?
             let bundles: Int
+            @OrNull var evaluation: SiteEvaluationInfo?
         }
 
         var role = "collector"
@@ -98,7 +99,7 @@ enum StatusOutput: CommandOutput {
             sites = s.sites.map {
                 Site(
                     site: $0.site, lastGeneration: $0.lastGeneration, lastSeq: $0.lastSeq, lastCreated: $0.lastCreated,
-                    bundles: $0.bundles)
+                    bundles: $0.bundles, evaluation: $0.evaluation.map(SiteEvaluationInfo.init))
             }
         }
 
@@ -114,7 +115,8 @@ enum StatusOutput: CommandOutput {
                 "quarantine  "
                     + (quarantine.isEmpty
                         ? "empty" : quarantine.map { "\($0.files) \($0.code)" }.joined(separator: ", ")))
-            text.out.append("SITE        LAST GEN     SEQ  BUNDLES  LAST CREATED")
+            text.out.append(
+                "SITE        LAST GEN     SEQ  BUNDLES  LAST CREATED          ITS EVALUATION (as it claims)")
             func right(_ v: String, _ width: Int) -> String {
                 String(repeating: " ", count: max(0, width - v.count)) + v
             }
@@ -123,7 +125,8 @@ enum StatusOutput: CommandOutput {
                     s.site.padding(toLength: 10, withPad: " ", startingAt: 0) + "  "
                         + right(s.lastGeneration.map(String.init) ?? "-", 8)
                         + "  " + right(s.lastSeq.map { String($0) } ?? "-", 6) + "  " + right(String(s.bundles), 7)
-                        + "  " + (s.lastCreated ?? "never"))
+                        + "  " + (s.lastCreated ?? "never").padding(toLength: 20, withPad: " ", startingAt: 0)
+                        + "  " + (s.evaluation?.text ?? "-"))
             }
         }
     }

@@ -52,6 +52,42 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// A site's evaluation of the generation its update started from, on
+    /// its own held-out data: what the site claims, signed with its key
+    /// (fedbatch-bundle(5), EVALUATION). `metrics` names figures such as
+    /// accuracy and loss; an accuracy lies in [0, 1].
+    public struct SiteEvaluation: Codable, Sendable, Equatable {
+        public var numExamples: Int64
+        public var metrics: [String: Double]
+        public init(numExamples: Int64, metrics: [String: Double]) {
+            self.numExamples = numExamples
+            self.metrics = metrics
+        }
+
+        /// At most this many metrics, each name at most 64 bytes.
+        public static let maxMetrics = 32
+
+        /// The evaluation's rules: examples counted, every metric a
+        /// finite number under a short name, an accuracy a fraction.
+        public func check() throws {
+            guard numExamples > 0 else {
+                throw ContainerError.manifestInvalid("evaluation.num_examples must be positive")
+            }
+            guard metrics.count <= Self.maxMetrics else {
+                throw ContainerError.manifestInvalid("evaluation has more than \(Self.maxMetrics) metrics")
+            }
+            for (name, v) in metrics {
+                guard !name.isEmpty, name.utf8.count <= 64, v.isFinite else {
+                    throw ContainerError.manifestInvalid(
+                        "evaluation metric \"\(name)\" needs a name of 1 to 64 bytes and a finite value")
+                }
+            }
+            if let a = metrics["accuracy"], !(0...1).contains(a) {
+                throw ContainerError.manifestInvalid("evaluation accuracy \(a) is not in [0, 1]")
+            }
+        }
+    }
+
     /// A bundle a generation aggregated.
     public struct IncludedBundle: Codable, Sendable, Equatable {
         public var digest: String
@@ -72,14 +108,18 @@ public struct Manifest: Codable, Sendable, Equatable {
         /// partial aggregate that carried this bundle (listed in
         /// `partials`); absent for a bundle merged directly.
         public var partial: String?
+        /// The site's evaluation of the bundle's base generation, as the
+        /// bundle carried it.
+        public var evaluation: SiteEvaluation?
         public init(
             digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
-            base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil
+            base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil,
+            evaluation: SiteEvaluation? = nil
         ) {
             self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
             self.numExamples = numExamples; self.weight = weight
             self.base = base; self.staleness = staleness; self.stalenessWeight = stalenessWeight
-            self.partial = partial
+            self.partial = partial; self.evaluation = evaluation
         }
     }
 
@@ -186,6 +226,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var rejected: [RejectedBundle]?
     public var strategy: Strategy?
     public var privacy: Privacy?
+    /// Updates: the site's evaluation of its base generation.
+    public var evaluation: SiteEvaluation?
 
     public init(
         kind: Kind, model: Model, created: String, codec: String = "fp32",
@@ -318,6 +360,13 @@ public struct Manifest: Codable, Sendable, Equatable {
         for (name, v) in metrics where !v.isFinite {
             throw ContainerError.manifestInvalid("metric \(name) is not finite")
         }
+        if let evaluation {
+            guard kind == .update else {
+                throw ContainerError.manifestInvalid("only an update carries an evaluation of its own")
+            }
+            try evaluation.check()
+        }
+        for b in included ?? [] { try b.evaluation?.check() }
         switch kind {
         case .update:
             guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }

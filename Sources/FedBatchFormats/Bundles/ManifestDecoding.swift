@@ -60,9 +60,11 @@ struct ManifestDecoder {
                     base: try b.optional("base") { try b.int("base") },
                     staleness: try b.optional("staleness") { try b.int("staleness") },
                     stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
-                    partial: try b.optional("partial") { try b.string("partial") })
+                    partial: try b.optional("partial") { try b.string("partial") },
+                    evaluation: try b.optional("evaluation") { try b.object("evaluation").siteEvaluation() })
             }
         }
+        m.evaluation = try d.optional("evaluation") { try d.object("evaluation").siteEvaluation() }
         m.partials = try d.optional("partials") {
             try d.array("partials").map {
                 Manifest.IncludedPartial(
@@ -171,6 +173,10 @@ struct ManifestDecoder {
         var out: [String: Double] = [:]
         for (k, _) in o.fields { out[k] = try o.double(k) }
         return out
+    }
+
+    private func siteEvaluation() throws -> Manifest.SiteEvaluation {
+        Manifest.SiteEvaluation(numExamples: try int64("num_examples"), metrics: try numbers("metrics"))
     }
 
     private func generationRef() throws -> Manifest.GenerationRef {

@@ -58,6 +58,20 @@ public struct Dataset: Sendable {
     /// The first `n` examples (for quick runs and tests).
     public func prefix(_ n: Int) -> Dataset { subset(Array(0..<min(n, count))) }
 
+    /// Sets aside `fraction` of the examples, chosen by a fixed shuffle so
+    /// that the same examples are held out every run: (the rest, the held
+    /// out), each in the data's order. At least one example stays on each
+    /// side when there are two or more.
+    public func holdingOut(_ fraction: Double) -> (rest: Dataset, heldOut: Dataset) {
+        guard fraction > 0, count >= 2 else { return (self, subset([])) }
+        let n = min(count - 1, max(1, Int((Double(count) * fraction).rounded())))
+        var order = Array(0..<count)
+        var rng = SeededRandom(seed: 0x4845_4C44_4F55_5421)
+        order.shuffle(using: &rng)
+        let held = Set(order.prefix(n))
+        return (subset((0..<count).filter { !held.contains($0) }), subset(order.prefix(n).sorted()))
+    }
+
     /// Checks that the data fits a model: the feature width and every label.
     public func check(against arch: ModelArchitecture, path: String) throws {
         guard count > 0 else { throw DataError(path: path, message: "holds no examples") }

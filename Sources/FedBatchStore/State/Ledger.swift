@@ -109,6 +109,19 @@ public final class Ledger {
             // manifest (null for generations written before it was recorded).
             try db.alter(table: "bundle") { t in t.add(column: "staleness", .integer) }
         }
+        migrator.registerMigration("v6-site-evaluations") { db in
+            // Each site's evaluation of a generation, from the included
+            // entries of the generation that merged its bundle: signed
+            // files, so a rebuild recreates the rows.
+            try db.create(table: "site_evaluation") { t in
+                t.primaryKey("bundle", .text)
+                t.column("site", .text).notNull()
+                t.column("generation", .integer).notNull()
+                t.column("merged_into", .integer).notNull()
+                t.column("examples", .integer).notNull()
+                t.column("metrics", .text).notNull()
+            }
+        }
         try migrator.migrate(db)
     }
 
@@ -222,6 +235,30 @@ public final class Ledger {
                 EvaluationRow(
                     generation: $0["generation"], accuracy: $0["accuracy"], loss: $0["loss"], examples: $0["examples"],
                     data: $0["data"], evaluated: $0["evaluated"])
+            }
+        }
+    }
+
+    /// A site's evaluation of generation `generation` on its own held-out
+    /// data, as the bundle merged into `mergedInto` carried it.
+    public struct SiteEvaluationRow: Sendable, Equatable {
+        public let site: String
+        public let generation: Int
+        public let mergedInto: Int
+        public let examples: Int64
+        public let metrics: [String: Double]
+        public let bundle: String
+    }
+
+    /// Every site evaluation, by generation, then site.
+    public func siteEvaluations() throws -> [SiteEvaluationRow] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM site_evaluation ORDER BY generation, site, bundle").map { row in
+                let text: String = row["metrics"]
+                let metrics = (try? JSONDecoder().decode([String: Double].self, from: Data(text.utf8))) ?? [:]
+                return SiteEvaluationRow(
+                    site: row["site"], generation: row["generation"], mergedInto: row["merged_into"],
+                    examples: row["examples"], metrics: metrics, bundle: row["bundle"])
             }
         }
     }
@@ -350,6 +387,18 @@ public final class Ledger {
                     "INSERT OR REPLACE INTO bundle (digest, site, seq, status, reason, generation, stored, "
                     + "staleness) VALUES (?, ?, ?, 'accepted', NULL, ?, ?, ?)",
                 arguments: [b.digest, b.site, b.seq, m.generation!, stored[b.digest], b.staleness])
+            if let e = b.evaluation {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = .sortedKeys
+                try db.execute(
+                    sql:
+                        "INSERT OR REPLACE INTO site_evaluation (bundle, site, generation, merged_into, examples, "
+                        + "metrics) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [
+                        b.digest, b.site, b.base ?? (m.generation! - 1), m.generation!, e.numExamples,
+                        String(decoding: try encoder.encode(e.metrics), as: UTF8.self),
+                    ])
+            }
             try db.execute(
                 sql:
                     "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = "

@@ -16,6 +16,9 @@ public struct CollectorStatus: Sendable {
         public let lastSeq: Int64?
         public let lastCreated: String?
         public let bundles: Int
+        /// The site's newest evaluation: of which generation, on how many
+        /// examples, with which figures (what the site claims).
+        public let evaluation: Ledger.SiteEvaluationRow?
     }
     public let generation: Int?
     public let digest: String?
@@ -81,10 +84,13 @@ extension Home {
         let pinned = try TrustSet.load(keysDirectory: layout.keys).keys.compactMap { key -> String? in
             if case .site(let s) = key.role { return s } else { return nil }
         }
+        // Ordered by generation: the last row of a site is its newest.
+        var evaluations: [String: Ledger.SiteEvaluationRow] = [:]
+        for e in try ledger?.siteEvaluations() ?? [] { evaluations[e.site] = e }
         let sites = Set(pinned).union(activity.keys).sorted().map { s in
             CollectorStatus.Site(
                 site: s, lastGeneration: activity[s]?.generation, lastSeq: activity[s]?.seq,
-                lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0)
+                lastCreated: activity[s]?.created, bundles: activity[s]?.bundles ?? 0, evaluation: evaluations[s])
         }
         return CollectorStatus(
             generation: newest?.number, digest: newest?.digest, created: newest?.created,

@@ -100,7 +100,10 @@ struct MergeRound {
                 .init(
                     digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n,
                     weight: weight,
-                    base: m.base!.number, staleness: s, stalenessWeight: factor))
+                    base: m.base!.number, staleness: s, stalenessWeight: factor,
+                    // What the site claims of its base generation, carried
+                    // (signed again by the collector) for every reader of the chain.
+                    evaluation: m.evaluation))
             inputs.append((entry, v.digest.hex, m.created, arrived))
             summaries.append(
                 .init(

@@ -52,17 +52,10 @@ public struct CommandResult: Sendable, Equatable {
     }
 }
 
-/// A site's evaluation of a generation on its own held-out data: what the
-/// site claims, signed with its key.
-public struct SiteEvaluation: Sendable, Equatable, Codable {
-    public var numExamples: Int64
-    public var metrics: [String: Double]
+/// A site's evaluation of a generation on its own held-out data.
+public typealias SiteEvaluation = Manifest.SiteEvaluation
 
-    public init(numExamples: Int64, metrics: [String: Double]) {
-        self.numExamples = numExamples
-        self.metrics = metrics
-    }
-
+extension Manifest.SiteEvaluation {
     /// `{"num_examples": N, "metrics": {"accuracy": 0.83, ...}}`; accuracy,
     /// when given, must lie in [0, 1].
     static func parse(_ value: JSONValue) throws -> SiteEvaluation {
@@ -81,7 +74,9 @@ public struct SiteEvaluation: Sendable, Equatable, Codable {
         if let a = metrics["accuracy"], !(0...1).contains(a) {
             throw CommandResultError("evaluation.metrics.accuracy must lie in [0, 1], not \(a)")
         }
-        return SiteEvaluation(numExamples: Int64(n), metrics: metrics)
+        let evaluation = SiteEvaluation(numExamples: Int64(n), metrics: metrics)
+        do { try evaluation.check() } catch { throw CommandResultError("\(error)") }
+        return evaluation
     }
 }
 
@@ -168,9 +163,8 @@ extension Site {
             "FEDBATCH_SEED": String(request.options(defaults: defaults, generation: number).seed),
             "FEDBATCH_HOME": home.layout.root,
         ]
-        if let data = request.data ?? defaults.data {
-            environment["FEDBATCH_DATA"] = data.hasPrefix("/") ? data : "\(home.layout.root)/\(data)"
-        }
+        if let data = request.data ?? defaults.data { environment["FEDBATCH_DATA"] = home.resolve(data) }
+        if let data = request.evalData ?? defaults.evalData { environment["FEDBATCH_EVAL_DATA"] = home.resolve(data) }
         let started = monotonicSeconds()
         let end = try runShellCommand(
             command, directory: work, environment: environment, log: log, timeout: timeout)
@@ -205,7 +199,7 @@ extension Site {
         metrics["seconds"] = seconds.rounded()
         let written = try writeUpdate(
             base: base, baseWeights: baseWeights, trained: trained, numExamples: reported.numExamples,
-            metrics: metrics, codec: codec)
+            metrics: metrics, codec: codec, evaluation: reported.evaluation)
         return CommandRun(bundle: written, log: log, seconds: seconds, evaluation: reported.evaluation)
     }
 

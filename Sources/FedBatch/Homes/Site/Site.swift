@@ -16,6 +16,9 @@ public struct WrittenBundle: Sendable, Codable {
     public let numExamples: Int64
     public let metrics: [String: Double]
     public let codec: String
+    /// The site's evaluation of the base generation (in the bundle unless
+    /// training.report_evaluation is false).
+    public let evaluation: SiteEvaluation?
 }
 
 /// The site side: pick and verify the newest generation, then package a
@@ -80,7 +83,7 @@ public struct Site {
     public func writeUpdate(
         base: VerifiedContainer, baseWeights: ModelWeights, trained: ModelWeights,
         numExamples: Int64, metrics: [String: Double], codec: any TensorCodec = FP32Codec(),
-        now: Date = Date()
+        evaluation: SiteEvaluation? = nil, now: Date = Date()
     ) throws -> WrittenBundle {
         var delta = trained.subtracting(baseWeights)
         guard delta.tensors.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw SiteError.nonFiniteUpdate }
@@ -94,10 +97,11 @@ public struct Site {
         let state = try self.state
         let pending = "\(home.layout.outbox)/.pending"
         let seq = try state.reserveSequence(base: number, file: pending, numExamples: numExamples, now: now)
-        let manifest = Manifest(
+        var manifest = Manifest(
             kind: .update, model: m.model, created: rfc3339(now), codec: codec.name,
             base: .init(number: number, digest: base.digest.hex), site: .init(id: site, seq: seq),
             numExamples: numExamples, metrics: metrics.filter { $0.value.isFinite })
+        if home.config.training.reportEvaluation { manifest.evaluation = evaluation }
         let member = SafetensorsWriter.encode(stored)
         let sealed = try signer.sealInParts(manifest: manifest, members: [(ContainerPath.tensors, member)])
         let name = HomeLayout.bundleFileName(model: m.model.id, base: number, site: site, seq: seq)
@@ -117,7 +121,8 @@ public struct Site {
             bytes: Int64(sealed.parts.reduce(0) { $0 + $1.count }), metrics: manifest.metrics)
         return WrittenBundle(
             path: path, digest: sealed.digest.hex, site: site, seq: seq, baseGeneration: number,
-            baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name)
+            baseDigest: base.digest.hex, numExamples: numExamples, metrics: manifest.metrics, codec: codec.name,
+            evaluation: manifest.evaluation)
     }
 }
 

@@ -92,18 +92,32 @@ extension Site {
             dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
         if let limit = request.limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
-        let heldOut = try request.evalData.map { path -> Dataset in
+        // Held-out data: --eval-data, else training.eval_data, else
+        // training.eval_fraction of the data, which is then not trained on.
+        var heldOut = try (request.evalData ?? defaults.evalData.map(home.resolve)).map { path -> Dataset in
             let d = try DataLoader.load(
                 path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
             try d.check(against: baseWeights.arch, path: path)
             return d
+        }
+        if heldOut == nil, defaults.evalFraction > 0 {
+            let (rest, held) = dataset.holdingOut(defaults.evalFraction)
+            dataset = rest
+            heldOut = held.count > 0 ? held : nil
+        }
+        // The site's evaluation of the generation it starts from, before
+        // training: how the federation's model does on this site's data.
+        let evaluation = heldOut.map { d -> SiteEvaluation in
+            let e = Evaluation.evaluate(baseWeights, on: d)
+            return SiteEvaluation(numExamples: Int64(d.count), metrics: ["accuracy": e.accuracy, "loss": e.loss])
         }
         let options = request.options(defaults: defaults, generation: base.manifest.generation!)
         let codec = try request.codec(defaults: defaults)
         let result = try Trainer.train(baseWeights, on: dataset, options: options, heldOut: heldOut, progress: progress)
         let written = try writeUpdate(
             base: base, baseWeights: baseWeights, trained: result.weights,
-            numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec)
+            numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec,
+            evaluation: evaluation)
         return TrainingRun(bundle: written, epochs: result.epochs)
     }
 
@@ -111,7 +125,8 @@ extension Site {
     /// base generation's model, signed as an update exactly as train does.
     public func pack(
         weights path: String, numExamples: Int64, metrics: [String: Double], base explicit: String? = nil,
-        force: Bool = false, codec: String? = nil, topkFraction: Double? = nil
+        force: Bool = false, codec: String? = nil, topkFraction: Double? = nil,
+        converted: (([String], DType, DType) -> Void)? = nil
     ) throws -> (bundle: WrittenBundle, base: PackBase) {
         let defaults = home.config.training
         let codec = try Codecs.make(name: codec ?? defaults.codec, topkFraction: topkFraction ?? defaults.topkFraction)
@@ -134,11 +149,42 @@ extension Site {
             chosen = explicit == nil ? .newest(base.manifest.generation!) : .given(base.manifest.generation!)
         }
         if !force { try checkNotSent(base: base) }
-        let trained = try ModelWeights(arch: baseWeights.arch, file: file)
+        let (fitted, changes) = try Self.convertingFloats(file, to: baseWeights.arch)
+        for c in changes { converted?(c.names, c.from, c.to) }
+        let trained = try ModelWeights(arch: baseWeights.arch, file: fitted)
         return (
             try writeUpdate(
                 base: base, baseWeights: baseWeights, trained: trained, numExamples: numExamples, metrics: metrics,
                 codec: codec), chosen
+        )
+    }
+
+    /// Weights saved in another floating-point dtype than the model pins
+    /// (PyTorch trains in F32; the model may pin BF16 or F16) converted to
+    /// the pinned one, rounding to nearest even as PyTorch's `.to()` does;
+    /// with the tensors converted, by (from, to). Integer tensors are never
+    /// converted: a mismatch there is refused by the model's check.
+    static func convertingFloats(
+        _ file: SafetensorsFile, to arch: ModelArchitecture
+    ) throws -> (SafetensorsFile, [(names: [String], from: DType, to: DType)]) {
+        guard arch.kind == .tensors else { return (file, []) }
+        let pinned = Dictionary(
+            zip(arch.tensorShapes.map(\.name), arch.dtypes).map { ($0, $1) }, uniquingKeysWith: { a, _ in a })
+        var changes: [String: (from: DType, to: DType, names: [String])] = [:]
+        var named: [(name: String, tensor: Tensor)] = []
+        for e in file.entries {
+            guard let t = file.tensor(e.name) else { continue }
+            if let want = pinned[e.name], want != e.dtype, want.isFloatingPoint, e.dtype.isFloatingPoint {
+                named.append((e.name, try t.converted(to: want)))
+                changes["\(e.dtype.rawValue)>\(want.rawValue)", default: (e.dtype, want, [])].names.append(e.name)
+            } else {
+                named.append((e.name, t))
+            }
+        }
+        guard !changes.isEmpty else { return (file, []) }
+        return (
+            try SafetensorsFile(bytes: SafetensorsWriter.encode(named, metadata: file.metadata)),
+            changes.keys.sorted().map { (changes[$0]!.names, changes[$0]!.from, changes[$0]!.to) }
         )
     }
 

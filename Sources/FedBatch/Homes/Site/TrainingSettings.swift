@@ -27,13 +27,23 @@ public struct TrainingDefaults: Sendable, Equatable {
     public var command: String?
     /// Seconds a command may run before its process group is killed.
     public var timeout: Double?
+    /// Held-out data for the site's evaluation of each generation it
+    /// starts from (and the per-epoch figures); see fedbatch-train(1),
+    /// EVALUATION.
+    public var evalData: String?
+    /// Without eval_data: the share of `data` set aside, the same examples
+    /// every run, to evaluate on and not train on. 0: none.
+    public var evalFraction = 0.0
+    /// Whether the evaluation goes into the bundle (signed) for the
+    /// collector to record.
+    public var reportEvaluation = true
     public init() {}
 
     public static let defaultCodec = "int8"
 
     static let keys: Set<String> = [
         "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "prox_mu", "seed",
-        "codec", "topk_fraction", "command", "timeout",
+        "codec", "topk_fraction", "command", "timeout", "eval_data", "eval_fraction", "report_evaluation",
     ]
 
     func render() -> [String] {
@@ -53,6 +63,11 @@ public struct TrainingDefaults: Sendable, Equatable {
             command.map { "command = \(StrictJSON.quote($0))" }
                 ?? "# command = \"python3 /opt/site/train.py\"",
             timeout.map { "timeout = \($0)" } ?? "# timeout = 3600",
+            "# Before training, evaluate the generation on held-out data of this site's own: eval_data, or",
+            "# eval_fraction of data set aside (the same examples every run). The figures go into the bundle,",
+            "# signed, unless report_evaluation = false (fedbatch-train(1), EVALUATION).",
+            evalData.map { "eval_data = \(StrictJSON.quote($0))" } ?? "# eval_data = \"/path/to/held-out\"",
+            "eval_fraction = \(evalFraction)", "report_evaluation = \(reportEvaluation)",
         ]
         return lines
     }
@@ -79,6 +94,10 @@ extension TrainingDefaults {
             !$0.trimmingCharacters(in: .whitespaces).isEmpty
         }
         d.timeout = try s.number("timeout", "a number of seconds above 0") { $0 > 0 }
+        d.evalData = try s.string("eval_data", "a non-empty path") { !$0.isEmpty }
+        d.evalFraction =
+            try s.number("eval_fraction", "a number in [0, 0.5]") { (0...0.5).contains($0) } ?? d.evalFraction
+        d.reportEvaluation = try s.bool("report_evaluation") ?? d.reportEvaluation
         return d
     }
 }
