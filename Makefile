@@ -103,6 +103,7 @@ bench: build bench-deps
 	bench/merge.sh | tee bench/out/merge.md
 	CODEC=int8 bench/merge.sh | tail -1 | tee -a bench/out/merge.md
 	bench/codecs.sh | tee bench/out/codecs.md
+	bench/codec-error.sh | tee bench/out/codec-error.md
 	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 	bench/late-sites.sh | tee bench/out/late-sites.md

@@ -87,9 +87,17 @@ struct Pack: Subcommand {
             let parts = m.split(separator: "=", maxSplits: 1)
             recorded[String(parts[0])] = Double(parts[1])!
         }
+        let console = context.console
         let (written, chosen) = try site.pack(
             weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
-            codec: codec, topkFraction: topkFraction)
+            codec: codec, topkFraction: topkFraction
+        ) { names, from, to in
+            console.warn(
+                "converted \(names.count) tensor\(names.count == 1 ? "" : "s") (\(names.prefix(3).joined(separator: ", "))"
+                    + "\(names.count > 3 ? ", …" : "")) from \(from.rawValue) to \(to.rawValue), as the model pins them, "
+                    + "rounding to nearest even",
+                code: "pack.converted")
+        }
         if case .newest(let n) = chosen {
             context.console.warn(
                 "\(weights) names no generation in its metadata (fedbatch_generation, which fedbatch export writes): "

@@ -249,7 +249,13 @@ public enum ArchitectureError: Error, Equatable, Sendable, CustomStringConvertib
         case let .extraTensor(n, arch): return "tensor \"\(n)\" is not part of \(arch)"
         case let .wrongShape(n, e, a): return "tensor \"\(n)\" has shape \(a), expected \(e)"
         case let .wrongDType(n, d): return "tensor \"\(n)\" is \(d.rawValue); model weights must be F32, F16 or BF16"
-        case let .pinnedDType(n, e, a): return "tensor \"\(n)\" is \(a.rawValue); the model pins it as \(e.rawValue)"
+        case let .pinnedDType(n, e, a):
+            return "tensor \"\(n)\" is \(a.rawValue); the model pins it as \(e.rawValue)"
+                + (e.isFloatingPoint && a.isFloatingPoint
+                    ? " (fedbatch pack converts floating-point weights to the pinned dtype)"
+                    : e.isFloatingPoint != a.isFloatingPoint
+                        ? " (an integer tensor is never converted to or from floating point: save it as \(e.rawValue))"
+                        : "")
         case .integerTooLarge(let n):
             return
                 "integer tensor \"\(n)\" holds a value of magnitude 2^24 or more, which fedbatch cannot carry exactly"

@@ -20,9 +20,17 @@ public enum SafetensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     case gap(before: String, bytes: Int)
     case trailingBytes(Int)
     case tooManyTensors(count: Int, cap: Int)
+    /// A `torch.save` file (a zip archive or a pickle), not safetensors.
+    case pytorchPickle(zip: Bool)
 
     public var description: String {
         switch self {
+        case .pytorchPickle(let zip):
+            return
+                "this is a PyTorch \(zip ? "checkpoint (torch.save's zip of pickles)" : "pickle"), not safetensors; "
+                + "save the weights with safetensors instead:\n"
+                + "    from safetensors.torch import save_file\n"
+                + "    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, \"weights.safetensors\")"
         case .tooShort(let n):
             return "safetensors: file is \(n) bytes, too short for the 8-byte header length"
         case let .headerTooLarge(len, cap):
@@ -94,10 +102,16 @@ public struct SafetensorsFile: Sendable {
         let bytes = bytes.startIndex == 0 ? bytes : Data(bytes)
         guard bytes.count >= 8 else { throw SafetensorsError.tooShort(bytes: bytes.count) }
         let headerLength = LittleEndian.load(UInt64.self, from: bytes)
-        guard headerLength <= UInt64(limits.maxHeaderBytes) else {
-            throw SafetensorsError.headerTooLarge(length: headerLength, cap: limits.maxHeaderBytes)
-        }
-        guard headerLength <= UInt64(bytes.count - 8) else {
+        guard headerLength <= UInt64(limits.maxHeaderBytes), headerLength <= UInt64(bytes.count - 8) else {
+            // torch.save writes a zip archive (PK\3\4), or with the legacy
+            // format a pickle (protocol 2 to 5: 0x80 then the version): said
+            // plainly, not as a header length of 578712552184433488. Only a
+            // file whose header length is impossible is judged so.
+            if bytes.starts(with: [0x50, 0x4B, 0x03, 0x04]) { throw SafetensorsError.pytorchPickle(zip: true) }
+            if bytes[0] == 0x80, (2...5).contains(bytes[1]) { throw SafetensorsError.pytorchPickle(zip: false) }
+            guard headerLength <= UInt64(limits.maxHeaderBytes) else {
+                throw SafetensorsError.headerTooLarge(length: headerLength, cap: limits.maxHeaderBytes)
+            }
             throw SafetensorsError.headerBeyondFile(length: headerLength, fileSize: bytes.count)
         }
         let dataStart = 8 + Int(headerLength)
