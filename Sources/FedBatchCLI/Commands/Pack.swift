@@ -92,10 +92,10 @@ struct Pack: Subcommand {
             weights: weights, numExamples: numExamples, metrics: recorded, base: base, force: force,
             codec: codec, topkFraction: topkFraction
         ) { names, from, to in
+            let shown = names.prefix(3).joined(separator: ", ") + (names.count > 3 ? ", …" : "")
             console.warn(
-                "converted \(names.count) tensor\(names.count == 1 ? "" : "s") (\(names.prefix(3).joined(separator: ", "))"
-                    + "\(names.count > 3 ? ", …" : "")) from \(from.rawValue) to \(to.rawValue), as the model pins them, "
-                    + "rounding to nearest even",
+                "converted \(names.count) tensor\(names.count == 1 ? "" : "s") (\(shown)) from \(from.rawValue) to "
+                    + "\(to.rawValue), as the model pins them, rounding to nearest even",
                 code: "pack.converted")
         }
         if case .newest(let n) = chosen {
