@@ -41,7 +41,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// trusted or does not belong here": verification failed.
     static let verificationFamilies: Set<String> = [
         "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model",
-        "arch", "chain", "generation",
+        "arch", "chain", "generation", "partial",
     ]
 
     /// The one place where library errors become exit codes: by the
@@ -55,6 +55,9 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         case "lock.held": return .lockHeld
         case "site.already-sent": return .nothingToDo
         case "privacy.budget-exhausted": return .privacyBudget
+        // A rule that is not a sum is a regional collector's setting, not a
+        // file that fails to belong.
+        case "partial.strategy": return .failure
         default:
             let family = String(code.prefix { $0 != "." })
             if family == "usage" { return .usage }

@@ -38,6 +38,14 @@ public struct FedBatchCommand: ParsableCommand {
     /// Parses, runs, and maps every failure to the documented exit table;
     /// under --json the error is a JSON line on stderr (fedbatch-json(7)).
     public static func main() {
+        // --help under --json: the help text as a summary line, like every
+        // other command's output (ArgumentParser would print it itself).
+        let words = CommandLine.arguments.dropFirst().prefix { $0 != "--" }
+        if words.contains("--json"), words.contains("--help") || words.contains("-h") {
+            try? Console(json: true, quiet: false).finish(
+                HelpOutput(help: helpMessage(for: commandType(named: Array(words)), columns: 80)))
+            Foundation.exit(ExitStatus.success.rawValue)
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -51,6 +59,17 @@ public struct FedBatchCommand: ParsableCommand {
                     Console.writeErr(fullMessage(for: error) + "\n")
                 }
                 Foundation.exit(ExitStatus.usage.rawValue)
+            }
+            // --help and --version under --json: the text as a summary line,
+            // like every other command's output.
+            if exitCode(for: error) == .success, jsonRequested(by: nil) {
+                let text = fullMessage(for: error)
+                let output: any CommandOutput =
+                    words.contains("--version")
+                    ? VersionOutput(version: text.trimmingCharacters(in: .whitespacesAndNewlines))
+                    : HelpOutput(help: text)
+                try? Console(json: true, quiet: false).finish(output)
+                Foundation.exit(ExitStatus.success.rawValue)
             }
             Self.exit(withError: error)
         }
@@ -73,6 +92,17 @@ public struct FedBatchCommand: ParsableCommand {
         }
     }
 
+    /// The (sub)command the words name: `keys add --json --help` names
+    /// `keys add`. Options and their values are skipped.
+    static func commandType(named words: [String]) -> ParsableCommand.Type {
+        var type: ParsableCommand.Type = FedBatchCommand.self
+        for w in words where !w.hasPrefix("-") {
+            guard let sub = type.configuration.subcommands.first(where: { $0._commandName == w }) else { continue }
+            type = sub
+        }
+        return type
+    }
+
     private static func quietRequested(by command: ParsableCommand) -> Bool {
         (command as? any Subcommand)?.global.quiet ?? false
     }
@@ -84,4 +114,16 @@ public struct FedBatchCommand: ParsableCommand {
         if let root = command as? FedBatchCommand { return root.global.json }
         return CommandLine.arguments.dropFirst().prefix { $0 != "--" }.contains("--json")
     }
+}
+
+/// `--version` under --json.
+struct VersionOutput: CommandOutput {
+    let version: String
+    func render(into text: inout TextRendering) { text.out = [version] }
+}
+
+/// `--help` (of any command) under --json: the text as it would print.
+struct HelpOutput: CommandOutput {
+    let help: String
+    func render(into text: inout TextRendering) { text.out = [help] }
 }

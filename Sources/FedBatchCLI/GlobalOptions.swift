@@ -18,7 +18,9 @@ public struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Write machine-readable JSON to stdout; human text goes to stderr.")
     public var json = false
 
-    @Flag(name: [.long, .customShort("q")], help: "Print only errors.")
+    @Flag(
+        name: [.long, .customShort("q")],
+        help: "Print only warnings and errors: nothing on success or when there is nothing to do (exit 5), for cron.")
     public var quiet = false
 
     @Option(

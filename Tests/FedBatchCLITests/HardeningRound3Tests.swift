@@ -529,7 +529,7 @@ struct NumberHardeningTests {
         try file.write(to: URL(fileURLWithPath: path))
         let copy = try dir.write("huge.fbp", file)
         let verify = try fed.fedbatch(["verify", "--home", fed.collector, copy])
-        #expect(verify.status == 3, "\(verify.err)")
+        #expect(verify.status == 3, "\(verify.out)\(verify.err)")
         let inspect = try fed.fedbatch(["inspect", copy])
         #expect(inspect.status != 132 && inspect.status != 0, "\(inspect.status) \(inspect.err)")
         try fed.update(site: "site-2", seq: 1, base: try fed.generation(0))

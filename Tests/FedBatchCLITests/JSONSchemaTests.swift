@@ -81,6 +81,13 @@ struct JSONSchemaTests {
                 "--epochs", "2", "--eval-data", fashionMNIST,
             ])
         #expect(try train.jsonErrorLines().map { $0["code"] as? String } == ["home.foreign-file"])
+        // Nothing to do: a summary, as merge gives, and exit 5.
+        let idle = try record(
+            "train already sent", "train", status: 5, ["train", "--home", fed.site("site-1"), "--data", fashionMNIST])
+        #expect(try idle.summary()["outcome"] as? String == "already-sent")
+        // --version and --help under --json.
+        try record("version", "version", status: 0, ["--version"])
+        try record("help", "help", status: 0, ["keys", "add", "--help"])
         try record(
             "export", "export", status: 0,
             [
@@ -116,7 +123,8 @@ struct JSONSchemaTests {
         // status, on the collector and on a site that has generation 1.
         try Data("junk".utf8).write(to: URL(fileURLWithPath: fed.collector + "/inbox/late.fbu"))
         // check: a healthy collector, and a site with a failing item.
-        try record("check", "check", status: 0, ["check", "--home", fed.collector])
+        let healthy = try record("check", "check", status: 0, ["check", "--home", fed.collector])
+        #expect(healthy.status == 0, "\(healthy.out)")
         try Federation.setConfig(home: fed.site("site-2"), table: "training", "data", "\"/nonexistent\"")
         try record("check failing", "check", status: 1, ["check", "--home", fed.site("site-2")])
         let cs = try record("status collector", "status collector", status: 0, ["status", "--home", fed.collector])

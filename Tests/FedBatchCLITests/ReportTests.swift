@@ -128,6 +128,8 @@ struct ReportTests {
         // Participation: 8 included bundles of 9 cells; the refusal counted.
         #expect(html.components(separatedBy: "fill=\"#2ca02c\"").count - 1 == 8)
         #expect(html.contains("signature.missing: 1"))
+        // The caption counts the generations the grid shows (not generation 0).
+        #expect(html.contains("3 sites × 3 generations"))
 
         let dir = TempDir()
         let charts = try Self.screenshot(out, in: dir)

@@ -71,7 +71,9 @@ public enum HTMLReport {
         html += section("evaluations", note: siteEvaluationNote(data), svg: siteEvaluationChart(data))
         html += section(
             "participation",
-            note: "\(data.sites.count) sites × \(data.generations.count) generations; green: included",
+            // Generation 0 includes no bundle, and the grid leaves it out.
+            note: "\(data.sites.count) sites × \(data.generations.filter { $0.number > 0 }.count) generations; "
+                + "green: included",
             svg: participationChart(data))
         html += section(
             "rejections",

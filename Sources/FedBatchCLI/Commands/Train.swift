@@ -161,6 +161,23 @@ struct Train: Subcommand {
         request.topkFraction = topkFraction
 
         let console = context.console
+        // Nothing to do (an update already sent for this generation) is an
+        // outcome with a summary, as merge's "below quorum" is, exit 5.
+        do {
+            return try train(site: site, home: home, request: request, console: console, context: context)
+        } catch let e as SiteError {
+            guard case .alreadySent = e else { throw e }
+            return TrainOutput(
+                outcome: "already-sent", reason: e.description, bundle: nil, epochs: [],
+                backend: NumericBackend.description,
+                trainer: (command ?? home.config.training.command) == nil
+                    ? "built-in" : "command", log: nil)
+        }
+    }
+
+    private func train(
+        site: Site, home: Home, request: TrainingRequest, console: Console, context: CommandContext
+    ) throws -> TrainOutput {
         if let command = command ?? home.config.training.command {
             return try context.recordingMetrics("train", home: home) {
                 let progress = ProgressLine(console: console)
@@ -200,7 +217,11 @@ struct TrainStatus: Encodable {
 }
 
 struct TrainOutput: CommandOutput {
-    let bundle: BundleInfo
+    /// "trained", or "already-sent" (exit 5).
+    var outcome = "trained"
+    /// Why nothing was trained.
+    @OrNull var reason: String? = nil
+    @OrNull var bundle: BundleInfo?
     let epochs: [EpochInfo]
     let backend: String
     /// "built-in" or "command".
@@ -208,8 +229,10 @@ struct TrainOutput: CommandOutput {
     /// A command trainer's output.
     @OrNull var log: String? = nil
 
+    var exitStatus: ExitStatus { bundle == nil ? .nothingToDo : .success }
+
     func render(into text: inout TextRendering) {
-        text.notes = epochs.map(\.text)
-        text.out = [bundle.file]
+        text.notes = epochs.map(\.text) + (reason.map { ["fedbatch: \($0)"] } ?? [])
+        text.out = bundle.map { [$0.file] } ?? []
     }
 }

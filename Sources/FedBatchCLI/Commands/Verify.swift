@@ -95,7 +95,12 @@ struct VerifyOutput: CommandOutput {
         ok = files.allSatisfy(\.ok)
     }
 
-    var exitStatus: ExitStatus { ok ? .success : .verificationFailed }
+    /// The exit status of the worst failure, by its reason code as every
+    /// command maps it: a file that does not verify is 3, one that cannot
+    /// be read (io.error) is 1, as anywhere else.
+    var exitStatus: ExitStatus {
+        files.compactMap { $0.code.map { ExitStatus.of(code: $0) } }.max { $0.rawValue < $1.rawValue } ?? .success
+    }
 
     func render(into text: inout TextRendering) {
         for v in files {

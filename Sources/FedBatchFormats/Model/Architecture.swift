@@ -251,8 +251,8 @@ public enum ArchitectureError: Error, Equatable, Sendable, CustomStringConvertib
         case let .wrongDType(n, d): return "tensor \"\(n)\" is \(d.rawValue); model weights must be F32, F16 or BF16"
         case let .pinnedDType(n, e, a):
             return "tensor \"\(n)\" is \(a.rawValue); the model pins it as \(e.rawValue)"
-                + (e.isFloatingPoint && a.isFloatingPoint
-                    ? " (fedbatch pack converts floating-point weights to the pinned dtype)"
+                + (a == .f32 && (e == .f16 || e == .bf16)
+                    ? " (fedbatch pack converts F32 weights to the pinned dtype)"
                     : e.isFloatingPoint != a.isFloatingPoint
                         ? " (an integer tensor is never converted to or from floating point: save it as \(e.rawValue))"
                         : "")

@@ -159,8 +159,8 @@ extension Site {
         )
     }
 
-    /// Weights saved in another floating-point dtype than the model pins
-    /// (PyTorch trains in F32; the model may pin BF16 or F16) converted to
+    /// F32 weights of tensors the model pins as BF16 or F16 (PyTorch
+    /// trains in F32) converted to
     /// the pinned one, rounding to nearest even as PyTorch's `.to()` does;
     /// with the tensors converted, by (from, to). Integer tensors are never
     /// converted: a mismatch there is refused by the model's check.
@@ -174,7 +174,9 @@ extension Site {
         var named: [(name: String, tensor: Tensor)] = []
         for e in file.entries {
             guard let t = file.tensor(e.name) else { continue }
-            if let want = pinned[e.name], want != e.dtype, want.isFloatingPoint, e.dtype.isFloatingPoint {
+            // Only narrowing from F32, as PyTorch leaves full-precision
+            // weights; any other mismatch is refused by the model's check.
+            if let want = pinned[e.name], e.dtype == .f32, want == .f16 || want == .bf16 {
                 named.append((e.name, try t.converted(to: want)))
                 changes["\(e.dtype.rawValue)>\(want.rawValue)", default: (e.dtype, want, [])].names.append(e.name)
             } else {
