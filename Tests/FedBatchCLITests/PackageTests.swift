@@ -44,6 +44,81 @@ struct PackageTests {
         #expect(!depends.lowercased().contains("swift"), "\(depends)")
     }
 
+    @Test(
+        "its maintainer scripts, run as dpkg runs them on a scratch root: nothing enabled or printed, dpkg -r disables what an administrator enabled, purge forgets",
+        .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
+    func maintainerScripts() throws {
+        let dir = TempDir()
+        let root = dir.file("root"), control = dir.file("control")
+        #expect(try Subprocess.run("/usr/bin/dpkg-deb", ["--extract", Self.deb!, root]).status == 0)
+        #expect(try Subprocess.run("/usr/bin/dpkg-deb", ["--control", Self.deb!, control]).status == 0)
+        let state = root + "/var/lib/systemd/deb-systemd-helper-enabled"
+        for d in [root + "/etc/systemd/system", state] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        /// One maintainer script with dpkg's environment, on the scratch root
+        /// (DPKG_ROOT: no user is created and systemd is not touched here).
+        func run(_ script: String, _ args: [String]) throws -> ProcessResult {
+            var env = ProcessInfo.processInfo.environment
+            env["DPKG_ROOT"] = root
+            env["DPKG_MAINTSCRIPT_PACKAGE"] = "fedbatch"
+            env["DPKG_MAINTSCRIPT_NAME"] = script
+            return try Subprocess.run("/bin/sh", [control + "/" + script] + args, environment: env)
+        }
+        func enabledLinks() -> [String] {
+            ((try? FileManager.default.subpathsOfDirectory(atPath: root + "/etc/systemd/system")) ?? []).filter {
+                $0.hasSuffix(".timer") || $0.hasSuffix(".service")
+            }.sorted()
+        }
+        let installed = try run("postinst", ["configure"])
+        #expect(installed.status == 0 && installed.out.isEmpty && installed.err.isEmpty, "\(installed.err)")
+        #expect(enabledLinks().isEmpty, "the package enabled \(enabledLinks())")
+        let recorded = try FileManager.default.contentsOfDirectory(atPath: state)
+        for unit in ServiceUnitTests.units { #expect(recorded.contains(unit + ".dsh-also"), "\(unit) is not recorded") }
+
+        // An administrator enables a site's timers.
+        let enable = try Subprocess.run(
+            "/usr/bin/systemctl", ["--root=\(root)", "enable", "fedbatch-train.timer", "fedbatch-push.timer"])
+        #expect(enable.status == 0, "\(enable.err)")
+        #expect(
+            enabledLinks() == ["timers.target.wants/fedbatch-push.timer", "timers.target.wants/fedbatch-train.timer"])
+
+        // dpkg -r: prerm, the files go, postrm; no dangling link is left.
+        #expect(try run("prerm", ["remove"]).status == 0)
+        for unit in ServiceUnitTests.units {
+            try? FileManager.default.removeItem(atPath: root + "/lib/systemd/system/" + unit)
+        }
+        let removed = try run("postrm", ["remove"])
+        #expect(removed.status == 0 && removed.out.isEmpty, "\(removed.err)")
+        #expect(enabledLinks().isEmpty, "left behind: \(enabledLinks())")
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: state)).isEmpty)
+        // dpkg --purge forgets them.
+        #expect(try run("postrm", ["purge"]).status == 0)
+        // (deb-systemd-helper removes its state directory once it is empty.)
+        #expect(
+            ((try? FileManager.default.contentsOfDirectory(atPath: state)) ?? []).filter { $0.hasPrefix("fedbatch") }
+                .isEmpty)
+    }
+
+    @Test(
+        "README's list of dependencies is the package's Depends",
+        .enabled(if: deb != nil, "make test names the package in FEDBATCH_DEB"))
+    func readmeDepends() throws {
+        let depends = try Subprocess.run("/usr/bin/dpkg-deb", ["--field", Self.deb!, "Depends"]).out
+        let names = depends.split(separator: ",").map {
+            String($0.trimmingCharacters(in: .whitespacesAndNewlines).prefix { $0 != " " })
+        }
+        let readme = try String(contentsOfFile: TestPaths.packageRoot + "/README.md", encoding: .utf8)
+        let start = try #require(readme.range(of: "The package depends on exactly these Debian packages"))
+        let paragraph = String(readme[start.upperBound...].prefix { $0 != "." })
+            .replacingOccurrences(of: "\n", with: " ")
+        let listed = paragraph.components(separatedBy: CharacterSet(charactersIn: " ,:()")).filter {
+            $0.range(of: "^[a-z0-9][a-z0-9+.-]+$", options: .regularExpression) != nil
+                && !["a", "test", "compares", "this", "list", "with", "the", "and", "package's"].contains($0)
+        }
+        #expect(Set(listed) == Set(names), "README: \(listed.sorted()); Depends: \(names.sorted())")
+    }
+
     /// The toolchain's root (e.g. /opt/swift), found from where the debug
     /// build's libswiftCore.so is loaded.
     static func toolchainRoot() throws -> String {

@@ -53,7 +53,7 @@ find "$root/usr/share/doc/fedbatch/examples" -type f ! -name '*.sh' -exec chmod 
 find "$root/usr/share/doc/fedbatch/examples" -type f -name '*.sh' -exec chmod 0755 {} +
 install -m 0644 "$top"/examples/systemd/*.service "$top"/examples/systemd/*.timer "$root/lib/systemd/system/"
 
-install -m 0755 "$here/postinst" "$root/DEBIAN/"
+install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$root/DEBIAN/"
 
 # dpkg-shlibdeps wants a debian/control to read; give it a minimal one.
 mkdir -p "$stage/src/debian"
