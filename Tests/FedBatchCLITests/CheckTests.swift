@@ -203,4 +203,24 @@ struct CheckTests {
         #expect(ok == 0 && fixed.values.allSatisfy { $0["status"] as? String == "ok" }, "\(fixed)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("metrics")).isEmpty)
     }
+
+    @Test("a regional collector's upstream: unreachable fails, a mounted one answers")
+    func upstream() throws {
+        let fed = try Self.federation()
+        let region = fed.root + "/region"
+        let fpr = try fed.keyring.generate("region-1")
+        try fed.run([
+            "init", "region", "--home", region, "--region-id", "region-1", "--key", fpr, "--collector-key",
+            fed.collector + "/keys/collector.asc", "--model-id", "demo", "--arch", fed.arch, "-q",
+        ])
+        let stick = fed.root + "/stick"
+        try FileManager.default.createDirectory(atPath: stick, withIntermediateDirectories: true)
+        try Federation.setConfig(home: region, table: "remote", "url", "\"\(stick)\"")
+        try Federation.setConfig(home: region, table: "remote", "upstream", "\"/nonexistent/root-stick\"")
+        let (status, items) = try Self.check(fed, region)
+        #expect(status == 1 && Self.status(items, "upstream") == "failed", "\(items)")
+        #expect(Self.status(items, "remote") == "ok")
+        try Federation.setConfig(home: region, table: "remote", "upstream", "\"\(stick)\"")
+        #expect(Self.status(try Self.check(fed, region).1, "upstream") == "ok")
+    }
 }
