@@ -137,6 +137,13 @@ struct CommandTrainerTests {
         let status = try fed.run(["status", "--home", fed.collector, "--json"]).summary()
         let site = try #require((status["sites"] as? [[String: Any]])?.first { $0["site"] as? String == "site-1" })
         #expect((site["evaluation"] as? [String: Any])?["generation"] as? Int == 0)
+        // The evaluation lives in the signed chain: a state.db rebuilt from it
+        // (the next merge rebuilds a missing one) still has it.
+        try FileManager.default.removeItem(atPath: fed.collector + "/state.db")
+        _ = try fed.fedbatch(["merge", "--home", fed.collector, "-q"])
+        let rebuilt = try fed.run(["status", "--home", fed.collector, "--json"]).summary()
+        let again = try #require((rebuilt["sites"] as? [[String: Any]])?.first { $0["site"] as? String == "site-1" })
+        #expect(((again["evaluation"] as? [String: Any])?["metrics"] as? [String: Any])?["f1"] as? Double == 0.5)
 
         try Federation.setConfig(home: fed.site("site-1"), table: "training", "report_evaluation", "false")
         let quiet = try fed.run(["train", "--home", fed.site("site-1"), "--force", "--json"]).summary()
