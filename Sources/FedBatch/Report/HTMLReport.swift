@@ -107,6 +107,11 @@ public enum HTMLReport {
     }
 
     static func accuracyChart(_ d: ReportData) -> String {
+        if d.evaluations.isEmpty {
+            return emptyChart(
+                "No evaluations: set data in the [eval] table, and each merge evaluates its generation",
+                label: "accuracy and loss per generation")
+        }
         var c = SVGChart()
         let gens = d.evaluations.map { Double($0.generation) }
         let xLower = gens.min() ?? 0, xUpper = max(gens.max() ?? 1, xLower + 1)
@@ -170,7 +175,11 @@ public enum HTMLReport {
 
     static func siteEvaluationChart(_ d: ReportData) -> String {
         var c = SVGChart()
-        guard let metric = siteMetric(d) else { return c.svg(label: "no site evaluations") }
+        guard let metric = siteMetric(d) else {
+            return emptyChart(
+                "No site has reported an evaluation yet (eval_data or eval_fraction in [training])",
+                label: "no site evaluations")
+        }
         let rows = d.siteEvaluations.filter { $0.metrics[metric] != nil }
         let fed = federated(d, metric: metric)
         let own = metric == "accuracy" ? d.evaluations.map { (Double($0.generation), $0.accuracy) } : []
@@ -223,7 +232,9 @@ public enum HTMLReport {
         let columns = Double(last - first + 1), rows = Double(max(d.sites.count, 1))
         // Room on the left for site names.
         let left = 120.0, width = SVGChart.width - left - 16, height = SVGChart.plotHeight
-        let cellW = width / columns, cellH = min(height / rows, 28)
+        // Rows fill the plot up to a comfortable height, so that a few sites
+        // do not leave a blank band under the grid.
+        let cellW = width / columns, cellH = min(height / rows, 60)
         let included = Set(d.participation.map { "\($0.generation)\u{0}\($0.site)" })
         let gap = cellW > 4 ? 1.0 : 0
         for (row, site) in d.sites.enumerated() {
@@ -248,13 +259,29 @@ public enum HTMLReport {
         return c.svg(label: "participation of each site in each generation")
     }
 
+    /// A chart with nothing to draw says so in its own space, in a few large
+    /// words, rather than leaving a blank band in the page.
+    static func emptyChart(_ message: String, label: String) -> String {
+        var c = SVGChart()
+        c.rect(
+            SVGChart.left, SVGChart.top, SVGChart.plotWidth, SVGChart.plotHeight, fill: "#f7f7f7", title: message)
+        let x = SVGChart.left + SVGChart.plotWidth / 2, y = SVGChart.top + SVGChart.plotHeight / 2
+        c.add(
+            "<text x=\"\(f(x))\" y=\"\(f(y))\" text-anchor=\"middle\" font-size=\"16\" "
+                + "fill=\"#777\">\(escapeXML(message))</text>")
+        return c.svg(label: label)
+    }
+
     static func rejectionChart(_ d: ReportData) -> String {
+        if d.rejections.isEmpty {
+            return emptyChart("No file has been refused since this home was created", label: "refused files by reason")
+        }
         var c = SVGChart()
         let shown = Array(d.rejections.prefix(8))
         let left = 220.0, width = SVGChart.width - left - 60
         let maxCount = Double(shown.map(\.count).max() ?? 1)
         let x = SVGChart.Scale(lower: 0, upper: niceTicks(0, maxCount).last ?? maxCount, from: left, to: left + width)
-        let barH = min(SVGChart.plotHeight / Double(max(shown.count, 1)), 30)
+        let barH = min(SVGChart.plotHeight / Double(max(shown.count, 1)), 48)
         for (i, r) in shown.enumerated() {
             let y = SVGChart.top + Double(i) * barH
             c.add(c.text(left - 8, y + barH / 2 + 4, r.reason, anchor: "end"))
@@ -282,6 +309,10 @@ public enum HTMLReport {
     }
 
     static func sizeChart(_ d: ReportData) -> String {
+        if d.bundleSizes.isEmpty {
+            return emptyChart(
+                "No included bundle is left in accepted/ to measure", label: "size of each included bundle")
+        }
         var c = SVGChart()
         let gens = d.bundleSizes.map { Double($0.generation) }
         let xLower = (gens.min() ?? 1) - 0.5, xUpper = max(gens.max() ?? 1, xLower + 1) + 0.5
@@ -311,6 +342,9 @@ public enum HTMLReport {
     /// Each generation's bundles by staleness: a dot per (generation,
     /// staleness) pair, sized by how many bundles share it.
     static func stalenessChart(_ d: ReportData) -> String {
+        if d.staleness.isEmpty {
+            return emptyChart("No bundle has been included yet", label: "staleness of each included bundle")
+        }
         var c = SVGChart()
         var counts: [[Int]: Int] = [:]
         for p in d.staleness { counts[[p.generation, p.staleness], default: 0] += 1 }
