@@ -251,6 +251,21 @@ struct RemoteS3Tests {
         withExtendedLifetime(proxy) {}
     }
 
+    @Test("fedbatch check: the remote answers with the right credentials, and fails, named, with wrong ones")
+    func checkCredentials() throws {
+        let s3 = try S3Server()
+        let fed = try Self.federation(s3)
+        let good = try fed.fedbatch(["check", "--home", fed.collector, "--json"])
+        let items = try #require(try good.summary()["items"] as? [[String: Any]])
+        #expect(items.first { $0["name"] as? String == "remote" }?["status"] as? String == "ok", "\(items)")
+        fed.environment = s3.environment(secret: "not-the-secret")
+        let bad = try fed.fedbatch(["check", "--home", fed.collector, "--json"])
+        let remote = try #require(
+            (try bad.summary()["items"] as? [[String: Any]])?.first { $0["name"] as? String == "remote" })
+        #expect(bad.status == 1 && remote["status"] as? String == "failed", "\(remote)")
+        #expect(remote["code"] as? String == "remote.denied", "\(remote)")
+    }
+
     @Test("wrong credentials: a clear error naming them, exit 1, nothing moved")
     func wrongCredentials() throws {
         let s3 = try S3Server()
