@@ -314,6 +314,19 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// Checks the rules a decoder cannot express: known format and version,
     /// the fields each kind requires, and well-formed member entries.
     public func validate() throws {
+        try checkFormat()
+        try checkCommonFields()
+        switch kind {
+        case .update: try checkUpdate()
+        case .partial: try checkPartial()
+        case .generation: try checkGeneration()
+        }
+        try checkReferences()
+        try checkMembers()
+    }
+
+    /// Known format and version, and a codec this build reads that fits the kind.
+    private func checkFormat() throws {
         guard format == Manifest.formatName else {
             throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"")
         }
@@ -352,6 +365,11 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)")
             }
         }
+    }
+
+    /// Rules every kind shares: numbers in range, the creation time, finite
+    /// metrics, and where an evaluation may appear.
+    private func checkCommonFields() throws {
         try checkNumbers()
         guard Manifest.parseCreated(created) != nil else {
             throw ContainerError.manifestInvalid(
@@ -367,106 +385,120 @@ public struct Manifest: Codable, Sendable, Equatable {
             try evaluation.check()
         }
         for b in included ?? [] { try b.evaluation?.check() }
-        switch kind {
-        case .update:
-            guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }
-            guard base != nil else { throw ContainerError.manifestInvalid("an update must name its base generation") }
-            guard let n = numExamples, n > 0 else {
-                throw ContainerError.manifestInvalid("an update must give a positive num_examples")
-            }
-            guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
-            try Self.checkIdentifier(site.id, what: "site id")
-        case .partial:
-            guard let site, let base, let n = numExamples, n > 0, let included, !included.isEmpty else {
+    }
+
+    /// An update names its site, its base and a positive example count.
+    private func checkUpdate() throws {
+        guard let site else { throw ContainerError.manifestInvalid("an update must name its site") }
+        guard base != nil else { throw ContainerError.manifestInvalid("an update must name its base generation") }
+        guard let n = numExamples, n > 0 else {
+            throw ContainerError.manifestInvalid("an update must give a positive num_examples")
+        }
+        guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
+        try Self.checkIdentifier(site.id, what: "site id")
+    }
+
+    /// A partial aggregate: its region, base and the bundles it covers, each
+    /// fitting a partial on that base.
+    private func checkPartial() throws {
+        guard let site, let base, let n = numExamples, n > 0, let included, !included.isEmpty else {
+            throw ContainerError.manifestInvalid(
+                "a partial aggregate must name its regional collector (site), its base generation, a positive "
+                    + "num_examples and the bundles it includes"
+            )
+        }
+        try Self.checkIdentifier(site.id, what: "regional collector id")
+        // checkNumbers bounded base.number, so the + 1 cannot overflow.
+        guard site.seq == Int64(base.number) + 1 else {
+            throw ContainerError.manifestInvalid(
+                "a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
+        }
+        guard Set(included.map(\.digest)).count == included.count else {
+            throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice")
+        }
+        for b in included {
+            guard let bb = b.base, bb >= 0, bb <= base.number, b.staleness == base.number - bb, b.partial == nil,
+                b.numExamples > 0, b.seq >= 0, b.weight >= 0, b.weight == b.weight.rounded(),
+                (b.stalenessWeight ?? 1) > 0, (b.stalenessWeight ?? 1) <= 1
+            else {
                 throw ContainerError.manifestInvalid(
-                    "a partial aggregate must name its regional collector (site), its base generation, a positive "
-                        + "num_examples and the bundles it includes"
+                    "included bundle \(b.digest) does not fit a partial aggregate on generation \(base.number)")
+            }
+            try Self.checkIdentifier(b.site, what: "site id")
+        }
+        guard n == saturatingSum(included.map(\.numExamples)) else {
+            throw ContainerError.manifestInvalid("num_examples \(n) is not the sum over the included bundles")
+        }
+    }
+
+    /// A generation: its number, its partials and included bundles consistent
+    /// with each other, a parent after generation 0, and a well-formed privacy
+    /// record.
+    private func checkGeneration() throws {
+        guard let g = generation, g >= 0 else {
+            throw ContainerError.manifestInvalid("a generation must give its number")
+        }
+        if let partials {
+            for p in partials {
+                let carried = (included ?? []).filter { $0.partial == p.digest }
+                guard carried.count == p.bundles, p.bundles > 0 else {
+                    throw ContainerError.manifestInvalid(
+                        "partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
+                }
+            }
+            let known = Set(partials.map(\.digest))
+            guard known.count == partials.count,
+                (included ?? []).allSatisfy({ $0.partial.map(known.contains) ?? true })
+            else {
+                throw ContainerError.manifestInvalid(
+                    "included names a partial that partials does not list, or partials lists one twice")
+            }
+        } else if (included ?? []).contains(where: { $0.partial != nil }) {
+            throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
+        }
+        for b in included ?? [] {
+            if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
+                throw ContainerError.manifestInvalid(
+                    "included bundle \(b.digest): base \(base) and "
+                        + "staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)"
                 )
             }
-            try Self.checkIdentifier(site.id, what: "regional collector id")
-            // checkNumbers bounded base.number, so the + 1 cannot overflow.
-            guard site.seq == Int64(base.number) + 1 else {
+            if let w = b.stalenessWeight, !(w > 0 && w <= 1) {
                 throw ContainerError.manifestInvalid(
-                    "a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
-            }
-            guard Set(included.map(\.digest)).count == included.count else {
-                throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice")
-            }
-            for b in included {
-                guard let bb = b.base, bb >= 0, bb <= base.number, b.staleness == base.number - bb, b.partial == nil,
-                    b.numExamples > 0, b.seq >= 0, b.weight >= 0, b.weight == b.weight.rounded(),
-                    (b.stalenessWeight ?? 1) > 0, (b.stalenessWeight ?? 1) <= 1
-                else {
-                    throw ContainerError.manifestInvalid(
-                        "included bundle \(b.digest) does not fit a partial aggregate on generation \(base.number)")
-                }
-                try Self.checkIdentifier(b.site, what: "site id")
-            }
-            guard n == saturatingSum(included.map(\.numExamples)) else {
-                throw ContainerError.manifestInvalid("num_examples \(n) is not the sum over the included bundles")
-            }
-        case .generation:
-            guard let g = generation, g >= 0 else {
-                throw ContainerError.manifestInvalid("a generation must give its number")
-            }
-            if let partials {
-                for p in partials {
-                    let carried = (included ?? []).filter { $0.partial == p.digest }
-                    guard carried.count == p.bundles, p.bundles > 0 else {
-                        throw ContainerError.manifestInvalid(
-                            "partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
-                    }
-                }
-                let known = Set(partials.map(\.digest))
-                guard known.count == partials.count,
-                    (included ?? []).allSatisfy({ $0.partial.map(known.contains) ?? true })
-                else {
-                    throw ContainerError.manifestInvalid(
-                        "included names a partial that partials does not list, or partials lists one twice")
-                }
-            } else if (included ?? []).contains(where: { $0.partial != nil }) {
-                throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
-            }
-            for b in included ?? [] {
-                if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
-                    throw ContainerError.manifestInvalid(
-                        "included bundle \(b.digest): base \(base) and "
-                            + "staleness \(b.staleness.map(String.init) ?? "none") do not fit generation \(g)"
-                    )
-                }
-                if let w = b.stalenessWeight, !(w > 0 && w <= 1) {
-                    throw ContainerError.manifestInvalid(
-                        "included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
-                }
-            }
-            if let selected = strategy?.selected {
-                let digests = Set((included ?? []).map(\.digest))
-                guard selected.allSatisfy(digests.contains), Set(selected).count == selected.count else {
-                    throw ContainerError.manifestInvalid(
-                        "strategy.selected names a bundle the generation does not include, or one twice")
-                }
-            }
-            for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
-                throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
-            }
-            if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
-            if let p = privacy {
-                guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0
-                else {
-                    throw ContainerError.manifestInvalid(
-                        "privacy: rounds, inverse_square_sum and epsilon must not be negative, delta must be in (0, 1)")
-                }
-                if let n = p.noise,
-                    !(n.noiseMultiplier > 0 && n.clipNorm > 0 && n.expectedSites >= 1 && n.sigma >= 0
-                        && Digest(hex: n.seedSha256) != nil)
-                {
-                    throw ContainerError.manifestInvalid(
-                        "privacy.noise: a positive noise_multiplier and clip_norm, expected_sites of 1 or more, and "
-                            + "a seed_sha256 of 64 hex digits"
-                    )
-                }
+                    "included bundle \(b.digest): staleness_weight \(w) is not in (0, 1]")
             }
         }
+        if let selected = strategy?.selected {
+            let digests = Set((included ?? []).map(\.digest))
+            guard selected.allSatisfy(digests.contains), Set(selected).count == selected.count else {
+                throw ContainerError.manifestInvalid(
+                    "strategy.selected names a bundle the generation does not include, or one twice")
+            }
+        }
+        for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
+            throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
+        }
+        if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+        if let p = privacy {
+            guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0
+            else {
+                throw ContainerError.manifestInvalid(
+                    "privacy: rounds, inverse_square_sum and epsilon must not be negative, delta must be in (0, 1)")
+            }
+            if let n = p.noise,
+                !(n.noiseMultiplier > 0 && n.clipNorm > 0 && n.expectedSites >= 1 && n.sigma >= 0
+                    && Digest(hex: n.seedSha256) != nil)
+            {
+                throw ContainerError.manifestInvalid(
+                    "privacy.noise: a positive noise_multiplier and clip_norm, expected_sites of 1 or more, and "
+                        + "a seed_sha256 of 64 hex digits"
+                )
+            }
+        }
+    }
+
+    /// The model id and the generation references.
+    private func checkReferences() throws {
         try Self.checkIdentifier(model.id, what: "model id")
         for ref in [base, parent].compactMap({ $0 }) {
             guard Digest(hex: ref.digest) != nil else {
@@ -477,6 +509,11 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("generation number \(ref.number) is negative")
             }
         }
+    }
+
+    /// Member entries: allowed names, each once, well formed; the tensors
+    /// member present.
+    private func checkMembers() throws {
         var names = Set<String>()
         for member in members {
             guard ContainerPath.isValid(member.name), member.name != ContainerPath.manifest else {
@@ -496,7 +533,6 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw ContainerError.manifestInvalid("no \(ContainerPath.tensors) member is listed")
         }
     }
-
     /// Site ids and model ids appear in file names, so they are plain words.
     public static func checkIdentifier(_ s: String, what: String) throws {
         guard ContainerPath.isIdentifier(s) else {
