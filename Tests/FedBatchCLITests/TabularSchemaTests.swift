@@ -149,3 +149,80 @@ extension ProcessResult {
         return self
     }
 }
+
+extension TabularSchemaTests {
+    @Test(
+        "CSV as exporters write it: Python's csv module, every field quoted, CRLF, a BOM, ids with commas, quotes and line breaks, and a semicolon site"
+    )
+    func exportedCSV() throws {
+        let keyring = try TestKeyring()
+        let collectorKey = try keyring.generate("collector")
+        let siteKeys = [try keyring.generate("site-a"), try keyring.generate("site-b")]
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = keyring.home
+        func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
+        let dir = keyring.dir
+        let made = try Subprocess.run(
+            TestPaths.python,
+            [
+                "-c",
+                """
+                import csv, numpy as np
+                rng = np.random.default_rng(3)
+                n = 300
+                x = rng.normal(0, 1, (n, 3))
+                y = (x[:, 0] + x[:, 1] > 0).astype(int)
+                ids = [f'Doe, "J" #{i}' + ("\\nsecond line" if i % 7 == 0 else "") for i in range(n)]
+                header = ["record id", "f0", "f1", "f2", "diagnosis"]
+                rows = [[ids[i]] + [repr(float(v)) for v in x[i]] + [str(y[i])] for i in range(n)]
+                for path, delimiter in [("\(dir.path)/comma.csv", ","), ("\(dir.path)/semicolon.csv", ";")]:
+                    with open(path, "w", newline="", encoding="utf-8-sig") as f:
+                        w = csv.writer(f, quoting=csv.QUOTE_ALL, delimiter=delimiter)
+                        w.writerow(header)
+                        for r in rows: w.writerow(r)
+                """,
+            ])
+        #expect(made.status == 0, "\(made.err)")
+        let col = dir.file("col")
+        try fb([
+            "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:3-4-2", "--key", collectorKey,
+            "--schema-from", dir.file("comma.csv"), "--label", "diagnosis", "--drop", "record id", "-q",
+        ]).checked()
+        let g0 = col + "/generations/g000000.fbg"
+        var tensors: [Data] = []
+        for (i, (site, csv, delimiter)) in [("site-a", "comma.csv", ","), ("site-b", "semicolon.csv", ";")].enumerated()
+        {
+            let home = dir.file(site)
+            try fb([
+                "keys", "add", "--home", col, "--site", site, try keyring.exportPublic(siteKeys[i], to: "\(site).asc"),
+                "-q",
+            ])
+            .checked()
+            try fb([
+                "init", "site", "--home", home, "--site-id", site, "--key", siteKeys[i], "--collector-key",
+                col + "/keys/collector.asc", "--model-id", "tab", "-q",
+            ]).checked()
+            try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
+            try Federation.setConfig(home: home, table: "data", "delimiter", "\"\(delimiter)\"")
+            let r = try fb([
+                "train", "--home", home, "--data", dir.file(csv), "--drop", "record id", "--seed", "1", "--codec",
+                "fp32",
+                "--json",
+            ])
+            #expect(r.status == 0, "\(r.err)")
+            let file = try #require((try r.summary()["bundle"] as? [String: Any])?["file"] as? String)
+            #expect((try r.summary()["bundle"] as? [String: Any])?["num_examples"] as? Int == 300)
+            tensors.append(
+                try #require(
+                    try ContainerReader.read(
+                        payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: file))).payload
+                    ).members[ContainerPath.tensors]))
+        }
+        // The same table, comma- or semicolon-separated, trains the same bits.
+        #expect(tensors.count == 2 && tensors[0] == tensors[1])
+        // The semicolon file read as commas is refused, naming what went wrong.
+        try Federation.setConfig(home: dir.file("site-b"), table: "data", "delimiter", "\",\"")
+        let wrong = try fb(["train", "--home", dir.file("site-b"), "--data", dir.file("semicolon.csv"), "--force"])
+        #expect(wrong.status != 0 && wrong.err.contains("semicolon.csv"), "\(wrong.err)")
+    }
+}

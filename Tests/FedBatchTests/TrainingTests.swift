@@ -206,9 +206,9 @@ struct DataLoaderTests {
         #expect(d.count == 2 && d.width == 2)
         #expect(d.features == [0.5, 2, -1, 3.5] && d.labels == [1, 0])
         let cases: [(String, String)] = [
-            ("f1,label\n1,2,3\n", "row 2 has 3 fields; the header has 2"),
-            ("f1,label\nx,1\n", "row 2, column \"f1\": \"x\" is not a finite number"),
-            ("f1,label\n1,one\n", "row 2, column \"label\": \"one\" is not an integer label"),
+            ("f1,label\n1,2,3\n", "line 2 has 3 fields; the header has 2"),
+            ("f1,label\nx,1\n", "line 2, column \"f1\": \"x\" is not a finite number"),
+            ("f1,label\n1,one\n", "line 2, column \"label\": \"one\" is not an integer label"),
             ("f1,y\n1,1\n", "no column named \"label\""),
             ("f1,label\n", "no data rows"),
         ]

@@ -50,15 +50,23 @@ struct DataSplitCommand: Subcommand {
     @Option(help: "Seed of the split.")
     var seed: UInt64 = 0
 
+    @Option(help: ArgumentHelp("A CSV file's field delimiter: , ; | or \\t.", valueName: "character"))
+    var delimiter: String = ","
+
     func validate() throws {
         if (dirichlet == nil) == !iid { throw ValidationError("give exactly one of --dirichlet A and --iid") }
         if sites < 1 { throw ValidationError("--sites must be at least 1") }
         if let dirichlet, !(dirichlet > 0) { throw ValidationError("--dirichlet must be positive") }
         if DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train or test") }
+        if CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter) == nil {
+            throw ValidationError("--delimiter must be one of , ; | or \\t")
+        }
     }
 
     func run(_ context: CommandContext) throws -> SplitOutput {
-        let dataset = try DataLoader.load(data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn)
+        let dataset = try DataLoader.load(
+            data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn,
+            delimiter: CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter)!)
         let parts = try Partition.assign(
             labels: dataset.labels, sites: sites, scheme: iid ? .iid : .dirichlet(alpha: dirichlet!), seed: seed)
         let paths = try Partition.writeShards(dataset, parts: parts, to: out)

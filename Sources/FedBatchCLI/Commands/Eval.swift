@@ -57,7 +57,7 @@ struct Eval: Subcommand {
         guard weights.arch.isBuiltIn else { throw NotBuiltInError("evaluate") }
         let dataset = try DataLoader.load(
             data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn, schema: try v.tabularSchema(),
-            drop: drop)
+            drop: drop, delimiter: home.config.data.delimiter)
         try dataset.check(against: weights.arch, path: data)
         let e = Evaluation.evaluate(weights, on: dataset)
         return EvalOutput(

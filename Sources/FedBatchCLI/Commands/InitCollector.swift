@@ -52,6 +52,12 @@ struct InitCollector: Subcommand {
             valueName: "file.csv"))
     var schemaFrom: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The field delimiter of --schema-from and of the home's CSV files ([data] delimiter): , ; | or \\t.",
+            valueName: "character"))
+    var delimiter: String?
+
     @Option(help: ArgumentHelp("The label column of --schema-from.", valueName: "column"))
     var label: String = "label"
 
@@ -95,15 +101,23 @@ struct InitCollector: Subcommand {
         try arch.checkFitsInMemory()
         let initial = try weights.map { try arch.loadWeights(path: $0) }
         let signer = try context.signer(fingerprint: key)
+        var data = DataSettings()
+        if let delimiter {
+            guard let b = CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter) else {
+                throw ValidationError("--delimiter must be one of , ; | or \\t")
+            }
+            data.delimiter = b
+        }
         let schema = try schemaFrom.map { path in
             try TabularSchema.fromCSVHeader(
-                path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) })
+                path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) },
+                delimiter: data.delimiter)
         }
         let result = try Home.createCollector(
             at: context.options.resolvedHome, modelID: modelID, arch: arch.description,
             signer: signer, weights: initial, seed: seed,
             evalData: evalData.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 },
-            schema: schema)
+            schema: schema, data: data)
         return InitCollectorOutput(
             home: result.home.layout.root, modelId: modelID, arch: arch.description,
             parameters: arch.parameterCount, key: signer.fingerprint, generation: 0,

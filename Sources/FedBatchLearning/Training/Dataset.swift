@@ -103,7 +103,7 @@ public enum DataLoader {
     /// position, every column but the label being a feature.
     public static func load(
         _ path: String, split: DataSplit = .train, labelColumn: String = "label",
-        schema: TabularSchema? = nil, drop: [String] = []
+        schema: TabularSchema? = nil, drop: [String] = [], delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> Dataset {
         guard FileManager.default.fileExists(atPath: path) else {
             throw DataError(path: path, message: "no such file or directory")
@@ -114,7 +114,7 @@ public enum DataLoader {
                 throw DataError(
                     path: path, message: "--drop needs a model with a tabular schema (init collector --schema-from)")
             }
-            return try loadCSV(path, labelColumn: labelColumn, schema: schema, drop: drop)
+            return try loadCSV(path, labelColumn: labelColumn, schema: schema, drop: drop, delimiter: delimiter)
         }
         if path.hasSuffix(".safetensors") { return try loadShard(path) }
         throw DataError(
@@ -206,53 +206,59 @@ public enum DataLoader {
 
     // MARK: CSV
 
-    /// A header row, then one example per row; the label column holds
-    /// integer class indices, the feature columns numbers, used as they are
-    /// unless the model's schema standardises them.
+    /// A header row, then one example per row (RFC 4180, see `CSVReader`);
+    /// the label column holds integer class indices, the feature columns
+    /// numbers, used as they are unless the model's schema standardises
+    /// them.
     static func loadCSV(
-        _ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = []
+        _ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = [],
+        delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> Dataset {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
             throw DataError(path: path, message: e.message)
         }
-        return try parseCSV(data, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
+        return try parseCSV(
+            data, path: path, labelColumn: labelColumn, schema: schema, drop: drop, delimiter: delimiter)
     }
 
     /// A CSV file's header, the names trimmed.
-    public static func csvHeader(_ path: String) throws -> [String] {
+    public static func csvHeader(_ path: String, delimiter: UInt8 = UInt8(ascii: ",")) throws -> [String] {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
             throw DataError(path: path, message: e.message)
         }
-        guard
-            let text = String(data: data.prefix(1 << 20), encoding: .utf8)
-                ?? String(data: data.prefix(1 << 16), encoding: .utf8),
-            let line = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).first
-        else {
-            throw DataError(path: path, message: "no header line")
-        }
-        return line.split(separator: ",", omittingEmptySubsequences: false).map {
-            $0.trimmingCharacters(in: .whitespaces)
+        var reader = CSVReader(data, delimiter: delimiter)
+        do {
+            guard let header = try reader.next() else { throw DataError(path: path, message: "no header line") }
+            return header.fields.map { $0.trimmingCharacters(in: .whitespaces) }
+        } catch let e as CSVReader.Malformed {
+            throw DataError(path: path, message: "\(e)")
         }
     }
 
     /// The CSV parser itself, on bytes in memory (also a fuzz target).
     /// Without a schema, every column but `labelColumn` is a feature, in
     /// order; with one, columns are mapped by name (`TabularSchema`) and
-    /// standardised as it says.
+    /// standardised as it says. Errors name the line of the file (quoted
+    /// fields may span lines) and the column.
     public static func parseCSV(
         _ data: Data, path: String, labelColumn: String = "label",
-        schema: TabularSchema? = nil, drop: [String] = []
+        schema: TabularSchema? = nil, drop: [String] = [], delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> Dataset {
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw DataError(path: path, message: "not UTF-8 text")
+        var reader = CSVReader(data, delimiter: delimiter)
+        do {
+            return try parseCSV(&reader, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
+        } catch let e as CSVReader.Malformed {
+            throw DataError(path: path, message: "\(e)")
         }
-        var lines = text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.makeIterator()
-        guard let headerLine = lines.next() else { throw DataError(path: path, message: "empty file") }
-        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map {
-            $0.trimmingCharacters(in: .whitespaces)
-        }
+    }
+
+    private static func parseCSV(
+        _ reader: inout CSVReader, path: String, labelColumn: String, schema: TabularSchema?, drop: [String]
+    ) throws -> Dataset {
+        guard let headerRecord = try reader.next() else { throw DataError(path: path, message: "empty file") }
+        let header = headerRecord.fields.map { $0.trimmingCharacters(in: .whitespaces) }
         let columns: [Int], labelIndex: Int, labelName: String
         if let schema {
             (columns, labelIndex) = try schema.columns(of: header, drop: drop, path: path)
@@ -266,25 +272,24 @@ public enum DataLoader {
         }
         var features: [Float] = []
         var labels: [Int32] = []
-        var row = 1
-        while let line = lines.next() {
-            row += 1
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+        while let record = try reader.next() {
+            let fields = record.fields, line = record.line
             guard fields.count == header.count else {
                 throw DataError(
-                    path: path, message: "row \(row) has \(fields.count) fields; the header has \(header.count)")
+                    path: path, message: "line \(line) has \(fields.count) fields; the header has \(header.count)")
             }
             let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
             guard let label = Int32(l) else {
                 throw DataError(
-                    path: path, message: "row \(row), column \"\(labelName)\": \"\(l)\" is not an integer label")
+                    path: path, message: "line \(line), column \"\(labelName)\": \"\(l)\" is not an integer label")
             }
             labels.append(label)
             for c in columns {
+                // Float(String) reads "1.5" the same in every locale.
                 let t = fields[c].trimmingCharacters(in: .whitespaces)
                 guard let v = Float(t), v.isFinite else {
                     throw DataError(
-                        path: path, message: "row \(row), column \"\(header[c])\": \"\(t)\" is not a finite number")
+                        path: path, message: "line \(line), column \"\(header[c])\": \"\(t)\" is not a finite number")
                 }
                 features.append(v)
             }

@@ -76,9 +76,9 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// object {"mean": {column: value}, "std": {column: value}} covering
     /// every feature, or nil for no standardisation.
     public static func fromCSVHeader(
-        _ path: String, label: String, drop: [String], stats: Data?
+        _ path: String, label: String, drop: [String], stats: Data?, delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> TabularSchema {
-        let header = try DataLoader.csvHeader(path)
+        let header = try DataLoader.csvHeader(path, delimiter: delimiter)
         guard header.contains(label) else {
             throw SchemaError("\(path) has no column \"\(label)\" to use as the label")
         }

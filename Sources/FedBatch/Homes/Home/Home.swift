@@ -71,7 +71,7 @@ public struct Home: Sendable {
     public static func createCollector(
         at root: String, modelID: String, arch spec: String, signer: PayloadSigner,
         weights: [(name: String, tensor: Tensor)]?, seed: UInt64, evalData: String? = nil,
-        schema: TabularSchema? = nil,
+        schema: TabularSchema? = nil, data: DataSettings = DataSettings(),
         now: Date = Date()
     ) throws -> (home: Home, generation: String, digest: Digest) {
         try Home.checkName(modelID, what: "model id")
@@ -79,6 +79,7 @@ public struct Home: Sendable {
         try arch.checkFitsInMemory()
         var config = HomeConfig(role: .collector, modelID: modelID, arch: arch.description, key: signer.fingerprint)
         config.eval.data = evalData
+        config.data = data
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
         if let schema, schema.features.count != arch.inputWidth {

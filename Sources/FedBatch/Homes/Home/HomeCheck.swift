@@ -192,7 +192,8 @@ public enum HomeCheck {
         do {
             // A tabular model's generation pins its columns: read by name, as train does.
             let schema = try newest?.0.tabularSchema()
-            let dataset = try DataLoader.load(path, split: split, labelColumn: label, schema: schema)
+            let dataset = try DataLoader.load(
+                path, split: split, labelColumn: label, schema: schema, delimiter: home.config.data.delimiter)
             guard let newest = newest?.1 else {
                 return CheckItem(
                     name: name, status: .warning, code: "check.no-generation",

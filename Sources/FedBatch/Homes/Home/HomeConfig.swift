@@ -90,6 +90,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var metrics = MetricsSettings()
     /// Held-out data for the collector's evaluation after each merge.
     public var eval = EvalSettings()
+    /// How the home's CSV files are written.
+    public var data = DataSettings()
     /// Central differential privacy for merges (collector homes); nil: none.
     public var privacy: PrivacySettings?
     /// Where push, pull and publish transfer files.
@@ -104,8 +106,10 @@ public struct HomeConfig: Sendable, Equatable {
     }
 
     static let allowedKeys: [HomeRole: Set<String>] = [
-        .collector: ["role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote"],
-        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote"],
+        .collector: [
+            "role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote", "data",
+        ],
+        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data"],
         .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote"],
     ]
 
@@ -159,6 +163,7 @@ public struct HomeConfig: Sendable, Equatable {
         if let t = table["gnupg"] { config.gnupg = try GnuPGSettings.parse(t, path: path, text: text) }
         if let t = table["metrics"] { config.metrics = try MetricsSettings.parse(t, path: path, text: text) }
         if let t = table["eval"] { config.eval = try EvalSettings.parse(t, path: path, text: text) }
+        if let t = table["data"] { config.data = try DataSettings.parse(t, path: path, text: text) }
         if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path, text: text) }
         if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path, text: text) }
         try config.validate(path: path)
@@ -211,6 +216,7 @@ public struct HomeConfig: Sendable, Equatable {
                     "# delta = 1e-5", "# max_epsilon = 10.0",
                 ]
         }
+        if role != .region { lines += data.render() }
         lines += gnupg.render() + metrics.render() + remote.render(withUpstream: role == .region)
         return lines.joined(separator: "\n") + "\n"
     }

@@ -24,7 +24,8 @@ extension Collector {
         let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: try home.verifier())
         guard weights.arch.isBuiltIn else { throw NotBuiltInError("evaluate") }
         let dataset = try DataLoader.load(
-            resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema())
+            resolved, split: settings.split, labelColumn: settings.labelColumn, schema: try v.tabularSchema(),
+            delimiter: home.config.data.delimiter)
         try dataset.check(against: weights.arch, path: resolved)
         let e = Evaluation.evaluate(weights, on: dataset)
         let row = Ledger.EvaluationRow(

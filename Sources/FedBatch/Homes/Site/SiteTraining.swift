@@ -88,15 +88,18 @@ extension Site {
         if !request.force { try checkNotSent(base: base) }
         // A tabular model's generation pins its columns: the CSV is read by name.
         let schema = try base.tabularSchema()
+        let delimiter = home.config.data.delimiter
         var dataset = try DataLoader.load(
-            dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
+            dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop,
+            delimiter: delimiter)
         if let limit = request.limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
         // Held-out data: --eval-data, else training.eval_data, else
         // training.eval_fraction of the data, which is then not trained on.
         var heldOut = try (request.evalData ?? defaults.evalData.map(home.resolve)).map { path -> Dataset in
             let d = try DataLoader.load(
-                path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop)
+                path, split: request.evalSplit, labelColumn: request.labelColumn, schema: schema, drop: request.drop,
+                delimiter: delimiter)
             try d.check(against: baseWeights.arch, path: path)
             return d
         }

@@ -1,0 +1,55 @@
+import FedBatchFormats
+import FedBatchLearning
+import Foundation
+import Testing
+
+/// CSV as RFC 4180 writes it and spreadsheets and Python's csv module export it.
+@Suite("CSV reading")
+struct CSVTests {
+    static func records(_ text: String, delimiter: String = ",") throws -> [(Int, [String])] {
+        var reader = CSVReader(Data(text.utf8), delimiter: CSVReader.delimiter(delimiter)!)
+        var out: [(Int, [String])] = []
+        while let r = try reader.next() { out.append((r.line, r.fields)) }
+        return out
+    }
+
+    @Test("quoted fields hold delimiters, doubled quotes and line breaks; CRLF, a BOM and blank lines are handled")
+    func quoting() throws {
+        let text =
+            "\u{FEFF}\"id\",\"note\",\"x\",\"label\"\r\n\"a,1\",\"said \"\"hi\"\"\",\"1.5\",\"0\"\r\n\r\n"
+            + "b2,\"two\nlines\", -2 ,1\n\"c\",\"\",3e2,\"1\""
+        let r = try Self.records(text)
+        #expect(r.map(\.0) == [1, 2, 4, 6])
+        #expect(r[0].1 == ["id", "note", "x", "label"])
+        #expect(r[1].1 == ["a,1", "said \"hi\"", "1.5", "0"])
+        #expect(r[2].1 == ["b2", "two\nlines", " -2 ", "1"])
+        #expect(r[3].1 == ["c", "", "3e2", "1"])
+    }
+
+    @Test("a semicolon or a tab separates fields when the home says so; commas are then plain text")
+    func delimiters() throws {
+        #expect(try Self.records("a;b\n1,5;2\n", delimiter: ";")[1].1 == ["1,5", "2"])
+        #expect(try Self.records("a\tb\n\"x\ty\"\t2\n", delimiter: "\t")[1].1 == ["x\ty", "2"])
+        #expect(CSVReader.delimiter("::") == nil && CSVReader.delimiter("x") == nil)
+    }
+
+    @Test(
+        "malformed CSV is refused with the line it starts on",
+        arguments: [
+            ("a,b\n\"open,2\n3,4\n", "line 2: a quoted field is never closed"),
+            ("a,b\n\"x\"y,2\n", "line 2: text after a quoted field's closing quote"),
+            ("a,b\nx\"y,2\n", "line 2: a quote inside an unquoted field"),
+        ])
+    func malformed(text: String, message: String) {
+        #expect { try Self.records(text) } throws: { "\($0)".contains(message) }
+    }
+
+    @Test("the dataset reader names the line of the file, past quoted line breaks, and the column")
+    func datasetErrors() {
+        // A header name may span lines too.
+        let text = "\"width\n(cm)\",label\n1.5,0\nwide,1\n"
+        #expect { try DataLoader.parseCSV(Data(text.utf8), path: "t.csv") } throws: {
+            "\($0)".contains("line 4, column \"width\n(cm)\": \"wide\" is not a finite number")
+        }
+    }
+}
