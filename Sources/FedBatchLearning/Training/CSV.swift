@@ -46,9 +46,9 @@ public struct CSVReader {
         var fields: [String] = []
         var field: [UInt8] = []
         while true {
-            if pos < bytes.count, bytes[pos] == 0x22, field.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
-                // A quoted field: up to the closing quote; "" is one quote.
-                field.removeAll()
+            if pos < bytes.count, bytes[pos] == 0x22, field.isEmpty {
+                // A quoted field (the quote opens the field): up to the
+                // closing quote; "" is one quote.
                 pos += 1
                 while true {
                     guard pos < bytes.count else {
@@ -67,21 +67,31 @@ public struct CSVReader {
                     if b == 0x0A { line += 1 }
                     field.append(b)
                 }
-                // After the closing quote: spaces, then a delimiter or the end of the record.
-                while pos < bytes.count, bytes[pos] != delimiter, bytes[pos] == 0x20 || bytes[pos] == 0x09 { pos += 1 }
+                // The closing quote ends the field: a delimiter or the end
+                // of the record must follow (as Python's csv reads it strictly).
                 if pos < bytes.count, bytes[pos] != delimiter, bytes[pos] != 0x0A, bytes[pos] != 0x0D {
                     throw Malformed(
                         line: line,
                         reason: "text after a quoted field's closing quote (a quote inside a field is "
                             + "written twice: \"\")")
                 }
+                if pos < bytes.count, bytes[pos] == delimiter {
+                    fields.append(try string(field, line: start))
+                    field.removeAll()
+                    pos += 1
+                    // A delimiter at the very end leaves one more, empty, field.
+                    if pos >= bytes.count || bytes[pos] == 0x0A || bytes[pos] == 0x0D {
+                        fields.append("")
+                        return try endRecord(fields, start: start)
+                    }
+                    continue
+                }
+                fields.append(try string(field, line: start))
+                return try endRecord(fields, start: start)
             }
             if pos >= bytes.count || bytes[pos] == 0x0A || bytes[pos] == 0x0D {
                 fields.append(try string(field, line: start))
-                if pos < bytes.count, bytes[pos] == 0x0D { pos += 1 }
-                if pos < bytes.count, bytes[pos] == 0x0A { pos += 1 }
-                line += 1
-                return Record(line: start, fields: fields)
+                return try endRecord(fields, start: start)
             }
             if bytes[pos] == delimiter {
                 fields.append(try string(field, line: start))
@@ -89,15 +99,18 @@ public struct CSVReader {
                 pos += 1
                 continue
             }
-            if bytes[pos] == 0x22 {
-                throw Malformed(
-                    line: line,
-                    reason: "a quote inside an unquoted field (quote the whole field, and write the quote "
-                        + "twice)")
-            }
+            // A quote later in an unquoted field is an ordinary character.
             field.append(bytes[pos])
             pos += 1
         }
+    }
+
+    /// Consumes the record's line ending (LF, CRLF or a lone CR).
+    private mutating func endRecord(_ fields: [String], start: Int) throws -> Record {
+        if pos < bytes.count, bytes[pos] == 0x0D { pos += 1 }
+        if pos < bytes.count, bytes[pos] == 0x0A { pos += 1 }
+        line += 1
+        return Record(line: start, fields: fields)
     }
 
     private func string(_ bytes: [UInt8], line: Int) throws -> String {
