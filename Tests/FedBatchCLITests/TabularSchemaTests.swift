@@ -38,7 +38,7 @@ struct TabularSchemaTests {
                 y = ((x[:, 1] + (x[:, 2] - 5) / 2) > 0).astype(int)
                 ids = np.arange(10000, 10000 + n)
                 def write(path, order):
-                    names = {"patient_id": ids, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "f3": x[:, 3], "label": y}
+                    names = {"patient_id": ids, "ward": ids % 7, "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2], "f3": x[:, 3], "label": y}
                     with open(path, "w") as f:
                         f.write(",".join(order) + "\\n")
                         for i in range(n):
@@ -46,6 +46,7 @@ struct TabularSchemaTests {
                 write("\(dir.path)/train.csv", ["patient_id", "f0", "f1", "f2", "f3", "label"])
                 write("\(dir.path)/swapped.csv", ["patient_id", "f0", "f2", "f1", "f3", "label"])
                 write("\(dir.path)/missing.csv", ["patient_id", "f0", "f1", "f2", "label"])
+                write("\(dir.path)/extra.csv", ["patient_id", "f0", "f1", "f2", "f3", "ward", "label"])
                 json.dump({"mean": {f"f{i}": float(x[:, i].mean()) for i in range(4)}, "std": {f"f{i}": float(x[:, i].std()) for i in range(4)}},
                           open("\(dir.path)/stats.json", "w"))
                 """,
@@ -84,14 +85,15 @@ struct TabularSchemaTests {
                 "--model-id", "tab", "-q",
             ]).checked()
             try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
-            // An id column the schema does not name must be dropped explicitly.
-            let id = try fb(["train", "--home", home, "--data", dir.file(csv), "--seed", "1"])
+            // A column the schema does not name must be dropped explicitly;
+            // the id column init pinned as dropped needs no --drop.
+            let ward = try fb(["train", "--home", home, "--data", dir.file("extra.csv"), "--seed", "1"])
             #expect(
-                id.status == 1 && id.err.contains("\"patient_id\" is not in the model's schema")
-                    && id.err.contains("--drop"), "\(id.err)")
+                ward.status == 1 && ward.err.contains("\"ward\" is not in the model's schema")
+                    && ward.err.contains("--drop"), "\(ward.err)")
             let r = try fb([
-                "train", "--home", home, "--data", dir.file(csv), "--drop", "patient_id", "--seed", "1", "--epochs",
-                "10", "--lr", "0.1", "--json",
+                "train", "--home", home, "--data", dir.file(csv), "--seed", "1", "--epochs", "10", "--lr", "0.1",
+                "--json",
             ])
             #expect(r.status == 0, "\(r.err)")
             let file = try #require((try r.summary()["bundle"] as? [String: Any])?["file"] as? String)
@@ -224,5 +226,93 @@ extension TabularSchemaTests {
         try Federation.setConfig(home: dir.file("site-b"), table: "data", "delimiter", "\",\"")
         let wrong = try fb(["train", "--home", dir.file("site-b"), "--data", dir.file("semicolon.csv"), "--force"])
         #expect(wrong.status != 0 && wrong.err.contains("semicolon.csv"), "\(wrong.err)")
+    }
+}
+
+extension TabularSchemaTests {
+    @Test(
+        "text labels map to classes (given, or inferred with a warning), pinned drops need no --drop, an unknown label is named"
+    )
+    func labelMapAndDrop() throws {
+        let keyring = try TestKeyring()
+        let collectorKey = try keyring.generate("collector")
+        let siteKey = try keyring.generate("site-a")
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = keyring.home
+        func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
+        let dir = keyring.dir
+        let made = try Subprocess.run(
+            TestPaths.python,
+            [
+                "-c",
+                """
+                import csv, numpy as np
+                rng = np.random.default_rng(5)
+                n = 200
+                x = rng.normal(0, 1, (n, 3))
+                y = np.where(x[:, 0] > 0, "malignant", "benign")
+                def write(path, labels):
+                    with open(path, "w", newline="") as f:
+                        w = csv.writer(f, quoting=csv.QUOTE_ALL)
+                        w.writerow(["record id", "f0", "f1", "f2", "diagnosis"])
+                        for i in range(n): w.writerow([f"r{i}"] + [repr(float(v)) for v in x[i]] + [labels[i]])
+                write("\(dir.path)/train.csv", y)
+                bad = y.copy(); bad[17] = "unsure"
+                write("\(dir.path)/unknown.csv", bad)
+                """,
+            ])
+        #expect(made.status == 0, "\(made.err)")
+        let col = dir.file("col")
+        // Inferred: the sorted distinct labels, with a warning to check them.
+        let created = try fb([
+            "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:3-4-2", "--key", collectorKey,
+            "--schema-from", dir.file("train.csv"), "--label", "diagnosis", "--drop", "record id", "--json",
+        ])
+        #expect(created.status == 0, "\(created.err)")
+        #expect(try created.jsonErrorLines().contains { $0["code"] as? String == "init.labels-inferred" })
+        let g0 = col + "/generations/g000000.fbg"
+        let schema = try TabularSchema.parse(
+            try #require(
+                try ContainerReader.read(
+                    payload: try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: g0))).payload
+                ).members[TabularSchema.member]))
+        #expect(schema.labels == ["benign", "malignant"] && schema.drop == ["record id"])
+        // Given in another order; and a map that does not fit the model.
+        let given = try fb([
+            "init", "collector", "--home", dir.file("col2"), "--model-id", "tab", "--arch", "mlp:3-4-2", "--key",
+            collectorKey, "--schema-from", dir.file("train.csv"), "--label", "diagnosis", "--drop", "record id",
+            "--labels", "malignant,benign", "-q",
+        ])
+        #expect(given.status == 0, "\(given.err)")
+        let three = try fb([
+            "init", "collector", "--home", dir.file("col3"), "--model-id", "tab", "--arch", "mlp:3-4-2", "--key",
+            collectorKey, "--schema-from", dir.file("train.csv"), "--label", "diagnosis", "--drop", "record id",
+            "--labels", "a,b,c",
+        ])
+        #expect(three.status != 0 && three.err.contains("the label map has 3 classes"), "\(three.err)")
+
+        // A site trains and evaluates with no --drop: the schema carries it.
+        let home = dir.file("site-a")
+        try fb(["keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q"])
+            .checked()
+        try fb([
+            "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
+            col + "/keys/collector.asc", "--model-id", "tab", "-q",
+        ]).checked()
+        try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
+        let trained = try fb([
+            "train", "--home", home, "--data", dir.file("train.csv"), "--epochs", "20", "--lr", "0.1", "--json",
+        ])
+        #expect(trained.status == 0, "\(trained.err)")
+        let eval = try fb(["eval", "--home", home, "latest", "--data", dir.file("train.csv"), "--json"])
+        let examples = try eval.summary()["examples"] as? Int
+        #expect(eval.status == 0 && examples == 200, "\(eval.err)")
+        // An unknown label is named, with its line and the model's labels.
+        let unknown = try fb(["train", "--home", home, "--data", dir.file("unknown.csv"), "--force"])
+        #expect(
+            unknown.status != 0
+                && unknown.err.contains(
+                    "line 19, column \"diagnosis\": \"unsure\" is not one of the model's labels (benign, malignant)"),
+            "\(unknown.err)")
     }
 }

@@ -63,6 +63,13 @@ struct InitCollector: Subcommand {
 
     @Option(
         help: ArgumentHelp(
+            "The label map: the classes' names in class order (default: the sorted distinct labels of --schema-from, "
+                + "if they are not integers).",
+            valueName: "a,b,..."))
+    var labels: String?
+
+    @Option(
+        help: ArgumentHelp(
             "A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
     var drop: [String] = []
 
@@ -87,8 +94,8 @@ struct InitCollector: Subcommand {
             throw ValidationError("give --arch, or --weights for a model defined by its tensors")
         }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
-        if schemaFrom == nil && (normalize != nil || !drop.isEmpty) {
-            throw ValidationError("--drop and --normalize need --schema-from")
+        if schemaFrom == nil && (normalize != nil || !drop.isEmpty || labels != nil) {
+            throw ValidationError("--drop, --labels and --normalize need --schema-from")
         }
     }
 
@@ -108,10 +115,26 @@ struct InitCollector: Subcommand {
             }
             data.delimiter = b
         }
-        let schema = try schemaFrom.map { path in
-            try TabularSchema.fromCSVHeader(
+        let schema = try schemaFrom.map { path -> TabularSchema in
+            // Text labels need a label map: given, or the file's distinct
+            // values, sorted, which only works if every class appears there.
+            var map = labels.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            if map == nil, let inferred = try TabularSchema.inferLabels(path, label: label, delimiter: data.delimiter) {
+                context.console.warn(
+                    "labels taken from \(path) as \(inferred.joined(separator: ", ")) (classes 0 to "
+                        + "\(inferred.count - 1), in that order); every class must appear in that file, or give them "
+                        + "with --labels",
+                    code: "init.labels-inferred")
+                map = inferred
+            }
+            if let map, arch.isBuiltIn, map.count != arch.classes {
+                throw ValidationError(
+                    "the label map has \(map.count) classes (\(map.joined(separator: ", "))); the model "
+                        + "\(arch.description) has \(arch.classes) outputs")
+            }
+            return try TabularSchema.fromCSVHeader(
                 path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) },
-                delimiter: data.delimiter)
+                delimiter: data.delimiter, labels: map)
         }
         let result = try Home.createCollector(
             at: context.options.resolvedHome, modelID: modelID, arch: arch.description,

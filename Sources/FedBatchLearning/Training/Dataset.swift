@@ -279,9 +279,12 @@ public enum DataLoader {
                     path: path, message: "line \(line) has \(fields.count) fields; the header has \(header.count)")
             }
             let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
-            guard let label = Int32(l) else {
+            guard let label = schema?.classIndex(l) ?? (schema == nil ? Int32(l) : nil) else {
+                let expected =
+                    schema?.labels.map { "one of the model's labels (\($0.joined(separator: ", ")))" }
+                    ?? "an integer label"
                 throw DataError(
-                    path: path, message: "line \(line), column \"\(labelName)\": \"\(l)\" is not an integer label")
+                    path: path, message: "line \(line), column \"\(labelName)\": \"\(l)\" is not \(expected)")
             }
             labels.append(label)
             for c in columns {

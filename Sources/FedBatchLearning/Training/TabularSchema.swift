@@ -16,16 +16,34 @@ public struct TabularSchema: Codable, Equatable, Sendable {
 
     /// The feature columns, in the order the model reads them.
     public let features: [String]
-    /// The label column (integer class indices).
+    /// The label column: integer class indices, or text mapped by `labels`.
     public let label: String
     public let mean: [Double]?
     public let std: [Double]?
+    /// The label map: class i is `labels[i]` (`benign`, `malignant`); nil
+    /// when the label column holds class indices.
+    public let labels: [String]?
+    /// Columns every command leaves out (an id), pinned with the schema.
+    public let drop: [String]?
 
-    public init(features: [String], label: String, mean: [Double]? = nil, std: [Double]? = nil) throws {
+    public init(
+        features: [String], label: String, mean: [Double]? = nil, std: [Double]? = nil, labels: [String]? = nil,
+        drop: [String]? = nil
+    ) throws {
         guard !features.isEmpty else { throw SchemaError("a schema needs at least one feature column") }
         guard Set(features).count == features.count else { throw SchemaError("feature columns are not unique") }
         guard !features.contains(label) else { throw SchemaError("the label column \"\(label)\" is also a feature") }
-        for name in features + [label]
+        if let labels {
+            guard labels.count >= 2, Set(labels).count == labels.count, labels.allSatisfy({ !$0.isEmpty }) else {
+                throw SchemaError("the label map needs two or more distinct, non-empty labels")
+            }
+        }
+        if let drop {
+            guard Set(drop).isDisjoint(with: features + [label]), Set(drop).count == drop.count else {
+                throw SchemaError("a dropped column is also a feature or the label, or is listed twice")
+            }
+        }
+        for name in features + [label] + (drop ?? [])
         where name.isEmpty || name.contains(",") || name.contains("\"")
             || name.unicodeScalars.contains(where: { $0.value < 0x20 })
         {
@@ -44,6 +62,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         self.label = label
         self.mean = mean
         self.std = std
+        self.labels = labels
+        self.drop = drop?.isEmpty == true ? nil : drop
     }
 
     /// Canonical bytes: sorted keys, no spaces.
@@ -60,7 +80,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         do { raw = try JSONDecoder().decode(TabularSchema.self, from: data) } catch {
             throw SchemaError("schema.json is not a valid schema: \(error)")
         }
-        return try TabularSchema(features: raw.features, label: raw.label, mean: raw.mean, std: raw.std)
+        return try TabularSchema(
+            features: raw.features, label: raw.label, mean: raw.mean, std: raw.std, labels: raw.labels, drop: raw.drop)
     }
 
     public init(from decoder: Decoder) throws {
@@ -69,6 +90,15 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         label = try c.decode(String.self, forKey: .label)
         mean = try c.decodeIfPresent([Double].self, forKey: .mean)
         std = try c.decodeIfPresent([Double].self, forKey: .std)
+        labels = try c.decodeIfPresent([String].self, forKey: .labels)
+        drop = try c.decodeIfPresent([String].self, forKey: .drop)
+    }
+
+    /// The class index of a label cell: its position in the label map, or
+    /// the integer it is; nil when it is neither.
+    func classIndex(_ cell: String) -> Int32? {
+        guard let labels else { return Int32(cell) }
+        return labels.firstIndex(of: cell).map(Int32.init)
     }
 
     /// A schema from a CSV file's header: every column but the label and
@@ -76,7 +106,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// object {"mean": {column: value}, "std": {column: value}} covering
     /// every feature, or nil for no standardisation.
     public static func fromCSVHeader(
-        _ path: String, label: String, drop: [String], stats: Data?, delimiter: UInt8 = UInt8(ascii: ",")
+        _ path: String, label: String, drop: [String], stats: Data?, delimiter: UInt8 = UInt8(ascii: ","),
+        labels: [String]? = nil
     ) throws -> TabularSchema {
         let header = try DataLoader.csvHeader(path, delimiter: delimiter)
         guard header.contains(label) else {
@@ -104,7 +135,36 @@ public struct TabularSchema: Codable, Equatable, Sendable {
                 return v
             }
         }
-        return try TabularSchema(features: features, label: label, mean: mean, std: std)
+        return try TabularSchema(
+            features: features, label: label, mean: mean, std: std, labels: labels, drop: drop.isEmpty ? nil : drop)
+    }
+
+    /// The label map a CSV file's label column implies: nil when every
+    /// value is an integer (class indices), else its distinct values,
+    /// sorted (as scikit-learn's LabelEncoder orders them).
+    public static func inferLabels(
+        _ path: String, label: String, delimiter: UInt8 = UInt8(ascii: ",")
+    ) throws
+        -> [String]?
+    {
+        let data: Data
+        do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
+            throw DataError(path: path, message: e.message)
+        }
+        var reader = CSVReader(data, delimiter: delimiter)
+        do {
+            guard let header = try reader.next()?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }),
+                let column = header.firstIndex(of: label)
+            else { throw SchemaError("\(path) has no column \"\(label)\" to use as the label") }
+            var values = Set<String>()
+            while let r = try reader.next() {
+                if column < r.fields.count { values.insert(r.fields[column].trimmingCharacters(in: .whitespaces)) }
+            }
+            values.remove("")
+            return values.allSatisfy({ Int32($0) != nil }) ? nil : values.sorted()
+        } catch let e as CSVReader.Malformed {
+            throw DataError(path: path, message: "\(e)")
+        }
     }
 
     /// Maps a CSV header onto the schema: for each feature, the column that
@@ -127,7 +187,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
                 message: "missing \(Self.columns(missing)) that the model reads"
             )
         }
-        let known = Set(features + [label] + drop)
+        let known = Set(features + [label] + drop + (self.drop ?? []))
         let extra = header.filter { !known.contains($0) }
         guard extra.isEmpty else {
             throw DataError(
