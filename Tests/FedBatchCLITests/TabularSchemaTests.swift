@@ -316,3 +316,78 @@ extension TabularSchemaTests {
             "\(unknown.err)")
     }
 }
+
+extension TabularSchemaTests {
+    @Test(
+        "blank cells: refused by default, naming line and column; imputed with the pinned means under missing = mean, and counted"
+    )
+    func missingValues() throws {
+        let keyring = try TestKeyring()
+        let collectorKey = try keyring.generate("collector")
+        let siteKey = try keyring.generate("site-a")
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = keyring.home
+        func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
+        let dir = keyring.dir
+        let made = try Subprocess.run(
+            TestPaths.python,
+            [
+                "-c",
+                """
+                import csv, json, numpy as np
+                rng = np.random.default_rng(9)
+                n = 120
+                x = rng.normal(0, 1, (n, 3))
+                y = (x[:, 0] > 0).astype(int)
+                with open("\(dir.path)/blanks.csv", "w", newline="") as f:
+                    w = csv.writer(f)
+                    w.writerow(["f0", "f1", "f2", "label"])
+                    for i in range(n):
+                        cells = ["" if (i % 10 == 3 and j == 1) or (i == 50 and j == 2) else repr(float(x[i, j])) for j in range(3)]
+                        w.writerow(cells + [str(y[i])])
+                json.dump({"mean": {"f0": 0.0, "f1": 0.5, "f2": -0.5}, "std": {"f0": 1.0, "f1": 1.0, "f2": 1.0}},
+                          open("\(dir.path)/stats.json", "w"))
+                """,
+            ])
+        #expect(made.status == 0, "\(made.err)")
+        let noStats = try fb([
+            "init", "collector", "--home", dir.file("c0"), "--model-id", "tab", "--arch", "mlp:3-4-2", "--key",
+            collectorKey, "--schema-from", dir.file("blanks.csv"), "--missing", "mean",
+        ])
+        #expect(noStats.status != 0 && noStats.err.contains("needs each feature's mean"), "\(noStats.err)")
+
+        for (name, rule) in [("refuse", nil), ("impute", "mean")] {
+            let col = dir.file("col-\(name)")
+            try fb(
+                [
+                    "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:3-4-2", "--key",
+                    collectorKey, "--schema-from", dir.file("blanks.csv"), "--normalize", dir.file("stats.json"), "-q",
+                ] + (rule.map { ["--missing", $0] } ?? [])
+            ).checked()
+            let home = dir.file("site-\(name)")
+            try fb([
+                "keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q",
+            ]).checked()
+            try fb([
+                "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
+                col + "/keys/collector.asc", "--model-id", "tab", "-q",
+            ]).checked()
+            try FileManager.default.copyItem(
+                atPath: col + "/generations/g000000.fbg", toPath: home + "/generations/g000000.fbg")
+            let r = try fb(["train", "--home", home, "--data", dir.file("blanks.csv"), "--json"])
+            if rule == nil {
+                // Row 3 of the data is line 5 of the file.
+                #expect(
+                    r.status != 0 && r.err.contains("line 5, column") && r.err.contains("f1")
+                        && r.err.contains("the cell is blank"), "\(r.err)")
+            } else {
+                #expect(r.status == 0, "\(r.err)")
+                let metrics = (try r.summary()["bundle"] as? [String: Any])?["metrics"] as? [String: Any]
+                #expect(metrics?["imputed_cells"] as? Double == 13, "\(String(describing: metrics))")
+                let eval = try fb(["eval", "--home", home, "latest", "--data", dir.file("blanks.csv"), "--json"])
+                let imputed = try eval.summary()["imputed"] as? Int
+                #expect(eval.status == 0 && imputed == 13, "\(eval.out)\(eval.err)")
+            }
+        }
+    }
+}

@@ -62,7 +62,7 @@ struct Eval: Subcommand {
         let e = Evaluation.evaluate(weights, on: dataset)
         return EvalOutput(
             file: file, generation: v.manifest.generation!, modelId: v.manifest.model.id, digest: v.digest.hex,
-            examples: dataset.count, accuracy: e.accuracy, loss: e.loss,
+            examples: dataset.count, imputed: dataset.imputed, accuracy: e.accuracy, loss: e.loss,
             classes: e.perClassAccuracy.enumerated().map {
                 .init(label: $0.offset, examples: e.classCounts[$0.offset], accuracy: $0.element)
             })
@@ -82,6 +82,8 @@ struct EvalOutput: CommandOutput {
     let modelId: String
     let digest: String
     let examples: Int
+    /// Blank cells filled with the schema's means (missing = "mean").
+    let imputed: Int
     let accuracy: Double
     let loss: Double
     let classes: [PerClass]
@@ -89,7 +91,8 @@ struct EvalOutput: CommandOutput {
     func render(into text: inout TextRendering) {
         text.out =
             [
-                "generation \(generation) of \(modelId) on \(examples) examples",
+                "generation \(generation) of \(modelId) on \(examples) examples"
+                    + (imputed > 0 ? " (\(imputed) blank cells imputed with the schema's means)" : ""),
                 String(format: "accuracy  %.4f", accuracy),
                 String(format: "loss      %.4f", loss),
                 "class  examples  accuracy",

@@ -70,6 +70,12 @@ struct InitCollector: Subcommand {
 
     @Option(
         help: ArgumentHelp(
+            "What a blank feature cell becomes: refuse (an error, the default) or mean (the --normalize mean).",
+            valueName: "rule"))
+    var missing: String?
+
+    @Option(
+        help: ArgumentHelp(
             "A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
     var drop: [String] = []
 
@@ -94,8 +100,8 @@ struct InitCollector: Subcommand {
             throw ValidationError("give --arch, or --weights for a model defined by its tensors")
         }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
-        if schemaFrom == nil && (normalize != nil || !drop.isEmpty || labels != nil) {
-            throw ValidationError("--drop, --labels and --normalize need --schema-from")
+        if schemaFrom == nil && (normalize != nil || !drop.isEmpty || labels != nil || missing != nil) {
+            throw ValidationError("--drop, --labels, --missing and --normalize need --schema-from")
         }
     }
 
@@ -134,7 +140,7 @@ struct InitCollector: Subcommand {
             }
             return try TabularSchema.fromCSVHeader(
                 path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) },
-                delimiter: data.delimiter, labels: map)
+                delimiter: data.delimiter, labels: map, missing: missing)
         }
         let result = try Home.createCollector(
             at: context.options.resolvedHome, modelID: modelID, arch: arch.description,

@@ -19,6 +19,8 @@ public struct Dataset: Sendable {
     public let width: Int
     /// The raw u8 pixels when the source was u8 (kept so that shards stay u8).
     public let rawBytes: [UInt8]?
+    /// Blank CSV cells filled with the schema's pinned means.
+    public var imputed = 0
 
     public var count: Int { labels.count }
 
@@ -272,6 +274,11 @@ public enum DataLoader {
         }
         var features: [Float] = []
         var labels: [Int32] = []
+        var imputed = 0
+        // Column c's pinned mean, for a schema that imputes blank cells.
+        let means: [Int: Float] =
+            schema?.missing == "mean"
+            ? Dictionary(uniqueKeysWithValues: zip(columns, schema!.mean!.map(Float.init))) : [:]
         while let record = try reader.next() {
             let fields = record.fields, line = record.line
             guard fields.count == header.count else {
@@ -290,6 +297,17 @@ public enum DataLoader {
             for c in columns {
                 // Float(String) reads "1.5" the same in every locale.
                 let t = fields[c].trimmingCharacters(in: .whitespaces)
+                if t.isEmpty {
+                    guard let m = means[c] else {
+                        throw DataError(
+                            path: path,
+                            message: "line \(line), column \"\(header[c])\": the cell is blank, and the model's "
+                                + "schema refuses missing values (init collector --missing mean imputes them)")
+                    }
+                    features.append(m)
+                    imputed += 1
+                    continue
+                }
                 guard let v = Float(t), v.isFinite else {
                     throw DataError(
                         path: path, message: "line \(line), column \"\(header[c])\": \"\(t)\" is not a finite number")
@@ -299,7 +317,9 @@ public enum DataLoader {
         }
         guard !labels.isEmpty else { throw DataError(path: path, message: "no data rows") }
         schema?.standardise(&features, width: columns.count)
-        return Dataset(features: features, labels: labels, width: columns.count)
+        var dataset = Dataset(features: features, labels: labels, width: columns.count)
+        dataset.imputed = imputed
+        return dataset
     }
 
     // MARK: safetensors shards

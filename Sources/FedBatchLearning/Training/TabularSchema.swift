@@ -25,11 +25,25 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     public let labels: [String]?
     /// Columns every command leaves out (an id), pinned with the schema.
     public let drop: [String]?
+    /// What a blank feature cell becomes: nil or "refuse", an error; "mean",
+    /// the feature's pinned mean (so 0 once standardised). A blank label is
+    /// always an error.
+    public let missing: String?
+
+    public static let missingRules = ["refuse", "mean"]
 
     public init(
         features: [String], label: String, mean: [Double]? = nil, std: [Double]? = nil, labels: [String]? = nil,
-        drop: [String]? = nil
+        drop: [String]? = nil, missing: String? = nil
     ) throws {
+        if let missing {
+            guard Self.missingRules.contains(missing) else {
+                throw SchemaError("missing must be \"refuse\" or \"mean\", not \"\(missing)\"")
+            }
+            guard missing != "mean" || mean != nil else {
+                throw SchemaError("missing = \"mean\" needs each feature's mean: give the statistics (--normalize)")
+            }
+        }
         guard !features.isEmpty else { throw SchemaError("a schema needs at least one feature column") }
         guard Set(features).count == features.count else { throw SchemaError("feature columns are not unique") }
         guard !features.contains(label) else { throw SchemaError("the label column \"\(label)\" is also a feature") }
@@ -64,6 +78,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         self.std = std
         self.labels = labels
         self.drop = drop?.isEmpty == true ? nil : drop
+        self.missing = missing == "refuse" ? nil : missing
     }
 
     /// Canonical bytes: sorted keys, no spaces.
@@ -81,7 +96,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
             throw SchemaError("schema.json is not a valid schema: \(error)")
         }
         return try TabularSchema(
-            features: raw.features, label: raw.label, mean: raw.mean, std: raw.std, labels: raw.labels, drop: raw.drop)
+            features: raw.features, label: raw.label, mean: raw.mean, std: raw.std, labels: raw.labels, drop: raw.drop,
+            missing: raw.missing)
     }
 
     public init(from decoder: Decoder) throws {
@@ -92,6 +108,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         std = try c.decodeIfPresent([Double].self, forKey: .std)
         labels = try c.decodeIfPresent([String].self, forKey: .labels)
         drop = try c.decodeIfPresent([String].self, forKey: .drop)
+        missing = try c.decodeIfPresent(String.self, forKey: .missing)
     }
 
     /// The class index of a label cell: its position in the label map, or
@@ -107,7 +124,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// every feature, or nil for no standardisation.
     public static func fromCSVHeader(
         _ path: String, label: String, drop: [String], stats: Data?, delimiter: UInt8 = UInt8(ascii: ","),
-        labels: [String]? = nil
+        labels: [String]? = nil, missing: String? = nil
     ) throws -> TabularSchema {
         let header = try DataLoader.csvHeader(path, delimiter: delimiter)
         guard header.contains(label) else {
@@ -136,7 +153,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
             }
         }
         return try TabularSchema(
-            features: features, label: label, mean: mean, std: std, labels: labels, drop: drop.isEmpty ? nil : drop)
+            features: features, label: label, mean: mean, std: std, labels: labels, drop: drop.isEmpty ? nil : drop,
+            missing: missing)
     }
 
     /// The label map a CSV file's label column implies: nil when every

@@ -92,6 +92,7 @@ extension Site {
         var dataset = try DataLoader.load(
             dataPath, split: request.split, labelColumn: request.labelColumn, schema: schema, drop: request.drop,
             delimiter: delimiter)
+        let imputed = dataset.imputed
         if let limit = request.limit { dataset = dataset.prefix(limit) }
         try dataset.check(against: baseWeights.arch, path: dataPath)
         // Held-out data: --eval-data, else training.eval_data, else
@@ -117,10 +118,12 @@ extension Site {
         let options = request.options(defaults: defaults, generation: base.manifest.generation!)
         let codec = try request.codec(defaults: defaults)
         let result = try Trainer.train(baseWeights, on: dataset, options: options, heldOut: heldOut, progress: progress)
+        var metrics = Self.metrics(of: result, options: options)
+        // Blank cells the schema's means filled: worth knowing at the collector.
+        if imputed > 0 { metrics["imputed_cells"] = Double(imputed) }
         let written = try writeUpdate(
             base: base, baseWeights: baseWeights, trained: result.weights,
-            numExamples: Int64(dataset.count), metrics: Self.metrics(of: result, options: options), codec: codec,
-            evaluation: evaluation)
+            numExamples: Int64(dataset.count), metrics: metrics, codec: codec, evaluation: evaluation)
         return TrainingRun(bundle: written, epochs: result.epochs)
     }
 
