@@ -391,3 +391,56 @@ extension TabularSchemaTests {
         }
     }
 }
+
+extension TabularSchemaTests {
+    @Test(
+        "--categorical pins a column's categories and counts them in the model's input; an unseen one is an error, or zeros with ignore"
+    )
+    func categorical() throws {
+        let keyring = try TestKeyring()
+        let collectorKey = try keyring.generate("collector")
+        let siteKey = try keyring.generate("site-a")
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = keyring.home
+        func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
+        let dir = keyring.dir
+        var rows = ["f0,ward,f1,label"]
+        for i in 0..<90 { rows.append("\(Double(i % 13) / 13),\(["A", "B", "C"][i % 3]),\(Double(i % 5)),\(i % 2)") }
+        _ = try dir.write("train.csv", Data((rows.joined(separator: "\n") + "\n").utf8))
+        _ = try dir.write("unseen.csv", Data("f0,ward,f1,label\n0.5,D,1,0\n0.1,A,2,1\n".utf8))
+        let narrow = try fb([
+            "init", "collector", "--home", dir.file("c0"), "--model-id", "tab", "--arch", "mlp:3-4-2", "--key",
+            collectorKey, "--schema-from", dir.file("train.csv"), "--categorical", "ward",
+        ])
+        #expect(
+            narrow.status != 0 && narrow.err.contains("5 inputs once its categories are one-hot encoded"),
+            "\(narrow.err)")
+        for rule in ["error", "ignore"] {
+            let col = dir.file("col-\(rule)"), home = dir.file("site-\(rule)")
+            let made = try fb([
+                "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:5-4-2", "--key", collectorKey,
+                "--schema-from", dir.file("train.csv"), "--categorical", "ward", "--unknown-category", rule, "--json",
+            ])
+            #expect(made.status == 0, "\(made.err)")
+            #expect(try made.jsonErrorLines().contains { $0["code"] as? String == "init.categories-inferred" })
+            try fb([
+                "keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q",
+            ]).checked()
+            try fb([
+                "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
+                col + "/keys/collector.asc", "--model-id", "tab", "-q",
+            ]).checked()
+            try FileManager.default.copyItem(
+                atPath: col + "/generations/g000000.fbg", toPath: home + "/generations/g000000.fbg")
+            try fb(["train", "--home", home, "--data", dir.file("train.csv"), "-q"]).checked()
+            let unseen = try fb(["train", "--home", home, "--data", dir.file("unseen.csv"), "--force"])
+            if rule == "error" {
+                #expect(
+                    unseen.status != 0 && unseen.err.contains("\"D\" is not one of its categories (A, B, C)"),
+                    "\(unseen.err)")
+            } else {
+                #expect(unseen.status == 0, "\(unseen.err)")
+            }
+        }
+    }
+}

@@ -79,3 +79,32 @@ struct CSVTests {
         }
     }
 }
+
+@Suite("categorical columns")
+struct CategoricalTests {
+    @Test("a categorical column is one-hot encoded in its place, in the pinned order; numeric ones are standardised")
+    func oneHot() throws {
+        let schema = try TabularSchema(
+            features: ["x", "ward", "y"], label: "label", mean: [1, 0, 10], std: [2, 1, 5],
+            categories: ["ward": ["A", "B", "C"]])
+        #expect(schema.inputWidth == 5)
+        let csv = "label,ward,x,y,id\n0,B,3,10,a\n1,C,1,20,b\n"
+        let d = try DataLoader.parseCSV(Data(csv.utf8), path: "t.csv", schema: schema, drop: ["id"])
+        #expect(d.width == 5 && d.labels == [0, 1])
+        #expect(d.features == [1, 0, 1, 0, 0, 0, 0, 0, 1, 2])
+        #expect {
+            try DataLoader.parseCSV(Data("label,ward,x,y\n0,D,1,1\n".utf8), path: "t.csv", schema: schema)
+        } throws: { "\($0)".contains("line 2, column \"ward\": \"D\" is not one of its categories (A, B, C)") }
+        let ignoring = try TabularSchema(
+            features: ["x", "ward", "y"], label: "label", categories: ["ward": ["A", "B", "C"]],
+            unknownCategory: "ignore")
+        let zeros = try DataLoader.parseCSV(Data("label,ward,x,y\n0,D,1,1\n".utf8), path: "t.csv", schema: ignoring)
+        #expect(zeros.features == [1, 0, 0, 0, 1])
+        // The pinned form: snake_case, and nothing new in a schema without categories.
+        let json = String(decoding: ignoring.encoded, as: UTF8.self)
+        #expect(json.contains("\"unknown_category\":\"ignore\"") && json.contains("\"categories\":{\"ward\""))
+        let plain = try TabularSchema(features: ["x"], label: "label")
+        #expect(String(decoding: plain.encoded, as: UTF8.self) == "{\"features\":[\"x\"],\"label\":\"label\"}")
+        #expect(try TabularSchema.parse(ignoring.encoded) == ignoring)
+    }
+}

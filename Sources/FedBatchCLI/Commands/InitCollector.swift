@@ -76,6 +76,20 @@ struct InitCollector: Subcommand {
 
     @Option(
         help: ArgumentHelp(
+            "A column of --schema-from that holds categories, one-hot encoded; its categories are the file's "
+                + "distinct values, sorted (repeatable).",
+            valueName: "column"))
+    var categorical: [String] = []
+
+    @Option(
+        name: .customLong("unknown-category"),
+        help: ArgumentHelp(
+            "What a category outside the pinned ones becomes: error (the default) or ignore (all zeros).",
+            valueName: "rule"))
+    var unknownCategory: String?
+
+    @Option(
+        help: ArgumentHelp(
             "A column of --schema-from that is not a feature, such as an id (repeatable).", valueName: "column"))
     var drop: [String] = []
 
@@ -100,8 +114,12 @@ struct InitCollector: Subcommand {
             throw ValidationError("give --arch, or --weights for a model defined by its tensors")
         }
         if weights != nil && seed != 0 { throw ValidationError("--weights and --seed exclude each other") }
-        if schemaFrom == nil && (normalize != nil || !drop.isEmpty || labels != nil || missing != nil) {
-            throw ValidationError("--drop, --labels, --missing and --normalize need --schema-from")
+        if schemaFrom == nil
+            && (normalize != nil || !drop.isEmpty || labels != nil || missing != nil || !categorical.isEmpty
+                || unknownCategory != nil)
+        {
+            throw ValidationError(
+                "--drop, --labels, --missing, --categorical, --unknown-category and --normalize need --schema-from")
         }
     }
 
@@ -138,9 +156,19 @@ struct InitCollector: Subcommand {
                     "the label map has \(map.count) classes (\(map.joined(separator: ", "))); the model "
                         + "\(arch.description) has \(arch.classes) outputs")
             }
+            var categories: [String: [String]] = [:]
+            for column in categorical {
+                let values = try TabularSchema.inferCategories(path, column: column, delimiter: data.delimiter)
+                context.console.warn(
+                    "categories of \(column) taken from \(path): \(values.joined(separator: ", ")); another value "
+                        + "at a site is \(unknownCategory == "ignore" ? "encoded as all zeros" : "an error")",
+                    code: "init.categories-inferred")
+                categories[column] = values
+            }
             return try TabularSchema.fromCSVHeader(
                 path, label: label, drop: drop, stats: try normalize.map { try readFile($0, cap: 1 << 20) },
-                delimiter: data.delimiter, labels: map, missing: missing)
+                delimiter: data.delimiter, labels: map, missing: missing, categories: categories,
+                unknownCategory: unknownCategory)
         }
         let result = try Home.createCollector(
             at: context.options.resolvedHome, modelID: modelID, arch: arch.description,

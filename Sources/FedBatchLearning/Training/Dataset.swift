@@ -279,6 +279,9 @@ public enum DataLoader {
         let means: [Int: Float] =
             schema?.missing == "mean"
             ? Dictionary(uniqueKeysWithValues: zip(columns, schema!.mean!.map(Float.init))) : [:]
+        // Per feature column: its pinned categories, if it is categorical.
+        let categorical: [[String]?] = columns.map { c in schema?.categories?[header[c]] }
+        let width = schema?.inputWidth ?? columns.count
         while let record = try reader.next() {
             let fields = record.fields, line = record.line
             guard fields.count == header.count else {
@@ -294,9 +297,25 @@ public enum DataLoader {
                     path: path, message: "line \(line), column \"\(labelName)\": \"\(l)\" is not \(expected)")
             }
             labels.append(label)
-            for c in columns {
+            for (k, c) in columns.enumerated() {
                 // Float(String) reads "1.5" the same in every locale.
                 let t = fields[c].trimmingCharacters(in: .whitespaces)
+                if let categories = categorical[k] {
+                    // One-hot, in the pinned order; an unseen (or blank)
+                    // category is an error, or all zeros under "ignore".
+                    var slots = [Float](repeating: 0, count: categories.count)
+                    if let i = categories.firstIndex(of: t) {
+                        slots[i] = 1
+                    } else if schema?.unknownCategory != "ignore" {
+                        throw DataError(
+                            path: path,
+                            message: "line \(line), column \"\(header[c])\": \"\(t)\" is not one of its categories "
+                                + "(\(categories.joined(separator: ", "))); init collector --unknown-category ignore "
+                                + "encodes such a value as all zeros")
+                    }
+                    features += slots
+                    continue
+                }
                 if t.isEmpty {
                     guard let m = means[c] else {
                         throw DataError(
@@ -316,8 +335,8 @@ public enum DataLoader {
             }
         }
         guard !labels.isEmpty else { throw DataError(path: path, message: "no data rows") }
-        schema?.standardise(&features, width: columns.count)
-        var dataset = Dataset(features: features, labels: labels, width: columns.count)
+        schema?.standardise(&features, width: width)
+        var dataset = Dataset(features: features, labels: labels, width: width)
         dataset.imputed = imputed
         return dataset
     }

@@ -29,13 +29,43 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// the feature's pinned mean (so 0 once standardised). A blank label is
     /// always an error.
     public let missing: String?
+    /// Categorical features and their pinned categories, in order: each is
+    /// one-hot encoded into as many inputs, in its place among the features
+    /// (scikit-learn's OneHotEncoder with fixed categories).
+    public let categories: [String: [String]]?
+    /// What a category outside the pinned list becomes: nil or "error", an
+    /// error naming it; "ignore", all zeros.
+    public let unknownCategory: String?
 
     public static let missingRules = ["refuse", "mean"]
 
+    enum CodingKeys: String, CodingKey {
+        case features, label, mean, std, labels, drop, missing, categories
+        case unknownCategory = "unknown_category"
+    }
+
+    /// The model's input width under this schema: one input per numeric
+    /// feature, one per category of a categorical one.
+    public var inputWidth: Int { features.reduce(0) { $0 + (categories?[$1]?.count ?? 1) } }
+
     public init(
         features: [String], label: String, mean: [Double]? = nil, std: [Double]? = nil, labels: [String]? = nil,
-        drop: [String]? = nil, missing: String? = nil
+        drop: [String]? = nil, missing: String? = nil, categories: [String: [String]]? = nil,
+        unknownCategory: String? = nil
     ) throws {
+        if let categories {
+            for (column, values) in categories {
+                guard features.contains(column) else {
+                    throw SchemaError("categorical column \"\(column)\" is not a feature")
+                }
+                guard !values.isEmpty, Set(values).count == values.count, values.allSatisfy({ !$0.isEmpty }) else {
+                    throw SchemaError("categorical column \"\(column)\" needs distinct, non-empty categories")
+                }
+            }
+        }
+        guard unknownCategory == nil || ["error", "ignore"].contains(unknownCategory!) else {
+            throw SchemaError("unknown_category must be \"error\" or \"ignore\"")
+        }
         if let missing {
             guard Self.missingRules.contains(missing) else {
                 throw SchemaError("missing must be \"refuse\" or \"mean\", not \"\(missing)\"")
@@ -79,6 +109,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         self.labels = labels
         self.drop = drop?.isEmpty == true ? nil : drop
         self.missing = missing == "refuse" ? nil : missing
+        self.categories = categories?.isEmpty == true ? nil : categories
+        self.unknownCategory = unknownCategory == "error" ? nil : unknownCategory
     }
 
     /// Canonical bytes: sorted keys, no spaces.
@@ -97,7 +129,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         }
         return try TabularSchema(
             features: raw.features, label: raw.label, mean: raw.mean, std: raw.std, labels: raw.labels, drop: raw.drop,
-            missing: raw.missing)
+            missing: raw.missing, categories: raw.categories, unknownCategory: raw.unknownCategory)
     }
 
     public init(from decoder: Decoder) throws {
@@ -109,6 +141,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         labels = try c.decodeIfPresent([String].self, forKey: .labels)
         drop = try c.decodeIfPresent([String].self, forKey: .drop)
         missing = try c.decodeIfPresent(String.self, forKey: .missing)
+        categories = try c.decodeIfPresent([String: [String]].self, forKey: .categories)
+        unknownCategory = try c.decodeIfPresent(String.self, forKey: .unknownCategory)
     }
 
     /// The class index of a label cell: its position in the label map, or
@@ -124,7 +158,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// every feature, or nil for no standardisation.
     public static func fromCSVHeader(
         _ path: String, label: String, drop: [String], stats: Data?, delimiter: UInt8 = UInt8(ascii: ","),
-        labels: [String]? = nil, missing: String? = nil
+        labels: [String]? = nil, missing: String? = nil, categories: [String: [String]]? = nil,
+        unknownCategory: String? = nil
     ) throws -> TabularSchema {
         let header = try DataLoader.csvHeader(path, delimiter: delimiter)
         guard header.contains(label) else {
@@ -139,13 +174,17 @@ public struct TabularSchema: Codable, Equatable, Sendable {
             else {
                 throw SchemaError("the statistics file must be {\"mean\": {column: value}, \"std\": {column: value}}")
             }
+            // A categorical feature is one-hot encoded and not standardised:
+            // its entries are 0 and 1.
             mean = try features.map { f in
+                if categories?[f] != nil { return 0 }
                 guard let v = (m[f] as? NSNumber)?.doubleValue else {
                     throw SchemaError("the statistics file gives no mean for column \"\(f)\"")
                 }
                 return v
             }
             std = try features.map { f in
+                if categories?[f] != nil { return 1 }
                 guard let v = (s[f] as? NSNumber)?.doubleValue else {
                     throw SchemaError("the statistics file gives no std for column \"\(f)\"")
                 }
@@ -154,7 +193,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         }
         return try TabularSchema(
             features: features, label: label, mean: mean, std: std, labels: labels, drop: drop.isEmpty ? nil : drop,
-            missing: missing)
+            missing: missing, categories: categories, unknownCategory: unknownCategory)
     }
 
     /// The label map a CSV file's label column implies: nil when every
@@ -225,11 +264,44 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         "column\(names.count == 1 ? "" : "s") " + names.map { "\"\($0)\"" }.joined(separator: ", ")
     }
 
-    /// (x − mean) / std, feature by feature, when the schema standardises.
+    /// (x − mean) / std, input by input, when the schema standardises; a
+    /// categorical feature's one-hot inputs are left as they are.
     func standardise(_ features: inout [Float], width: Int) {
         guard let mean, let std else { return }
-        let m = mean.map(Float.init), s = std.map { Float(1 / $0) }
+        var m: [Float] = [], s: [Float] = []
+        for (j, f) in self.features.enumerated() {
+            let k = categories?[f]?.count ?? 1
+            m += [Float](repeating: k == 1 && categories?[f] == nil ? Float(mean[j]) : 0, count: k)
+            s += [Float](repeating: k == 1 && categories?[f] == nil ? Float(1 / std[j]) : 1, count: k)
+        }
         for i in features.indices { let j = i % width; features[i] = (features[i] - m[j]) * s[j] }
+    }
+
+    /// The distinct non-blank values of `column` in a CSV file, sorted: the
+    /// categories `init collector --categorical` pins.
+    public static func inferCategories(
+        _ path: String, column: String, delimiter: UInt8 = UInt8(ascii: ",")
+    )
+        throws -> [String]
+    {
+        let data: Data
+        do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
+            throw DataError(path: path, message: e.message)
+        }
+        var reader = CSVReader(data, delimiter: delimiter)
+        do {
+            guard let header = try reader.next()?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }),
+                let index = header.firstIndex(of: column)
+            else { throw SchemaError("\(path) has no column \"\(column)\" to treat as categorical") }
+            var values = Set<String>()
+            while let r = try reader.next() {
+                if index < r.fields.count { values.insert(r.fields[index].trimmingCharacters(in: .whitespaces)) }
+            }
+            values.remove("")
+            return values.sorted()
+        } catch let e as CSVReader.Malformed {
+            throw DataError(path: path, message: "\(e)")
+        }
     }
 }
 

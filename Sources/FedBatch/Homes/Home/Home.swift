@@ -82,9 +82,13 @@ public struct Home: Sendable {
         config.data = data
         try config.validate(path: "--key")
         let layout = HomeLayout(root: root)
-        if let schema, schema.features.count != arch.inputWidth {
-            throw SchemaError(
-                "the schema has \(schema.features.count) feature columns; the model \(arch) reads \(arch.inputWidth)")
+        if let schema, schema.inputWidth != arch.inputWidth {
+            let parts =
+                schema.categories == nil
+                ? "\(schema.features.count) feature columns"
+                : "\(schema.features.count) feature columns, \(schema.inputWidth) inputs once its categories are "
+                    + "one-hot encoded"
+            throw SchemaError("the schema has \(parts); the model \(arch) reads \(arch.inputWidth)")
         }
         let tensors = weights ?? arch.initialWeights(seed: seed)
         _ = try prepare(
