@@ -77,14 +77,7 @@ struct TabularSchemaTests {
         var bundles: [Data] = []
         for (i, (site, csv)) in [("site-a", "train.csv"), ("site-b", "swapped.csv")].enumerated() {
             let home = dir.file(site)
-            let asc = try keyring.exportPublic(siteKeys[i], to: "\(site).asc")
-            try fb(["keys", "add", "--home", col, "--site", site, asc, "-q"]).checked()
-            try fb([
-                "init", "site", "--home", home, "--site-id", site, "--key", siteKeys[i], "--collector-key",
-                col + "/keys/collector.asc",
-                "--model-id", "tab", "-q",
-            ]).checked()
-            try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
+            try Self.join(site: site, key: siteKeys[i], home: home, collector: col, keyring: keyring)
             // A column the schema does not name must be dropped explicitly;
             // the id column init pinned as dropped needs no --drop.
             let ward = try fb(["train", "--home", home, "--data", dir.file("extra.csv"), "--seed", "1"])
@@ -190,21 +183,11 @@ extension TabularSchemaTests {
             "init", "collector", "--home", col, "--model-id", "tab", "--arch", "mlp:3-4-2", "--key", collectorKey,
             "--schema-from", dir.file("comma.csv"), "--label", "diagnosis", "--drop", "record id", "-q",
         ]).checked()
-        let g0 = col + "/generations/g000000.fbg"
         var tensors: [Data] = []
         for (i, (site, csv, delimiter)) in [("site-a", "comma.csv", ","), ("site-b", "semicolon.csv", ";")].enumerated()
         {
             let home = dir.file(site)
-            try fb([
-                "keys", "add", "--home", col, "--site", site, try keyring.exportPublic(siteKeys[i], to: "\(site).asc"),
-                "-q",
-            ])
-            .checked()
-            try fb([
-                "init", "site", "--home", home, "--site-id", site, "--key", siteKeys[i], "--collector-key",
-                col + "/keys/collector.asc", "--model-id", "tab", "-q",
-            ]).checked()
-            try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
+            try Self.join(site: site, key: siteKeys[i], home: home, collector: col, keyring: keyring)
             try Federation.setConfig(home: home, table: "data", "delimiter", "\"\(delimiter)\"")
             let r = try fb([
                 "train", "--home", home, "--data", dir.file(csv), "--drop", "record id", "--seed", "1", "--codec",
@@ -293,13 +276,7 @@ extension TabularSchemaTests {
 
         // A site trains and evaluates with no --drop: the schema carries it.
         let home = dir.file("site-a")
-        try fb(["keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q"])
-            .checked()
-        try fb([
-            "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
-            col + "/keys/collector.asc", "--model-id", "tab", "-q",
-        ]).checked()
-        try FileManager.default.copyItem(atPath: g0, toPath: home + "/generations/g000000.fbg")
+        try Self.join(site: "site-a", key: siteKey, home: home, collector: col, keyring: keyring)
         let trained = try fb([
             "train", "--home", home, "--data", dir.file("train.csv"), "--epochs", "20", "--lr", "0.1", "--json",
         ])
@@ -365,15 +342,7 @@ extension TabularSchemaTests {
                 ] + (rule.map { ["--missing", $0] } ?? [])
             ).checked()
             let home = dir.file("site-\(name)")
-            try fb([
-                "keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q",
-            ]).checked()
-            try fb([
-                "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
-                col + "/keys/collector.asc", "--model-id", "tab", "-q",
-            ]).checked()
-            try FileManager.default.copyItem(
-                atPath: col + "/generations/g000000.fbg", toPath: home + "/generations/g000000.fbg")
+            try Self.join(site: "site-a", key: siteKey, home: home, collector: col, keyring: keyring)
             let r = try fb(["train", "--home", home, "--data", dir.file("blanks.csv"), "--json"])
             if rule == nil {
                 // Row 3 of the data is line 5 of the file.
@@ -423,15 +392,7 @@ extension TabularSchemaTests {
             ])
             #expect(made.status == 0, "\(made.err)")
             #expect(try made.jsonErrorLines().contains { $0["code"] as? String == "init.categories-inferred" })
-            try fb([
-                "keys", "add", "--home", col, "--site", "site-a", try keyring.exportPublic(siteKey, to: "a.asc"), "-q",
-            ]).checked()
-            try fb([
-                "init", "site", "--home", home, "--site-id", "site-a", "--key", siteKey, "--collector-key",
-                col + "/keys/collector.asc", "--model-id", "tab", "-q",
-            ]).checked()
-            try FileManager.default.copyItem(
-                atPath: col + "/generations/g000000.fbg", toPath: home + "/generations/g000000.fbg")
+            try Self.join(site: "site-a", key: siteKey, home: home, collector: col, keyring: keyring)
             try fb(["train", "--home", home, "--data", dir.file("train.csv"), "-q"]).checked()
             let unseen = try fb(["train", "--home", home, "--data", dir.file("unseen.csv"), "--force"])
             if rule == "error" {
@@ -442,5 +403,23 @@ extension TabularSchemaTests {
                 #expect(unseen.status == 0, "\(unseen.err)")
             }
         }
+    }
+}
+
+extension TabularSchemaTests {
+    /// Pins `key` at the collector `col` as `site`, creates the site's home
+    /// at `home` for the model `tab`, and hands it generation 0.
+    static func join(site: String, key: String, home: String, collector col: String, keyring: TestKeyring) throws {
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = keyring.home
+        func fb(_ args: [String]) throws -> ProcessResult { try Subprocess.fedbatch(args, environment: env) }
+        try fb(["keys", "add", "--home", col, "--site", site, try keyring.exportPublic(key, to: "\(site).asc"), "-q"])
+            .checked()
+        try fb([
+            "init", "site", "--home", home, "--site-id", site, "--key", key, "--collector-key",
+            col + "/keys/collector.asc", "--model-id", "tab", "-q",
+        ]).checked()
+        try FileManager.default.copyItem(
+            atPath: col + "/generations/g000000.fbg", toPath: home + "/generations/g000000.fbg")
     }
 }

@@ -32,6 +32,8 @@ struct CSVTests {
         #expect(try Self.records("a;b\n1,5;2\n", delimiter: ";")[1].1 == ["1,5", "2"])
         #expect(try Self.records("a\tb\n\"x\ty\"\t2\n", delimiter: "\t")[1].1 == ["x\ty", "2"])
         #expect(CSVReader.delimiter("::") == nil && CSVReader.delimiter("x") == nil)
+        // A command line writes a tab as \t.
+        #expect(CSVReader.delimiter("\\t") == 0x09 && CSVReader.delimiter("\t") == 0x09)
     }
 
     @Test(

@@ -58,7 +58,7 @@ struct DataSplitCommand: Subcommand {
         if sites < 1 { throw ValidationError("--sites must be at least 1") }
         if let dirichlet, !(dirichlet > 0) { throw ValidationError("--dirichlet must be positive") }
         if DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train or test") }
-        if CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter) == nil {
+        if CSVReader.delimiter(delimiter) == nil {
             throw ValidationError("--delimiter must be one of , ; | or \\t")
         }
     }
@@ -66,7 +66,7 @@ struct DataSplitCommand: Subcommand {
     func run(_ context: CommandContext) throws -> SplitOutput {
         let dataset = try DataLoader.load(
             data, split: DataSplit(rawValue: split)!, labelColumn: labelColumn,
-            delimiter: CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter)!)
+            delimiter: CSVReader.delimiter(delimiter)!)
         let parts = try Partition.assign(
             labels: dataset.labels, sites: sites, scheme: iid ? .iid : .dirichlet(alpha: dirichlet!), seed: seed)
         let paths = try Partition.writeShards(dataset, parts: parts, to: out)

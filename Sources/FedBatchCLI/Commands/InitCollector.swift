@@ -134,7 +134,7 @@ struct InitCollector: Subcommand {
         let signer = try context.signer(fingerprint: key)
         var data = DataSettings()
         if let delimiter {
-            guard let b = CSVReader.delimiter(delimiter == "\\t" ? "\t" : delimiter) else {
+            guard let b = CSVReader.delimiter(delimiter) else {
                 throw ValidationError("--delimiter must be one of , ; | or \\t")
             }
             data.delimiter = b

@@ -120,9 +120,11 @@ public struct CSVReader {
         return s
     }
 
-    /// The delimiter a `[data] delimiter` setting names: one character, `,`,
-    /// `;`, `|` or a tab (written "\t" in TOML).
+    /// The delimiter a `[data] delimiter` setting or a `--delimiter` option
+    /// names: one character, `,`, `;`, `|` or a tab (a tab character, or
+    /// `\t` as a command line writes it).
     public static func delimiter(_ text: String) -> UInt8? {
+        if text == "\\t" { return 0x09 }
         guard text.utf8.count == 1, let b = text.utf8.first, [0x2C, 0x3B, 0x7C, 0x09].contains(b) else { return nil }
         return b
     }

@@ -201,9 +201,15 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// sorted (as scikit-learn's LabelEncoder orders them).
     public static func inferLabels(
         _ path: String, label: String, delimiter: UInt8 = UInt8(ascii: ",")
-    ) throws
-        -> [String]?
-    {
+    ) throws -> [String]? {
+        let values = try distinctValues(path, column: label, delimiter: delimiter, as: "the label")
+        return values.allSatisfy({ Int32($0) != nil }) ? nil : values
+    }
+
+    /// The distinct non-blank values of `column` in a CSV file, sorted.
+    private static func distinctValues(
+        _ path: String, column: String, delimiter: UInt8, as role: String
+    ) throws -> [String] {
         let data: Data
         do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
             throw DataError(path: path, message: e.message)
@@ -211,14 +217,14 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         var reader = CSVReader(data, delimiter: delimiter)
         do {
             guard let header = try reader.next()?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }),
-                let column = header.firstIndex(of: label)
-            else { throw SchemaError("\(path) has no column \"\(label)\" to use as the label") }
+                let index = header.firstIndex(of: column)
+            else { throw SchemaError("\(path) has no column \"\(column)\" to use as \(role)") }
             var values = Set<String>()
             while let r = try reader.next() {
-                if column < r.fields.count { values.insert(r.fields[column].trimmingCharacters(in: .whitespaces)) }
+                if index < r.fields.count { values.insert(r.fields[index].trimmingCharacters(in: .whitespaces)) }
             }
             values.remove("")
-            return values.allSatisfy({ Int32($0) != nil }) ? nil : values.sorted()
+            return values.sorted()
         } catch let e as CSVReader.Malformed {
             throw DataError(path: path, message: "\(e)")
         }
@@ -281,27 +287,8 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// categories `init collector --categorical` pins.
     public static func inferCategories(
         _ path: String, column: String, delimiter: UInt8 = UInt8(ascii: ",")
-    )
-        throws -> [String]
-    {
-        let data: Data
-        do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
-            throw DataError(path: path, message: e.message)
-        }
-        var reader = CSVReader(data, delimiter: delimiter)
-        do {
-            guard let header = try reader.next()?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }),
-                let index = header.firstIndex(of: column)
-            else { throw SchemaError("\(path) has no column \"\(column)\" to treat as categorical") }
-            var values = Set<String>()
-            while let r = try reader.next() {
-                if index < r.fields.count { values.insert(r.fields[index].trimmingCharacters(in: .whitespaces)) }
-            }
-            values.remove("")
-            return values.sorted()
-        } catch let e as CSVReader.Malformed {
-            throw DataError(path: path, message: "\(e)")
-        }
+    ) throws -> [String] {
+        try distinctValues(path, column: column, delimiter: delimiter, as: "a categorical feature")
     }
 }
 

@@ -25,18 +25,24 @@ extension Home {
         try checkBelongs(try verifier.open(path: path, limits: limits), limits: limits)
     }
 
-    /// The checks of `openVerified` on a container already verified.
-    func checkBelongs(
-        _ v: VerifiedContainer, limits: ContainerLimits = .default
-    ) throws -> (VerifiedContainer, SafetensorsFile) {
-        let m = v.manifest
+    /// A container's model is this home's: its id, and its architecture
+    /// where the home pins one.
+    func checkModel(_ m: Manifest) throws -> ModelArchitecture {
         guard m.model.id == config.modelID else {
             throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id)
         }
         if let arch = config.arch, arch != m.model.arch {
             throw ModelMismatch.arch(expected: arch, actual: m.model.arch)
         }
-        let arch = try ModelArchitecture(spec: m.model.arch)
+        return try ModelArchitecture(spec: m.model.arch)
+    }
+
+    /// The checks of `openVerified` on a container already verified.
+    func checkBelongs(
+        _ v: VerifiedContainer, limits: ContainerLimits = .default
+    ) throws -> (VerifiedContainer, SafetensorsFile) {
+        let m = v.manifest
+        let arch = try checkModel(m)
         let tensors = try v.container.tensors(limits: limits.safetensors)
         // A generation holds full weights; an update holds a delta in its
         // codec's layout, checked here before anything is decoded; a

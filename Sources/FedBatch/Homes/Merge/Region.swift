@@ -48,13 +48,7 @@ extension Home {
     /// and sums that fit the model tensor by tensor.
     func checkPartial(_ v: VerifiedContainer, limits: ContainerLimits) throws -> (VerifiedContainer, PartialAggregate) {
         let m = v.manifest
-        guard m.model.id == config.modelID else {
-            throw ModelMismatch.modelID(expected: config.modelID, actual: m.model.id)
-        }
-        if let arch = config.arch, arch != m.model.arch {
-            throw ModelMismatch.arch(expected: arch, actual: m.model.arch)
-        }
-        let arch = try ModelArchitecture(spec: m.model.arch)
+        let arch = try checkModel(m)
         let sums = try PartialAggregate(
             file: try v.container.tensors(limits: limits.safetensors), arch: arch,
             totalWeight: (m.included ?? []).reduce(0) { $0 + $1.weight }, count: m.included?.count ?? 0)
