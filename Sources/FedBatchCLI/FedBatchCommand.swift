@@ -26,7 +26,7 @@ public struct FedBatchCommand: ParsableCommand {
             Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self,
             Prune.self, Status.self, Check.self, Report.self, Verify.self, Log.self, Export.self, Eval.self,
             Inspect.self,
-            DataCommand.self,
+            DataCommand.self, Stats.self,
         ]
     )
 

@@ -10,7 +10,7 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers
+    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers, statistics
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -63,6 +63,21 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? DataLoader.parseCSV(data, path: "fuzz")
         case .numbers:
             Self.extremeNumbers(data)
+        case .statistics:
+            // What parses must combine with itself and give a schema's
+            // normalisation (or refuse) without a trap.
+            if let s = try? DataStatistics.parse(data), let both = try? s.combined(with: s) {
+                try? both.check()
+                let numeric = both.numeric.keys.sorted(), categorical = both.categorical.keys.sorted()
+                if let schema = try? TabularSchema(
+                    features: numeric + categorical, label: "label",
+                    categories: Dictionary(
+                        uniqueKeysWithValues: categorical.map { ($0, both.categorical[$0]!.counts.keys.sorted()) }))
+                {
+                    _ = try? both.normalisation(for: schema)
+                    _ = try? both.check(against: schema)
+                }
+            }
         }
     }
 

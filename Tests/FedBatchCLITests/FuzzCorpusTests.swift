@@ -15,7 +15,10 @@ import Testing
 struct FuzzCorpusTests {
     @Test(
         "every corpus input runs through its parser without a crash",
-        arguments: ["safetensors", "manifest", "statement", "signature", "container", "codec", "idx", "csv", "numbers"])
+        arguments: [
+            "safetensors", "manifest", "statement", "signature", "container", "codec", "idx", "csv", "numbers",
+            "statistics",
+        ])
     func replay(target: String) throws {
         let replay = (TestPaths.fedbatch as NSString).deletingLastPathComponent + "/fedbatch-fuzz"
         let corpus = TestPaths.packageRoot + "/Tests/Fuzz/corpus/" + target

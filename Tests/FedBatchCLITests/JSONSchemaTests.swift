@@ -178,6 +178,26 @@ struct JSONSchemaTests {
         try record("publish", "publish", status: 0, ["publish", "--home", fed.collector, "--remote", stick])
         try record("pull on a site", "pull", status: 0, ["pull", "--home", fed.site("site-2"), "--remote", stick])
 
+        // Federated statistics on a small tabular model: a site summarises
+        // (and a dry run), the collector pins, then has nothing to pin.
+        let table = (0..<30).map { "\($0 % 7).5,\(($0 * 3) % 11),\($0 % 2)" }.joined(separator: "\n")
+        let csv = root + "/t.csv"
+        try Data(("f0,f1,label\n" + table + "\n").utf8).write(to: URL(fileURLWithPath: csv))
+        let tab = root + "/tab-c", tabSite = root + "/tab-s"
+        try fed.fedbatch([
+            "init", "collector", "--home", tab, "--model-id", "tab", "--arch", "mlp:2-3-2", "--key", fed.collectorKey,
+            "--schema-from", csv, "-q",
+        ]).checked()
+        try TabularSchemaTests.join(
+            site: "site-1", key: fed.siteKeys["site-1"]!, home: tabSite, collector: tab, keyring: fed.keyring)
+        try record("stats dry run", "stats site", status: 0, ["stats", "--home", tabSite, "--data", csv, "--dry-run"])
+        let sent = try record("stats at a site", "stats site", status: 0, ["stats", "--home", tabSite, "--data", csv])
+        try FileManager.default.copyItem(
+            atPath: try #require(try sent.summary()["file"] as? String), toPath: tab + "/inbox/s.fbs")
+        try record(
+            "stats --pin", "stats collector", status: 0, ["stats", "--home", tab, "--pin", "--settle", "0"])
+        try record("stats with nothing to combine", "stats collector", status: 5, ["stats", "--home", tab])
+
         // Failures: a usage error and an error from the library.
         try record("usage error", nil, status: 2, ["merge", "--home", fed.collector, "--min-bundles", "0"])
         let failed = try record(

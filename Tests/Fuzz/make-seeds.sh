@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 out=corpus
 py=${FEDBATCH_PYTHON:-../../.venv/bin/python}
+# statistics/ holds statistics.json members of a real fedbatch stats run (a site's and a pin's).
 mkdir -p $out/{safetensors,manifest,statement,signature,container,codec,idx,csv}
 tmp=$(mktemp -d /tmp/fb-seeds-XXXXXX)
 trap 'gpgconf --homedir "$tmp/g" --kill all 2>/dev/null || true; rm -rf "$tmp"' EXIT

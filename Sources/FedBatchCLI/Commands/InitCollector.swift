@@ -70,7 +70,8 @@ struct InitCollector: Subcommand {
 
     @Option(
         help: ArgumentHelp(
-            "What a blank feature cell becomes: refuse (an error, the default) or mean (the --normalize mean).",
+            "What a blank feature cell becomes: refuse (an error, the default) or mean (the pinned mean, from "
+                + "--normalize or fedbatch stats --pin).",
             valueName: "rule"))
     var missing: String?
 

@@ -15,9 +15,24 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     public enum Kind: String, Codable, Sendable {
         /// A site's update; a generation of the model; a regional
-        /// collector's partial aggregate of its sites' updates.
-        case update, generation, partial
+        /// collector's partial aggregate of its sites' updates; a site's
+        /// summary statistics of its data (fedbatch-stats(1)).
+        case update, generation, partial, stats
+
+        /// "an update", "a generation", for messages.
+        public var withArticle: String {
+            switch self {
+            case .update: return "an update"
+            case .stats: return "a statistics bundle"
+            default: return "a \(rawValue)"
+            }
+        }
+        /// Whether a site (or a region) signs this kind, naming itself in `site`.
+        public var isFromSender: Bool { self != .generation }
     }
+
+    /// The codec of a statistics bundle, which holds no tensors.
+    public static let noTensorsCodec = "none"
 
     /// The codec of a partial aggregate: exact fixed-point sums (see
     /// PartialAggregate), never used by an update.
@@ -228,6 +243,25 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var privacy: Privacy?
     /// Updates: the site's evaluation of its base generation.
     public var evaluation: SiteEvaluation?
+    /// Generations written by `fedbatch stats --pin`: the statistics
+    /// bundles whose combination set the schema's normalisation.
+    public var statistics: [IncludedStatistics]?
+
+    /// A statistics bundle a generation combined: from which site, signed
+    /// with which key, its sequence number, how many rows it summarised and
+    /// on which generation's schema.
+    public struct IncludedStatistics: Codable, Sendable, Equatable {
+        public var digest: String
+        public var site: String
+        public var signer: String
+        public var seq: Int64
+        public var rows: Int64
+        public var base: Int
+        public init(digest: String, site: String, signer: String, seq: Int64, rows: Int64, base: Int) {
+            self.digest = digest; self.site = site; self.signer = signer; self.seq = seq; self.rows = rows
+            self.base = base
+        }
+    }
 
     public init(
         kind: Kind, model: Model, created: String, codec: String = "fp32",
@@ -320,6 +354,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         case .update: try checkUpdate()
         case .partial: try checkPartial()
         case .generation: try checkGeneration()
+        case .stats: try checkStatistics()
         }
         try checkReferences()
         try checkMembers()
@@ -361,8 +396,13 @@ public struct Manifest: Codable, Sendable, Equatable {
                     "a partial aggregate's codec must be \(Manifest.exactSumCodec), not \"\(codec)\"")
             }
         case .update:
-            guard codec != Manifest.exactSumCodec else {
-                throw ContainerError.manifestInvalid("an update's codec cannot be \(Manifest.exactSumCodec)")
+            guard codec != Manifest.exactSumCodec, codec != Manifest.noTensorsCodec else {
+                throw ContainerError.manifestInvalid("an update's codec cannot be \(codec)")
+            }
+        case .stats:
+            guard codec == Manifest.noTensorsCodec else {
+                throw ContainerError.manifestInvalid(
+                    "a statistics bundle holds no tensors: its codec is \(Manifest.noTensorsCodec), not \"\(codec)\"")
             }
         }
     }
@@ -396,6 +436,19 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
         guard site.seq >= 0 else { throw ContainerError.manifestInvalid("site seq \(site.seq) is negative") }
         try Self.checkIdentifier(site.id, what: "site id")
+    }
+
+    /// A statistics bundle names its site, the generation whose schema it
+    /// follows, and a positive row count; it lists no bundles.
+    private func checkStatistics() throws {
+        guard let site, base != nil, let n = numExamples, n > 0 else {
+            throw ContainerError.manifestInvalid(
+                "a statistics bundle must name its site, its base generation and a positive num_examples (rows)")
+        }
+        try Self.checkIdentifier(site.id, what: "site id")
+        guard included == nil, partials == nil, statistics == nil, strategy == nil, privacy == nil else {
+            throw ContainerError.manifestInvalid("a statistics bundle lists no bundles, strategy or privacy")
+        }
     }
 
     /// A partial aggregate: its region, base and the bundles it covers, each
@@ -479,6 +532,22 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
         }
         if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+        if let statistics {
+            guard g > 0, Set(statistics.map(\.digest)).count == statistics.count,
+                Set(statistics.map(\.site)).count == statistics.count,
+                statistics.allSatisfy({ $0.rows > 0 && $0.seq >= 0 && $0.base >= 0 && $0.base < g })
+            else {
+                throw ContainerError.manifestInvalid(
+                    "statistics: one entry per site and digest, each with positive rows and a base before "
+                        + "generation \(g)")
+            }
+            for s in statistics {
+                try Self.checkIdentifier(s.site, what: "site id")
+                guard Digest(hex: s.digest) != nil else {
+                    throw ContainerError.manifestInvalid("statistics: digest \"\(s.digest)\" is not 64 hex digits")
+                }
+            }
+        }
         if let p = privacy {
             guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0
             else {
@@ -529,8 +598,14 @@ public struct Manifest: Codable, Sendable, Equatable {
                 throw ContainerError.manifestInvalid("member \"\(member.name)\" has a malformed sha256")
             }
         }
-        guard names.contains(ContainerPath.tensors) else {
-            throw ContainerError.manifestInvalid("no \(ContainerPath.tensors) member is listed")
+        // A statistics bundle holds its figures and no tensors; every other
+        // kind holds tensors.
+        let required = kind == .stats ? ContainerPath.statistics : ContainerPath.tensors
+        guard names.contains(required) else {
+            throw ContainerError.manifestInvalid("no \(required) member is listed")
+        }
+        if kind == .stats, names.contains(ContainerPath.tensors) {
+            throw ContainerError.manifestInvalid("a statistics bundle holds no \(ContainerPath.tensors)")
         }
     }
     /// Site ids and model ids appear in file names, so they are plain words.

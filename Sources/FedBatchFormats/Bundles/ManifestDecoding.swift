@@ -30,7 +30,7 @@ struct ManifestDecoder {
         let version = try d.int("version")
         let kindText = try d.string("kind")
         guard let kind = Manifest.Kind(rawValue: kindText) else {
-            throw ContainerError.manifestInvalid("kind \"\(kindText)\" is not update, generation or partial")
+            throw ContainerError.manifestInvalid("kind \"\(kindText)\" is not update, generation, partial or stats")
         }
         let model = try d.object("model")
         var m = Manifest(
@@ -70,6 +70,13 @@ struct ManifestDecoder {
                 Manifest.IncludedPartial(
                     digest: try $0.string("digest"), region: try $0.string("region"), signer: try $0.string("signer"),
                     seq: try $0.int64("seq"), bundles: try $0.int("bundles"), weight: try $0.double("weight"))
+            }
+        }
+        m.statistics = try d.optional("statistics") {
+            try d.array("statistics").map {
+                Manifest.IncludedStatistics(
+                    digest: try $0.string("digest"), site: try $0.string("site"), signer: try $0.string("signer"),
+                    seq: try $0.int64("seq"), rows: try $0.int64("rows"), base: try $0.int("base"))
             }
         }
         m.rejected = try d.optional("rejected") {
@@ -193,7 +200,9 @@ struct ManifestDecoder {
 
 extension Manifest {
     /// The codecs this build reads; any other is refused, never read as fp32.
-    public static var knownCodecs: Set<String> { Codecs.names.union([Manifest.exactSumCodec]) }
+    public static var knownCodecs: Set<String> {
+        Codecs.names.union([Manifest.exactSumCodec, Manifest.noTensorsCodec])
+    }
 
     /// How far in the future a `created` time (or a signature) may lie:
     /// clocks at sites drift, but not by days.

@@ -83,7 +83,7 @@ public struct Statement: Equatable, Sendable {
         guard let version = object["version"] as? Int else { throw StatementError.invalid("no version") }
         guard version == Self.version else { throw StatementError.version(version) }
         guard let kindName = object["kind"] as? String, let kind = Manifest.Kind(rawValue: kindName) else {
-            throw StatementError.invalid("kind must be \"update\", \"generation\" or \"partial\"")
+            throw StatementError.invalid("kind must be \"update\", \"generation\", \"partial\" or \"stats\"")
         }
         var expected: Set<String> =
             kind != .generation
@@ -93,8 +93,7 @@ public struct Statement: Equatable, Sendable {
         if kind == .generation, object["manifest"] != nil { expected.insert("manifest") }
         guard Set(object.keys) == expected else {
             throw StatementError.invalid(
-                "fields \(object.keys.sorted()) are not those of "
-                    + "a\(kind == .update ? "n" : "") \(kind.rawValue): \(expected.sorted())"
+                "fields \(object.keys.sorted()) are not those of \(kind.withArticle): \(expected.sorted())"
             )
         }
         guard let model = object["model"] as? String, ContainerPath.isIdentifier(model) else {
@@ -142,8 +141,7 @@ public struct Statement: Equatable, Sendable {
     public func check(against m: Manifest) throws {
         guard m.kind == kind else {
             throw StatementError.mismatch(
-                "the statement is for a\(kind == .update ? "n" : "") \(kind.rawValue), the manifest for "
-                    + "a\(m.kind == .update ? "n" : "") \(m.kind.rawValue)"
+                "the statement is for \(kind.withArticle), the manifest for \(m.kind.withArticle)"
             )
         }
         guard m.model.id == model else {

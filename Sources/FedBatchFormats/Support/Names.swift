@@ -11,6 +11,9 @@ public enum ContainerPath {
     public static let tensors = "tensors.safetensors"
     /// A generation's tabular schema (`TabularSchema`), carried forward.
     public static let schema = "schema.json"
+    /// A statistics bundle's figures, or the combination a generation
+    /// pinned its normalisation from (`DataStatistics`).
+    public static let statistics = "statistics.json"
     /// A server optimiser's state (`ServerOptimizer`), carried forward.
     public static let optimizerState = "optimizer.safetensors"
 

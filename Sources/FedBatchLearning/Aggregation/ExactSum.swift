@@ -179,6 +179,8 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
     case foreignSite(site: String, region: String, servedBy: String?)
     /// A site served by a region sent its update to the root directly.
     case viaRegion(site: String, region: String)
+    /// A statistics bundle sent to a regional collector.
+    case statisticsAtRegion(site: String)
 
     public var code: String {
         switch self {
@@ -192,6 +194,7 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
         case .bundle: return "partial.bundle"
         case .foreignSite: return "partial.foreign-site"
         case .viaRegion: return "partial.via-region"
+        case .statisticsAtRegion: return "partial.statistics"
         }
     }
 
@@ -227,6 +230,10 @@ public enum PartialError: Error, Equatable, Sendable, ReasonCoded {
                 + (servedBy.map { "region \($0) serves" } ?? "reaches this collector directly")
                 + "; a region speaks only for the sites pinned to it here (fedbatch keys add --site \(site) "
                 + "--region \(region))"
+        case .statisticsAtRegion(let site):
+            return
+                "statistics from site \(site) at a regional collector: statistics go to the root collector, which "
+                + "pins the federation's normalisation (push them to its inbox)"
         case let .viaRegion(site, region):
             return
                 "an update from site \(site), which region \(region) serves: its updates reach this collector only "

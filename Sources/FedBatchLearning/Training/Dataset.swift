@@ -277,7 +277,7 @@ public enum DataLoader {
         var imputed = 0
         // Column c's pinned mean, for a schema that imputes blank cells.
         let means: [Int: Float] =
-            schema?.missing == "mean"
+            schema?.missing == "mean" && schema?.mean != nil
             ? Dictionary(uniqueKeysWithValues: zip(columns, schema!.mean!.map(Float.init))) : [:]
         // Per feature column: its pinned categories, if it is categorical.
         let categorical: [[String]?] = columns.map { c in schema?.categories?[header[c]] }
@@ -320,8 +320,12 @@ public enum DataLoader {
                     guard let m = means[c] else {
                         throw DataError(
                             path: path,
-                            message: "line \(line), column \"\(header[c])\": the cell is blank, and the model's "
-                                + "schema refuses missing values (init collector --missing mean imputes them)")
+                            message: "line \(line), column \"\(header[c])\": the cell is blank, and "
+                                + (schema?.missing == "mean"
+                                    ? "the model's schema imputes the pinned means but none are pinned yet (the "
+                                        + "collector pins them with fedbatch stats --pin)"
+                                    : "the model's schema refuses missing values (init collector --missing mean "
+                                        + "imputes them)"))
                     }
                     features.append(m)
                     imputed += 1

@@ -26,8 +26,9 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     /// Columns every command leaves out (an id), pinned with the schema.
     public let drop: [String]?
     /// What a blank feature cell becomes: nil or "refuse", an error; "mean",
-    /// the feature's pinned mean (so 0 once standardised). A blank label is
-    /// always an error.
+    /// the feature's pinned mean (so 0 once standardised), which `--normalize`
+    /// or `fedbatch stats --pin` pins (until then a blank cell is refused).
+    /// A blank label is always an error.
     public let missing: String?
     /// Categorical features and their pinned categories, in order: each is
     /// one-hot encoded into as many inputs, in its place among the features
@@ -69,9 +70,6 @@ public struct TabularSchema: Codable, Equatable, Sendable {
         if let missing {
             guard Self.missingRules.contains(missing) else {
                 throw SchemaError("missing must be \"refuse\" or \"mean\", not \"\(missing)\"")
-            }
-            guard missing != "mean" || mean != nil else {
-                throw SchemaError("missing = \"mean\" needs each feature's mean: give the statistics (--normalize)")
             }
         }
         guard !features.isEmpty else { throw SchemaError("a schema needs at least one feature column") }

@@ -122,6 +122,18 @@ public final class Ledger {
                 t.column("metrics", .text).notNull()
             }
         }
+        migrator.registerMigration("v7-statistics") { db in
+            // The statistics bundles a pin generation combined: signed files,
+            // so a rebuild recreates the rows. Kept apart from `bundle`, so
+            // that participation and site activity count updates only.
+            try db.create(table: "statistics") { t in
+                t.primaryKey("digest", .text)
+                t.column("site", .text).notNull()
+                t.column("seq", .integer).notNull()
+                t.column("generation", .integer).notNull()
+                t.column("stored", .text)
+            }
+        }
         try migrator.migrate(db)
     }
 
@@ -167,14 +179,28 @@ public final class Ledger {
             accepted: r["accepted"], rejected: r["rejected"], examples: r["examples"])
     }
 
-    /// The generation that included this bundle digest, if any.
+    /// The generation that included this bundle digest (an update, a
+    /// partial aggregate or a statistics bundle), if any.
     public func mergedInto(_ digest: String) throws -> (generation: Int, stored: String?)? {
         try db.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT generation, stored FROM bundle WHERE digest = ? AND status = 'accepted'",
-                arguments: [digest]
+                db,
+                sql:
+                    "SELECT generation, stored FROM bundle WHERE digest = ? AND status = 'accepted' UNION ALL "
+                    + "SELECT generation, stored FROM statistics WHERE digest = ? LIMIT 1",
+                arguments: [digest, digest]
             )
             .map { ($0["generation"], $0["stored"]) }
+        }
+    }
+
+    /// The last sequence number a site used in a statistics bundle a
+    /// generation combined. Statistics and updates each keep their own
+    /// order: a site's counter serves both, and one kind may wait in the
+    /// inbox while the other is merged.
+    public func lastStatisticsSequence(site: String) throws -> Int64? {
+        try db.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM statistics WHERE site = ?", arguments: [site])
         }
     }
 
@@ -358,6 +384,7 @@ public final class Ledger {
     public func recordStored(digest: String, name: String) throws {
         try db.write { db in
             try db.execute(sql: "UPDATE bundle SET stored = ? WHERE digest = ?", arguments: [name, digest])
+            try db.execute(sql: "UPDATE statistics SET stored = ? WHERE digest = ?", arguments: [name, digest])
         }
     }
 
@@ -418,6 +445,11 @@ public final class Ledger {
                     "INSERT INTO site (id, last_seq) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seq = "
                     + "MAX(last_seq, excluded.last_seq)",
                 arguments: [p.region, p.seq])
+        }
+        for st in m.statistics ?? [] {
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO statistics (digest, site, seq, generation, stored) VALUES (?, ?, ?, ?, ?)",
+                arguments: [st.digest, st.site, st.seq, m.generation!, stored[st.digest]])
         }
         for r in rejected {
             try db.execute(

@@ -38,6 +38,12 @@ public final class SiteState {
                 t.add(column: "metrics", .text)
             }
         }
+        migrator.registerMigration("v3-bundle-kind") { db in
+            // Statistics bundles take sequence numbers from the same
+            // counter, but are not updates: "already sent" and the metrics
+            // look at updates only.
+            try db.alter(table: "bundle") { t in t.add(column: "kind", .text).notNull().defaults(to: "update") }
+        }
         try migrator.migrate(db)
     }
 
@@ -86,24 +92,29 @@ public final class SiteState {
 
     /// Reserves the next sequence number before the bundle is written, so
     /// that a crash can leave a gap but never reuse a number.
-    public func reserveSequence(base: Int, file: String, numExamples: Int64, now: Date = Date()) throws -> Int64 {
+    public func reserveSequence(
+        base: Int, file: String, numExamples: Int64, kind: Manifest.Kind = .update, now: Date = Date()
+    ) throws -> Int64 {
         try db.write { db in
             let seq = (try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM bundle") ?? 0) + 1
             try db.execute(
                 sql:
-                    "INSERT INTO bundle (seq, base, file, num_examples, status, created) VALUES (?, ?, ?, ?, "
-                    + "'reserved', ?)",
-                arguments: [seq, base, file, numExamples, rfc3339(now)])
+                    "INSERT INTO bundle (seq, base, file, num_examples, status, created, kind) VALUES (?, ?, ?, ?, "
+                    + "'reserved', ?, ?)",
+                arguments: [seq, base, file, numExamples, rfc3339(now), kind.rawValue])
             return seq
         }
     }
 
-    /// The bundle already written on generation `base`, if any.
-    public func writtenUpdate(base: Int) throws -> (seq: Int64, file: String)? {
+    /// The bundle of `kind` already written on generation `base`, if any.
+    public func writtenUpdate(base: Int, kind: Manifest.Kind = .update) throws -> (seq: Int64, file: String)? {
         try db.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT seq, file FROM bundle WHERE base = ? AND status = 'written' ORDER BY seq DESC LIMIT 1",
-                arguments: [base]
+                db,
+                sql:
+                    "SELECT seq, file FROM bundle WHERE base = ? AND status = 'written' AND kind = ? ORDER BY seq DESC "
+                    + "LIMIT 1",
+                arguments: [base, kind.rawValue]
             )
             .map { ($0["seq"], $0["file"]) }
         }
@@ -115,7 +126,8 @@ public final class SiteState {
             try Row.fetchOne(
                 db,
                 sql:
-                    "SELECT seq, base, file, digest, created FROM bundle WHERE status = 'written' ORDER BY seq DESC "
+                    "SELECT seq, base, file, digest, created FROM bundle WHERE status = 'written' AND kind = 'update' "
+                    + "ORDER BY seq DESC "
                     + "LIMIT 1"
             )
             .map { ($0["seq"], $0["base"], $0["file"], $0["digest"], $0["created"]) }
@@ -141,8 +153,8 @@ public final class SiteState {
             try Row.fetchOne(
                 db,
                 sql:
-                    "SELECT bytes, metrics, num_examples, created FROM bundle WHERE status = 'written' ORDER BY seq "
-                    + "DESC LIMIT 1"
+                    "SELECT bytes, metrics, num_examples, created FROM bundle WHERE status = 'written' AND kind = "
+                    + "'update' ORDER BY seq DESC LIMIT 1"
             ).map { row in
                 let text: String? = row["metrics"]
                 let metrics =

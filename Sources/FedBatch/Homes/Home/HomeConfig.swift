@@ -92,6 +92,8 @@ public struct HomeConfig: Sendable, Equatable {
     public var eval = EvalSettings()
     /// How the home's CSV files are written.
     public var data = DataSettings()
+    /// What a site releases as statistics (site homes).
+    public var stats = StatsSettings()
     /// Central differential privacy for merges (collector homes); nil: none.
     public var privacy: PrivacySettings?
     /// Where push, pull and publish transfer files.
@@ -109,7 +111,7 @@ public struct HomeConfig: Sendable, Equatable {
         .collector: [
             "role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote", "data",
         ],
-        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data"],
+        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data", "stats"],
         .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote"],
     ]
 
@@ -164,6 +166,7 @@ public struct HomeConfig: Sendable, Equatable {
         if let t = table["metrics"] { config.metrics = try MetricsSettings.parse(t, path: path, text: text) }
         if let t = table["eval"] { config.eval = try EvalSettings.parse(t, path: path, text: text) }
         if let t = table["data"] { config.data = try DataSettings.parse(t, path: path, text: text) }
+        if let t = table["stats"] { config.stats = try StatsSettings.parse(t, path: path, text: text) }
         if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path, text: text) }
         if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path, text: text) }
         try config.validate(path: path)
@@ -217,6 +220,7 @@ public struct HomeConfig: Sendable, Equatable {
                 ]
         }
         if role != .region { lines += data.render() }
+        if role == .site { lines += stats.render() }
         lines += gnupg.render() + metrics.render() + remote.render(withUpstream: role == .region)
         return lines.joined(separator: "\n") + "\n"
     }

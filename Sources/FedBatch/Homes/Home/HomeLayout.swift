@@ -58,6 +58,12 @@ public struct HomeLayout: Sendable {
         "\(model)-\(generationName(base))-\(site)-\(seq).fbu"
     }
 
+    /// `<model>-g<base>-<site>-<seq>.fbs`: a statistics bundle, named
+    /// like an update (informative only, as for updates).
+    public static func statisticsFileName(model: String, base: Int, site: String, seq: Int64) -> String {
+        "\(model)-\(generationName(base))-\(site)-\(seq).fbs"
+    }
+
     public func generation(_ number: Int) -> String { "\(generations)/\(Self.generationFileName(number))" }
 
     /// A generation named the way a person would: `latest`, `7` or `g7`

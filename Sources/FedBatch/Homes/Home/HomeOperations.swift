@@ -51,8 +51,27 @@ extension Home {
         case .generation: try arch.check(tensors)
         case .update: try Codecs.make(name: m.codec).check(tensors, arch: arch)
         case .partial: _ = try PartialAggregate(file: tensors, arch: arch, totalWeight: 0, count: 0)
+        case .stats: throw ModelMismatch.kind(expected: .update, actual: .stats)
         }
         return (v, tensors)
+    }
+
+    /// A statistics bundle's checks after its signature: the home's model,
+    /// and figures that follow every rule of fedbatch-bundle(5), STATISTICS.
+    /// Whether they fit the model's schema is the merge's check, which
+    /// knows the current generation.
+    func checkStatistics(_ v: VerifiedContainer) throws -> DataStatistics {
+        _ = try checkModel(v.manifest)
+        guard let data = v.container.members[ContainerPath.statistics] else {
+            throw StatisticsError.invalid("the bundle has no \(ContainerPath.statistics)")
+        }
+        let s = try DataStatistics.parse(data)
+        guard s.rows == v.manifest.numExamples, s.sites == 1 else {
+            throw StatisticsError.invalid(
+                "rows \(s.rows) and sites \(s.sites) must be the manifest's num_examples "
+                    + "(\(v.manifest.numExamples ?? 0)) and 1")
+        }
+        return s
     }
 
     /// Opens a generation (a path), verified as `openVerified` does after

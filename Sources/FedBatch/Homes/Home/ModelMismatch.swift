@@ -27,8 +27,7 @@ public enum ModelMismatch: Error, Equatable, Sendable, ReasonCoded {
         case let .modelID(e, a): return "the file is for model \"\(a)\"; this home's model is \"\(e)\""
         case let .arch(e, a): return "the file's architecture is \(a); this home's is \(e)"
         case let .kind(e, a):
-            let what = { (k: Manifest.Kind) in k == .update ? "an update" : "a generation" }
-            return "the file is \(what(a)), not \(what(e))"
+            return "the file is \(a.withArticle), not \(e.withArticle)"
         case let .generationNumber(e, a): return "the file is named for generation \(e) but holds generation \(a)"
         }
     }

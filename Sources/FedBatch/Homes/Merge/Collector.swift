@@ -136,25 +136,14 @@ public struct Collector {
         let intake = Intake(home: home, arch: arch, decryption: signer.decryption)
         let ordered = try identifyInbox(
             intake, settle: run.settleSeconds, ledger: ledger, now: run.now, outcomes: &outcomes)
-        let verifiers = [verifier, try home.verifier()]
-        var failure: Error?
-        var taken = round, settled = outcomes
-        Parallel.orderedPipeline(
-            count: ordered.count, workers: 2, inFlight: 3,
-            produce: { i, worker in intake.open(ordered[i], verifier: verifiers[worker]) },
-            consume: { i, opened in
-                guard failure == nil else { return }
-                do {
-                    try settle(ordered[i], opened, in: &taken, ledger: ledger, now: run.now, outcomes: &settled)
-                } catch {
-                    failure = error
-                }
-                run.progress(
-                    .init(phase: .verify, done: i + 1, total: ordered.count, file: ordered[i].entry.displayPath))
-            })
-        round = taken
-        outcomes = settled
-        if let failure { throw failure }
+        try open(
+            ordered, with: intake, into: &round, verifier: verifier, ledger: ledger, now: run.now,
+            outcomes: &outcomes, progress: run.progress)
+        // Statistics are combined by `fedbatch stats --pin`, not by a merge.
+        for s in round.statistics {
+            outcomes.wait(
+                s.file, "statistics of site \(s.included.site) passed every check; waiting for fedbatch stats --pin")
+        }
 
         let inputs = round.inputs
         let oldestWait = inputs.map { run.now.timeIntervalSince1970 - $0.arrived }.max() ?? 0
@@ -178,9 +167,36 @@ public struct Collector {
             outcome, quorum: run.quorum, passed: inputs.count, strategy: type(of: strategy).name)
     }
 
+    /// Pass 2 over `ordered`: two workers verify and decode, each with its
+    /// own gpg, while this thread checks the protocol and adds each input to
+    /// `round` in that order, filing what fails.
+    func open(
+        _ ordered: [Intake.Identified], with intake: Intake, into round: inout MergeRound, verifier: Verifier,
+        ledger: Ledger, now: Date, outcomes: inout MergeOutcomes, progress: (MergeProgress) -> Void
+    ) throws {
+        let verifiers = [verifier, try home.verifier()]
+        var failure: Error?
+        var taken = round, settled = outcomes
+        Parallel.orderedPipeline(
+            count: ordered.count, workers: 2, inFlight: 3,
+            produce: { i, worker in intake.open(ordered[i], verifier: verifiers[worker]) },
+            consume: { i, opened in
+                guard failure == nil else { return }
+                do {
+                    try settle(ordered[i], opened, in: &taken, ledger: ledger, now: now, outcomes: &settled)
+                } catch {
+                    failure = error
+                }
+                progress(.init(phase: .verify, done: i + 1, total: ordered.count, file: ordered[i].entry.displayPath))
+            })
+        round = taken
+        outcomes = settled
+        if let failure { throw failure }
+    }
+
     /// Pass 1: the settled entries in digest order; the others wait or are
     /// refused here (and filed).
-    private func identifyInbox(
+    func identifyInbox(
         _ intake: Intake, settle: Double, ledger: Ledger, now: Date, outcomes: inout MergeOutcomes
     ) throws -> [Intake.Identified] {
         let entries = try listDirectory(home.layout.inbox)
@@ -223,10 +239,14 @@ public struct Collector {
         // tighter merge.clip_norm) and weighs the same.
         let clip =
             release.map { r in min(r.settings.clipNorm, settings.clipNorm ?? r.settings.clipNorm) } ?? settings.clipNorm
-        return MergeRound(
+        knowledge.lastStatisticsSequence = { try ledger.lastStatisticsSequence(site: $0) }
+        var round = MergeRound(
             knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
             uniformWeights: release != nil, regions: root ? settings.regions : [],
             siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base)
+        round.schema = try current.tabularSchema()
+        round.takesStatistics = root
+        return round
     }
 
     /// A collector's last step: the next generation from the round, signed
@@ -335,7 +355,7 @@ public struct Collector {
             try fileRefusal(entry, into: &outcomes) {
                 try refuse(entry, error: error, bundleDigest: bundleDigest, ledger: ledger, now: now)
             }
-        case .ok, .partial:
+        case .ok, .partial, .stats:
             let outcome: MergeRound.Outcome
             let v: VerifiedContainer
             switch decoded {
@@ -343,6 +363,8 @@ public struct Collector {
                 v = verified; outcome = round.take(verified, delta: delta, entry: entry, arrived: arrived)
             case let .partial(verified, sums):
                 v = verified; outcome = round.take(partial: verified, sums: sums, entry: entry, arrived: arrived)
+            case let .stats(verified, figures):
+                v = verified; outcome = round.take(statistics: figures, of: verified, entry: entry)
             default: return
             }
             switch outcome {
@@ -375,7 +397,7 @@ public struct Collector {
     func write(
         _ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
         ledger: Ledger, carrying current: VerifiedContainer,
-        state: [(name: String, data: Data)] = []
+        state: [(name: String, data: Data)] = [], schema replacement: Data? = nil
     ) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
@@ -394,9 +416,11 @@ public struct Collector {
                 )
             }
         }
-        // The tabular schema, if the model has one, is the same for every
-        // generation: carried forward from the current one.
-        let schema = current.container.members[TabularSchema.member].map { [(TabularSchema.member, $0)] } ?? []
+        // The tabular schema, if the model has one, is carried forward from
+        // the current generation, unless this one pins a new normalisation
+        // (`fedbatch stats --pin`).
+        let schema =
+            (replacement ?? current.container.members[TabularSchema.member]).map { [(TabularSchema.member, $0)] } ?? []
         let sealed = try signer.sealInParts(
             manifest: manifest,
             members: [(ContainerPath.tensors, next.generationMember())]

@@ -201,7 +201,10 @@ extension Collector {
         // Once settled, a copy of an included bundle is a replay for the
         // protocol checks to deal with, not leftover work.
         guard try !ledger.isSettled(number) else { return }
-        let included = Set((current.manifest.included ?? []).map(\.digest))
+        // Its inputs: bundles, partial aggregates and statistics bundles.
+        let m = current.manifest
+        let included = Set(
+            (m.included ?? []).map(\.digest) + (m.partials ?? []).map(\.digest) + (m.statistics ?? []).map(\.digest))
         let decryption = signer.decryption
         let limits = ContainerLimits.updates(of: try ModelArchitecture(spec: current.manifest.model.arch))
         for entry in try listDirectory(home.layout.inbox) where !included.isEmpty && entry.name.first != 0x2E {

@@ -38,6 +38,8 @@ struct Intake: @unchecked Sendable {
         let entry: DirectoryEntry
         let digest: Digest
         let status: EntryStatus
+        /// What the statement says the entry is.
+        var kind: Manifest.Kind = .update
     }
 
     /// Pass 1 for one entry.
@@ -52,6 +54,8 @@ struct Intake: @unchecked Sendable {
         case ok(VerifiedContainer, DecodedDelta)
         /// A regional collector's partial aggregate (root collectors).
         case partial(VerifiedContainer, PartialAggregate)
+        /// A site's statistics of its data (fedbatch-stats(1)).
+        case stats(VerifiedContainer, DataStatistics)
         /// The entry changed between the two passes: leave it for next time.
         case changed
         case refused(Error, bundleDigest: String?)
@@ -97,7 +101,8 @@ struct Intake: @unchecked Sendable {
             guard try file.currentStatus() == file.status else {
                 return .waiting("changed while the merge read it; left for the next run")
             }
-            return .ready(Identified(entry: entry, digest: statement.payloadDigest, status: file.status))
+            return .ready(
+                Identified(entry: entry, digest: statement.payloadDigest, status: file.status, kind: statement.kind))
         } catch {
             return .refused(error)
         }
@@ -166,7 +171,7 @@ struct Intake: @unchecked Sendable {
         let statement = try self.statement(of: file)
         switch open(Identified(entry: entry, digest: statement.payloadDigest, status: file.status), verifier: verifier)
         {
-        case .ok(let v, _), .partial(let v, _): return v
+        case .ok(let v, _), .partial(let v, _), .stats(let v, _): return v
         case .changed: throw FileError(path: path, message: "changed while it was read; run the command again")
         case .refused(let error, _): throw error
         }
@@ -200,6 +205,9 @@ struct Intake: @unchecked Sendable {
             if v.manifest.kind == .partial {
                 let (v, sums) = try home.checkPartial(v, limits: limits)
                 return .partial(v.droppingPayload(), sums)
+            }
+            if v.manifest.kind == .stats {
+                return .stats(v.droppingPayload(), try home.checkStatistics(v))
             }
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
             // checkBelongs ran the codec's checks; decoding here keeps that

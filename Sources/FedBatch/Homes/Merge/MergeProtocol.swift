@@ -27,6 +27,9 @@ public struct MergeProtocol {
         public var mergedInto: (String) throws -> Int?
         /// The last sequence number a site used in a merged bundle.
         public var lastSequence: (String) throws -> Int64?
+        /// The last sequence number a site used in a statistics bundle a
+        /// generation combined.
+        public var lastStatisticsSequence: (String) throws -> Int64? = { _ in nil }
 
         public init(
             current: Manifest.GenerationRef, maxExamples: Int64,
@@ -42,6 +45,8 @@ public struct MergeProtocol {
     public let knowledge: Knowledge
     /// Sites already accepted in this merge (the first in digest order wins).
     public private(set) var sitesAccepted: Set<String> = []
+    /// Sites whose statistics were already accepted in this run.
+    public private(set) var statisticsAccepted: Set<String> = []
 
     public init(knowledge: Knowledge) { self.knowledge = knowledge }
 
@@ -78,4 +83,29 @@ public struct MergeProtocol {
 
     /// Records that an update from `site` was accepted in this merge.
     public mutating func accepted(site: String) { sitesAccepted.insert(site) }
+
+    /// Accepts or refuses one statistics bundle, by the rules an update
+    /// follows where they apply: not combined before (by digest), a base
+    /// this collector wrote (any age: the schema's columns never change),
+    /// a sequence number above the site's last statistics bundle's (each
+    /// kind keeps its own order, since one may wait while the other is
+    /// merged), one per site. Its row count is not capped: it weighs nothing.
+    public func decideStatistics(_ m: Manifest, digest: String) throws -> (site: Manifest.Site, rows: Int64) {
+        guard m.kind == .stats, let site = m.site, let base = m.base, let rows = m.numExamples else {
+            throw ProtocolError.notAnUpdate
+        }
+        if let g = try knowledge.mergedInto(digest) { throw ProtocolError.alreadyMerged(generation: g) }
+        let number = knowledge.current.number
+        guard base.number <= number else { throw ProtocolError.staleBase(offered: base.number, current: number) }
+        let expected = base.number == number ? knowledge.current.digest : try knowledge.generationDigest(base.number)
+        guard base.digest == expected else { throw ProtocolError.wrongBaseDigest(number: base.number) }
+        if let last = try knowledge.lastStatisticsSequence(site.id), site.seq <= last {
+            throw ProtocolError.sequenceReused(site: site.id, seq: site.seq, last: last)
+        }
+        guard !statisticsAccepted.contains(site.id) else { throw ProtocolError.secondStatistics(site: site.id) }
+        return (site, rows)
+    }
+
+    /// Records that statistics from `site` were accepted in this run.
+    public mutating func acceptedStatistics(site: String) { statisticsAccepted.insert(site) }
 }

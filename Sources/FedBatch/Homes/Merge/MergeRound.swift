@@ -55,6 +55,14 @@ struct MergeRound {
     /// arrived (its inode change time), in order.
     private(set) var inputs: [(entry: DirectoryEntry, digest: String, created: String, arrived: Double)] = []
     private(set) var summaries: [Summary] = []
+    /// The model's tabular schema, which statistics must describe.
+    var schema: TabularSchema?
+    /// False at a regional collector, which refuses statistics.
+    var takesStatistics = true
+    /// Statistics bundles that passed, in digest order: they wait in the
+    /// inbox for `fedbatch stats --pin`, which combines them.
+    private(set) var statistics:
+        [(file: DirectoryEntry, included: Manifest.IncludedStatistics, figures: DataStatistics, created: String)] = []
 
     init(
         knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction,
@@ -109,6 +117,37 @@ struct MergeRound {
                 .init(
                     site: site.id, seq: site.seq, numExamples: n, weight: weight, base: m.base!.number, staleness: s,
                     stalenessWeight: factor))
+            return .added
+        } catch ProtocolError.alreadyMerged(let g) {
+            return .alreadyMerged(generation: g)
+        } catch {
+            return .refused(error)
+        }
+    }
+
+    /// A site's statistics bundle: the protocol's rules for it, and figures
+    /// that describe the model's schema. A regional collector takes none:
+    /// statistics go to the root, whichever way the site's updates travel.
+    mutating func take(statistics figures: DataStatistics, of v: VerifiedContainer, entry: DirectoryEntry) -> Outcome {
+        if let first = firstCopy[v.digest] { return .duplicate(of: first) }
+        do {
+            let m = v.manifest
+            if let id = m.site?.id, regions.contains(id) { throw PartialError.fromARegion(id) }
+            guard takesStatistics else { throw PartialError.statisticsAtRegion(site: m.site?.id ?? "?") }
+            guard let schema else {
+                throw StatisticsError.schema("the model has no tabular schema, and statistics describe a CSV table")
+            }
+            let (site, rows) = try rules.decideStatistics(m, digest: v.digest.hex)
+            try figures.check(against: schema)
+            firstCopy[v.digest] = entry.displayName
+            rules.acceptedStatistics(site: site.id)
+            statistics.append(
+                (
+                    entry,
+                    .init(
+                        digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, rows: rows,
+                        base: m.base!.number), figures, m.created
+                ))
             return .added
         } catch ProtocolError.alreadyMerged(let g) {
             return .alreadyMerged(generation: g)

@@ -15,6 +15,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
     case duplicateInMerge(String)
     case sequenceReused(site: String, seq: Int64, last: Int64)
     case secondUpdate(site: String, generation: Int)
+    case secondStatistics(site: String)
     case tooManyExamples(Int64, cap: Int64)
     case codecNotAccepted(String, accepted: [String])
 
@@ -25,7 +26,7 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
         case .tooStale: return "protocol.too-stale"
         case .alreadyMerged, .duplicateInMerge: return "protocol.replay"
         case .sequenceReused: return "protocol.seq-reused"
-        case .secondUpdate: return "protocol.one-per-site"
+        case .secondUpdate, .secondStatistics: return "protocol.one-per-site"
         case .tooManyExamples: return "protocol.num-examples"
         case .codecNotAccepted: return "protocol.codec"
         }
@@ -51,6 +52,8 @@ public enum ProtocolError: Error, Equatable, Sendable, ReasonCoded {
             return "site \(site) already used sequence number \(last), so \(seq) is a replay or a rewrite"
         case let .secondUpdate(site, g):
             return "site \(site) already has an update for generation \(g) in this merge; one per site"
+        case .secondStatistics(let site):
+            return "site \(site) already has a statistics bundle in this run; one per site"
         case let .tooManyExamples(n, cap): return "num_examples \(n) is above the cap of \(cap)"
         case let .codecNotAccepted(c, accepted):
             return "codec \(c) is not in merge.accept_codecs (\(accepted.joined(separator: ", ")))"

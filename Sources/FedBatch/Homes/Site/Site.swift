@@ -129,12 +129,13 @@ public struct Site {
 /// Why a site wrote no bundle.
 public enum SiteError: Error, Equatable, Sendable, ReasonCoded {
     case alreadySent(generation: Int, seq: Int64, file: String)
+    case alreadySentStatistics(generation: Int, seq: Int64, file: String)
     case nonFiniteUpdate
     case noExamples
 
     public var code: String {
         switch self {
-        case .alreadySent: return "site.already-sent"
+        case .alreadySent, .alreadySentStatistics: return "site.already-sent"
         case .nonFiniteUpdate: return "site.non-finite"
         case .noExamples: return "site.no-examples"
         }
@@ -146,6 +147,10 @@ public enum SiteError: Error, Equatable, Sendable, ReasonCoded {
             return
                 "already sent an update for generation \(g) (sequence \(seq), \(file)); the collector takes one per "
                 + "site and generation. Wait for the next generation, or use --force to write another"
+        case let .alreadySentStatistics(g, seq, file):
+            return
+                "already wrote statistics on generation \(g) (sequence \(seq), \(file)); the collector combines one "
+                + "per site. Use --force to write them again (the collector takes the first it reads)"
         case .nonFiniteUpdate:
             return
                 "the trained weights are not all finite (training diverged; lower the learning rate); nothing was "

@@ -94,7 +94,7 @@ public struct Transfers {
                 ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
         for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
             let name = entry.displayName
-            guard !name.hasPrefix("."), name.hasSuffix(".fbu") || name.hasSuffix(".fbp"),
+            guard !name.hasPrefix("."), [".fbu", ".fbp", ".fbs"].contains(where: name.hasSuffix),
                 let status = try entryStatus(entry), status.kind == .regular
             else { continue }
             let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
