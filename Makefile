@@ -16,7 +16,8 @@ VENV    ?= .venv
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Build: the C libraries (and pkg-config to find them). Tests: gnupg, zstd,
-# tar, Debian's Python with venv, numpy and a CPU PyTorch. Data: Debian's
+# tar, Debian's Python with venv, numpy and a CPU PyTorch; scikit-learn for the
+# breast-cancer table of examples/tabular (it ships inside it). Data: Debian's
 # Fashion-MNIST. systemd only for systemd-analyze, which checks the units in
 # examples/systemd/ (nothing is started). Packaging: dpkg-dev and lintian.
 # Operations tests: prometheus for promtool, python3-yaml for the Kubernetes
@@ -25,7 +26,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev libcurl4-openssl-dev libxml2-dev \
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
-                groff-base dataset-fashion-mnist systemd \
+                python3-sklearn groff-base dataset-fashion-mnist systemd \
                 dpkg-dev binutils lintian prometheus python3-yaml python3-pil chromium util-linux
 
 .PHONY: all deps build deb debug test demo install uninstall man clean bench bench-deps fuzz lint format
@@ -107,6 +108,7 @@ bench: build bench-deps
 	BUNDLES=20 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee bench/out/merge-rss.md
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 	bench/late-sites.sh | tee bench/out/late-sites.md
+	bench/tabular.sh | tee bench/out/tabular.md
 	PYTHON=$(CURDIR)/$(VENV)/bin/python examples/pytorch/federate-cnn.sh | tee bench/out/cnn.md
 	bench/robust-merge.sh | tee bench/out/robust-merge.md
 	bench/strategies.sh byzantine | tee bench/out/byzantine.md
