@@ -137,6 +137,13 @@ struct FederatedStatisticsTests {
             try fb(["stats", "--home", strangerHome, "--data", dir.file("a.csv"), "--json"]).summary()["file"]
                 as? String)
 
+        // inspect and verify read a statistics bundle as what it is.
+        let inspected = try fb(["inspect", bundles["site-a"]!, "--json"])
+        let manifest = try inspected.summary()["manifest"] as? [String: Any]
+        #expect(inspected.status == 0 && manifest?["kind"] as? String == "stats", "\(inspected.err)")
+        let verified = try fb(["verify", "--home", col, bundles["site-a"]!])
+        #expect(verified.status == 0, "\(verified.out)\(verified.err)")
+
         let inbox = col + "/inbox/"
         for (i, path) in (Array(bundles.values) + [otherFile, strangerFile]).enumerated() {
             try FileManager.default.copyItem(atPath: path, toPath: inbox + "in-\(i).fbs")

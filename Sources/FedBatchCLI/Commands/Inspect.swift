@@ -22,7 +22,10 @@ struct Inspect: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
-    @Argument(help: ArgumentHelp("A .fbu update bundle or .fbg generation.", valueName: "file"))
+    @Argument(
+        help: ArgumentHelp(
+            "A .fbu update bundle, .fbs statistics bundle, .fbp partial or .fbg generation.",
+            valueName: "file"))
     var file: String
 
     func run(_ context: CommandContext) throws -> Inspection {
@@ -64,9 +67,12 @@ extension Inspection: CommandOutput {
             row("included", "\(inc.count) bundles, \(saturatingSum(inc.map(\.numExamples))) examples")
         }
         if let rej = m.rejected { row("rejected", "\(rej.count) bundles") }
+        if let st = m.statistics {
+            row("statistics", "\(st.count) bundles, \(saturatingSum(st.map(\.rows))) rows (fedbatch stats --pin)")
+        }
         lines.append("members")
         for member in m.members { lines.append("  \(member.name)  \(member.length) bytes  sha256 \(member.sha256)") }
-        lines.append("tensors")
+        if m.kind != .stats { lines.append("tensors") }
         for t in tensors { lines.append("  \(t.name)  \(t.dtype) \(t.shape)") }
         if !m.metrics.isEmpty {
             lines.append("metrics")

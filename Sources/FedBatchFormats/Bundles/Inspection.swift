@@ -26,7 +26,9 @@ public struct Inspection: Codable, Sendable {
     public static func inspect(path: String, limits: ContainerLimits = .default) throws -> Inspection {
         let file = try ContainerFile.split(try readFile(path, cap: limits.maxFileBytes), limits: limits)
         let container = try ContainerReader.read(payload: file.payload, limits: limits)
-        let tensors = try container.tensors(limits: limits.safetensors)
+        // A statistics bundle holds figures, not tensors.
+        let tensors =
+            container.manifest.kind == .stats ? nil : try container.tensors(limits: limits.safetensors)
         return Inspection(
             file: path,
             digest: file.digest.hex,
@@ -36,6 +38,7 @@ public struct Inspection: Codable, Sendable {
             } ?? false,
             signatureBytes: file.signature.count,
             manifest: container.manifest,
-            tensors: tensors.entries.map { TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape) })
+            tensors: tensors?.entries.map { TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape) }
+                ?? [])
     }
 }
