@@ -19,7 +19,13 @@
 #   LATE=3 LAG=4 MAX_STALENESS=0 QUORUM=7 make demo   # (a) synchronous: late bundles refused as too stale
 #   LATE=3 LAG=4 WAIT_ALL=1 make demo                 # (b) every generation waits for the slowest site
 #   LATE=3 LAG=4 STALENESS=polynomial make demo       # (c) asynchronous, staleness-weighted
+#   LATE=3 LAG=4 SITE_MEMORY=mifa make demo             # (d) asynchronous, the collector remembers
 # LATE_EPOCHS lets a late site use its long cycle for more local epochs.
+# SITE_MEMORY sets merge.memory (fedbatch-merge(1), MEMORY): every generation
+# adds each pinned site's latest update, fresh or remembered, so a late
+# site's data steers every generation; MEMORY_WINDOW (merge.memory_window)
+# defaults to 2*LAG, so that a late update, already LAG behind when it
+# arrives, is remembered until the next one.
 # QUORUM (merge.min_bundles) defaults to the on-time sites, MAX_STALENESS to
 # LAG, STALENESS to merge.staleness's default. At the end the accuracy on the
 # two classes the late sites hold most is printed too.
@@ -85,6 +91,10 @@ option() {
   sed -i "/^\[merge\]/a $1 = $2" "$col/fedbatch.toml"
 }
 [ -z "${STRATEGY:-}" ] || option strategy "\"$STRATEGY\""
+if [ -n "${SITE_MEMORY:-}" ]; then
+  option memory "\"$SITE_MEMORY\""
+  option memory_window "${MEMORY_WINDOW:-$((2 * LAG))}"
+fi
 [ "$BYZANTINE" -eq 0 ] || option byzantine "$BYZANTINE"
 [ -z "${TRIM:-}" ] || option trim "$TRIM"
 [ -z "${SERVER_LR:-}" ] || option server_lr "$SERVER_LR"
@@ -169,7 +179,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # (--eval-data above): the test split.
   # Exit 5 (nothing merged: every site failed, or too few for the
   # strategy) prints "-" for the accuracy.
-  merged=$("$fb" merge --home "$col" --settle 0 --json) || [ $? -eq 5 ]
+  # /usr/bin/time records each merge's wall time and peak RSS.
+  merged=$(/usr/bin/time -f '%e %M' -a -o "$work/merge-times" "$fb" merge --home "$col" --settle 0 --json) ||
+    [ $? -eq 5 ]
   gen=$(ls "$col/generations" | grep '\.fbg$' | tail -1)
   acc=$(echo "$merged" | summary evaluation accuracy)
   bundles=$(ls "$col/accepted" | wc -l)
@@ -193,6 +205,8 @@ print("late sites' classes %s (%.0f%%, %.0f%% of their examples at the late site
 PY
   echo "quarantined: $(ls "$col/quarantine" | grep -vc '\.reason\.json$' || true) files ($(cat "$col"/quarantine/*.reason.json 2>/dev/null | python3 -c 'import sys,json,re; t=sys.stdin.read(); print(", ".join(sorted(set(re.findall(r"\"code\" : \"([a-z.-]+)\"", t)))) or "none")'))"
 fi
+awk '{t += $1; if ($2 > m) m = $2} END {printf "merges: %.1f s in total, %.2f s each, peak RSS %.0f MiB\n", t, t / NR, m / 1024}' \
+  "$work/merge-times"
 echo "bundles: $(ls "$col/accepted" | wc -l) files, $(du -cb "$col/accepted" | tail -1 | cut -f1) bytes (mean $(( $(du -cb "$col/accepted" | tail -1 | cut -f1) / $(ls "$col/accepted" | wc -l) )) per bundle)"
 echo >&2
 "$fb" log --home "$col" | tail -4

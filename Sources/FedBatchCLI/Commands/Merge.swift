@@ -187,6 +187,10 @@ struct MergeOutput: CommandOutput {
     let accepted: [MergeReport.Accepted]
     let rejected: [Rejected]
     let waiting: [MergeReport.Waiting]
+    /// Under [merge] memory: the remembered updates added, and the sites
+    /// whose earlier update was not.
+    let remembered: [MergeReport.Remembered]
+    let forgotten: [MergeReport.Forgotten]
     /// The new generation on the collector's [eval] data, when configured.
     @OrNull var evaluation: EvaluationInfo?
     /// Under [privacy], the generation's privacy record.
@@ -221,6 +225,8 @@ struct MergeOutput: CommandOutput {
                 message: $0.message)
         }
         waiting = r.waiting
+        remembered = r.remembered
+        forgotten = r.forgotten
         privacy = r.privacy.flatMap { p in
             p.noise.map {
                 PrivacyInfo(
@@ -245,8 +251,14 @@ struct MergeOutput: CommandOutput {
             text.out = [
                 kind == "partial"
                     ? "partial aggregate for generation \(generation!) from \(accepted.count) bundles: \(file!)"
-                    : "generation \(generation!) from \(accepted.count) bundles: \(file!)"
+                    : "generation \(generation!) from \(accepted.count) bundles"
+                        + (remembered.isEmpty ? "" : " and \(remembered.count) remembered") + ": \(file!)"
             ]
+            text.notes += remembered.map {
+                "remembered \($0.site)'s update from generation \($0.generation) (staleness \($0.staleness), weight "
+                    + String(format: "%.3g", $0.stalenessWeight) + ")"
+            }
+            text.notes += forgotten.map { "forgot \($0.site)'s update: \($0.reason)" }
             if let p = privacy {
                 text.notes.append(
                     String(

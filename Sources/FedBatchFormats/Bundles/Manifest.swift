@@ -126,15 +126,19 @@ public struct Manifest: Codable, Sendable, Equatable {
         /// The site's evaluation of the bundle's base generation, as the
         /// bundle carried it.
         public var evaluation: SiteEvaluation?
+        /// Under `[merge] memory`: the earlier generation that first
+        /// included this bundle, which this one adds again as the site's
+        /// remembered update; absent for a bundle included for the first time.
+        public var remembered: Int?
         public init(
             digest: String, site: String, signer: String, seq: Int64, numExamples: Int64, weight: Double,
             base: Int? = nil, staleness: Int? = nil, stalenessWeight: Double? = nil, partial: String? = nil,
-            evaluation: SiteEvaluation? = nil
+            evaluation: SiteEvaluation? = nil, remembered: Int? = nil
         ) {
             self.digest = digest; self.site = site; self.signer = signer; self.seq = seq
             self.numExamples = numExamples; self.weight = weight
             self.base = base; self.staleness = staleness; self.stalenessWeight = stalenessWeight
-            self.partial = partial; self.evaluation = evaluation
+            self.partial = partial; self.evaluation = evaluation; self.remembered = remembered
         }
     }
 
@@ -333,6 +337,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         for b in included ?? [] {
             try check(b.base, "included bundle base")
             try check(b.staleness, "included bundle staleness")
+            try check(b.remembered, "included bundle remembered")
             try check(Int(exactly: b.seq) ?? -1, "included bundle seq")
             guard b.numExamples >= 0, b.weight.isFinite else {
                 throw ContainerError.manifestInvalid(
@@ -508,6 +513,18 @@ public struct Manifest: Codable, Sendable, Equatable {
             }
         } else if (included ?? []).contains(where: { $0.partial != nil }) {
             throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
+        }
+        // A remembered update was first included by an earlier generation,
+        // on its own (never inside a partial), and a site has one update in
+        // a generation, fresh or remembered.
+        for b in included ?? [] where b.remembered != nil {
+            guard let r = b.remembered, r > 0, r < g, b.partial == nil, b.base != nil, r > b.base! else {
+                throw ContainerError.manifestInvalid(
+                    "included bundle \(b.digest): remembered must name an earlier generation than \(g), after its base")
+            }
+        }
+        if let included, Set(included.map(\.site)).count != included.count {
+            throw ContainerError.manifestInvalid("included lists a site twice")
         }
         for b in included ?? [] {
             if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {

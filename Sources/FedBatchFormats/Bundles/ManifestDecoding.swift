@@ -61,7 +61,8 @@ struct ManifestDecoder {
                     staleness: try b.optional("staleness") { try b.int("staleness") },
                     stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
                     partial: try b.optional("partial") { try b.string("partial") },
-                    evaluation: try b.optional("evaluation") { try b.object("evaluation").siteEvaluation() })
+                    evaluation: try b.optional("evaluation") { try b.object("evaluation").siteEvaluation() },
+                    remembered: try b.optional("remembered") { try b.int("remembered") })
             }
         }
         m.evaluation = try d.optional("evaluation") { try d.object("evaluation").siteEvaluation() }

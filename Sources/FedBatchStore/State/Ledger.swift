@@ -134,6 +134,15 @@ public final class Ledger {
                 t.column("stored", .text)
             }
         }
+        migrator.registerMigration("v8-memory") { db in
+            // Each generation's strategy name, so that a merge with memory
+            // knows the last revert or pin (which empty its memory). Rows
+            // from before are rebuilt from the signed files: the completion
+            // mark is dropped, and the next command that opens state.db
+            // through the collector rebuilds it.
+            try db.alter(table: "generation") { t in t.add(column: "strategy", .text) }
+            try db.execute(sql: "DELETE FROM meta WHERE key = 'complete'")
+        }
         try migrator.migrate(db)
     }
 
@@ -191,6 +200,38 @@ public final class Ledger {
                 arguments: [digest, digest]
             )
             .map { ($0["generation"], $0["stored"]) }
+        }
+    }
+
+    /// The newest generation that empties a merge's memory: a revert (the
+    /// updates after what it restores were undone) or a statistics pin (the
+    /// updates before it were trained under another normalisation).
+    public func lastMemoryReset() throws -> Int? {
+        try db.read { db in
+            try Int.fetchOne(
+                db, sql: "SELECT MAX(number) FROM generation WHERE strategy IN ('revert', 'stats-pin')")
+        }
+    }
+
+    /// A site's most recent update a generation included for the first
+    /// time (by sequence number), with where it is stored and how stale it
+    /// was then; nil when none was, or when the row predates staleness
+    /// records.
+    public func latestUpdate(
+        site: String
+    ) throws -> (digest: String, seq: Int64, generation: Int, base: Int, stored: String?)? {
+        try db.read { db in
+            try Row.fetchOne(
+                db,
+                sql:
+                    "SELECT digest, seq, generation, staleness, stored FROM bundle WHERE site = ? AND status = "
+                    + "'accepted' ORDER BY seq DESC LIMIT 1",
+                arguments: [site]
+            ).flatMap { row -> (String, Int64, Int, Int, String?)? in
+                guard let staleness: Int = row["staleness"] else { return nil }
+                let g: Int = row["generation"]
+                return (row["digest"], row["seq"], g, g - 1 - staleness, row["stored"])
+            }
         }
     }
 
@@ -397,16 +438,19 @@ public final class Ledger {
     private static func insert(
         _ m: Manifest, digest: String, file: String, stored: [String: String], settled: Bool, into db: Database
     ) throws {
-        let included = m.included ?? [], rejected = m.rejected ?? []
+        // A remembered update was recorded by the generation that first
+        // included it: its row, its sequence number and its site's
+        // evaluation stay that generation's.
+        let included = (m.included ?? []).filter { $0.remembered == nil }, rejected = m.rejected ?? []
         try db.execute(
             sql: """
                 INSERT OR REPLACE INTO generation (number, digest, parent, file, created, accepted, rejected, \
-                examples, settled)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                examples, settled, strategy)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 m.generation!, digest, m.parent?.digest, file, m.created, included.count, rejected.count,
-                saturatingSum(included.map(\.numExamples)), settled ? 1 : 0,
+                saturatingSum(included.map(\.numExamples)), settled ? 1 : 0, m.strategy?.name,
             ])
         for b in included {
             try db.execute(
@@ -467,7 +511,7 @@ public final class Ledger {
     /// disk) never leaves a partial ledger to be trusted.
     public static func rebuild(
         at path: String, generations: [(Manifest, digest: String, file: String)],
-        quarantine: [Rejection], evaluations: [EvaluationRow] = []
+        quarantine: [Rejection], evaluations: [EvaluationRow] = [], stored: [String: String] = [:]
     ) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = "\(dir)/.\((path as NSString).lastPathComponent).rebuild-\(getpid())"
@@ -479,7 +523,7 @@ public final class Ledger {
                     for (m, digest, file) in generations {
                         // Only the newest may still have inputs in the inbox.
                         try insert(
-                            m, digest: digest, file: file, stored: [:],
+                            m, digest: digest, file: file, stored: stored,
                             settled: m.generation != generations.last?.0.generation, into: db)
                     }
                     for q in quarantine {

@@ -68,6 +68,17 @@ public struct TrustSet: Sendable {
             ?? keys.first { $0.role == role && !$0.retired }
     }
 
+    /// The sites with a current (not retired) key: those a collector
+    /// takes updates from.
+    public var pinnedSites: [String] {
+        Set(
+            keys.compactMap { k -> String? in
+                guard !k.retired, case .site(let id) = k.role else { return nil }
+                return id
+            }
+        ).sorted()
+    }
+
     /// Every current (not retired) key of `role`.
     public func keys(for role: Role) -> [PinnedKey] { keys.filter { $0.role == role && !$0.retired } }
 

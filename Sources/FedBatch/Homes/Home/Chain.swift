@@ -105,7 +105,9 @@ extension Home {
             } else if n != 0 {
                 throw ChainError(generation: n, message: "the chain does not start at generation 0")
             }
-            let included = m.included ?? []
+            // Bundles new to the generation: a remembered update
+            // ([merge] memory) was counted where it was first included.
+            let included = (m.included ?? []).filter { $0.remembered == nil }
             links.append(
                 ChainLink(
                     generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,

@@ -90,6 +90,7 @@ public struct Collector {
         let verifier = try home.verifier()
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
         let strategy = try makeStrategy(run, current: current, arch: currentWeights.arch)
+        try checkMemory(strategy: strategy)
         let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
         var round = try makeRound(
             current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: release, root: true)
@@ -100,10 +101,15 @@ public struct Collector {
         {
             return waiting
         }
+        // Remembered updates join once the fresh ones made the quorum.
+        let forgotten = try remember(into: &round, current: current, arch: currentWeights.arch, ledger: ledger)
         run.progress(.init(phase: .write, done: 0, total: 1, file: nil))
-        return try writeGeneration(
+        var report = try writeGeneration(
             round: round, strategy: strategy, current: current, ledger: ledger, release: release, quorum: run.quorum,
             outcomes: outcomes)
+        report.remembered = round.remembered
+        report.forgotten = forgotten
+        return report
     }
 
     /// The strategy a merge adds to, resumed from the state the current

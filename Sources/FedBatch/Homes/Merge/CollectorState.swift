@@ -98,7 +98,27 @@ extension Collector {
             FileManager.default.fileExists(atPath: old) ? (try? Ledger(path: old).evaluations()) ?? [] : []
         try Ledger.rebuild(
             at: home.layout.stateDatabase, generations: gens, quarantine: reasons.filter { !reported.contains($0.id) },
-            evaluations: evaluations)
+            evaluations: evaluations, stored: storedInputs(arch: gens.last.map { $0.0.model.arch }))
+    }
+
+    /// Which file in accepted/ holds each payload digest, read from the
+    /// files' statements (decrypting one encrypted to the collector): what
+    /// a rebuilt state.db needs to remove a replayed copy and to find a
+    /// remembered update. A file that cannot be read is skipped.
+    func storedInputs(arch spec: String?) -> [String: String] {
+        guard let spec, let arch = try? ModelArchitecture(spec: spec),
+            let entries = try? listDirectory(home.layout.accepted)
+        else { return [:] }
+        let limits = ContainerLimits.partials(of: arch)
+        var stored: [String: String] = [:]
+        for entry in entries.sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) where entry.name.first != 0x2E {
+            guard let file = try? OpenFile(entry) else { continue }
+            let digest =
+                ((try? signer.decryption.statement(of: file, limits: limits)) ?? nil)?.payloadDigest
+                ?? (try? ContainerFile.payloadDigest(of: file))
+            if let digest, stored[digest.hex] == nil { stored[digest.hex] = entry.displayName }
+        }
+        return stored
     }
 
     /// state.db and generations/ must tell the same story before anything

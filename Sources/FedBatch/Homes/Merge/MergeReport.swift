@@ -41,6 +41,27 @@ public struct MergeReport: Sendable, Codable {
         public let message: String
     }
 
+    /// A site's remembered update the new generation added again
+    /// (`[merge] memory`), read from accepted/.
+    public struct Remembered: Sendable, Codable {
+        public let site: String
+        public let seq: Int64
+        public let digest: String
+        /// The generation that first included it.
+        public let generation: Int
+        public let base: Int
+        public let staleness: Int
+        public let stalenessWeight: Double
+        public let weight: Double
+    }
+
+    /// A site with an earlier update the merge did not add, and why.
+    public struct Forgotten: Sendable, Codable {
+        public let site: String
+        public let digest: String
+        public let reason: String
+    }
+
     /// An entry left in the inbox for a later run, and why.
     public struct Waiting: Sendable, Codable {
         public let name: String
@@ -65,6 +86,10 @@ public struct MergeReport: Sendable, Codable {
     /// What the merge wrote: a generation, or (a regional collector) a
     /// partial aggregate, `file`, for generation `generation`.
     public var kind: Manifest.Kind = .generation
+    /// Under `[merge] memory`: the remembered updates added, and the sites
+    /// whose earlier update was not.
+    public var remembered: [Remembered] = []
+    public var forgotten: [Forgotten] = []
     /// Set when the strategy, on the bundles it merged, was no more robust
     /// than the plain mean (see `AggregationStrategy.degeneracy`).
     public var degenerate: String? = nil

@@ -125,6 +125,45 @@ struct MergeRound {
         }
     }
 
+    /// The remembered updates added (`[merge] memory`), in the order added.
+    private(set) var remembered: [MergeReport.Remembered] = []
+
+    /// A site's remembered update (`Collector.remember`): its delta against
+    /// its own base, weighed and discounted for its staleness against the
+    /// generation being written exactly as a fresh update of that age, and
+    /// listed with the generation that first included it. The protocol's
+    /// replay rules do not apply: it is no new bundle.
+    mutating func take(remembered v: VerifiedContainer, delta: DecodedDelta, firstIncluded: Int) -> Outcome {
+        do {
+            let m = v.manifest
+            guard m.kind == .update, let site = m.site, let base = m.base, let n = m.numExamples else {
+                throw ProtocolError.notAnUpdate
+            }
+            let s = rules.knowledge.current.number - base.number
+            try strategy.check(delta: delta, base: self.base)
+            let weight = uniformWeights ? 1 : strategy.weight(examples: n)
+            let factor = staleness.weight(staleness: s)
+            var clip = 1.0
+            if let bound = clipNorm {
+                let norm = delta.l2Norm()
+                if norm > bound { clip = bound / norm }
+            }
+            try strategy.add(delta: delta, weight: weight, scale: factor * clip)
+            included.append(
+                .init(
+                    digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n,
+                    weight: weight, base: base.number, staleness: s, stalenessWeight: factor,
+                    remembered: firstIncluded))
+            remembered.append(
+                .init(
+                    site: site.id, seq: site.seq, digest: v.digest.hex, generation: firstIncluded, base: base.number,
+                    staleness: s, stalenessWeight: factor, weight: weight))
+            return .added
+        } catch {
+            return .refused(error)
+        }
+    }
+
     /// A site's statistics bundle: the protocol's rules for it, and figures
     /// that describe the model's schema. A regional collector takes none:
     /// statistics go to the root, whichever way the site's updates travel.
@@ -302,9 +341,13 @@ struct MergeRound {
                 name: type(of: strategy).name,
                 parameters: strategy.parameters.merging(stalenessParameters) { a, _ in a }, selected: selected))
         if !partials.isEmpty { manifest.partials = partials.sorted { $0.digest < $1.digest } }
+        // Bundles and examples new to this generation; remembered ones
+        // counted apart.
+        let new = included.filter { $0.remembered == nil }
         manifest.metrics = [
-            "bundles": Double(included.count), "examples": included.reduce(0.0) { $0 + Double($1.numExamples) },
+            "bundles": Double(new.count), "examples": new.reduce(0.0) { $0 + Double($1.numExamples) },
         ]
+        if !remembered.isEmpty { manifest.metrics["remembered"] = Double(remembered.count) }
         return (manifest, next)
     }
 }

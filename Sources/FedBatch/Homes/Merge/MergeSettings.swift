@@ -61,7 +61,17 @@ public struct MergeSettings: Sendable, Equatable {
     /// collectors. Only they may send partial aggregates, and they may not
     /// send plain updates.
     public var regions: [String] = []
+    /// What a generation adds besides the inbox's updates: nothing
+    /// (`none`), or for every pinned site that sent nothing new its most
+    /// recent accepted update (`mifa`: Gu et al., NeurIPS 2021), read back
+    /// from accepted/, within `memoryWindow` generations.
+    public var memory = MemoryRule.none
+    /// How stale a remembered update may be (nil: `maxStaleness`).
+    public var memoryWindow: Int?
     public init() {}
+
+    /// The window a remembered update must be within.
+    public var effectiveMemoryWindow: Int { memoryWindow ?? maxStaleness }
 
     /// The parameters handed to the strategy.
     public var strategyParameters: [String: Double] {
@@ -81,7 +91,8 @@ public struct MergeSettings: Sendable, Equatable {
     static let keys: Set<String> = [
         "strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
         "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
-        "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions",
+        "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions", "memory",
+        "memory_window",
     ]
 
     /// The staleness weighting these settings describe.
@@ -116,6 +127,11 @@ public struct MergeSettings: Sendable, Equatable {
             + (region
                 ? []
                 : [
+                    "# memory = \"mifa\": each generation also adds, for every pinned site that sent nothing new, its",
+                    "# latest accepted update within memory_window generations (default: max_staleness); see",
+                    "# fedbatch-merge(1), MEMORY.",
+                    "memory = \(StrictJSON.quote(memory.rawValue))",
+                    memoryWindow.map { "memory_window = \($0)" } ?? "# memory_window = 8",
                     "# Hierarchical merges: the pinned senders that are regional collectors, whose partial aggregates",
                     "# this collector merges (fedbatch-merge(1), HIERARCHICAL MERGES).",
                     regions.isEmpty
@@ -123,6 +139,11 @@ public struct MergeSettings: Sendable, Equatable {
                         : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]",
                 ])
     }
+}
+
+/// What a merge remembers of the sites that sent nothing new.
+public enum MemoryRule: String, Sendable, CaseIterable {
+    case none, mifa
 }
 
 extension MergeSettings {
@@ -171,6 +192,9 @@ extension MergeSettings {
                 "regions", list: "a list of regional collector ids",
                 each: { "a regional collector id (\(ContainerPath.identifierRule("id", $0 ?? "?")))" },
                 where: ContainerPath.isIdentifier) ?? m.regions
+        m.memory = try s.choice("memory", "\"none\" or \"mifa\"") ?? m.memory
+        m.memoryWindow =
+            try s.int("memory_window", "an integer from 0 to 1000") { (0...1000).contains($0) } ?? m.memoryWindow
         m.settleSeconds =
             try s.number("settle_seconds", "a number of seconds from 0 to 86400") { (0...86_400).contains($0) }
             ?? m.settleSeconds

@@ -76,6 +76,7 @@ extension Collector {
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
         let arch = currentWeights.arch
         let strategy = try makeStrategy(run, current: current, arch: arch)
+        try checkMemory(strategy: strategy)
         guard let summing = strategy as? PartialAggregating else {
             throw PartialError.strategy(type(of: strategy).name)
         }
