@@ -515,16 +515,17 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw ContainerError.manifestInvalid("included names a partial, but the generation lists no partials")
         }
         // A remembered update was first included by an earlier generation,
-        // on its own (never inside a partial), and a site has one update in
-        // a generation, fresh or remembered.
+        // on its own (never inside a partial), and only for a site with no
+        // fresh update in this one.
         for b in included ?? [] where b.remembered != nil {
             guard let r = b.remembered, r > 0, r < g, b.partial == nil, b.base != nil, r > b.base! else {
                 throw ContainerError.manifestInvalid(
                     "included bundle \(b.digest): remembered must name an earlier generation than \(g), after its base")
             }
         }
-        if let included, Set(included.map(\.site)).count != included.count {
-            throw ContainerError.manifestInvalid("included lists a site twice")
+        let rememberedSites = (included ?? []).filter { $0.remembered != nil }.map(\.site)
+        for site in rememberedSites where (included ?? []).filter({ $0.site == site }).count > 1 {
+            throw ContainerError.manifestInvalid("included lists site \(site) twice, once remembered")
         }
         for b in included ?? [] {
             if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
