@@ -216,6 +216,8 @@ struct FederatedStatisticsTests {
         #expect(schema.mean?[0] == combined.numeric["f0"]?.mean && schema.features == ["f0", "colour", "f1", "f2"])
         #expect(schema.std?[3] == combined.numeric["f2"]!.variance!.squareRoot() && schema.mean?[1] == 0)
         #expect(try FileManager.default.contentsOfDirectory(atPath: inbox).isEmpty)
+        let log = try fb(["log", "--home", col])
+        #expect(log.status == 0 && log.out.contains("(statistics pinned from 3 sites)"), "\(log.out)")
 
         // A site trains on the pinned generation: its blanks are now imputed.
         try FileManager.default.copyItem(
@@ -225,10 +227,9 @@ struct FederatedStatisticsTests {
         let metrics = (try trained.summary()["bundle"] as? [String: Any])?["metrics"] as? [String: Any]
         #expect(metrics?["imputed_cells"] as? Double == 22, "\(String(describing: metrics))")
 
-        // A replayed statistics bundle is refused as one (removed, as the
-        // home keeps the original in accepted/; quarantined once state.db was
-        // rebuilt, which knows the digest but not the stored name), also once
-        // state.db is rebuilt from the signed files.
+        // A replayed statistics bundle is refused as one and removed (the
+        // home keeps the original in accepted/), also once state.db is
+        // rebuilt from the signed files.
         func replay(_ label: String) throws {
             try FileManager.default.copyItem(atPath: bundles["site-b"]!, toPath: inbox + "replay.fbs")
             let r = try fb(["stats", "--home", col, "--settle", "0", "--json"])

@@ -88,6 +88,9 @@ struct MemoryTests {
         let log = try fed.run(["log", "--home", fed.collector, "--json"]).summary()
         let accepted = (log["generations"] as? [[String: Any]])?.compactMap { $0["accepted"] as? Int }
         #expect(accepted == [0, 3, 2, 2], "\(log)")
+        let rememberedCounts = (log["generations"] as? [[String: Any]])?.compactMap { $0["remembered"] as? Int }
+        #expect(rememberedCounts == [0, 0, 1, 1], "\(log)")
+        #expect(try fed.run(["log", "--home", fed.collector]).out.contains("(+1 remembered)"))
         // A rebuilt state.db finds the remembered file again (by its statement).
         try FileManager.default.removeItem(atPath: fed.collector + "/state.db")
         try fed.update(site: "site-1", seq: 4, base: try fed.generation(3))
@@ -135,6 +138,7 @@ struct MemoryTests {
         #expect((merged["remembered"] as? [Any])?.isEmpty == true)
         #expect(forgotten.map { $0["site"] as? String } == ["site-2"])
         #expect((forgotten.first?["reason"] as? String)?.contains("a revert or a statistics pin") == true)
+        #expect(try fed.run(["log", "--home", fed.collector]).out.contains("(revert to 4)"))
 
         // Refusals, before the inbox is touched.
         for (key, value, code) in [

@@ -47,8 +47,14 @@ struct LogOutput: CommandOutput {
         /// The cumulative differential privacy at this generation, or null.
         @OrNull var epsilon: Double?
         @OrNull var delta: Double?
+        @OrNull var strategy: String?
+        let remembered: Int
+        let statistics: Int
 
         init(_ l: ChainLink) {
+            strategy = l.strategy
+            remembered = l.remembered
+            statistics = l.statistics
             epsilon = l.epsilon
             delta = l.delta
             pruned = l.pruned
@@ -60,6 +66,24 @@ struct LogOutput: CommandOutput {
             rejected = l.rejected
             examples = l.examples
             created = l.created
+            restored = l.restored
+        }
+
+        /// The restored generation of a revert (text only).
+        private let restored: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case generation, file, digest, parent, accepted, rejected, examples, created, pruned, epsilon, delta
+            case strategy, remembered, statistics
+        }
+
+        /// What the text table adds after a generation that is not a plain merge.
+        var note: String {
+            switch strategy {
+            case "revert": return "  (revert to \(restored.map(String.init) ?? "?"))"
+            case "stats-pin": return "  (statistics pinned from \(statistics) site\(statistics == 1 ? "" : "s"))"
+            default: return remembered > 0 ? "  (+\(remembered) remembered)" : ""
+            }
         }
     }
 
@@ -93,7 +117,7 @@ struct LogOutput: CommandOutput {
                         format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
                         (l.parent.map { String($0.prefix(12)) } ?? "-").padding(
                             toLength: 12, withPad: " ", startingAt: 0),
-                        l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : ""))
+                        l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : "") + l.note)
             }
         }
         if let error {

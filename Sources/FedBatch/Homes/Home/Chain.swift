@@ -21,6 +21,15 @@ public struct ChainLink: Sendable, Codable {
     /// it was merged under [privacy] (or reverted after such a merge).
     public var epsilon: Double? = nil
     public var delta: Double? = nil
+    /// What wrote the generation: a strategy (fedavg, …), `revert` or
+    /// `stats-pin`; nil for generation 0.
+    public var strategy: String? = nil
+    /// For a revert, the generation it restored.
+    public var restored: Int? = nil
+    /// Remembered updates it added again (`[merge] memory`).
+    public var remembered: Int = 0
+    /// Statistics bundles a pin combined.
+    public var statistics: Int = 0
 }
 
 /// Why the chain does not hold together, or does not agree with the
@@ -112,8 +121,11 @@ extension Home {
                 ChainLink(
                     generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
                     rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
-                    created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon, delta: m.privacy?.delta
-                ))
+                    created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon,
+                    delta: m.privacy?.delta,
+                    strategy: m.strategy?.name,
+                    restored: m.strategy?.name == "revert" ? m.strategy?.parameters["generation"].map { Int($0) } : nil,
+                    remembered: (m.included ?? []).count - included.count, statistics: m.statistics?.count ?? 0))
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }
