@@ -90,6 +90,17 @@ struct StatisticsTests {
         refused(text.replacingOccurrences(of: "\"m2\":", with: "\"m2\":-"), "a negative m2")
         refused(
             text.replacingOccurrences(of: "\"mean_error\":0", with: "\"mean_error\":1"), "a mean_error above an ulp")
+        // Bounds that keep any combination finite: float32 values, M2 at
+        // most count·(max − min)², and no more than 2^40 rows in all.
+        var hostile = s
+        hostile.numeric["x"]!.max = 1e39
+        #expect(throws: StatisticsError.self) { try hostile.check() }
+        hostile = s
+        hostile.numeric["x"]!.m2 = 1e10
+        #expect(throws: StatisticsError.self) { try hostile.check() }
+        hostile = s
+        hostile.rows = 1 << 40
+        #expect(throws: StatisticsError.self) { try hostile.combined(with: s) }
         // Against a schema: a category it does not pin, a label outside its map.
         var other = s
         other.categorical["c"]!.counts["q"] = 2

@@ -183,6 +183,15 @@ public struct DataStatistics: Codable, Equatable, Sendable {
                     "column \"\(name)\": a count of min_count or more with a finite mean, mean_error (below the "
                         + "mean's ulp), m2 ≥ 0, min and max")
             }
+            // Values a model reads are float32 (training refuses others), and
+            // M2 cannot exceed n·(max − min)²: with both bounds no combination
+            // of many sites' moments can overflow a float64.
+            let limit = Double(Float.greatestFiniteMagnitude)
+            guard abs(lo) <= limit, abs(hi) <= limit, m2 <= Double(n.count) * (hi - lo) * (hi - lo) * (1 + 1e-9)
+            else {
+                throw StatisticsError.invalid(
+                    "column \"\(name)\": min and max must be float32 numbers and m2 at most count·(max − min)²")
+            }
             // Rounding can put a mean a hair outside [min, max]; more is a lie.
             let slack = 1e-9 * Swift.max(abs(lo), abs(hi), 1)
             guard mean >= lo - slack, mean <= hi + slack else {
@@ -205,6 +214,10 @@ public struct DataStatistics: Codable, Equatable, Sendable {
         }
         func add(_ a: Counts, _ b: Counts) -> Counts {
             Counts(counts: a.counts.merging(b.counts, uniquingKeysWith: +), missing: a.missing + b.missing)
+        }
+        // Every count is at most its table's rows, so rows bound every sum.
+        guard rows <= Int64(Manifest.maxNumber) - other.rows else {
+            throw StatisticsError.invalid("the combined tables would hold more than 2^40 rows")
         }
         var out = DataStatistics(
             rows: rows + other.rows, minCount: Swift.min(minCount, other.minCount), sites: sites + other.sites,

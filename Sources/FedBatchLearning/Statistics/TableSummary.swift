@@ -88,7 +88,8 @@ extension DataStatistics {
                     continue
                 }
                 // Double(String) reads "1.5" the same in every locale.
-                guard let x = Double(t), x.isFinite else {
+                // Finite as float32 too, as training reads it.
+                guard let x = Double(t), x.isFinite, Float(x).isFinite else {
                     throw DataError(
                         path: path, message: "line \(line), column \"\(header[c])\": \"\(t)\" is not a finite number")
                 }
