@@ -15,7 +15,7 @@ public enum BLAS {
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
         a: UnsafePointer<Float>, b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>
     ) {
-        ForkGuard.shared.lock()
+        ForkGuard.shared.lockExclusive()
         defer { ForkGuard.shared.unlock() }
         cblas_sgemm(
             CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,

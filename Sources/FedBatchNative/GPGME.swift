@@ -106,8 +106,11 @@ public final class GPGContext {
     let homedir: String?
 
     public init(homedir: String?) throws {
-        // gpgme forks to run gpg: the fork guard must be in place first.
+        // gpgme forks to run gpg: the fork guard must be in place first,
+        // and held while gpgme may ask gpg or gpgconf for engine details.
         ForkGuard.register()
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         guard gpgmeVersion != nil else {
             throw GPGError(code: 0, message: "gpgme could not be initialised", context: "gpgme")
         }
@@ -207,7 +210,10 @@ public final class GPGContext {
 
     /// The keys held in an exported key block, without importing them.
     public func keys(inData bytes: Data) throws -> [GPGKey] {
-        try withInput(bytes) { dh in
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
+        return try withInput(bytes) { dh in
             var err = gpgme_op_keylist_from_data_start(ctx, dh, 0)
             if err != 0 { throw GPGError.from(err, "reading keys") }
             defer { gpgme_op_keylist_end(ctx) }
@@ -228,6 +234,9 @@ public final class GPGContext {
 
     /// The key with this fingerprint (primary or subkey) in the keyring.
     public func key(fingerprint: String, secret: Bool) throws -> GPGKey? {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         var key: gpgme_key_t?
         let err = gpgme_get_key(ctx, fingerprint, &key, secret ? 1 : 0)
         if fb_gpgme_err_code(err) == GPGErrorCode.eof { return nil }
@@ -241,7 +250,10 @@ public final class GPGContext {
     /// and how many secret keys it held.
     @discardableResult
     public func importKeys(_ bytes: Data) throws -> (fingerprints: [String], secretKeys: Int) {
-        try withInput(bytes) { dh in
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
+        return try withInput(bytes) { dh in
             let err = gpgme_op_import(ctx, dh)
             if err != 0 { throw GPGError.from(err, "importing keys") }
             guard let r = gpgme_op_import_result(ctx) else { return ([], 0) }
@@ -257,6 +269,9 @@ public final class GPGContext {
 
     /// The armored public key block of one key.
     public func exportPublicKey(fingerprint: String) throws -> Data {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         let saved = gpgme_get_armor(ctx)
         gpgme_set_armor(ctx, 1)
         defer { gpgme_set_armor(ctx, saved) }
@@ -305,6 +320,9 @@ public final class GPGContext {
     public func signDetached(
         _ bytes: Data, signer: String, passphrase: String?
     ) throws -> (signature: Data, hashAlgorithm: String) {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         var key: gpgme_key_t?
         var err = gpgme_get_key(ctx, signer, &key, 1)
         guard err == 0, let key else {
@@ -355,6 +373,9 @@ public final class GPGContext {
     /// so the keyring's trust model is not consulted; the payload is zstd
     /// already, so gpg does not compress it again.
     public func encrypt(_ bytes: Data, to recipient: String) throws -> Data {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         var key: gpgme_key_t?
         let err = gpgme_get_key(ctx, recipient, &key, 0)
         guard err == 0, let key else {
@@ -407,6 +428,9 @@ public final class GPGContext {
     )
         throws -> (plain: Data, length: Int, recipients: [String])
     {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
         let sink = CappedSink(cap: cap, keepTail: keepTail)
         // The plaintext is about as long as the message: one allocation, not
         // a buffer grown and copied as gpg writes.
@@ -467,7 +491,10 @@ public final class GPGContext {
 
     /// Verifies a detached signature; one result per signature gpg found.
     public func verifyDetached(signature: Data, signed: Data) throws -> [GPGSignatureResult] {
-        try withInput(signature) { sig in
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
+        return try withInput(signature) { sig in
             try withInput(signed) { text in
                 let err = gpgme_op_verify(ctx, sig, text, nil)
                 if err != 0 { throw GPGError.from(err, "verifying") }
