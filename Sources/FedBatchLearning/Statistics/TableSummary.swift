@@ -22,15 +22,8 @@ extension DataStatistics {
         csv path: String, schema: TabularSchema, drop: [String] = [], delimiter: UInt8 = UInt8(ascii: ","),
         minCount: Int
     ) throws -> DataStatistics {
-        let data: Data
-        do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
-            throw DataError(path: path, message: e.message)
-        }
-        var reader = CSVReader(data, delimiter: delimiter)
-        do {
-            return try summarise(&reader, path: path, schema: schema, drop: drop, minCount: minCount)
-        } catch let e as CSVReader.Malformed {
-            throw DataError(path: path, message: "\(e)")
+        try DataLoader.withCSV(path, delimiter: delimiter) { reader in
+            try summarise(&reader, path: path, schema: schema, drop: drop, minCount: minCount)
         }
     }
 
@@ -49,18 +42,10 @@ extension DataStatistics {
         var rows: Int64 = 0
         let categorical: [[String]?] = columns.map { schema.categories?[header[$0]] }
         while let record = try reader.next() {
-            let fields = record.fields, line = record.line
-            guard fields.count == header.count else {
-                throw DataError(
-                    path: path, message: "line \(line) has \(fields.count) fields; the header has \(header.count)")
-            }
+            let fields = try record.checkedFields(count: header.count, path: path), line = record.line
             let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
             guard schema.classIndex(l) != nil else {
-                let expected =
-                    schema.labels.map { "one of the model's labels (\($0.joined(separator: ", ")))" }
-                    ?? "an integer label"
-                throw DataError(
-                    path: path, message: "line \(line), column \"\(schema.label)\": \"\(l)\" is not \(expected)")
+                throw TabularSchema.unknownLabel(l, labels: schema.labels, column: schema.label, line: line, path: path)
             }
             labels[l, default: 0] += 1
             rows += 1
@@ -76,10 +61,8 @@ extension DataStatistics {
                         // category nor a blank, so not counted.
                         continue
                     } else {
-                        throw DataError(
-                            path: path,
-                            message: "line \(line), column \"\(header[c])\": \"\(t)\" is not one of its categories "
-                                + "(\(categories.joined(separator: ", ")))")
+                        throw TabularSchema.unknownCategory(
+                            t, categories: categories, column: header[c], line: line, path: path)
                     }
                     continue
                 }

@@ -13,6 +13,14 @@ public struct CSVReader {
     public struct Record {
         public let line: Int
         public let fields: [String]
+
+        /// The fields, refused unless there are as many as the header's.
+        func checkedFields(count: Int, path: String) throws -> [String] {
+            guard fields.count == count else {
+                throw DataError(path: path, message: "line \(line) has \(fields.count) fields; the header has \(count)")
+            }
+            return fields
+        }
     }
 
     /// Why the bytes are not CSV.

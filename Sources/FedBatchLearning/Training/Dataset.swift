@@ -216,26 +216,42 @@ public enum DataLoader {
         _ path: String, labelColumn: String, schema: TabularSchema? = nil, drop: [String] = [],
         delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> Dataset {
+        try withCSV(path, delimiter: delimiter) { reader in
+            try parseCSV(&reader, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
+        }
+    }
+
+    /// Runs `body` over the records of a CSV file (gzipped or not, at most
+    /// `maxBytes`): an unreadable file or a malformed record is a
+    /// `DataError` naming the file. Every reader of the home's CSV files
+    /// (training, eval, statistics, the schema's inferences) comes here.
+    package static func withCSV<R>(
+        _ path: String, delimiter: UInt8, _ body: (inout CSVReader) throws -> R
+    ) throws -> R {
         let data: Data
         do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
             throw DataError(path: path, message: e.message)
         }
-        return try parseCSV(
-            data, path: path, labelColumn: labelColumn, schema: schema, drop: drop, delimiter: delimiter)
+        return try withCSV(data, path: path, delimiter: delimiter, body)
+    }
+
+    /// `withCSV` on bytes in memory.
+    static func withCSV<R>(
+        _ data: Data, path: String, delimiter: UInt8, _ body: (inout CSVReader) throws -> R
+    ) throws
+        -> R
+    {
+        var reader = CSVReader(data, delimiter: delimiter)
+        do { return try body(&reader) } catch let e as CSVReader.Malformed {
+            throw DataError(path: path, message: "\(e)")
+        }
     }
 
     /// A CSV file's header, the names trimmed.
     public static func csvHeader(_ path: String, delimiter: UInt8 = UInt8(ascii: ",")) throws -> [String] {
-        let data: Data
-        do { data = try readMaybeGzip(path, cap: maxBytes) } catch let e as FileError {
-            throw DataError(path: path, message: e.message)
-        }
-        var reader = CSVReader(data, delimiter: delimiter)
-        do {
+        try withCSV(path, delimiter: delimiter) { reader in
             guard let header = try reader.next() else { throw DataError(path: path, message: "no header line") }
             return header.fields.map { $0.trimmingCharacters(in: .whitespaces) }
-        } catch let e as CSVReader.Malformed {
-            throw DataError(path: path, message: "\(e)")
         }
     }
 
@@ -248,11 +264,8 @@ public enum DataLoader {
         _ data: Data, path: String, labelColumn: String = "label",
         schema: TabularSchema? = nil, drop: [String] = [], delimiter: UInt8 = UInt8(ascii: ",")
     ) throws -> Dataset {
-        var reader = CSVReader(data, delimiter: delimiter)
-        do {
-            return try parseCSV(&reader, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
-        } catch let e as CSVReader.Malformed {
-            throw DataError(path: path, message: "\(e)")
+        try withCSV(data, path: path, delimiter: delimiter) { reader in
+            try parseCSV(&reader, path: path, labelColumn: labelColumn, schema: schema, drop: drop)
         }
     }
 
@@ -283,18 +296,10 @@ public enum DataLoader {
         let categorical: [[String]?] = columns.map { c in schema?.categories?[header[c]] }
         let width = schema?.inputWidth ?? columns.count
         while let record = try reader.next() {
-            let fields = record.fields, line = record.line
-            guard fields.count == header.count else {
-                throw DataError(
-                    path: path, message: "line \(line) has \(fields.count) fields; the header has \(header.count)")
-            }
+            let fields = try record.checkedFields(count: header.count, path: path), line = record.line
             let l = fields[labelIndex].trimmingCharacters(in: .whitespaces)
             guard let label = schema?.classIndex(l) ?? (schema == nil ? Int32(l) : nil) else {
-                let expected =
-                    schema?.labels.map { "one of the model's labels (\($0.joined(separator: ", ")))" }
-                    ?? "an integer label"
-                throw DataError(
-                    path: path, message: "line \(line), column \"\(labelName)\": \"\(l)\" is not \(expected)")
+                throw TabularSchema.unknownLabel(l, labels: schema?.labels, column: labelName, line: line, path: path)
             }
             labels.append(label)
             for (k, c) in columns.enumerated() {
@@ -307,11 +312,8 @@ public enum DataLoader {
                     if let i = categories.firstIndex(of: t) {
                         slots[i] = 1
                     } else if schema?.unknownCategory != "ignore" {
-                        throw DataError(
-                            path: path,
-                            message: "line \(line), column \"\(header[c])\": \"\(t)\" is not one of its categories "
-                                + "(\(categories.joined(separator: ", "))); init collector --unknown-category ignore "
-                                + "encodes such a value as all zeros")
+                        throw TabularSchema.unknownCategory(
+                            t, categories: categories, column: header[c], line: line, path: path)
                     }
                     features += slots
                     continue

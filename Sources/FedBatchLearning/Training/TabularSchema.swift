@@ -208,12 +208,7 @@ public struct TabularSchema: Codable, Equatable, Sendable {
     private static func distinctValues(
         _ path: String, column: String, delimiter: UInt8, as role: String
     ) throws -> [String] {
-        let data: Data
-        do { data = try readMaybeGzip(path, cap: DataLoader.maxBytes) } catch let e as FileError {
-            throw DataError(path: path, message: e.message)
-        }
-        var reader = CSVReader(data, delimiter: delimiter)
-        do {
+        try DataLoader.withCSV(path, delimiter: delimiter) { reader in
             guard let header = try reader.next()?.fields.map({ $0.trimmingCharacters(in: .whitespaces) }),
                 let index = header.firstIndex(of: column)
             else { throw SchemaError("\(path) has no column \"\(column)\" to use as \(role)") }
@@ -223,8 +218,6 @@ public struct TabularSchema: Codable, Equatable, Sendable {
             }
             values.remove("")
             return values.sorted()
-        } catch let e as CSVReader.Malformed {
-            throw DataError(path: path, message: "\(e)")
         }
     }
 
@@ -261,6 +254,25 @@ public struct TabularSchema: Codable, Equatable, Sendable {
             )
         }
         return (features.map { index[$0]! }, labelColumn)
+    }
+
+    /// A label cell that is not a class: the one refusal of training,
+    /// evaluation and statistics alike.
+    static func unknownLabel(_ cell: String, labels: [String]?, column: String, line: Int, path: String) -> DataError {
+        let expected = labels.map { "one of the model's labels (\($0.joined(separator: ", ")))" } ?? "an integer label"
+        return DataError(path: path, message: "line \(line), column \"\(column)\": \"\(cell)\" is not \(expected)")
+    }
+
+    /// A categorical cell outside the pinned categories, where the schema
+    /// does not ignore such values.
+    static func unknownCategory(
+        _ cell: String, categories: [String], column: String, line: Int, path: String
+    ) -> DataError {
+        DataError(
+            path: path,
+            message: "line \(line), column \"\(column)\": \"\(cell)\" is not one of its categories "
+                + "(\(categories.joined(separator: ", "))); init collector --unknown-category ignore encodes such a "
+                + "value as all zeros")
     }
 
     /// `column "a"` or `columns "a", "b"`, for messages.

@@ -279,7 +279,7 @@ public struct Collector {
         let inputs = round.inputs
         let (path, digest, stored) = try write(
             manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
-            carrying: current, state: state)
+            carrying: current, members: state)
         var report = outcomes.report(
             .merged, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name,
             generation: manifest.generation, file: path, digest: digest, accepted: accepted(round, stored: stored))
@@ -399,11 +399,13 @@ public struct Collector {
     /// Signs and writes the next generation, then records it, then moves
     /// its inputs to accepted/, in that order: a crash at any step leaves
     /// the old or the new generation, and the next run finishes the rest
-    /// (`finishInterruptedMerge`).
+    /// (`finishInterruptedMerge`). `extra` members ride beside the weights
+    /// (a server optimiser's state, a pin's combined statistics);
+    /// `replacement` is a new schema for the one carried forward.
     func write(
         _ manifest: Manifest, weights next: ModelWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
         ledger: Ledger, carrying current: VerifiedContainer,
-        state: [(name: String, data: Data)] = [], schema replacement: Data? = nil
+        members extra: [(name: String, data: Data)] = [], schema replacement: Data? = nil
     ) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
@@ -430,7 +432,7 @@ public struct Collector {
         let sealed = try signer.sealInParts(
             manifest: manifest,
             members: [(ContainerPath.tensors, next.generationMember())]
-                + schema + state + (rotation?.members ?? []))
+                + schema + extra + (rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }

@@ -90,17 +90,7 @@ struct MergeRound {
                 throw PartialError.viaRegion(site: id, region: region)
             }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
-            try strategy.check(delta: delta, base: base)
-            let weight = uniformWeights ? 1 : strategy.weight(examples: n)
-            let factor = staleness.weight(staleness: s)
-            // Clipping scales the whole delta down to the norm bound, the
-            // same for every tensor, so its direction is kept.
-            var clip = 1.0
-            if let bound = clipNorm {
-                let norm = delta.l2Norm()
-                if norm > bound { clip = bound / norm }
-            }
-            try strategy.add(delta: delta, weight: weight, scale: factor * clip)
+            let (weight, factor) = try add(delta, examples: n, staleness: s)
             firstCopy[v.digest] = entry.displayName
             bundleDigests.insert(v.digest.hex)
             rules.accepted(site: site.id)
@@ -125,6 +115,24 @@ struct MergeRound {
         }
     }
 
+    /// Checks a delta and adds it to the strategy with its example weight,
+    /// its staleness factor and the clip, as every update is added, fresh
+    /// or remembered; returns the weight and the factor the manifest records.
+    private func add(_ delta: DecodedDelta, examples n: Int64, staleness s: Int) throws -> (Double, Double) {
+        try strategy.check(delta: delta, base: base)
+        let weight = uniformWeights ? 1 : strategy.weight(examples: n)
+        let factor = staleness.weight(staleness: s)
+        // Clipping scales the whole delta down to the norm bound, the same
+        // for every tensor, so its direction is kept.
+        var clip = 1.0
+        if let bound = clipNorm {
+            let norm = delta.l2Norm()
+            if norm > bound { clip = bound / norm }
+        }
+        try strategy.add(delta: delta, weight: weight, scale: factor * clip)
+        return (weight, factor)
+    }
+
     /// The remembered updates added (`[merge] memory`), in the order added.
     private(set) var remembered: [MergeReport.Remembered] = []
 
@@ -140,15 +148,7 @@ struct MergeRound {
                 throw ProtocolError.notAnUpdate
             }
             let s = rules.knowledge.current.number - base.number
-            try strategy.check(delta: delta, base: self.base)
-            let weight = uniformWeights ? 1 : strategy.weight(examples: n)
-            let factor = staleness.weight(staleness: s)
-            var clip = 1.0
-            if let bound = clipNorm {
-                let norm = delta.l2Norm()
-                if norm > bound { clip = bound / norm }
-            }
-            try strategy.add(delta: delta, weight: weight, scale: factor * clip)
+            let (weight, factor) = try add(delta, examples: n, staleness: s)
             included.append(
                 .init(
                     digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n,

@@ -107,7 +107,7 @@ extension Collector {
         }
         let (path, digest, _) = try write(
             manifest, weights: weights, inputs: taken.map { ($0.file, $0.included.digest) }, ledger: ledger,
-            carrying: current, state: (state ?? []) + [(ContainerPath.statistics, combined.encoded)],
+            carrying: current, members: (state ?? []) + [(ContainerPath.statistics, combined.encoded)],
             schema: pinned.encoded)
         return report(generation: number + 1, file: path, digest: digest)
     }
