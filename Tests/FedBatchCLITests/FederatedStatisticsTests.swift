@@ -163,6 +163,11 @@ struct FederatedStatisticsTests {
         #expect(pin.status == 0, "\(pin.err)")
         let pinned = try pin.summary()
         #expect(pinned["generation"] as? Int == 1 && (pinned["sites"] as? [Any])?.count == 3)
+        // The pin re-derives from the three bundles it lists.
+        let audit = try fb(["audit", "--home", col, "1", "--json"])
+        #expect(audit.status == 0, "\(audit.out)\(audit.err)")
+        #expect(
+            (try audit.summary()["generations"] as? [[String: Any]])?.first?["verdict"] as? String == "reproduced")
         let summaryPath = try dir.write("pinned.json", Data(pin.out.split(separator: "\n").last!.utf8))
         let oracle = try Subprocess.run(
             TestPaths.python,

@@ -161,6 +161,15 @@ struct HierarchicalMergeTests {
         try fed.run(["merge", "--home", root, "--strategy", "fedadam"])
         try Self.expectSameWeights(
             fed.collector + "/generations/g000002.fbg", root + "/generations/g000002.fbg", fed: fed)
+        // The root's generations re-derive from the regions' partials (a
+        // stale bundle inside one, fedadam's state from the parent), and the
+        // flat collector's from the bundles.
+        for home in [root, fed.collector] {
+            let audit = try fed.fedbatch(["audit", "--home", home, "all", "--json"])
+            #expect(audit.status == 0, "\(audit.out)\(audit.err)")
+            let verdicts = (try audit.summary()["generations"] as? [[String: Any]])?.map { $0["verdict"] as? String }
+            #expect(verdicts == ["root", "reproduced", "reproduced"])
+        }
     }
 
     /// The two generations' tensors, exported, are the same bytes.

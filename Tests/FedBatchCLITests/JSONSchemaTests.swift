@@ -147,6 +147,7 @@ struct JSONSchemaTests {
         try record(
             "verify", "verify", status: 3,
             ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
+        try record("audit", "audit", status: 0, ["audit", "--home", fed.collector, "all"])
         try record("log", "log", status: 0, ["log", "--home", fed.collector])
         try record("report", "report", status: 0, ["report", "--home", fed.collector, "--out", root + "/report.html"])
         try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))

@@ -119,6 +119,14 @@ struct KeyRotationTests {
         let s2 = try m2.summary()
         #expect(s2["generation"] as? Int == 2 && (s2["accepted"] as? [Any])?.count == 2, "\(s2) \(m2.err)")
         #expect((s2["rejected"] as? [[String: Any]])?.map { $0["code"] as? String } == ["signature.retired-key"])
+        // Both generations re-derive: generation 1 with the rotation it
+        // carries and a bundle signed by site-1's key retired since.
+        let audited = try fed.fedbatch(["audit", "--home", fed.collector, "all", "--json"])
+        #expect(audited.status == 0, "\(audited.out)\(audited.err)")
+        #expect(
+            (try audited.summary()["generations"] as? [[String: Any]])?.map { $0["verdict"] as? String } == [
+                "root", "reproduced", "reproduced",
+            ])
 
         // Generation 2 is signed by the new key; site-2 verifies it.
         let stmt2 = try ContainerFile.split(

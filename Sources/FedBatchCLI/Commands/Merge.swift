@@ -107,7 +107,7 @@ struct Merge: Subcommand {
         return try context.recordingMetrics("merge", home: home) {
             let progress = ProgressLine(console: console)
             // A held lock is LockHeld, which the exit table maps to 4.
-            let seed = try noiseSeed.map(Self.readSeed)
+            let seed = try noiseSeed.map { try GaussianNoise.readSeed(path: $0) }
             let report = try collector.merge(
                 minBundles: minBundles, maxWait: maxWait, settleSeconds: settle, strategyName: strategy, noiseSeed: seed
             ) { p in
@@ -135,18 +135,6 @@ struct Merge: Subcommand {
             progress.finish()
             return MergeOutput(report, evaluation: evaluation)
         }
-    }
-}
-
-extension Merge {
-    /// A seed file: 64 hex digits and an optional newline.
-    static func readSeed(_ path: String) throws -> [UInt8] {
-        let text = String(decoding: try readFile(path, cap: 4096), as: UTF8.self).trimmingCharacters(
-            in: .whitespacesAndNewlines)
-        guard text.count == 64, let digest = Digest(hex: text.lowercased()) else {
-            throw PrivacyError.badSeed("\(path) does not hold a seed: 64 hex digits expected")
-        }
-        return digest.bytes
     }
 }
 

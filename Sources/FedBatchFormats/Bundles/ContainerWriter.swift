@@ -14,16 +14,24 @@ public enum ContainerWriter {
     public static func payload(
         manifest: Manifest, members: [(name: String, data: Data)]
     ) throws -> (payload: Data, manifest: Manifest) {
-        var manifest = manifest
-        manifest.members = members.map {
-            Manifest.Member(name: $0.name, length: Int64($0.data.count), sha256: Digest.of($0.data).hex)
-        }
-        try manifest.validate()
+        let manifest = try describing(manifest: manifest, members: members)
         let manifestBytes = try manifest.encoded()
 
         let out = try tarZstdArchive(
             [(ContainerPath.manifest, manifestBytes)] + members, level: compressionLevel,
             reserve: manifestBytes.count + members.reduce(0) { $0 + $1.data.count } + (64 << 10))
         return (out, manifest)
+    }
+
+    /// The manifest exactly as `payload` writes it, members listed, without
+    /// compressing anything: what an audit compares with a generation's own
+    /// manifest bytes (which commit to every member by its SHA-256).
+    public static func describing(manifest: Manifest, members: [(name: String, data: Data)]) throws -> Manifest {
+        var manifest = manifest
+        manifest.members = members.map {
+            Manifest.Member(name: $0.name, length: Int64($0.data.count), sha256: Digest.of($0.data).hex)
+        }
+        try manifest.validate()
+        return manifest
     }
 }

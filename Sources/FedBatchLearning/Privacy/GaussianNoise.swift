@@ -36,6 +36,17 @@ public final class GaussianNoise {
         stream = ChaCha20Stream(key: seed)
     }
 
+    /// A seed file (`noise-seeds/gNNNNNN.seed`, `merge --noise-seed`): 64
+    /// hex digits and an optional newline.
+    public static func readSeed(path: String) throws -> [UInt8] {
+        let text = String(decoding: try readFile(path, cap: 4096), as: UTF8.self).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        guard text.count == 64, let digest = Digest(hex: text.lowercased()) else {
+            throw PrivacyError.badSeed("\(path) does not hold a seed: 64 hex digits expected")
+        }
+        return digest.bytes
+    }
+
     /// A fresh seed from the system's CSPRNG.
     public static func freshSeed() throws -> [UInt8] { try secureRandomBytes(32) }
 

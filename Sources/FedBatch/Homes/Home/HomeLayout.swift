@@ -38,8 +38,11 @@ public struct HomeLayout: Sendable {
             try FileManager.default.createDirectory(
                 atPath: noiseSeeds, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         }
-        return "\(noiseSeeds)/\(String(format: "g%06d", n)).seed"
+        return noiseSeedPath(n)
     }
+
+    /// Where generation `n`'s noise seed is kept, if it is; creates nothing.
+    public func noiseSeedPath(_ n: Int) -> String { "\(noiseSeeds)/\(String(format: "g%06d", n)).seed" }
 
     // The layout inside keys/ belongs to the trust set (TrustSet.Files).
     public var collectorKey: String { TrustSet.Files.collectorKey(in: keys) }

@@ -314,23 +314,33 @@ public struct Collector {
             }
             return nil
         }
-        let prior = current.privacy
-        let sum = (prior?.inverseSquareSum ?? 0) + RenyiAccountant.term(noiseMultiplier: p.noiseMultiplier)
-        let epsilon = RenyiAccountant.epsilon(inverseSquareSum: sum, delta: p.delta)
-        let number = current.generation! + 1
-        guard epsilon <= p.maxEpsilon else {
-            throw PrivacyError.budgetExhausted(epsilon: epsilon, max: p.maxEpsilon, delta: p.delta, generation: number)
-        }
         let noise = GaussianNoise(
             seed: try seed ?? GaussianNoise.freshSeed(), sigma: p.sigma, denominator: Double(p.expectedSites))
-        try strategy.privatize(with: noise)
-        let record = Manifest.Privacy(
-            rounds: (prior?.rounds ?? 0) + 1, inverseSquareSum: sum, epsilon: epsilon, delta: p.delta,
-            maxEpsilon: p.maxEpsilon,
+        let record = Self.privacyRecord(
+            after: current.privacy,
             noise: .init(
                 noiseMultiplier: p.noiseMultiplier, clipNorm: p.clipNorm, expectedSites: p.expectedSites,
-                sigma: p.sigma, seedSha256: GaussianNoise.commitment(to: noise.seed)))
+                sigma: p.sigma, seedSha256: GaussianNoise.commitment(to: noise.seed)),
+            delta: p.delta, maxEpsilon: p.maxEpsilon)
+        guard record.epsilon <= p.maxEpsilon else {
+            throw PrivacyError.budgetExhausted(
+                epsilon: record.epsilon, max: p.maxEpsilon, delta: p.delta, generation: current.generation! + 1)
+        }
+        try strategy.privatize(with: noise)
         return (p, noise, record)
+    }
+
+    /// The chain's privacy record after one more noisy merge on top of
+    /// `prior`: the accountant's sum grows by this merge's term. An audit
+    /// recomputes a generation's record through it.
+    static func privacyRecord(
+        after prior: Manifest.Privacy?, noise: Manifest.Privacy.Noise, delta: Double, maxEpsilon: Double
+    ) -> Manifest.Privacy {
+        let sum = (prior?.inverseSquareSum ?? 0) + RenyiAccountant.term(noiseMultiplier: noise.noiseMultiplier)
+        return Manifest.Privacy(
+            rounds: (prior?.rounds ?? 0) + 1, inverseSquareSum: sum,
+            epsilon: RenyiAccountant.epsilon(inverseSquareSum: sum, delta: delta), delta: delta,
+            maxEpsilon: maxEpsilon, noise: noise)
     }
 
     /// Files one entry after pass 2: added to the round, left in the inbox,
@@ -427,12 +437,11 @@ public struct Collector {
         // The tabular schema, if the model has one, is carried forward from
         // the current generation, unless this one pins a new normalisation
         // (`fedbatch stats --pin`).
-        let schema =
-            (replacement ?? current.container.members[TabularSchema.member]).map { [(TabularSchema.member, $0)] } ?? []
         let sealed = try signer.sealInParts(
             manifest: manifest,
-            members: [(ContainerPath.tensors, next.generationMember())]
-                + schema + extra + (rotation?.members ?? []))
+            members: try Self.generationMembers(
+                weights: next, schema: replacement ?? current.container.members[TabularSchema.member], extra: extra,
+                rotation: rotation?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
@@ -455,6 +464,17 @@ public struct Collector {
         try ledger.markSettled(number)
         if let rotation { try home.applyRotation(rotation) }
         return (path, sealed.digest.hex, stored)
+    }
+
+    /// A generation's members in the order they are written: the weights,
+    /// the tabular schema if the model has one, the `extra` members, then
+    /// a key rotation's. An audit lays out what it re-derives the same way.
+    static func generationMembers(
+        weights: ModelWeights, schema: Data?, extra: [(name: String, data: Data)],
+        rotation: [(name: String, data: Data)]
+    ) throws -> [(name: String, data: Data)] {
+        [(ContainerPath.tensors, try weights.generationMember())] + (schema.map { [(TabularSchema.member, $0)] } ?? [])
+            + extra + rotation
     }
 
     /// Files a refused entry; if the file system will not let it be moved

@@ -23,10 +23,13 @@ struct Intake: @unchecked Sendable {
     /// the command has none (`verify` on a copy of the public keys).
     let decryption: BundleDecryption?
 
-    init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption?) {
+    /// `takesPartials` overrides the home's own rule: an audit reads the
+    /// partial aggregates a generation names on any home.
+    init(home: Home, arch: ModelArchitecture, decryption: BundleDecryption?, takesPartials: Bool? = nil) {
         self.home = home
-        takesPartials = home.takesPartials
-        limits = home.inboxLimits(of: arch)
+        self.takesPartials = takesPartials ?? home.takesPartials
+        limits =
+            self.takesPartials ? ContainerLimits.partials(of: arch) : ContainerLimits.updates(of: arch)
         wide = ContainerLimits.partials(of: arch)
         self.decryption = decryption
     }

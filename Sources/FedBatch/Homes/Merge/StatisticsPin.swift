@@ -64,8 +64,7 @@ extension Collector {
             identified.filter { $0.kind == .stats }, with: intake, into: &round, verifier: verifier, ledger: ledger,
             now: now, outcomes: &outcomes, progress: { _ in })
         let taken = round.statistics
-        var combined = taken.first?.figures
-        for t in taken.dropFirst() { combined = try combined!.combined(with: t.figures) }
+        let combined = try Self.combine(taken.map(\.figures))
         let normalisation = try combined.map { try $0.normalisation(for: schema) }
         func report(generation: Int? = nil, file: String? = nil, digest: String? = nil) -> StatisticsReport {
             StatisticsReport(
@@ -75,9 +74,37 @@ extension Collector {
                 waiting: outcomes.waiting, updatesWaiting: generation != nil ? updatesWaiting : 0)
         }
         guard pin else { return report() }
-        guard let combined, let normalisation else {
-            throw StatisticsPinError.none(refused: outcomes.rejected.count)
-        }
+        guard let combined else { throw StatisticsPinError.none(refused: outcomes.rejected.count) }
+        let pinned = try Self.pinnedGeneration(
+            current: current, schema: schema, taken: taken.map { ($0.included, $0.created) }, combined: combined,
+            rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        let (path, digest, _) = try write(
+            pinned.manifest, weights: weights, inputs: taken.map { ($0.file, $0.included.digest) }, ledger: ledger,
+            carrying: current, members: pinned.members, schema: pinned.schema)
+        let number = current.manifest.generation!
+        return report(generation: number + 1, file: path, digest: digest)
+    }
+}
+
+extension Collector {
+    /// The combination of statistics taken in digest order (Chan's
+    /// pairwise update); nil for none.
+    static func combine(_ figures: [DataStatistics]) throws -> DataStatistics? {
+        var combined = figures.first
+        for f in figures.dropFirst() { combined = try combined!.combined(with: f) }
+        return combined
+    }
+
+    /// The generation a pin writes on `current` from the statistics
+    /// `taken` (in digest order) and their combination: its manifest
+    /// (members not yet listed), the members beside the weights, and the
+    /// new schema. An audit re-derives a pin through this same function.
+    static func pinnedGeneration(
+        current: VerifiedContainer, schema: TabularSchema,
+        taken: [(included: Manifest.IncludedStatistics, created: String)], combined: DataStatistics,
+        rejected: [Manifest.RejectedBundle]
+    ) throws -> (manifest: Manifest, members: [(name: String, data: Data)], schema: Data) {
+        let normalisation = try combined.normalisation(for: schema)
         let pinned = try TabularSchema(
             features: schema.features, label: schema.label, mean: normalisation.mean, std: normalisation.std,
             labels: schema.labels, drop: schema.drop, missing: schema.missing, categories: schema.categories,
@@ -89,7 +116,7 @@ extension Collector {
             // given the same bundles write the same bytes.
             created: taken.map(\.created).max()!,
             generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
-            included: [], rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) },
+            included: [], rejected: rejected,
             strategy: .init(
                 name: "stats-pin",
                 parameters: ["sites": Double(taken.count), "rows": Double(combined.rows)]))
@@ -105,11 +132,7 @@ extension Collector {
         let state = current.container.members[ServerOptimizer.stateMember].map {
             [(name: ServerOptimizer.stateMember, data: $0)]
         }
-        let (path, digest, _) = try write(
-            manifest, weights: weights, inputs: taken.map { ($0.file, $0.included.digest) }, ledger: ledger,
-            carrying: current, members: (state ?? []) + [(ContainerPath.statistics, combined.encoded)],
-            schema: pinned.encoded)
-        return report(generation: number + 1, file: path, digest: digest)
+        return (manifest, (state ?? []) + [(ContainerPath.statistics, combined.encoded)], pinned.encoded)
     }
 }
 

@@ -40,8 +40,17 @@ extension Collector {
             throw HomeError.config(
                 path: old.path, reason: "holds generation \(old.manifest.generation ?? -1), not \(target)")
         }
+        let manifest = Self.revertManifest(current: current, restoring: target, created: rfc3339(now))
+        let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger, carrying: current)
+        return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
+    }
+
+    /// The manifest of a revert on `current` restoring generation `target`
+    /// (members not yet listed); an audit re-derives a revert through it.
+    static func revertManifest(current: VerifiedContainer, restoring target: Int, created: String) -> Manifest {
+        let number = current.manifest.generation!
         var manifest = Manifest(
-            kind: .generation, model: current.manifest.model, created: rfc3339(now),
+            kind: .generation, model: current.manifest.model, created: created,
             generation: number + 1, parent: .init(number: number, digest: current.digest.hex),
             included: [], rejected: [],
             strategy: .init(name: "revert", parameters: ["generation": Double(target)]))
@@ -49,9 +58,10 @@ extension Collector {
         // Reverting releases nothing new, but the privacy spent stays spent:
         // the record carries forward, without noise of its own.
         manifest.privacy = current.manifest.privacy.map {
-            var p = $0; p.noise = nil; return p
+            var p = $0
+            p.noise = nil
+            return p
         }
-        let (path, digest, _) = try write(manifest, weights: weights, inputs: [], ledger: ledger, carrying: current)
-        return RevertReport(generation: number + 1, file: path, digest: digest, revertedTo: target)
+        return manifest
     }
 }
