@@ -41,7 +41,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// trusted or does not belong here": verification failed.
     static let verificationFamilies: Set<String> = [
         "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model",
-        "arch", "chain", "generation", "partial", "stats", "audit",
+        "arch", "chain", "generation", "partial", "stats", "audit", "witness", "trust",
     ]
 
     /// The one place where library errors become exit codes: by the

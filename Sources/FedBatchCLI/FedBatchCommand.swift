@@ -25,7 +25,7 @@ public struct FedBatchCommand: ParsableCommand {
         subcommands: [
             Init.self, Keys.self, Train.self, Pack.self, Push.self, Pull.self, Merge.self, Publish.self, Revert.self,
             Prune.self, Status.self, Check.self, Report.self, Verify.self, Log.self, Export.self, Eval.self,
-            Inspect.self, Audit.self,
+            Inspect.self, Audit.self, Witness.self,
             DataCommand.self, Stats.self,
         ]
     )

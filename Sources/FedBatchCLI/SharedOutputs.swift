@@ -30,6 +30,7 @@ struct KeyInfo: Encodable {
         switch k.role {
         case .collector: role = "collector"; site = nil
         case .site(let s): role = "site"; site = s
+        case .witness(let w): role = "witness"; site = w
         }
         fingerprint = k.fingerprint
         userId = k.userID

@@ -36,8 +36,11 @@ public final class ConfinedDirectory: @unchecked Sendable {
     /// component opened without following links; nil when one is missing
     /// (and `create` is false). The caller closes it.
     private func directory(_ components: [String], create: Bool) throws -> Int32? {
-        var fd = dup(rootFD)
-        if fd < 0 { throw FileError.errno(root, "cannot duplicate descriptor") }
+        // A fresh open of the root, not a dup: a dup shares the directory's
+        // read position, so a second listing in one process would start
+        // where the first ended and see nothing.
+        var fd = openat(rootFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw FileError.errno(root, "cannot open directory") }
         for (i, c) in components.enumerated() {
             var next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0, errno == ENOENT, create {

@@ -148,6 +148,36 @@ struct JSONSchemaTests {
             "verify", "verify", status: 3,
             ["verify", "--home", fed.collector, g1, fed.collector + "/quarantine/junk.fbu"])
         try record("audit", "audit", status: 0, ["audit", "--home", fed.collector, "all"])
+        // A witness: its home, a cosignature of generation 0 (generation 1
+        // was merged under [privacy], so no witness can co-sign it), its
+        // status, and a witness key pinned at a site and removed again.
+        let witnessKey = try fed.keyring.generate("witness-9")
+        try record(
+            "init witness", "init site", status: 0,
+            [
+                "init", "witness", "--home", root + "/w9", "--witness-id", "w9", "--key", witnessKey,
+                "--collector-key", fed.collector + "/keys/collector.asc", "--model-id", "demo",
+            ])
+        for s in ["site-1", "site-2"] {
+            try fed.run(["keys", "add", "--home", root + "/w9", "--site", s, root + "/\(s).asc", "-q"])
+        }
+        for n in [0, 1] {
+            try FileManager.default.copyItem(
+                atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
+                toPath: root + "/w9/generations/" + HomeLayout.generationFileName(n))
+        }
+        try record("witness", "witness", status: 0, ["witness", "--home", root + "/w9", "0"])
+        try record(
+            "witness refuses a private merge", nil, status: 3,
+            ["witness", "--home", root + "/w9", "1", "--bundles", fed.collector + "/accepted"])
+        try record("status witness", "status witness", status: 0, ["status", "--home", root + "/w9"])
+        let witnessFile = try fed.keyring.exportPublic(witnessKey, to: "w9.asc")
+        try record(
+            "keys add --witness", "keys add", status: 0,
+            ["keys", "add", "--home", fed.site("site-1"), "--witness", "w9", witnessFile])
+        try record(
+            "keys remove --witness", "keys remove", status: 0,
+            ["keys", "remove", "--home", fed.site("site-1"), "--witness", "w9"])
         try record("log", "log", status: 0, ["log", "--home", fed.collector])
         try record("report", "report", status: 0, ["report", "--home", fed.collector, "--out", root + "/report.html"])
         try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))

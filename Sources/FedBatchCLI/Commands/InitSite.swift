@@ -51,7 +51,7 @@ struct InitSite: Subcommand {
 /// `init site` and `init region`: the same shape; `role` tells them apart.
 struct InitSiteOutput: CommandOutput {
     let home: String
-    /// The site id, or the region id.
+    /// The site id, the region id or the witness id.
     let site: String
     let modelId: String
     let key: String
@@ -59,11 +59,18 @@ struct InitSiteOutput: CommandOutput {
     var role = "site"
 
     func render(into text: inout TextRendering) {
-        let next =
-            role == "region"
-            ? "pin this region's sites (fedbatch keys add --site), and bring the root's generations into "
+        let next: String
+        switch role {
+        case "region":
+            next =
+                "pin this region's sites (fedbatch keys add --site), and bring the root's generations into "
                 + "\(home)/generations/ (fedbatch pull)"
-            : "copy generations from the collector into \(home)/generations/"
+        case "witness":
+            next =
+                "pin the sites' keys (fedbatch keys add --site), bring the collector's generations and their inputs "
+                + "here (fedbatch pull), then fedbatch witness"
+        default: next = "copy generations from the collector into \(home)/generations/"
+        }
         text.out = [
             """
             created \(role) home \(home)

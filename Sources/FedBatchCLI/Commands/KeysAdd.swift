@@ -19,7 +19,9 @@ struct KeysAdd: Subcommand {
             same key again (same fingerprint, for example with its expiry \
             extended in gpg) replaces the pinned copy; a different key for a site \
             that has one must be removed first. --collector renews the pinned \
-            collector key, on a collector or a site home. Takes the home's lock: \
+            collector key, on a collector or a site home. --witness pins a \
+            witness's key, whose cosignatures then count on this home (see \
+            fedbatch-witness(1) and [trust] min_witnesses). Takes the home's lock: \
             exits 4 while a merge runs.
             """
     )
@@ -38,6 +40,9 @@ struct KeysAdd: Subcommand {
             valueName: "region-id"))
     var region: String?
 
+    @Option(help: "The witness id the key speaks for: its cosignatures count here.")
+    var witness: String?
+
     @Flag(help: "Renew the collector's pinned key (the same key, re-exported after a change in gpg).")
     var collector = false
 
@@ -45,7 +50,9 @@ struct KeysAdd: Subcommand {
     var file: String
 
     func validate() throws {
-        if (site == nil) == !collector { throw ValidationError("give exactly one of --site ID and --collector") }
+        if [site != nil, collector, witness != nil].filter({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --site ID, --witness ID and --collector")
+        }
         if region != nil && site == nil { throw ValidationError("--region goes with --site") }
     }
 
@@ -55,7 +62,8 @@ struct KeysAdd: Subcommand {
             let (key, updated) = try home.pinSiteKey(site: site, keyFile: file, servedBy: region)
             return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key), region: region)
         }
-        let (key, updated) = try home.pinKey(for: site.map { .site($0) } ?? .collector, keyFile: file)
+        let role: Role = site.map { .site($0) } ?? witness.map { .witness($0) } ?? .collector
+        let (key, updated) = try home.pinKey(for: role, keyFile: file)
         return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key))
     }
 }
@@ -68,7 +76,7 @@ struct KeyChange: CommandOutput {
     @OrNull var region: String? = nil
 
     func render(into text: inout TextRendering) {
-        let whom = key.site.map { "site \($0)" } ?? "the collector"
+        let whom = key.site.map { "\(key.role) \($0)" } ?? "the collector"
         text.out = [
             "\(action) \(key.fingerprint) for \(whom) (\(key.userId))"
                 + (region.map { ", served by region \($0)" } ?? "")

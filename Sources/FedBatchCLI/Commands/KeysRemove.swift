@@ -10,13 +10,14 @@ import Foundation
 struct KeysRemove: Subcommand {
     static let configuration = CommandConfiguration(
         commandName: "remove",
-        abstract: "Retire a site's key (or all its keys); bundles it signs are refused from then on.",
+        abstract: "Retire a site's key (or all its keys), or remove a witness's key.",
         discussion: """
             With --key, only that key of the site is retired: the way to finish \
             a site's key rotation once its bundles signed with the old key have \
             arrived. Without it, every key of the site is. Retired keys move to \
             keys/retired/sites/, so fedbatch verify still checks the bundles \
-            they signed that a generation included. Takes the home's lock.
+            they signed that a generation included. --witness removes a witness's \
+            key: its cosignatures count no more on this home. Takes the home's lock.
             """
     )
 
@@ -25,13 +26,27 @@ struct KeysRemove: Subcommand {
     var global: GlobalOptions { options.merged(over: group.root.global) }
 
     @Option(help: "The site whose key to retire.")
-    var site: String
+    var site: String?
+
+    @Option(help: "The witness whose key to remove.")
+    var witness: String?
 
     @Option(help: ArgumentHelp("Retire only this key of the site (its fingerprint).", valueName: "fpr"))
     var key: String?
 
+    func validate() throws {
+        if (site == nil) == (witness == nil) { throw ValidationError("give exactly one of --site ID and --witness ID") }
+        if key != nil && site == nil { throw ValidationError("--key goes with --site") }
+    }
+
     func run(_ context: CommandContext) throws -> KeyRemoval {
         let home = try context.home()
+        if let witness {
+            var removed = KeyRemoval(keys: [KeyInfo(try home.unpinWitness(witness))])
+            removed.action = "removed"
+            return removed
+        }
+        guard let site else { throw ValidationError("give --site ID or --witness ID") }
         guard home.config.role != .site else {
             throw HomeError.wrongRole(path: home.layout.root, expected: .collector, actual: .site)
         }
@@ -41,10 +56,10 @@ struct KeysRemove: Subcommand {
 }
 
 struct KeyRemoval: CommandOutput {
-    let action = "retired"
+    var action = "retired"
     let keys: [KeyInfo]
 
     func render(into text: inout TextRendering) {
-        text.out = keys.map { "retired \($0.fingerprint) of site \($0.site ?? "") (\($0.userId))" }
+        text.out = keys.map { "\(action) \($0.fingerprint) of \($0.role) \($0.site ?? "") (\($0.userId))" }
     }
 }

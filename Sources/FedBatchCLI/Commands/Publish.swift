@@ -9,13 +9,17 @@ import Foundation
 
 struct Publish: Subcommand {
     static let configuration = CommandConfiguration(
-        abstract: "Collector: upload the generations the remote does not have yet.",
+        abstract: "Collector: upload the generations the remote does not have yet; witness: its cosignatures.",
         discussion: """
             Every generations/gNNNNNN.fbg the remote ([remote] url, or --remote) \
             lacks, or holds with another size, is uploaded as \
             generations/gNNNNNN.fbg, whole or not at all. Sites take them with \
-            fedbatch pull, which verifies each. Takes the home's lock. Exit \
-            status 5 when the remote has them all.
+            fedbatch pull, which verifies each. With [remote] publish_bundles, \
+            the inputs each generation names follow, as bundles/DIGEST.EXT, for \
+            witnesses (a bundle encrypted to the collector is not published). On \
+            a witness home, its cosignatures are uploaded, as \
+            generations/gNNNNNN-W.fbc. Takes the home's lock. Exit status 5 when \
+            the remote has them all.
             """
     )
 

@@ -53,7 +53,7 @@ struct Pull: Subcommand {
             return TransferOutput(
                 direction: "download",
                 try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home), decryption: decryption))
-        case .site:
+        case .site, .witness:
             return TransferOutput(
                 direction: "download", try Transfers(home: home).pullGenerations(from: try remoteOption.open(for: home))
             )

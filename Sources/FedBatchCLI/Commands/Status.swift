@@ -32,6 +32,7 @@ struct Status: Subcommand {
         // its generations are the root's.
         case .region: return .collector(StatusOutput.CollectorView(try home.collectorStatus(), role: "region"))
         case .site: return StatusOutput(site: try home.siteStatus())
+        case .witness: return .witness(StatusOutput.WitnessView(try home.witnessStatus()))
         }
     }
 }
@@ -41,6 +42,7 @@ struct Status: Subcommand {
 enum StatusOutput: CommandOutput {
     case collector(CollectorView)
     case site(SiteView)
+    case witness(WitnessView)
 
     init(collector s: CollectorStatus) { self = .collector(CollectorView(s)) }
     init(site s: SiteStatus) { self = .site(SiteView(s)) }
@@ -49,6 +51,7 @@ enum StatusOutput: CommandOutput {
         switch self {
         case .collector(let v): try v.encode(to: encoder)
         case .site(let v): try v.encode(to: encoder)
+        case .witness(let v): try v.encode(to: encoder)
         }
     }
 
@@ -56,6 +59,7 @@ enum StatusOutput: CommandOutput {
         switch self {
         case .collector(let v): v.render(into: &text)
         case .site(let v): v.render(into: &text)
+        case .witness(let v): v.render(into: &text)
         }
     }
 
@@ -141,12 +145,21 @@ enum StatusOutput: CommandOutput {
             @OrNull var includedIn: Int?
         }
 
+        struct Cosigned: Encodable {
+            let generation: Int
+            let witnesses: [String]
+        }
+
         let role = "site"
         let site: String
         @OrNull var newestGeneration: Generation?
         @OrNull var lastBundle: Bundle?
+        let minWitnesses: Int
+        let cosigners: [Cosigned]
 
         init(_ s: SiteStatus) {
+            minWitnesses = s.minWitnesses
+            cosigners = s.cosigners.map { Cosigned(generation: $0.generation, witnesses: $0.witnesses) }
             site = s.site
             newestGeneration = s.newestGeneration.map {
                 Generation(number: $0, digest: s.newestDigest ?? "", created: nil)
@@ -170,6 +183,50 @@ enum StatusOutput: CommandOutput {
                 text.out.append("last bundle seq \(b.seq) on generation \(b.baseGeneration), \(place), \(used)")
             } else {
                 text.out.append("last bundle none written yet")
+            }
+            if minWitnesses > 0 || cosigners.contains(where: { !$0.witnesses.isEmpty }) {
+                text.out.append("witnesses   \(minWitnesses) required (trust.min_witnesses)")
+                for c in cosigners {
+                    let enough = c.witnesses.count >= minWitnesses ? "" : "  (not enough: not used)"
+                    text.out.append(
+                        "  generation \(c.generation): "
+                            + (c.witnesses.isEmpty
+                                ? "no cosignature" : "co-signed by \(c.witnesses.joined(separator: ", "))")
+                            + enough)
+                }
+            }
+        }
+    }
+
+    struct WitnessView: Encodable {
+        struct Cosigned: Encodable {
+            let generation: Int
+            let digest: String
+        }
+        let role = "witness"
+        let witness: String
+        @OrNull var newestGeneration: Int?
+        let cosigned: [Cosigned]
+        let pending: [Int]
+
+        init(_ s: WitnessStatus) {
+            witness = s.witness
+            newestGeneration = s.newestGeneration
+            cosigned = s.cosigned.map { Cosigned(generation: $0.generation, digest: $0.digest) }
+            pending = s.pending
+        }
+
+        func render(into text: inout TextRendering) {
+            text.out.append("witness     \(witness)")
+            text.out.append("generation  \(newestGeneration.map(String.init) ?? "none yet")")
+            text.out.append(
+                "co-signed   "
+                    + (cosigned.isEmpty
+                        ? "none yet"
+                        : cosigned.map { "\($0.generation) (\(String($0.digest.prefix(12))))" }.joined(
+                            separator: ", ")))
+            if !pending.isEmpty {
+                text.out.append("pending     \(pending.map(String.init).joined(separator: ", ")) (fedbatch witness)")
             }
         }
     }

@@ -161,6 +161,7 @@ struct Train: Subcommand {
         request.topkFraction = topkFraction
 
         let console = context.console
+        if base == nil, let why = home.witnessWarning() { console.warn(why, code: "trust.witnesses") }
         // Nothing to do (an update already sent for this generation) is an
         // outcome with a summary, as merge's "below quorum" is, exit 5.
         do {

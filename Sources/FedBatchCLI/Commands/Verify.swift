@@ -78,6 +78,7 @@ struct VerifyOutput: CommandOutput {
                 switch c.signer.role {
                 case .collector: role = "collector"
                 case .site: role = "site"
+                case .witness: role = "witness"
                 }
                 signer = c.signer.fingerprint
                 digest = c.digest.hex

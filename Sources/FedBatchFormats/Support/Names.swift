@@ -73,4 +73,23 @@ public enum GenerationFile {
         else { return nil }
         return Int(String(decoding: b[1..<7], as: UTF8.self))
     }
+
+    /// `g000042-W.fbc`: witness W's cosignature of generation 42, a
+    /// detached OpenPGP signature over the generation's statement, kept
+    /// beside the generation (fedbatch-bundle(5), COSIGNATURES).
+    public static func cosignatureFileName(_ number: Int, witness: String) -> String {
+        "\(name(number))-\(witness).fbc"
+    }
+
+    /// The generation and witness of a cosignature file name, or nil.
+    public static func cosignature(_ fileName: String) -> (number: Int, witness: String)? {
+        let b = Array(fileName.utf8)
+        guard b.count > 12, b[0] == 0x67, b[7] == 0x2D, fileName.hasSuffix(".fbc"),
+            b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+            let n = Int(String(decoding: b[1..<7], as: UTF8.self))
+        else { return nil }
+        let witness = String(decoding: b[8..<(b.count - 4)], as: UTF8.self)
+        guard ContainerPath.isIdentifier(witness) else { return nil }
+        return (n, witness)
+    }
 }

@@ -71,6 +71,36 @@ public enum RemoteLayout {
         return (String(parts[0]), String(file))
     }
 
+    /// The inputs a collector publishes for witnesses, by payload digest.
+    public static let bundles = "bundles/"
+
+    /// `bundles/<digest>.<ext>`: an input, named by its payload digest so
+    /// that a second upload of it is the same object.
+    public static func publishedBundleKey(digest: String, ext: String) -> String { "\(bundles)\(digest).\(ext)" }
+
+    /// The file name of a published input's key, or nil for a key that is
+    /// not one: a 64-hex-digit digest and a known extension.
+    public static func parsePublishedBundleKey(_ key: String) -> String? {
+        guard key.hasPrefix(bundles) else { return nil }
+        let name = String(key.dropFirst(bundles.count))
+        let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2, parts[0].count == 64, parts[0].allSatisfy({ $0.isHexDigit && !$0.isUppercase }),
+            ["fbu", "fbp", "fbs"].contains(parts[1])
+        else { return nil }
+        return name
+    }
+
+    /// `generations/gNNNNNN-W.fbc`: witness W's cosignature.
+    public static func cosignatureKey(_ number: Int, witness: String) -> String {
+        "\(generations)\(GenerationFile.cosignatureFileName(number, witness: witness))"
+    }
+
+    /// The generation and witness of a cosignature key, or nil.
+    public static func parseCosignatureKey(_ key: String) -> (number: Int, witness: String)? {
+        guard key.hasPrefix(generations) else { return nil }
+        return GenerationFile.cosignature(String(key.dropFirst(generations.count)))
+    }
+
     /// The generation number of a generation key, or nil.
     public static func parseGenerationKey(_ key: String) -> Int? {
         guard key.hasPrefix(generations) else { return nil }

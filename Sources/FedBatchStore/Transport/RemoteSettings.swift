@@ -18,9 +18,12 @@ public struct RemoteSettings: Sendable, Equatable {
     /// Region: the root collector's remote, where partial aggregates go and
     /// generations come from (`url` is the region's own, for its sites).
     public var upstream: String?
+    /// Collector: `publish` also uploads the bundles each generation
+    /// includes, so that witnesses can re-derive it (fedbatch-witness(1)).
+    public var publishBundles = false
     public init() {}
 
-    static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream"]
+    static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream", "publish_bundles"]
 
     package static func parse(_ value: TOMLValueConvertible, path: String, text: String? = nil) throws -> RemoteSettings
     {
@@ -34,6 +37,7 @@ public struct RemoteSettings: Sendable, Equatable {
         }
         r.pathStyle = try s.bool("path_style")
         r.encrypt = try s.bool("encrypt") ?? r.encrypt
+        r.publishBundles = try s.bool("publish_bundles") ?? r.publishBundles
         return r
     }
 
@@ -58,6 +62,9 @@ public struct RemoteSettings: Sendable, Equatable {
                 "# Site: encrypt each bundle to the collector key's encryption subkey before it leaves "
                     + "(fedbatch-push(1)).",
                 encrypt ? "encrypt = true" : "# encrypt = true",
+                "# Collector: publish also uploads the bundles each generation includes, for witnesses "
+                    + "(fedbatch-witness(1)).",
+                publishBundles ? "publish_bundles = true" : "# publish_bundles = true",
             ]
     }
 }

@@ -6,11 +6,15 @@ import Foundation
 public enum Role: Hashable, Sendable, CustomStringConvertible {
     case collector
     case site(String)
+    /// A witness (fedbatch-witness(1)): it co-signs generations it
+    /// re-derived, and signs nothing else.
+    case witness(String)
 
     public var description: String {
         switch self {
         case .collector: return "the collector"
         case .site(let id): return "site \(id)"
+        case .witness(let id): return "witness \(id)"
         }
     }
 }

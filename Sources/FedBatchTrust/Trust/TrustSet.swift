@@ -58,6 +58,11 @@ public struct TrustSet: Sendable {
             "\(siteKeys(in: keys))/\(site).region"
         }
         public static func rotations(in keys: String) -> String { "\(keys)/rotations" }
+        /// Witnesses whose cosignatures count (keys add --witness).
+        public static func witnessKeys(in keys: String) -> String { "\(keys)/witnesses" }
+        public static func witnessKey(_ witness: String, in keys: String) -> String {
+            "\(witnessKeys(in: keys))/\(witness).asc"
+        }
         public static func pendingRotation(in keys: String) -> String { "\(keys)/rotation-pending" }
     }
 
@@ -77,6 +82,14 @@ public struct TrustSet: Sendable {
                 return id
             }
         ).sorted()
+    }
+
+    /// The witnesses pinned here, by id.
+    public var pinnedWitnesses: [String] {
+        keys.compactMap { k -> String? in
+            guard case .witness(let id) = k.role else { return nil }
+            return id
+        }.sorted()
     }
 
     /// Every current (not retired) key of `role`.
@@ -186,6 +199,16 @@ public struct TrustSet: Sendable {
                     try readFile("\(dir)/\(f)", cap: 1 << 20), path: "\(dir)/\(f)", .site(site), retired: retired,
                     expect: fingerprint)
             }
+        }
+        let witnesses = Files.witnessKeys(in: keysDirectory)
+        for f in ((try? FileManager.default.contentsOfDirectory(atPath: witnesses)) ?? []).filter({
+            $0.hasSuffix(".asc")
+        }).sorted() {
+            let id = String(f.dropLast(4))
+            guard ContainerPath.isIdentifier(id) else {
+                throw TrustError.keyFile(path: "\(witnesses)/\(f)", reason: "file name is not <witness-id>.asc")
+            }
+            try add(try readFile("\(witnesses)/\(f)", cap: 1 << 20), path: "\(witnesses)/\(f)", .witness(id))
         }
         // A key pinned again after it was retired counts as current.
         for (i, k) in pinned.enumerated() where k.retired {

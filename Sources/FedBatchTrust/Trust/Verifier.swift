@@ -187,6 +187,15 @@ public final class Verifier: @unchecked Sendable {
         try verify(file)
     }
 
+    /// Verifies a detached signature over a generation's statement (a
+    /// witness's cosignature) exactly as a statement's own signature is
+    /// verified: one canonical packet, a good signature by a pinned key in
+    /// good standing. Returns the key; which role it must have is the
+    /// caller's rule.
+    public func verifyCosignature(_ signature: Data, over statement: Data) throws -> PinnedKey {
+        try verify(ContainerFile(payload: Data(), statement: statement, signature: signature))
+    }
+
     /// Verifies the statement's signature: gpg sees the statement only.
     func verify(_ file: ContainerFile) throws -> PinnedKey {
         guard !file.signature.isEmpty else { throw TrustError.unsigned }

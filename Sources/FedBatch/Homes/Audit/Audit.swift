@@ -76,6 +76,15 @@ extension Home {
         generations numbers: [Int]?, bundles directories: [String] = [], decryption: BundleDecryption? = nil,
         progress: (AuditProgress) -> Void = { _ in }
     ) throws -> [AuditResult] {
+        try auditChain(generations: numbers, bundles: directories, decryption: decryption, progress: progress).results
+    }
+
+    /// `audit`, with the digest of every generation the walk verified (up
+    /// to the newest audited), by number.
+    func auditChain(
+        generations numbers: [Int]?, bundles directories: [String], decryption: BundleDecryption?,
+        progress: (AuditProgress) -> Void
+    ) throws -> (results: [AuditResult], digests: [Int: String]) {
         let files = layout.chainFiles()
         guard !files.isEmpty else { throw HomeError.noGeneration(layout.generations) }
         let wanted = Set(numbers ?? files.map(\.number))
@@ -88,7 +97,8 @@ extension Home {
         // when the generation included it.
         verifier.acceptsRetiredKeys = true
         var auditor = GenerationAuditor(
-            home: self, verifier: verifier, directories: [layout.accepted] + directories, decryption: decryption)
+            home: self, verifier: verifier, directories: [layout.accepted, layout.inputs] + directories,
+            decryption: decryption)
         var previous: (v: VerifiedContainer, weights: ModelWeights)?
         var previousLink: (number: Int, digest: String)?
         var results: [AuditResult] = []
@@ -134,7 +144,7 @@ extension Home {
             previousLink = (n, v.digest.hex)
         }
         progress(.init(generation: top, done: results.count, total: wanted.count))
-        return results
+        return (results, auditor.history.digests)
     }
 }
 

@@ -268,7 +268,8 @@ struct GenerationAuditor {
     {
         if index == nil { index = InputIndex(directories: directories, intake: intake) }
         guard let entry = index!.files[digest], let d = Digest(hex: digest), let status = try entryStatus(entry) else {
-            var why = "\(what) (\(digest)) is in none of \(directories.joined(separator: ", "))"
+            let searched = directories.filter { FileManager.default.fileExists(atPath: $0) }
+            var why = "\(what) (\(digest)) is in none of \(searched.joined(separator: ", "))"
             if index!.unreadable > 0 {
                 why += "; \(index!.unreadable) files there could not be identified (encrypted to the collector?)"
             }

@@ -147,6 +147,16 @@ extension Home {
                         + "missing; restore it before the next merge"
                 )
             }
+        case .witness:
+            let cosigned = try WitnessLedger(path: layout.stateDatabase).cosigned()
+            for l in links {
+                if let d = cosigned[l.generation], d != l.digest {
+                    throw ChainError(
+                        generation: l.generation,
+                        message: "\(l.file) has digest \(l.digest), but this witness co-signed \(d): a fork",
+                        code: "witness.fork")
+                }
+            }
         case .site:
             let state = try SiteState(path: layout.stateDatabase)
             do {

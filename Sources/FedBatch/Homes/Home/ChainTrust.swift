@@ -27,6 +27,9 @@ extension Home {
         case .collector: return nil
         case .site: return try SiteState(path: layout.stateDatabase).highestGeneration()
         case .region: return try Ledger(path: layout.stateDatabase).latestGeneration().map { ($0.number, $0.digest) }
+        // A witness's anchor is the newest generation it co-signed: what it
+        // walks to must extend that.
+        case .witness: return try WitnessLedger(path: layout.stateDatabase).newest()
         }
     }
 

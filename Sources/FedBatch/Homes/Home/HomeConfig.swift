@@ -11,6 +11,20 @@ public enum HomeRole: String, Sendable {
     /// A regional collector: merges its sites' bundles into a signed partial
     /// aggregate for the root collector, whose generations it follows.
     case collector, site, region
+    /// A witness: it pins the collector's and the sites' keys, audits the
+    /// collector's generations and co-signs those that re-derive
+    /// (fedbatch-witness(1)).
+    case witness
+
+    /// The config key that holds the home's own id, if it has one.
+    var idKey: String? {
+        switch self {
+        case .collector: return nil
+        case .site: return "site_id"
+        case .region: return "region_id"
+        case .witness: return "witness_id"
+        }
+    }
 }
 
 /// Why a home or its config could not be used.
@@ -98,6 +112,7 @@ public struct HomeConfig: Sendable, Equatable {
     public var privacy: PrivacySettings?
     /// Where push, pull and publish transfer files.
     public var remote = RemoteSettings()
+    public var trust = TrustSettings()
 
     public init(role: HomeRole, modelID: String, arch: String? = nil, key: String, siteID: String? = nil) {
         self.role = role
@@ -111,8 +126,11 @@ public struct HomeConfig: Sendable, Equatable {
         .collector: [
             "role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote", "data",
         ],
-        .site: ["role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data", "stats"],
-        .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote"],
+        .site: [
+            "role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data", "stats", "trust",
+        ],
+        .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote", "trust"],
+        .witness: ["role", "model_id", "witness_id", "arch", "key", "gnupg", "metrics", "remote"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -144,14 +162,15 @@ public struct HomeConfig: Sendable, Equatable {
             return s
         }
         guard let roleText = try string("role"), let role = HomeRole(rawValue: roleText) else {
-            throw HomeError.config(path: path, reason: "role must be \"collector\", \"site\" or \"region\"")
+            throw HomeError.config(
+                path: path, reason: "role must be \"collector\", \"site\", \"region\" or \"witness\"")
         }
         try ConfigError.checkKeys(table.keys, allowed: allowedKeys[role]!, section: nil, path: path, text: text)
         var config = HomeConfig(
             role: role, modelID: try string("model_id")!,
-            arch: try string("arch", required: role != .site),
+            arch: try string("arch", required: role == .collector || role == .region),
             key: try string("key")!,
-            siteID: role == .region ? try string("region_id") : try string("site_id", required: role == .site))
+            siteID: try role.idKey.flatMap { try string($0) })
         // Each table is read by its feature's own settings type, beside
         // the feature; this function only assembles them.
         if let t = table["training"] {
@@ -169,6 +188,7 @@ public struct HomeConfig: Sendable, Equatable {
         if let t = table["stats"] { config.stats = try StatsSettings.parse(t, path: path, text: text) }
         if let t = table["privacy"] { config.privacy = try PrivacySettings.parse(t, path: path, text: text) }
         if let t = table["remote"] { config.remote = try RemoteSettings.parse(t, path: path, text: text) }
+        if let t = table["trust"] { config.trust = try TrustSettings.parse(t, path: path, text: text) }
         try config.validate(path: path)
         return config
     }
@@ -193,7 +213,7 @@ public struct HomeConfig: Sendable, Equatable {
     /// The file as fedbatch writes it.
     public func render() -> String {
         var lines = ["# fedbatch \(role.rawValue) home. See fedbatch(1).", "role = \(StrictJSON.quote(role.rawValue))"]
-        if let siteID { lines.append("\(role == .region ? "region_id" : "site_id") = \(StrictJSON.quote(siteID))") }
+        if let siteID, let idKey = role.idKey { lines.append("\(idKey) = \(StrictJSON.quote(siteID))") }
         lines.append("model_id = \(StrictJSON.quote(modelID))")
         if let arch { lines.append("arch = \(StrictJSON.quote(arch))") }
         lines.append("# Fingerprint of the key this home signs with.")
@@ -219,8 +239,9 @@ public struct HomeConfig: Sendable, Equatable {
                     "# delta = 1e-5", "# max_epsilon = 10.0",
                 ]
         }
-        if role != .region { lines += data.render() }
+        if role == .site || role == .collector { lines += data.render() }
         if role == .site { lines += stats.render() }
+        if role == .site || role == .region { lines += trust.render() }
         lines += gnupg.render() + metrics.render() + remote.render(withUpstream: role == .region)
         return lines.joined(separator: "\n") + "\n"
     }

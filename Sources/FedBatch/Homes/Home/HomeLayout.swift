@@ -49,6 +49,23 @@ public struct HomeLayout: Sendable {
     public var siteKeys: String { TrustSet.Files.siteKeys(in: keys) }
     public func siteKey(_ site: String) -> String { TrustSet.Files.siteKey(site, in: keys) }
 
+    /// A witness's copies of the inputs the generations it audits name
+    /// (`pull` fetches them when the collector publishes them).
+    public var inputs: String { "\(root)/inputs" }
+
+    /// Witness `witness`'s cosignature of generation `n`, beside it.
+    public func cosignature(_ n: Int, witness: String) -> String {
+        "\(generations)/\(GenerationFile.cosignatureFileName(n, witness: witness))"
+    }
+
+    /// The cosignature files beside generation `n`, by witness.
+    public func cosignatures(of n: Int) -> [(witness: String, path: String)] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []).compactMap { name in
+            guard let c = GenerationFile.cosignature(name), c.number == n else { return nil }
+            return (c.witness, "\(generations)/\(name)")
+        }.sorted { $0.witness < $1.witness }
+    }
+
     /// `g000042`: how file names and messages name generation 42.
     public static func generationName(_ number: Int) -> String { GenerationFile.name(number) }
 
@@ -142,6 +159,7 @@ public struct HomeLayout: Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: generations)) ?? []
         return names.filter {
             !$0.hasPrefix(".") && Self.generationNumber($0) == nil && Self.prunedGenerationNumber($0) == nil
+                && GenerationFile.cosignature($0) == nil
         }.sorted()
     }
 }

@@ -78,11 +78,18 @@ extension Home {
     /// walking the chain to it (`walkTrust`: the rotations on the way are
     /// adopted into `verifier`, in memory; see `Verifier.adopted`), with its
     /// weights; refuses an update bundle given in its place.
-    public func openGeneration(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
+    ///
+    /// Where `[trust] min_witnesses` is set, the generation must carry that
+    /// many valid cosignatures (`requireWitnesses`); `pull` alone keeps one
+    /// without them, as a link of the chain.
+    public func openGeneration(
+        _ path: String, verifier: Verifier, requireWitnesses: Bool = true
+    ) throws -> (VerifiedContainer, ModelWeights) {
         let (v, tensors) = try openTrusted(path, verifier: verifier)
         guard v.manifest.kind == .generation, v.manifest.generation != nil else {
             throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
         }
+        if requireWitnesses { try self.requireWitnesses(v, verifier: verifier) }
         // The generation's own rotation applies to the ones after it.
         try verifier.adoptRotation(carriedBy: v)
         return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
@@ -120,6 +127,7 @@ extension Home {
                     opened = try intake.check(path: path, verifier: verifier)
                 } else {
                     opened = try openTrusted(path, verifier: verifier).0
+                    try requireWitnesses(opened, verifier: verifier)
                 }
                 var note: String?
                 if opened.signer.retired {
@@ -226,6 +234,19 @@ extension Home {
                         + "keys remove --site \(site) --key FPR)"
                 )
             }
+        case .witness(let witness):
+            // One key per witness: a witness's cosignatures are judged by the
+            // key pinned now, so a different key replaces the witness's
+            // identity and must be a deliberate removal first.
+            try Home.checkName(witness, what: "witness id")
+            if let other = current.first, other.fingerprint != candidate.fingerprint {
+                throw TrustError.keyFile(
+                    path: keyFile,
+                    reason:
+                        "witness \(witness) already has key \(other.fingerprint) pinned; remove it first (fedbatch "
+                        + "keys remove --witness \(witness))")
+            }
+            dest = TrustSet.Files.witnessKey(witness, in: layout.keys)
         case .collector:
             guard let same, let newest = trust.key(for: .collector), same.fingerprint == newest.fingerprint else {
                 throw TrustError.keyFile(
@@ -306,6 +327,20 @@ extension Home {
     /// to `keys/retired/sites/`, so that `fedbatch verify` can still check
     /// the bundles they signed that a generation included. Holds the home's
     /// lock, so a merge in progress finishes first.
+    /// Removes a witness's key: its cosignatures count no more here.
+    public func unpinWitness(_ witness: String) throws -> PinnedKey {
+        let lock = try self.lock()
+        defer { withExtendedLifetime(lock) {} }
+        guard let key = try TrustSet.load(keysDirectory: layout.keys).keys(for: .witness(witness)).first else {
+            throw TrustError.keyFile(
+                path: TrustSet.Files.witnessKey(witness, in: layout.keys),
+                reason: "no key is pinned for witness \(witness)")
+        }
+        try FileManager.default.removeItem(atPath: key.path)
+        try syncDirectory(TrustSet.Files.witnessKeys(in: layout.keys))
+        return key
+    }
+
     public func unpinSiteKey(site: String, fingerprint: String? = nil) throws -> [PinnedKey] {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }

@@ -49,6 +49,21 @@ public struct SiteStatus: Sendable {
     public let newestGeneration: Int?
     public let newestDigest: String?
     public let lastBundle: Bundle?
+    /// `[trust] min_witnesses`, and for the newest generations here (at
+    /// most ten) the pinned witnesses whose cosignature verified.
+    public var minWitnesses = 0
+    public var cosigners: [(generation: Int, witnesses: [String])] = []
+}
+
+/// What `fedbatch status` reports about a witness home.
+public struct WitnessStatus: Sendable {
+    public let witness: String
+    /// The newest generation in generations/.
+    public let newestGeneration: Int?
+    /// The generations it co-signed (newest first, at most ten).
+    public let cosigned: [(generation: Int, digest: String)]
+    /// Generations here newer than the newest it co-signed.
+    public let pending: [Int]
 }
 
 extension Home {
@@ -120,8 +135,33 @@ extension Home {
                 file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,
                 inOutbox: FileManager.default.fileExists(atPath: last.file), includedIn: includedIn)
         }
-        return SiteStatus(
+        var status = SiteStatus(
             site: config.siteID ?? "", newestGeneration: newest?.number, newestDigest: newest?.digest,
             lastBundle: bundle)
+        status.minWitnesses = config.trust.minWitnesses
+        status.cosigners = try recentCosigners()
+        return status
+    }
+
+    /// The newest generations here (at most ten) with the pinned witnesses
+    /// whose cosignature verified over each, newest first.
+    func recentCosigners() throws -> [(generation: Int, witnesses: [String])] {
+        let verifier = try self.verifier()
+        return layout.generationNumbers().suffix(10).reversed().map { n in
+            guard let handle = try? OpenFile(path: layout.generation(n)), let file = try? ContainerFile.read(handle)
+            else { return (n, []) }
+            return (n, cosigners(of: n, statement: file.statement, verifier: verifier).valid)
+        }
+    }
+
+    public func witnessStatus() throws -> WitnessStatus {
+        let cosigned =
+            FileManager.default.fileExists(atPath: layout.stateDatabase)
+            ? try WitnessLedger(path: layout.stateDatabase).cosigned() : [:]
+        let newestCosigned = cosigned.keys.max() ?? -1
+        return WitnessStatus(
+            witness: config.siteID ?? "", newestGeneration: layout.chainFiles().last?.number,
+            cosigned: cosigned.sorted { $0.key > $1.key }.prefix(10).map { ($0.key, $0.value) },
+            pending: layout.generationNumbers().filter { $0 > newestCosigned })
     }
 }

@@ -45,18 +45,21 @@ public struct Site {
 
     /// The generation to train on: a given file, or the newest in
     /// `generations/`, verified against the pinned collector key and checked
-    /// against the rollback record.
+    /// against the rollback record. Under `[trust] min_witnesses`, the
+    /// newest that carries the cosignatures it asks for: a newer one without
+    /// them waits.
     public func baseGeneration(_ explicit: String? = nil) throws -> (VerifiedContainer, ModelWeights) {
         let path: String
+        let verifier = try home.verifier()
         if let explicit {
             path = try home.layout.generation(named: explicit)
         } else {
-            guard let newest = home.layout.generationNumbers().last else {
-                throw HomeError.noGeneration(home.layout.generations)
-            }
-            path = home.layout.generation(newest)
+            let numbers = home.layout.generationNumbers()
+            guard let newest = numbers.last else { throw HomeError.noGeneration(home.layout.generations) }
+            // Judged on the statements; openGeneration checks the one chosen
+            // again, after its own signature.
+            path = home.layout.generation(numbers.last { home.hasWitnesses($0, verifier: verifier) } ?? newest)
         }
-        let verifier = try home.verifier()
         let (v, weights) = try home.openGeneration(path, verifier: verifier)
         // The generation that announces a rotation is the last the old key
         // signs: keep the new key (and any adopted on the way) for the next.

@@ -79,7 +79,7 @@ public struct Transfers {
     /// A regional collector pushes its partial aggregates (`.fbp`) the same
     /// way, to the root's remote, as `inbox/REGION/FILE`.
     public func push(to remote: RemoteStore, encrypt: Bool? = nil) throws -> TransferReport {
-        guard config.role != .collector else {
+        guard config.role == .site || config.role == .region else {
             throw HomeError.wrongRole(path: layout.root, expected: .site, actual: config.role)
         }
         let lock = try begin()
@@ -200,9 +200,12 @@ public struct Transfers {
     }
 
     /// Collector: uploads every generation in generations/ that the remote
-    /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`.
+    /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`;
+    /// with `[remote] publish_bundles`, then the inputs each generation
+    /// names (`bundles/<digest>.<ext>`), so that witnesses can re-derive it.
+    /// Witness: uploads its cosignatures (`generations/gNNNNNN-W.fbc`).
     public func publish(to remote: RemoteStore) throws -> TransferReport {
-        guard config.role != .site else {
+        guard config.role == .collector || config.role == .witness else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
         let lock = try begin()
@@ -211,23 +214,80 @@ public struct Transfers {
         let there = Dictionary(
             try remote.list(prefix: RemoteLayout.generations).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a }
         )
-        for n in layout.generationNumbers() {
-            let path = layout.generation(n), key = RemoteLayout.generationKey(n)
-            let size = fileSize(path) ?? 0
-            if there[key] == size {
-                report.skipped.append(.init(key: key, file: path, bytes: size))
-                continue
+        var files: [(path: String, key: String)] = []
+        if config.role == .witness {
+            for n in layout.generationNumbers() + layout.prunedGenerationNumbers() {
+                let path = layout.cosignature(n, witness: config.siteID!)
+                if FileManager.default.fileExists(atPath: path) {
+                    files.append((path, RemoteLayout.cosignatureKey(n, witness: config.siteID!)))
+                }
             }
-            do {
-                try remote.put(file: path, key: key)
-            } catch {
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
-                continue
-            }
-            report.transferred.append(.init(key: key, file: path, bytes: size))
+        } else {
+            files = layout.generationNumbers().map { (layout.generation($0), RemoteLayout.generationKey($0)) }
+        }
+        for (path, key) in files { try upload(path, as: key, to: remote, there: there, into: &report) }
+        if config.role == .collector, config.remote.publishBundles {
+            try publishInputs(to: remote, into: &report)
         }
         return report
+    }
+
+    /// One whole-file upload, unless the remote holds the object with the
+    /// same size already.
+    private func upload(
+        _ path: String, as key: String, to remote: RemoteStore, there: [String: Int64],
+        into report: inout TransferReport
+    ) throws {
+        let size = fileSize(path) ?? 0
+        if there[key] == size {
+            report.skipped.append(.init(key: key, file: path, bytes: size))
+            return
+        }
+        do {
+            try remote.put(file: path, key: key)
+            report.transferred.append(.init(key: key, file: path, bytes: size))
+        } catch {
+            try Self.stopIfRemoteWide(error)
+            report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
+        }
+    }
+
+    /// `publish_bundles`: the bundles, partial aggregates and statistics
+    /// the generations in generations/ name, from accepted/. A bundle
+    /// encrypted to the collector is not published (a witness could not
+    /// read it, and publishing it decrypted would show the world what its
+    /// site hid from the transport); a bundle a region's partial carried is
+    /// not here to publish (the partial is).
+    private func publishInputs(to remote: RemoteStore, into report: inout TransferReport) throws {
+        guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }
+        let ledger = try Ledger(path: layout.stateDatabase)
+        let there = Dictionary(
+            try remote.list(prefix: RemoteLayout.bundles).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
+        var seen: Set<String> = []
+        let verifier = try home.verifier()
+        for n in layout.generationNumbers() {
+            let m = try verifier.open(path: layout.generation(n)).manifest
+            let digests =
+                (m.included ?? []).filter { $0.partial == nil }.map(\.digest) + (m.partials ?? []).map(\.digest)
+                + (m.statistics ?? []).map(\.digest)
+            for digest in digests where seen.insert(digest).inserted {
+                guard let stored = try ledger.mergedInto(digest)?.stored else { continue }
+                let path = "\(layout.accepted)/\(stored)"
+                guard let ext = ["fbu", "fbp", "fbs"].first(where: { stored.hasSuffix("." + $0) }) else {
+                    report.waiting.append(
+                        .init(
+                            key: RemoteLayout.publishedBundleKey(digest: digest, ext: "gpg"), code: "publish.encrypted",
+                            message:
+                                "accepted/\(stored) is encrypted to the collector: not published, so no witness can "
+                                + "re-derive generation \(n)"))
+                    continue
+                }
+                guard FileManager.default.fileExists(atPath: path) else { continue }
+                try upload(
+                    path, as: RemoteLayout.publishedBundleKey(digest: digest, ext: ext), to: remote, there: there,
+                    into: &report)
+            }
+        }
     }
 
     /// Site: downloads the generations the remote has and generations/ does
@@ -254,26 +314,99 @@ public struct Transfers {
         if let spec, let arch = try? ModelArchitecture(spec: spec) {
             cap = ContainerLimits.generations(of: arch).maxFileBytes
         }
-        // In order: each is trusted through the ones before it (walkTrust).
-        let listed = try remote.list(prefix: RemoteLayout.generations).compactMap { o in
-            RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) }
-        }
-        for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
-            guard !have.contains(n) else { continue }
+        let objects = try remote.list(prefix: RemoteLayout.generations)
+        // Witnesses' cosignatures first, so that a generation arriving in
+        // this run is judged with them. Each is a small file, verified
+        // whenever it is used, never here.
+        for object in objects {
+            guard let (n, witness) = RemoteLayout.parseCosignatureKey(object.key),
+                !(config.role == .witness && witness == config.siteID)
+            else { continue }
+            let path = layout.cosignature(n, witness: witness)
+            if fileSize(path) == object.size { continue }
             do {
                 let pending = try PendingFile(in: layout.generations)
-                try remote.get(key: object.key, into: pending, cap: cap)
-                let (v, _) = try home.openGeneration(pending.path, verifier: verifier)
-                guard v.manifest.generation == n else {
-                    throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
-                }
-                try pending.commit(as: HomeLayout.generationFileName(n))
-                report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
+                try remote.get(key: object.key, into: pending, cap: 64 << 10)
+                try pending.commit(as: (path as NSString).lastPathComponent)
+                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
             } catch {
                 try Self.stopIfRemoteWide(error)
                 report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
             }
         }
+        // In order: each is trusted through the ones before it (walkTrust).
+        let listed = objects.compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
+        for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
+            guard !have.contains(n) else { continue }
+            do {
+                let pending = try PendingFile(in: layout.generations)
+                try remote.get(key: object.key, into: pending, cap: cap)
+                // A generation without the cosignatures [trust] asks for is
+                // still a link of the chain (a later, co-signed one is
+                // trusted only through it): it is kept, and train, pack,
+                // export and verify refuse it until the witnesses sign.
+                let (v, _) = try home.openGeneration(pending.path, verifier: verifier, requireWitnesses: false)
+                guard v.manifest.generation == n else {
+                    throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
+                }
+                try pending.commit(as: HomeLayout.generationFileName(n))
+                report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
+                if !home.hasWitnesses(n, verifier: verifier) {
+                    report.waiting.append(
+                        .init(
+                            key: object.key, code: "trust.witnesses",
+                            message:
+                                "generation \(n) is kept as a link of the chain, but not used until "
+                                + "\(config.trust.minWitnesses) pinned witness(es) co-sign it (trust.min_witnesses)"))
+                }
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            }
+        }
+        if config.role == .witness {
+            try pullInputs(from: remote, cap: cap, into: &report)
+        }
         return report
+    }
+
+    /// Witness: downloads the inputs a collector published
+    /// (`bundles/<digest>.<ext>`) into inputs/, each only if its statement
+    /// names the digest its key does; they stay on the remote for others.
+    /// `audit` and `witness` verify each before it counts.
+    private func pullInputs(
+        from remote: RemoteStore, cap generationCap: Int64, into report: inout TransferReport
+    )
+        throws
+    {
+        try FileManager.default.createDirectory(atPath: layout.inputs, withIntermediateDirectories: true)
+        // A partial aggregate holds 16 bytes a parameter, a generation 4.
+        let cap = generationCap.multipliedReportingOverflow(by: 4).overflow ? generationCap : generationCap * 4
+        for object in try remote.list(prefix: RemoteLayout.bundles) {
+            guard let name = RemoteLayout.parsePublishedBundleKey(object.key) else {
+                report.refused.append(
+                    .init(
+                        key: object.key, code: "remote.foreign-object",
+                        message: "\(object.key) is not bundles/<digest>.<fbu|fbp|fbs>; left on the remote"))
+                continue
+            }
+            let path = "\(layout.inputs)/\(name)"
+            if fileSize(path) == object.size { continue }
+            do {
+                let pending = try PendingFile(in: layout.inputs)
+                try remote.get(key: object.key, into: pending, cap: cap)
+                let file = try ContainerFile.read(try OpenFile(path: pending.path))
+                let statement = try Statement.parse(file.statement)
+                guard name.hasPrefix(statement.payloadDigest.hex + ".") else {
+                    throw StatementError.mismatch(
+                        "\(object.key) holds the bundle \(statement.payloadDigest.hex), not the one its name says")
+                }
+                try pending.commit(as: name)
+                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            }
+        }
     }
 }
