@@ -102,6 +102,19 @@ struct AuditTests {
         let message = g["message"] as? String ?? ""
         #expect(g["code"] as? String == "audit.mismatch" && g["verdict"] as? String == "mismatch")
         #expect(message.contains("element 3") && message.contains("1 of"), "\(message)")
+        // The collector's own log sees a replaced file (state.db recorded
+        // another digest); given the files alone, log --audit re-derives
+        // the whole chain and names the generation.
+        let own = try fed.fedbatch(["log", "--home", fed.collector, "--json"])
+        let ownError = try own.summary()["error"] as? [String: Any]
+        #expect(own.status == 3 && ownError?["code"] as? String == "chain.ledger-mismatch")
+        try FileManager.default.removeItem(atPath: fed.collector + "/state.db")
+        let log = try fed.fedbatch(["log", "--home", fed.collector, "--audit", "--json"])
+        #expect(log.status == 3)
+        let links = try #require(try log.summary()["generations"] as? [[String: Any]])
+        #expect(
+            links.map { ($0["audit"] as? [String: Any])?["verdict"] as? String } == ["root", "mismatch"]
+                && links.allSatisfy { $0["signer"] as? String == fed.collectorKey })
         let text = try fed.fedbatch(["audit", "--home", fed.collector, "1"])
         #expect(text.status == 3 && text.err.contains("FAIL  generation 1") && text.err.contains("[audit.mismatch]"))
     }

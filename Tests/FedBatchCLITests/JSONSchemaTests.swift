@@ -179,6 +179,7 @@ struct JSONSchemaTests {
             "keys remove --witness", "keys remove", status: 0,
             ["keys", "remove", "--home", fed.site("site-1"), "--witness", "w9"])
         try record("log", "log", status: 0, ["log", "--home", fed.collector])
+        try record("log --audit", "log", status: 0, ["log", "--home", fed.collector, "--audit"])
         try record("report", "report", status: 0, ["report", "--home", fed.collector, "--out", root + "/report.html"])
         try Data("not a generation".utf8).write(to: URL(fileURLWithPath: root + "/c2/generations/g000001.fbg"))
         try record("log of a broken chain", "log", status: 3, ["log", "--home", root + "/c2"])

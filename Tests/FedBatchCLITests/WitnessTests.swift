@@ -104,6 +104,9 @@ struct WitnessTests {
         let cosigners = try #require(status["cosigners"] as? [[String: Any]])
         #expect(cosigners.first?["generation"] as? Int == 1 && cosigners.first?["witnesses"] as? [String] == ["w1"])
         #expect(status["min_witnesses"] as? Int == 1)
+        let log = try fed.run(["log", "--home", site, "--json"]).summary()
+        #expect(
+            (log["generations"] as? [[String: Any]])?.map { $0["cosigners"] as? [String] ?? [] } == [["w1"], ["w1"]])
 
         // Generation 2 is signed by the collector's own key but is not the
         // merge of what it names: the witness refuses it, and the site,

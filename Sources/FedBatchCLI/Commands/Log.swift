@@ -14,7 +14,11 @@ struct Log: Subcommand {
             Verifies each generation in generations/ against the pinned collector \
             key and checks that each names its predecessor's digest as its \
             parent. Prints number, digest, parent, accepted and rejected bundles, \
-            total examples and time. Exit status 3 when a link is broken.
+            total examples and time, the key that signed it and the pinned \
+            witnesses whose cosignature verified. With --audit, also re-derives \
+            every generation from its inputs, as fedbatch audit all does. Exit \
+            status 3 when a link is broken or, with --audit, a generation does not \
+            re-derive.
             """
     )
 
@@ -22,13 +26,40 @@ struct Log: Subcommand {
     @ParentCommand var root: FedBatchCommand
     var global: GlobalOptions { options.merged(over: root.global) }
 
+    @Flag(help: "Also re-derive every generation from its parent and inputs (fedbatch audit all).")
+    var audit = false
+
+    @Option(
+        name: .customLong("bundles"),
+        help: ArgumentHelp("With --audit: also look for inputs in this directory (repeatable).", valueName: "dir"))
+    var bundles: [String] = []
+
     func run(_ context: CommandContext) throws -> LogOutput {
         let home = try context.home()
         context.warnAboutForeignFiles(in: home)
         let (links, failure) = home.checkChain()
-        return LogOutput(
+        var output = LogOutput(
             verified: failure == nil, generations: links.map(LogOutput.Link.init),
             error: failure.map { LogOutput.Broken(code: reasonCode(of: $0), message: "\($0)") })
+        if audit, failure == nil {
+            let decryption =
+                home.config.role == .collector
+                ? (try? context.signer(fingerprint: home.config.key, for: home))?.decryption : nil
+            let progress = ProgressLine(console: context.console)
+            let results = try home.audit(
+                generations: nil, bundles: bundles.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+                decryption: decryption
+            ) { p in
+                progress.update("auditing generation \(p.generation) (\(p.done + 1) of \(p.total))", force: true)
+            }
+            progress.finish()
+            let byNumber = Dictionary(results.map { ($0.generation, $0) }, uniquingKeysWith: { a, _ in a })
+            for i in output.generations.indices {
+                output.generations[i].audit = byNumber[output.generations[i].generation].map(
+                    AuditOutput.Generation.init)
+            }
+        }
+        return output
     }
 }
 
@@ -50,8 +81,14 @@ struct LogOutput: CommandOutput {
         @OrNull var strategy: String?
         let remembered: Int
         let statistics: Int
+        let signer: String
+        let cosigners: [String]
+        /// With --audit: the generation's audit.
+        @OrNull var audit: AuditOutput.Generation?
 
         init(_ l: ChainLink) {
+            signer = l.signer
+            cosigners = l.cosigners
             strategy = l.strategy
             remembered = l.remembered
             statistics = l.statistics
@@ -74,7 +111,7 @@ struct LogOutput: CommandOutput {
 
         enum CodingKeys: String, CodingKey {
             case generation, file, digest, parent, accepted, rejected, examples, created, pruned, epsilon, delta
-            case strategy, remembered, statistics
+            case strategy, remembered, statistics, signer, cosigners, audit
         }
 
         /// What the text table adds after a generation that is not a plain merge.
@@ -93,12 +130,15 @@ struct LogOutput: CommandOutput {
     }
 
     let verified: Bool
-    let generations: [Link]
+    var generations: [Link]
     @OrNull var error: Broken?
 
     var exitStatus: ExitStatus {
-        guard let error else { return .success }
-        return ExitStatus.of(code: error.code)
+        if let error { return ExitStatus.of(code: error.code) }
+        return generations.compactMap { $0.audit?.code.map { ExitStatus.of(code: $0) } }.max {
+            $0.rawValue < $1.rawValue
+        }
+            ?? .success
     }
 
     func render(into text: inout TextRendering) {
@@ -117,11 +157,20 @@ struct LogOutput: CommandOutput {
                         format: "%-6d  %@  %@  %8d  %8d  %8lld  %@", l.generation, String(l.digest.prefix(12)),
                         (l.parent.map { String($0.prefix(12)) } ?? "-").padding(
                             toLength: 12, withPad: " ", startingAt: 0),
-                        l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : "") + l.note)
+                        l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : "") + l.note
+                        + (l.cosigners.isEmpty ? "" : "  co-signed by \(l.cosigners.joined(separator: ", "))"))
+                if let a = l.audit, !a.ok {
+                    text.warnings.append(
+                        "audit: generation \(a.generation): \(a.message ?? a.verdict) [\(a.code ?? "")]")
+                }
+            }
+            if generations.contains(where: { $0.audit != nil }) {
+                let done = generations.filter { $0.audit?.ok == true }.count
+                text.out.append("audit: \(done) of \(generations.count) generations re-derive from their inputs")
             }
         }
         if let error {
-            text.warnings = ["chain broken: \(error.message) [\(error.code)]"]
+            text.warnings += ["chain broken: \(error.message) [\(error.code)]"]
         } else {
             let n = generations.count
             text.out.append(

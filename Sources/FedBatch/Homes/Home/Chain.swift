@@ -30,6 +30,10 @@ public struct ChainLink: Sendable, Codable {
     public var remembered: Int = 0
     /// Statistics bundles a pin combined.
     public var statistics: Int = 0
+    /// The collector key that signed it.
+    public var signer: String = ""
+    /// The pinned witnesses whose cosignature beside it verified.
+    public var cosigners: [String] = []
 }
 
 /// Why the chain does not hold together, or does not agree with the
@@ -117,15 +121,17 @@ extension Home {
             // Bundles new to the generation: a remembered update
             // ([merge] memory) was counted where it was first included.
             let included = (m.included ?? []).filter { $0.remembered == nil }
-            links.append(
-                ChainLink(
-                    generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
-                    rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
-                    created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon,
-                    delta: m.privacy?.delta,
-                    strategy: m.strategy?.name,
-                    restored: m.strategy?.name == "revert" ? m.strategy?.parameters["generation"].map { Int($0) } : nil,
-                    remembered: (m.included ?? []).count - included.count, statistics: m.statistics?.count ?? 0))
+            var link = ChainLink(
+                generation: n, digest: v.digest.hex, parent: m.parent?.digest, accepted: included.count,
+                rejected: m.rejected?.count ?? 0, examples: saturatingSum(included.map(\.numExamples)),
+                created: m.created, file: path, pruned: pruned, epsilon: m.privacy?.epsilon,
+                delta: m.privacy?.delta,
+                strategy: m.strategy?.name,
+                restored: m.strategy?.name == "revert" ? m.strategy?.parameters["generation"].map { Int($0) } : nil,
+                remembered: (m.included ?? []).count - included.count, statistics: m.statistics?.count ?? 0)
+            link.signer = v.signer.fingerprint
+            link.cosigners = cosigners(of: n, statement: v.file.statement, verifier: verifier).valid
+            links.append(link)
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }
         guard FileManager.default.fileExists(atPath: layout.stateDatabase) else { return }

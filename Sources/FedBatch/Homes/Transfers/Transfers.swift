@@ -203,9 +203,11 @@ public struct Transfers {
     /// lacks (or holds with another size) as `generations/gNNNNNN.fbg`;
     /// with `[remote] publish_bundles`, then the inputs each generation
     /// names (`bundles/<digest>.<ext>`), so that witnesses can re-derive it.
-    /// Witness: uploads its cosignatures (`generations/gNNNNNN-W.fbc`).
+    /// A regional collector publishes the root's generations to its own
+    /// remote, for its sites. A witness uploads its cosignatures
+    /// (`generations/gNNNNNN-W.fbc`).
     public func publish(to remote: RemoteStore) throws -> TransferReport {
-        guard config.role == .collector || config.role == .witness else {
+        guard config.role != .site else {
             throw HomeError.wrongRole(path: layout.root, expected: .collector, actual: config.role)
         }
         let lock = try begin()
