@@ -109,6 +109,8 @@ bench: build bench-deps
 	BUNDLES=200 ARCH=mlp:1024-1024-10 bench/merge.sh | tail -1 | tee -a bench/out/merge-rss.md
 	bench/late-sites.sh | tee bench/out/late-sites.md
 	bench/tabular.sh | tee bench/out/tabular.md
+	bench/audit.sh | tee bench/out/audit.md
+	STRATEGY=fedadam bench/audit.sh | tail -1 | tee -a bench/out/audit.md
 	PYTHON=$(CURDIR)/$(VENV)/bin/python examples/pytorch/federate-cnn.sh | tee bench/out/cnn.md
 	bench/robust-merge.sh | tee bench/out/robust-merge.md
 	bench/strategies.sh byzantine | tee bench/out/byzantine.md
