@@ -41,7 +41,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
     /// trusted or does not belong here": verification failed.
     static let verificationFamilies: Set<String> = [
         "signature", "statement", "payload", "codec", "file", "zstd", "tar", "manifest", "member", "tensors", "model",
-        "arch", "chain", "generation", "partial", "stats", "audit", "witness", "trust",
+        "arch", "chain", "generation", "partial", "stats", "audit", "witness", "trust", "signer",
     ]
 
     /// The one place where library errors become exit codes: by the
@@ -61,7 +61,7 @@ public enum ExitStatus: Int32, CaseIterable, Sendable {
         // A site too small to release statistics refuses; nothing is wrong
         // with a file. No statistics to pin is nothing to do.
         case "stats.min-count", "stats.no-schema": return .failure
-        case "stats.none": return .nothingToDo
+        case "stats.none", "merge.awaiting-signers": return .nothingToDo
         default:
             let family = String(code.prefix { $0 != "." })
             if family == "usage" { return .usage }

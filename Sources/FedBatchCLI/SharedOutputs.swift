@@ -31,6 +31,7 @@ struct KeyInfo: Encodable {
         case .collector: role = "collector"; site = nil
         case .site(let s): role = "site"; site = s
         case .witness(let w): role = "witness"; site = w
+        case .signer(let s): role = "signer"; site = s
         }
         fingerprint = k.fingerprint
         userId = k.userID

@@ -168,4 +168,35 @@ struct WitnessTests {
         #expect(fork.status == 3 && Self.codes(fork) == ["witness.fork"], "\(fork.err)")
         #expect(try fed.fedbatch(["log", "--home", witness]).status == 3)
     }
+
+    @Test("a site's status names the generations signed after it pushed a bundle that left it out")
+    func passedOver() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        try fed.setCollectorConfig("max_staleness", "1")
+        let site = fed.site("site-1"), remote = fed.root + "/remote"
+        try FileManager.default.createDirectory(atPath: remote, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: fed.collector + "/generations/g000000.fbg", toPath: site + "/generations/g000000.fbg")
+        try fed.run(["export", "--home", site, "latest", "--out", fed.root + "/w0.safetensors", "-q"])
+        try fed.run([
+            "pack", "--home", site, "--weights", fed.root + "/w0.safetensors", "--num-examples", "10", "-q",
+        ])
+        try fed.run(["push", "--home", site, "--remote", remote, "-q"])
+        // The signatures' times are whole seconds.
+        Thread.sleep(forTimeInterval: 1.1)
+        // The collector never takes it: two generations from site-2 alone.
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0))
+        try fed.run(["merge", "--home", fed.collector, "-q"])
+        try fed.update(site: "site-2", seq: 2, base: try fed.generation(1))
+        try fed.run(["merge", "--home", fed.collector, "-q"])
+        for n in [1, 2] {
+            try FileManager.default.copyItem(
+                atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
+                toPath: site + "/generations/" + HomeLayout.generationFileName(n))
+        }
+        let status = try fed.run(["status", "--home", site, "--json"]).summary()
+        let last = try #require(status["last_bundle"] as? [String: Any])
+        #expect(last["left_out_by"] as? [Int] == [1, 2] && last["pushed"] is String, "\(last)")
+        #expect(try fed.run(["status", "--home", site]).out.contains("passed over"))
+    }
 }

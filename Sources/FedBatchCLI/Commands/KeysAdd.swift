@@ -43,6 +43,9 @@ struct KeysAdd: Subcommand {
     @Option(help: "The witness id the key speaks for: its cosignatures count here.")
     var witness: String?
 
+    @Option(help: "The signer id the key speaks for ([trust] signers): its signatures count toward the threshold.")
+    var signer: String?
+
     @Flag(help: "Renew the collector's pinned key (the same key, re-exported after a change in gpg).")
     var collector = false
 
@@ -50,8 +53,8 @@ struct KeysAdd: Subcommand {
     var file: String
 
     func validate() throws {
-        if [site != nil, collector, witness != nil].filter({ $0 }).count != 1 {
-            throw ValidationError("give exactly one of --site ID, --witness ID and --collector")
+        if [site != nil, collector, witness != nil, signer != nil].filter({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --site ID, --witness ID, --signer ID and --collector")
         }
         if region != nil && site == nil { throw ValidationError("--region goes with --site") }
     }
@@ -62,7 +65,8 @@ struct KeysAdd: Subcommand {
             let (key, updated) = try home.pinSiteKey(site: site, keyFile: file, servedBy: region)
             return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key), region: region)
         }
-        let role: Role = site.map { .site($0) } ?? witness.map { .witness($0) } ?? .collector
+        let role: Role =
+            site.map { .site($0) } ?? witness.map { .witness($0) } ?? signer.map { .signer($0) } ?? .collector
         let (key, updated) = try home.pinKey(for: role, keyFile: file)
         return KeyChange(action: updated ? "renewed" : "pinned", key: KeyInfo(key))
     }

@@ -31,18 +31,23 @@ struct KeysRemove: Subcommand {
     @Option(help: "The witness whose key to remove.")
     var witness: String?
 
+    @Option(help: "The signer whose key to remove (see [trust] signers).")
+    var signer: String?
+
     @Option(help: ArgumentHelp("Retire only this key of the site (its fingerprint).", valueName: "fpr"))
     var key: String?
 
     func validate() throws {
-        if (site == nil) == (witness == nil) { throw ValidationError("give exactly one of --site ID and --witness ID") }
+        if [site, witness, signer].compactMap({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --site ID, --witness ID and --signer ID")
+        }
         if key != nil && site == nil { throw ValidationError("--key goes with --site") }
     }
 
     func run(_ context: CommandContext) throws -> KeyRemoval {
         let home = try context.home()
-        if let witness {
-            var removed = KeyRemoval(keys: [KeyInfo(try home.unpinWitness(witness))])
+        if let role: Role = witness.map({ .witness($0) }) ?? signer.map({ .signer($0) }) {
+            var removed = KeyRemoval(keys: [KeyInfo(try home.unpin(role))])
             removed.action = "removed"
             return removed
         }

@@ -83,12 +83,14 @@ struct LogOutput: CommandOutput {
         let statistics: Int
         let signer: String
         let cosigners: [String]
+        let signers: [String]
         /// With --audit: the generation's audit.
         @OrNull var audit: AuditOutput.Generation?
 
         init(_ l: ChainLink) {
             signer = l.signer
             cosigners = l.cosigners
+            signers = l.signers
             strategy = l.strategy
             remembered = l.remembered
             statistics = l.statistics
@@ -111,7 +113,7 @@ struct LogOutput: CommandOutput {
 
         enum CodingKeys: String, CodingKey {
             case generation, file, digest, parent, accepted, rejected, examples, created, pruned, epsilon, delta
-            case strategy, remembered, statistics, signer, cosigners, audit
+            case strategy, remembered, statistics, signer, cosigners, signers, audit
         }
 
         /// What the text table adds after a generation that is not a plain merge.
@@ -158,6 +160,7 @@ struct LogOutput: CommandOutput {
                         (l.parent.map { String($0.prefix(12)) } ?? "-").padding(
                             toLength: 12, withPad: " ", startingAt: 0),
                         l.accepted, l.rejected, l.examples, l.created) + eps + (l.pruned ? "  (pruned)" : "") + l.note
+                        + (l.signers.isEmpty ? "" : "  signed by \(l.signers.joined(separator: ", "))")
                         + (l.cosigners.isEmpty ? "" : "  co-signed by \(l.cosigners.joined(separator: ", "))"))
                 if let a = l.audit, !a.ok {
                     text.warnings.append(

@@ -50,9 +50,16 @@ struct Pull: Subcommand {
             home.config.role == .site ? nil : (try? context.signer(fingerprint: home.config.key, for: home))?.decryption
         switch home.config.role {
         case .collector:
-            return TransferOutput(
-                direction: "download",
-                try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home), decryption: decryption))
+            let remote = try remoteOption.open(for: home)
+            var report = try Transfers(home: home).pullBundles(from: remote, decryption: decryption)
+            // A signer also takes the other signers' generations,
+            // cosignatures and proposals.
+            if home.config.trust.signerSet {
+                let signed = try Transfers(home: home).pullAsSigner(from: remote)
+                report.transferred += signed.transferred
+                report.refused += signed.refused
+            }
+            return TransferOutput(direction: "download", report)
         case .site, .witness:
             return TransferOutput(
                 direction: "download", try Transfers(home: home).pullGenerations(from: try remoteOption.open(for: home))

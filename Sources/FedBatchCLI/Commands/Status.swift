@@ -143,6 +143,8 @@ enum StatusOutput: CommandOutput {
             let baseGeneration: Int
             let inOutbox: Bool
             @OrNull var includedIn: Int?
+            @OrNull var pushed: String?
+            let leftOutBy: [Int]
         }
 
         struct Cosigned: Encodable {
@@ -167,7 +169,7 @@ enum StatusOutput: CommandOutput {
             lastBundle = s.lastBundle.map {
                 Bundle(
                     file: $0.file, digest: $0.digest, seq: $0.seq, baseGeneration: $0.baseGeneration,
-                    inOutbox: $0.inOutbox, includedIn: $0.includedIn)
+                    inOutbox: $0.inOutbox, includedIn: $0.includedIn, pushed: $0.pushed, leftOutBy: $0.leftOutBy)
             }
         }
 
@@ -181,6 +183,13 @@ enum StatusOutput: CommandOutput {
                 let place = b.inOutbox ? "in outbox/" : "taken from outbox/"
                 let used = b.includedIn.map { "included in generation \($0)" } ?? "not (yet) in any generation here"
                 text.out.append("last bundle seq \(b.seq) on generation \(b.baseGeneration), \(place), \(used)")
+                if !b.leftOutBy.isEmpty {
+                    text.out.append(
+                        "            pushed \(b.pushed ?? "?"), then left out of generation"
+                            + "\(b.leftOutBy.count == 1 ? "" : "s") \(b.leftOutBy.map(String.init).joined(separator: ", ")), "
+                            + "signed after it while it was within their staleness window"
+                            + (b.leftOutBy.count > 1 ? ": passed over" : ""))
+                }
             } else {
                 text.out.append("last bundle none written yet")
             }

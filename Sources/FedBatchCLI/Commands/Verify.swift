@@ -79,6 +79,7 @@ struct VerifyOutput: CommandOutput {
                 case .collector: role = "collector"
                 case .site: role = "site"
                 case .witness: role = "witness"
+                case .signer: role = "signer"
                 }
                 signer = c.signer.fingerprint
                 digest = c.digest.hex

@@ -81,10 +81,26 @@ public enum GenerationFile {
         "\(name(number))-\(witness).fbc"
     }
 
+    /// `g000042-S.fbg`: signer S's proposal for generation 42 (a
+    /// federation with no single collector), until the signers' threshold
+    /// makes it the generation.
+    public static func proposalFileName(_ number: Int, signer: String) -> String {
+        "\(name(number))-\(signer).fbg"
+    }
+
+    /// The generation and signer of a proposal file name, or nil.
+    public static func proposal(_ fileName: String) -> (number: Int, signer: String)? {
+        suffixed(fileName, ".fbg").map { ($0.number, $0.id) }
+    }
+
     /// The generation and witness of a cosignature file name, or nil.
     public static func cosignature(_ fileName: String) -> (number: Int, witness: String)? {
+        suffixed(fileName, ".fbc").map { ($0.number, $0.id) }
+    }
+
+    private static func suffixed(_ fileName: String, _ suffix: String) -> (number: Int, id: String)? {
         let b = Array(fileName.utf8)
-        guard b.count > 12, b[0] == 0x67, b[7] == 0x2D, fileName.hasSuffix(".fbc"),
+        guard b.count > 12, b[0] == 0x67, b[7] == 0x2D, fileName.hasSuffix(suffix),
             b[1..<7].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
             let n = Int(String(decoding: b[1..<7], as: UTF8.self))
         else { return nil }

@@ -90,6 +90,20 @@ public enum RemoteLayout {
         return name
     }
 
+    /// Signers' proposals (a federation with no single collector).
+    public static let proposals = "proposals/"
+
+    /// `proposals/gNNNNNN-S.fbg`: signer S's proposal for generation N.
+    public static func proposalKey(_ number: Int, signer: String) -> String {
+        "\(proposals)\(GenerationFile.proposalFileName(number, signer: signer))"
+    }
+
+    /// The generation and signer of a proposal key, or nil.
+    public static func parseProposalKey(_ key: String) -> (number: Int, signer: String)? {
+        guard key.hasPrefix(proposals) else { return nil }
+        return GenerationFile.proposal(String(key.dropFirst(proposals.count)))
+    }
+
     /// `generations/gNNNNNN-W.fbc`: witness W's cosignature.
     public static func cosignatureKey(_ number: Int, witness: String) -> String {
         "\(generations)\(GenerationFile.cosignatureFileName(number, witness: witness))"

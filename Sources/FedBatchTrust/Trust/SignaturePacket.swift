@@ -181,6 +181,18 @@ enum SignaturePacket {
             hashAlgorithm: body[3], hashedPart: Array(body[0..<(6 + hashedLength)]), quickCheck: (body[q], body[q + 1]))
     }
 
+    /// When a well-formed signature says it was made (its hashed creation
+    /// time subpacket, seconds since the epoch): for a generation, when the
+    /// collector signed it, after it read the inbox. Covered by the
+    /// signature, so it is the signer's own claim.
+    public static func creationTime(_ signature: Data) -> Int? {
+        guard let parsed = try? checkSingle(signature), parsed.hashedPart.count >= 6,
+            let hashed = try? subpackets(Array(parsed.hashedPart[6...])),
+            let t = hashed.first(where: { $0.type == 2 && $0.data.count == 4 })?.data
+        else { return nil }
+        return t.reduce(0) { $0 << 8 | Int($1) }
+    }
+
     /// Splits a subpacket area into (type, data) pairs (RFC 4880 §5.2.3.1).
     private static func subpackets(_ area: [UInt8]) throws -> [(type: Int, data: [UInt8])] {
         var out: [(Int, [UInt8])] = []

@@ -9,12 +9,25 @@ public enum Role: Hashable, Sendable, CustomStringConvertible {
     /// A witness (fedbatch-witness(1)): it co-signs generations it
     /// re-derived, and signs nothing else.
     case witness(String)
+    /// One of a federation's signers (`[trust] signers`): any of them may
+    /// propose a generation, which is valid once `[trust] threshold` of
+    /// them signed it.
+    case signer(String)
+
+    /// The collector, or one of a federation's signers.
+    public var signsGenerations: Bool {
+        switch self {
+        case .collector, .signer: return true
+        default: return false
+        }
+    }
 
     public var description: String {
         switch self {
         case .collector: return "the collector"
         case .site(let id): return "site \(id)"
         case .witness(let id): return "witness \(id)"
+        case .signer(let id): return "signer \(id)"
         }
     }
 }

@@ -58,6 +58,11 @@ public struct TrustSet: Sendable {
             "\(siteKeys(in: keys))/\(site).region"
         }
         public static func rotations(in keys: String) -> String { "\(keys)/rotations" }
+        /// A federation's signers (keys add --signer).
+        public static func signerKeys(in keys: String) -> String { "\(keys)/signers" }
+        public static func signerKey(_ signer: String, in keys: String) -> String {
+            "\(signerKeys(in: keys))/\(signer).asc"
+        }
         /// Witnesses whose cosignatures count (keys add --witness).
         public static func witnessKeys(in keys: String) -> String { "\(keys)/witnesses" }
         public static func witnessKey(_ witness: String, in keys: String) -> String {
@@ -100,6 +105,16 @@ public struct TrustSet: Sendable {
         return keys.first { $0.fingerprint == f && !$0.retired } ?? keys.first { $0.fingerprint == f }
     }
 
+    /// The signer a key speaks for, if it is pinned as one (the collector
+    /// key that signed generation 0 may be a signer too).
+    public func signerID(fingerprint: String) -> String? {
+        let f = fingerprint.uppercased()
+        for k in keys where k.fingerprint == f {
+            if case .signer(let id) = k.role { return id }
+        }
+        return nil
+    }
+
     /// Reads every pinned key file below `keysDirectory`.
     /// Reads every pinned key file below `keysDirectory`, and the rotations
     /// in order. The rotations' signatures are checked by `Verifier`, which
@@ -118,8 +133,18 @@ public struct TrustSet: Sendable {
             }
             if let other = pinned.first(where: { $0.fingerprint == key.fingerprint }) {
                 // A retired copy of a key pinned again for the same site is
-                // harmless; anything else is one key speaking for two roles.
+                // harmless; anything else is one key speaking for two roles,
+                // except that the key which signed generation 0 may be one
+                // of the signers that sign the generations after it.
                 if other.role == role && (other.retired || retired) { return other }
+                if case .signer = role, other.role == .collector {
+                    var k = PinnedKey(
+                        role: role, fingerprint: key.fingerprint, userID: key.userIDs.first ?? "",
+                        expires: key.primary.expires, path: path)
+                    k.retired = retired
+                    pinned.append(k)
+                    return k
+                }
                 throw TrustError.keyFile(
                     path: path,
                     reason: "key \(key.fingerprint) is also pinned for \(other.role); a key may speak for one role only"
@@ -209,6 +234,16 @@ public struct TrustSet: Sendable {
                 throw TrustError.keyFile(path: "\(witnesses)/\(f)", reason: "file name is not <witness-id>.asc")
             }
             try add(try readFile("\(witnesses)/\(f)", cap: 1 << 20), path: "\(witnesses)/\(f)", .witness(id))
+        }
+        let signers = Files.signerKeys(in: keysDirectory)
+        for f in ((try? FileManager.default.contentsOfDirectory(atPath: signers)) ?? []).filter({
+            $0.hasSuffix(".asc")
+        }).sorted() {
+            let id = String(f.dropLast(4))
+            guard ContainerPath.isIdentifier(id) else {
+                throw TrustError.keyFile(path: "\(signers)/\(f)", reason: "file name is not <signer-id>.asc")
+            }
+            try add(try readFile("\(signers)/\(f)", cap: 1 << 20), path: "\(signers)/\(f)", .signer(id))
         }
         // A key pinned again after it was retired counts as current.
         for (i, k) in pinned.enumerated() where k.retired {

@@ -181,6 +181,10 @@ public final class Verifier: @unchecked Sendable {
         _ = try SignaturePacket.checkSingle(signature)
     }
 
+    /// When a well-formed signature says it was made, in seconds since the
+    /// epoch (see `SignaturePacket.creationTime`).
+    public static func signatureCreated(_ signature: Data) -> Int? { SignaturePacket.creationTime(signature) }
+
     /// Checks the signature over the exact statement bytes; returns the
     /// pinned key that made it. Nothing else of the file is read.
     public func verifySignature(_ file: ContainerFile) throws -> PinnedKey {
@@ -303,7 +307,7 @@ public final class Verifier: @unchecked Sendable {
         }
         let manifest = try Manifest.decode(file.payload)
         try statement.check(against: manifest)
-        guard signer.role == .collector else {
+        guard signer.role.signsGenerations else {
             throw TrustError.wrongSigner(
                 fingerprint: signer.fingerprint, pinnedFor: signer.role, claimed: .collector, what: "generation \(n)")
         }
@@ -347,7 +351,10 @@ public final class Verifier: @unchecked Sendable {
         }
         try m.checkCreated(notAfter: Date())
         let claimed: Role = m.kind == .generation ? .collector : .site(m.site!.id)
-        guard signer.role == claimed else {
+        // A generation may be signed by the collector or, in a federation
+        // of signers, by any of them; how many must sign is the home's rule
+        // ([trust] threshold), checked above this layer.
+        guard signer.role == claimed || (m.kind == .generation && signer.role.signsGenerations) else {
             let what =
                 m.kind == .generation
                 ? "generation \(m.generation ?? -1)"

@@ -80,12 +80,17 @@ extension Home {
     }
 
     /// `audit`, with the digest of every generation the walk verified (up
-    /// to the newest audited), by number.
+    /// to the newest audited), by number. A `candidate` (a signer's
+    /// proposal, not in generations/) is audited as the generation of its
+    /// number, on the chain before it.
     func auditChain(
         generations numbers: [Int]?, bundles directories: [String], decryption: BundleDecryption?,
-        progress: (AuditProgress) -> Void
+        candidate: (number: Int, path: String)? = nil, progress: (AuditProgress) -> Void
     ) throws -> (results: [AuditResult], digests: [Int: String]) {
-        let files = layout.chainFiles()
+        var files = layout.chainFiles()
+        if let candidate {
+            files = files.filter { $0.number < candidate.number } + [(candidate.number, candidate.path, false)]
+        }
         guard !files.isEmpty else { throw HomeError.noGeneration(layout.generations) }
         let wanted = Set(numbers ?? files.map(\.number))
         for n in wanted.sorted() where !files.contains(where: { $0.number == n }) {
@@ -97,7 +102,9 @@ extension Home {
         // when the generation included it.
         verifier.acceptsRetiredKeys = true
         var auditor = GenerationAuditor(
-            home: self, verifier: verifier, directories: [layout.accepted, layout.inputs] + directories,
+            home: self, verifier: verifier,
+            directories: [layout.accepted, layout.inputs]
+                + (config.role == .collector && config.trust.signerSet ? [layout.inbox] : []) + directories,
             decryption: decryption)
         var previous: (v: VerifiedContainer, weights: ModelWeights)?
         var previousLink: (number: Int, digest: String)?

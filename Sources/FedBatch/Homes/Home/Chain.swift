@@ -34,6 +34,8 @@ public struct ChainLink: Sendable, Codable {
     public var signer: String = ""
     /// The pinned witnesses whose cosignature beside it verified.
     public var cosigners: [String] = []
+    /// Under `[trust] threshold`: the signers whose signature counted.
+    public var signers: [String] = []
 }
 
 /// Why the chain does not hold together, or does not agree with the
@@ -130,7 +132,9 @@ extension Home {
                 restored: m.strategy?.name == "revert" ? m.strategy?.parameters["generation"].map { Int($0) } : nil,
                 remembered: (m.included ?? []).count - included.count, statistics: m.statistics?.count ?? 0)
             link.signer = v.signer.fingerprint
-            link.cosigners = cosigners(of: n, statement: v.file.statement, verifier: verifier).valid
+            let signatories = signatories(of: v, verifier: verifier)
+            link.cosigners = signatories.cosigners.valid
+            link.signers = signatories.ids
             links.append(link)
         }
         guard let newest = links.last else { throw HomeError.noGeneration(layout.generations) }

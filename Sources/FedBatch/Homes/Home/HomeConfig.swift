@@ -125,12 +125,13 @@ public struct HomeConfig: Sendable, Equatable {
     static let allowedKeys: [HomeRole: Set<String>] = [
         .collector: [
             "role", "model_id", "arch", "key", "merge", "gnupg", "metrics", "eval", "privacy", "remote", "data",
+            "trust",
         ],
         .site: [
             "role", "model_id", "site_id", "key", "training", "gnupg", "metrics", "remote", "data", "stats", "trust",
         ],
         .region: ["role", "model_id", "region_id", "arch", "key", "merge", "gnupg", "metrics", "remote", "trust"],
-        .witness: ["role", "model_id", "witness_id", "arch", "key", "gnupg", "metrics", "remote"],
+        .witness: ["role", "model_id", "witness_id", "arch", "key", "gnupg", "metrics", "remote", "trust"],
     ]
 
     public static func parse(_ text: String, path: String) throws -> HomeConfig {
@@ -241,7 +242,7 @@ public struct HomeConfig: Sendable, Equatable {
         }
         if role == .site || role == .collector { lines += data.render() }
         if role == .site { lines += stats.render() }
-        if role == .site || role == .region { lines += trust.render() }
+        lines += trust.render()
         lines += gnupg.render() + metrics.render() + remote.render(withUpstream: role == .region)
         return lines.joined(separator: "\n") + "\n"
     }

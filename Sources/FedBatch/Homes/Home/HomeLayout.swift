@@ -53,6 +53,18 @@ public struct HomeLayout: Sendable {
     /// (`pull` fetches them when the collector publishes them).
     public var inputs: String { "\(root)/inputs" }
 
+    /// Other signers' proposals, fetched for `fedbatch witness` (a
+    /// federation with no single collector).
+    public var proposals: String { "\(root)/proposals" }
+
+    /// The proposals for generation `n` in proposals/, by signer.
+    public func proposals(for n: Int) -> [(signer: String, path: String)] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: proposals)) ?? []).compactMap { name in
+            guard let p = GenerationFile.proposal(name), p.number == n else { return nil }
+            return (p.signer, "\(proposals)/\(name)")
+        }.sorted { $0.signer < $1.signer }
+    }
+
     /// Witness `witness`'s cosignature of generation `n`, beside it.
     public func cosignature(_ n: Int, witness: String) -> String {
         "\(generations)/\(GenerationFile.cosignatureFileName(n, witness: witness))"

@@ -89,6 +89,7 @@ extension Home {
         guard v.manifest.kind == .generation, v.manifest.generation != nil else {
             throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
         }
+        try requireSignatures(v, verifier: verifier)
         if requireWitnesses { try self.requireWitnesses(v, verifier: verifier) }
         // The generation's own rotation applies to the ones after it.
         try verifier.adoptRotation(carriedBy: v)
@@ -127,6 +128,7 @@ extension Home {
                     opened = try intake.check(path: path, verifier: verifier)
                 } else {
                     opened = try openTrusted(path, verifier: verifier).0
+                    try requireSignatures(opened, verifier: verifier)
                     try requireWitnesses(opened, verifier: verifier)
                 }
                 var note: String?
@@ -234,6 +236,18 @@ extension Home {
                         + "keys remove --site \(site) --key FPR)"
                 )
             }
+        case .signer(let id):
+            // One key per signer: the set is changed deliberately (fedbatch
+            // keys remove --signer, then add), never by a renewal.
+            try Home.checkName(id, what: "signer id")
+            if let other = current.first, other.fingerprint != candidate.fingerprint {
+                throw TrustError.keyFile(
+                    path: keyFile,
+                    reason:
+                        "signer \(id) already has key \(other.fingerprint) pinned; remove it first (fedbatch keys "
+                        + "remove --signer \(id))")
+            }
+            dest = TrustSet.Files.signerKey(id, in: layout.keys)
         case .witness(let witness):
             // One key per witness: a witness's cosignatures are judged by the
             // key pinned now, so a different key replaces the witness's
@@ -267,7 +281,12 @@ extension Home {
             }
             dest = layout.collectorKey
         }
-        if same == nil, let other = trust.key(fingerprint: candidate.fingerprint),
+        // The key that signed generation 0 may also be one of the signers.
+        let genesisSigner: Bool = {
+            if case .signer = role { return trust.key(fingerprint: candidate.fingerprint)?.role == .collector }
+            return false
+        }()
+        if same == nil, !genesisSigner, let other = trust.key(fingerprint: candidate.fingerprint),
             !(other.retired && other.role == role)
         {
             throw TrustError.alreadyPinned(fingerprint: candidate.fingerprint, role: other.role)
@@ -327,17 +346,16 @@ extension Home {
     /// to `keys/retired/sites/`, so that `fedbatch verify` can still check
     /// the bundles they signed that a generation included. Holds the home's
     /// lock, so a merge in progress finishes first.
-    /// Removes a witness's key: its cosignatures count no more here.
-    public func unpinWitness(_ witness: String) throws -> PinnedKey {
+    /// Removes a witness's or a signer's key: its signatures count no
+    /// more here.
+    public func unpin(_ role: Role) throws -> PinnedKey {
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
-        guard let key = try TrustSet.load(keysDirectory: layout.keys).keys(for: .witness(witness)).first else {
-            throw TrustError.keyFile(
-                path: TrustSet.Files.witnessKey(witness, in: layout.keys),
-                reason: "no key is pinned for witness \(witness)")
+        guard let key = try TrustSet.load(keysDirectory: layout.keys).keys(for: role).first else {
+            throw TrustError.keyFile(path: layout.keys, reason: "no key is pinned for \(role)")
         }
         try FileManager.default.removeItem(atPath: key.path)
-        try syncDirectory(TrustSet.Files.witnessKeys(in: layout.keys))
+        try syncDirectory((key.path as NSString).deletingLastPathComponent)
         return key
     }
 

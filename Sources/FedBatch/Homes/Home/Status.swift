@@ -44,6 +44,14 @@ public struct SiteStatus: Sendable {
         public let inOutbox: Bool
         /// The generation that included it, if one in generations/ does.
         public let includedIn: Int?
+        /// When push moved it to sent/, if it did.
+        public var pushed: String? = nil
+        /// Generations signed after it was pushed that left it out while
+        /// it was within their staleness window: evidence, from the site's
+        /// own sent/ and the generations' signed manifests and signature
+        /// times, that the collector passed it over (one such generation
+        /// can be a bundle that reached the collector just after its pull).
+        public var leftOutBy: [Int] = []
     }
     public let site: String
     public let newestGeneration: Int?
@@ -123,17 +131,31 @@ extension Home {
         var bundle: SiteStatus.Bundle?
         if let last = try state?.lastWritten() {
             var includedIn: Int?
+            var leftOutBy: [Int] = []
             let verifier = try self.verifier()
+            let sent = "\(layout.sent)/\((last.file as NSString).lastPathComponent)"
+            // Moved to sent/ by push: the rename sets its change time.
+            let pushed = (try? OpenFile(path: sent))?.status.changed
             for (n, path, pruned) in layout.chainFiles() where n > last.base {
                 // Only what the chain vouches for counts (walkTrust): a
                 // generation signed by a retired key proves nothing.
                 do { _ = try walkTrust(to: n, verifier: verifier) } catch { break }
                 guard let v = try? (pruned ? verifier.openPruned(path: path) : verifier.open(path: path)) else { break }
                 if v.manifest.included?.contains(where: { $0.digest == last.digest }) == true { includedIn = n; break }
+                let m = v.manifest
+                let window = Int(m.strategy?.parameters["max_staleness"] ?? 0)
+                if let pushed, let signed = Verifier.signatureCreated(v.file.signature), Double(signed) > pushed,
+                    !["revert", "stats-pin"].contains(m.strategy?.name ?? ""), n - 1 - last.base <= window
+                {
+                    leftOutBy.append(n)
+                }
             }
-            bundle = .init(
+            var b = SiteStatus.Bundle(
                 file: last.file, digest: last.digest, seq: last.seq, baseGeneration: last.base,
                 inOutbox: FileManager.default.fileExists(atPath: last.file), includedIn: includedIn)
+            b.pushed = pushed.map { rfc3339(Date(timeIntervalSince1970: $0)) }
+            b.leftOutBy = leftOutBy
+            bundle = b
         }
         var status = SiteStatus(
             site: config.siteID ?? "", newestGeneration: newest?.number, newestDigest: newest?.digest,

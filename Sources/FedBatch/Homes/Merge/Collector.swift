@@ -89,6 +89,7 @@ public struct Collector {
     private func mergeRoot(_ run: MergeRun, noiseSeed: [UInt8]?) throws -> MergeReport {
         let verifier = try home.verifier()
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
+        try home.checkNoWaitingProposal(for: current.manifest.generation! + 1)
         let strategy = try makeStrategy(run, current: current, arch: currentWeights.arch)
         try checkMemory(strategy: strategy)
         let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)

@@ -35,7 +35,14 @@ extension Collector {
         guard let newest = home.layout.generationNumbers().last else {
             throw HomeError.noGeneration(home.layout.generations)
         }
-        let (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: verifier)
+        let v: VerifiedContainer, weights: ModelWeights
+        do {
+            (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: verifier)
+        } catch let e as ThresholdError where home.config.role == .collector {
+            // This signer's own proposal, or one it co-signed, that the
+            // others have not signed yet: nothing can be built on it.
+            throw SignerWait.signatures(e)
+        }
         guard v.manifest.generation == newest else {
             throw HomeError.config(
                 path: v.path, reason: "holds generation \(v.manifest.generation ?? -1), not \(newest)")
@@ -303,5 +310,27 @@ extension Collector {
                 message: "\(error) (accepted/\(stored) keeps it; this copy was removed)")
         }
         return try refuse(entry, error: error, bundleDigest: digest, ledger: ledger, now: now)
+    }
+}
+
+/// Why a signer's merge writes nothing yet (exit 5).
+public enum SignerWait: Error, Sendable, ReasonCoded, CustomStringConvertible {
+    /// The newest generation here lacks the signers' threshold.
+    case signatures(ThresholdError)
+    /// Another signer's proposal for the next generation waits in
+    /// proposals/: co-signing it keeps the set from splitting.
+    case proposal(generation: Int, signer: String)
+
+    public var code: String { "merge.awaiting-signers" }
+
+    public var description: String {
+        switch self {
+        case .signatures(let e):
+            return "\(e); fedbatch pull fetches the other signers' cosignatures, and a merge builds on it once they "
+                + "suffice"
+        case let .proposal(n, signer):
+            return "signer \(signer)'s proposal for generation \(n) waits in proposals/: co-sign it (fedbatch "
+                + "witness) rather than propose another, which would split the signers' votes"
+        }
     }
 }

@@ -142,6 +142,8 @@ public struct Transfers {
         let cap = home.largestInboxFile
         let settle = config.merge.settleSeconds
         let intake = try home.mergeIntake(decryption: decryption)
+        // Signers share one inbox: each takes a copy, and none deletes.
+        let shared = config.trust.signerSet
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(
@@ -162,6 +164,14 @@ public struct Transfers {
                             max(0, wallClock() - changed), settle)))
                 continue
             }
+            if shared,
+                [layout.inbox, layout.accepted, layout.quarantine].contains(where: {
+                    fileSize("\($0)/\(file)") == object.size
+                })
+            {
+                report.skipped.append(.init(key: object.key, file: file, bytes: object.size))
+                continue
+            }
             do {
                 let pending = try PendingFile(in: layout.inbox)
                 try remote.get(key: object.key, into: pending, cap: cap)
@@ -177,7 +187,7 @@ public struct Transfers {
                         .init(key: object.key, file: "\(layout.inbox)/\(name)", bytes: pending.size))
                 }
                 faultPoint("pull-before-delete")
-                try remote.delete(key: object.key)
+                if !shared { try remote.delete(key: object.key) }
             } catch {
                 // One object's failure is that object's: it stays where it
                 // is, and the others still move (the exit status says so).
@@ -224,6 +234,8 @@ public struct Transfers {
                     files.append((path, RemoteLayout.cosignatureKey(n, witness: config.siteID!)))
                 }
             }
+        } else if config.role == .collector, config.trust.signerSet {
+            files = try signerFiles()
         } else {
             files = layout.generationNumbers().map { (layout.generation($0), RemoteLayout.generationKey($0)) }
         }
@@ -232,6 +244,30 @@ public struct Transfers {
             try publishInputs(to: remote, into: &report)
         }
         return report
+    }
+
+    /// What a signer publishes: each generation that has the signers'
+    /// threshold as a generation, its own proposal as a proposal, and its
+    /// cosignatures beside the generations.
+    private func signerFiles() throws -> [(path: String, key: String)] {
+        let me = try home.ownSignerID()
+        let verifier = try home.verifier()
+        var files: [(path: String, key: String)] = []
+        for n in layout.generationNumbers() {
+            let path = layout.generation(n)
+            if n == 0 || home.hasSignatures(path, verifier: verifier) {
+                files.append((path, RemoteLayout.generationKey(n)))
+            } else if let v = try? verifier.open(path: path),
+                verifier.trust.signerID(fingerprint: v.signer.fingerprint) == me
+            {
+                files.append((path, RemoteLayout.proposalKey(n, signer: me)))
+            }
+            let cosignature = layout.cosignature(n, witness: me)
+            if FileManager.default.fileExists(atPath: cosignature) {
+                files.append((cosignature, RemoteLayout.cosignatureKey(n, witness: me)))
+            }
+        }
+        return files
     }
 
     /// One whole-file upload, unless the remote holds the object with the
@@ -347,7 +383,15 @@ public struct Transfers {
                 // still a link of the chain (a later, co-signed one is
                 // trusted only through it): it is kept, and train, pack,
                 // export and verify refuse it until the witnesses sign.
-                let (v, _) = try home.openGeneration(pending.path, verifier: verifier, requireWitnesses: false)
+                let v: VerifiedContainer
+                do {
+                    v = try home.openGeneration(pending.path, verifier: verifier, requireWitnesses: false).0
+                } catch let e as ThresholdError {
+                    // Not yet a generation: left on the remote, and the ones
+                    // after it wait too (they are trusted through it).
+                    report.waiting.append(.init(key: object.key, code: e.code, message: e.description))
+                    break
+                }
                 guard v.manifest.generation == n else {
                     throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
                 }
@@ -410,5 +454,105 @@ public struct Transfers {
                 report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
             }
         }
+    }
+
+    /// A signer (a collector home in a set of signers): the other signers'
+    /// cosignatures, the generations that reached the threshold and this
+    /// home lacks (in order, each on the one before it; the next command
+    /// records them as a merge of its own would), and the other signers'
+    /// proposals into proposals/, for `fedbatch witness`.
+    public func pullAsSigner(from remote: RemoteStore) throws -> TransferReport {
+        let me = try home.ownSignerID()
+        let lock = try begin()
+        defer { withExtendedLifetime(lock) {} }
+        var report = TransferReport(remote: remote.url)
+        let verifier = try home.verifier()
+        let spec = config.arch ?? ""
+        let cap =
+            (try? ModelArchitecture(spec: spec)).map { ContainerLimits.generations(of: $0).maxFileBytes }
+            ?? ContainerLimits.default.maxFileBytes
+        let objects = try remote.list(prefix: RemoteLayout.generations)
+        for object in objects {
+            guard let (n, id) = RemoteLayout.parseCosignatureKey(object.key), id != me else { continue }
+            let path = layout.cosignature(n, witness: id)
+            if fileSize(path) == object.size { continue }
+            do {
+                let pending = try PendingFile(in: layout.generations)
+                try remote.get(key: object.key, into: pending, cap: 64 << 10)
+                try pending.commit(as: (path as NSString).lastPathComponent)
+                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            }
+        }
+        var newest = layout.generationNumbers().last ?? -1
+        let listed = objects.compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
+        for (n, object) in listed.sorted(by: { $0.n < $1.n }) where n > 0 {
+            do {
+                let pending = try PendingFile(in: layout.generations)
+                try remote.get(key: object.key, into: pending, cap: cap)
+                let v = try verifier.open(path: pending.path)
+                guard v.manifest.generation == n else {
+                    throw ModelMismatch.generationNumber(expected: n, actual: v.manifest.generation ?? -1)
+                }
+                try home.requireSignatures(v, verifier: verifier)
+                if n <= newest {
+                    // This home's own generation n must be that one.
+                    let mine = try ContainerFile.read(try OpenFile(path: layout.generation(n)))
+                    guard Digest.of(mine.payload).hex == v.digest.hex else {
+                        throw SignerConflict(generation: n, valid: v.digest.hex, here: Digest.of(mine.payload).hex)
+                    }
+                    continue
+                }
+                guard n == newest + 1,
+                    v.manifest.parent?.digest
+                        == Digest.of(try ContainerFile.read(try OpenFile(path: layout.generation(newest))).payload).hex
+                else {
+                    throw ChainError(
+                        generation: n, message: "does not follow generation \(newest) here", code: "chain.gap")
+                }
+                try pending.commit(as: HomeLayout.generationFileName(n))
+                newest = n
+                report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+                break
+            }
+        }
+        try FileManager.default.createDirectory(atPath: layout.proposals, withIntermediateDirectories: true)
+        for object in try remote.list(prefix: RemoteLayout.proposals) {
+            guard let (n, signer) = RemoteLayout.parseProposalKey(object.key), signer != me, n > newest else {
+                continue
+            }
+            let path = "\(layout.proposals)/\(GenerationFile.proposalFileName(n, signer: signer))"
+            if fileSize(path) == object.size { continue }
+            do {
+                let pending = try PendingFile(in: layout.proposals)
+                try remote.get(key: object.key, into: pending, cap: cap)
+                try pending.commit(as: (path as NSString).lastPathComponent)
+                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            }
+        }
+        return report
+    }
+}
+
+/// A signer holds a generation of a number for which the signers' valid
+/// generation is another: its own proposal, which can no longer reach the
+/// threshold (the signers of the valid one sign no other).
+public struct SignerConflict: Error, Sendable, ReasonCoded, CustomStringConvertible {
+    public let generation: Int
+    public let valid: String
+    public let here: String
+    public var code: String { "signer.superseded" }
+    public var description: String {
+        "the signers' generation \(generation) is \(valid), but generations/ here holds \(here), a proposal that can "
+            + "no longer reach trust.threshold; move it and state.db aside (they are rebuilt from the files) and pull "
+            + "again (fedbatch-merge(1), NO SINGLE COLLECTOR)"
     }
 }

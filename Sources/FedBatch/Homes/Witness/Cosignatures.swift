@@ -13,8 +13,29 @@ public struct Cosigners: Sendable, Equatable {
     }
     /// Distinct pinned witnesses whose cosignature verified.
     public var valid: [String] = []
+    /// Distinct pinned signers whose cosignature verified (a federation
+    /// with no single collector: fedbatch-merge(1)).
+    public var signers: [String] = []
     /// Cosignature files that did not count, and why.
     public var refused: [Refusal] = []
+}
+
+/// A generation that fewer signers signed than `[trust] threshold` asks for.
+public struct ThresholdError: Error, Equatable, Sendable, ReasonCoded, CustomStringConvertible {
+    public let generation: Int
+    public let required: Int
+    /// The signers whose signature counted.
+    public let signers: [String]
+    public let why: String?
+    public var code: String { "trust.threshold" }
+
+    public var description: String {
+        if required == 0 { return "generation \(generation): \(why ?? "")" }
+        return "generation \(generation) is signed by \(signers.count) of the signers "
+            + (signers.isEmpty ? "" : "(\(signers.joined(separator: ", "))) ")
+            + "and trust.threshold is \(required): a proposal, not yet a generation"
+            + (why.map { "; \($0)" } ?? "")
+    }
 }
 
 /// A generation without the cosignatures `[trust] min_witnesses` asks for.
@@ -41,25 +62,73 @@ public struct CosignatureError: Error, Equatable, Sendable, ReasonCoded, CustomS
 
 extension Home {
     /// The cosignatures beside generation `number` in generations/ that
-    /// verify over `statement`: each by the key pinned for the witness its
-    /// file name names, one per witness.
+    /// verify over `statement`: each by the key pinned for the witness or
+    /// the signer its file name names, one per id.
     public func cosigners(of number: Int, statement: Data, verifier: Verifier) -> Cosigners {
         var result = Cosigners()
-        for (witness, path) in layout.cosignatures(of: number) {
+        for (id, path) in layout.cosignatures(of: number) {
             do {
                 let signature = try readFile(path, cap: 64 << 10)
                 let key = try verifier.verifyCosignature(signature, over: statement)
-                guard key.role == .witness(witness) else {
+                if key.role == .witness(id) {
+                    result.valid.append(id)
+                } else if verifier.trust.signerID(fingerprint: key.fingerprint) == id {
+                    result.signers.append(id)
+                } else {
                     throw TrustError.wrongSigner(
-                        fingerprint: key.fingerprint, pinnedFor: key.role, claimed: .witness(witness),
+                        fingerprint: key.fingerprint, pinnedFor: key.role, claimed: .witness(id),
                         what: "a cosignature of generation \(number)")
                 }
-                result.valid.append(witness)
             } catch {
-                result.refused.append(.init(witness: witness, reason: "\(error)"))
+                result.refused.append(.init(witness: id, reason: "\(error)"))
             }
         }
         return result
+    }
+
+    /// The signers of `[trust] signers` that signed a generation: its
+    /// statement's own signer, if that key is a signer's, and every valid
+    /// cosignature by one.
+    public func signatories(of v: VerifiedContainer, verifier: Verifier) -> (ids: [String], cosigners: Cosigners) {
+        let found = cosigners(of: v.manifest.generation!, statement: v.file.statement, verifier: verifier)
+        let slot = verifier.trust.signerID(fingerprint: v.signer.fingerprint).map { [$0] } ?? []
+        let listed = Set(config.trust.signers)
+        return (Set(slot + found.signers).filter(listed.contains).sorted(), found)
+    }
+
+    /// Refuses a verified generation (after generation 0) that fewer than
+    /// `[trust] threshold` of the signers signed; on a home with no signer
+    /// set, one that a signer's key signed instead of the collector's.
+    public func requireSignatures(_ v: VerifiedContainer, verifier: Verifier) throws {
+        guard v.manifest.kind == .generation, let n = v.manifest.generation else { return }
+        let trust = config.trust
+        guard trust.signerSet else {
+            if case .signer(let id) = v.signer.role {
+                throw ThresholdError(
+                    generation: n, required: 0, signers: [id],
+                    why: "it is signed by signer \(id), and this home has no [trust] threshold: it takes "
+                        + "generations from the collector alone")
+            }
+            return
+        }
+        guard n > 0 else { return }
+        let (ids, found) = signatories(of: v, verifier: verifier)
+        guard ids.count >= trust.threshold else {
+            throw ThresholdError(
+                generation: n, required: trust.threshold, signers: ids,
+                why: found.refused.isEmpty
+                    ? nil
+                    : "not counted: " + found.refused.map { "\($0.witness) (\($0.reason))" }.joined(separator: "; "))
+        }
+    }
+
+    /// Whether generation `n`'s file has the signatures `[trust] threshold`
+    /// asks for, judged on its statement (nothing to ask without a signer
+    /// set): how `pull` decides whether a downloaded generation is one.
+    func hasSignatures(_ path: String, verifier: Verifier) -> Bool {
+        guard config.trust.signerSet else { return true }
+        guard let v = try? verifier.open(path: path) else { return false }
+        return (try? requireSignatures(v, verifier: verifier)) != nil
     }
 
     /// Refuses a verified generation without `[trust] min_witnesses`
