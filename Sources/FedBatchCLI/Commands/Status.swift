@@ -184,9 +184,10 @@ enum StatusOutput: CommandOutput {
                 let used = b.includedIn.map { "included in generation \($0)" } ?? "not (yet) in any generation here"
                 text.out.append("last bundle seq \(b.seq) on generation \(b.baseGeneration), \(place), \(used)")
                 if !b.leftOutBy.isEmpty {
+                    let which = b.leftOutBy.map(String.init).joined(separator: ", ")
                     text.out.append(
                         "            pushed \(b.pushed ?? "?"), then left out of generation"
-                            + "\(b.leftOutBy.count == 1 ? "" : "s") \(b.leftOutBy.map(String.init).joined(separator: ", ")), "
+                            + "\(b.leftOutBy.count == 1 ? "" : "s") \(which), "
                             + "signed after it while it was within their staleness window"
                             + (b.leftOutBy.count > 1 ? ": passed over" : ""))
                 }
