@@ -228,4 +228,31 @@ struct AuditTests {
         let why = (wrongReport["generations"] as? [[String: Any]])?.first?["message"] as? String ?? ""
         #expect(wrong == 3 && why.contains("commitment"), "\(why)")
     }
+
+    @Test("a site, which pins no other site's key, audits the collector's generations from bundles handed to it")
+    func siteAudit() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
+        try fed.run(["merge", "--home", fed.collector, "-q"])
+        let site = fed.site("site-1")
+        for n in [0, 1] {
+            try FileManager.default.copyItem(
+                atPath: fed.collector + "/generations/" + HomeLayout.generationFileName(n),
+                toPath: site + "/generations/" + HomeLayout.generationFileName(n))
+        }
+        let (status, summary) = try Self.audit(fed, ["all", "--bundles", fed.collector + "/accepted"], home: site)
+        let g1 = try #require((summary["generations"] as? [[String: Any]])?.last)
+        #expect(status == 0 && g1["verdict"] as? String == "reproduced", "\(summary)")
+        #expect((g1["notes"] as? [String] ?? []).contains { $0.contains("not checked") })
+        // A file that is not byte for byte what the collector signed is no input.
+        let other = TempDir()
+        for name in try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/accepted") {
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: fed.collector + "/accepted/" + name))
+            if name.contains("site-2") { bytes[bytes.count / 2] ^= 1 }
+            try bytes.write(to: URL(fileURLWithPath: other.file(name)))
+        }
+        let (again, broken) = try Self.audit(fed, ["1", "--bundles", other.path], home: site)
+        #expect(again == 3 && Self.verdicts(broken) == ["1:mismatch"], "\(broken)")
+    }
 }
