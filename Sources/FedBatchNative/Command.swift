@@ -37,6 +37,10 @@ public func runShellCommand(
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, logFD, 1)
     posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+    // The command inherits nothing else: not the home's lock, and not a
+    // pipe some library opened without close-on-exec, which a stray
+    // process of the command could hold open for as long as it lives.
+    closeInheritedDescriptors(&actions)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }

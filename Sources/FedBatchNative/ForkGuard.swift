@@ -31,7 +31,12 @@ import Glibc
 /// therefore touch `shared` before they do anything else.
 ///
 /// posix_spawn, which fedbatch and its tests use to start programs, runs
-/// no fork handlers and does not touch OpenBLAS's pool.
+/// no fork handlers and does not touch OpenBLAS's pool. It must still close
+/// every inherited descriptor (`closeInheritedDescriptors`): a program
+/// spawned while a gpgme call runs would otherwise hold that call's pipes
+/// open, and the call, holding this lock shared, would wait for as long as
+/// the program lives (what hung the tests twice in a row once the suites
+/// started many more programs beside in-process gpgme calls).
 final class ForkGuard: @unchecked Sendable {
     static let shared = ForkGuard()
     private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>

@@ -27,6 +27,22 @@ public var temporaryRoot: String {
     return "/tmp"
 }
 
+/// Makes a spawned program inherit no descriptor above stderr.
+///
+/// gpgme opens its pipes to gpg without close-on-exec. A program spawned
+/// while another thread talks to gpg would inherit them, and as long as it
+/// (or a daemon it starts, such as gpg-agent) lives, that gpg never sees end
+/// of file on its input and the gpgme call never returns, holding the fork
+/// guard. glibc 2.34's posix_spawn_file_actions_addclosefrom_np closes
+/// them in the child; Swift's Glibc module does not declare it, so it is
+/// looked up by name.
+public func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let libc = dlopen(nil, RTLD_LAZY), let symbol = dlsym(libc, "posix_spawn_file_actions_addclosefrom_np")
+    else { return }
+    _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+}
+
 /// Runs a program found on PATH with stdio closed, and waits for it.
 @discardableResult
 public func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
@@ -36,6 +52,7 @@ public func runQuietly(_ program: String, _ arguments: [String]) -> Int32 {
     for fd in Int32(0)...2 {
         posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
     }
+    closeInheritedDescriptors(&actions)
     let argv = ([program] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0

@@ -166,6 +166,12 @@ public enum Subprocess {
         posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, io.file("out"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, io.file("err"), O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // Nothing else of this process reaches the child. gpgme's pipes to
+        // a gpg another test thread is running have no close-on-exec flag:
+        // a child (or a gpg-agent it starts) holding one keeps that gpg from
+        // ever seeing end of file, and the in-process gpgme call, which
+        // holds the fork guard, waits forever.
+        closeInheritedDescriptors(&actions)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }

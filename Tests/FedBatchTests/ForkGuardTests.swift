@@ -68,6 +68,29 @@ struct ForkGuardTests {
     }
 }
 
+/// What a spawned program inherits.
+@Suite("spawned programs")
+struct SpawnTests {
+    @Test("a spawned program inherits no descriptor above stderr, as a pipe gpgme left open would be")
+    func noInheritedDescriptors() throws {
+        // A pipe without close-on-exec, as gpgme opens its pipes to gpg.
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        let dir = TempDir()
+        let log = dir.file("log")
+        _ = try runShellCommand(
+            "ls /proc/self/fd", directory: dir.path, environment: [:], log: log, timeout: 30)
+        let listed = Set(
+            try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) })
+        #expect(!listed.contains(fds[0]) && !listed.contains(fds[1]) && listed.contains(1), "\(listed) \(fds)")
+        // The tests' own spawner, which starts fedbatch and gpg, too.
+        let r = try Subprocess.run("/bin/ls", ["/proc/self/fd"])
+        let seen = Set(r.out.split(separator: "\n").compactMap { Int32($0) })
+        #expect(!seen.contains(fds[0]) && !seen.contains(fds[1]) && seen.contains(1), "\(seen) \(fds)")
+    }
+}
+
 /// A value shared between threads behind a lock.
 final class Locked<T>: @unchecked Sendable {
     private var stored: T
