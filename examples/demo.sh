@@ -5,7 +5,8 @@
 # the newest generation and trains on its shard, its bundle is copied into
 # the collector's inbox the way rsync does (a dotfile renamed into place),
 # the collector merges, and the test accuracy of the new generation is
-# printed. At the end `fedbatch log` verifies the whole chain.
+# printed. At the end `fedbatch log` verifies the whole chain and `fedbatch
+# audit` re-derives the newest generation from its inputs.
 #
 #   make demo                      # defaults below, about 2 minutes on 2 idle cores
 #   ROUNDS=60 EPOCHS=2 make demo   # the longer setting (see BENCHMARKS.md)
@@ -210,5 +211,8 @@ awk '{t += $1; if ($2 > m) m = $2} END {printf "merges: %.1f s in total, %.2f s 
 echo "bundles: $(ls "$col/accepted" | wc -l) files, $(du -cb "$col/accepted" | tail -1 | cut -f1) bytes (mean $(( $(du -cb "$col/accepted" | tail -1 | cut -f1) / $(ls "$col/accepted" | wc -l) )) per bundle)"
 echo >&2
 "$fb" log --home "$col" | tail -4
+# Anyone holding the inputs can re-derive a generation bit for bit; the
+# collector audits its own newest one (fedbatch-audit(1)).
+"$fb" audit --home "$col" latest
 "$fb" report --home "$col" --out "$work/report.html" -q
 if [ -n "${KEEP:-}" ]; then echo "report: $work/report.html"; fi
