@@ -13,12 +13,7 @@ bench_name=audit
 "$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
 "$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
 "$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
-"$py" - "$work/base.safetensors" "$work/trained.safetensors" <<'PY'
-import sys, numpy as np
-from safetensors.numpy import load_file, save_file
-w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
-save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
-PY
+trained_weights "$work/base.safetensors" "$work/trained.safetensors"
 for i in $(seq -w 1 "$n"); do
   site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i))
 done

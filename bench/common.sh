@@ -26,3 +26,13 @@ site_bundle() {
   cp "$("$fb" pack --home "$work/$s" --weights "$weights" --num-examples "$examples" --codec "$codec")" "$col/inbox/"
   rm -rf "${work:?}/$s" "$work/$s.asc"
 }
+# trained_weights BASE OUT: BASE plus a little seeded noise, as one site's
+# training would leave it; every site packs the same file.
+trained_weights() {
+  "$py" - "$1" "$2" <<'PY'
+import sys, numpy as np
+from safetensors.numpy import load_file, save_file
+w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
+save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
+PY
+}

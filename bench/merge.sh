@@ -18,12 +18,7 @@ bench_name=merge
 # service has it; the timed merge below is then a steady-state one.
 "$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
 # Trained weights: the base plus noise, written once and packed by every site.
-"$py" - "$work/base.safetensors" "$work/trained.safetensors" <<'PY'
-import sys, numpy as np
-from safetensors.numpy import load_file, save_file
-w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
-save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
-PY
+trained_weights "$work/base.safetensors" "$work/trained.safetensors"
 for i in $(seq -w 1 "$n"); do
   site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i)) "$codec"
 done

@@ -49,11 +49,7 @@ struct Audit: Subcommand {
         }
     }
 
-    static func number(_ reference: String) -> Int? {
-        let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
-        guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        return Int(digits)
-    }
+    static func number(_ reference: String) -> Int? { HomeLayout.generationReference(reference) }
 
     func run(_ context: CommandContext) throws -> AuditOutput {
         let home = try context.home()
@@ -73,19 +69,26 @@ struct Audit: Subcommand {
                 }
             }
         }
-        // The collector's own key opens the bundles encrypted to it.
+        let results = try context.audit(home, generations: numbers, bundles: bundles)
+        return AuditOutput(generations: results.map(AuditOutput.Generation.init))
+    }
+}
+
+extension CommandContext {
+    /// `audit` and `log --audit`: the audit with a progress line, and on a
+    /// collector its own key, which opens the bundles encrypted to it.
+    func audit(_ home: Home, generations: [Int]?, bundles: [String]) throws -> [AuditResult] {
         let decryption =
             home.config.role == .collector
-            ? (try? context.signer(fingerprint: home.config.key, for: home))?.decryption : nil
-        let progress = ProgressLine(console: context.console)
-        let results = try home.audit(
-            generations: numbers, bundles: bundles.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+            ? (try? signer(fingerprint: home.config.key, for: home))?.decryption : nil
+        let progress = ProgressLine(console: console)
+        defer { progress.finish() }
+        return try home.audit(
+            generations: generations, bundles: bundles.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
             decryption: decryption
         ) { p in
             progress.update("auditing generation \(p.generation) (\(p.done + 1) of \(p.total))", force: true)
         }
-        progress.finish()
-        return AuditOutput(generations: results.map(AuditOutput.Generation.init))
     }
 }
 

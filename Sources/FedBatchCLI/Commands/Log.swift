@@ -42,17 +42,7 @@ struct Log: Subcommand {
             verified: failure == nil, generations: links.map(LogOutput.Link.init),
             error: failure.map { LogOutput.Broken(code: reasonCode(of: $0), message: "\($0)") })
         if audit, failure == nil {
-            let decryption =
-                home.config.role == .collector
-                ? (try? context.signer(fingerprint: home.config.key, for: home))?.decryption : nil
-            let progress = ProgressLine(console: context.console)
-            let results = try home.audit(
-                generations: nil, bundles: bundles.map { URL(fileURLWithPath: $0).standardizedFileURL.path },
-                decryption: decryption
-            ) { p in
-                progress.update("auditing generation \(p.generation) (\(p.done + 1) of \(p.total))", force: true)
-            }
-            progress.finish()
+            let results = try context.audit(home, generations: nil, bundles: bundles)
             let byNumber = Dictionary(results.map { ($0.generation, $0) }, uniquingKeysWith: { a, _ in a })
             for i in output.generations.indices {
                 output.generations[i].audit = byNumber[output.generations[i].generation].map(

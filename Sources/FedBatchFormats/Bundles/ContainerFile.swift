@@ -75,6 +75,13 @@ public struct ContainerFile: Sendable {
         return ContainerFile(payload: payload, statement: slot.statement, signature: slot.signature)
     }
 
+    /// A file's statement and signature, from its last few hundred bytes,
+    /// with no payload: enough to check a signature or a cosignature.
+    public static func slot(of file: OpenFile, limits: ContainerLimits = .default) throws -> ContainerFile {
+        let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
+        return ContainerFile(payload: Data(), statement: slot.statement, signature: slot.signature)
+    }
+
     /// The statement of a file, parsed but not verified, from its last few
     /// hundred bytes. A merge orders the inbox by the payload digests these
     /// name without reading any payload; verification later proves them.

@@ -78,6 +78,13 @@ public struct HomeLayout: Sendable {
         }.sorted { $0.witness < $1.witness }
     }
 
+    /// The number in a reference to a generation (`7`, `g7`), or nil.
+    public static func generationReference(_ reference: String) -> Int? {
+        let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
+        guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return Int(digits)
+    }
+
     /// `g000042`: how file names and messages name generation 42.
     public static func generationName(_ number: Int) -> String { GenerationFile.name(number) }
 
@@ -107,10 +114,7 @@ public struct HomeLayout: Sendable {
             guard let newest = generationNumbers().last else { throw HomeError.noGeneration(generations) }
             return generation(newest)
         }
-        let digits = reference.hasPrefix("g") ? reference.dropFirst() : Substring(reference)
-        if !digits.isEmpty, digits.count <= 9, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
-            let n = Int(digits)
-        {
+        if let n = Self.generationReference(reference) {
             let path = generation(n)
             if !FileManager.default.fileExists(atPath: path),
                 FileManager.default.fileExists(atPath: prunedGeneration(n))

@@ -236,31 +236,22 @@ extension Home {
                         + "keys remove --site \(site) --key FPR)"
                 )
             }
-        case .signer(let id):
-            // One key per signer: the set is changed deliberately (fedbatch
-            // keys remove --signer, then add), never by a renewal.
-            try Home.checkName(id, what: "signer id")
+        case .witness(let id), .signer(let id):
+            // One key per witness or signer: its signatures are judged by the
+            // key pinned now, so a different key is a deliberate change (keys
+            // remove first), never a renewal.
+            let kind = role == .witness(id) ? "witness" : "signer"
+            try Home.checkName(id, what: "\(kind) id")
             if let other = current.first, other.fingerprint != candidate.fingerprint {
                 throw TrustError.keyFile(
                     path: keyFile,
                     reason:
-                        "signer \(id) already has key \(other.fingerprint) pinned; remove it first (fedbatch keys "
-                        + "remove --signer \(id))")
+                        "\(kind) \(id) already has key \(other.fingerprint) pinned; remove it first (fedbatch keys "
+                        + "remove --\(kind) \(id))")
             }
-            dest = TrustSet.Files.signerKey(id, in: layout.keys)
-        case .witness(let witness):
-            // One key per witness: a witness's cosignatures are judged by the
-            // key pinned now, so a different key replaces the witness's
-            // identity and must be a deliberate removal first.
-            try Home.checkName(witness, what: "witness id")
-            if let other = current.first, other.fingerprint != candidate.fingerprint {
-                throw TrustError.keyFile(
-                    path: keyFile,
-                    reason:
-                        "witness \(witness) already has key \(other.fingerprint) pinned; remove it first (fedbatch "
-                        + "keys remove --witness \(witness))")
-            }
-            dest = TrustSet.Files.witnessKey(witness, in: layout.keys)
+            dest =
+                role == .witness(id)
+                ? TrustSet.Files.witnessKey(id, in: layout.keys) : TrustSet.Files.signerKey(id, in: layout.keys)
         case .collector:
             guard let same, let newest = trust.key(for: .collector), same.fingerprint == newest.fingerprint else {
                 throw TrustError.keyFile(

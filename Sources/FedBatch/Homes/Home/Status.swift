@@ -170,7 +170,7 @@ extension Home {
     func recentCosigners() throws -> [(generation: Int, witnesses: [String])] {
         let verifier = try self.verifier()
         return layout.generationNumbers().suffix(10).reversed().map { n in
-            guard let handle = try? OpenFile(path: layout.generation(n)), let file = try? ContainerFile.read(handle)
+            guard let handle = try? OpenFile(path: layout.generation(n)), let file = try? ContainerFile.slot(of: handle)
             else { return (n, []) }
             return (n, cosigners(of: n, statement: file.statement, verifier: verifier).valid)
         }

@@ -353,25 +353,10 @@ public struct Transfers {
             cap = ContainerLimits.generations(of: arch).maxFileBytes
         }
         let objects = try remote.list(prefix: RemoteLayout.generations)
-        // Witnesses' cosignatures first, so that a generation arriving in
-        // this run is judged with them. Each is a small file, verified
-        // whenever it is used, never here.
-        for object in objects {
-            guard let (n, witness) = RemoteLayout.parseCosignatureKey(object.key),
-                !(config.role == .witness && witness == config.siteID)
-            else { continue }
-            let path = layout.cosignature(n, witness: witness)
-            if fileSize(path) == object.size { continue }
-            do {
-                let pending = try PendingFile(in: layout.generations)
-                try remote.get(key: object.key, into: pending, cap: 64 << 10)
-                try pending.commit(as: (path as NSString).lastPathComponent)
-                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
-            } catch {
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
-            }
-        }
+        // Cosignatures first, so that a generation arriving in this run is
+        // judged with them.
+        try pullCosignatures(
+            objects, from: remote, except: config.role == .witness ? config.siteID : nil, into: &report)
         // In order: each is trusted through the ones before it (walkTrust).
         let listed = objects.compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
         for (n, object) in listed.sorted(by: { $0.n < $1.n }) {
@@ -456,6 +441,28 @@ public struct Transfers {
         }
     }
 
+    /// Witnesses' and signers' cosignatures on the remote, except those
+    /// by `own` (this home's): each a small file placed beside the
+    /// generations, verified whenever it is used, never here.
+    private func pullCosignatures(
+        _ objects: [RemoteObject], from remote: RemoteStore, except own: String?, into report: inout TransferReport
+    ) throws {
+        for object in objects {
+            guard let (n, id) = RemoteLayout.parseCosignatureKey(object.key), id != own else { continue }
+            let path = layout.cosignature(n, witness: id)
+            if fileSize(path) == object.size { continue }
+            do {
+                let pending = try PendingFile(in: layout.generations)
+                try remote.get(key: object.key, into: pending, cap: 64 << 10)
+                try pending.commit(as: (path as NSString).lastPathComponent)
+                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
+            } catch {
+                try Self.stopIfRemoteWide(error)
+                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            }
+        }
+    }
+
     /// A signer (a collector home in a set of signers): the other signers'
     /// cosignatures, the generations that reached the threshold and this
     /// home lacks (in order, each on the one before it; the next command
@@ -472,23 +479,18 @@ public struct Transfers {
             (try? ModelArchitecture(spec: spec)).map { ContainerLimits.generations(of: $0).maxFileBytes }
             ?? ContainerLimits.default.maxFileBytes
         let objects = try remote.list(prefix: RemoteLayout.generations)
-        for object in objects {
-            guard let (n, id) = RemoteLayout.parseCosignatureKey(object.key), id != me else { continue }
-            let path = layout.cosignature(n, witness: id)
-            if fileSize(path) == object.size { continue }
-            do {
-                let pending = try PendingFile(in: layout.generations)
-                try remote.get(key: object.key, into: pending, cap: 64 << 10)
-                try pending.commit(as: (path as NSString).lastPathComponent)
-                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
-            } catch {
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
-            }
-        }
+        try pullCosignatures(objects, from: remote, except: me, into: &report)
         var newest = layout.generationNumbers().last ?? -1
         let listed = objects.compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
+        func digest(_ n: Int) throws -> String {
+            try ContainerFile.statement(of: try OpenFile(path: layout.generation(n))).payloadDigest.hex
+        }
         for (n, object) in listed.sorted(by: { $0.n < $1.n }) where n > 0 {
+            // A generation here that has the threshold is the only valid one
+            // of its number (the threshold is above half the signers):
+            // nothing to fetch. Only this signer's unconfirmed proposal can
+            // turn out to have lost.
+            if n <= newest, home.hasSignatures(layout.generation(n), verifier: verifier) { continue }
             do {
                 let pending = try PendingFile(in: layout.generations)
                 try remote.get(key: object.key, into: pending, cap: cap)
@@ -498,17 +500,13 @@ public struct Transfers {
                 }
                 try home.requireSignatures(v, verifier: verifier)
                 if n <= newest {
-                    // This home's own generation n must be that one.
-                    let mine = try ContainerFile.read(try OpenFile(path: layout.generation(n)))
-                    guard Digest.of(mine.payload).hex == v.digest.hex else {
-                        throw SignerConflict(generation: n, valid: v.digest.hex, here: Digest.of(mine.payload).hex)
+                    let here = try digest(n)
+                    guard here == v.digest.hex else {
+                        throw SignerConflict(generation: n, valid: v.digest.hex, here: here)
                     }
                     continue
                 }
-                guard n == newest + 1,
-                    v.manifest.parent?.digest
-                        == Digest.of(try ContainerFile.read(try OpenFile(path: layout.generation(newest))).payload).hex
-                else {
+                guard n == newest + 1, v.manifest.parent?.digest == (try digest(newest)) else {
                     throw ChainError(
                         generation: n, message: "does not follow generation \(newest) here", code: "chain.gap")
                 }

@@ -90,8 +90,17 @@ extension Home {
     /// statement's own signer, if that key is a signer's, and every valid
     /// cosignature by one.
     public func signatories(of v: VerifiedContainer, verifier: Verifier) -> (ids: [String], cosigners: Cosigners) {
-        let found = cosigners(of: v.manifest.generation!, statement: v.file.statement, verifier: verifier)
-        let slot = verifier.trust.signerID(fingerprint: v.signer.fingerprint).map { [$0] } ?? []
+        signatories(of: v.manifest.generation!, statement: v.file.statement, signer: v.signer, verifier: verifier)
+    }
+
+    /// The same, for generation `n` whose statement `signer` signed.
+    func signatories(
+        of n: Int, statement: Data, signer: PinnedKey, verifier: Verifier
+    ) -> (
+        ids: [String], cosigners: Cosigners
+    ) {
+        let found = cosigners(of: n, statement: statement, verifier: verifier)
+        let slot = verifier.trust.signerID(fingerprint: signer.fingerprint).map { [$0] } ?? []
         let listed = Set(config.trust.signers)
         return (Set(slot + found.signers).filter(listed.contains).sorted(), found)
     }
@@ -111,8 +120,15 @@ extension Home {
             }
             return
         }
+        try requireThreshold(n, signatories(of: v, verifier: verifier))
+    }
+
+    /// Refuses generation `n` (after 0) with fewer signatories than the
+    /// threshold.
+    private func requireThreshold(_ n: Int, _ signed: (ids: [String], cosigners: Cosigners)) throws {
+        let trust = config.trust
         guard n > 0 else { return }
-        let (ids, found) = signatories(of: v, verifier: verifier)
+        let (ids, found) = signed
         guard ids.count >= trust.threshold else {
             throw ThresholdError(
                 generation: n, required: trust.threshold, signers: ids,
@@ -127,8 +143,13 @@ extension Home {
     /// set): how `pull` decides whether a downloaded generation is one.
     func hasSignatures(_ path: String, verifier: Verifier) -> Bool {
         guard config.trust.signerSet else { return true }
-        guard let v = try? verifier.open(path: path) else { return false }
-        return (try? requireSignatures(v, verifier: verifier)) != nil
+        // The statement and the signatures are all it takes: no payload.
+        guard let file = try? ContainerFile.slot(of: try OpenFile(path: path)),
+            let statement = try? Statement.parse(file.statement), let n = statement.generation,
+            let signer = try? verifier.verifySignature(file)
+        else { return false }
+        let signed = signatories(of: n, statement: file.statement, signer: signer, verifier: verifier)
+        return (try? requireThreshold(n, signed)) != nil
     }
 
     /// Refuses a verified generation without `[trust] min_witnesses`
@@ -148,7 +169,8 @@ extension Home {
     func hasWitnesses(_ n: Int, verifier: Verifier) -> Bool {
         let required = config.trust.minWitnesses
         guard required > 0 else { return true }
-        guard let handle = try? OpenFile(path: layout.generation(n)), let file = try? ContainerFile.read(handle) else {
+        guard let handle = try? OpenFile(path: layout.generation(n)), let file = try? ContainerFile.slot(of: handle)
+        else {
             return false
         }
         return cosigners(of: n, statement: file.statement, verifier: verifier).valid.count >= required

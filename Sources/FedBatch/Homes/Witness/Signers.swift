@@ -80,11 +80,9 @@ extension Home {
         if let proposal {
             // A proposal for a number this signer holds already: the same
             // generation (nothing to do but co-sign it), or a fork.
-            let file = try ContainerFile.read(try OpenFile(path: proposal))
-            let statement = try Statement.parse(file.statement)
+            let statement = try ContainerFile.statement(of: try OpenFile(path: proposal))
             if let k = statement.generation, k <= newest {
-                let mine = try ContainerFile.read(try OpenFile(path: layout.generation(k)))
-                let here = try Statement.parse(mine.statement).payloadDigest.hex
+                let here = try ContainerFile.statement(of: try OpenFile(path: layout.generation(k))).payloadDigest.hex
                 guard here == statement.payloadDigest.hex else {
                     throw WitnessError.fork(generation: k, cosigned: here, offered: statement.payloadDigest.hex)
                 }

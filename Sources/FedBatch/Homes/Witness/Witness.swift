@@ -91,7 +91,7 @@ extension Home {
             throw WitnessError.fork(generation: k, cosigned: d, offered: digests[k] ?? "a missing generation")
         }
         let path = layout.generation(n)
-        let statement = try ContainerFile.read(try OpenFile(path: path)).statement
+        let statement = try ContainerFile.slot(of: try OpenFile(path: path)).statement
         // Recorded first: see above.
         let fresh = try ledger.record(generation: n, digest: result.digest)
         faultPoint("witness-after-ledger")
