@@ -66,6 +66,8 @@ struct JSONSchemaTests {
             "keys add", "keys add", status: 0,
             ["keys", "add", "--home", fed.collector, "--site", "site-1", root + "/site-1.asc"])
         try record("keys list", "keys list", status: 0, ["keys", "list", "--home", fed.collector])
+        // One collector, no signer set: the set of fedbatch.toml, empty.
+        try record("keys signers", "keys signers", status: 0, ["keys", "signers", "--home", fed.collector])
 
         // A site trains (with a foreign file to warn about); another packs
         // weights exported from generation 0.

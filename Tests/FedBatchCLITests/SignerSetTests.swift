@@ -19,46 +19,10 @@ struct SignerSetTests {
     )
     func threeSigners() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
-        let remote = fed.root + "/remote"
-        try FileManager.default.createDirectory(atPath: remote + "/inbox", withIntermediateDirectories: true)
+        let (remote, _) = try Self.threeSigners(fed)
         let a = fed.collector, b = fed.root + "/signer-b", c = fed.root + "/signer-c"
-        let keys = [
-            "a": fed.collectorKey, "b": try fed.keyring.generate("signer-b"), "c": try fed.keyring.generate("signer-c"),
-        ]
-        // Signers b and c start as copies of the genesis signer's home, with
-        // their own keys.
-        for (home, id) in [(b, "b"), (c, "c")] {
-            try FileManager.default.copyItem(atPath: a, toPath: home)
-            let path = home + "/fedbatch.toml"
-            let text = try String(contentsOfFile: path, encoding: .utf8)
-            try text.replacingOccurrences(of: "key = \"\(fed.collectorKey)\"", with: "key = \"\(keys[id]!)\"")
-                .write(toFile: path, atomically: true, encoding: .utf8)
-        }
         let site = fed.site("site-1")
-        for home in [a, b, c, site] {
-            for (id, fpr) in keys.sorted(by: { $0.key < $1.key }) {
-                try fed.run([
-                    "keys", "add", "--home", home, "--signer", id, try fed.keyring.exportPublic(fpr, to: "\(id).asc"),
-                    "-q",
-                ])
-            }
-            try Federation.setConfig(home: home, table: "trust", "signers", "[\"a\", \"b\", \"c\"]")
-            try Federation.setConfig(home: home, table: "trust", "threshold", "2")
-            try Federation.setConfig(home: home, table: "remote", "url", "\"\(remote)\"")
-        }
-        try fed.run(["publish", "--home", a, "-q"])
-
-        /// Each site's bundle on the shared remote's inbox.
-        func deliver(seq: Int64, base: Int) throws {
-            for s in ["site-1", "site-2"] {
-                let path = try fed.update(
-                    site: s, seq: seq, base: try fed.generation(base), scale: s == "site-1" ? 0.01 : -0.02)
-                try FileManager.default.createDirectory(
-                    atPath: remote + "/inbox/\(s)", withIntermediateDirectories: true)
-                try FileManager.default.moveItem(
-                    atPath: path, toPath: remote + "/inbox/\(s)/" + (path as NSString).lastPathComponent)
-            }
-        }
+        func deliver(seq: Int64, base: Int) throws { try Self.deliver(fed, remote: remote, seq: seq, base: base) }
 
         // Generation 1, with signer c offline: a proposes, b co-signs.
         try deliver(seq: 1, base: 0)
@@ -144,5 +108,168 @@ struct SignerSetTests {
         let outvoted = try fed.fedbatch(["pull", "--home", c, "--json"])
         let refused = try outvoted.summary()["refused"] as? [[String: Any]] ?? []
         #expect(outvoted.status == 3 && refused.contains { $0["code"] as? String == "signer.superseded" }, "\(refused)")
+    }
+
+    @Test(
+        "the signer set changes in the chain: t of the old set bring in the new one, a signer co-signs only a change it staged, sites judge later generations by the new set, a removed signer is out"
+    )
+    func changeOfSet() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        let (remote, keys) = try Self.threeSigners(fed)
+        let a = fed.collector, b = fed.root + "/signer-b", c = fed.root + "/signer-c", d = fed.root + "/signer-d"
+        let site = fed.site("site-1"), late = fed.site("site-2")
+        // d joins: its key is pinned at the signers (not yet a signer of
+        // the set in fedbatch.toml, so its signatures do not count yet).
+        let dKey = try fed.keyring.generate("signer-d")
+        let dFile = try fed.keyring.exportPublic(dKey, to: "d.asc")
+        try Self.copySigner(fed, to: d, key: dKey)
+        for home in [a, b, c, d] { try fed.run(["keys", "add", "--home", home, "--signer", "d", dFile, "-q"]) }
+        for (id, fpr) in keys.sorted(by: { $0.key < $1.key }) {
+            try fed.run([
+                "keys", "add", "--home", d, "--signer", id, try fed.keyring.exportPublic(fpr, to: "\(id).asc"),
+            ])
+        }
+        for (key, value) in [("signers", "[\"a\", \"b\", \"c\"]"), ("threshold", "2"), ("url", "\"\(remote)\"")] {
+            try Federation.setConfig(home: d, table: key == "url" ? "remote" : "trust", key, value)
+        }
+        for (key, value) in [("signers", "[\"a\", \"b\", \"c\"]"), ("threshold", "2")] {
+            try Federation.setConfig(home: late, table: "trust", key, value)
+        }
+        try Federation.setConfig(home: late, table: "remote", "url", "\"\(remote)\"")
+        for (id, fpr) in keys.sorted(by: { $0.key < $1.key }) {
+            try fed.run([
+                "keys", "add", "--home", late, "--signer", id, try fed.keyring.exportPublic(fpr, to: "\(id).asc"),
+            ])
+        }
+        // d is not a signer yet.
+        let notYet = try fed.fedbatch(["keys", "signers", "--home", d, "--set", "a,b,d", "--threshold", "2"])
+        #expect(notYet.status != 0 && notYet.err.contains("not pinned for any signer"), "\(notYet.err)")
+
+        // a stages the set {a, b, d} with threshold 2 (c leaves) and
+        // proposes generation 1, which carries it.
+        let staged = try fed.run([
+            "keys", "signers", "--home", a, "--set", "a,b,d", "--threshold", "2", "--json",
+        ]).summary()
+        #expect(staged["action"] as? String == "staged", "\(staged)")
+        #expect((staged["staged"] as? [String: Any])?["threshold"] as? Int == 2)
+        let half = try fed.fedbatch(["keys", "signers", "--home", a, "--set", "a,b,c,d", "--threshold", "2"])
+        #expect(half.status != 0 && half.err.contains("more than half"), "\(half.err)")
+        try Self.deliver(fed, remote: remote, seq: 1, base: 0)
+        try fed.run(["pull", "--home", a, "-q"])
+        #expect(try fed.run(["merge", "--home", a, "--json"]).summary()["generation"] as? Int == 1)
+        try fed.run(["publish", "--home", a, "-q"])
+
+        // b re-derives the proposal, but has not consented to the change.
+        try fed.run(["pull", "--home", b, "-q"])
+        let refused = try fed.fedbatch(["witness", "--home", b, "--json"])
+        let code = (try refused.jsonErrorLines().last)?["code"] as? String
+        #expect(refused.status == 3 && code == "signer.set-not-staged", "\(refused.out)\(refused.err)")
+        #expect(!FileManager.default.fileExists(atPath: b + "/generations/g000001.fbg"))
+        // Once b stages the same set, it co-signs.
+        try fed.run(["keys", "signers", "--home", b, "--set", "d,b,a", "--threshold", "2", "-q"])
+        #expect(try fed.run(["witness", "--home", b, "--json"]).summary()["generation"] as? Int == 1)
+        try fed.run(["publish", "--home", b, "-q"])
+        let atB = try fed.run(["keys", "signers", "--home", b, "--json"]).summary()
+
+        let sets = atB["sets"] as? [[String: Any]] ?? []
+        #expect(sets.map { $0["from_generation"] as? Int } == [1, 2], "\(atB)")
+        #expect((sets.last?["signers"] as? [[String: Any]])?.map { $0["id"] as? String } == ["a", "b", "d"])
+        #expect(atB["staged"] is NSNull, "the change b staged is done: \(atB)")
+
+        // Generation 2 under the new set: d catches up from the remote
+        // (adopting the set from generation 1) and proposes; c's signature
+        // no longer counts, a's does.
+        try fed.run(["pull", "--home", a, "-q"])
+        try Self.deliver(fed, remote: remote, seq: 2, base: 1)
+        let dPull = try fed.fedbatch(["pull", "--home", d, "--json"])
+        #expect(dPull.status == 0, "\(dPull.out)\(dPull.err)")
+        #expect(try fed.run(["merge", "--home", d, "--json"]).summary()["generation"] as? Int == 2)
+        try fed.run(["publish", "--home", d, "-q"])
+        try fed.run(["pull", "--home", site, "-q"])
+        let proposal = remote + "/proposals/g000002-d.fbg"
+        try FileManager.default.copyItem(atPath: proposal, toPath: site + "/generations/g000002.fbg")
+        // c signs d's proposal by hand: a signer of the old set only.
+        let raw = try ContainerFile.slot(of: try OpenFile(path: proposal)).statement
+        let cSigner = try PayloadSigner(gnupgHome: fed.keyring.home, fingerprint: keys["c"]!, passphraseFile: nil)
+        try cSigner.sign(raw).write(to: URL(fileURLWithPath: site + "/generations/g000002-c.fbc"))
+        let outvoted = try fed.fedbatch(["verify", "--home", site, "2", "--json"])
+        let verdict = (try outvoted.summary()["files"] as? [[String: Any]])?.first
+        #expect(outvoted.status == 3 && verdict?["code"] as? String == "trust.threshold", "\(outvoted.out)")
+        #expect(
+            (verdict?["message"] as? String)?.contains("signed by 1 of the signers (d)") == true, "\(verdict ?? [:])")
+        try FileManager.default.removeItem(atPath: site + "/generations/g000002.fbg")
+        try FileManager.default.removeItem(atPath: site + "/generations/g000002-c.fbc")
+
+        // a co-signs; d's proposal is a generation of the new set.
+        try fed.run(["pull", "--home", a, "-q"])
+        #expect(try fed.run(["witness", "--home", a, "--json"]).summary()["generation"] as? Int == 2)
+        try fed.run(["publish", "--home", a, "-q"])
+        let sitePull = try fed.fedbatch(["pull", "--home", site, "--json"])
+        #expect(sitePull.status == 0, "\(sitePull.out)\(sitePull.err)")
+        let verified = try fed.fedbatch(["verify", "--home", site, "2"])
+        #expect(verified.status == 0, "\(verified.out)\(verified.err)")
+        let log = try fed.run(["log", "--home", site, "--json"]).summary()
+        let links = log["generations"] as? [[String: Any]] ?? []
+        #expect(links.map { $0["signers"] as? [String] ?? [] } == [["a"], ["a", "b"], ["a", "d"]], "\(links)")
+        // A site that pulls the whole chain at once walks to it.
+        try fed.run(["pull", "--home", late, "-q"])
+        let walked = try fed.fedbatch(["verify", "--home", late, "2"])
+        #expect(walked.status == 0, "\(walked.out)\(walked.err)")
+        // Everyone re-derives the chain, the change included.
+        #expect(try fed.fedbatch(["audit", "--home", b, "all"]).status == 0)
+
+        // c, removed, learns the new set from the chain and merges no more.
+        _ = try fed.fedbatch(["pull", "--home", c, "-q"])
+        try Self.deliver(fed, remote: remote, seq: 3, base: 2)
+        _ = try fed.fedbatch(["pull", "--home", c, "-q"])
+        let out = try fed.fedbatch(["merge", "--home", c])
+        #expect(out.status != 0 && out.err.contains("not the key of any signer of the set"), "\(out.err)")
+    }
+
+    /// Signers a (the genesis collector), b and c with threshold 2 on one
+    /// directory remote, and site-1 pinning them; b and c start as copies
+    /// of a's home with their own keys. Returns the remote and the keys.
+    static func threeSigners(_ fed: Federation) throws -> (remote: String, keys: [String: String]) {
+        let remote = fed.root + "/remote"
+        try FileManager.default.createDirectory(atPath: remote + "/inbox", withIntermediateDirectories: true)
+        let a = fed.collector
+        let keys = [
+            "a": fed.collectorKey, "b": try fed.keyring.generate("signer-b"), "c": try fed.keyring.generate("signer-c"),
+        ]
+        for id in ["b", "c"] { try copySigner(fed, to: fed.root + "/signer-\(id)", key: keys[id]!) }
+        for home in [a, fed.root + "/signer-b", fed.root + "/signer-c", fed.site("site-1")] {
+            for (id, fpr) in keys.sorted(by: { $0.key < $1.key }) {
+                try fed.run([
+                    "keys", "add", "--home", home, "--signer", id, try fed.keyring.exportPublic(fpr, to: "\(id).asc"),
+                    "-q",
+                ])
+            }
+            try Federation.setConfig(home: home, table: "trust", "signers", "[\"a\", \"b\", \"c\"]")
+            try Federation.setConfig(home: home, table: "trust", "threshold", "2")
+            try Federation.setConfig(home: home, table: "remote", "url", "\"\(remote)\"")
+        }
+        try fed.run(["publish", "--home", a, "-q"])
+        return (remote, keys)
+    }
+
+    /// A signer's home as a copy of the genesis signer's, signing with `key`.
+    static func copySigner(_ fed: Federation, to home: String, key: String) throws {
+        try FileManager.default.copyItem(atPath: fed.collector, toPath: home)
+        let path = home + "/fedbatch.toml"
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try text.replacingOccurrences(of: "key = \"\(fed.collectorKey)\"", with: "key = \"\(key)\"")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Each site's bundle on the shared remote's inbox.
+    static func deliver(_ fed: Federation, remote: String, seq: Int64, base: Int) throws {
+        for s in ["site-1", "site-2"] {
+            let path = try fed.update(
+                site: s, seq: seq, base: try fed.generation(base), scale: s == "site-1" ? 0.01 : -0.02)
+            try FileManager.default.createDirectory(
+                atPath: remote + "/inbox/\(s)", withIntermediateDirectories: true)
+            try FileManager.default.moveItem(
+                atPath: path, toPath: remote + "/inbox/\(s)/" + (path as NSString).lastPathComponent)
+        }
     }
 }

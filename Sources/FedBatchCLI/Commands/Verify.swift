@@ -64,6 +64,13 @@ struct VerifyOutput: CommandOutput {
         @OrNull var message: String?
         /// For a verified file: something to know (a retired key).
         @OrNull var note: String?
+        /// The signer id a generation's key is pinned for (no single
+        /// collector); not in the JSON output, where role and signer say it.
+        var signerID: String?
+
+        enum CodingKeys: String, CodingKey {
+            case file, ok, kind, generation, site, seq, role, signer, digest, code, message, note
+        }
 
         init(_ v: FileVerdict) {
             note = v.note
@@ -79,7 +86,7 @@ struct VerifyOutput: CommandOutput {
                 case .collector: role = "collector"
                 case .site: role = "site"
                 case .witness: role = "witness"
-                case .signer: role = "signer"
+                case .signer(let id): role = "signer"; signerID = id
                 }
                 signer = c.signer.fingerprint
                 digest = c.digest.hex
@@ -108,7 +115,12 @@ struct VerifyOutput: CommandOutput {
         for v in files {
             if v.ok {
                 let subject = v.kind == "generation" ? "generation \(v.generation!)" : "\(v.site!) seq \(v.seq!)"
-                let whom = v.role == "collector" ? "the collector" : "site \(v.site!)"
+                let whom =
+                    switch v.role {
+                    case "collector": "the collector"
+                    case "signer": "signer \(v.signerID ?? "?")"
+                    default: "site \(v.site ?? "?")"
+                    }
                 text.out.append(
                     "ok    \(v.file): \(subject), signed by \(v.signer!) (\(whom)), digest \(v.digest!)"
                         + (v.note.map { "; \($0)" } ?? ""))

@@ -71,11 +71,15 @@ public enum WitnessError: Error, Equatable, Sendable, ReasonCoded, CustomStringC
     case fork(generation: Int, cosigned: String, offered: String)
     /// The generation does not re-derive exactly (the audit's reason).
     case notReproduced(generation: Int, reason: String)
+    /// A signer's proposal carries a change of the signer set this signer
+    /// did not stage (`keys signers`).
+    case setNotStaged(generation: Int, reason: String)
 
     public var code: String {
         switch self {
         case .fork: return "witness.fork"
         case .notReproduced: return "witness.not-reproduced"
+        case .setNotStaged: return "signer.set-not-staged"
         }
     }
 
@@ -85,7 +89,7 @@ public enum WitnessError: Error, Equatable, Sendable, ReasonCoded, CustomStringC
             return
                 "this witness co-signed generation \(g) as \(cosigned); it will never co-sign a different generation "
                 + "\(g) (\(offered)): the collector has shown two histories, and anyone holding both can prove it"
-        case let .notReproduced(g, reason):
+        case let .notReproduced(g, reason), let .setNotStaged(g, reason):
             return "generation \(g) is not co-signed: \(reason)"
         }
     }

@@ -16,7 +16,7 @@ import Foundation
 /// to generation 0. A home keeps every rotation it has accepted in
 /// `keys/rotations/gNNNNNN/` (NNNNNN = `fromGeneration`).
 public struct KeyRotation: Sendable, Equatable {
-    public struct Statement: Codable, Equatable, Sendable {
+    public struct Statement: CanonicalJSON {
         public var format = "fedbatch-key-rotation"
         public var version = 1
         public let model: String
@@ -41,12 +41,6 @@ public struct KeyRotation: Sendable, Equatable {
             self.fromGeneration = fromGeneration
         }
 
-        /// Canonical bytes: sorted keys, no spaces, one trailing newline.
-        public var encoded: Data {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            return (try! encoder.encode(self)) + Data("\n".utf8)
-        }
     }
 
     public let statement: Statement
@@ -115,11 +109,9 @@ public struct KeyRotation: Sendable, Equatable {
     /// what they say (no extra fields, no other spelling).
     public static func parse(_ bytes: Data) throws -> Statement {
         guard bytes.count <= 4096 else { throw RotationError.invalid("the rotation statement is over 4096 bytes") }
-        let s: Statement
-        do { s = try JSONDecoder().decode(Statement.self, from: bytes) } catch {
-            throw RotationError.invalid("the rotation statement is not valid JSON of the expected form")
+        guard let s = Statement.decodeCanonical(bytes) else {
+            throw RotationError.invalid("the rotation statement is not canonical JSON of the expected form")
         }
-        guard s.encoded == bytes else { throw RotationError.invalid("the rotation statement is not in canonical form") }
         guard s.format == "fedbatch-key-rotation", s.version == 1 else {
             throw RotationError.invalid("unknown rotation format \(s.format) version \(s.version)")
         }
@@ -142,19 +134,45 @@ public struct KeyRotation: Sendable, Equatable {
             oldSignature: try read(Files.oldSignature), newSignature: try read(Files.newSignature))
     }
 
-    /// Writes the four files into a new directory beside `directory` and
-    /// renames it into place, so a reader never sees half a rotation.
+    /// Writes the four files into `directory`, never half of them.
     public func write(to directory: String) throws {
-        let parent = (directory as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        let tmp = "\(parent)/.\((directory as NSString).lastPathComponent).tmp-\(getpid())"
-        try? FileManager.default.removeItem(atPath: tmp)
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
-        for (name, data) in zip(Files.all, [statement.encoded, newKey, oldSignature, newSignature]) {
-            try writeFileAtomically(data, to: "\(tmp)/\(name)")
-        }
-        try moveFile(tmp, to: directory)
+        try writeDirectoryAtomically(
+            Array(zip(Files.all, [statement.encoded, newKey, oldSignature, newSignature])), to: directory)
     }
+}
+
+/// A signed statement's JSON: one canonical encoding (sorted keys, no
+/// spaces, one trailing newline), so that equal statements are equal bytes
+/// and a reader can refuse any other spelling of the same content.
+public protocol CanonicalJSON: Codable, Equatable, Sendable {}
+
+extension CanonicalJSON {
+    public var encoded: Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try! encoder.encode(self)) + Data("\n".utf8)
+    }
+
+    /// The statement `bytes` hold, or nil unless they are its canonical
+    /// encoding.
+    public static func decodeCanonical(_ bytes: Data) -> Self? {
+        guard let s = try? JSONDecoder().decode(Self.self, from: bytes), s.encoded == bytes else { return nil }
+        return s
+    }
+}
+
+/// Writes `files` into a new directory beside `directory` and renames it
+/// into place (replacing what was there), so a reader never sees half of
+/// them.
+func writeDirectoryAtomically(_ files: [(name: String, data: Data)], to directory: String) throws {
+    let parent = (directory as NSString).deletingLastPathComponent
+    try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    let tmp = "\(parent)/.\((directory as NSString).lastPathComponent).tmp-\(getpid())"
+    try? FileManager.default.removeItem(atPath: tmp)
+    try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+    for (name, data) in files { try writeFileAtomically(data, to: "\(tmp)/\(name)") }
+    if FileManager.default.fileExists(atPath: directory) { try FileManager.default.removeItem(atPath: directory) }
+    try moveFile(tmp, to: directory)
 }
 
 /// Why a key rotation was refused.

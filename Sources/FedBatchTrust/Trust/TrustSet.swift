@@ -42,6 +42,9 @@ public struct PinnedKey: Sendable, Equatable {
 /// A fingerprint may be pinned for one role only.
 public struct TrustSet: Sendable {
     public internal(set) var keys: [PinnedKey]
+    /// The changes of the signer set this home accepted, in order of the
+    /// generation each takes effect from (`keys/signer-sets/`).
+    public internal(set) var signerSets: [SignerSetChange] = []
 
     /// Where the pinned keys lie inside a keys directory.
     public enum Files {
@@ -69,6 +72,9 @@ public struct TrustSet: Sendable {
             "\(witnessKeys(in: keys))/\(witness).asc"
         }
         public static func pendingRotation(in keys: String) -> String { "\(keys)/rotation-pending" }
+        /// Accepted changes of the signer set, and one a signer staged.
+        public static func signerSets(in keys: String) -> String { "\(keys)/signer-sets" }
+        public static func pendingSignerSet(in keys: String) -> String { "\(keys)/signer-set-pending" }
     }
 
     /// The key that speaks for `role` now: for the collector the newest,
@@ -130,6 +136,12 @@ public struct TrustSet: Sendable {
             if let fingerprint, fingerprint != key.fingerprint {
                 throw TrustError.keyFile(
                     path: path, reason: "holds key \(key.fingerprint), not the \(fingerprint) its name says")
+            }
+            // A signer's key is named again by each signer set that keeps it.
+            if case .signer = role,
+                let same = pinned.first(where: { $0.fingerprint == key.fingerprint && $0.role == role })
+            {
+                return same
             }
             if let other = pinned.first(where: { $0.fingerprint == key.fingerprint }) {
                 // A retired copy of a key pinned again for the same site is
@@ -245,11 +257,36 @@ public struct TrustSet: Sendable {
             }
             try add(try readFile("\(signers)/\(f)", cap: 1 << 20), path: "\(signers)/\(f)", .signer(id))
         }
+        var sets: [SignerSetChange] = []
+        let setsDirectory = Files.signerSets(in: keysDirectory)
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: setsDirectory)) ?? []).filter({
+            !$0.hasPrefix(".")
+        }).sorted() {
+            let path = "\(setsDirectory)/\(name)"
+            let change: SignerSetChange
+            do { change = try SignerSetChange.load(directory: path, staged: false) } catch {
+                throw TrustError.keyFile(path: path, reason: "\(error)")
+            }
+            guard name == SignerSetChange.directoryName(fromGeneration: change.statement.fromGeneration) else {
+                throw TrustError.keyFile(
+                    path: path,
+                    reason: "a signer set from generation \(change.statement.fromGeneration) must be in "
+                        + SignerSetChange.directoryName(fromGeneration: change.statement.fromGeneration))
+            }
+            for signer in change.statement.signers {
+                try add(
+                    change.keys[signer.id]!, path: "\(path)/\(SignerSetChange.Files.key(signer.id))",
+                    .signer(signer.id), expect: signer.fingerprint)
+            }
+            sets.append(change)
+        }
         // A key pinned again after it was retired counts as current.
         for (i, k) in pinned.enumerated() where k.retired {
             if pinned.contains(where: { !$0.retired && $0.fingerprint == k.fingerprint }) { pinned[i].retired = false }
         }
-        return (TrustSet(keys: pinned), blocks, rotations)
+        var set = TrustSet(keys: pinned)
+        set.signerSets = sets
+        return (set, blocks, rotations)
     }
 
     /// At a root collector: which region serves each site attached through

@@ -69,6 +69,8 @@ public final class Verifier: @unchecked Sendable {
     package var vouchedInputs: [String: PinnedKey] = [:]
     /// The rotations `adoptRotation` accepted, in order.
     public private(set) var adopted: [KeyRotation] = []
+    /// The signer sets `adoptSignerSet` accepted, in order.
+    public private(set) var adoptedSignerSets: [SignerSetChange] = []
     private let keyring: ScratchKeyring
     /// Keys already looked up. The scratch keyring never changes after
     /// `init`, and each lookup is a gpg process: a merge of 200 small
@@ -179,6 +181,73 @@ public final class Verifier: @unchecked Sendable {
         }
         adopted.append(r)
         return r
+    }
+
+    /// Adopts the change of the signer set that generation `v` carries, if
+    /// any: for the generations from the next one on. The caller has
+    /// checked that `v` has the threshold of the set it was signed under
+    /// (`Home.adoptTrustChanges`); here the change itself is checked: the
+    /// model, the next generation as its first, and each key against the
+    /// statement, the key policy, and the roles pinned here (a key may be
+    /// pinned for the same signer already, never for another role). Returns
+    /// it when it is new to this verifier.
+    @discardableResult
+    public func adoptSignerSet(carriedBy v: VerifiedContainer) throws -> SignerSetChange? {
+        guard v.manifest.kind == .generation, let n = v.manifest.generation,
+            let change = try SignerSetChange.carried(in: v.container.members)
+        else { return nil }
+        let s = change.statement
+        if trust.signerSets.contains(change) { return nil }
+        guard s.model == v.manifest.model.id else {
+            throw SignerSetError.invalid("it names model \(s.model), not \(v.manifest.model.id)")
+        }
+        guard s.fromGeneration == n + 1 else {
+            throw SignerSetError.invalid(
+                "generation \(n) carries a signer set from generation \(s.fromGeneration), not \(n + 1)")
+        }
+        if let last = trust.signerSets.last, last.statement.fromGeneration >= s.fromGeneration {
+            throw SignerSetError.invalid(
+                "this home holds a signer set from generation \(last.statement.fromGeneration) already")
+        }
+        var added: [PinnedKey] = []
+        for signer in s.signers {
+            let key = change.keys[signer.id]!
+            let parsed: GPGKey
+            do {
+                parsed = try KeyFile.parse(
+                    key, path: "generation \(n): \(SignerSetChange.Files.memberPrefix)\(signer.id).asc",
+                    context: keyring.context)
+            } catch {
+                throw SignerSetError.invalid("\(error)")
+            }
+            guard parsed.fingerprint == signer.fingerprint else {
+                throw SignerSetError.invalid(
+                    "the key carried for \(signer.id) is \(parsed.fingerprint), not \(signer.fingerprint)")
+            }
+            try KeyPolicy.check(parsed, path: "the key of signer \(signer.id)")
+            if parsed.revoked || parsed.expired {
+                throw SignerSetError.invalid("the key of signer \(signer.id) is revoked or expired")
+            }
+            let pinned = trust.keys.filter { $0.fingerprint == signer.fingerprint }
+            if pinned.contains(where: { $0.role == .signer(signer.id) }) { continue }
+            if let other = pinned.first(where: { $0.role != .collector }) {
+                throw TrustError.alreadyPinned(fingerprint: signer.fingerprint, role: other.role)
+            }
+            if pinned.isEmpty {
+                do { try keyring.context.importKeys(key) } catch let e as GPGError {
+                    throw TrustError.gpg(e.description)
+                }
+            }
+            added.append(
+                PinnedKey(
+                    role: .signer(signer.id), fingerprint: signer.fingerprint, userID: parsed.userIDs.first ?? "",
+                    expires: parsed.primary.expires,
+                    path: v.path + ":" + SignerSetChange.Files.memberPrefix + SignerSetChange.Files.key(signer.id)))
+        }
+        trust.keys += added
+        trust.signerSets.append(change)
+        adoptedSignerSets.append(change)
+        return change
     }
 
     /// Checks that a signature slot holds exactly one well-formed OpenPGP

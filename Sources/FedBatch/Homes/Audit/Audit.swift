@@ -144,8 +144,10 @@ extension Home {
                 progress(.init(generation: n, done: results.count, total: wanted.count))
                 results.append(auditor.audit(v, pruned: pruned, parent: previous))
             }
-            // The generation's own rotation applies to the ones after it.
-            if !pruned { try verifier.adoptRotation(carriedBy: v) }
+            // The generation's own rotation or signer set applies to the
+            // ones after it (none after the last: a signer's candidate has
+            // no threshold yet, which adopting a set would ask of it).
+            if !pruned, n < top { try adoptTrustChanges(carriedBy: v, verifier: verifier) }
             auditor.history.record(v.manifest, digest: v.digest.hex)
             previous = weights.map { (v, $0) }
             previousLink = (n, v.digest.hex)

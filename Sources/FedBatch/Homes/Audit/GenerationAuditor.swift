@@ -337,10 +337,14 @@ struct GenerationAuditor {
         return seed
     }
 
-    /// A key rotation's members, as the generation carries them: they are
-    /// signed statements of their own, verified when the chain adopted them.
+    /// A key rotation's members and a change of the signer set's, as the
+    /// generation carries them: they are checked when the chain adopts
+    /// them (a rotation's signatures; a set change's threshold, and a
+    /// co-signing signer's consent), not re-derived.
     static func rotationMembers(of v: VerifiedContainer) -> [(name: String, data: Data)] {
-        v.manifest.members.filter { $0.name.hasPrefix(KeyRotation.Files.memberPrefix) }.compactMap { member in
+        v.manifest.members.filter {
+            $0.name.hasPrefix(KeyRotation.Files.memberPrefix) || $0.name.hasPrefix(SignerSetChange.Files.memberPrefix)
+        }.compactMap { member in
             v.container.members[member.name].map { (member.name, $0) }
         }
     }

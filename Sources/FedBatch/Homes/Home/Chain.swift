@@ -88,7 +88,8 @@ extension Home {
 
     private func walkChain(into links: inout [ChainLink]) throws {
         let verifier = try self.verifier()
-        for (n, path, pruned) in layout.chainFiles() {
+        let files = layout.chainFiles()
+        for (n, path, pruned) in files {
             let v: VerifiedContainer
             do {
                 // A pruned generation keeps its signed manifest: enough for
@@ -103,9 +104,11 @@ extension Home {
             }
             // A rotation this generation announces applies to the links
             // after it (in memory: log writes nothing).
-            do { try verifier.adoptRotation(carriedBy: v) } catch {
+            // (None after the newest: on a signer it may be a proposal.)
+            do { if n != files.last?.number { try adoptTrustChanges(carriedBy: v, verifier: verifier) } } catch {
                 throw ChainError(
-                    generation: n, message: "\(path) carries a key rotation that does not verify: \(error)")
+                    generation: n,
+                    message: "\(path) carries a key rotation or signer set that does not verify: \(error)")
             }
             if let previous = links.last {
                 guard previous.generation == n - 1 else {

@@ -86,6 +86,14 @@ extension Home {
                     message:
                         "names parent \(v.manifest.parent?.digest ?? "none"), but generation \(n - 1) is \(previous)")
             }
+            // Under a signer set every link must have its threshold: a
+            // generation after one that lacks it is trusted through nothing.
+            if config.trust.signerSet {
+                do { try requireSignatures(v, verifier: verifier) } catch {
+                    throw ChainError(
+                        generation: n, message: "\(path): \(error)", code: reasonCode(of: error))
+                }
+            }
             if pruned {
                 // Only the manifest is left: its rotation cannot be read.
                 if v.manifest.members.contains(where: { $0.name.hasPrefix(KeyRotation.Files.memberPrefix) }),
@@ -98,10 +106,22 @@ extension Home {
                             + "recorded; fetch the whole generation",
                         code: "chain.gap")
                 }
-            } else {
-                do { try verifier.adoptRotation(carriedBy: v) } catch {
+                if v.manifest.members.contains(where: { $0.name.hasPrefix(SignerSetChange.Files.memberPrefix) }),
+                    !verifier.trust.signerSets.contains(where: { $0.statement.fromGeneration == n + 1 })
+                {
                     throw ChainError(
-                        generation: n, message: "\(path) carries a key rotation that does not verify: \(error)")
+                        generation: n,
+                        message:
+                            "\(path) is pruned, but generation \(n) carried a change of the signer set this home "
+                            + "has not recorded; fetch the whole generation",
+                        code: "chain.gap")
+                }
+            } else {
+                do { try adoptTrustChanges(carriedBy: v, verifier: verifier) } catch {
+                    throw ChainError(
+                        generation: n,
+                        message: "\(path) carries a key rotation or signer set that does not verify: \(error)",
+                        code: reasonCode(of: error))
                 }
             }
             previous = v.digest.hex

@@ -91,8 +91,9 @@ extension Home {
         }
         try requireSignatures(v, verifier: verifier)
         if requireWitnesses { try self.requireWitnesses(v, verifier: verifier) }
-        // The generation's own rotation applies to the ones after it.
-        try verifier.adoptRotation(carriedBy: v)
+        // The generation's own rotation or signer set applies to the ones
+        // after it.
+        try adoptTrustChanges(carriedBy: v, verifier: verifier)
         return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
     }
 

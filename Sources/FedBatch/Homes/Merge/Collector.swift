@@ -435,6 +435,11 @@ public struct Collector {
                 )
             }
         }
+        // A change of the signer set this signer staged rides in its
+        // proposal; it takes effect from the generation after, once the
+        // proposal has the current set's threshold (SignerSetChange).
+        let signerSet =
+            home.config.trust.signerSet ? try home.stagedSignerSet()?.from(generation: number + 1) : nil
         // The tabular schema, if the model has one, is carried forward from
         // the current generation, unless this one pins a new normalisation
         // (`fedbatch stats --pin`).
@@ -442,7 +447,7 @@ public struct Collector {
             manifest: manifest,
             members: try Self.generationMembers(
                 weights: next, schema: replacement ?? current.container.members[TabularSchema.member], extra: extra,
-                rotation: rotation?.members ?? []))
+                rotation: (rotation?.members ?? []) + (signerSet?.members ?? [])))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
@@ -469,7 +474,8 @@ public struct Collector {
 
     /// A generation's members in the order they are written: the weights,
     /// the tabular schema if the model has one, the `extra` members, then
-    /// a key rotation's. An audit lays out what it re-derives the same way.
+    /// a key rotation's and a change of the signer set's. An audit lays out
+    /// what it re-derives the same way.
     static func generationMembers(
         weights: ModelWeights, schema: Data?, extra: [(name: String, data: Data)],
         rotation: [(name: String, data: Data)]

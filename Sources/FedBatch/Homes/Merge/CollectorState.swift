@@ -50,6 +50,9 @@ extension Collector {
         // A region follows the root's chain as a site does: the rotations
         // it walked through are kept, so the next walk starts here.
         if home.config.role == .region { for r in verifier.adopted { try home.record(r) } }
+        // A signer keeps the change of the signer set a valid generation
+        // carried: the generations after it are judged by the new set.
+        for s in verifier.adoptedSignerSets { try home.record(s) }
         return (v.identityOnly(), weights)
     }
 

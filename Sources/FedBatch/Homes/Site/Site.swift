@@ -63,8 +63,9 @@ public struct Site {
         let (v, weights) = try home.openGeneration(path, verifier: verifier)
         // The generation that announces a rotation is the last the old key
         // signs: keep the new key (and any adopted on the way) for the next.
-        try verifier.adoptRotation(carriedBy: v)
+        try home.adoptTrustChanges(carriedBy: v, verifier: verifier)
         for r in verifier.adopted { try home.record(r) }
+        for s in verifier.adoptedSignerSets { try home.record(s) }
         try state.accept(generation: v.manifest.generation!, digest: v.digest.hex)
         return (v, weights)
     }

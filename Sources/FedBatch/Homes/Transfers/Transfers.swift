@@ -463,13 +463,33 @@ public struct Transfers {
         }
     }
 
+    /// A valid generation's change of the signer set, adopted and kept.
+    private func adoptSignerSet(carriedBy v: VerifiedContainer, verifier: Verifier) throws {
+        try home.adoptTrustChanges(carriedBy: v, verifier: verifier)
+        for s in verifier.adoptedSignerSets { try home.record(s) }
+    }
+
     /// A signer (a collector home in a set of signers): the other signers'
     /// cosignatures, the generations that reached the threshold and this
     /// home lacks (in order, each on the one before it; the next command
     /// records them as a merge of its own would), and the other signers'
     /// proposals into proposals/, for `fedbatch witness`.
+    ///
+    /// A generation that changes the signer set is recorded as soon as it
+    /// is placed: the ones after it are judged by the new set.
     public func pullAsSigner(from remote: RemoteStore) throws -> TransferReport {
-        let me = try home.ownSignerID()
+        // A signer that joins through a change of the set is not one of the
+        // set its newest generation knows until it has pulled the
+        // generation that carries the change: it pulls as the signer its
+        // key is pinned for.
+        if let me = try? home.ownSignerID() { return try pullAsSigner(from: remote, me: me) }
+        guard let pinned = try TrustSet.load(keysDirectory: layout.keys).signerID(fingerprint: config.key) else {
+            return try pullAsSigner(from: remote, me: try home.ownSignerID())
+        }
+        return try pullAsSigner(from: remote, me: pinned)
+    }
+
+    private func pullAsSigner(from remote: RemoteStore, me: String) throws -> TransferReport {
         let lock = try begin()
         defer { withExtendedLifetime(lock) {} }
         var report = TransferReport(remote: remote.url)
@@ -481,6 +501,12 @@ public struct Transfers {
         let objects = try remote.list(prefix: RemoteLayout.generations)
         try pullCosignatures(objects, from: remote, except: me, into: &report)
         var newest = layout.generationNumbers().last ?? -1
+        // This signer's own proposal (or one it co-signed) may have just
+        // reached the threshold with the cosignatures pulled: a change of
+        // the signer set it carries judges the generations pulled next.
+        if newest > 0, home.hasSignatures(layout.generation(newest), verifier: verifier) {
+            try adoptSignerSet(carriedBy: try verifier.open(path: layout.generation(newest)), verifier: verifier)
+        }
         let listed = objects.compactMap { o in RemoteLayout.parseGenerationKey(o.key).map { (n: $0, object: o) } }
         func digest(_ n: Int) throws -> String {
             try ContainerFile.statement(of: try OpenFile(path: layout.generation(n))).payloadDigest.hex
@@ -504,6 +530,7 @@ public struct Transfers {
                     guard here == v.digest.hex else {
                         throw SignerConflict(generation: n, valid: v.digest.hex, here: here)
                     }
+                    try adoptSignerSet(carriedBy: v, verifier: verifier)
                     continue
                 }
                 guard n == newest + 1, v.manifest.parent?.digest == (try digest(newest)) else {
@@ -511,6 +538,7 @@ public struct Transfers {
                         generation: n, message: "does not follow generation \(newest) here", code: "chain.gap")
                 }
                 try pending.commit(as: HomeLayout.generationFileName(n))
+                try adoptSignerSet(carriedBy: v, verifier: verifier)
                 newest = n
                 report.transferred.append(.init(key: object.key, file: layout.generation(n), bytes: pending.size))
             } catch {

@@ -16,6 +16,9 @@ public struct Cosigners: Sendable, Equatable {
     /// Distinct pinned signers whose cosignature verified (a federation
     /// with no single collector: fedbatch-merge(1)).
     public var signers: [String] = []
+    /// The key each of `signers` signed with: whether it counts depends on
+    /// the signer set that judges the generation.
+    public var signerKeys: [String: String] = [:]
     /// Cosignature files that did not count, and why.
     public var refused: [Refusal] = []
 }
@@ -33,7 +36,7 @@ public struct ThresholdError: Error, Equatable, Sendable, ReasonCoded, CustomStr
         if required == 0 { return "generation \(generation): \(why ?? "")" }
         return "generation \(generation) is signed by \(signers.count) of the signers "
             + (signers.isEmpty ? "" : "(\(signers.joined(separator: ", "))) ")
-            + "and trust.threshold is \(required): a proposal, not yet a generation"
+            + "and the signers' threshold is \(required): a proposal, not yet a generation"
             + (why.map { "; \($0)" } ?? "")
     }
 }
@@ -74,6 +77,7 @@ extension Home {
                     result.valid.append(id)
                 } else if verifier.trust.signerID(fingerprint: key.fingerprint) == id {
                     result.signers.append(id)
+                    result.signerKeys[id] = key.fingerprint
                 } else {
                     throw TrustError.wrongSigner(
                         fingerprint: key.fingerprint, pinnedFor: key.role, claimed: .witness(id),
@@ -86,9 +90,10 @@ extension Home {
         return result
     }
 
-    /// The signers of `[trust] signers` that signed a generation: its
-    /// statement's own signer, if that key is a signer's, and every valid
-    /// cosignature by one.
+    /// The signers of the set that judges a generation (`signerRule`) that
+    /// signed it: its statement's own signer, if that key is one of the
+    /// set's, and every valid cosignature by one of them with the key the
+    /// set names.
     public func signatories(of v: VerifiedContainer, verifier: Verifier) -> (ids: [String], cosigners: Cosigners) {
         signatories(of: v.manifest.generation!, statement: v.file.statement, signer: v.signer, verifier: verifier)
     }
@@ -100,9 +105,12 @@ extension Home {
         ids: [String], cosigners: Cosigners
     ) {
         let found = cosigners(of: n, statement: statement, verifier: verifier)
-        let slot = verifier.trust.signerID(fingerprint: signer.fingerprint).map { [$0] } ?? []
-        let listed = Set(config.trust.signers)
-        return (Set(slot + found.signers).filter(listed.contains).sorted(), found)
+        let rule = signerRule(for: n, trust: verifier.trust)
+        let slot = rule.id(of: signer.fingerprint).map { [$0] } ?? []
+        let cosigned = found.signers.filter { id in
+            found.signerKeys[id].map { rule.keys[id]?.contains($0) ?? false } ?? false
+        }
+        return (Set(slot + cosigned).sorted(), found)
     }
 
     /// Refuses a verified generation (after generation 0) that fewer than
@@ -120,18 +128,20 @@ extension Home {
             }
             return
         }
-        try requireThreshold(n, signatories(of: v, verifier: verifier))
+        try requireThreshold(n, signatories(of: v, verifier: verifier), verifier: verifier)
     }
 
     /// Refuses generation `n` (after 0) with fewer signatories than the
-    /// threshold.
-    private func requireThreshold(_ n: Int, _ signed: (ids: [String], cosigners: Cosigners)) throws {
-        let trust = config.trust
+    /// threshold of the set that judges it.
+    private func requireThreshold(
+        _ n: Int, _ signed: (ids: [String], cosigners: Cosigners), verifier: Verifier
+    ) throws {
         guard n > 0 else { return }
+        let threshold = signerRule(for: n, trust: verifier.trust).threshold
         let (ids, found) = signed
-        guard ids.count >= trust.threshold else {
+        guard ids.count >= threshold else {
             throw ThresholdError(
-                generation: n, required: trust.threshold, signers: ids,
+                generation: n, required: threshold, signers: ids,
                 why: found.refused.isEmpty
                     ? nil
                     : "not counted: " + found.refused.map { "\($0.witness) (\($0.reason))" }.joined(separator: "; "))
@@ -149,7 +159,7 @@ extension Home {
             let signer = try? verifier.verifySignature(file)
         else { return false }
         let signed = signatories(of: n, statement: file.statement, signer: signer, verifier: verifier)
-        return (try? requireThreshold(n, signed)) != nil
+        return (try? requireThreshold(n, signed, verifier: verifier)) != nil
     }
 
     /// Refuses a verified generation without `[trust] min_witnesses`

@@ -22,14 +22,15 @@ extension Home {
             throw HomeError.config(
                 path: layout.config, reason: "this home is not one of a set of signers ([trust] threshold)")
         }
-        guard let id = try TrustSet.load(keysDirectory: layout.keys).signerID(fingerprint: config.key),
-            config.trust.signers.contains(id)
-        else {
+        let rule = currentSignerRule(trust: try TrustSet.load(keysDirectory: layout.keys))
+        guard let id = rule.id(of: config.key) else {
             throw HomeError.config(
                 path: layout.config,
-                reason:
-                    "this home signs with \(config.key), which is not pinned for any signer of trust.signers; pin it "
-                    + "with fedbatch keys add --signer ID")
+                reason: rule.fromGeneration > 1
+                    ? "this home signs with \(config.key), which is not the key of any signer of the set the chain "
+                        + "named from generation \(rule.fromGeneration) (fedbatch keys signers)"
+                    : "this home signs with \(config.key), which is not pinned for any signer of trust.signers; pin "
+                        + "it with fedbatch keys add --signer ID")
         }
         return id
     }
@@ -72,6 +73,9 @@ extension Home {
                     throw WitnessError.notReproduced(
                         generation: newest, reason: result.failure?.description ?? result.verdict.rawValue)
                 }
+                if let why = try signerSetConsent(v) {
+                    throw WitnessError.setNotStaged(generation: newest, reason: why)
+                }
                 return try cosignPlaced(v, as: me, signer: signer, again: true, audit: result)
             }
         }
@@ -98,6 +102,7 @@ extension Home {
                 generation: n, reason: "no other signer's proposal for it is in \(layout.proposals) (fedbatch pull)")
         }
         var reasons: [String] = []
+        var consent: [String] = []
         for c in candidates {
             let (results, _) = try auditChain(
                 generations: [n], bundles: directories, decryption: signer.decryption, candidate: (n, c.path),
@@ -105,6 +110,12 @@ extension Home {
             let result = results[0]
             guard result.verdict == .reproduced else {
                 reasons.append("\(c.path): \(result.failure?.description ?? result.verdict.rawValue)")
+                continue
+            }
+            // A change of the signer set needs the consent of each signer
+            // that signs it: re-deriving it only shows the proposer wrote it.
+            if let why = try signerSetConsent(try verifier.open(path: c.path)) {
+                consent.append("\(c.path): \(why)")
                 continue
             }
             // Placed first: from here on this signer's generation n is this
@@ -118,7 +129,8 @@ extension Home {
             }
             return try cosignPlaced(v, as: me, signer: signer, again: false, audit: result)
         }
-        throw WitnessError.notReproduced(generation: n, reason: reasons.joined(separator: "; "))
+        if reasons.isEmpty { throw WitnessError.setNotStaged(generation: n, reason: consent.joined(separator: "; ")) }
+        throw WitnessError.notReproduced(generation: n, reason: (reasons + consent).joined(separator: "; "))
     }
 
     /// Writes this signer's cosignature of generation `v` (already in
@@ -145,7 +157,10 @@ extension Home {
     /// Before a signer proposes generation `n`: another signer's proposal
     /// for it waiting in proposals/ is co-signed first (`SignerWait`).
     func checkNoWaitingProposal(for n: Int) throws {
-        guard config.trust.signerSet, let me = try? ownSignerID() else { return }
+        guard config.trust.signerSet else { return }
+        // A home whose key no signer of the current set holds (one a
+        // change of the set removed) proposes nothing.
+        let me = try ownSignerID()
         if let other = layout.proposals(for: n).first(where: { $0.signer != me }) {
             throw SignerWait.proposal(generation: n, signer: other.signer)
         }
