@@ -226,6 +226,56 @@ struct SignerSetTests {
         #expect(out.status != 0 && out.err.contains("not the key of any signer of the set"), "\(out.err)")
     }
 
+    @Test(
+        "two signers that merged the same inbox at once proposed one generation: each co-signs the other's as its own, and it reaches the threshold; different inboxes stay apart"
+    )
+    func sameInboxAtOnce() throws {
+        let fed = try Federation(sites: ["site-1", "site-2"])
+        let (remote, _) = try Self.threeSigners(fed)
+        let a = fed.collector, b = fed.root + "/signer-b", site = fed.site("site-1")
+        try Self.deliver(fed, remote: remote, seq: 1, base: 0)
+        // Both pull the same inbox and merge before either publishes.
+        for home in [a, b] {
+            try fed.run(["pull", "--home", home, "-q"])
+            #expect(try fed.run(["merge", "--home", home, "--json"]).summary()["generation"] as? Int == 1)
+        }
+        try fed.run(["publish", "--home", a, "-q"])
+        try fed.run(["publish", "--home", b, "-q"])
+        #expect(!FileManager.default.fileExists(atPath: remote + "/generations/g000001.fbg"))
+        // b finds a's proposal is its own generation 1 and co-signs it.
+        try fed.run(["pull", "--home", b, "-q"])
+        let cosigned = try fed.run(["witness", "--home", b, "--json"]).summary()
+        #expect(cosigned["generation"] as? Int == 1, "\(cosigned)")
+        try fed.run(["publish", "--home", b, "-q"])
+        // a's copy, with b's cosignature, has the threshold: a publishes it.
+        try fed.run(["pull", "--home", a, "-q"])
+        try fed.run(["publish", "--home", a, "-q"])
+        #expect(FileManager.default.fileExists(atPath: remote + "/generations/g000001.fbg"))
+        try fed.run(["pull", "--home", site, "-q"])
+        let verified = try fed.fedbatch(["verify", "--home", site, "1"])
+        #expect(verified.status == 0, "\(verified.out)\(verified.err)")
+        // b takes that copy in place of its own (the same payload), so it
+        // builds on generation 1 too.
+        try fed.run(["pull", "--home", b, "-q"])
+        try Self.deliver(fed, remote: remote, seq: 2, base: 1)
+        try fed.run(["pull", "--home", b, "-q"])
+        let next = try fed.fedbatch(["merge", "--home", b, "--json"])
+        #expect(next.status == 0, "\(next.out)\(next.err)")
+        #expect(try next.summary()["generation"] as? Int == 2)
+
+        // c merged a different inbox (one bundle) for generation 2: b
+        // holds another generation 2 and refuses it as a fork.
+        let c = fed.root + "/signer-c"
+        try fed.run(["pull", "--home", c, "-q"])
+        let stray = try FileManager.default.contentsOfDirectory(atPath: c + "/inbox").filter { $0.contains("site-2") }
+        try #require(!stray.isEmpty, "site-2's bundle is in c's inbox")
+        for name in stray { try FileManager.default.removeItem(atPath: c + "/inbox/" + name) }
+        #expect(try fed.run(["merge", "--home", c, "--json"]).summary()["generation"] as? Int == 2)
+        let fork = try fed.fedbatch(["witness", "--home", b, c + "/generations/g000002.fbg", "--json"])
+        let code = (try fork.jsonErrorLines().last)?["code"] as? String
+        #expect(fork.status == 3 && code == "witness.fork", "\(fork.out)\(fork.err)")
+    }
+
     /// Signers a (the genesis collector), b and c with threshold 2 on one
     /// directory remote, and site-1 pinning them; b and c start as copies
     /// of a's home with their own keys. Returns the remote and the keys.

@@ -530,6 +530,15 @@ public struct Transfers {
                     guard here == v.digest.hex else {
                         throw SignerConflict(generation: n, valid: v.digest.hex, here: here)
                     }
+                    // The same generation, signed in its slot by another
+                    // signer (it proposed the same one): that copy has the
+                    // threshold, this signer's own may not. Same payload,
+                    // same statement, so nothing but the slot changes.
+                    if !home.hasSignatures(layout.generation(n), verifier: verifier) {
+                        try pending.commit(as: HomeLayout.generationFileName(n), replacing: true)
+                        report.transferred.append(
+                            .init(key: object.key, file: layout.generation(n), bytes: pending.size))
+                    }
                     try adoptSignerSet(carriedBy: v, verifier: verifier)
                     continue
                 }
@@ -549,7 +558,12 @@ public struct Transfers {
         }
         try FileManager.default.createDirectory(atPath: layout.proposals, withIntermediateDirectories: true)
         for object in try remote.list(prefix: RemoteLayout.proposals) {
-            guard let (n, signer) = RemoteLayout.parseProposalKey(object.key), signer != me, n > newest else {
+            // Also another's proposal for the number of this signer's own
+            // unconfirmed one: the same generation, if they merged the same
+            // inbox (`cosignProposal`).
+            guard let (n, signer) = RemoteLayout.parseProposalKey(object.key), signer != me,
+                n > newest || (n == newest && !home.hasSignatures(layout.generation(n), verifier: verifier))
+            else {
                 continue
             }
             let path = "\(layout.proposals)/\(GenerationFile.proposalFileName(n, signer: signer))"

@@ -79,6 +79,26 @@ extension Home {
                 return try cosignPlaced(v, as: me, signer: signer, again: true, audit: result)
             }
         }
+        // Two signers that merged the same inbox at once proposed the same
+        // generation: merges are bit for bit, and a statement names no
+        // signer. Each co-signs the other's, which is its own: one
+        // generation per number still holds, and neither proposal is stuck
+        // short of the threshold.
+        if proposal == nil, newest > 0, !hasSignatures(layout.generation(newest), verifier: verifier),
+            !FileManager.default.fileExists(atPath: layout.cosignature(newest, witness: me))
+        {
+            let mine = try ContainerFile.statement(of: try OpenFile(path: layout.generation(newest)))
+            for other in layout.proposals(for: newest) where other.signer != me {
+                guard let theirs = try? ContainerFile.statement(of: try OpenFile(path: other.path)),
+                    theirs.payloadDigest == mine.payloadDigest
+                else { continue }
+                let v = try verifier.open(path: layout.generation(newest))
+                return try cosignPlaced(
+                    v, as: me, signer: signer, again: false,
+                    note: "signer \(other.signer) proposed this very generation (the same inputs): co-signed as "
+                        + "this signer's own")
+            }
+        }
         let n = newest + 1
         let candidates: [(signer: String, path: String)]
         if let proposal {
@@ -89,6 +109,13 @@ extension Home {
                 let here = try ContainerFile.statement(of: try OpenFile(path: layout.generation(k))).payloadDigest.hex
                 guard here == statement.payloadDigest.hex else {
                     throw WitnessError.fork(generation: k, cosigned: here, offered: statement.payloadDigest.hex)
+                }
+                if k == newest, !FileManager.default.fileExists(atPath: layout.cosignature(k, witness: me)),
+                    !hasSignatures(layout.generation(k), verifier: verifier)
+                {
+                    return try cosignPlaced(
+                        try verifier.open(path: layout.generation(k)), as: me, signer: signer, again: false,
+                        note: "\(proposal) is this very generation (the same inputs): co-signed as this signer's own")
                 }
                 throw WitnessError.notReproduced(
                     generation: k, reason: "it is already this signer's generation \(k); nothing to co-sign")
@@ -136,7 +163,8 @@ extension Home {
     /// Writes this signer's cosignature of generation `v` (already in
     /// generations/), then records it if the threshold is met.
     private func cosignPlaced(
-        _ v: VerifiedContainer, as me: String, signer: PayloadSigner, again: Bool, audit: AuditResult? = nil
+        _ v: VerifiedContainer, as me: String, signer: PayloadSigner, again: Bool, audit: AuditResult? = nil,
+        note: String = "co-signed after an interrupted run; audited then"
     ) throws -> CosignReport {
         let n = v.manifest.generation!
         let file = layout.cosignature(n, witness: me)
@@ -151,7 +179,7 @@ extension Home {
             audit: audit
                 ?? AuditResult(
                     generation: n, digest: v.digest.hex, strategy: v.manifest.strategy?.name, verdict: .reproduced,
-                    inputs: 0, failure: nil, notes: ["co-signed after an interrupted run; audited then"]))
+                    inputs: 0, failure: nil, notes: [note]))
     }
 
     /// Before a signer proposes generation `n`: another signer's proposal
