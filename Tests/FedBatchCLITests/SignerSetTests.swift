@@ -26,6 +26,10 @@ struct SignerSetTests {
 
         // Generation 1, with signer c offline: a proposes, b co-signs.
         try deliver(seq: 1, base: 0)
+        // Offline c will later merge site-1's bundle alone: a copy of it.
+        let site1Bundle = try FileManager.default.contentsOfDirectory(atPath: remote + "/inbox/site-1")[0]
+        let stash = fed.root + "/" + site1Bundle
+        try FileManager.default.copyItem(atPath: remote + "/inbox/site-1/" + site1Bundle, toPath: stash)
         try fed.run(["pull", "--home", a, "-q"])
         let proposed = try fed.run(["merge", "--home", a, "--json"]).summary()
         #expect(proposed["generation"] as? Int == 1, "\(proposed)")
@@ -74,7 +78,13 @@ struct SignerSetTests {
 
         // Generation 2: a has b's cosignature now and proposes again; b
         // co-signs.
-        try fed.run(["pull", "--home", a, "-q"])
+        // Generation 1 has the threshold: its inputs leave the shared
+        // inbox (no signer re-derives a generation that has it).
+        let cleaned = try fed.run(["pull", "--home", a, "--json"]).summary()
+        let removed = (cleaned["removed"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String }
+        #expect(removed.sorted() == ["inbox/site-1/" + site1Bundle, removed.last ?? ""].sorted(), "\(cleaned)")
+        #expect(removed.count == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: remote + "/inbox/site-1").isEmpty)
         try deliver(seq: 2, base: 1)
         try fed.run(["pull", "--home", a, "-q"])
         #expect(try fed.run(["merge", "--home", a, "--json"]).summary()["generation"] as? Int == 2)
@@ -90,10 +100,7 @@ struct SignerSetTests {
         // bundle only). Neither a nor b will sign it: they signed generation
         // 1 already.
         let cInbox = c + "/inbox"
-        for s in ["site-1"] {
-            let name = try FileManager.default.contentsOfDirectory(atPath: remote + "/inbox/\(s)").sorted()[0]
-            try FileManager.default.copyItem(atPath: remote + "/inbox/\(s)/" + name, toPath: cInbox + "/" + name)
-        }
+        try FileManager.default.copyItem(atPath: stash, toPath: cInbox + "/" + site1Bundle)
         #expect(try fed.run(["merge", "--home", c, "--json"]).summary()["generation"] as? Int == 1)
         try fed.run(["publish", "--home", c, "-q"])
         for home in [a, b] {

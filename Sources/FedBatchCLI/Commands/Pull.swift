@@ -51,14 +51,21 @@ struct Pull: Subcommand {
         switch home.config.role {
         case .collector:
             let remote = try remoteOption.open(for: home)
-            var report = try Transfers(home: home).pullBundles(from: remote, decryption: decryption)
             // A signer also takes the other signers' generations,
-            // cosignatures and proposals.
-            if home.config.trust.signerSet {
-                let signed = try Transfers(home: home).pullAsSigner(from: remote)
-                report.transferred += signed.transferred
-                report.refused += signed.refused
+            // cosignatures and proposals, first: a generation that reached
+            // the threshold with them lets its inputs leave the shared
+            // inbox, and a bundle trained on it merges in this round.
+            guard home.config.trust.signerSet else {
+                return TransferOutput(
+                    direction: "download", try Transfers(home: home).pullBundles(from: remote, decryption: decryption))
             }
+            var report = try Transfers(home: home).pullAsSigner(from: remote)
+            let bundles = try Transfers(home: home).pullBundles(from: remote, decryption: decryption)
+            report.transferred += bundles.transferred
+            report.skipped += bundles.skipped
+            report.refused += bundles.refused
+            report.waiting += bundles.waiting
+            report.removed += bundles.removed
             return TransferOutput(direction: "download", report)
         case .site, .witness:
             return TransferOutput(

@@ -38,6 +38,8 @@ struct TransferOutput: CommandOutput {
     let refused: [Refused]
     /// Objects left for a later run (still being written).
     let waiting: [Refused]
+    /// Shared-inbox objects a signer deleted (merged into a generation).
+    let removed: [Item]
 
     init(direction: String, _ r: TransferReport) {
         self.direction = direction
@@ -46,6 +48,7 @@ struct TransferOutput: CommandOutput {
         skipped = r.skipped.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
         refused = r.refused.map { Refused(key: $0.key, code: $0.code, message: $0.message) }
         waiting = r.waiting.map { Refused(key: $0.key, code: $0.code, message: $0.message) }
+        removed = r.removed.map { Item(key: $0.key, file: $0.file, bytes: $0.bytes) }
     }
 
     /// A refused file is a verification failure (3), unless the refusal is
@@ -72,6 +75,7 @@ struct TransferOutput: CommandOutput {
         }
         text.notes =
             skipped.map { "\($0.key): already in place as \($0.file)" } + waiting.map { "\($0.key): \($0.message)" }
+            + removed.map { "\($0.key): removed from the shared inbox; merged into a signed generation as \($0.file)" }
         let verb = direction == "upload" ? "uploaded" : "downloaded"
         text.out = transferred.map {
             "\(verb) \($0.key) (\(ByteCountFormatter.string(fromByteCount: $0.bytes, countStyle: .binary))): \($0.file)"

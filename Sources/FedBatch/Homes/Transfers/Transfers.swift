@@ -28,6 +28,9 @@ public struct TransferReport: Sendable {
     /// Objects left for a later run: still being written (a directory
     /// remote's file changed within merge.settle_seconds).
     public var waiting: [Refusal] = []
+    /// Objects deleted from a shared inbox: inputs of a generation that
+    /// has the signers' threshold (`pullBundles`).
+    public var removed: [Item] = []
 }
 
 /// push, pull and publish for one home: a transfer takes the home it
@@ -142,8 +145,10 @@ public struct Transfers {
         let cap = home.largestInboxFile
         let settle = config.merge.settleSeconds
         let intake = try home.mergeIntake(decryption: decryption)
-        // Signers share one inbox: each takes a copy, and none deletes.
+        // Signers share one inbox: each takes a copy, and none deletes a
+        // bundle until a generation with the threshold has merged it.
         let shared = config.trust.signerSet
+        var settled: [Int: Bool] = [:]
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(
@@ -162,6 +167,11 @@ public struct Transfers {
                             format:
                                 "changed %.0f s ago; left until it has been still for merge.settle_seconds (%.0f s)",
                             max(0, wallClock() - changed), settle)))
+                continue
+            }
+            if shared, let merged = try mergedCopy(of: file, size: object.size, settled: &settled) {
+                try remote.delete(key: object.key)
+                report.removed.append(.init(key: object.key, file: merged, bytes: object.size))
                 continue
             }
             if shared,
@@ -196,6 +206,27 @@ public struct Transfers {
             }
         }
         return report
+    }
+
+    /// On a signer: the path of this home's copy of shared-inbox file
+    /// `name`, if that copy (the same name and size in accepted/) is an
+    /// input of a generation that has the signers' threshold. No signer
+    /// needs it on the remote any more: the others place that generation
+    /// on its signatures, without re-deriving it (its inputs are on the
+    /// remote under bundles/ where `publish_bundles` is set). An input of a
+    /// proposal stays: the other signers re-derive it from the inbox.
+    private func mergedCopy(of name: String, size: Int64, settled: inout [Int: Bool]) throws -> String? {
+        let path = "\(layout.accepted)/\(name)"
+        guard fileSize(path) == size, FileManager.default.fileExists(atPath: layout.stateDatabase),
+            let statement = try? ContainerFile.statement(of: try OpenFile(path: path)),
+            let merged = try Ledger(path: layout.stateDatabase).mergedInto(statement.payloadDigest.hex),
+            merged.stored == name
+        else { return nil }
+        if settled[merged.generation] == nil {
+            settled[merged.generation] = home.hasSignatures(
+                layout.generation(merged.generation), verifier: try home.verifier())
+        }
+        return settled[merged.generation]! ? path : nil
     }
 
     /// Rethrows an error that no other object would escape (the remote
