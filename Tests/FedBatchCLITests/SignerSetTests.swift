@@ -174,7 +174,14 @@ struct SignerSetTests {
         #expect(!FileManager.default.fileExists(atPath: b + "/generations/g000001.fbg"))
         // Once b stages the same set, it co-signs.
         try fed.run(["keys", "signers", "--home", b, "--set", "d,b,a", "--threshold", "2", "-q"])
-        #expect(try fed.run(["witness", "--home", b, "--json"]).summary()["generation"] as? Int == 1)
+        // Killed between recording the change and dropping what it staged:
+        // the staged change is dropped when next read, never carried again.
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["FEDBATCH_FAULT"] = "after-signer-set-recorded"
+        #expect(try Subprocess.fedbatch(["witness", "--home", b, "-q"], environment: env).status != 0)
+        #expect(FileManager.default.fileExists(atPath: b + "/keys/signer-set-pending"))
+        #expect(FileManager.default.fileExists(atPath: b + "/generations/g000001-b.fbc"))
         try fed.run(["publish", "--home", b, "-q"])
         let atB = try fed.run(["keys", "signers", "--home", b, "--json"]).summary()
 

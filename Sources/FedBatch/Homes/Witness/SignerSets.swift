@@ -76,16 +76,30 @@ extension Home {
             "\(TrustSet.Files.signerSets(in: layout.keys))/"
             + SignerSetChange.directoryName(fromGeneration: change.statement.fromGeneration)
         if !FileManager.default.fileExists(atPath: dest) { try change.write(to: dest) }
-        if let staged = try stagedSignerSet(), staged.sameSet(as: change) {
-            try FileManager.default.removeItem(atPath: TrustSet.Files.pendingSignerSet(in: layout.keys))
-        }
+        faultPoint("after-signer-set-recorded")
+        // Drops a staged change this one matches.
+        _ = try stagedSignerSet()
     }
 
-    /// The change of the signer set this signer staged, if any.
+    /// The change of the signer set this signer staged, if any. One that
+    /// is in effect already (a run killed between recording the change and
+    /// dropping what was staged) is dropped now: carried again, it would
+    /// change nothing.
     public func stagedSignerSet() throws -> SignerSetChange? {
         let path = TrustSet.Files.pendingSignerSet(in: layout.keys)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        return try SignerSetChange.load(directory: path, staged: true)
+        let staged = try SignerSetChange.load(directory: path, staged: true)
+        let recorded = TrustSet.Files.signerSets(in: layout.keys)
+        if let newest = ((try? FileManager.default.contentsOfDirectory(atPath: recorded)) ?? []).filter({
+            !$0.hasPrefix(".")
+        }).max(),
+            let current = try? SignerSetChange.load(directory: "\(recorded)/\(newest)", staged: false),
+            current.sameSet(as: staged)
+        {
+            try FileManager.default.removeItem(atPath: path)
+            return nil
+        }
+        return staged
     }
 
     /// `keys signers --set`: stages a change to `ids` with `threshold`, each
