@@ -44,7 +44,7 @@ deps:
 	fi
 	@# A venv whose NumPy is 2 shadows Debian's NumPy 1, which Debian's PyTorch
 	@# is built against: it is made again.
-	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch, moto.server' 2>/dev/null || \
+	@if ! $(VENV)/bin/python -c 'import numpy, safetensors, torch, moto.server, cheroot' 2>/dev/null || \
 	    $(VENV)/bin/python -c 'import numpy, sys; sys.exit(not numpy.__version__.startswith("2"))' 2>/dev/null; then \
 	  echo "make deps: creating $(VENV) for the interop tests"; \
 	  rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV) && \
@@ -120,6 +120,7 @@ bench: build bench-deps
 	[ -d $(SCALE_FED)/bundles ] || bench/sites.sh $(SCALE_FED) 1000
 	FED=$(SCALE_FED) bench/scale.sh | tee bench/out/scale.md
 	FED=$(SCALE_FED) bench/encrypt.sh | tee bench/out/encrypt.md
+	bench/transfers.sh | tee bench/out/transfers.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

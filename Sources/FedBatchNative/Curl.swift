@@ -5,8 +5,11 @@ import Foundation
 import Glibc
 #endif
 
-// Every call into libcurl lives in this file: one HTTP request at a time,
-// signed with AWS Signature Version 4 by libcurl itself when asked.
+// Every call into libcurl lives in this file: one HTTP request at a time
+// per client, signed with AWS Signature Version 4 by libcurl itself when
+// asked. A client keeps its easy handle, and with it libcurl's cache of
+// open connections: the next request to the same server reuses one (no new
+// TCP or TLS handshake). Parallel transfers use one client per thread.
 
 /// One HTTP request.
 public struct HTTPRequest {
@@ -68,7 +71,9 @@ public struct AWSCredentials: Sendable {
     }
 }
 
-/// Performs HTTP requests with libcurl, one at a time per client.
+/// Performs HTTP requests with libcurl, one at a time per client, over
+/// the connections it keeps open. Use each client from one thread at a
+/// time.
 public final class HTTPClient {
     private let credentials: AWSCredentials?
     /// A transfer that moves less than `minimumRate` bytes a second for
@@ -83,10 +88,16 @@ public final class HTTPClient {
 
     private static let initialized: Bool = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK }()
 
+    /// The easy handle, kept from one request to the next for its
+    /// connection cache; made at the first request.
+    private var handle: UnsafeMutableRawPointer?
+
     public init(credentials: AWSCredentials?) {
         _ = Self.initialized
         self.credentials = credentials
     }
+
+    deinit { if let handle { curl_easy_cleanup(handle) } }
 
     /// What the callbacks share with `perform`.
     private final class Transfer {
@@ -102,10 +113,13 @@ public final class HTTPClient {
     }
 
     public func perform(_ request: HTTPRequest, into sink: HTTPSink) throws -> HTTPResponse {
-        guard let h = curl_easy_init() else {
+        if handle == nil { handle = curl_easy_init() }
+        guard let h = handle else {
             throw HTTPTransportError(message: "libcurl could not start a request", tooLarge: false)
         }
-        defer { curl_easy_cleanup(h) }
+        // Every option back to its default (nothing of the last request's
+        // leaks into this one); open connections and caches stay.
+        curl_easy_reset(h)
         let transfer = Transfer(sink: sink)
         let context = Unmanaged.passUnretained(transfer).toOpaque()
         var list: UnsafeMutablePointer<curl_slist>?

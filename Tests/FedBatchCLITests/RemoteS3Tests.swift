@@ -85,13 +85,16 @@ final class DyingProxy: @unchecked Sendable {
     let process = Process()
     let port: Int
 
-    init(port: Int, target: Int, dieAfter: (direction: String, bytes: Int)? = nil) throws {
+    init(
+        port: Int, target: Int, dieAfter: (direction: String, bytes: Int)? = nil, countConnectionsIn: String? = nil
+    ) throws {
         self.port = port
         let output = Pipe()
         process.executableURL = URL(fileURLWithPath: TestPaths.python)
         process.arguments =
             [TestPaths.fixtures + "/tcp_proxy.py", String(port), String(target)]
             + (dieAfter.map { [$0.direction, String($0.bytes)] } ?? [])
+            + (countConnectionsIn.map { ["count", $0] } ?? [])
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -216,6 +219,46 @@ struct RemoteS3Tests {
         #expect(try fed.fedbatch(["pull", "--home", fed.collector]).status == 5)
     }
 
+    @Test(
+        "[remote] parallel: 24 objects pulled over at most that many kept-open connections, reported in key order; published and pushed the same way"
+    )
+    func parallelTransfers() throws {
+        let s3 = try S3Server()
+        let fed = try Self.federation(s3)
+        try s3.populate(
+            prefix: "federation/fmnist/inbox/site-1/many-", count: 24, body: try Self.bundle(fed, site: "site-1"))
+        let port = DyingProxy.freePort()
+        fed.environment = s3.environment(port: port)
+        let counter = fed.root + "/connections"
+        var proxy: DyingProxy? = try DyingProxy(port: port, target: s3.port, countConnectionsIn: counter)
+        func connections() throws -> Int { Int(try String(contentsOfFile: counter, encoding: .utf8)) ?? -1 }
+        try Federation.setConfig(home: fed.collector, table: "remote", "parallel", "4")
+        let pulled = try fed.run(["pull", "--home", fed.collector, "--json"]).summary()
+        let keys = (pulled["transferred"] as? [[String: Any]] ?? []).compactMap { $0["key"] as? String }
+        #expect(keys.count == 24 && keys == keys.sorted(), "\(keys)")
+        #expect(Self.inbox(fed).count == 24)
+        // A listing, 24 downloads and 24 deletions: 49 requests, over at
+        // most one connection per thread.
+        let used = try connections()
+        #expect((1...4).contains(used), "\(used) connections for 49 requests")
+        #expect(try fed.fedbatch(["pull", "--home", fed.collector]).status == 5)
+
+        // Publishing: generation 0 over one more connection at most 4.
+        proxy = nil
+        proxy = try DyingProxy(port: port, target: s3.port, countConnectionsIn: counter)
+        try fed.run(["publish", "--home", fed.collector, "-q"])
+        #expect((1...4).contains(try connections()))
+        // A site's push of several bundles, one at a time with parallel = 1.
+        try Federation.setConfig(home: fed.site("site-2"), table: "remote", "parallel", "1")
+        for seq in 1...3 { try Self.bundle(fed, site: "site-2", seq: Int64(seq)) }
+        proxy = nil
+        proxy = try DyingProxy(port: port, target: s3.port, countConnectionsIn: counter)
+        let pushed = try fed.run(["push", "--home", fed.site("site-2"), "--json"]).summary()
+        #expect((pushed["transferred"] as? [[String: Any]])?.count == 3)
+        #expect(try connections() == 1)
+        withExtendedLifetime(proxy) {}
+    }
+
     @Test("the server killed mid-upload and mid-download: a clear error, then a rerun with nothing lost or doubled")
     func serverKilledMidTransfer() throws {
         let s3 = try S3Server()
@@ -232,7 +275,8 @@ struct RemoteS3Tests {
         #expect(try failed.jsonErrorLines().last?["code"] as? String == "remote.unreachable", "\(failed.err)")
         #expect(FileManager.default.fileExists(atPath: file))
         proxy = try DyingProxy(port: port, target: s3.port)
-        #expect(try fed.fedbatch(["pull", "--home", fed.collector]).status == 5)  // nothing half-made arrived
+        let nothing = try fed.fedbatch(["pull", "--home", fed.collector, "--json"])
+        #expect(nothing.status == 5, "\(nothing.out)\(nothing.err)")  // nothing half-made arrived
         try fed.run(["push", "--home", fed.site("site-1")])
         #expect(!FileManager.default.fileExists(atPath: file))
 

@@ -1,5 +1,7 @@
-"""A real S3 API on 127.0.0.1 for the remote tests: moto's server mode,
-with authentication on.
+"""A real S3 API on 127.0.0.1 for the remote tests: moto's S3 application,
+with authentication on, served by cheroot, which keeps HTTP/1.1
+connections open as S3 does (moto's own werkzeug server closes each one,
+so a client's connection reuse could not be seen).
 
 usage: s3_server.py [populate BUCKET PREFIX COUNT]
 
@@ -13,9 +15,9 @@ copy of FILE or 10 bytes of junk (answering "ok"), for the listing tests; "put K
 whose key is given in hex (so it may hold any byte) with that
 x-amz-meta-fedbatch-sha256, as a hostile bucket writer could.
 """
+import io
 import json
 import os
-import socket
 import sys
 
 # moto reads this when it is imported: the first four requests (the setup
@@ -23,15 +25,34 @@ import sys
 os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-import boto3  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+import threading  # noqa: E402
 
-sock = socket.socket()
-sock.bind(("127.0.0.1", 0))
-port = sock.getsockname()[1]
-sock.close()
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-server.start()
+import boto3  # noqa: E402
+from cheroot import wsgi  # noqa: E402
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app  # noqa: E402
+
+moto_app = DomainDispatcherApplication(create_backend_app)
+
+
+def app(environ, start_response):
+    """moto's app, refusing a body shorter than its Content-Length (a client
+    cut off mid-upload) as S3 does (IncompleteBody), where moto would store
+    the part that arrived."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length:
+        body = environ["wsgi.input"].read(length)
+        if len(body) < length:
+            error = b"<Error><Code>IncompleteBody</Code><Message>short body</Message></Error>"
+            start_response("400 Bad Request", [("Content-Type", "application/xml"), ("Content-Length", str(len(error)))])
+            return [error]
+        environ["wsgi.input"] = io.BytesIO(body)
+    return moto_app(environ, start_response)
+
+
+server = wsgi.Server(("127.0.0.1", 0), app, numthreads=16)
+server.prepare()
+port = server.bind_addr[1]
+threading.Thread(target=server.serve, daemon=True).start()
 endpoint = f"http://127.0.0.1:{port}"
 
 iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")

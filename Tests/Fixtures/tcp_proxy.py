@@ -2,12 +2,14 @@
 killed during an upload or a download (moto keeps its state in memory, so
 the real server stays up behind the proxy and a rerun finds what it had).
 
-usage: tcp_proxy.py LISTEN_PORT TARGET_PORT [up|down BYTES]
+usage: tcp_proxy.py LISTEN_PORT TARGET_PORT [up|down BYTES | count FILE]
 
 Forwards 127.0.0.1:LISTEN_PORT to 127.0.0.1:TARGET_PORT. With "up N" the
 whole process exits at once (os._exit, as a kill would) once N bytes have
 gone from clients to the server; with "down N", once N bytes have come
-back. Prints "ready" when it listens.
+back. With "count FILE" it writes the number of connections accepted so
+far to FILE after each one (how a test sees connections being reused).
+Prints "ready" when it listens.
 """
 import os
 import socket
@@ -16,7 +18,9 @@ import threading
 
 listen, target = int(sys.argv[1]), int(sys.argv[2])
 mode = sys.argv[3] if len(sys.argv) > 3 else None
-limit = int(sys.argv[4]) if len(sys.argv) > 4 else None
+limit = int(sys.argv[4]) if len(sys.argv) > 4 and mode != "count" else None
+count_file = sys.argv[4] if mode == "count" else None
+accepted = 0
 counts = {"up": 0, "down": 0}
 lock = threading.Lock()
 
@@ -49,6 +53,11 @@ server.listen(16)
 print("ready", flush=True)
 while True:
     client, _ = server.accept()
+    accepted += 1
+    if count_file:
+        with open(count_file + ".tmp", "w") as f:
+            f.write(str(accepted))
+        os.replace(count_file + ".tmp", count_file)
     upstream = socket.create_connection(("127.0.0.1", target))
     threading.Thread(target=pump, args=(client, upstream, "up"), daemon=True).start()
     threading.Thread(target=pump, args=(upstream, client, "down"), daemon=True).start()

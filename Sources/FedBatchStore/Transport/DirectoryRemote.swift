@@ -11,7 +11,10 @@ import Foundation
 /// A writer of the remote is not trusted: every operation is confined
 /// below the root (see ConfinedDirectory), so no link or race planted
 /// there reaches a file outside it.
-public final class DirectoryRemote: RemoteStore {
+///
+/// Safe from several threads: every operation works below the root's
+/// descriptor, and each upload has its own temporary name.
+public final class DirectoryRemote: RemoteStore, @unchecked Sendable {
     public let root: String
     private let confined: ConfinedDirectory
     public var url: String { root }

@@ -30,7 +30,10 @@ public struct RemoteObject: Sendable, Equatable {
 ///
 /// Adding a kind of remote: one file here with a type conforming to this
 /// protocol, and its scheme in `Remotes.open`.
-public protocol RemoteStore: AnyObject {
+///
+/// A remote serves several threads at once (`[remote] parallel`): each
+/// call is one object's, and calls for different keys do not interfere.
+public protocol RemoteStore: AnyObject, Sendable {
     /// The URL, for messages and JSON.
     var url: String { get }
     /// Every object whose key starts with `prefix`, in key order.

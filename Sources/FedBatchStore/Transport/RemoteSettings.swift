@@ -21,9 +21,12 @@ public struct RemoteSettings: Sendable, Equatable {
     /// Collector: `publish` also uploads the bundles each generation
     /// includes, so that witnesses can re-derive it (fedbatch-witness(1)).
     public var publishBundles = false
+    /// How many objects `pull`, `push` and `publish` move at once, each over
+    /// its own kept-open connection.
+    public var parallel = 4
     public init() {}
 
-    static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream", "publish_bundles"]
+    static let keys: Set<String> = ["url", "path_style", "encrypt", "upstream", "publish_bundles", "parallel"]
 
     package static func parse(_ value: TOMLValueConvertible, path: String, text: String? = nil) throws -> RemoteSettings
     {
@@ -38,6 +41,7 @@ public struct RemoteSettings: Sendable, Equatable {
         r.pathStyle = try s.bool("path_style")
         r.encrypt = try s.bool("encrypt") ?? r.encrypt
         r.publishBundles = try s.bool("publish_bundles") ?? r.publishBundles
+        r.parallel = try s.int("parallel", "an integer from 1 to 32", where: { (1...32).contains($0) }) ?? r.parallel
         return r
     }
 
@@ -65,6 +69,8 @@ public struct RemoteSettings: Sendable, Equatable {
                 "# Collector: publish also uploads the bundles each generation includes, for witnesses "
                     + "(fedbatch-witness(1)).",
                 publishBundles ? "publish_bundles = true" : "# publish_bundles = true",
+                "# How many objects push, pull and publish move at once (1 to 32).",
+                "parallel = \(parallel)",
             ]
     }
 }

@@ -24,14 +24,23 @@ import FoundationXML
 /// own checksum. Listing follows continuation tokens past 1000 keys.
 /// Failed requests (no answer, a timeout, a 5xx) are retried with
 /// exponential backoff; a 403 is not, and says which credentials it used.
-public final class S3Remote: RemoteStore {
+///
+/// Safe to use from several threads at once (`[remote] parallel`): each
+/// request borrows an idle HTTP client, which keeps its connections open
+/// for the next request, and gives it back.
+public final class S3Remote: RemoteStore, @unchecked Sendable {
     public let url: String
     let bucket: String
     /// The key prefix, "" or ending in "/".
     let prefix: String
     let endpoint: String
     let pathStyle: Bool
-    private let client: HTTPClient
+    private let credentials: AWSCredentials
+    /// Idle clients, each with its open connections; one per thread that
+    /// has sent a request at the same time as the others.
+    private var idle: [HTTPClient] = []
+    private let poolLock = NSLock()
+    private var stallSeconds: Int?
     /// Files above this size are uploaded in parts of `partSize`.
     public var multipartThreshold: Int64 = 64 << 20
     public var partSize: Int64 = 64 << 20
@@ -63,13 +72,28 @@ public final class S3Remote: RemoteStore {
             throw RemoteError.failed(url: url, reason: "AWS_ENDPOINT_URL must be an http:// or https:// URL")
         }
         self.pathStyle = pathStyle ?? (custom != nil)
-        client = HTTPClient(
-            credentials: AWSCredentials(
-                accessKeyID: key, secretAccessKey: secret, sessionToken: env["AWS_SESSION_TOKEN"], region: region))
+        credentials = AWSCredentials(
+            accessKeyID: key, secretAccessKey: secret, sessionToken: env["AWS_SESSION_TOKEN"], region: region)
         // The tests make multipart uploads of small files, and fail fast.
         if let bytes = testSetting("S3_PART_BYTES").flatMap(Int64.init) { multipartThreshold = bytes; partSize = bytes }
         if let n = testSetting("S3_ATTEMPTS").flatMap(Int.init) { attempts = n }
-        if let n = testSetting("S3_STALL_SECONDS").flatMap(Int.init) { client.stallSeconds = n }
+        if let n = testSetting("S3_STALL_SECONDS").flatMap(Int.init) { stallSeconds = n }
+    }
+
+    /// An idle client, or a new one.
+    private func borrowClient() -> HTTPClient {
+        poolLock.lock()
+        defer { poolLock.unlock() }
+        if let c = idle.popLast() { return c }
+        let c = HTTPClient(credentials: credentials)
+        if let stallSeconds { c.stallSeconds = stallSeconds }
+        return c
+    }
+
+    private func giveBack(_ c: HTTPClient) {
+        poolLock.lock()
+        idle.append(c)
+        poolLock.unlock()
     }
 
     /// An S3 error answer's code and message, for an error message.
@@ -291,6 +315,8 @@ public final class S3Remote: RemoteStore {
             }
         }
         var last = ""
+        let client = borrowClient()
+        defer { giveBack(client) }
         for attempt in 0..<max(1, attempts) {
             if attempt > 0 { Thread.sleep(forTimeInterval: min(8, backoff * Double(1 << (attempt - 1)))) }
             let r: HTTPResponse

@@ -95,34 +95,47 @@ public struct Transfers {
             (encrypt ?? config.remote.encrypt)
             ? try TrustSet.load(keysDirectory: layout.keys).key(for: .collector)?.path
                 ?? TrustSet.Files.collectorKey(in: layout.keys) : nil
+        // What goes up: each bundle as it is, or encrypted first (gpg, one
+        // at a time, into a hidden file that lives as long as this run).
+        var uploads: [(entry: DirectoryEntry, key: String, source: String, size: Int64, staged: PendingFile?)] = []
         for entry in try listDirectory(layout.outbox).sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
             let name = entry.displayName
             guard !name.hasPrefix("."), [".fbu", ".fbp", ".fbs"].contains(where: name.hasSuffix),
                 let status = try entryStatus(entry), status.kind == .regular
             else { continue }
             let key = RemoteLayout.bundleKey(site: site, file: name + (recipient == nil ? "" : BundleEncryption.suffix))
-            do {
-                if let recipient {
-                    let sealed = try BundleEncryption.encrypt(
-                        try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
-                    let staged = try PendingFile(in: layout.outbox)
-                    try staged.write(sealed)
-                    try remote.put(file: staged.path, key: key)
-                } else {
-                    try remote.put(file: entry.displayPath, key: key)
-                }
-            } catch {
-                // This bundle stays in outbox/ for the next push; the rest go.
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
+            guard let recipient else {
+                uploads.append((entry, key, entry.displayPath, status.size, nil))
                 continue
             }
-            faultPoint("push-before-move")
-            try FileManager.default.createDirectory(atPath: layout.sent, withIntermediateDirectories: true)
-            let stored = try Filing.freeName(in: layout.sent, for: entry.name)
-            try moveEntry(entry, to: layout.sent, as: stored)
-            report.transferred.append(.init(key: key, file: "\(layout.sent)/\(stored)", bytes: status.size))
+            do {
+                let sealed = try BundleEncryption.encrypt(
+                    try readFile(entry.displayPath, cap: status.size), toKeyFile: recipient)
+                let staged = try PendingFile(in: layout.outbox)
+                try staged.write(sealed)
+                uploads.append((entry, key, staged.path, status.size, staged))
+            } catch {
+                // This bundle stays in outbox/ for the next push; the rest go.
+                report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
+            }
         }
+        try FileManager.default.createDirectory(atPath: layout.sent, withIntermediateDirectories: true)
+        // Uploaded, then moved to sent/: a bundle whose upload failed stays
+        // in outbox/ for the next push, and the rest go.
+        let sent = layout.sent
+        let naming = NSLock()
+        try moveConcurrently(uploads.map(\.key), into: &report) { i in
+            let u = uploads[i]
+            try remote.put(file: u.source, key: u.key)
+            faultPoint("push-before-move")
+            let stored = try naming.withLock {
+                let stored = try Filing.freeName(in: sent, for: u.entry.name)
+                try moveEntry(u.entry, to: sent, as: stored)
+                return stored
+            }
+            return .transferred(.init(key: u.key, file: "\(sent)/\(stored)", bytes: u.size))
+        }
+        withExtendedLifetime(uploads) {}
         return report
     }
 
@@ -149,6 +162,7 @@ public struct Transfers {
         // bundle until a generation with the threshold has merged it.
         let shared = config.trust.signerSet
         var settled: [Int: Bool] = [:]
+        var wanted: [(RemoteObject, String)] = []
         for object in try remote.list(prefix: RemoteLayout.inbox) {
             guard let (_, file) = RemoteLayout.parseBundleKey(object.key) else {
                 report.refused.append(
@@ -182,30 +196,67 @@ public struct Transfers {
                 report.skipped.append(.init(key: object.key, file: file, bytes: object.size))
                 continue
             }
-            do {
-                let pending = try PendingFile(in: layout.inbox)
-                try remote.get(key: object.key, into: pending, cap: cap)
-                try intake?.screen(download: try OpenFile(path: pending.path))
-                let digest = pending.digest
-                let existing = DirectoryEntry(directory: layout.inbox, name: file)
+            wanted.append((object, file))
+        }
+        // The downloads, `[remote] parallel` at a time. Choosing a name in
+        // inbox/ and renaming into it is one step under `naming`, so two
+        // objects of the same file name never take the same one.
+        let inbox = layout.inbox
+        let naming = NSLock()
+        try moveConcurrently(wanted.map(\.0.key), into: &report) { i in
+            let (object, file) = wanted[i]
+            let pending = try PendingFile(in: inbox)
+            try remote.get(key: object.key, into: pending, cap: cap)
+            try intake?.screen(download: try OpenFile(path: pending.path))
+            let digest = pending.digest
+            let moved: Moved = try naming.withLock {
+                let existing = DirectoryEntry(directory: inbox, name: file)
                 if try entryStatus(existing) != nil, Filing.fileDigest(existing, cap: cap) == digest {
-                    report.skipped.append(.init(key: object.key, file: existing.displayPath, bytes: pending.size))
-                } else {
-                    let name = try Filing.freeName(in: layout.inbox, for: Array(file.utf8))
-                    try pending.commit(as: name)
-                    report.transferred.append(
-                        .init(key: object.key, file: "\(layout.inbox)/\(name)", bytes: pending.size))
+                    return .skipped(.init(key: object.key, file: existing.displayPath, bytes: pending.size))
                 }
-                faultPoint("pull-before-delete")
-                if !shared { try remote.delete(key: object.key) }
-            } catch {
-                // One object's failure is that object's: it stays where it
-                // is, and the others still move (the exit status says so).
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+                let name = try Filing.freeName(in: inbox, for: Array(file.utf8))
+                try pending.commit(as: name)
+                return .transferred(.init(key: object.key, file: "\(inbox)/\(name)", bytes: pending.size))
             }
+            faultPoint("pull-before-delete")
+            if !shared { try remote.delete(key: object.key) }
+            return moved
         }
         return report
+    }
+
+    /// One object's outcome, as a transfer reports it.
+    enum Moved {
+        case transferred(TransferReport.Item)
+        case skipped(TransferReport.Item)
+    }
+
+    /// Runs `move(i)` for every object key in `keys` on up to `[remote]
+    /// parallel` threads (each S3 request over a kept-open connection), and
+    /// adds the outcomes to `report` in the keys' order, whatever order
+    /// they finished in. One object's failure is that object's: it is
+    /// refused with its reason and the others still move (the exit status
+    /// says so). A failure no other object would escape (the remote is
+    /// unreachable or refuses the credentials) starts no further object
+    /// and is thrown once the running ones are done.
+    func moveConcurrently(
+        _ keys: [String], into report: inout TransferReport, _ move: @escaping (Int) throws -> Moved
+    ) throws {
+        let shared = ConcurrentMoves(move)
+        var outcomes: [ConcurrentMoves.Outcome] = []
+        let width = config.remote.parallel
+        Parallel.orderedPipeline(
+            count: keys.count, workers: width, inFlight: 2 * width,
+            produce: { i, _ in shared.run(i, key: keys[i]) }, consume: { _, outcome in outcomes.append(outcome) })
+        for outcome in outcomes {
+            switch outcome {
+            case .moved(.transferred(let item)): report.transferred.append(item)
+            case .moved(.skipped(let item)): report.skipped.append(item)
+            case .refused(let refusal): report.refused.append(refusal)
+            case .notStarted: break
+            }
+        }
+        if let stop = shared.stop { throw stop }
     }
 
     /// On a signer: the path of this home's copy of shared-inbox file
@@ -270,7 +321,7 @@ public struct Transfers {
         } else {
             files = layout.generationNumbers().map { (layout.generation($0), RemoteLayout.generationKey($0)) }
         }
-        for (path, key) in files { try upload(path, as: key, to: remote, there: there, into: &report) }
+        try upload(files, to: remote, there: there, into: &report)
         if config.role == .collector, config.remote.publishBundles {
             try publishInputs(to: remote, into: &report)
         }
@@ -301,23 +352,18 @@ public struct Transfers {
         return files
     }
 
-    /// One whole-file upload, unless the remote holds the object with the
-    /// same size already.
+    /// Whole-file uploads, `[remote] parallel` at a time, except of files
+    /// the remote holds with the same size already.
     private func upload(
-        _ path: String, as key: String, to remote: RemoteStore, there: [String: Int64],
+        _ files: [(path: String, key: String)], to remote: RemoteStore, there: [String: Int64],
         into report: inout TransferReport
     ) throws {
-        let size = fileSize(path) ?? 0
-        if there[key] == size {
-            report.skipped.append(.init(key: key, file: path, bytes: size))
-            return
-        }
-        do {
+        try moveConcurrently(files.map(\.key), into: &report) { i in
+            let (path, key) = files[i]
+            let size = fileSize(path) ?? 0
+            if there[key] == size { return .skipped(.init(key: key, file: path, bytes: size)) }
             try remote.put(file: path, key: key)
-            report.transferred.append(.init(key: key, file: path, bytes: size))
-        } catch {
-            try Self.stopIfRemoteWide(error)
-            report.refused.append(.init(key: key, code: reasonCode(of: error), message: describe(error)))
+            return .transferred(.init(key: key, file: path, bytes: size))
         }
     }
 
@@ -333,6 +379,7 @@ public struct Transfers {
         let there = Dictionary(
             try remote.list(prefix: RemoteLayout.bundles).map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
         var seen: Set<String> = []
+        var files: [(path: String, key: String)] = []
         let verifier = try home.verifier()
         for n in layout.generationNumbers() {
             let m = try verifier.open(path: layout.generation(n)).manifest
@@ -352,11 +399,10 @@ public struct Transfers {
                     continue
                 }
                 guard FileManager.default.fileExists(atPath: path) else { continue }
-                try upload(
-                    path, as: RemoteLayout.publishedBundleKey(digest: digest, ext: ext), to: remote, there: there,
-                    into: &report)
+                files.append((path, RemoteLayout.publishedBundleKey(digest: digest, ext: ext)))
             }
         }
+        try upload(files, to: remote, there: there, into: &report)
     }
 
     /// Site: downloads the generations the remote has and generations/ does
@@ -444,6 +490,7 @@ public struct Transfers {
         try FileManager.default.createDirectory(atPath: layout.inputs, withIntermediateDirectories: true)
         // A partial aggregate holds 16 bytes a parameter, a generation 4.
         let cap = generationCap.multipliedReportingOverflow(by: 4).overflow ? generationCap : generationCap * 4
+        var wanted: [(object: RemoteObject, name: String)] = []
         for object in try remote.list(prefix: RemoteLayout.bundles) {
             guard let name = RemoteLayout.parsePublishedBundleKey(object.key) else {
                 report.refused.append(
@@ -452,23 +499,21 @@ public struct Transfers {
                         message: "\(object.key) is not bundles/<digest>.<fbu|fbp|fbs>; left on the remote"))
                 continue
             }
-            let path = "\(layout.inputs)/\(name)"
-            if fileSize(path) == object.size { continue }
-            do {
-                let pending = try PendingFile(in: layout.inputs)
-                try remote.get(key: object.key, into: pending, cap: cap)
-                let file = try ContainerFile.read(try OpenFile(path: pending.path))
-                let statement = try Statement.parse(file.statement)
-                guard name.hasPrefix(statement.payloadDigest.hex + ".") else {
-                    throw StatementError.mismatch(
-                        "\(object.key) holds the bundle \(statement.payloadDigest.hex), not the one its name says")
-                }
-                try pending.commit(as: name)
-                report.transferred.append(.init(key: object.key, file: path, bytes: pending.size))
-            } catch {
-                try Self.stopIfRemoteWide(error)
-                report.refused.append(.init(key: object.key, code: reasonCode(of: error), message: describe(error)))
+            if fileSize("\(layout.inputs)/\(name)") != object.size { wanted.append((object, name)) }
+        }
+        let inputs = layout.inputs
+        try moveConcurrently(wanted.map(\.object.key), into: &report) { i in
+            let (object, name) = wanted[i]
+            let pending = try PendingFile(in: inputs)
+            try remote.get(key: object.key, into: pending, cap: cap)
+            let file = try ContainerFile.read(try OpenFile(path: pending.path))
+            let statement = try Statement.parse(file.statement)
+            guard name.hasPrefix(statement.payloadDigest.hex + ".") else {
+                throw StatementError.mismatch(
+                    "\(object.key) holds the bundle \(statement.payloadDigest.hex), not the one its name says")
             }
+            try pending.commit(as: name)
+            return .transferred(.init(key: object.key, file: "\(inputs)/\(name)", bytes: pending.size))
         }
     }
 
@@ -625,5 +670,34 @@ public struct SignerConflict: Error, Sendable, ReasonCoded, CustomStringConverti
         "the signers' generation \(generation) is \(valid), but generations/ here holds \(here), a proposal that can "
             + "no longer reach trust.threshold; move it and state.db aside (they are rebuilt from the files) and pull "
             + "again (fedbatch-merge(1), NO SINGLE COLLECTOR)"
+    }
+}
+
+/// What the threads of `Transfers.moveConcurrently` share: the work, and
+/// the first failure that stops the rest.
+private final class ConcurrentMoves: @unchecked Sendable {
+    enum Outcome: @unchecked Sendable {
+        case moved(Transfers.Moved)
+        case refused(TransferReport.Refusal)
+        case notStarted
+    }
+    private let move: (Int) throws -> Transfers.Moved
+    private let lock = NSLock()
+    private var firstStop: Error?
+    var stop: Error? { lock.withLock { firstStop } }
+
+    init(_ move: @escaping (Int) throws -> Transfers.Moved) { self.move = move }
+
+    func run(_ i: Int, key: String) -> Outcome {
+        if stop != nil { return .notStarted }
+        do {
+            return .moved(try move(i))
+        } catch {
+            do { try Transfers.stopIfRemoteWide(error) } catch {
+                lock.withLock { if firstStop == nil { firstStop = error } }
+                return .notStarted
+            }
+            return .refused(.init(key: key, code: reasonCode(of: error), message: describe(error)))
+        }
     }
 }
