@@ -113,6 +113,37 @@ struct RemoteDirectoryTests {
     }
 
     @Test(
+        "killed while 4 objects are under way at once: the rerun places each of 12 bundles once, removes each from the remote, and leaves no temporary file"
+    )
+    func parallelPullResumesAfterAKill() throws {
+        let (fed, stick) = try Self.setUp()
+        try FileManager.default.createDirectory(atPath: stick + "/inbox/site-1", withIntermediateDirectories: true)
+        let bundle = Self.files(fed.site("site-1") + "/outbox")[0]
+        for i in 0..<12 {
+            try FileManager.default.copyItem(
+                atPath: fed.site("site-1") + "/outbox/" + bundle, toPath: stick + "/inbox/site-1/copy-\(i).fbu")
+        }
+        try Federation.setConfig(home: fed.collector, table: "remote", "parallel", "4")
+        try Federation.setConfig(home: fed.collector, table: "merge", "settle_seconds", "0")
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["FEDBATCH_FAULT"] = "pull-before-delete"
+        #expect(try Subprocess.fedbatch(["pull", "--home", fed.collector], environment: env).status == 99)
+        let first = Self.files(fed.collector + "/inbox")
+        #expect(!first.isEmpty && first.count < 12, "\(first)")
+        #expect(Self.files(stick + "/inbox/site-1").count == 12, "nothing is removed before it is placed")
+        let rerun = try fed.run(["pull", "--home", fed.collector, "--json"]).summary()
+        let moved = (rerun["transferred"] as? [[String: Any]] ?? []) + (rerun["skipped"] as? [[String: Any]] ?? [])
+        #expect(moved.count == 12, "\(rerun)")
+        #expect(Self.files(fed.collector + "/inbox") == (0..<12).map { "copy-\($0).fbu" }.sorted())
+        #expect(Self.files(stick + "/inbox/site-1").isEmpty)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox").allSatisfy {
+                !$0.hasPrefix(".")
+            })
+    }
+
+    @Test(
         "what a hostile remote holds stays out: a forged generation, an oversized bundle, a half-written upload, a stray key"
     )
     func hostileRemote() throws {

@@ -54,19 +54,24 @@ final class S3Server: @unchecked Sendable {
         }
     }
 
-    /// Puts `count` small objects under `prefix` with boto3.
     /// Puts `count` objects under `prefix`: copies of the file `body`, or
     /// 10 bytes of junk.
     func populate(prefix: String, count: Int, body: String? = nil) throws {
         input.fileHandleForWriting.write(Data("populate \(prefix) \(count)\(body.map { " " + $0 } ?? "")\n".utf8))
-        _ = try Self.readLine(output.fileHandleForReading)
+        try expectOK()
+    }
+
+    /// The fixture's answer to a command: "ok", or the error it met.
+    private func expectOK() throws {
+        let answer = try Self.readLine(output.fileHandleForReading)
+        guard answer == "ok" else { throw Subprocess.Failure(description: "s3_server.py: \(answer)") }
     }
 
     /// Puts one small object under any key, with the SHA-256 metadata given.
     func put(key: String, sha256: String) throws {
         input.fileHandleForWriting.write(
             Data("put \(Data(key.utf8).map { String(format: "%02x", $0) }.joined()) \(sha256)\n".utf8))
-        _ = try Self.readLine(output.fileHandleForReading)
+        try expectOK()
     }
 
     /// The environment a fedbatch command needs to reach it through `port`.

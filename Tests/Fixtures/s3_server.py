@@ -37,7 +37,10 @@ moto_app = DomainDispatcherApplication(create_backend_app)
 def app(environ, start_response):
     """moto's app, refusing a body shorter than its Content-Length (a client
     cut off mid-upload) as S3 does (IncompleteBody), where moto would store
-    the part that arrived."""
+    the part that arrived, and given the raw path its signature check uses."""
+    # moto checks signatures against the raw request path, which werkzeug
+    # names RAW_URI and cheroot REQUEST_URI (a key may hold %01).
+    environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if length:
         body = environ["wsgi.input"].read(length)
@@ -67,14 +70,21 @@ print(json.dumps({"endpoint": endpoint, "access_key": key["AccessKeyId"], "secre
 
 for line in sys.stdin:
     words = line.split()
-    if words and words[0] == "populate":
-        prefix, count = words[1], int(words[2])
-        body = open(words[3], "rb").read() if len(words) > 3 else b"x" * 10
-        for i in range(count):
-            s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=body)
-        print("ok", flush=True)
-    elif words and words[0] == "put":
-        s3.put_object(Bucket="fedbatch", Key=bytes.fromhex(words[1]).decode("utf-8"), Body=b"x" * 10,
-                      Metadata={"fedbatch-sha256": words[2]})
-        print("ok", flush=True)
+    # A command that fails answers with the error, so that the test fails
+    # at once instead of waiting for an "ok" that never comes.
+    try:
+        if words and words[0] == "populate":
+            prefix, count = words[1], int(words[2])
+            body = open(words[3], "rb").read() if len(words) > 3 else b"x" * 10
+            for i in range(count):
+                s3.put_object(Bucket="fedbatch", Key=f"{prefix}{i:05d}", Body=body)
+            print("ok", flush=True)
+        elif words and words[0] == "put":
+            s3.put_object(Bucket="fedbatch", Key=bytes.fromhex(words[1]).decode("utf-8"), Body=b"x" * 10,
+                          Metadata={"fedbatch-sha256": words[2]})
+            print("ok", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"error: {e}".replace("\n", " "), flush=True)
 server.stop()
+# cheroot's worker threads are not daemons: leave without waiting for them.
+os._exit(0)
