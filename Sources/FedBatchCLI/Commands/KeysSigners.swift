@@ -18,7 +18,8 @@ struct KeysSigners: Subcommand {
             once that generation has the current set's threshold; this signer \
             co-signs another's proposal that carries a change only if it staged \
             the same one, so a change needs the threshold of the old set, not \
-            one proposer. --cancel drops a staged change. Takes the home's lock.
+            one proposer. --cancel drops a staged change. Staging and cancelling take \
+            the home's lock.
             """
     )
 
