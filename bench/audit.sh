@@ -10,9 +10,7 @@ arch=${ARCH:-mlp:1024-1024-10}
 strategy=${STRATEGY:-fedavg}
 bench_name=audit
 . "$(dirname "$0")/common.sh"
-"$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
-"$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
-"$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
+collector_with_base "$arch"
 trained_weights "$work/base.safetensors" "$work/trained.safetensors"
 for i in $(seq -w 1 "$n"); do
   site_bundle "$work/col" "site-$i" "$work/trained.safetensors" $((1000 + 10#$i))

@@ -36,3 +36,12 @@ w = load_file(sys.argv[1]); rng = np.random.default_rng(0)
 save_file({k: (v + rng.standard_normal(v.shape).astype(np.float32) * 1e-3) for k, v in w.items()}, sys.argv[2])
 PY
 }
+# collector_with_base ARCH: a collector home in $work/col, with state.db built
+# by a first merge on the empty inbox (as a collector in service has it, so
+# a timed merge after it is a steady-state one), and its generation 0
+# exported to $work/base.safetensors.
+collector_with_base() {
+  "$fb" init collector --home "$work/col" --model-id m --arch "$1" --key "$(key collector)" -q
+  "$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
+  "$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
+}

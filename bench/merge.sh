@@ -12,11 +12,7 @@ codec=${CODEC:-fp32}
 arch=${ARCH:-mlp:4096-4096-2048-10}
 bench_name=merge
 . "$(dirname "$0")/common.sh"
-"$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
-"$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
-# A first merge on the empty inbox builds state.db, as a collector in
-# service has it; the timed merge below is then a steady-state one.
-"$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
+collector_with_base "$arch"
 # Trained weights: the base plus noise, written once and packed by every site.
 trained_weights "$work/base.safetensors" "$work/trained.safetensors"
 for i in $(seq -w 1 "$n"); do

@@ -14,9 +14,7 @@ bench_name=robust
 . "$(dirname "$0")/common.sh"
 fb=${FEDBATCH:-$fb}
 py=${BENCH_PYTHON:-"$root/.venv/bin/python"}
-"$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
-"$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
-"$fb" merge --home "$work/col" --settle 0 -q || [ $? -eq 5 ]
+collector_with_base "$arch"
 # Each site's weights: the base plus its own noise (Krum's distances must
 # differ from site to site).
 for i in $(seq -w 1 "$n"); do

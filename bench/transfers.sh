@@ -15,8 +15,7 @@ arch=${ARCH:-mlp:1024-960-10}
 bench_name=transfers
 . "$(dirname "$0")/common.sh"
 py=${BENCH_PYTHON:-"$root/.venv/bin/python"}
-"$fb" init collector --home "$work/col" --model-id m --arch "$arch" --key "$(key collector)" -q
-"$fb" export --home "$work/col" "$work/col/generations/g000000.fbg" --out "$work/base.safetensors" -q
+collector_with_base "$arch"
 trained_weights "$work/base.safetensors" "$work/trained.safetensors"
 site_bundle "$work/col" site-1 "$work/trained.safetensors" 100
 body=$(ls "$work"/col/inbox/*.fbu)

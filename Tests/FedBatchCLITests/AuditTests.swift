@@ -23,6 +23,13 @@ struct AuditTests {
         (summary["generations"] as? [[String: Any]] ?? []).map { "\($0["generation"]!):\($0["verdict"]!)" }
     }
 
+    /// Generation 1: a merge of one bundle from each of site-1 and site-2.
+    static func mergeTwoSites(_ fed: Federation) throws {
+        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
+        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
+        try fed.run(["merge", "--home", fed.collector, "-q"])
+    }
+
     /// Rewrites generation `n` of the collector: `change` edits its manifest
     /// and members, and the collector's own key signs the result, as a
     /// dishonest collector would.
@@ -82,9 +89,7 @@ struct AuditTests {
     @Test("weights changed by one ulp and re-signed by the collector's own key: audit.mismatch names the element")
     func oneULP() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
-        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
-        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
-        try fed.run(["merge", "--home", fed.collector, "-q"])
+        try Self.mergeTwoSites(fed)
         try Self.resign(fed, generation: 1) { _, members in
             let i = members.firstIndex { $0.name == ContainerPath.tensors }!
             let file = try SafetensorsFile(bytes: members[i].data)
@@ -122,9 +127,7 @@ struct AuditTests {
     @Test("a generation whose included list omits a bundle it summed is caught")
     func omittedBundle() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
-        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
-        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
-        try fed.run(["merge", "--home", fed.collector, "-q"])
+        try Self.mergeTwoSites(fed)
         try Self.resign(fed, generation: 1) { manifest, _ in
             // Both bundles are in the weights; the list names one.
             manifest.included!.removeLast()
@@ -140,9 +143,7 @@ struct AuditTests {
     @Test("an input that is not in accepted/ is audit.missing-input; --bundles finds a copy")
     func missingInput() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
-        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
-        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
-        try fed.run(["merge", "--home", fed.collector, "-q"])
+        try Self.mergeTwoSites(fed)
         let elsewhere = TempDir()
         let accepted = fed.collector + "/accepted"
         for name in try FileManager.default.contentsOfDirectory(atPath: accepted) where name.contains("site-2") {
@@ -232,9 +233,7 @@ struct AuditTests {
     @Test("a site, which pins no other site's key, audits the collector's generations from bundles handed to it")
     func siteAudit() throws {
         let fed = try Federation(sites: ["site-1", "site-2"])
-        try fed.update(site: "site-1", seq: 1, base: try fed.generation(0))
-        try fed.update(site: "site-2", seq: 1, base: try fed.generation(0), scale: 0.02)
-        try fed.run(["merge", "--home", fed.collector, "-q"])
+        try Self.mergeTwoSites(fed)
         let site = fed.site("site-1")
         for n in [0, 1] {
             try FileManager.default.copyItem(

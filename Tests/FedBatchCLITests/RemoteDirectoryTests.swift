@@ -37,6 +37,11 @@ struct RemoteDirectoryTests {
         }
     }
 
+    /// Hidden files in `dir`: what a transfer leaves only if it was killed.
+    static func temporaryFiles(_ dir: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".") }
+    }
+
     static func files(_ dir: String) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
     }
@@ -106,10 +111,7 @@ struct RemoteDirectoryTests {
                 && (again["transferred"] as? [[String: Any]])?.isEmpty == true)
         #expect(Self.files(fed.collector + "/inbox").count == 1 && Self.files(stick + "/inbox/site-1").isEmpty)
         // No temporary file is left behind on either side.
-        #expect(
-            try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox").allSatisfy {
-                !$0.hasPrefix(".")
-            })
+        #expect(try Self.temporaryFiles(fed.collector + "/inbox").isEmpty)
     }
 
     @Test(
@@ -137,10 +139,7 @@ struct RemoteDirectoryTests {
         #expect(moved.count == 12, "\(rerun)")
         #expect(Self.files(fed.collector + "/inbox") == (0..<12).map { "copy-\($0).fbu" }.sorted())
         #expect(Self.files(stick + "/inbox/site-1").isEmpty)
-        #expect(
-            try FileManager.default.contentsOfDirectory(atPath: fed.collector + "/inbox").allSatisfy {
-                !$0.hasPrefix(".")
-            })
+        #expect(try Self.temporaryFiles(fed.collector + "/inbox").isEmpty)
     }
 
     @Test(
@@ -159,10 +158,7 @@ struct RemoteDirectoryTests {
         let refused = try #require(try r.summary()["refused"] as? [[String: Any]])
         #expect(refused.count == 1 && refused[0]["key"] as? String == "generations/g000001.fbg")
         #expect(Self.files(fed.site("site-2") + "/generations") == ["g000000.fbg"])
-        #expect(
-            try FileManager.default.contentsOfDirectory(atPath: fed.site("site-2") + "/generations").allSatisfy {
-                !$0.hasPrefix(".")
-            })
+        #expect(try Self.temporaryFiles(fed.site("site-2") + "/generations").isEmpty)
 
         // A bundle far above what mlp:4-3-2 allows, an upload in progress
         // (hidden name) and a key outside the layout.

@@ -60,12 +60,7 @@ struct Pull: Subcommand {
                     direction: "download", try Transfers(home: home).pullBundles(from: remote, decryption: decryption))
             }
             var report = try Transfers(home: home).pullAsSigner(from: remote)
-            let bundles = try Transfers(home: home).pullBundles(from: remote, decryption: decryption)
-            report.transferred += bundles.transferred
-            report.skipped += bundles.skipped
-            report.refused += bundles.refused
-            report.waiting += bundles.waiting
-            report.removed += bundles.removed
+            report.append(try Transfers(home: home).pullBundles(from: remote, decryption: decryption))
             return TransferOutput(direction: "download", report)
         case .site, .witness:
             return TransferOutput(
@@ -76,11 +71,10 @@ struct Pull: Subcommand {
             // not seen yet then merges in this round.
             var report = try Transfers(home: home).pullGenerations(
                 from: try Transfers(home: home).upstream(override: upstream))
-            let bundles = try Transfers(home: home).pullBundles(
-                from: try remoteOption.open(for: home), decryption: decryption)
-            report.transferred += bundles.transferred
-            report.skipped += bundles.skipped
-            report.refused += bundles.refused
+            // (Its bundles' waiting list included: a file still being
+            // copied onto a directory remote is reported, not dropped.)
+            report.append(
+                try Transfers(home: home).pullBundles(from: try remoteOption.open(for: home), decryption: decryption))
             return TransferOutput(direction: "download", report)
         }
     }

@@ -237,25 +237,20 @@ public struct TrustSet: Sendable {
                     expect: fingerprint)
             }
         }
-        let witnesses = Files.witnessKeys(in: keysDirectory)
-        for f in ((try? FileManager.default.contentsOfDirectory(atPath: witnesses)) ?? []).filter({
-            $0.hasSuffix(".asc")
-        }).sorted() {
-            let id = String(f.dropLast(4))
-            guard ContainerPath.isIdentifier(id) else {
-                throw TrustError.keyFile(path: "\(witnesses)/\(f)", reason: "file name is not <witness-id>.asc")
+        // One key per witness and per signer, named by its id.
+        for (dir, what, role) in [
+            (Files.witnessKeys(in: keysDirectory), "witness", { Role.witness($0) }),
+            (Files.signerKeys(in: keysDirectory), "signer", { Role.signer($0) }),
+        ] as [(String, String, (String) -> Role)] {
+            for f in ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter({
+                $0.hasSuffix(".asc")
+            }).sorted() {
+                let id = String(f.dropLast(4))
+                guard ContainerPath.isIdentifier(id) else {
+                    throw TrustError.keyFile(path: "\(dir)/\(f)", reason: "file name is not <\(what)-id>.asc")
+                }
+                try add(try readFile("\(dir)/\(f)", cap: 1 << 20), path: "\(dir)/\(f)", role(id))
             }
-            try add(try readFile("\(witnesses)/\(f)", cap: 1 << 20), path: "\(witnesses)/\(f)", .witness(id))
-        }
-        let signers = Files.signerKeys(in: keysDirectory)
-        for f in ((try? FileManager.default.contentsOfDirectory(atPath: signers)) ?? []).filter({
-            $0.hasSuffix(".asc")
-        }).sorted() {
-            let id = String(f.dropLast(4))
-            guard ContainerPath.isIdentifier(id) else {
-                throw TrustError.keyFile(path: "\(signers)/\(f)", reason: "file name is not <signer-id>.asc")
-            }
-            try add(try readFile("\(signers)/\(f)", cap: 1 << 20), path: "\(signers)/\(f)", .signer(id))
         }
         var sets: [SignerSetChange] = []
         let setsDirectory = Files.signerSets(in: keysDirectory)

@@ -31,6 +31,16 @@ public struct TransferReport: Sendable {
     /// Objects deleted from a shared inbox: inputs of a generation that
     /// has the signers' threshold (`pullBundles`).
     public var removed: [Item] = []
+
+    /// Adds another transfer's outcomes to this one's (a command that pulls
+    /// generations and bundles reports both).
+    public mutating func append(_ other: TransferReport) {
+        transferred += other.transferred
+        skipped += other.skipped
+        refused += other.refused
+        waiting += other.waiting
+        removed += other.removed
+    }
 }
 
 /// push, pull and publish for one home: a transfer takes the home it
@@ -558,11 +568,10 @@ public struct Transfers {
         // set its newest generation knows until it has pulled the
         // generation that carries the change: it pulls as the signer its
         // key is pinned for.
-        if let me = try? home.ownSignerID() { return try pullAsSigner(from: remote, me: me) }
-        guard let pinned = try TrustSet.load(keysDirectory: layout.keys).signerID(fingerprint: config.key) else {
-            return try pullAsSigner(from: remote, me: try home.ownSignerID())
-        }
-        return try pullAsSigner(from: remote, me: pinned)
+        let me =
+            try (try? home.ownSignerID())
+            ?? TrustSet.load(keysDirectory: layout.keys).signerID(fingerprint: config.key) ?? home.ownSignerID()
+        return try pullAsSigner(from: remote, me: me)
     }
 
     private func pullAsSigner(from remote: RemoteStore, me: String) throws -> TransferReport {

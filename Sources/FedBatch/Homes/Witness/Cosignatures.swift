@@ -14,10 +14,9 @@ public struct Cosigners: Sendable, Equatable {
     /// Distinct pinned witnesses whose cosignature verified.
     public var valid: [String] = []
     /// Distinct pinned signers whose cosignature verified (a federation
-    /// with no single collector: fedbatch-merge(1)).
-    public var signers: [String] = []
-    /// The key each of `signers` signed with: whether it counts depends on
-    /// the signer set that judges the generation.
+    /// with no single collector: fedbatch-merge(1)), each with the key it
+    /// signed with: whether it counts depends on the signer set that judges
+    /// the generation (`signatories`).
     public var signerKeys: [String: String] = [:]
     /// Cosignature files that did not count, and why.
     public var refused: [Refusal] = []
@@ -76,7 +75,6 @@ extension Home {
                 if key.role == .witness(id) {
                     result.valid.append(id)
                 } else if verifier.trust.signerID(fingerprint: key.fingerprint) == id {
-                    result.signers.append(id)
                     result.signerKeys[id] = key.fingerprint
                 } else {
                     throw TrustError.wrongSigner(
@@ -107,9 +105,7 @@ extension Home {
         let found = cosigners(of: n, statement: statement, verifier: verifier)
         let rule = signerRule(for: n, trust: verifier.trust)
         let slot = rule.id(of: signer.fingerprint).map { [$0] } ?? []
-        let cosigned = found.signers.filter { id in
-            found.signerKeys[id].map { rule.keys[id]?.contains($0) ?? false } ?? false
-        }
+        let cosigned = found.signerKeys.filter { id, key in rule.keys[id]?.contains(key) ?? false }.map(\.key)
         return (Set(slot + cosigned).sorted(), found)
     }
 

@@ -77,29 +77,33 @@ extension Home {
             + SignerSetChange.directoryName(fromGeneration: change.statement.fromGeneration)
         if !FileManager.default.fileExists(atPath: dest) { try change.write(to: dest) }
         faultPoint("after-signer-set-recorded")
-        // Drops a staged change this one matches.
-        _ = try stagedSignerSet()
+        try dropStagedSetInEffect()
     }
 
-    /// The change of the signer set this signer staged, if any. One that
-    /// is in effect already (a run killed between recording the change and
-    /// dropping what was staged) is dropped now: carried again, it would
-    /// change nothing.
+    /// The change of the signer set this signer staged, if any and not in
+    /// effect already.
     public func stagedSignerSet() throws -> SignerSetChange? {
+        try dropStagedSetInEffect()
         let path = TrustSet.Files.pendingSignerSet(in: layout.keys)
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        let staged = try SignerSetChange.load(directory: path, staged: true)
+        return try SignerSetChange.load(directory: path, staged: true)
+    }
+
+    /// Drops the staged change if it is the set in effect (recorded last):
+    /// carried again, it would change nothing. That is the case after a
+    /// record, and after a run killed between recording and dropping.
+    private func dropStagedSetInEffect() throws {
+        let path = TrustSet.Files.pendingSignerSet(in: layout.keys)
+        guard FileManager.default.fileExists(atPath: path) else { return }
         let recorded = TrustSet.Files.signerSets(in: layout.keys)
-        if let newest = ((try? FileManager.default.contentsOfDirectory(atPath: recorded)) ?? []).filter({
-            !$0.hasPrefix(".")
-        }).max(),
+        guard
+            let newest = ((try? FileManager.default.contentsOfDirectory(atPath: recorded)) ?? []).filter({
+                !$0.hasPrefix(".")
+            }).max(),
             let current = try? SignerSetChange.load(directory: "\(recorded)/\(newest)", staged: false),
-            current.sameSet(as: staged)
-        {
-            try FileManager.default.removeItem(atPath: path)
-            return nil
-        }
-        return staged
+            current.sameSet(as: try SignerSetChange.load(directory: path, staged: true))
+        else { return }
+        try FileManager.default.removeItem(atPath: path)
     }
 
     /// `keys signers --set`: stages a change to `ids` with `threshold`, each
@@ -108,7 +112,10 @@ extension Home {
     /// signer proposes carries it, and this signer co-signs another's
     /// proposal that carries a change only if it is this one.
     public func stageSignerSet(ids: [String], threshold: Int) throws -> SignerSetChange {
-        let me = try ownSignerID()
+        _ = try ownSignerID()
+        guard Set(ids).count == ids.count else {
+            throw HomeError.config(path: layout.keys, reason: "the new set names a signer twice")
+        }
         let lock = try self.lock()
         defer { withExtendedLifetime(lock) {} }
         let trust = try TrustSet.load(keysDirectory: layout.keys)
@@ -133,14 +140,11 @@ extension Home {
             let key = trust.keys.first { $0.fingerprint == fingerprint && $0.role == .signer(id) }!
             chosen[id] = (fingerprint, try readFile(key.path, cap: 1 << 20))
         }
-        guard Set(ids).count == ids.count else {
-            throw HomeError.config(path: layout.keys, reason: "the new set names a signer twice")
-        }
         let change = try SignerSetChange.create(model: config.modelID, threshold: threshold, signers: chosen)
         if change.statement.signers.map(\.id) == rule.ids, threshold == rule.threshold,
             change.statement.signers.allSatisfy({ rule.keys[$0.id] == [$0.fingerprint] })
         {
-            throw HomeError.config(path: layout.config, reason: "that is the current set (\(me) is one of it)")
+            throw HomeError.config(path: layout.config, reason: "that is the current set: nothing to change")
         }
         try change.write(to: TrustSet.Files.pendingSignerSet(in: layout.keys))
         return change
