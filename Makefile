@@ -121,6 +121,7 @@ bench: build bench-deps
 	FED=$(SCALE_FED) bench/scale.sh | tee bench/out/scale.md
 	FED=$(SCALE_FED) bench/encrypt.sh | tee bench/out/encrypt.md
 	bench/transfers.sh | tee bench/out/transfers.md
+	bench/included.sh | tee bench/out/included.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

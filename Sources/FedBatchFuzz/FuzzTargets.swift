@@ -10,7 +10,7 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers, statistics
+    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers, statistics, included
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -22,6 +22,7 @@ enum FuzzTarget: String, CaseIterable {
         l.maxManifestBytes = 64 << 10
         l.maxEntries = 16
         l.windowLogMax = 20
+        l.maxIncludedBundles = 1000
         return l
     }()
 
@@ -34,6 +35,14 @@ enum FuzzTarget: String, CaseIterable {
             }
         case .manifest:
             _ = try? Manifest.decode(data)
+            _ = try? PrunedManifest.decode(data, limits: Self.limits)
+        case .included:
+            // A count from the input's own newlines (and one off it), so
+            // that the line parser runs rather than the count check alone.
+            let lines = data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+            for count in [lines, lines + 1, max(0, lines - 1)] {
+                _ = try? IncludedList.decode(data, count: count, limits: Self.limits)
+            }
         case .statement:
             _ = try? Statement.parse(data)
         case .signature:

@@ -39,13 +39,15 @@ struct InspectCommandTests {
     @Test("a generation whose included counts add past Int64.max is shown, not a crash")
     func hugeCounts() throws {
         let dir = TempDir()
-        let big = Manifest.IncludedBundle(
-            digest: String(repeating: "ab", count: 32), site: "site-1", signer: String(repeating: "A", count: 40),
-            seq: 1, numExamples: 5_000_000_000_000_000_000, weight: 1)
+        let big = ["ab", "cd"].map {
+            Manifest.IncludedBundle(
+                digest: String(repeating: $0, count: 32), site: "site-1", signer: String(repeating: "A", count: 40),
+                seq: 1, numExamples: 5_000_000_000_000_000_000, weight: 1)
+        }
         let m = Manifest(
             kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
             generation: 1,
-            parent: .init(number: 0, digest: String(repeating: "cd", count: 32)), included: [big, big], rejected: [])
+            parent: .init(number: 0, digest: String(repeating: "cd", count: 32)), included: big, rejected: [])
         let path = try dir.write("g.fbg", try Samples.unsignedContainer(manifest: m))
         let r = try Subprocess.fedbatch(["inspect", path])
         #expect(r.status == 0 && r.out.contains("2 bundles, 9223372036854775807 examples"), "\(r.out)\(r.err)")

@@ -50,18 +50,26 @@ struct PruneTests {
             quarantinedAfter = try names(fed.collector + "/quarantine")
         #expect(acceptedAfter.count == 4 && quarantinedAfter.isEmpty)
 
-        // A pruned file is the manifest, then the original slot; the
-        // statement names the manifest's SHA-256.
+        // A pruned file is the manifest, a newline and its included.jsonl,
+        // then the original slot; the statement names the manifest's
+        // SHA-256, the manifest the list's.
         let pruned = try ContainerFile.split(try Data(contentsOf: URL(fileURLWithPath: gens + "g000001.fbm")))
         let statement = try Statement.parse(pruned.statement)
-        #expect(statement.manifestDigest == Digest.of(pruned.payload) && pruned.payload.first == UInt8(ascii: "{"))
-        #expect(String(decoding: pruned.payload, as: UTF8.self).contains("\"generation\":1"))
+        let newline = try #require(pruned.payload.firstIndex(of: 0x0A))
+        let manifestBytes = pruned.payload[..<newline], list = Data(pruned.payload[(newline + 1)...])
+        #expect(statement.manifestDigest == Digest.of(manifestBytes) && pruned.payload.first == UInt8(ascii: "{"))
+        #expect(String(decoding: manifestBytes, as: UTF8.self).contains("\"generation\":1"))
+        let kept = try PrunedManifest.decode(pruned.payload)
+        #expect(kept.members.first { $0.name == ContainerPath.included }?.sha256 == Digest.of(list).hex)
+        #expect(kept.included?.count == kept.includedCount && (kept.includedCount ?? 0) > 0)
 
         // log verifies every link, naming the pruned ones.
         let log = try fed.run(["log", "--home", fed.collector, "--json"]).summary()
         let links = try #require(log["generations"] as? [[String: Any]])
         #expect(
             log["verified"] as? Bool == true && links.map { $0["pruned"] as? Bool } == [true, true, true, false, false])
+        // A pruned generation still names its bundles.
+        #expect(links.map { $0["accepted"] as? Int } == [0, 2, 2, 2, 2], "\(links)")
 
         // Merging goes on; a pruned generation cannot be exported or restored.
         let g4 = try fed.generation(4)

@@ -175,8 +175,10 @@ struct ContainerTests {
     @Test("manifest rules: known format and version, kind-specific fields, member names")
     func manifestRules() throws {
         var m = Samples.updateManifest()
-        m.version = 3
+        m.version = 4
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
+        m.version = 2
+        #expect(throws: Never.self) { try Samples.unsignedContainer(manifest: m) }
         m.version = 1
         #expect(throws: ContainerError.self) { try Samples.unsignedContainer(manifest: m) }
         // A generation is the model itself: fp32 only.
@@ -196,5 +198,71 @@ struct ContainerTests {
         #expect(!ContainerPath.isValid("a//b"))
         #expect(!ContainerPath.isValid("a/./b"))
         #expect(ContainerPath.isValid("metrics/train-1.json"))
+    }
+
+    static func entry(_ i: Int, signer: String = String(repeating: "A", count: 40)) -> Manifest.IncludedBundle {
+        Manifest.IncludedBundle(
+            digest: Digest.of(Data("bundle \(i)".utf8)).hex, site: "site-\(i)", signer: signer, seq: 1,
+            numExamples: 10, weight: 10, base: 0, staleness: 0, stalenessWeight: 1)
+    }
+
+    @Test("a generation's bundles live in included.jsonl, in digest order; the manifest keeps their count")
+    func includedMember() throws {
+        let bundles = (1...5).map { Self.entry($0) }
+        let m = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 1, parent: .init(number: 0, digest: String(repeating: "ab", count: 32)), included: bundles,
+            rejected: [])
+        let file = try ContainerFile.split(try Samples.unsignedContainer(manifest: m))
+        let c = try ContainerReader.read(payload: file.payload)
+        #expect(c.manifest.version == 3 && c.manifest.includedCount == 5)
+        #expect(c.manifest.included == bundles.sorted { $0.digest < $1.digest })
+        let text = String(decoding: c.manifestBytes, as: UTF8.self)
+        #expect(text.contains("\"included_count\":5") && !text.contains("\"included\":"))
+        let list = try #require(c.members[ContainerPath.included])
+        #expect(String(decoding: list, as: UTF8.self).split(separator: "\n").count == 5 && list.last == 0x0A)
+
+        // Pruned, the manifest and the list stay together and checkable.
+        let kept = PrunedManifest.keptBytes(manifestBytes: c.manifestBytes, members: c.members)
+        #expect(PrunedManifest.manifestBytes(of: kept) == c.manifestBytes)
+        #expect(try PrunedManifest.decode(kept).included == c.manifest.included)
+        var tampered = kept
+        tampered[tampered.count - 3] ^= 1
+        #expect(throws: ContainerError.self) { try PrunedManifest.decode(tampered) }
+        #expect(throws: ContainerError.self) { try PrunedManifest.decode(c.manifestBytes) }
+    }
+
+    @Test("included.jsonl is read strictly: the declared count, newline-ended lines, increasing digests, capped lines")
+    func includedListRules() throws {
+        let sorted = (1...3).map { Self.entry($0) }.sorted { $0.digest < $1.digest }
+        let data = try IncludedList.encode(sorted)
+        #expect(try IncludedList.decode(data, count: 3) == sorted)
+        #expect(try IncludedList.decode(Data(), count: 0).isEmpty)
+        for (bad, count) in [
+            (data, 2), (data, 4), (data.dropLast(), 3), (try IncludedList.encode(sorted.reversed()), 3),
+            (try IncludedList.encode([sorted[0], sorted[0]]), 2), (data + Data("\n".utf8), 3),
+            (Data("{}\n".utf8), 1), (Data("not json\n".utf8), 1),
+        ] {
+            #expect(throws: ContainerError.self) { try IncludedList.decode(Data(bad), count: count) }
+        }
+        var limits = ContainerLimits()
+        limits.maxIncludedLineBytes = 200
+        let long = try IncludedList.encode([Self.entry(1, signer: String(repeating: "B", count: 300))])
+        #expect(throws: ContainerError.self) { try IncludedList.decode(long, count: 1, limits: limits) }
+        limits.maxIncludedBundles = 2
+        #expect(throws: ContainerError.self) { try IncludedList.decode(data, count: 3, limits: limits) }
+        // A version-2 manifest lists its bundles inline and still reads.
+        var v2 = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 1, parent: .init(number: 0, digest: String(repeating: "ab", count: 32)), included: sorted,
+            rejected: [])
+        let laid = try ContainerWriter.layout(
+            manifest: v2, members: [(ContainerPath.tensors, SafetensorsWriter.encode(try Samples.weights()))],
+            inlineIncluded: true)
+        #expect(laid.manifest.version == 2 && laid.members.count == 1)
+        #expect(String(decoding: try laid.manifest.encoded(), as: UTF8.self).contains("\"included\":[{"))
+        v2.version = 2
+        v2.includedCount = 3
+        #expect(throws: ContainerError.self) { try v2.validate() }
     }
 }

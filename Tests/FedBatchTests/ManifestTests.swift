@@ -19,7 +19,7 @@ struct ManifestTests {
         let verdicts = try #require(
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.file("verdicts.json"))))
                 as? [String: [String: Any]])
-        #expect(verdicts.count >= 30)
+        #expect(verdicts.count >= 55)
         var refused = 0
         for (name, verdict) in verdicts.sorted(by: { $0.key < $1.key }) {
             let payload = try Data(contentsOf: URL(fileURLWithPath: dir.file("\(name).zst")))
@@ -30,13 +30,16 @@ struct ManifestTests {
                 #expect(
                     m.numExamples == (verdict["num_examples"] as? NSNumber)?.int64Value,
                     "\(name): fedbatch reads \(m.numExamples.map(String.init) ?? "none")")
+                #expect(
+                    m.included?.count == (verdict["bundles"] as? NSNumber)?.intValue,
+                    "\(name): fedbatch reads \(m.included.map { "\($0.count)" } ?? "no") bundles")
             } catch let e as ContainerError {
                 refused += 1
                 #expect(!python, "\(name): fedbatch refuses (\(e)), the reference accepts")
             }
         }
         // The cases exercise both verdicts.
-        #expect(refused > 15 && refused < verdicts.count - 3)
+        #expect(refused > 30 && refused < verdicts.count - 6)
     }
 
     @Test("created must be RFC 3339 UTC and no more than a day ahead of the clock")

@@ -3,11 +3,12 @@ fedbatch-bundle(5) alone, for a differential test against fedbatch.
 
     manifest_differential.py OUTDIR
 
-writes OUTDIR/<case>.zst (a container payload: pax tar of manifest.json and
-tensors.safetensors, compressed by the zstd CLI) for every case, and
-OUTDIR/verdicts.json: {case: {"ok": bool, "num_examples": int|null,
-"why": str}} as this reader sees each manifest. The Swift test reads each
-payload with fedbatch and expects the same verdict and the same count.
+writes OUTDIR/<case>.zst (a container payload: pax tar of manifest.json,
+tensors.safetensors and, for some generations, included.jsonl, compressed
+by the zstd CLI) for every case, and OUTDIR/verdicts.json: {case: {"ok":
+bool, "num_examples": int|null, "bundles": int|null, "why": str}} as this
+reader sees each manifest. The Swift test reads each payload with fedbatch
+and expects the same verdict and the same counts.
 """
 import datetime
 import hashlib
@@ -109,8 +110,57 @@ def present(o, k):
     return k in o and o[k] is not None
 
 
-def read(raw):
-    """The manifest's num_examples (None for a generation), or Refused."""
+def included_entry(e, g):
+    """One entry of a generation's list of bundles (fedbatch-bundle(5),
+    INCLUDED BUNDLES)."""
+    if not isinstance(e, dict):
+        raise Refused("included entry")
+    if not HEX64.match(string(e, "digest")):
+        raise Refused("included digest")
+    string(e, "site")
+    string(e, "signer")
+    integer(e, "seq", 0)
+    integer(e, "num_examples", 0)
+    if number(e.get("weight")) < 0:
+        raise Refused("negative weight")
+    if present(e, "base"):
+        b = integer(e, "base", 0)
+        if not (b < g and e.get("staleness") == g - 1 - b):
+            raise Refused("base and staleness do not fit the generation")
+    return e["digest"]
+
+
+def included_list(data, count, g):
+    """included.jsonl: `count` newline-terminated lines, digests increasing."""
+    if count == 0:
+        if data:
+            raise Refused("lines beyond included_count")
+        return 0
+    if not data.endswith(b"\n"):
+        raise Refused("no final newline")
+    lines = data[:-1].split(b"\n")
+    if len(lines) != count:
+        raise Refused("line count is not included_count")
+    previous = None
+    for line in lines:
+        if len(line) > 4096:
+            raise Refused("line too long")
+        try:
+            e = json.loads(line.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        except (UnicodeDecodeError, json.JSONDecodeError) as x:
+            raise Refused("line not JSON: %s" % x)
+        digest = included_entry(e, g)
+        if previous is not None and not previous < digest:
+            raise Refused("digests not increasing")
+        previous = digest
+    return count
+
+
+def read(raw, extra=None):
+    """The manifest's num_examples (None for a generation) and how many
+    bundles it lists (None for none), or Refused. `extra` holds the
+    members beside the manifest and tensors."""
+    extra = extra or {}
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -124,7 +174,8 @@ def read(raw):
         raise Refused("not an object")
     if string(m, "format") != "fedbatch":
         raise Refused("format")
-    if integer(m, "version") != 2:
+    version = integer(m, "version")
+    if version not in (2, 3):
         raise Refused("version")
     kind = string(m, "kind")
     if kind not in ("update", "generation"):
@@ -152,9 +203,12 @@ def read(raw):
         if n in names:
             raise Refused("member twice")
         names.add(n)
-        integer(e, "length", 0)
-        if not HEX64.match(string(e, "sha256")):
+        length = integer(e, "length", 0)
+        sha = string(e, "sha256")
+        if not HEX64.match(sha):
             raise Refused("member sha256")
+        if n in extra and (len(extra[n]) != length or hashlib.sha256(extra[n]).hexdigest() != sha):
+            raise Refused("member length or sha256 differs")
     if "tensors.safetensors" not in names:
         raise Refused("no tensors")
     for v in obj(m, "metrics").values():
@@ -169,6 +223,9 @@ def read(raw):
         identifier(string(site, "id"))
         integer(site, "seq", 0)
         n = integer(m, "num_examples", 1)
+        if present(m, "included") or present(m, "included_count") or "included.jsonl" in names:
+            raise Refused("an update lists no bundles")
+        bundles = None
     else:
         if not present(m, "generation"):
             raise Refused("generation number")
@@ -176,9 +233,26 @@ def read(raw):
         if g > 0 and not present(m, "parent"):
             raise Refused("parent")
         n = None
+        if present(m, "included") and version == 3:
+            raise Refused("version 3 lists bundles in included.jsonl")
+        if present(m, "included_count") and version == 2:
+            raise Refused("version 2 lists bundles inline")
+        if present(m, "included_count") != ("included.jsonl" in names):
+            raise Refused("included_count and the included.jsonl member go together")
+        if present(m, "included_count"):
+            bundles = included_list(extra.get("included.jsonl", b""), integer(m, "included_count", 0), g)
+        elif present(m, "included"):
+            if not isinstance(m["included"], list):
+                raise Refused("included")
+            digests = [included_entry(e, g) for e in m["included"]]
+            if len(set(digests)) != len(digests):
+                raise Refused("a bundle twice")
+            bundles = len(digests)
+        else:
+            bundles = None
     if present(m, "num_examples") and kind != "update":
         integer(m, "num_examples")
-    return n
+    return n, bundles
 
 
 # --- the cases ---------------------------------------------------------------
@@ -212,6 +286,64 @@ def update(**over):
     return ("{" + body + extra + "}").encode()
 
 
+def entry(i, **over):
+    e = {"digest": "%02x" % i * 32, "site": "site-%d" % i, "signer": "EF" * 20, "seq": 1, "num_examples": 10 * i,
+         "weight": 10.0 * i, "base": 0, "staleness": 0}
+    e.update(over)
+    return json.dumps({k: v for k, v in e.items() if v is not None}, sort_keys=True, separators=(",", ":"))
+
+
+def generation(lines=None, count=None, member=True, inline=None, listed=None, version=3):
+    """Generation 1 on generation 0, its bundles in included.jsonl (lines
+    joined by newlines, each ending in one unless given raw bytes)."""
+    data = lines if isinstance(lines, bytes) else "".join(x + "\n" for x in (lines or [])).encode()
+    members = [{"length": len(TENSORS), "name": "tensors.safetensors", "sha256": hashlib.sha256(TENSORS).hexdigest()}]
+    listed_bytes = data if listed is None else listed
+    if member:
+        members.append({"length": len(listed_bytes), "name": "included.jsonl",
+                        "sha256": hashlib.sha256(listed_bytes).hexdigest()})
+    fields = {
+        "format": '"fedbatch"', "version": str(version), "kind": '"generation"', "generation": "1",
+        "model": '{"arch": "mlp:4-3-2", "id": "demo"}', "parent": '{"digest": "%s", "number": 0}' % ("ab" * 32),
+        "created": '"2026-01-01T00:00:00Z"', "codec": '"fp32"', "fedbatch_version": '"test"',
+        "metrics": "{}", "members": json.dumps(members),
+    }
+    if count is not None:
+        fields["included_count"] = str(count)
+    if inline is not None:
+        fields["included"] = "[" + ",".join(inline) + "]"
+    body = ", ".join('"%s": %s' % (k, v) for k, v in fields.items())
+    return ("{" + body + "}").encode(), ({"included.jsonl": data} if member else {})
+
+
+GENERATIONS = {
+    "gen-list": generation([entry(1), entry(2), entry(3)], 3),
+    "gen-list-empty": generation([], 0),
+    "gen-list-count-low": generation([entry(1), entry(2), entry(3)], 2),
+    "gen-list-count-high": generation([entry(1), entry(2)], 3),
+    "gen-list-unsorted": generation([entry(2), entry(1)], 2),
+    "gen-list-twice": generation([entry(1), entry(1)], 2),
+    "gen-list-no-newline": generation(entry(1).encode() + b"\n" + entry(2).encode(), 2),
+    "gen-list-blank-line": generation(entry(1).encode() + b"\n\n" + entry(2).encode() + b"\n", 2),
+    "gen-list-and-inline": generation([entry(1)], 1, inline=[entry(1)]),
+    "gen-member-no-count": generation([entry(1)], None),
+    "gen-count-no-member": generation([entry(1)], 1, member=False),
+    "gen-list-camel-alias": generation([entry(1, numExamples=99999), entry(2)], 2),
+    "gen-list-seq-fraction": generation([entry(1, seq=1.5)], 1),
+    "gen-list-digest-upper": generation([entry(1, digest="AB" * 32)], 1),
+    "gen-list-weight-string": generation([entry(1, weight="10")], 1),
+    "gen-list-staleness-wrong": generation([entry(1, staleness=3)], 1),
+    "gen-list-signer-missing": generation([entry(1, signer=None)], 1),
+    "gen-list-duplicate-key": generation([entry(1)[:-1] + ',"seq":2}'], 1),
+    "gen-list-sha-differs": generation([entry(1)], 1, listed=b"x"),
+    "gen-list-long-line": generation([entry(1, signer="E" * 4100)], 1),
+    "gen-list-long-ok": generation([entry(1, signer="E" * 3800)], 1),
+    "gen-inline-v2": generation(member=False, inline=[entry(1), entry(2)], version=2),
+    "gen-inline-v3": generation(member=False, inline=[entry(1), entry(2)]),
+    "gen-list-v2": generation([entry(1)], 1, version=2),
+    "gen-no-list-v2": generation(member=False, version=2),
+}
+
 CASES = {
     "valid": update(),
     "camel-alias": update(_extra=', "numExamples": 99999999'),
@@ -228,6 +360,7 @@ CASES = {
     "version-fraction": update(version="2.0"),
     "version-1": update(version="1"),
     "version-3": update(version="3"),
+    "version-4": update(version="4"),
     "created-space": update(created='"2026-01-01 00:00:00Z"'),
     "created-offset": update(created='"2026-01-01T00:00:00+01:00"'),
     "created-fraction": update(created='"2026-01-01T00:00:00.5Z"'),
@@ -252,10 +385,10 @@ CASES = {
 }
 
 
-def payload(manifest):
+def payload(manifest, extra):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (("manifest.json", manifest), ("tensors.safetensors", TENSORS)):
+        for name, data in [("manifest.json", manifest), ("tensors.safetensors", TENSORS)] + sorted(extra.items()):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
@@ -265,13 +398,15 @@ def payload(manifest):
 
 def main(out):
     verdicts = {}
-    for name, manifest in CASES.items():
+    cases = [(k, v, {}) for k, v in CASES.items()] + [(k, m, x) for k, (m, x) in GENERATIONS.items()]
+    for name, manifest, extra in cases:
         with open("%s/%s.zst" % (out, name), "wb") as f:
-            f.write(payload(manifest))
+            f.write(payload(manifest, extra))
         try:
-            verdicts[name] = {"ok": True, "num_examples": read(manifest), "why": ""}
+            n, bundles = read(manifest, extra)
+            verdicts[name] = {"ok": True, "num_examples": n, "bundles": bundles, "why": ""}
         except Refused as e:
-            verdicts[name] = {"ok": False, "num_examples": None, "why": str(e)}
+            verdicts[name] = {"ok": False, "num_examples": None, "bundles": None, "why": str(e)}
     with open(out + "/verdicts.json", "w") as f:
         json.dump(verdicts, f, indent=1, sort_keys=True)
 

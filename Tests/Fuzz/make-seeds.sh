@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 out=corpus
 py=${FEDBATCH_PYTHON:-../../.venv/bin/python}
 # statistics/ holds statistics.json members of a real fedbatch stats run (a site's and a pin's).
-mkdir -p $out/{safetensors,manifest,statement,signature,container,codec,idx,csv}
+mkdir -p $out/{safetensors,manifest,statement,signature,container,codec,idx,csv,included}
 tmp=$(mktemp -d /tmp/fb-seeds-XXXXXX)
 trap 'gpgconf --homedir "$tmp/g" --kill all 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
@@ -46,6 +46,16 @@ for name, m in (("update", update), ("generation", generation)):
             info = tarfile.TarInfo(n); info.size = len(d); tar.addfile(info, io.BytesIO(d))
     payload = subprocess.run(["zstd", "-q", "-19", "-c"], input=buf.getvalue(), stdout=subprocess.PIPE, check=True).stdout
     open(f"{out}/../payload-{name}.zst", "wb").write(payload)
+# included.jsonl: a generation's list of bundles (fedbatch-bundle(5), INCLUDED BUNDLES), lines in digest order.
+def line(i, **extra):
+    e = {"digest": "%02x" % i * 32, "site": "site-%d" % i, "signer": "A" * 40, "seq": i, "num_examples": 100 * i,
+         "weight": 100.0 * i, "base": 0, "staleness": 0, "staleness_weight": 1}
+    e.update(extra)
+    return json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n"
+open(f"{out}/included/three.jsonl", "w").write("".join(line(i) for i in (1, 2, 3)))
+open(f"{out}/included/partials.jsonl", "w").write(
+    line(4, partial="ab" * 32, evaluation={"num_examples": 50, "metrics": {"accuracy": 0.5, "loss": 1.25}})
+    + line(5, remembered=1, base=0, staleness=1))
 # IDX: three 4x4 images and their labels; CSV: a header and rows.
 open(f"{out}/idx/images.idx3", "wb").write(bytes([0, 0, 8, 3]) + struct.pack(">III", 3, 4, 4) + bytes(range(48)))
 open(f"{out}/idx/labels.idx1", "wb").write(bytes([0, 0, 8, 1]) + struct.pack(">I", 3) + bytes([0, 1, 2]))

@@ -12,9 +12,10 @@ struct Prune: Subcommand {
         abstract: "Drop old generations' weights, and the bundles and quarantined files only they needed.",
         discussion: """
             Every generation but the newest --keep (and those younger than \
-            --older-than) becomes gNNNNNN.fbm: its manifest with its original \
-            statement and signature, which still verifies, so fedbatch log checks \
-            the chain back to generation 0. On a collector, the bundles in \
+            --older-than) becomes gNNNNNN.fbm: its manifest and its list of \
+            included bundles with its original statement and signature, which \
+            still verify, so fedbatch log checks the chain back to generation 0 \
+            and still counts each generation's bundles. On a collector, the bundles in \
             accepted/ that a pruned generation included and the files in \
             quarantine/ that it reported go too. A generation that carries a key \
             rotation, or was written before statements named the manifest's \

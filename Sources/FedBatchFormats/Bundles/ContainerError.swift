@@ -152,6 +152,12 @@ public struct ContainerLimits: Sendable {
     public var maxEntries: Int = 64
     public var maxMemberBytes: Int64 = 4 << 30
     public var maxManifestBytes: Int = 4 << 20
+    /// The most bundles a generation or partial may name, and the longest
+    /// line of its `included.jsonl` (an entry with a full evaluation of 32
+    /// metrics is under 3 KiB). The member is capped by the count the
+    /// manifest declares times the line cap, never by a fixed size.
+    public var maxIncludedBundles: Int = 1_000_000
+    public var maxIncludedLineBytes: Int = 4 << 10
     /// Zero padding tolerated after the end-of-archive marker (tar writers
     /// pad to their block size; fedbatch's own writer adds none).
     public var maxTrailingZeroBytes: Int64 = 1 << 20
@@ -162,6 +168,18 @@ public struct ContainerLimits: Sendable {
 }
 
 extension ContainerLimits {
+    /// What a list of `maxIncludedBundles` adds to a file, compressed: a
+    /// line is about 310 bytes of JSON, which zstd brings to about 70
+    /// (measured on 10⁵ bundles by bench/included.sh: the digests and
+    /// fingerprints are random hex, the rest repeats); 192 leaves room for
+    /// longer ids and evaluations. A generation's file cap includes it, so a
+    /// list of a million bundles is never refused for its size alone.
+    public var includedFileAllowance: Int64 { Int64(maxIncludedBundles) * 192 }
+
+    /// The largest `included.jsonl` a manifest declaring `count` bundles
+    /// may carry.
+    public func includedMemberCap(count: Int) -> Int64 { Int64(count) * Int64(maxIncludedLineBytes) }
+
     /// Caps for the update bundles of one model. No member may be larger
     /// than the model's tensors in float32 plus a safetensors header, so
     /// what a bundle claims cannot make a merge allocate more than the model
@@ -187,7 +205,9 @@ extension ContainerLimits {
         var l = ContainerLimits.default
         let tensors = Int64(arch.parameterCount) * 4 + (64 << 10) + Int64(arch.tensorShapes.count) * 512
         let decompressed = 3 * tensors + Int64(l.maxManifestBytes) + (4 << 20)
-        l.maxFileBytes = min(l.maxFileBytes, decompressed + decompressed / 128 + (1 << 20) + Int64(l.maxSignatureBytes))
+        l.maxFileBytes = min(
+            l.maxFileBytes,
+            decompressed + decompressed / 128 + (1 << 20) + Int64(l.maxSignatureBytes) + l.includedFileAllowance)
         return l
     }
 }

@@ -63,7 +63,14 @@ public enum ContainerReader {
             throw ContainerError.manifestTooLarge(size: manifestSize, cap: limits.maxManifestBytes)
         }
         let manifestBytes = try readMember(tar, name: ContainerPath.manifest, size: manifestSize).data
-        let manifest = try Manifest.decode(manifestBytes)
+        var manifest = try Manifest.decode(manifestBytes)
+        // The list of included bundles is capped by the count the manifest
+        // declares, and allowed on top of the other caps.
+        let listCap = manifest.includedCount.map { limits.includedMemberCap(count: $0) } ?? 0
+        if let count = manifest.includedCount, count > limits.maxIncludedBundles {
+            throw ContainerError.manifestInvalid(
+                "included_count \(count) is above the cap of \(limits.maxIncludedBundles) bundles")
+        }
 
         var declared: [String: Manifest.Member] = [:]
         for m in manifest.members { declared[m.name] = m }
@@ -75,8 +82,8 @@ public enum ContainerReader {
         while let header = try tar.next() {
             entries += 1
             if entries > limits.maxEntries { throw ContainerError.tooManyEntries(cap: limits.maxEntries) }
-            try checkHeader(header, limits: limits)
             let name = header.pathString
+            try checkHeader(header, limits: limits, cap: name == ContainerPath.included ? listCap : nil)
             guard seen.insert(name).inserted else { throw ContainerError.duplicateMember(name) }
             guard let expected = declared[name] else { throw ContainerError.undeclaredMember(name) }
             let size = header.size ?? 0
@@ -84,7 +91,7 @@ public enum ContainerReader {
                 throw ContainerError.sizeMismatch(name: name, declared: expected.length, actual: size)
             }
             total += size
-            if total > limits.maxDecompressedBytes {
+            if total > limits.maxDecompressedBytes + listCap {
                 throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes)
             }
             let (data, digest) = try readMember(tar, name: name, size: size)
@@ -97,12 +104,16 @@ public enum ContainerReader {
             throw ContainerError.missingMember(m.name)
         }
         try checkTrailer(tar, limits: limits)
+        if let count = manifest.includedCount, let list = members[ContainerPath.included] {
+            manifest.included = try IncludedList.decode(list, count: count, limits: limits)
+            try manifest.validate()
+        }
         return Container(manifest: manifest, manifestBytes: manifestBytes, members: members)
     }
 
     /// The per-entry rules of fedbatch-bundle(5): plain relative names,
     /// regular files only, a declared size under the cap.
-    private static func checkHeader(_ h: TarEntryHeader, limits: ContainerLimits) throws {
+    private static func checkHeader(_ h: TarEntryHeader, limits: ContainerLimits, cap: Int64? = nil) throws {
         guard ContainerPath.isValid(bytes: h.path) else { throw ContainerError.unsafePath(h.pathString) }
         switch h.kind {
         case .regular: break
@@ -115,8 +126,9 @@ public enum ContainerReader {
         }
         if h.isSparse { throw ContainerError.sparseMember(h.pathString) }
         guard let size = h.size else { throw ContainerError.missingSize(h.pathString) }
-        if size > limits.maxMemberBytes || size < 0 {
-            throw ContainerError.memberTooLarge(name: h.pathString, size: size, cap: limits.maxMemberBytes)
+        let cap = cap ?? limits.maxMemberBytes
+        if size > cap || size < 0 {
+            throw ContainerError.memberTooLarge(name: h.pathString, size: size, cap: cap)
         }
     }
 

@@ -10,8 +10,12 @@ public enum FedBatchVersion {
 /// fedbatch-bundle(5) for the field-by-field specification.
 public struct Manifest: Codable, Sendable, Equatable {
     /// The container format this build writes; readers refuse newer ones.
+    /// Version 3 moved a generation's or partial's list of bundles out of
+    /// the manifest into `included.jsonl`; version 2 (the list inline) is
+    /// still read, so chains written before stay verifiable.
     public static let formatName = "fedbatch"
-    public static let formatVersion = 2
+    public static let formatVersion = 3
+    public static let oldestReadableVersion = 2
 
     public enum Kind: String, Codable, Sendable {
         /// A site's update; a generation of the model; a regional
@@ -239,7 +243,15 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var fedbatchVersion: String
     public var members: [Member]
     public var metrics: [String: Double]
+    /// The bundles a generation or partial aggregated, in digest order.
+    /// Written as the member `included.jsonl` (`IncludedList`) with only
+    /// their number, `includedCount`, in the manifest itself; the reader
+    /// fills this in from the member once its SHA-256 matched. Generations
+    /// written before the member existed list them inline, as `included`.
     public var included: [IncludedBundle]?
+    /// How many bundles `included.jsonl` lists; nil where the list is
+    /// inline (or absent).
+    public var includedCount: Int?
     /// Generations: the partial aggregates merged (hierarchical federations).
     public var partials: [IncludedPartial]?
     public var rejected: [RejectedBundle]?
@@ -290,13 +302,25 @@ public struct Manifest: Codable, Sendable, Equatable {
         self.strategy = strategy
     }
 
-    /// The canonical encoding: sorted keys, snake_case, no whitespace.
+    /// The canonical encoding: sorted keys, snake_case, no whitespace. A
+    /// list kept in `included.jsonl` is not repeated here: the manifest
+    /// names its count, and its SHA-256 among the members.
     public func encoded() throws -> Data {
+        var m = self
+        if includedCount != nil { m.included = nil }
+        return try Self.canonicalEncoder().encode(m)
+    }
+
+    static func canonicalEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        return try encoder.encode(self)
+        return encoder
     }
+
+    /// The list is declared (`included_count`) but not read yet: checks
+    /// that need it wait until the reader has filled it in.
+    var includedPending: Bool { includedCount != nil && included == nil }
 
     /// Parses untrusted manifest bytes: strict JSON first (no duplicate
     /// keys, bounded depth), then exactly the fields of fedbatch-bundle(5)
@@ -334,6 +358,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         try check(parent?.number, "parent generation")
         if let seq = site?.seq { try check(Int(exactly: seq) ?? -1, "site seq") }
         if let n = numExamples, n < 0 { throw ContainerError.manifestInvalid("num_examples \(n) is negative") }
+        try check(includedCount, "included_count")
         for b in included ?? [] {
             try check(b.base, "included bundle base")
             try check(b.staleness, "included bundle staleness")
@@ -370,10 +395,10 @@ public struct Manifest: Codable, Sendable, Equatable {
         guard format == Manifest.formatName else {
             throw ContainerError.manifestInvalid("format is \"\(format)\", expected \"\(Manifest.formatName)\"")
         }
-        guard version >= Manifest.formatVersion else {
+        guard version >= Manifest.oldestReadableVersion else {
             throw ContainerError.manifestInvalid(
-                "version \(version) is an older format than the container's; a format-\(Manifest.formatVersion) "
-                    + "manifest says \(Manifest.formatVersion)"
+                "version \(version) is an older format than the container's; a format-2 container's manifest "
+                    + "says \(Manifest.oldestReadableVersion) or \(Manifest.formatVersion)"
             )
         }
         guard version <= Manifest.formatVersion else {
@@ -381,6 +406,17 @@ public struct Manifest: Codable, Sendable, Equatable {
                 "format version \(version) is newer than this fedbatch (\(FedBatchVersion.current)) reads "
                     + "(\(Manifest.formatVersion)); upgrade fedbatch"
             )
+        }
+        // Version 2 lists bundles inline; version 3 in included.jsonl (the
+        // reader fills `included` in from it, after the count).
+        if version < 3, includedCount != nil {
+            throw ContainerError.manifestInvalid(
+                "a version-\(version) manifest lists its bundles inline; included_count is version 3's")
+        }
+        if version >= 3, included != nil, includedCount == nil {
+            throw ContainerError.manifestInvalid(
+                "a version-\(version) manifest lists its bundles in \(ContainerPath.included) (included_count), "
+                    + "not inline in included")
         }
         guard Manifest.knownCodecs.contains(codec) else {
             throw ContainerError.manifestInvalid(
@@ -451,7 +487,9 @@ public struct Manifest: Codable, Sendable, Equatable {
                 "a statistics bundle must name its site, its base generation and a positive num_examples (rows)")
         }
         try Self.checkIdentifier(site.id, what: "site id")
-        guard included == nil, partials == nil, statistics == nil, strategy == nil, privacy == nil else {
+        guard included == nil, includedCount == nil, partials == nil, statistics == nil, strategy == nil,
+            privacy == nil
+        else {
             throw ContainerError.manifestInvalid("a statistics bundle lists no bundles, strategy or privacy")
         }
     }
@@ -459,7 +497,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// A partial aggregate: its region, base and the bundles it covers, each
     /// fitting a partial on that base.
     private func checkPartial() throws {
-        guard let site, let base, let n = numExamples, n > 0, let included, !included.isEmpty else {
+        guard let site, let base, let n = numExamples, n > 0, !(included ?? []).isEmpty || (includedCount ?? 0) > 0
+        else {
             throw ContainerError.manifestInvalid(
                 "a partial aggregate must name its regional collector (site), its base generation, a positive "
                     + "num_examples and the bundles it includes"
@@ -471,6 +510,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw ContainerError.manifestInvalid(
                 "a partial aggregate's seq is the generation it is for, \(base.number + 1), not \(site.seq)")
         }
+        guard let included else { return }  // checked once the list is read
         guard Set(included.map(\.digest)).count == included.count else {
             throw ContainerError.manifestInvalid("a partial aggregate lists a bundle twice")
         }
@@ -496,12 +536,19 @@ public struct Manifest: Codable, Sendable, Equatable {
         guard let g = generation, g >= 0 else {
             throw ContainerError.manifestInvalid("a generation must give its number")
         }
+        if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+        try checkStatisticsList(generation: g)
+        try checkPrivacy()
+        // The rest needs the list of bundles, checked once it is read.
+        guard !includedPending else { return }
         if let partials {
+            var carried: [String: Int] = [:]
+            for b in included ?? [] { if let p = b.partial { carried[p, default: 0] += 1 } }
             for p in partials {
-                let carried = (included ?? []).filter { $0.partial == p.digest }
-                guard carried.count == p.bundles, p.bundles > 0 else {
+                guard carried[p.digest, default: 0] == p.bundles, p.bundles > 0 else {
                     throw ContainerError.manifestInvalid(
-                        "partial \(p.digest) says it covers \(p.bundles) bundles; included lists \(carried.count)")
+                        "partial \(p.digest) says it covers \(p.bundles) bundles; included lists "
+                            + "\(carried[p.digest, default: 0])")
                 }
             }
             let known = Set(partials.map(\.digest))
@@ -523,9 +570,10 @@ public struct Manifest: Codable, Sendable, Equatable {
                     "included bundle \(b.digest): remembered must name an earlier generation than \(g), after its base")
             }
         }
-        let rememberedSites = (included ?? []).filter { $0.remembered != nil }.map(\.site)
-        for site in rememberedSites where (included ?? []).filter({ $0.site == site }).count > 1 {
-            throw ContainerError.manifestInvalid("included lists site \(site) twice, once remembered")
+        var perSite: [String: Int] = [:]
+        for b in included ?? [] { perSite[b.site, default: 0] += 1 }
+        for b in included ?? [] where b.remembered != nil && perSite[b.site, default: 0] > 1 {
+            throw ContainerError.manifestInvalid("included lists site \(b.site) twice, once remembered")
         }
         for b in included ?? [] {
             if let base = b.base, let g = generation, !(base >= 0 && base < g && b.staleness == g - 1 - base) {
@@ -549,7 +597,10 @@ public struct Manifest: Codable, Sendable, Equatable {
         for b in included ?? [] where b.numExamples < 0 || b.seq < 0 || !(b.weight >= 0) {
             throw ContainerError.manifestInvalid("included bundle \(b.digest) has a negative count or weight")
         }
-        if g > 0, parent == nil { throw ContainerError.manifestInvalid("generation \(g) must name its parent") }
+    }
+
+    /// A statistics pin's list: one entry per site and digest.
+    private func checkStatisticsList(generation g: Int) throws {
         if let statistics {
             guard g > 0, Set(statistics.map(\.digest)).count == statistics.count,
                 Set(statistics.map(\.site)).count == statistics.count,
@@ -566,6 +617,10 @@ public struct Manifest: Codable, Sendable, Equatable {
                 }
             }
         }
+    }
+
+    /// A well-formed privacy record.
+    private func checkPrivacy() throws {
         if let p = privacy {
             guard p.rounds >= 0, p.inverseSquareSum >= 0, p.epsilon >= 0, p.delta > 0, p.delta < 1, p.maxEpsilon > 0
             else {
@@ -624,6 +679,21 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
         if kind == .stats, names.contains(ContainerPath.tensors) {
             throw ContainerError.manifestInvalid("a statistics bundle holds no \(ContainerPath.tensors)")
+        }
+        // The list of bundles is a member exactly when the manifest gives
+        // its count, and then it holds that many.
+        guard names.contains(ContainerPath.included) == (includedCount != nil) else {
+            throw ContainerError.manifestInvalid(
+                includedCount == nil
+                    ? "member \(ContainerPath.included) is listed, but the manifest gives no included_count"
+                    : "included_count is given, but no \(ContainerPath.included) member is listed")
+        }
+        if includedCount != nil, kind != .generation, kind != .partial {
+            throw ContainerError.manifestInvalid("only a generation or a partial aggregate lists included bundles")
+        }
+        if let c = includedCount, let included, included.count != c {
+            throw ContainerError.manifestInvalid(
+                "included_count is \(c), but \(ContainerPath.included) lists \(included.count) bundles")
         }
     }
     /// Site ids and model ids appear in file names, so they are plain words.

@@ -51,19 +51,14 @@ struct ManifestDecoder {
             return Manifest.Site(id: try s.string("id"), seq: try s.int64("seq"))
         }
         m.numExamples = try d.optional("num_examples") { try d.int64("num_examples") }
-        m.included = try d.optional("included") {
-            try d.array("included").map {
-                let b = $0
-                return Manifest.IncludedBundle(
-                    digest: try b.string("digest"), site: try b.string("site"), signer: try b.string("signer"),
-                    seq: try b.int64("seq"), numExamples: try b.int64("num_examples"), weight: try b.double("weight"),
-                    base: try b.optional("base") { try b.int("base") },
-                    staleness: try b.optional("staleness") { try b.int("staleness") },
-                    stalenessWeight: try b.optional("staleness_weight") { try b.double("staleness_weight") },
-                    partial: try b.optional("partial") { try b.string("partial") },
-                    evaluation: try b.optional("evaluation") { try b.object("evaluation").siteEvaluation() },
-                    remembered: try b.optional("remembered") { try b.int("remembered") })
-            }
+        m.included = try d.optional("included") { try d.array("included").map { try $0.includedBundle() } }
+        m.includedCount = try d.optional("included_count") { try d.int("included_count") }
+        // Once read, the member's list fills `included`: an inline list
+        // beside the count would be silently replaced, so it is refused.
+        if m.included != nil && m.includedCount != nil {
+            throw ContainerError.manifestInvalid(
+                "a manifest lists its bundles inline (included) or in \(ContainerPath.included) "
+                    + "(included_count), not both")
         }
         m.evaluation = try d.optional("evaluation") { try d.object("evaluation").siteEvaluation() }
         m.partials = try d.optional("partials") {
@@ -181,6 +176,23 @@ struct ManifestDecoder {
         var out: [String: Double] = [:]
         for (k, _) in o.fields { out[k] = try o.double(k) }
         return out
+    }
+
+    /// One line of `included.jsonl`, held to the rules of a manifest field.
+    static func includedBundle(_ value: JSONValue, line: Int) throws -> Manifest.IncludedBundle {
+        try ManifestDecoder(value, path: "\(ContainerPath.included) line \(line)").includedBundle()
+    }
+
+    private func includedBundle() throws -> Manifest.IncludedBundle {
+        Manifest.IncludedBundle(
+            digest: try string("digest"), site: try string("site"), signer: try string("signer"),
+            seq: try int64("seq"), numExamples: try int64("num_examples"), weight: try double("weight"),
+            base: try optional("base") { try int("base") },
+            staleness: try optional("staleness") { try int("staleness") },
+            stalenessWeight: try optional("staleness_weight") { try double("staleness_weight") },
+            partial: try optional("partial") { try string("partial") },
+            evaluation: try optional("evaluation") { try object("evaluation").siteEvaluation() },
+            remembered: try optional("remembered") { try int("remembered") })
     }
 
     private func siteEvaluation() throws -> Manifest.SiteEvaluation {

@@ -16,6 +16,11 @@ public enum ContainerPath {
     public static let statistics = "statistics.json"
     /// A server optimiser's state (`ServerOptimizer`), carried forward.
     public static let optimizerState = "optimizer.safetensors"
+    /// A generation's or partial's list of included bundles, one canonical
+    /// JSON object per line in digest order (`Manifest.IncludedList`): kept
+    /// out of the manifest so that the manifest stays small whatever the
+    /// number of bundles.
+    public static let included = "included.jsonl"
 
     /// `[A-Za-z0-9._-]`, the bytes names and ids are made of.
     public static func isPlainByte(_ c: UInt8) -> Bool {

@@ -367,7 +367,7 @@ public final class Verifier: @unchecked Sendable {
     /// The result has the generation's identity and manifest, no members.
     public func openPruned(path: String) throws -> VerifiedContainer {
         var limits = ContainerLimits.default
-        limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
+        limits.maxFileBytes = PrunedManifest.fileCap(limits)
         let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
         let signer = try verify(file)
         let statement = try Statement.parse(file.statement)
@@ -376,12 +376,13 @@ public final class Verifier: @unchecked Sendable {
             throw StatementError.invalid(
                 "a pruned generation's statement must be a generation's and name its manifest's SHA-256")
         }
-        let actual = Digest.of(file.payload)
+        let manifestBytes = PrunedManifest.manifestBytes(of: file.payload)
+        let actual = Digest.of(manifestBytes)
         guard actual == declared else {
             throw StatementError.mismatch(
                 "the kept manifest's SHA-256 is \(actual.hex), the statement names \(declared.hex)")
         }
-        let manifest = try Manifest.decode(file.payload)
+        let manifest = try PrunedManifest.decode(file.payload, limits: limits)
         try statement.check(against: manifest)
         guard signer.role.signsGenerations else {
             throw TrustError.wrongSigner(
@@ -392,7 +393,8 @@ public final class Verifier: @unchecked Sendable {
                 fingerprint: signer.fingerprint, generation: n, from: signer.validFrom, until: signer.validUntil)
         }
         return VerifiedContainer(
-            path: path, file: file, container: Container(manifest: manifest, manifestBytes: file.payload, members: [:]),
+            path: path, file: file,
+            container: Container(manifest: manifest, manifestBytes: Data(manifestBytes), members: [:]),
             signer: signer, statement: statement, digest: statement.payloadDigest)
     }
 

@@ -34,6 +34,16 @@ enum AuditComparison {
         if let d = firstDifference(a, b, path: "") {
             return "manifest field \(d)"
         }
+        // Then the list of bundles, entry by entry (in included.jsonl its
+        // difference would otherwise show only as a member's SHA-256).
+        let mineList = expected.included ?? [], theirList = v.manifest.included ?? []
+        for (i, (x, y)) in zip(mineList, theirList).enumerated() where x != y {
+            let fields = firstDifference(try jsonObject(x), try jsonObject(y), path: "")
+            return "included bundle \(i + 1) (\(y.digest)): \(fields.map { "field \($0)" } ?? "differs")"
+        }
+        if mineList.count != theirList.count {
+            return "the generation includes \(theirList.count) bundles; re-derived: \(mineList.count)"
+        }
         let theirNames = v.manifest.members.map(\.name)
         let myNames = members.map(\.name)
         guard theirNames == myNames else {
@@ -83,6 +93,11 @@ enum AuditComparison {
     }
 
     /// The first path (in sorted key order) where two JSON values differ.
+    /// An included entry as the JSON object its line holds.
+    private static func jsonObject(_ b: Manifest.IncludedBundle) throws -> Any {
+        try JSONSerialization.jsonObject(with: try IncludedList.encode([b]))
+    }
+
     static func firstDifference(_ a: Any?, _ b: Any?, path: String) -> String? {
         switch (a, b) {
         case let (x as [String: Any], y as [String: Any]):

@@ -202,7 +202,8 @@ struct GenerationAuditor {
         let members = try Collector.generationMembers(
             weights: next, schema: p.v.container.members[TabularSchema.member], extra: state,
             rotation: Self.rotationMembers(of: v))
-        return (try ContainerWriter.describing(manifest: manifest, members: members), members, read, noiseUnchecked)
+        let laid = try Self.layout(manifest, members, like: v)
+        return (laid.manifest, laid.members, read, noiseUnchecked)
     }
 
     /// A revert: the restored generation's weights, which must be the
@@ -233,7 +234,8 @@ struct GenerationAuditor {
         let members = try Collector.generationMembers(
             weights: weights, schema: p.v.container.members[TabularSchema.member], extra: [],
             rotation: Self.rotationMembers(of: v))
-        return (try ContainerWriter.describing(manifest: manifest, members: members), members, 0, false)
+        let laid = try Self.layout(manifest, members, like: v)
+        return (laid.manifest, laid.members, 0, false)
     }
 
     /// A statistics pin: the bundles it lists, checked by the protocol and
@@ -274,9 +276,8 @@ struct GenerationAuditor {
             combined: combined, rejected: m.rejected ?? [])
         let members = try Collector.generationMembers(
             weights: p.weights, schema: pinned.schema, extra: pinned.members, rotation: Self.rotationMembers(of: v))
-        return (
-            try ContainerWriter.describing(manifest: pinned.manifest, members: members), members, listed.count, false
-        )
+        let laid = try Self.layout(pinned.manifest, members, like: v)
+        return (laid.manifest, laid.members, listed.count, false)
     }
 
     // MARK: - Inputs
@@ -335,6 +336,17 @@ struct GenerationAuditor {
                 "\(path) does not match the noise commitment generation \(n) names (\(commitment))")
         }
         return seed
+    }
+
+    /// The re-derived generation as the writer lays it out, with its list
+    /// of bundles where the audited generation has it: in `included.jsonl`,
+    /// or inline for a generation written before that member existed.
+    static func layout(
+        _ manifest: Manifest, _ members: [(name: String, data: Data)], like v: VerifiedContainer
+    ) throws
+        -> (manifest: Manifest, members: [(name: String, data: Data)])
+    {
+        try ContainerWriter.layout(manifest: manifest, members: members, inlineIncluded: v.manifest.version < 3)
     }
 
     /// A key rotation's members and a change of the signer set's, as the

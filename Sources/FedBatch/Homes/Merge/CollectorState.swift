@@ -200,11 +200,11 @@ extension Collector {
             let path = home.layout.prunedGeneration(n)
             do {
                 var limits = ContainerLimits.default
-                limits.maxFileBytes = Int64(limits.maxManifestBytes) + (64 << 10)
+                limits.maxFileBytes = PrunedManifest.fileCap(limits)
                 let file = try ContainerFile.read(try OpenFile(path: path), limits: limits)
                 let statement = try Statement.parse(file.statement)
                 guard statement.generation == n, let declared = statement.manifestDigest,
-                    Digest.of(file.payload) == declared
+                    Digest.of(PrunedManifest.manifestBytes(of: file.payload)) == declared
                 else {
                     throw StatementError.mismatch("its kept manifest does not hash to the digest its statement names")
                 }

@@ -179,7 +179,9 @@ extension ContainerLimits {
         var l = ContainerLimits.updates(of: arch)
         let tensors = Int64(arch.parameterCount) * 16 + (64 << 10) + Int64(arch.tensorShapes.count) * 512
         l.maxMemberBytes = max(tensors, 1 << 20)
-        // The manifest lists every bundle the partial covers (about 400 bytes each).
+        // A version-2 partial lists every bundle it covers in its manifest
+        // (about 400 bytes each); version 3 in included.jsonl, which the
+        // reader caps by the declared count on top of these caps.
         l.maxManifestBytes = 64 << 20
         l.maxDecompressedBytes = l.maxMemberBytes + Int64(l.maxManifestBytes) + (2 << 20)
         l.maxFileBytes = l.maxDecompressedBytes + l.maxDecompressedBytes / 128 + (1 << 20) + Int64(l.maxSignatureBytes)

@@ -94,7 +94,8 @@ extension Home {
                 let dest = layout.prunedGeneration(n)
                 try writeFileAtomically(
                     parts: [
-                        v.container.manifestBytes,
+                        PrunedManifest.keptBytes(
+                            manifestBytes: v.container.manifestBytes, members: v.container.members),
                         ContainerFile.slot(statement: v.file.statement, signature: v.file.signature),
                     ], to: dest)
                 let check = try verifier.openPruned(path: dest)
@@ -107,7 +108,10 @@ extension Home {
                 report.bytesFreed += size - (fileSize(dest) ?? 0)
             } else {
                 report.bytesFreed +=
-                    size - Int64(v.container.manifestBytes.count + v.file.statement.count + v.file.signature.count + 16)
+                    size
+                    - Int64(
+                        PrunedManifest.keptBytes(manifestBytes: v.container.manifestBytes, members: v.container.members)
+                            .count + v.file.statement.count + v.file.signature.count + 16)
             }
             report.generations.append(n)
             pruned.insert(n)
