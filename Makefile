@@ -27,7 +27,7 @@ APT_PACKAGES := pkg-config libarchive-dev libgpgme-dev libzstd-dev libssl-dev li
                 libopenblas-dev zlib1g-dev libsqlite3-dev \
                 gnupg zstd tar time bc python3 python3-venv python3-numpy python3-torch \
                 python3-sklearn groff-base dataset-fashion-mnist systemd \
-                dpkg-dev binutils lintian prometheus python3-yaml python3-pil chromium util-linux
+                dpkg-dev binutils lintian prometheus python3-yaml python3-pil chromium util-linux strace
 
 .PHONY: all deps build deb debug test demo install uninstall man clean bench bench-deps fuzz lint format
 

@@ -8,6 +8,7 @@
 # file: zstd -dc and sha256 of the same generation.
 #
 #   REGIONS=100 PER_REGION=1000 ARCH=mlp:784-32-10 bench/included.sh
+#   PROFILE=1 bench/included.sh      (also records the root's merge with perf into /tmp/included-merge.perf)
 set -euo pipefail
 regions=${REGIONS:-100}
 per=${PER_REGION:-1000}
@@ -50,7 +51,7 @@ for f in glob.glob(sys.argv[1] + "/*.sites"):
 PY
 cp "$work"/partials/*.fbp "$col/inbox/"
 t0=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/merge.rss" "$fb" merge --home "$col" -q
+/usr/bin/time -f "%M" -o "$work/merge.rss" ${PROFILE:+perf record -F 499 -g -o /tmp/included-merge.perf} "$fb" merge --home "$col" -q
 t1=$(date +%s.%N)
 g1=$col/generations/g000001.fbg
 "$fb" init site --home "$work/site" --site-id region-001-s0 --key "$(key site)" \

@@ -22,6 +22,22 @@ public enum SHA2: Sendable {
     }
 }
 
+/// An OpenPGP v4 key fingerprint (RFC 4880 §12.2): SHA-1 over 0x99, the
+/// key packet body's two-byte length and the body. SHA-1 here names a key,
+/// as OpenPGP defines it; it is never used to check a signature.
+public func openPGPV4Fingerprint(keyPacketBody body: [UInt8]) -> [UInt8] {
+    let ctx = EVP_MD_CTX_new()!
+    defer { EVP_MD_CTX_free(ctx) }
+    EVP_DigestInit_ex(ctx, EVP_sha1(), nil)
+    let prefix: [UInt8] = [0x99, UInt8((body.count >> 8) & 0xFF), UInt8(body.count & 0xFF)]
+    EVP_DigestUpdate(ctx, prefix, prefix.count)
+    EVP_DigestUpdate(ctx, body, body.count)
+    var out = [UInt8](repeating: 0, count: 20)
+    var len: UInt32 = 0
+    EVP_DigestFinal_ex(ctx, &out, &len)
+    return out
+}
+
 /// Incremental SHA-2 (SHA-256 unless told otherwise).
 public final class SHA2Hasher {
     private let ctx: OpaquePointer

@@ -232,6 +232,29 @@ public final class GPGContext {
         }
     }
 
+    /// Every public key in the keyring, from one gpg process: a verifier
+    /// lists its scratch keyring once rather than once per signer.
+    public func allKeys() throws -> [GPGKey] {
+        // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
+        ForkGuard.shared.lockShared()
+        defer { ForkGuard.shared.unlock() }
+        var err = gpgme_op_keylist_start(ctx, nil, 0)
+        if err != 0 { throw GPGError.from(err, "listing keys") }
+        defer { gpgme_op_keylist_end(ctx) }
+        var out: [GPGKey] = []
+        while true {
+            var key: gpgme_key_t?
+            err = gpgme_op_keylist_next(ctx, &key)
+            if fb_gpgme_err_code(err) == GPGErrorCode.eof { break }
+            if err != 0 { throw GPGError.from(err, "listing keys") }
+            if let key {
+                out.append(Self.convert(key))
+                gpgme_key_unref(key)
+            }
+        }
+        return out
+    }
+
     /// The key with this fingerprint (primary or subkey) in the keyring.
     public func key(fingerprint: String, secret: Bool) throws -> GPGKey? {
         // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).

@@ -45,6 +45,31 @@ struct MergeCommandTests {
         return object.compactMapValues { $0 as? String }
     }
 
+    @Test("the gpg processes a merge starts do not grow with the pinned keys: one per signature checked, a few more")
+    func gpgProcessesPerMerge() throws {
+        let sites = (1...30).map { "site-\($0)" }
+        let fed = try Federation(sites: sites)
+        let g0 = try generation(fed, 0)
+        for s in sites.prefix(3) { try update(fed, site: s, seq: 1, base: g0) }
+        let trace = fed.root + "/trace"
+        let r = try Subprocess.run(
+            "/usr/bin/strace",
+            [
+                "-f", "-qq", "-e", "trace=execve", "-o", trace, TestPaths.fedbatch, "merge", "--home", fed.collector,
+                "-q",
+            ],
+            environment: ["GNUPGHOME": fed.keyring.home])
+        #expect(r.status == 0, "\(r.err)")
+        let gpg = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").filter {
+            $0.contains("execve(\"/usr/bin/gpg\"")
+        }
+        // Three bundles verified, 30 sites and a collector pinned: the
+        // verifiers read, import and list all keys in one process each.
+        // Reading each key file on its own took about five per key (over 150).
+        #expect(gpg.count >= 3 && gpg.count <= 25, "\(gpg.count) gpg processes")
+        #expect(try names(fed.collector + "/accepted").count == 3)
+    }
+
     @Test("bad bundles are quarantined with their reason while the good ones beside them are merged")
     func quarantineAndMerge() throws {
         let fed = try Federation(sites: ["site-1", "site-2", "site-3"])

@@ -320,6 +320,54 @@ struct VerifierTests {
         let junk = Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) })
         #expect(try refusal(try bundle(signedBy: stranger, payload: junk).file).hasPrefix("signature.unknown-key"))
     }
+
+    @Test("pinned key files are read by gpg together, each attributed by its own fingerprint, or on its own")
+    func keyFileBatch() throws {
+        let ring = fed.keyring
+        let a = try ring.gpg(["--armor", "--export", fed.siteKeys["site-1"]!]).stdout
+        let b = try ring.gpg(["--armor", "--export", fed.siteKeys["site-2"]!]).stdout
+        let binary = try ring.gpg(["--export", fed.collectorKey]).stdout
+        // The packets give the fingerprint gpg gives.
+        #expect(KeyPackets.scan(a)?.primaries == [fed.siteKeys["site-1"]!] && KeyPackets.scan(a)?.armored == true)
+        #expect(KeyPackets.scan(binary)?.primaries == [fed.collectorKey] && KeyPackets.scan(binary)?.armored == false)
+        // A changed armor checksum or body is not attributed; a secret key
+        // block is never scanned as a public one.
+        var text = String(decoding: a, as: UTF8.self)
+        let crc = try #require(text.range(of: "\n=", options: .backwards))
+        text.replaceSubrange(crc.upperBound..<text.index(crc.upperBound, offsetBy: 4), with: "AAAA")
+        #expect(KeyPackets.scan(Data(text.utf8)) == nil)
+        let secret = try ring.gpg(["--armor", "--export-secret-keys", fed.siteKeys["site-1"]!]).stdout
+        #expect(KeyPackets.scan(secret) == nil)
+        let both = a + b
+        #expect(KeyPackets.scan(both) == nil)  // two armor blocks: left to gpg
+        let twoKeys = try ring.gpg(["--armor", "--export", fed.siteKeys["site-1"]!, fed.siteKeys["site-2"]!]).stdout
+        #expect(KeyPackets.scan(twoKeys)?.primaries.count == 2)
+
+        let scratch = try ScratchKeyring()
+        let batch = KeyFileBatch(files: [a, b, binary, twoKeys, secret], context: scratch.context)
+        // Only the two single armored public keys are attributed; each is
+        // exactly what gpg says of the file on its own.
+        #expect(batch.count == 2 && batch.key(for: binary) == nil && batch.key(for: twoKeys) == nil)
+        for file in [a, b] {
+            let single = try KeyFile.parse(file, path: "k.asc", context: scratch.context)
+            let batched = try #require(batch.key(for: file))
+            #expect(
+                batched.fingerprint == single.fingerprint
+                    && batched.subkeys.map(\.fingerprint) == single.subkeys.map(\.fingerprint))
+            #expect(batched.userIDs == single.userIDs && batched.canSign == single.canSign)
+        }
+        // The files that were not attributed are refused on their own, as before.
+        #expect(throws: TrustError.self) {
+            try KeyFile.parse(twoKeys, path: "two.asc", context: scratch.context, batch: batch)
+        }
+        #expect(throws: TrustError.self) {
+            try KeyFile.parse(secret, path: "secret.asc", context: scratch.context, batch: batch)
+        }
+        // Two files holding one key with different bytes: neither from the batch.
+        let again = a + Data("\n".utf8)
+        let split = KeyFileBatch(files: [a, again], context: scratch.context)
+        #expect(split.count == 0)
+    }
 }
 
 @Suite("PayloadSigner")
@@ -373,4 +421,5 @@ struct SignerTests {
             try PayloadSigner(gnupgHome: keyring.home, fingerprint: fpr.lowercased(), passphraseFile: nil).fingerprint
                 == fpr)
     }
+
 }

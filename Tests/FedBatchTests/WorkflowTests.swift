@@ -83,6 +83,35 @@ struct WorkflowTests {
         #expect(report.accepted.map(\.site) == ["site-2"])
     }
 
+    @Test("state.db answers a batch of digests and sites exactly as it answers each one, across query chunks")
+    func batchedLookups() throws {
+        let dir = TempDir()
+        let ledger = try Ledger(path: dir.file("state.db"))
+        // Generation 1 takes 900 bundles of 300 sites (three each, seq 1 to 3).
+        let included = (0..<900).map { i in
+            Manifest.IncludedBundle(
+                digest: Digest.of(Data("b\(i)".utf8)).hex, site: "s\(i % 300)",
+                signer: String(repeating: "A", count: 40),
+                seq: Int64(1 + i / 300), numExamples: 1, weight: 1, base: 0, staleness: 0, stalenessWeight: 1)
+        }
+        var m = Manifest(
+            kind: .generation, model: .init(id: "demo", arch: Samples.arch), created: "2026-01-01T00:00:00Z",
+            generation: 1, parent: .init(number: 0, digest: String(repeating: "ab", count: 32)), included: included,
+            rejected: [])
+        m.members = []
+        try ledger.recordGeneration(m, digest: String(repeating: "cd", count: 32), file: "g1")
+        // Asked about every other one of them, and as many never merged.
+        let digests = stride(from: 0, to: 1800, by: 2).map { Digest.of(Data("b\($0)".utf8)).hex }
+        let sites = (0..<700).map { "s\($0)" }
+        let merged = try ledger.mergedGenerations(of: digests)
+        let sequences = try ledger.lastSequences(of: sites)
+        #expect(merged.count == 450 && sequences.count == 300)
+        for d in digests { #expect(merged[d] == (try ledger.mergedInto(d)?.generation)) }
+        for s in sites { #expect(sequences[s] == (try ledger.lastSequence(site: s))) }
+        #expect(sequences["s7"] == 3)
+        #expect(try ledger.mergedGenerations(of: []).isEmpty && (try ledger.lastSequences(of: [])).isEmpty)
+    }
+
     @Test(
         "a key rotation: prepared, carried by the next generation under the old key, then the home signs with the new")
     func rotationSteps() throws {

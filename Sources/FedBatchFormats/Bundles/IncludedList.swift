@@ -46,45 +46,43 @@ public enum IncludedList {
         }
         var bundles: [Manifest.IncludedBundle] = []
         bundles.reserveCapacity(count)
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0
-            var previous: String?
-            while start < bytes.count {
-                let line = bundles.count + 1
-                guard line <= count else {
-                    throw ContainerError.manifestInvalid(
-                        "\(ContainerPath.included) has more lines than included_count (\(count))")
-                }
-                let limit = min(bytes.count, start + limits.maxIncludedLineBytes + 1)
-                guard let end = bytes[start..<limit].firstIndex(of: 0x0A) else {
-                    throw ContainerError.manifestInvalid(
-                        limit == bytes.count
-                            ? "\(ContainerPath.included) line \(line) has no newline at its end"
-                            : "\(ContainerPath.included) line \(line) is longer than "
-                                + "\(limits.maxIncludedLineBytes) bytes")
-                }
-                let value: JSONValue
-                do {
-                    value = try StrictJSON.parse(UnsafeBufferPointer(rebasing: bytes[start..<end]))
-                } catch let e as JSONSyntaxError {
-                    throw ContainerError.manifestInvalid(
-                        "\(ContainerPath.included) line \(line) is not valid JSON: \(e.description)")
-                }
-                let b = try ManifestDecoder.includedBundle(value, line: line)
-                guard Digest(hex: b.digest) != nil else {
-                    throw ContainerError.manifestInvalid(
-                        "\(ContainerPath.included) line \(line): digest \"\(b.digest)\" is not 64 lowercase hex digits"
-                    )
-                }
-                if let previous, !(previous < b.digest) {
-                    throw ContainerError.manifestInvalid(
-                        "\(ContainerPath.included) line \(line): digests must be in increasing order, each once")
-                }
-                previous = b.digest
-                bundles.append(b)
-                start = end + 1
+        // One copy into an array: its slices index directly, where a Data
+        // slice goes through Data's own indexing on every byte.
+        let bytes = [UInt8](data)
+        var start = 0
+        var previous: String?
+        while start < bytes.count {
+            let line = bundles.count + 1
+            guard line <= count else {
+                throw ContainerError.manifestInvalid(
+                    "\(ContainerPath.included) has more lines than included_count (\(count))")
             }
+            let limit = min(bytes.count, start + limits.maxIncludedLineBytes + 1)
+            guard let end = bytes[start..<limit].firstIndex(of: 0x0A) else {
+                throw ContainerError.manifestInvalid(
+                    limit == bytes.count
+                        ? "\(ContainerPath.included) line \(line) has no newline at its end"
+                        : "\(ContainerPath.included) line \(line) is longer than \(limits.maxIncludedLineBytes) bytes")
+            }
+            let value: JSONValue
+            do {
+                value = try StrictJSON.parse(bytes[start..<end])
+            } catch let e as JSONSyntaxError {
+                throw ContainerError.manifestInvalid(
+                    "\(ContainerPath.included) line \(line) is not valid JSON: \(e.description)")
+            }
+            let b = try ManifestDecoder.includedBundle(value, line: line)
+            guard Digest(hex: b.digest) != nil else {
+                throw ContainerError.manifestInvalid(
+                    "\(ContainerPath.included) line \(line): digest \"\(b.digest)\" is not 64 lowercase hex digits")
+            }
+            if let previous, !(previous < b.digest) {
+                throw ContainerError.manifestInvalid(
+                    "\(ContainerPath.included) line \(line): digests must be in increasing order, each once")
+            }
+            previous = b.digest
+            bundles.append(b)
+            start = end + 1
         }
         guard bundles.count == count else {
             throw ContainerError.manifestInvalid(

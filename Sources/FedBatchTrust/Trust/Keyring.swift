@@ -77,7 +77,10 @@ package final class ScratchKeyring {
 public enum KeyFile {
     /// The one public key in `data` (armored or binary). Refuses files with
     /// no key, several keys, or secret key material.
-    package static func parse(_ data: Data, path: String, context: GPGContext) throws -> GPGKey {
+    package static func parse(
+        _ data: Data, path: String, context: GPGContext, batch: KeyFileBatch = KeyFileBatch()
+    ) throws -> GPGKey {
+        if let key = batch.key(for: data) { return key }
         let keys: [GPGKey]
         do {
             keys = try context.keys(inData: data)

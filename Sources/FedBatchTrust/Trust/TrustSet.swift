@@ -128,11 +128,12 @@ public struct TrustSet: Sendable {
     static func load(keysDirectory: String, context: GPGContext) throws -> (TrustSet, [Data], [KeyRotation]) {
         var pinned: [PinnedKey] = []
         var blocks: [Data] = []
+        let batch = KeyFileBatch(directory: keysDirectory, context: context)
         @discardableResult
         func add(
             _ data: Data, path: String, _ role: Role, retired: Bool = false, expect fingerprint: String? = nil
         ) throws -> PinnedKey {
-            let key = try KeyFile.parse(data, path: path, context: context)
+            let key = try KeyFile.parse(data, path: path, context: context, batch: batch)
             if let fingerprint, fingerprint != key.fingerprint {
                 throw TrustError.keyFile(
                     path: path, reason: "holds key \(key.fingerprint), not the \(fingerprint) its name says")

@@ -72,9 +72,10 @@ public final class Verifier: @unchecked Sendable {
     /// The signer sets `adoptSignerSet` accepted, in order.
     public private(set) var adoptedSignerSets: [SignerSetChange] = []
     private let keyring: ScratchKeyring
-    /// Keys already looked up. The scratch keyring never changes after
-    /// `init`, and each lookup is a gpg process: a merge of 200 small
-    /// bundles would otherwise start 200 extra gpg processes.
+    /// The keyring's keys by primary and subkey fingerprint: listed once by
+    /// `init` (a lookup per signer is a gpg process each: 200 for a merge
+    /// of 200 sites' bundles), and dropped for a key an adoption imports
+    /// again, which is then looked up anew.
     private var keys: [String: GPGKey] = [:]
     /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is
     /// SHA-224, which is below the SHA-256 floor.
@@ -83,8 +84,20 @@ public final class Verifier: @unchecked Sendable {
     public init(keysDirectory: String) throws {
         keyring = try ScratchKeyring()
         let (trust, blocks, rotations) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
+        // One import and one listing for all the pinned keys, not a gpg
+        // process per key for each (KeyFileBatch says why that matters).
+        var stream = Data()
         for block in blocks {
-            do { try keyring.context.importKeys(block) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+            stream.append(block)
+            stream.append(0x0A)
+        }
+        do {
+            if !blocks.isEmpty { try keyring.context.importKeys(stream) }
+            for key in try keyring.context.allKeys() {
+                for fingerprint in Set([key.fingerprint] + key.subkeys.map(\.fingerprint)) { keys[fingerprint] = key }
+            }
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
         }
         self.trust = trust
         // Each recorded rotation must still carry both keys' signatures.
@@ -95,6 +108,12 @@ public final class Verifier: @unchecked Sendable {
                     reason: "\(error)")
             }
         }
+    }
+
+    /// Drops the cached listing of keys an import just changed.
+    private func forgettingCached(_ imported: (fingerprints: [String], secretKeys: Int)) {
+        let changed = Set(imported.fingerprints.map { $0.uppercased() })
+        keys = keys.filter { !changed.contains($0.value.fingerprint.uppercased()) }
     }
 
     /// Both signatures of a rotation: the old key's and the new key's,
@@ -166,7 +185,9 @@ public final class Verifier: @unchecked Sendable {
         if let other = trust.key(fingerprint: s.newKey) {
             throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role)
         }
-        do { try keyring.context.importKeys(r.newKey) } catch let e as GPGError { throw TrustError.gpg(e.description) }
+        do { try forgettingCached(keyring.context.importKeys(r.newKey)) } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
         let before = trust
         trust.keys[index].validUntil = s.fromGeneration - 1
         var key = PinnedKey(
@@ -234,7 +255,7 @@ public final class Verifier: @unchecked Sendable {
                 throw TrustError.alreadyPinned(fingerprint: signer.fingerprint, role: other.role)
             }
             if pinned.isEmpty {
-                do { try keyring.context.importKeys(key) } catch let e as GPGError {
+                do { try forgettingCached(keyring.context.importKeys(key)) } catch let e as GPGError {
                     throw TrustError.gpg(e.description)
                 }
             }

@@ -182,6 +182,7 @@ public struct Collector {
         ledger: Ledger, now: Date, outcomes: inout MergeOutcomes, progress: (MergeProgress) -> Void
     ) throws {
         let verifiers = [verifier, try home.verifier()]
+        try round.prefetch(digests: ordered.map(\.digest.hex), sites: ordered.compactMap(\.site))
         var failure: Error?
         var taken = round, settled = outcomes
         Parallel.orderedPipeline(
@@ -234,10 +235,12 @@ public struct Collector {
         release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool
     ) throws -> MergeRound {
         let settings = home.config.merge
+        let lookups = LedgerLookups(ledger)
         var knowledge = MergeProtocol.Knowledge(
             current: .init(number: current.manifest.generation!, digest: current.digest.hex),
             maxExamples: settings.maxExamples,
-            mergedInto: { try ledger.mergedInto($0)?.generation }, lastSequence: { try ledger.lastSequence(site: $0) })
+            mergedInto: { try lookups.mergedInto($0) }, lastSequence: { try lookups.lastSequence($0) })
+        knowledge.prefetch = { try lookups.prefetch(digests: $0, sites: $1) }
         knowledge.acceptedCodecs = settings.acceptCodecs
         knowledge.maxStaleness = settings.maxStaleness
         let digests = try ledger.generationDigests()

@@ -41,8 +41,9 @@ struct Intake: @unchecked Sendable {
         let entry: DirectoryEntry
         let digest: Digest
         let status: EntryStatus
-        /// What the statement says the entry is.
+        /// What the statement says the entry is, and from which site.
         var kind: Manifest.Kind = .update
+        var site: String?
     }
 
     /// Pass 1 for one entry.
@@ -105,7 +106,9 @@ struct Intake: @unchecked Sendable {
                 return .waiting("changed while the merge read it; left for the next run")
             }
             return .ready(
-                Identified(entry: entry, digest: statement.payloadDigest, status: file.status, kind: statement.kind))
+                Identified(
+                    entry: entry, digest: statement.payloadDigest, status: file.status, kind: statement.kind,
+                    site: statement.site?.id))
         } catch {
             return .refused(error)
         }

@@ -30,6 +30,10 @@ public struct MergeProtocol {
         /// The last sequence number a site used in a statistics bundle a
         /// generation combined.
         public var lastStatisticsSequence: (String) throws -> Int64? = { _ in nil }
+        /// Told which bundle digests and sites are about to be asked about
+        /// (a merge's inbox, a partial's bundles), so that `mergedInto` and
+        /// `lastSequence` can answer them from one query each.
+        public var prefetch: (_ digests: [String], _ sites: [String]) throws -> Void = { _, _ in }
 
         public init(
             current: Manifest.GenerationRef, maxExamples: Int64,
