@@ -214,21 +214,9 @@ public final class GPGContext {
         ForkGuard.shared.lockShared()
         defer { ForkGuard.shared.unlock() }
         return try withInput(bytes) { dh in
-            var err = gpgme_op_keylist_from_data_start(ctx, dh, 0)
+            let err = gpgme_op_keylist_from_data_start(ctx, dh, 0)
             if err != 0 { throw GPGError.from(err, "reading keys") }
-            defer { gpgme_op_keylist_end(ctx) }
-            var out: [GPGKey] = []
-            while true {
-                var key: gpgme_key_t?
-                err = gpgme_op_keylist_next(ctx, &key)
-                if fb_gpgme_err_code(err) == GPGErrorCode.eof { break }
-                if err != 0 { throw GPGError.from(err, "reading keys") }
-                if let key {
-                    out.append(Self.convert(key))
-                    gpgme_key_unref(key)
-                }
-            }
-            return out
+            return try finishKeylist("reading keys")
         }
     }
 
@@ -238,15 +226,20 @@ public final class GPGContext {
         // gpgme forks gpg: no BLAS call may run meanwhile (ForkGuard).
         ForkGuard.shared.lockShared()
         defer { ForkGuard.shared.unlock() }
-        var err = gpgme_op_keylist_start(ctx, nil, 0)
+        let err = gpgme_op_keylist_start(ctx, nil, 0)
         if err != 0 { throw GPGError.from(err, "listing keys") }
+        return try finishKeylist("listing keys")
+    }
+
+    /// The keys of the keylist operation just started, then its end.
+    private func finishKeylist(_ what: String) throws -> [GPGKey] {
         defer { gpgme_op_keylist_end(ctx) }
         var out: [GPGKey] = []
         while true {
             var key: gpgme_key_t?
-            err = gpgme_op_keylist_next(ctx, &key)
+            let err = gpgme_op_keylist_next(ctx, &key)
             if fb_gpgme_err_code(err) == GPGErrorCode.eof { break }
-            if err != 0 { throw GPGError.from(err, "listing keys") }
+            if err != 0 { throw GPGError.from(err, what) }
             if let key {
                 out.append(Self.convert(key))
                 gpgme_key_unref(key)
