@@ -177,8 +177,15 @@ extension ContainerLimits {
     public var includedFileAllowance: Int64 { Int64(maxIncludedBundles) * 192 }
 
     /// The largest `included.jsonl` a manifest declaring `count` bundles
-    /// may carry.
-    public func includedMemberCap(count: Int) -> Int64 { Int64(count) * Int64(maxIncludedLineBytes) }
+    /// may carry; a count above `maxIncludedBundles` is refused here, the
+    /// one place both the container reader and the list's parser ask.
+    public func includedMemberCap(count: Int) throws -> Int64 {
+        guard count <= maxIncludedBundles else {
+            throw ContainerError.manifestInvalid(
+                "included_count \(count) is above the cap of \(maxIncludedBundles) bundles")
+        }
+        return Int64(count) * Int64(maxIncludedLineBytes)
+    }
 
     /// Caps for the update bundles of one model. No member may be larger
     /// than the model's tensors in float32 plus a safetensors header, so

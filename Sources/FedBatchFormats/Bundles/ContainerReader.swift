@@ -66,11 +66,7 @@ public enum ContainerReader {
         var manifest = try Manifest.decode(manifestBytes)
         // The list of included bundles is capped by the count the manifest
         // declares, and allowed on top of the other caps.
-        let listCap = manifest.includedCount.map { limits.includedMemberCap(count: $0) } ?? 0
-        if let count = manifest.includedCount, count > limits.maxIncludedBundles {
-            throw ContainerError.manifestInvalid(
-                "included_count \(count) is above the cap of \(limits.maxIncludedBundles) bundles")
-        }
+        let listCap = try manifest.includedCount.map { try limits.includedMemberCap(count: $0) } ?? 0
 
         var declared: [String: Manifest.Member] = [:]
         for m in manifest.members { declared[m.name] = m }
@@ -92,7 +88,7 @@ public enum ContainerReader {
             }
             total += size
             if total > limits.maxDecompressedBytes + listCap {
-                throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes)
+                throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes + listCap)
             }
             let (data, digest) = try readMember(tar, name: name, size: size)
             guard digest.hex == expected.sha256 else {

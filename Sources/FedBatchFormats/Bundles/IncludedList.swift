@@ -36,13 +36,9 @@ public enum IncludedList {
     ) throws
         -> [Manifest.IncludedBundle]
     {
-        guard count <= limits.maxIncludedBundles else {
-            throw ContainerError.manifestInvalid(
-                "included_count \(count) is above the cap of \(limits.maxIncludedBundles) bundles")
-        }
-        guard Int64(data.count) <= limits.includedMemberCap(count: count) else {
-            throw ContainerError.memberTooLarge(
-                name: ContainerPath.included, size: Int64(data.count), cap: limits.includedMemberCap(count: count))
+        let cap = try limits.includedMemberCap(count: count)
+        guard Int64(data.count) <= cap else {
+            throw ContainerError.memberTooLarge(name: ContainerPath.included, size: Int64(data.count), cap: cap)
         }
         var bundles: [Manifest.IncludedBundle] = []
         bundles.reserveCapacity(count)

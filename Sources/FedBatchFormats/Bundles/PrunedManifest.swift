@@ -51,6 +51,7 @@ public enum PrunedManifest {
     /// The largest `.fbm` a reader accepts: a manifest and the longest
     /// list the limits allow, plus the slot.
     public static func fileCap(_ limits: ContainerLimits = .default) -> Int64 {
-        Int64(limits.maxManifestBytes) + limits.includedMemberCap(count: limits.maxIncludedBundles) + (64 << 10)
+        Int64(limits.maxManifestBytes) + Int64(limits.maxIncludedBundles) * Int64(limits.maxIncludedLineBytes)
+            + (64 << 10)
     }
 }

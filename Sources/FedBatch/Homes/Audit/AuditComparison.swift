@@ -92,12 +92,12 @@ enum AuditComparison {
         String(format: "%.9g", Double(x))
     }
 
-    /// The first path (in sorted key order) where two JSON values differ.
     /// An included entry as the JSON object its line holds.
     private static func jsonObject(_ b: Manifest.IncludedBundle) throws -> Any {
         try JSONSerialization.jsonObject(with: try IncludedList.encode([b]))
     }
 
+    /// The first path (in sorted key order) where two JSON values differ.
     static func firstDifference(_ a: Any?, _ b: Any?, path: String) -> String? {
         switch (a, b) {
         case let (x as [String: Any], y as [String: Any]):
