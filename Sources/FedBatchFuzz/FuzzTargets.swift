@@ -10,7 +10,8 @@ import Foundation
 /// may throw (that is a refusal, the expected outcome for most inputs);
 /// it must never crash, trap, hang or allocate beyond its caps.
 enum FuzzTarget: String, CaseIterable {
-    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers, statistics, included
+    case safetensors, manifest, statement, signature, container, codec, idx, csv, numbers, statistics, included, keys,
+        verify
 
     /// Caps small enough that each input runs in microseconds, so that the
     /// fuzzer explores the parsers' logic rather than large allocations.
@@ -25,6 +26,29 @@ enum FuzzTarget: String, CaseIterable {
         l.maxIncludedBundles = 1000
         return l
     }()
+
+    /// A key block, a signature and a statement, framed as
+    /// make-key-seeds.sh frames them; whatever verifies must stop verifying
+    /// when the statement changes.
+    static func verify(_ data: Data) {
+        let bytes = [UInt8](data)
+        func take(_ i: inout Int) -> [UInt8]? {
+            guard i + 2 <= bytes.count else { return nil }
+            let n = Int(bytes[i]) << 8 | Int(bytes[i + 1])
+            guard i + 2 + n <= bytes.count else { return nil }
+            defer { i += 2 + n }
+            return Array(bytes[(i + 2)..<(i + 2 + n)])
+        }
+        var i = 0
+        guard let key = take(&i), let signature = take(&i) else { return }
+        let statement = Data(bytes[i...])
+        var ring = PublicKeyRing()
+        ring.add(Data(key))
+        guard (try? ring.signer(of: Data(signature), over: statement)) != nil else { return }
+        if (try? ring.signer(of: Data(signature), over: statement + Data([0x0A]))) != nil {
+            fatalError("a signature verified over two different statements")
+        }
+    }
 
     func run(_ data: Data) {
         switch self {
@@ -47,6 +71,13 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? Statement.parse(data)
         case .signature:
             _ = try? Verifier.checkSignaturePacket(data)
+        case .keys:
+            // A pinned key file, read as the in-process verifier reads it.
+            var ring = PublicKeyRing()
+            ring.add(data)
+            _ = KeyPackets.scan(data)
+        case .verify:
+            Self.verify(data)
         case .container:
             if let file = try? ContainerFile.split(data, limits: Self.limits) {
                 if let statement = try? Statement.parse(file.statement),

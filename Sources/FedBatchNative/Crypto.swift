@@ -20,6 +20,22 @@ public enum SHA2: Sendable {
         default: return nil
         }
     }
+
+    public var bits: Int {
+        switch self {
+        case .sha256: 256
+        case .sha384: 384
+        case .sha512: 512
+        }
+    }
+
+    var md: OpaquePointer {
+        switch self {
+        case .sha256: EVP_sha256()
+        case .sha384: EVP_sha384()
+        case .sha512: EVP_sha512()
+        }
+    }
 }
 
 /// An OpenPGP v4 key fingerprint (RFC 4880 §12.2): SHA-1 over 0x99, the
@@ -47,13 +63,7 @@ public final class SHA2Hasher {
     public init(_ algorithm: SHA2) {
         // EVP_MD_CTX_new only fails on allocation failure, where Swift would trap anyway.
         ctx = EVP_MD_CTX_new()!
-        let md: OpaquePointer
-        switch algorithm {
-        case .sha256: md = EVP_sha256()
-        case .sha384: md = EVP_sha384()
-        case .sha512: md = EVP_sha512()
-        }
-        EVP_DigestInit_ex(ctx, md, nil)
+        EVP_DigestInit_ex(ctx, algorithm.md, nil)
     }
 
     private init(copying other: SHA2Hasher) {
@@ -173,5 +183,217 @@ public final class ChaCha20Stream {
         }
         defer { next += 1 }
         return buffer[next]
+    }
+}
+
+// MARK: public-key signatures
+
+/// The elliptic curves fedbatch verifies ECDSA signatures on (KeyPolicy).
+public enum ECDSACurve: String, Sendable, CaseIterable {
+    case p256 = "nistp256", p384 = "nistp384", p521 = "nistp521"
+    case brainpoolP256 = "brainpoolP256r1", brainpoolP384 = "brainpoolP384r1", brainpoolP512 = "brainpoolP512r1"
+    /// Verified so that a refusal gives gpg's reason; the key policy
+    /// refuses the curve.
+    case secp256k1
+
+    /// Bits of the group's order.
+    public var orderBits: Int {
+        switch self {
+        case .p256, .brainpoolP256, .secp256k1: 256
+        case .p384, .brainpoolP384: 384
+        case .p521: 521
+        case .brainpoolP512: 512
+        }
+    }
+
+    /// OpenSSL's name for the group.
+    var groupName: StaticString {
+        switch self {
+        case .p256: "prime256v1"
+        case .p384: "secp384r1"
+        case .p521: "secp521r1"
+        case .brainpoolP256: "brainpoolP256r1"
+        case .brainpoolP384: "brainpoolP384r1"
+        case .brainpoolP512: "brainpoolP512r1"
+        case .secp256k1: "secp256k1"
+        }
+    }
+}
+
+/// The Edwards curves of EdDSA (RFC 8032), both pure, with no context.
+public enum EdwardsCurve: String, Sendable {
+    case ed25519, ed448
+
+    /// Bytes of a public key and of a signature.
+    public var publicKeyBytes: Int { self == .ed25519 ? 32 : 57 }
+    public var signatureBytes: Int { self == .ed25519 ? 64 : 114 }
+}
+
+/// A public key loaded into libcrypto once, to verify many signatures
+/// with. Every constructor checks the material (an RSA modulus and
+/// exponent, a point on the curve, an Edwards key of the right length)
+/// and returns nil for anything libcrypto will not load.
+///
+/// Verification is over a digest the caller computed (OpenPGP hashes the
+/// document and the signature's own trailer, RFC 4880 §5.2.4): RSA as
+/// PKCS #1 v1.5 with the digest's DigestInfo, ECDSA over the digest
+/// (truncated to the order's size by libcrypto, as OpenPGP requires), and
+/// EdDSA with the digest as the message, as OpenPGP signs with it.
+public final class SignatureKey: @unchecked Sendable {
+    public enum Kind: Sendable { case rsa, dsa, ecdsa, eddsa(EdwardsCurve) }
+    public let kind: Kind
+    /// Bits of the RSA modulus or of the curve's order.
+    public let bits: Int
+    private let pkey: OpaquePointer
+
+    private init(kind: Kind, pkey: OpaquePointer) {
+        self.kind = kind
+        self.pkey = pkey
+        bits = Int(EVP_PKEY_get_bits(pkey))
+    }
+
+    deinit { EVP_PKEY_free(pkey) }
+
+    /// A C string with static storage. The parameter builder keeps the
+    /// pointers it is given until it builds the parameters, so a Swift
+    /// string bridged for one call (freed right after it) cannot be used.
+    private static func cString(_ s: StaticString) -> UnsafePointer<CChar> {
+        UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
+    }
+
+    /// Builds a key from OpenSSL parameters (`fill` pushes them; whatever
+    /// they point to must outlive this call).
+    private static func fromParameters(
+        _ type: String, _ fill: (OpaquePointer) -> Bool
+    ) -> OpaquePointer? {
+        guard let builder = OSSL_PARAM_BLD_new() else { return nil }
+        defer { OSSL_PARAM_BLD_free(builder) }
+        guard fill(builder), let params = OSSL_PARAM_BLD_to_param(builder) else { return nil }
+        defer { OSSL_PARAM_free(params) }
+        guard let ctx = EVP_PKEY_CTX_new_from_name(nil, type, nil) else { return nil }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        var pkey: OpaquePointer?
+        guard EVP_PKEY_fromdata_init(ctx) == 1,
+            EVP_PKEY_fromdata(ctx, &pkey, fedbatch_evp_pkey_public_key(), params) == 1
+        else { return nil }
+        return pkey
+    }
+
+    public static func rsa(modulus: [UInt8], exponent: [UInt8]) -> SignatureKey? {
+        guard !modulus.isEmpty, !exponent.isEmpty else { return nil }
+        let n = BN_bin2bn(modulus, Int32(modulus.count), nil)
+        let e = BN_bin2bn(exponent, Int32(exponent.count), nil)
+        defer {
+            BN_free(n)
+            BN_free(e)
+        }
+        guard let n, let e,
+            let pkey = fromParameters(
+                "RSA",
+                { b in
+                    OSSL_PARAM_BLD_push_BN(b, cString("n"), n) == 1 && OSSL_PARAM_BLD_push_BN(b, cString("e"), e) == 1
+                })
+        else { return nil }
+        return SignatureKey(kind: .rsa, pkey: pkey)
+    }
+
+    /// A DSA key: checked only so that a refusal gives gpg's reason (bad
+    /// signature, or a good one from a key the policy refuses).
+    public static func dsa(p: [UInt8], q: [UInt8], g: [UInt8], y: [UInt8]) -> SignatureKey? {
+        let numbers: [OpaquePointer?] = [p, q, g, y].map { (v: [UInt8]) in BN_bin2bn(v, Int32(v.count), nil) }
+        defer { numbers.forEach { BN_free($0) } }
+        guard numbers.allSatisfy({ $0 != nil }),
+            let pkey = fromParameters(
+                "DSA",
+                { b in
+                    OSSL_PARAM_BLD_push_BN(b, cString("p"), numbers[0]) == 1
+                        && OSSL_PARAM_BLD_push_BN(b, cString("q"), numbers[1]) == 1
+                        && OSSL_PARAM_BLD_push_BN(b, cString("g"), numbers[2]) == 1
+                        && OSSL_PARAM_BLD_push_BN(b, cString("pub"), numbers[3]) == 1
+                })
+        else { return nil }
+        return SignatureKey(kind: .dsa, pkey: pkey)
+    }
+
+    /// `point` is the uncompressed SEC 1 point (0x04, x, y), as OpenPGP
+    /// stores an ECDSA key; libcrypto refuses a point off the curve.
+    public static func ecdsa(curve: ECDSACurve, point: [UInt8]) -> SignatureKey? {
+        guard point.first == 0x04,
+            let pkey = point.withUnsafeBufferPointer({ p in
+                fromParameters("EC") { b in
+                    OSSL_PARAM_BLD_push_utf8_string(b, cString("group"), cString(curve.groupName), 0) == 1
+                        && OSSL_PARAM_BLD_push_octet_string(b, cString("pub"), p.baseAddress, p.count) == 1
+                }
+            })
+        else { return nil }
+        return SignatureKey(kind: .ecdsa, pkey: pkey)
+    }
+
+    public static func eddsa(_ curve: EdwardsCurve, publicKey: [UInt8]) -> SignatureKey? {
+        guard publicKey.count == curve.publicKeyBytes,
+            let pkey = EVP_PKEY_new_raw_public_key_ex(
+                nil, curve == .ed25519 ? "ED25519" : "ED448", nil, publicKey, publicKey.count)
+        else { return nil }
+        return SignatureKey(kind: .eddsa(curve), pkey: pkey)
+    }
+
+    /// An RSA signature (its value, without leading zero bytes, as an
+    /// OpenPGP MPI holds it) over `digest`, made with `hash`.
+    public func verifyRSA(digest: [UInt8], hash: SHA2, signature: [UInt8]) -> Bool {
+        guard case .rsa = kind else { return false }
+        // libcrypto wants the value at the modulus's length; a longer one
+        // cannot be below the modulus.
+        let length = (bits + 7) / 8
+        guard signature.count <= length else { return false }
+        let padded = [UInt8](repeating: 0, count: length - signature.count) + signature
+        guard let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pkey, nil) else { return false }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        guard EVP_PKEY_verify_init(ctx) == 1, EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1,
+            EVP_PKEY_CTX_set_signature_md(ctx, hash.md) == 1
+        else { return false }
+        return EVP_PKEY_verify(ctx, padded, padded.count, digest, digest.count) == 1
+    }
+
+    /// An ECDSA or DSA signature (r, s as big-endian integers) over
+    /// `digest`: both are the same DER sequence to libcrypto.
+    public func verifyECDSA(digest: [UInt8], r: [UInt8], s: [UInt8]) -> Bool {
+        switch kind {
+        case .ecdsa, .dsa: break
+        default: return false
+        }
+        guard !r.isEmpty, !s.isEmpty, let sig = ECDSA_SIG_new() else { return false }
+        defer { ECDSA_SIG_free(sig) }
+        guard let rn = BN_bin2bn(r, Int32(r.count), nil) else { return false }
+        guard let sn = BN_bin2bn(s, Int32(s.count), nil) else {
+            BN_free(rn)
+            return false
+        }
+        // ECDSA_SIG_set0 takes ownership of both numbers.
+        guard ECDSA_SIG_set0(sig, rn, sn) == 1 else {
+            BN_free(rn)
+            BN_free(sn)
+            return false
+        }
+        let length = i2d_ECDSA_SIG(sig, nil)
+        guard length > 0 else { return false }
+        var der = [UInt8](repeating: 0, count: Int(length))
+        let written = der.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var p = buffer.baseAddress
+            return i2d_ECDSA_SIG(sig, &p)
+        }
+        guard written == length, let ctx = EVP_PKEY_CTX_new_from_pkey(nil, pkey, nil) else { return false }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        guard EVP_PKEY_verify_init(ctx) == 1 else { return false }
+        return EVP_PKEY_verify(ctx, der, der.count, digest, digest.count) == 1
+    }
+
+    /// A pure EdDSA signature (R then S, native length) over `message`.
+    public func verifyEdDSA(message: [UInt8], signature: [UInt8]) -> Bool {
+        guard case .eddsa(let curve) = kind, signature.count == curve.signatureBytes,
+            let md = EVP_MD_CTX_new()
+        else { return false }
+        defer { EVP_MD_CTX_free(md) }
+        guard EVP_DigestVerifyInit_ex(md, nil, nil, nil, nil, pkey, nil) == 1 else { return false }
+        return EVP_DigestVerify(md, signature, signature.count, message, message.count) == 1
     }
 }

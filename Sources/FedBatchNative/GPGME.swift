@@ -32,6 +32,11 @@ public enum GPGErrorCode {
     public static let certRevoked: UInt32 = 94
     public static let keyExpired: UInt32 = 153
     public static let sigExpired: UInt32 = 154
+    public static let timeConflict: UInt32 = 39
+    public static let wrongKeyUsage: UInt32 = 125
+    public static let badPublicKey: UInt32 = 6
+    public static let digestAlgorithm: UInt32 = 5
+    public static let general: UInt32 = 1
     static let eof: UInt32 = 16383
 }
 
@@ -45,6 +50,11 @@ public struct GPGSubkey: Sendable, Equatable {
     public let canEncrypt: Bool
     /// Seconds since the epoch; nil when the key never expires.
     public let expires: Int?
+    /// When the (sub)key was made, seconds since the epoch: gpg refuses a
+    /// signature older than the key that made it.
+    public let created: Int
+    /// gpg found no valid self-signature or binding for it.
+    public let invalid: Bool
     /// The public-key algorithm as OpenPGP numbers it (RFC 4880 §9.1;
     /// 22 for EdDSA), its size in bits, and the curve for ECC keys.
     public let algorithm: Int
@@ -190,6 +200,7 @@ public final class GPGContext {
                     revoked: s.pointee.revoked != 0, expired: s.pointee.expired != 0, canSign: s.pointee.can_sign != 0,
                     canEncrypt: s.pointee.can_encrypt != 0 && s.pointee.revoked == 0 && s.pointee.expired == 0,
                     expires: s.pointee.expires > 0 ? Int(s.pointee.expires) : nil,
+                    created: Int(s.pointee.timestamp), invalid: s.pointee.invalid != 0,
                     algorithm: openPGPAlgorithm(s.pointee.pubkey_algo), bits: Int(s.pointee.length),
                     curve: string(s.pointee.curve),
                     keygrip: string(s.pointee.keygrip)))

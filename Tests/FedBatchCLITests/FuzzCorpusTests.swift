@@ -17,7 +17,7 @@ struct FuzzCorpusTests {
         "every corpus input runs through its parser without a crash",
         arguments: [
             "safetensors", "manifest", "statement", "signature", "container", "codec", "idx", "csv", "numbers",
-            "statistics", "included",
+            "statistics", "included", "keys", "verify",
         ])
     func replay(target: String) throws {
         let replay = (TestPaths.fedbatch as NSString).deletingLastPathComponent + "/fedbatch-fuzz"

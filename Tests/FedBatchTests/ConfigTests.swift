@@ -1,5 +1,6 @@
 import FedBatch
 import FedBatchFormats
+import FedBatchTrust
 import Foundation
 import Testing
 
@@ -48,7 +49,11 @@ struct ConfigTests {
                 [remote]
                 url = "s3://bucket/prefix"
                 encrypt = true
+                [trust]
+                verify = "gpg"
                 """, path: "fedbatch.toml")
+        #expect(config.trust.verify == .gpg)
+        #expect(try HomeConfig.parse(Self.head, path: "fedbatch.toml").trust.verify == .builtin)
         #expect(config.merge.minBundles == 3 && config.merge.maxWait == 7200 && config.merge.settleSeconds == 0.5)
         #expect(config.merge.staleness == .hinge && config.merge.acceptCodecs == ["fp32", "int8"])
         #expect(config.eval.split == .train && config.metrics.textfileDir == "/var/lib/node")
@@ -72,6 +77,7 @@ struct ConfigTests {
             ("[remote]\nurl = \"http://x\"", "line 6: remote.url must be s3://BUCKET/PREFIX or a directory path"),
             ("[privacy]\nnoise_multiplier = 1", "privacy.clip_norm is missing: [privacy] needs"),
             ("merge = 3", "[merge] must be a table"),
+            ("[trust]\nverify = \"openssl\"", "line 6: trust.verify must be \"builtin\" or \"gpg\""),
         ])
     func refusals(table: String, expected: String) {
         let message = refusal(table)

@@ -122,4 +122,5 @@ for codec in fp32 fp16 bf16 int8 topk; do
   f=$(GNUPGHOME="$tmp/g" "$fb" pack --home "$tmp/site" --weights "$tmp/w.safetensors" --num-examples 1 --codec "$codec" --topk-fraction 0.5 --force)
   zstd -qdc "$f" | tar -xO tensors.safetensors > "$out/codec/$codec.safetensors"
 done
+./make-key-seeds.sh
 find corpus -type f | sort | xargs ls -l | awk '{print $5, $9}'

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-120}
 runs=${FUZZ_RUNS:--1}
-targets=${FUZZ_TARGETS:-safetensors manifest statement signature container codec idx csv numbers statistics included}
+targets=${FUZZ_TARGETS:-safetensors manifest statement signature container codec idx csv numbers statistics included keys verify}
 bin=.build-fuzz/debug/fedbatch-fuzz
 swift build --build-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
   -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld --product fedbatch-fuzz

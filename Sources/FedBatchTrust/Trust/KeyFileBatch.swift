@@ -87,33 +87,44 @@ package enum KeyPackets {
     /// nil for anything but one ASCII-armored or binary key block made of
     /// well-framed packets (then gpg alone decides).
     package static func scan(_ data: Data) -> Scan? {
+        guard let packets = packets(data) else { return nil }
         var scan = Scan()
+        scan.armored = data.first.map({ $0 & 0x80 == 0 }) == true
+        for (tag, body) in packets {
+            switch tag {
+            case 5, 7: scan.hasSecret = true
+            case 6:
+                // Only version 4 keys have this fingerprint; any other
+                // version is left to gpg.
+                guard !body.isEmpty, body.count < 65536, body[0] == 4 else { return nil }
+                let fpr = openPGPV4Fingerprint(keyPacketBody: body)
+                scan.primaries.append(hex(fpr))
+            default: break
+            }
+        }
+        return scan
+    }
+
+    /// The packets of one armored or binary key block, as (tag, body);
+    /// nil when any packet is badly framed.
+    package static func packets(_ data: Data) -> [(tag: Int, body: [UInt8])]? {
         let bytes: [UInt8]
         if data.first.map({ $0 & 0x80 != 0 }) == true {
             bytes = [UInt8](data)
         } else {
             guard let d = dearmor(data) else { return nil }
             bytes = d
-            scan.armored = true
         }
+        var out: [(Int, [UInt8])] = []
         var offset = 0
         while offset < bytes.count {
             guard let h = try? SignaturePacket.header(bytes, at: offset) else { return nil }
             let start = offset + h.headerLength, end = start + h.bodyLength
             guard end <= bytes.count else { return nil }
-            switch h.tag {
-            case 5, 7: scan.hasSecret = true
-            case 6:
-                // Only version 4 keys have this fingerprint; any other
-                // version is left to gpg.
-                guard h.bodyLength > 0, h.bodyLength < 65536, bytes[start] == 4 else { return nil }
-                let fpr = openPGPV4Fingerprint(keyPacketBody: Array(bytes[start..<end]))
-                scan.primaries.append(fpr.map { String(format: "%02X", $0) }.joined())
-            default: break
-            }
+            out.append((h.tag, Array(bytes[start..<end])))
             offset = end
         }
-        return scan
+        return out
     }
 
     /// The bytes of one "PGP PUBLIC KEY BLOCK" armor (RFC 4880 §6.2), its

@@ -46,7 +46,9 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
     case signatureFromFuture(String, created: Int)
     case weakKey(String, String)
     case weakDigest(String)
+    case digestTooShort(String, digest: String, needed: Int)
     case wrongKeyUsage(String)
+    case keyNewerThanSignature(String, keyCreated: Int, signed: Int)
     case wrongSigner(fingerprint: String, pinnedFor: Role, claimed: Role, what: String)
     case gpg(String)
     case keyFile(path: String, reason: String)
@@ -67,8 +69,9 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
         case .signatureExpired: return "signature.expired"
         case .signatureFromFuture: return "signature.future"
         case .weakKey: return "signature.weak-key"
-        case .weakDigest: return "signature.weak-digest"
+        case .weakDigest, .digestTooShort: return "signature.weak-digest"
         case .wrongKeyUsage: return "signature.key-usage"
+        case .keyNewerThanSignature: return "signature.time-conflict"
         case .wrongSigner: return "signature.wrong-signer"
         case .gpg: return "signature.gpg-error"
         case .keyFile: return "key.invalid"
@@ -107,6 +110,12 @@ public enum TrustError: Error, Equatable, Sendable, CustomStringConvertible, Rea
             return "the signature uses the \(algo) digest; SHA-256 or stronger is required"
         case .wrongKeyUsage(let f):
             return "key \(f) is not allowed to sign"
+        case let .digestTooShort(f, digest, needed):
+            return "the signature by \(f) uses \(digest), shorter than the \(needed)-bit hash this key needs"
+        case let .keyNewerThanSignature(f, keyCreated, signed):
+            return
+                "the signature by \(f) is dated \(rfc3339(Date(timeIntervalSince1970: TimeInterval(signed)))), before "
+                + "the key was made (\(rfc3339(Date(timeIntervalSince1970: TimeInterval(keyCreated)))))"
         case let .wrongSigner(f, pinned, claimed, what):
             return "\(what): signed by \(f), which is pinned for \(pinned), not \(claimed)"
         case .gpg(let m):

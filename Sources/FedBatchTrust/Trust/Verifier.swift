@@ -53,6 +53,11 @@ public struct VerifiedContainer: Sendable {
 /// check that the manifest says what the statement says, and finally that
 /// the signer is pinned for the role they claim.
 ///
+/// Signatures are checked in-process by default (`SignatureVerification`):
+/// gpg lists the pinned keys once and says which are valid, and fedbatch
+/// checks each signature with libcrypto against the key packets it read
+/// from the same files.
+///
 /// A verifier owns one gpgme context: use each instance from one thread at
 /// a time (the merge gives each worker its own).
 public final class Verifier: @unchecked Sendable {
@@ -77,11 +82,17 @@ public final class Verifier: @unchecked Sendable {
     /// of 200 sites' bundles), and dropped for a key an adoption imports
     /// again, which is then looked up anew.
     private var keys: [String: GPGKey] = [:]
+    /// Fingerprints gpg was asked about and does not list.
+    private var unlisted: Set<String> = []
+    /// The pinned keys' packets as fedbatch read them, for `.builtin`.
+    private var material = PublicKeyRing()
+    public let verification: SignatureVerification
     /// Strong digests only: SHA-1 and MD5 signatures are refused, and so is
     /// SHA-224, which is below the SHA-256 floor.
     static let acceptedDigests: Set<String> = ["SHA256", "SHA384", "SHA512"]
 
-    public init(keysDirectory: String) throws {
+    public init(keysDirectory: String, verification: SignatureVerification = .builtin) throws {
+        self.verification = verification
         keyring = try ScratchKeyring()
         let (trust, blocks, rotations) = try TrustSet.load(keysDirectory: keysDirectory, context: keyring.context)
         // One import and one listing for all the pinned keys, not a gpg
@@ -90,6 +101,7 @@ public final class Verifier: @unchecked Sendable {
         for block in blocks {
             stream.append(block)
             stream.append(0x0A)
+            material.add(block)
         }
         do {
             if !blocks.isEmpty { try keyring.context.importKeys(stream) }
@@ -114,6 +126,7 @@ public final class Verifier: @unchecked Sendable {
     private func forgettingCached(_ imported: (fingerprints: [String], secretKeys: Int)) {
         let changed = Set(imported.fingerprints.map { $0.uppercased() })
         keys = keys.filter { !changed.contains($0.value.fingerprint.uppercased()) }
+        unlisted = []
     }
 
     /// Both signatures of a rotation: the old key's and the new key's,
@@ -185,6 +198,7 @@ public final class Verifier: @unchecked Sendable {
         if let other = trust.key(fingerprint: s.newKey) {
             throw TrustError.alreadyPinned(fingerprint: s.newKey, role: other.role)
         }
+        material.add(r.newKey)
         do { try forgettingCached(keyring.context.importKeys(r.newKey)) } catch let e as GPGError {
             throw TrustError.gpg(e.description)
         }
@@ -255,6 +269,7 @@ public final class Verifier: @unchecked Sendable {
                 throw TrustError.alreadyPinned(fingerprint: signer.fingerprint, role: other.role)
             }
             if pinned.isEmpty {
+                material.add(key)
                 do { try forgettingCached(keyring.context.importKeys(key)) } catch let e as GPGError {
                     throw TrustError.gpg(e.description)
                 }
@@ -297,10 +312,19 @@ public final class Verifier: @unchecked Sendable {
         try verify(ContainerFile(payload: Data(), statement: statement, signature: signature))
     }
 
-    /// Verifies the statement's signature: gpg sees the statement only.
+    /// Verifies the statement's signature; nothing else of the file is read.
     func verify(_ file: ContainerFile) throws -> PinnedKey {
         guard !file.signature.isEmpty else { throw TrustError.unsigned }
         let parsed = try SignaturePacket.checkSingle(file.signature)
+        switch verification {
+        case .builtin: return try verifyInProcess(parsed, file)
+        case .gpg: return try verifyWithGPG(parsed, file)
+        }
+    }
+
+    /// The signature checked by gpg, which sees the statement only: one
+    /// process per signature.
+    private func verifyWithGPG(_ parsed: SignaturePacket.Parsed, _ file: ContainerFile) throws -> PinnedKey {
         let results: [GPGSignatureResult]
         do {
             results = try keyring.context.verifyDetached(signature: file.signature, signed: file.statement)
@@ -320,6 +344,26 @@ public final class Verifier: @unchecked Sendable {
         case GPGErrorCode.keyExpired: throw TrustError.keyExpired(who)
         case GPGErrorCode.sigExpired: throw TrustError.signatureExpired(who)
         case GPGErrorCode.certRevoked: throw TrustError.keyRevoked(who)
+        case GPGErrorCode.wrongKeyUsage, GPGErrorCode.badPublicKey: throw TrustError.wrongKeyUsage(who)
+        case GPGErrorCode.digestAlgorithm: throw TrustError.weakDigest(SignaturePacket.hashName(parsed.hashAlgorithm))
+        case GPGErrorCode.general:
+            // gpg says only "General error" for two refusals; tell them
+            // apart as the in-process verifier does.
+            if let m = material.material(sig.fingerprint), let needed = m.minimumHashBits,
+                (SHA2(openPGPID: parsed.hashAlgorithm)?.bits ?? 0) < needed
+            {
+                throw TrustError.digestTooShort(
+                    sig.fingerprint, digest: SignaturePacket.hashName(parsed.hashAlgorithm), needed: needed)
+            }
+            if let key = try listedKey(sig.fingerprint), key.fingerprint != sig.fingerprint.uppercased(),
+                !material.crossCertified.contains(sig.fingerprint.uppercased())
+            {
+                throw TrustError.wrongKeyUsage(who)
+            }
+            throw TrustError.gpg("signature by \(who): \(sig.statusText)")
+        case GPGErrorCode.timeConflict:
+            throw TrustError.keyNewerThanSignature(
+                who, keyCreated: keys[sig.fingerprint]?.primary.created ?? 0, signed: sig.created)
         default: throw TrustError.gpg("signature by \(who): \(sig.statusText)")
         }
         // A good status alone is not enough (gpgme's GREEN does not rule out
@@ -335,20 +379,7 @@ public final class Verifier: @unchecked Sendable {
             throw TrustError.signatureFromFuture(who, created: sig.created)
         }
 
-        let key: GPGKey
-        do {
-            if let cached = keys[sig.fingerprint] {
-                key = cached
-            } else {
-                guard let k = try keyring.context.key(fingerprint: sig.fingerprint, secret: false) else {
-                    throw TrustError.unknownSigner(who)
-                }
-                keys[sig.fingerprint] = k
-                key = k
-            }
-        } catch let e as GPGError {
-            throw TrustError.gpg(e.description)
-        }
+        guard let key = try listedKey(sig.fingerprint) else { throw TrustError.unknownSigner(who) }
         if key.revoked { throw TrustError.keyRevoked(key.fingerprint) }
         if key.expired { throw TrustError.keyExpired(key.fingerprint) }
         if key.disabled || key.invalid { throw TrustError.wrongKeyUsage(key.fingerprint) }
@@ -365,6 +396,88 @@ public final class Verifier: @unchecked Sendable {
         hasher.update(file.statement)
         try SignaturePacket.checkQuickCheck(parsed, payloadHasher: hasher, payload: file.statement)
         return pinned
+    }
+
+    /// The signature checked in-process, as gpg checks it. The key its
+    /// issuer names must be one gpg listed from the pinned files (and so
+    /// vouched for). Then the checks run in gpg's order, so that both
+    /// verifiers give the same reason for a refusal: the times (a key newer
+    /// than its signature), the key's usage, cross-certification, the
+    /// hash's length for a DSA or ECDSA key, the value over the statement
+    /// and the signature's hashed trailer; for a
+    /// good value the key's and the signature's standing (expired,
+    /// revoked), as gpgme reports them; and last the rules fedbatch adds
+    /// to gpg's answer (`verifyWithGPG`) in the same order.
+    private func verifyInProcess(_ parsed: SignaturePacket.Parsed, _ file: ContainerFile) throws -> PinnedKey {
+        let issuer = hex(parsed.issuerFingerprint ?? parsed.issuerKeyID ?? [])
+        let who = issuer.isEmpty ? "an unknown key" : issuer
+        // checkSingle refused any hash but SHA-256, -384 and -512.
+        let hash = SHA2(openPGPID: parsed.hashAlgorithm)!
+        // Only keys gpg lists from the pinned files count.
+        let candidates = try material.candidates(for: parsed).filter { try listedKey($0.fingerprint) != nil }
+        guard !candidates.isEmpty else { throw TrustError.unknownSigner(who) }
+        let h = SHA2Hasher(hash)
+        h.update(file.statement)
+        let digest = SignaturePacket.finish(parsed, h)
+        // Two keys share a key id only by accident or by design; the first
+        // whose value verifies made the signature.
+        let signing = candidates.first { $0.verifies(parsed, digest: digest, hash: hash) } ?? candidates[0]
+        let fpr = signing.fingerprint
+        let key = keys[fpr]!
+        guard let sub = key.subkeys.first(where: { $0.fingerprint == fpr }) else { throw TrustError.unknownSigner(fpr) }
+        let now = Int(Date().timeIntervalSince1970)
+        // gpg refuses a signature older than its key, or a key from the
+        // future, as a time conflict, before it checks anything else.
+        if signing.created > parsed.created || signing.created > now {
+            throw TrustError.keyNewerThanSignature(fpr, keyCreated: signing.created, signed: parsed.created)
+        }
+        if sub.invalid || !sub.canSign { throw TrustError.wrongKeyUsage(fpr) }
+        if sub.fingerprint != key.fingerprint, !material.crossCertified.contains(fpr) {
+            // gpg: "signing subkey is not cross-certified".
+            throw TrustError.wrongKeyUsage(fpr)
+        }
+        if let needed = signing.minimumHashBits, hash.bits < needed {
+            throw TrustError.digestTooShort(fpr, digest: SignaturePacket.hashName(parsed.hashAlgorithm), needed: needed)
+        }
+        guard signing.verifies(parsed, digest: digest, hash: hash) else {
+            if signing.key == nil {
+                throw TrustError.weakKey(
+                    fpr, KeyPolicy.weakness(of: sub) ?? "public-key algorithm \(sub.algorithm) cannot be verified here")
+            }
+            throw TrustError.badSignature(fpr)
+        }
+        // A good value: gpg's status, then the summary fedbatch reads.
+        let signatureExpired = parsed.expiresAfter.map { $0 > 0 && parsed.created + $0 <= now } ?? false
+        if signatureExpired { throw TrustError.signatureExpired(fpr) }
+        if key.expired || sub.expired { throw TrustError.keyExpired(fpr) }
+        if key.revoked || sub.revoked { throw TrustError.keyRevoked(fpr) }
+        if parsed.created - now > Int(Manifest.maxClockSkew) {
+            throw TrustError.signatureFromFuture(fpr, created: parsed.created)
+        }
+        if key.disabled || key.invalid { throw TrustError.wrongKeyUsage(key.fingerprint) }
+        if let why = KeyPolicy.weakness(of: sub) { throw TrustError.weakKey(sub.fingerprint, why) }
+        guard let pinned = trust.key(fingerprint: key.fingerprint) else {
+            throw TrustError.unknownSigner(key.fingerprint)
+        }
+        try SignaturePacket.checkQuickCheck(parsed, digest: digest)
+        return pinned
+    }
+
+    /// The key gpg lists for a (sub)key fingerprint: from the listing made
+    /// once, or looked up again after an adoption imported it.
+    private func listedKey(_ fingerprint: String) throws -> GPGKey? {
+        if let cached = keys[fingerprint] { return cached }
+        if unlisted.contains(fingerprint) { return nil }
+        do {
+            guard let k = try keyring.context.key(fingerprint: fingerprint, secret: false) else {
+                unlisted.insert(fingerprint)
+                return nil
+            }
+            keys[fingerprint] = k
+            return k
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
     }
 
     /// The statement of a file whose signature verified, and the payload

@@ -42,7 +42,9 @@ public struct Home: Sendable {
     }
 
     /// A verifier over this home's pinned keys.
-    public func verifier() throws -> Verifier { try Verifier(keysDirectory: layout.keys) }
+    public func verifier() throws -> Verifier {
+        try Verifier(keysDirectory: layout.keys, verification: config.trust.verify)
+    }
 
     /// Site and model ids end up in file names and manifests: plain words only.
     public static func checkName(_ value: String, what: String) throws {

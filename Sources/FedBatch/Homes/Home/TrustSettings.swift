@@ -1,4 +1,5 @@
 import FedBatchFormats
+import FedBatchTrust
 import Foundation
 import TOMLKit
 
@@ -15,12 +16,15 @@ public struct TrustSettings: Sendable, Equatable {
     /// 0 for it to count (0: one collector signs alone).
     public var signers: [String] = []
     public var threshold = 0
+    /// Who checks signatures: fedbatch in-process (the default) or one
+    /// gpg process per signature.
+    public var verify = SignatureVerification.builtin
     public init() {}
 
     /// Whether generations are signed by a set of signers.
     public var signerSet: Bool { threshold > 0 }
 
-    static let keys: Set<String> = ["min_witnesses", "signers", "threshold"]
+    static let keys: Set<String> = ["min_witnesses", "signers", "threshold", "verify"]
 
     static func parse(_ value: TOMLValueConvertible, path: String, text: String) throws -> TrustSettings {
         let s = try ConfigSection(value, name: "trust", allowed: keys, path: path, text: text)
@@ -33,6 +37,7 @@ public struct TrustSettings: Sendable, Equatable {
                 ContainerPath.isIdentifier($0)
             } ?? []
         t.threshold = try s.int("threshold", "an integer from 0 to 100", where: { (0...100).contains($0) }) ?? 0
+        t.verify = try s.choice("verify", "\"builtin\" or \"gpg\"") ?? .builtin
         guard Set(t.signers).count == t.signers.count else {
             throw ConfigError(path: path, reason: "trust.signers names a signer twice")
         }
@@ -68,6 +73,8 @@ public struct TrustSettings: Sendable, Equatable {
                 ? "# signers = [\"a\", \"b\", \"c\"]"
                 : "signers = [\(signers.map { StrictJSON.quote($0) }.joined(separator: ", "))]",
             threshold > 0 ? "threshold = \(threshold)" : "# threshold = 2",
+            "# Signatures are checked in-process (\"builtin\"); \"gpg\" starts a gpg process for each instead.",
+            verify == .builtin ? "# verify = \"gpg\"" : "verify = \"\(verify.rawValue)\"",
         ]
     }
 }
