@@ -122,6 +122,7 @@ bench: build bench-deps
 	FED=$(SCALE_FED) bench/encrypt.sh | tee bench/out/encrypt.md
 	bench/transfers.sh | tee bench/out/transfers.md
 	bench/included.sh | tee bench/out/included.md
+	bench/signatures.sh | tee bench/out/signatures.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

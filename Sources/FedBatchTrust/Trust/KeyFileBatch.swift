@@ -57,7 +57,15 @@ package struct KeyFileBatch {
             stream.append(c.data)
             stream.append(0x0A)
         }
+        // A command loads its trust set several times (each verifier, the
+        // collector's own checks); the same files are listed once.
+        let streamDigest = Digest.of(stream)
+        if let cached = Self.listings.value(for: streamDigest) {
+            keys = cached
+            return
+        }
         guard let listed = try? context.keys(inData: stream) else { return }
+        defer { Self.listings.store(keys, for: streamDigest) }
         var found: [String: [GPGKey]] = [:]
         for k in listed { found[k.fingerprint, default: []].append(k) }
         for c in candidates {
@@ -70,6 +78,29 @@ package struct KeyFileBatch {
     package func key(for data: Data) -> GPGKey? { keys.isEmpty ? nil : keys[Digest.of(data)] }
 
     package var count: Int { keys.count }
+
+    /// gpg's listings of the batches this process read, by the digest of
+    /// the files handed to gpg: the listing depends on those bytes alone
+    /// (and on the clock, for expiry: a command's lifetime).
+    private static let listings = ListingCache()
+}
+
+/// A small, thread-safe memo of batch listings (the last few).
+private final class ListingCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [(Digest, [Digest: GPGKey])] = []
+
+    func value(for digest: Digest) -> [Digest: GPGKey]? {
+        lock.withLock { entries.first { $0.0 == digest }?.1 }
+    }
+
+    func store(_ keys: [Digest: GPGKey], for digest: Digest) {
+        lock.withLock {
+            entries.removeAll { $0.0 == digest }
+            entries.append((digest, keys))
+            if entries.count > 4 { entries.removeFirst() }
+        }
+    }
 }
 
 /// The packets of an OpenPGP key file, read without gpg: which primary

@@ -125,9 +125,13 @@ public struct TrustSet: Sendable {
     /// Reads every pinned key file below `keysDirectory`, and the rotations
     /// in order. The rotations' signatures are checked by `Verifier`, which
     /// has the keyring to check them in.
-    static func load(keysDirectory: String, context: GPGContext) throws -> (TrustSet, [Data], [KeyRotation]) {
+    static func load(
+        keysDirectory: String, context: GPGContext
+    ) throws -> (TrustSet, [Data], [KeyRotation], [GPGKey]) {
         var pinned: [PinnedKey] = []
         var blocks: [Data] = []
+        // gpg's listing of each block, as it read the file alone.
+        var listings: [GPGKey] = []
         let batch = KeyFileBatch(directory: keysDirectory, context: context)
         @discardableResult
         func add(
@@ -169,6 +173,7 @@ public struct TrustSet: Sendable {
             k.retired = retired
             pinned.append(k)
             blocks.append(data)
+            listings.append(key)
             return k
         }
         let collector = Files.collectorKey(in: keysDirectory)
@@ -282,7 +287,7 @@ public struct TrustSet: Sendable {
         }
         var set = TrustSet(keys: pinned)
         set.signerSets = sets
-        return (set, blocks, rotations)
+        return (set, blocks, rotations, listings)
     }
 
     /// At a root collector: which region serves each site attached through
