@@ -40,7 +40,18 @@ public enum BLAS {
 
     static var threads: Int { Int(openblas_get_num_threads()) }
 
-    static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    /// Changing the thread count takes OpenBLAS's own server lock (and may
+    /// start its workers), so it holds `ForkGuard` as a product does: a
+    /// fork from another thread would otherwise copy that lock held into
+    /// the child, and gpgme's child, forking again to start gpg, would
+    /// wait for it forever in OpenBLAS's fork handler (a hang of the
+    /// ForkGuard stress test, seen once: the intermediate child stuck in
+    /// `blas_thread_shutdown_`).
+    static func setThreads(_ n: Int) {
+        ForkGuard.shared.lockExclusive()
+        defer { ForkGuard.shared.unlock() }
+        openblas_set_num_threads(Int32(n))
+    }
 
     /// Threads for GEMMs of `rows` rows. Measured here: at batch 64 one
     /// thread trains 1.8× faster than two (77k against 42k examples/s on
