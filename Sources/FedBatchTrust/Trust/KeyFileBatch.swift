@@ -85,19 +85,24 @@ package struct KeyFileBatch {
     private static let listings = ListingCache()
 }
 
-/// A small, thread-safe memo of batch listings (the last few).
+/// A small, thread-safe memo of batch listings (the last few, for ten
+/// minutes: gpg judged expiry by the clock when it listed them, and a
+/// command that runs longer holds its verifiers' listings anyway).
 private final class ListingCache: @unchecked Sendable {
     private let lock = NSLock()
-    private var entries: [(Digest, [Digest: GPGKey])] = []
+    private var entries: [(digest: Digest, keys: [Digest: GPGKey], listed: Date)] = []
+    static let lifetime: TimeInterval = 600
 
     func value(for digest: Digest) -> [Digest: GPGKey]? {
-        lock.withLock { entries.first { $0.0 == digest }?.1 }
+        lock.withLock {
+            entries.first { $0.digest == digest && -$0.listed.timeIntervalSinceNow < Self.lifetime }?.keys
+        }
     }
 
     func store(_ keys: [Digest: GPGKey], for digest: Digest) {
         lock.withLock {
-            entries.removeAll { $0.0 == digest }
-            entries.append((digest, keys))
+            entries.removeAll { $0.digest == digest }
+            entries.append((digest, keys, Date()))
             if entries.count > 4 { entries.removeFirst() }
         }
     }
