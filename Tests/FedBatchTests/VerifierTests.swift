@@ -163,6 +163,38 @@ struct VerifierTests {
         #expect(r.contains(String(stranger.suffix(16))), "names the key: \(r)")
     }
 
+    @Test("a pinned key whose packets fedbatch cannot read is left to gpg, not called unknown")
+    func gpgJudgesWhatFedbatchCannotRead() throws {
+        let good = try bundle()
+        var altered = good.file
+        // The signature's last byte, inside its value: still one clean packet.
+        altered[altered.count - 25] ^= 0x01
+        for (file, expected) in [(good.file, "accepted"), (altered, "signature.bad")] {
+            let path = fed.keyring.dir.file("fallback-\(UUID().uuidString).fbu")
+            try file.write(to: URL(fileURLWithPath: path))
+            let verifier = try collectorHome.verifier()
+            #expect(verifier.verification == .builtin)
+            _ = try? verifier.open(path: path)
+            #expect(verifier.gpgVerifications == 0, "fedbatch reads this key itself")
+            // As for a newer gpg's version 5 key: gpg lists it, fedbatch
+            // has no packet for it.
+            verifier.forgetMaterial(fed.siteKeys["site-1"]!)
+            let verdict: String
+            do {
+                let v = try verifier.open(path: path)
+                #expect(v.signer.role == .site("site-1"))
+                verdict = "accepted"
+            } catch {
+                verdict = reasonCode(of: error)
+            }
+            #expect(verdict == expected)
+            #expect(verifier.gpgVerifications == 1, "gpg judged it")
+        }
+        // A stranger's key is still unknown, not sent to gpg as listed.
+        let stranger = try fed.keyring.generate("stranger-2")
+        #expect(try refusal(try bundle(signedBy: stranger).file).hasPrefix("signature.unknown-key"))
+    }
+
     @Test("a bundle claiming site-1 but signed by site-2's pinned key is refused")
     func otherSite() throws {
         let r = try refusal(try bundle(claiming: "site-1", signedBy: fed.siteKeys["site-2"]!).file)

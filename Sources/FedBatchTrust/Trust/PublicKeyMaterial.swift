@@ -143,6 +143,9 @@ extension PublicKeyRing {
     /// The key with this fingerprint, if a pinned file holds it.
     package func material(_ fingerprint: String) -> PublicKeyMaterial? { keys[fingerprint.uppercased()] }
 
+    /// Drops a key's packets (a test's stand-in for a key fedbatch cannot read).
+    package mutating func forget(_ fingerprint: String) { keys[fingerprint.uppercased()] = nil }
+
     /// The math alone, without gpg's word on any key: the key in this ring
     /// whose value verifies a strictly parsed `signature` over `statement`,
     /// or nil. For keys gpg cannot read (native Ed25519 and Ed448 here),

@@ -84,6 +84,11 @@ public final class Verifier: @unchecked Sendable {
     private var keys: [String: GPGKey] = [:]
     /// Fingerprints gpg was asked about and does not list.
     private var unlisted: Set<String> = []
+    /// The pinned key files, and whether they are in the scratch keyring.
+    private var pinnedBlocks: [Data] = []
+    private var importedPinned = false
+    /// Signatures this verifier handed to gpg (every one for `.gpg`).
+    package private(set) var gpgVerifications = 0
     /// The pinned keys' packets as fedbatch read them, for `.builtin`.
     private var material = PublicKeyRing()
     public let verification: SignatureVerification
@@ -104,31 +109,16 @@ public final class Verifier: @unchecked Sendable {
         // self-signatures again (about 6 s of CPU for 1000 pinned keys).
         // A (sub)key listed in two files is left to gpg's import, which
         // merges them as a keyring does.
+        pinnedBlocks = blocks
+        self.trust = trust
         let fingerprints = listings.flatMap { Set($0.subkeys.map(\.fingerprint)) }
         if verification == .builtin, Set(fingerprints).count == fingerprints.count {
             for key in listings {
                 for fingerprint in key.subkeys.map(\.fingerprint) { keys[fingerprint] = key }
             }
         } else {
-            // One import and one listing for all the pinned keys, not a
-            // gpg process per key for each (KeyFileBatch says why).
-            var stream = Data()
-            for block in blocks {
-                stream.append(block)
-                stream.append(0x0A)
-            }
-            do {
-                if !blocks.isEmpty { try keyring.context.importKeys(stream) }
-                for key in try keyring.context.allKeys() {
-                    for fingerprint in Set([key.fingerprint] + key.subkeys.map(\.fingerprint)) {
-                        keys[fingerprint] = key
-                    }
-                }
-            } catch let e as GPGError {
-                throw TrustError.gpg(e.description)
-            }
+            try importPinned()
         }
-        self.trust = trust
         // Each recorded rotation must still carry both keys' signatures.
         for r in rotations {
             do { try checkSignatures(of: r) } catch {
@@ -137,6 +127,29 @@ public final class Verifier: @unchecked Sendable {
                     reason: "\(error)")
             }
         }
+    }
+
+    /// Imports the pinned keys into the scratch keyring, once, and lists it:
+    /// one import and one listing for all of them, not a gpg process per
+    /// key (KeyFileBatch says why). Always for `.gpg`; for `.builtin` only
+    /// when a key is in two files, or when gpg must judge a signature
+    /// fedbatch cannot (`verifyInProcess`).
+    private func importPinned() throws {
+        guard !importedPinned else { return }
+        var stream = Data()
+        for block in pinnedBlocks {
+            stream.append(block)
+            stream.append(0x0A)
+        }
+        do {
+            if !pinnedBlocks.isEmpty { try keyring.context.importKeys(stream) }
+            for key in try keyring.context.allKeys() {
+                for fingerprint in Set([key.fingerprint] + key.subkeys.map(\.fingerprint)) { keys[fingerprint] = key }
+            }
+        } catch let e as GPGError {
+            throw TrustError.gpg(e.description)
+        }
+        importedPinned = true
     }
 
     /// Drops the cached listing of keys an import just changed.
@@ -342,6 +355,7 @@ public final class Verifier: @unchecked Sendable {
     /// The signature checked by gpg, which sees the statement only: one
     /// process per signature.
     private func verifyWithGPG(_ parsed: SignaturePacket.Parsed, _ file: ContainerFile) throws -> PinnedKey {
+        gpgVerifications += 1
         let results: [GPGSignatureResult]
         do {
             results = try keyring.context.verifyDetached(signature: file.signature, signed: file.statement)
@@ -432,7 +446,16 @@ public final class Verifier: @unchecked Sendable {
         let hash = SHA2(openPGPID: parsed.hashAlgorithm)!
         // Only keys gpg lists from the pinned files count.
         let candidates = try material.candidates(for: parsed).filter { try listedKey($0.fingerprint) != nil }
-        guard !candidates.isEmpty else { throw TrustError.unknownSigner(who) }
+        guard !candidates.isEmpty else {
+            // A key gpg lists but whose packets fedbatch cannot read (a
+            // version 5 key of a newer gpg, say) is gpg's to judge, in a
+            // process of its own, rather than called unknown.
+            if gpgListsIssuer(of: parsed) {
+                try importPinned()
+                return try verifyWithGPG(parsed, file)
+            }
+            throw TrustError.unknownSigner(who)
+        }
         let h = SHA2Hasher(hash)
         h.update(file.statement)
         let digest = SignaturePacket.finish(parsed, h)
@@ -479,6 +502,18 @@ public final class Verifier: @unchecked Sendable {
         try SignaturePacket.checkQuickCheck(parsed, digest: digest)
         return pinned
     }
+
+    /// Whether a key gpg listed from the pinned files has the fingerprint
+    /// or key id the signature names, though fedbatch has no packet for it.
+    private func gpgListsIssuer(of parsed: SignaturePacket.Parsed) -> Bool {
+        if let d = parsed.hashedValue(33), d.count > 1, keys[hex(Array(d.dropFirst()))] != nil { return true }
+        guard let id = parsed.issuerKeyID.map(hex) else { return false }
+        return keys.values.contains { $0.subkeys.contains { $0.keyID.uppercased() == id } }
+    }
+
+    /// As if fedbatch could not read this key's packets: for the test of
+    /// the fallback to gpg (`verifyInProcess`).
+    package func forgetMaterial(_ fingerprint: String) { material.forget(fingerprint) }
 
     /// The key gpg lists for a (sub)key fingerprint: from the listing made
     /// once, or looked up again after an adoption imported it.
