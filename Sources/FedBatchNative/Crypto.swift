@@ -189,9 +189,8 @@ public final class ChaCha20Stream {
 // MARK: public-key signatures
 
 /// The elliptic curves fedbatch verifies ECDSA signatures on (KeyPolicy).
-public enum ECDSACurve: String, Sendable, CaseIterable {
-    case p256 = "nistp256", p384 = "nistp384", p521 = "nistp521"
-    case brainpoolP256 = "brainpoolP256r1", brainpoolP384 = "brainpoolP384r1", brainpoolP512 = "brainpoolP512r1"
+public enum ECDSACurve: Sendable {
+    case p256, p384, p521, brainpoolP256, brainpoolP384, brainpoolP512
     /// Verified so that a refusal gives gpg's reason; the key policy
     /// refuses the curve.
     case secp256k1
@@ -221,7 +220,7 @@ public enum ECDSACurve: String, Sendable, CaseIterable {
 }
 
 /// The Edwards curves of EdDSA (RFC 8032), both pure, with no context.
-public enum EdwardsCurve: String, Sendable {
+public enum EdwardsCurve: Sendable {
     case ed25519, ed448
 
     /// Bytes of a public key and of a signature.

@@ -84,8 +84,9 @@ package struct PublicKeyMaterial {
 
     /// Checks a signature value over `digest`: the signature's algorithm
     /// must be this key's, and the value must verify.
-    func verifies(_ parsed: SignaturePacket.Parsed, digest: [UInt8], hash: SHA2) -> Bool {
-        guard let key, parsed.publicKeyAlgorithm == algorithm else { return false }
+    func verifies(_ parsed: SignaturePacket.Parsed, digest: [UInt8]) -> Bool {
+        guard let key, parsed.publicKeyAlgorithm == algorithm, let hash = SHA2(openPGPID: parsed.hashAlgorithm)
+        else { return false }
         switch algorithm {
         case 1, 3:
             return key.verifyRSA(digest: digest, hash: hash, signature: parsed.value[0])
@@ -152,11 +153,8 @@ extension PublicKeyRing {
     /// and for the fuzz target; a verifier also checks each key's standing.
     package func signer(of signature: Data, over statement: Data) throws -> PublicKeyMaterial? {
         let parsed = try SignaturePacket.checkSingle(signature)
-        guard let hash = SHA2(openPGPID: parsed.hashAlgorithm) else { return nil }
-        let h = SHA2Hasher(hash)
-        h.update(statement)
-        let digest = SignaturePacket.finish(parsed, h)
-        return candidates(for: parsed).first { $0.verifies(parsed, digest: digest, hash: hash) }
+        guard let digest = SignaturePacket.digest(parsed, of: statement) else { return nil }
+        return candidates(for: parsed).first { $0.verifies(parsed, digest: digest) }
     }
 }
 
@@ -234,10 +232,9 @@ package struct PublicKeyRing {
         _ sig: SignaturePacket.Parsed, by signer: PublicKeyMaterial, primary: PublicKeyMaterial,
         subkey: PublicKeyMaterial
     ) -> Bool {
-        guard let hash = SHA2(openPGPID: sig.hashAlgorithm) else { return false }
-        let h = SHA2Hasher(hash)
-        h.update(Data(primary.hashPrefix + primary.body + subkey.hashPrefix + subkey.body))
-        return signer.verifies(sig, digest: SignaturePacket.finish(sig, h), hash: hash)
+        let keys = Data(primary.hashPrefix + primary.body + subkey.hashPrefix + subkey.body)
+        guard let digest = SignaturePacket.digest(sig, of: keys) else { return false }
+        return signer.verifies(sig, digest: digest)
     }
 
     /// The keys a signature names, looked up as gpg looks them up: by

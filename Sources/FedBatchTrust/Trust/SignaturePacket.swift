@@ -122,35 +122,13 @@ enum SignaturePacket {
         }
     }
 
-    /// The quick-check bytes are not part of the signature math, and gpg
-    /// does not compare them, so fedbatch recomputes the document hash
-    /// (RFC 4880 §5.2.4) and requires them to match: then no bit of the
-    /// slot can change without the file being refused. `payloadHasher`
-    /// has already consumed the payload.
-    static func checkQuickCheck(_ parsed: Parsed, payloadHasher: SHA2Hasher?, payload: Data) throws {
-        guard let algorithm = SHA2(openPGPID: parsed.hashAlgorithm) else {
-            throw TrustError.weakDigest("OpenPGP hash algorithm \(parsed.hashAlgorithm)")
-        }
-        let h: SHA2Hasher
-        if algorithm == .sha256, let payloadHasher {
-            h = payloadHasher
-        } else {
-            h = SHA2Hasher(algorithm)
-            h.update(payload)
-        }
-        try checkQuickCheck(parsed, digest: finish(parsed, h))
-    }
-
-    static func checkQuickCheck(_ parsed: Parsed, digest d: [UInt8]) throws {
-        guard d[0] == parsed.quickCheck.0, d[1] == parsed.quickCheck.1 else {
-            throw TrustError.malformedSignature("the quick-check bytes do not match the signed hash")
-        }
-    }
-
-    /// Hashes the signature's own trailer (RFC 4880 §5.2.4) after the
-    /// signed data `h` has consumed, and returns the digest the signature
-    /// value is checked against.
-    static func finish(_ parsed: Parsed, _ h: SHA2Hasher) -> [UInt8] {
+    /// The digest a signature's value is checked against (RFC 4880
+    /// §5.2.4): `data`, then the signature's version-through-hashed-area
+    /// and its trailer; nil for a hash other than SHA-256, -384 or -512.
+    static func digest(_ parsed: Parsed, of data: Data) -> [UInt8]? {
+        guard let algorithm = SHA2(openPGPID: parsed.hashAlgorithm) else { return nil }
+        let h = SHA2Hasher(algorithm)
+        h.update(data)
         let n = UInt32(parsed.hashedPart.count)
         let trailer =
             parsed.hashedPart + [
@@ -158,6 +136,16 @@ enum SignaturePacket {
             ]
         h.update(Data(trailer))
         return h.finalize().bytes
+    }
+
+    /// The quick-check bytes are not part of the signature math, and gpg
+    /// does not compare them, so fedbatch requires them to equal the first
+    /// two bytes of `digest` (the signature's own): then no bit of the slot
+    /// can change without the file being refused.
+    static func checkQuickCheck(_ parsed: Parsed, digest d: [UInt8]) throws {
+        guard d[0] == parsed.quickCheck.0, d[1] == parsed.quickCheck.1 else {
+            throw TrustError.malformedSignature("the quick-check bytes do not match the signed hash")
+        }
     }
 
     /// The hashed subpackets a document signature may mark critical: the

@@ -394,7 +394,7 @@ public final class Verifier: @unchecked Sendable {
             throw TrustError.gpg("signature by \(who): \(sig.statusText)")
         case GPGErrorCode.timeConflict:
             throw TrustError.keyNewerThanSignature(
-                who, keyCreated: keys[sig.fingerprint]?.primary.created ?? 0, signed: sig.created)
+                who, keyCreated: material.material(sig.fingerprint)?.created ?? 0, signed: sig.created)
         default: throw TrustError.gpg("signature by \(who): \(sig.statusText)")
         }
         // A good status alone is not enough (gpgme's GREEN does not rule out
@@ -423,9 +423,8 @@ public final class Verifier: @unchecked Sendable {
         guard let pinned = trust.key(fingerprint: key.fingerprint) else {
             throw TrustError.unknownSigner(key.fingerprint)
         }
-        let hasher = SHA2Hasher()
-        hasher.update(file.statement)
-        try SignaturePacket.checkQuickCheck(parsed, payloadHasher: hasher, payload: file.statement)
+        // checkSingle refused any hash but SHA-256, -384 and -512.
+        try SignaturePacket.checkQuickCheck(parsed, digest: SignaturePacket.digest(parsed, of: file.statement)!)
         return pinned
     }
 
@@ -435,10 +434,10 @@ public final class Verifier: @unchecked Sendable {
     /// verifiers give the same reason for a refusal: the times (a key newer
     /// than its signature), the key's usage, cross-certification, the
     /// hash's length for a DSA or ECDSA key, the value over the statement
-    /// and the signature's hashed trailer; for a
-    /// good value the key's and the signature's standing (expired,
-    /// revoked), as gpgme reports them; and last the rules fedbatch adds
-    /// to gpg's answer (`verifyWithGPG`) in the same order.
+    /// and the signature's hashed trailer; for a good value the key's and
+    /// the signature's standing (expired, revoked), as gpgme reports them;
+    /// and last the rules fedbatch adds to gpg's answer (`verifyWithGPG`)
+    /// in the same order.
     private func verifyInProcess(_ parsed: SignaturePacket.Parsed, _ file: ContainerFile) throws -> PinnedKey {
         let issuer = hex(parsed.issuerFingerprint ?? parsed.issuerKeyID ?? [])
         let who = issuer.isEmpty ? "an unknown key" : issuer
@@ -456,12 +455,10 @@ public final class Verifier: @unchecked Sendable {
             }
             throw TrustError.unknownSigner(who)
         }
-        let h = SHA2Hasher(hash)
-        h.update(file.statement)
-        let digest = SignaturePacket.finish(parsed, h)
+        let digest = SignaturePacket.digest(parsed, of: file.statement)!
         // Two keys share a key id only by accident or by design; the first
         // whose value verifies made the signature.
-        let signing = candidates.first { $0.verifies(parsed, digest: digest, hash: hash) } ?? candidates[0]
+        let signing = candidates.first { $0.verifies(parsed, digest: digest) } ?? candidates[0]
         let fpr = signing.fingerprint
         let key = keys[fpr]!
         guard let sub = key.subkeys.first(where: { $0.fingerprint == fpr }) else { throw TrustError.unknownSigner(fpr) }
@@ -479,7 +476,7 @@ public final class Verifier: @unchecked Sendable {
         if let needed = signing.minimumHashBits, hash.bits < needed {
             throw TrustError.digestTooShort(fpr, digest: SignaturePacket.hashName(parsed.hashAlgorithm), needed: needed)
         }
-        guard signing.verifies(parsed, digest: digest, hash: hash) else {
+        guard signing.verifies(parsed, digest: digest) else {
             if signing.key == nil {
                 throw TrustError.weakKey(
                     fpr, KeyPolicy.weakness(of: sub) ?? "public-key algorithm \(sub.algorithm) cannot be verified here")
