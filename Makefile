@@ -83,7 +83,7 @@ demo: build
 TEST_TIMEOUT ?= 1500
 test: lint debug deb
 	FEDBATCH_PYTHON=$(CURDIR)/$(VENV)/bin/python FEDBATCH_FLOWER_PYTHON=$(CURDIR)/.venv-flower/bin/python \
-	  FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch \
+	  FEDBATCH_BIN=$(CURDIR)/.build/debug/fedbatch FEDBATCH_RELEASE_BIN=$(CURDIR)/.build/release/fedbatch \
 	  FEDBATCH_DEB=$(CURDIR)/dist/fedbatch_$$(.build/release/fedbatch --version)_$$(dpkg --print-architecture).deb \
 	  timeout --kill-after=30 $(TEST_TIMEOUT) $(SWIFT) test --disable-xctest
 

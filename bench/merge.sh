@@ -22,6 +22,10 @@ bundles=("$work"/col/inbox/*.fbu)
 mkdir -p "$work/saved" && cp "${bundles[@]}" "$work/saved/"   # for reruns (KEEP=1)
 size=$(du -cb "${bundles[@]}" | tail -1 | cut -f1)
 [ -z "${COMPARE_WITH:-}" ] || cp -a "$work/col" "$work/col-ref"
+# The same merge held in memory ([merge] stream = "never"), for its time,
+# its memory and its bytes, which must be the streamed merge's.
+cp -a "$work/col" "$work/col-memory"
+sed -i 's/^stream = .*/stream = "never"/' "$work/col-memory/fedbatch.toml"
 sync
 
 t0=$(date +%s.%N)
@@ -44,6 +48,15 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '| %d | %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d | %.2f | %.2f |\n' "$n" "$arch" "$codec" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
   "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 )) \
   "$(echo "$floor + $output" | bc)" "$(echo "$fedbatch / ($floor + $output)" | bc -l)"
+sync
+t6=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$work/mem.rss" "$fb" merge --home "$work/col-memory" --settle 0 -q
+t7=$(date +%s.%N)
+# zstd skips the signature's skippable frame: what it prints is the payload.
+same=$(cmp -s <(zstd -qdc "$work/col/generations/g000001.fbg" | sha256sum) \
+              <(zstd -qdc "$work/col-memory/generations/g000001.fbg" | sha256sum) && echo "the same" || echo "DIFFERENT")
+printf '\n[merge] stream = "%s" above; the same merge in memory (stream = "never"): %.2f s, peak RSS %d MB; payloads %s\n' \
+  "$(sed -n 's/^stream = "\(.*\)"/\1/p' "$work/col/fedbatch.toml")" "$(echo "$t7 - $t6" | bc)" $(( $(tail -1 "$work/mem.rss") / 1024 )) "$same"
 if [ -n "${COMPARE_WITH:-}" ]; then
   sync
   t4=$(date +%s.%N)

@@ -68,25 +68,38 @@ public final class TarWriter {
     }
 
     public func add(name: String, contents: Data) throws {
+        try add(name: name, size: Int64(contents.count)) { write in try contents.withUnsafeBytes { try write($0) } }
+    }
+
+    /// Adds an entry of `size` bytes whose contents `produce` hands, a
+    /// piece at a time, to the function it is given: a member written from
+    /// a scratch file without being held in memory. Exactly `size` bytes
+    /// must be handed over.
+    public func add(
+        name: String, size: Int64, produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
         guard let a = handle else { throw ArchiveError(message: "writer already closed") }
         guard let entry = archive_entry_new() else { throw ArchiveError(message: "cannot allocate an entry") }
         defer { archive_entry_free(entry) }
         archive_entry_set_pathname(entry, name)
-        archive_entry_set_size(entry, la_int64_t(contents.count))
+        archive_entry_set_size(entry, la_int64_t(size))
         archive_entry_set_filetype(entry, fb_AE_IFREG)
         archive_entry_set_perm(entry, 0o644)
         archive_entry_set_mtime(entry, 0, 0)
         archive_entry_set_uid(entry, 0)
         archive_entry_set_gid(entry, 0)
         try check(archive_write_header(a, entry))
-        try contents.withUnsafeBytes { raw in
+        var total: Int64 = 0
+        try produce { raw in
             var offset = 0
             while offset < raw.count {
                 let n = archive_write_data(a, raw.baseAddress! + offset, raw.count - offset)
                 if n <= 0 { try check(Int32(n == 0 ? ARCHIVE_FATAL : Int32(truncatingIfNeeded: n))) }
                 offset += n
             }
+            total += Int64(raw.count)
         }
+        guard total == size else { throw ArchiveError(message: "\(name): \(total) bytes written, \(size) declared") }
     }
 
     public func finish() throws {

@@ -78,7 +78,63 @@ public func tarZstdArchive(_ entries: [(name: String, data: Data)], level: Int32
     return out
 }
 
+/// A member of an archive `tarZstdStream` writes: bytes in memory, or the
+/// first `length` bytes of a scratch file, read a piece at a time.
+public enum TarMember {
+    case data(name: String, Data)
+    case scratch(name: String, ScratchFile, length: Int64)
+}
+
+/// `tarZstdArchive` written to `sink` a piece at a time, the same bytes for
+/// the same members: what a streaming merge writes a generation with.
+public func tarZstdStream(_ members: [TarMember], level: Int32, sink: @escaping (Data) throws -> Void) throws {
+    let encoder = try ZstdEncoder(level: level) { chunk in try sink(Data(chunk)) }
+    let tar = try TarWriter { chunk in try encoder.write(chunk) }
+    for member in members {
+        switch member {
+        case .data(let name, let data): try tar.add(name: name, contents: data)
+        case .scratch(let name, let file, let length):
+            try tar.add(name: name, size: length) { write in
+                try file.forEachPiece(size: length, piece: 1 << 20) { piece in
+                    try piece.withUnsafeBytes { try write($0) }
+                }
+            }
+        }
+    }
+    try tar.finish()
+    try encoder.finish()
+}
+
 extension ScratchFile {
+    /// Writes `data` at `offset`.
+    public func write(_ data: Data, at offset: Int64) throws {
+        try data.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Writes the first `count` elements of `buffer` at `offset`, in the
+    /// machine's byte order (little-endian on every machine fedbatch runs
+    /// on, as safetensors wants).
+    public func write<T>(_ buffer: NumericBuffer<T>, count: Int, at offset: Int64) throws {
+        precondition(count <= buffer.count, "\(count) is more than the buffer holds")
+        try write(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buffer.buffer[0..<count])), at: offset)
+    }
+
+    /// `count` bytes from `offset`, which must have been written.
+    public func read(count: Int, at offset: Int64) throws -> Data {
+        var out = Data(count: count)
+        try out.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return out
+    }
+
+    /// The file's first `size` bytes, in order, a piece at a time.
+    public func forEachPiece(size: Int64, piece: Int, _ body: (Data) throws -> Void) throws {
+        var offset: Int64 = 0
+        while offset < size {
+            let n = Int(min(Int64(piece), size - offset))
+            try body(try read(count: n, at: offset))
+            offset += Int64(n)
+        }
+    }
     /// Writes the bytes of `values` at byte `offset`.
     public func write<T: BitwiseCopyable>(_ values: Span<T>, at offset: Int64) throws {
         try values.withUnsafeBytes { try write($0, at: offset) }
@@ -119,6 +175,29 @@ extension TarReader {
         let overran = try withUnsafeMutableBytes(of: &probe) { try readData(into: $0) } != 0
         if filled < size { data.removeSubrange(filled...) }
         return (data, overran)
+    }
+
+    /// The current entry's data, up to `size` bytes, written to `file` from
+    /// offset 0 and hashed into `hasher` a piece at a time: the bytes
+    /// written, and whether any byte followed them.
+    public func spillEntry(
+        size: Int64, to file: ScratchFile, hashingInto hasher: SHA2Hasher
+    ) throws -> (written: Int64, overran: Bool) {
+        let piece = NumericBuffer<UInt8>(count: 1 << 20)
+        let buf = UnsafeMutableRawBufferPointer(piece.buffer)
+        var written: Int64 = 0
+        while written < size {
+            let want = Int(min(Int64(buf.count), size - written))
+            let n = try readData(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<want]))
+            if n == 0 { break }
+            let got = UnsafeRawBufferPointer(rebasing: buf[0..<n])
+            hasher.update(got)
+            try file.write(got, at: written)
+            written += Int64(n)
+        }
+        var probe: UInt8 = 0
+        let overran = try withUnsafeMutableBytes(of: &probe) { try readData(into: $0) } != 0
+        return (written, overran)
     }
 
     /// `unconsumedTail()`, copied.

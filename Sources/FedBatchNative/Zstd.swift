@@ -102,33 +102,64 @@ public final class ZstdEncoder {
     }
 }
 
-/// Streaming decoder for exactly one zstd frame held in memory, with a window
-/// limit (refuses frames that would make it allocate a huge history buffer)
-/// and an output cap (stops decompression bombs while memory stays flat).
+/// Streaming decoder for exactly one zstd frame, held in memory or pulled
+/// from a source a piece at a time, with a window limit (refuses frames that
+/// would make it allocate a huge history buffer) and an output cap (stops
+/// decompression bombs while memory stays flat).
 public final class ZstdDecoder {
     private let ctx: OpaquePointer
-    private let input: Data
+    /// The compressed bytes not yet consumed start at `inputPos`.
+    private var input: Data
     private var inputPos = 0
+    /// Gives up to `n` more compressed bytes; empty at the end.
+    private let pull: (Int) throws -> Data
+    private var sourceDone = false
     private let outputCap: Int64
     private let windowLogMax: Int
     private(set) var produced: Int64 = 0
     private var frameDone = false
 
-    public init(frame: Data, windowLogMax: Int, outputCap: Int64) throws {
+    /// A decoder of a frame held in memory, which it reads in place.
+    public convenience init(frame: Data, windowLogMax: Int, outputCap: Int64) throws {
+        try self.init(windowLogMax: windowLogMax, outputCap: outputCap, input: frame) { _ in Data() }
+    }
+
+    /// A decoder pulling its input from `pull` (up to n bytes per call,
+    /// empty at the end): a payload read from disk as it is decompressed.
+    public convenience init(windowLogMax: Int, outputCap: Int64, pull: @escaping (Int) throws -> Data) throws {
+        try self.init(windowLogMax: windowLogMax, outputCap: outputCap, input: Data(), pull: pull)
+    }
+
+    private init(windowLogMax: Int, outputCap: Int64, input: Data, pull: @escaping (Int) throws -> Data) throws {
         guard let ctx = ZSTD_createDCtx() else { throw ZstdError.library("cannot allocate a decompression context") }
         self.ctx = ctx
-        self.input = frame
+        self.pull = pull
+        self.input = input
         self.outputCap = outputCap
         self.windowLogMax = windowLogMax
         _ = try zstdCheck(ZSTD_DCtx_setParameter(ctx, ZSTD_d_windowLogMax, Int32(windowLogMax)))
         // Only standard frames: a skippable or legacy frame inside the payload is refused.
+        try refill(atLeast: 4)
+        let held = self.input
         let magic: UInt32 =
-            frame.count >= 4
-            ? frame.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.littleEndian : 0
+            held.count >= 4 ? held.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }.littleEndian : 0
         if magic != 0xFD2F_B528 { throw ZstdError.notZstd }
     }
 
     deinit { ZSTD_freeDCtx(ctx) }
+
+    /// Pulls until at least `count` unconsumed bytes are held or the source
+    /// ends.
+    private func refill(atLeast count: Int = 1) throws {
+        if inputPos > 0 && inputPos == input.count {
+            input = Data()
+            inputPos = 0
+        }
+        while !sourceDone && input.count - inputPos < count {
+            let more = try pull(1 << 17)
+            if more.isEmpty { sourceDone = true } else { input.append(more) }
+        }
+    }
 
     /// Fills `buffer` with the next decompressed bytes; returns 0 at the end
     /// of the frame. Throws if the frame is truncated, followed by other
@@ -136,27 +167,40 @@ public final class ZstdDecoder {
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if frameDone || buffer.count == 0 { return 0 }
         var written = 0
-        try input.withUnsafeBytes { src in
-            while written == 0 && !frameDone {
+        while written == 0 && !frameDone {
+            try refill()
+            let (r, consumed, out) = input.withUnsafeBytes { src in
                 var inBuf = ZSTD_inBuffer(src: src.baseAddress, size: src.count, pos: inputPos)
                 var outBuf = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
                 let r = ZSTD_decompressStream(ctx, &outBuf, &inBuf)
-                if ZSTD_isError(r) != 0 {
-                    if ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge {
-                        throw ZstdError.windowTooLarge(limitLog: windowLogMax)
-                    }
-                    throw ZstdError.library(String(cString: ZSTD_getErrorName(r)))
+                return (r, inBuf.pos, outBuf.pos)
+            }
+            if ZSTD_isError(r) != 0 {
+                if ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge {
+                    throw ZstdError.windowTooLarge(limitLog: windowLogMax)
                 }
-                inputPos = inBuf.pos
-                written = outBuf.pos
-                produced += Int64(written)
-                if produced > outputCap { throw ZstdError.outputTooLarge(cap: outputCap) }
-                if r == 0 {
-                    frameDone = true
-                    if inputPos < src.count { throw ZstdError.trailingData(bytes: src.count - inputPos) }
-                } else if written == 0 && inputPos == src.count {
-                    throw ZstdError.truncated
+                throw ZstdError.library(String(cString: ZSTD_getErrorName(r)))
+            }
+            let progressed = consumed > inputPos || out > 0
+            inputPos = consumed
+            written = out
+            produced += Int64(written)
+            if produced > outputCap { throw ZstdError.outputTooLarge(cap: outputCap) }
+            if r == 0 {
+                frameDone = true
+                // Whatever is left, held or still at the source, is trailing.
+                var trailing = input.count - inputPos
+                while !sourceDone {
+                    let more = try pull(1 << 17)
+                    if more.isEmpty { sourceDone = true } else { trailing += more.count }
+                    if trailing > 0 { break }
                 }
+                if trailing > 0 { throw ZstdError.trailingData(bytes: trailing) }
+            } else if written == 0 && inputPos == input.count && sourceDone {
+                throw ZstdError.truncated
+            } else if !progressed && inputPos == input.count {
+                // zstd wants more input than is held: loop to pull it.
+                continue
             }
         }
         return written

@@ -92,7 +92,11 @@ public final class Federation: @unchecked Sendable {
     public func site(_ id: String) -> String { root + "/\(id)" }
 
     /// Creates keys, a collector home (mlp:4-3-2) and pins every site.
-    public init(sites: [String] = ["site-1", "site-2"], arch: String = Samples.arch) throws {
+    /// `weights`, when given, are generation 0's (otherwise drawn at random).
+    public init(
+        sites: [String] = ["site-1", "site-2"], arch: String = Samples.arch,
+        weights: [(name: String, tensor: Tensor)]? = nil
+    ) throws {
         keyring = try TestKeyring()
         self.arch = arch
         collectorKey = try keyring.generate("collector")
@@ -103,7 +107,7 @@ public final class Federation: @unchecked Sendable {
         // through the binary where the commands themselves are under test.
         let home = try Home.createCollector(
             at: collector, modelID: "demo", arch: arch, signer: try signer(collectorKey),
-            weights: nil, seed: 1
+            weights: weights, seed: weights == nil ? 1 : 0
         ).home
         // Tests write inbox files and merge at once, often one bundle at a
         // time; the settle time and the quorum are tested on their own.

@@ -26,6 +26,14 @@ public enum TestPaths {
         ProcessInfo.processInfo.environment["FEDBATCH_BIN"] ?? packageRoot + "/.build/debug/fedbatch"
     }
 
+    /// A release build of fedbatch, for the few tests that measure the
+    /// memory of work a debug build would take minutes over
+    /// ($FEDBATCH_RELEASE_BIN, which `make test` sets; else the binary
+    /// under test).
+    public static var optimizedFedbatch: String {
+        ProcessInfo.processInfo.environment["FEDBATCH_RELEASE_BIN"] ?? fedbatch
+    }
+
     /// The Python with Flower that `make deps` sets up in a venv of its own.
     public static var flowerPython: String {
         ProcessInfo.processInfo.environment["FEDBATCH_FLOWER_PYTHON"] ?? packageRoot + "/.venv-flower/bin/python"

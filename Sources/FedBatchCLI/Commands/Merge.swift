@@ -179,6 +179,8 @@ struct MergeOutput: CommandOutput {
     /// whose earlier update was not.
     let remembered: [MergeReport.Remembered]
     let forgotten: [MergeReport.Forgotten]
+    /// Whether the merge ran a chunk of the model at a time ([merge] stream).
+    let streamed: Bool
     /// The new generation on the collector's [eval] data, when configured.
     @OrNull var evaluation: EvaluationInfo?
     /// Under [privacy], the generation's privacy record.
@@ -215,6 +217,7 @@ struct MergeOutput: CommandOutput {
         waiting = r.waiting
         remembered = r.remembered
         forgotten = r.forgotten
+        streamed = r.streamed
         privacy = r.privacy.flatMap { p in
             p.noise.map {
                 PrivacyInfo(

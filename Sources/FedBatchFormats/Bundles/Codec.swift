@@ -23,15 +23,26 @@ public protocol TensorCodec: Sendable {
     func encode(_ delta: ModelWeights) throws -> [(name: String, tensor: Tensor)]
     /// Refuses stored tensors that do not decode to exactly the model's
     /// tensors: a missing, extra or misshapen tensor, a wrong dtype, a
-    /// non-finite value or scale, an index out of order or range.
-    func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws
-    /// Decodes tensor `t` of the model (already checked) into `out`, which
-    /// holds exactly that tensor's element count.
-    func decode(_ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>)
+    /// non-finite value or scale, an index out of order or range. Values
+    /// are read a piece at a time, so a spilled bundle is never read whole.
+    func check(_ stored: some TensorSource, arch: ModelArchitecture) throws
+    /// Decodes elements `range` of tensor `t` of the model (already
+    /// checked) into the first `range.count` elements of `out`.
+    func decode(
+        _ stored: some TensorSource, tensor t: Int, elements range: Range<Int>, arch: ModelArchitecture,
+        into out: NumericBuffer<Float>)
 }
 
 extension TensorCodec {
     public var feedsBackError: Bool { false }
+
+    /// Decodes tensor `t` of the model (already checked) into `out`, which
+    /// holds exactly that tensor's element count.
+    public func decode(
+        _ stored: some TensorSource, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
+    ) {
+        decode(stored, tensor: t, elements: 0..<out.count, arch: arch, into: out)
+    }
 
     /// The whole delta, decoded (for error feedback and tests).
     public func decodeAll(_ stored: SafetensorsFile, arch: ModelArchitecture) -> ModelWeights {
@@ -48,12 +59,12 @@ extension TensorCodec {
 /// An update's delta as float32, tensor by tensor in the model's order.
 public struct DecodedDelta: @unchecked Sendable {
     public let arch: ModelArchitecture
-    private let stored: SafetensorsFile
+    private let stored: any TensorSource
     private let codec: any TensorCodec
     /// Every tensor decoded ahead of use (`materialized`), or nil.
     private var dense: [NumericBuffer<Float>]?
 
-    package init(arch: ModelArchitecture, stored: SafetensorsFile, codec: any TensorCodec) {
+    package init(arch: ModelArchitecture, stored: any TensorSource, codec: any TensorCodec) {
         self.arch = arch
         self.stored = stored
         self.codec = codec
@@ -83,9 +94,24 @@ public struct DecodedDelta: @unchecked Sendable {
         return sum.squareRoot()
     }
 
+    /// Elements `range` of tensor `t`, decoded into the first `range.count`
+    /// elements of `out`: how a streaming merge reads a spilled bundle.
+    public func decode(_ t: Int, elements range: Range<Int>, into out: NumericBuffer<Float>) {
+        if let dense {
+            for i in range { out[i - range.lowerBound] = dense[t][i] }
+            return
+        }
+        codec.decode(stored, tensor: t, elements: range, arch: arch, into: out)
+    }
+
+    /// Throws the first failed read of a spilled bundle, if one did.
+    public func checkReads() throws {
+        try (stored as? SpilledSafetensors)?.checkReads()
+    }
+
     /// Checks `stored` with `codec`, then wraps it for aggregation.
     public static func checked(
-        _ stored: SafetensorsFile, codec: any TensorCodec, arch: ModelArchitecture
+        _ stored: any TensorSource, codec: any TensorCodec, arch: ModelArchitecture
     ) throws -> DecodedDelta {
         try codec.check(stored, arch: arch)
         return DecodedDelta(arch: arch, stored: stored, codec: codec)
@@ -99,7 +125,7 @@ public struct DecodedDelta: @unchecked Sendable {
         // The views below point into memory that outlives the call: the
         // dense buffers and `stored` are this value's, `values` is local.
         if let dense { return try unsafe body(Span(_unsafeElements: UnsafeBufferPointer(dense[t].buffer))) }
-        if codec is FP32Codec {
+        if codec is FP32Codec, let stored = stored as? SafetensorsFile {
             let entry = stored.entry(arch.tensorShapes[t].name)!
             if unsafe stored.withBytes(
                 of: entry, { Int(bitPattern: $0.baseAddress) % MemoryLayout<Float>.alignment == 0 })
@@ -172,7 +198,7 @@ public enum Codecs {
     /// Checks that `stored` holds exactly `expected` (name, dtype, shape),
     /// in any order, and nothing else.
     static func checkLayout(
-        _ stored: SafetensorsFile, codec: String, expected: [(name: String, dtype: DType, shape: [Int])]
+        _ stored: some TensorSource, codec: String, expected: [(name: String, dtype: DType, shape: [Int])]
     ) throws {
         let names = Set(expected.map(\.name))
         for e in stored.entries where !names.contains(e.name) {
@@ -203,17 +229,19 @@ public struct FP32Codec: TensorCodec {
 
     public func encode(_ delta: ModelWeights) -> [(name: String, tensor: Tensor)] { delta.namedF32 }
 
-    public func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws {
+    public func check(_ stored: some TensorSource, arch: ModelArchitecture) throws {
         try Codecs.checkLayout(stored, codec: name, expected: arch.tensorShapes.map { ($0.name, .f32, $0.shape) })
-        for (name, _) in arch.tensorShapes where !stored.tensor(name)!.allFinite() {
+        for (name, _) in arch.tensorShapes where !stored.allFinite(stored.entry(name)!) {
             throw CodecError(codec: self.name, tensor: name, problem: "holds a NaN or an infinity", kind: .nonFinite)
         }
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
+        _ stored: some TensorSource, tensor t: Int, elements range: Range<Int>, arch: ModelArchitecture,
+        into out: NumericBuffer<Float>
     ) {
-        let data = stored.tensor(arch.tensorShapes[t].name)!.data
-        LittleEndian.forEach(data, as: UInt32.self, count: out.count) { i, bits in out[i] = Float(bitPattern: bits) }
+        let entry = stored.entry(arch.tensorShapes[t].name)!
+        let data = stored.bytes(of: entry, range: (range.lowerBound * 4)..<(range.upperBound * 4))
+        LittleEndian.forEach(data, as: UInt32.self, count: range.count) { i, bits in out[i] = Float(bitPattern: bits) }
     }
 }

@@ -8,13 +8,49 @@ import Foundation
 public struct Container: Sendable {
     public let manifest: Manifest
     public let manifestBytes: Data
-    /// Member contents by name, in memory (nothing is ever extracted to disk).
+    /// Member contents by name, in memory.
     public let members: [String: Data]
+    /// Members a streaming merge decompressed to unnamed scratch files
+    /// instead (`ContainerReader.read(file:...)`): the model-sized ones.
+    public let spilled: [String: SpilledMember]
 
-    package init(manifest: Manifest, manifestBytes: Data, members: [String: Data]) {
+    package init(
+        manifest: Manifest, manifestBytes: Data, members: [String: Data], spilled: [String: SpilledMember] = [:]
+    ) {
         self.manifest = manifest
         self.manifestBytes = manifestBytes
         self.members = members
+        self.spilled = spilled
+    }
+
+    /// A member on disk, checked against the manifest's length and SHA-256.
+    public struct SpilledMember: Sendable {
+        public let file: ScratchFile
+        public let length: Int64
+        public init(file: ScratchFile, length: Int64) {
+            self.file = file
+            self.length = length
+        }
+    }
+
+    /// A member's safetensors, in memory or spilled; nil if it is neither.
+    public func safetensors(
+        _ name: String, limits: SafetensorsLimits = SafetensorsLimits()
+    ) throws -> (any TensorSource)? {
+        if let s = spilled[name] { return try SpilledSafetensors(file: s.file, size: s.length, limits: limits) }
+        return try members[name].map { try SafetensorsFile(bytes: $0, limits: limits) }
+    }
+
+    /// `tensors.safetensors`, in memory or spilled, parsed and validated.
+    public func tensorSource(limits: SafetensorsLimits = SafetensorsLimits()) throws -> any TensorSource {
+        do {
+            guard let source = try safetensors(ContainerPath.tensors, limits: limits) else {
+                throw ContainerError.missingMember(ContainerPath.tensors)
+            }
+            return source
+        } catch let e as SafetensorsError {
+            throw ContainerError.tensors(e)
+        }
     }
 
     /// Parses and validates `tensors.safetensors`.
@@ -40,7 +76,10 @@ public struct Container: Sendable {
 public enum ContainerReader {
     public static func read(payload: Data, limits: ContainerLimits = .default) throws -> Container {
         do {
-            return try readStream(payload: payload, limits: limits)
+            return try readStream(
+                try ZstdDecoder(
+                    frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes),
+                limits: limits, spill: nil)
         } catch let e as ZstdError {
             throw ContainerError.compression(e)
         } catch let e as ArchiveError {
@@ -48,9 +87,73 @@ public enum ContainerReader {
         }
     }
 
-    private static func readStream(payload: Data, limits: ContainerLimits) throws -> Container {
-        let decoder = try ZstdDecoder(
-            frame: payload, windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes)
+    /// What a streaming read writes to disk: the members named, each to an
+    /// unnamed scratch file in `directory`.
+    public struct Spill: Sendable {
+        public let members: Set<String>
+        public let directory: String
+        public init(members: Set<String>, directory: String) {
+            self.members = members
+            self.directory = directory
+        }
+    }
+
+    /// Reads the payload of a container from the first `length` bytes of
+    /// `file`, a piece at a time, writing the members `spill` names to
+    /// scratch files rather than memory; every other rule is the in-memory
+    /// reader's. Returns the container and the SHA-256 of the bytes it
+    /// decompressed, which the caller compares with the digest it verified
+    /// before: a file changed between the two reads is thereby refused.
+    public static func read(
+        file: OpenFile, length: Int64, limits: ContainerLimits = .default, spill: Spill
+    ) throws -> (Container, Digest) {
+        let hasher = SHA2Hasher()
+        var offset: Int64 = 0
+        do {
+            let decoder = try ZstdDecoder(windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes) {
+                n in
+                let count = Int(min(Int64(n), length - offset))
+                guard count > 0 else { return Data() }
+                let data = try file.read(at: offset, count: count)
+                guard data.count == count else {
+                    throw FileError(path: file.displayPath, message: "shrank while it was being read")
+                }
+                hasher.update(data)
+                offset += Int64(count)
+                return data
+            }
+            let container = try readStream(decoder, limits: limits, spill: spill)
+            return (container, hasher.finalize())
+        } catch let e as ZstdError {
+            throw ContainerError.compression(e)
+        } catch let e as ArchiveError {
+            throw ContainerError.archive(e.message)
+        }
+    }
+
+    /// The manifest of a container file, decompressed from the first bytes
+    /// of its payload, **unverified**: only for choosing how to read the
+    /// file (a streaming merge or not), never for trusting anything in it.
+    public static func peekManifest(_ file: OpenFile, limits: ContainerLimits = .default) throws -> Manifest {
+        let slot = try ContainerFile.slot(of: file, limits: limits)
+        let length =
+            file.size - Int64(slot.statement.count + slot.signature.count)
+            - Int64(ContainerFile.trailerSize + ContainerFile.frameHeaderSize)
+        var offset: Int64 = 0
+        let decoder = try ZstdDecoder(windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes) { n in
+            let count = Int(min(Int64(n), length - offset))
+            guard count > 0 else { return Data() }
+            defer { offset += Int64(count) }
+            return try file.read(at: offset, count: count)
+        }
+        let tar = try TarReader(reading: decoder)
+        guard let first = try tar.next(), first.pathString == ContainerPath.manifest,
+            let size = first.size, size <= Int64(limits.maxManifestBytes)
+        else { throw ContainerError.manifestNotFirst(found: "?") }
+        return try Manifest.decode(try readMember(tar, name: ContainerPath.manifest, size: size).data)
+    }
+
+    private static func readStream(_ decoder: ZstdDecoder, limits: ContainerLimits, spill: Spill?) throws -> Container {
         let tar = try TarReader(reading: decoder)
 
         guard let first = try tar.next() else { throw ContainerError.emptyArchive }
@@ -71,6 +174,7 @@ public enum ContainerReader {
         var declared: [String: Manifest.Member] = [:]
         for m in manifest.members { declared[m.name] = m }
         var members: [String: Data] = [:]
+        var spilled: [String: Container.SpilledMember] = [:]
         var seen: Set<String> = [ContainerPath.manifest]
         var total = manifestSize
         var entries = 1
@@ -90,13 +194,26 @@ public enum ContainerReader {
             if total > limits.maxDecompressedBytes + listCap {
                 throw ContainerError.totalTooLarge(cap: limits.maxDecompressedBytes + listCap)
             }
+            if let spill, spill.members.contains(name) {
+                let file = try ScratchFile(in: spill.directory)
+                let hasher = SHA2Hasher()
+                let (written, overran) = try tar.spillEntry(size: size, to: file, hashingInto: hasher)
+                if overran { throw ContainerError.sizeMismatch(name: name, declared: size, actual: size + 1) }
+                if written != size { throw ContainerError.sizeMismatch(name: name, declared: size, actual: written) }
+                let digest = hasher.finalize()
+                guard digest.hex == expected.sha256 else {
+                    throw ContainerError.hashMismatch(name: name, declared: expected.sha256, actual: digest.hex)
+                }
+                spilled[name] = .init(file: file, length: size)
+                continue
+            }
             let (data, digest) = try readMember(tar, name: name, size: size)
             guard digest.hex == expected.sha256 else {
                 throw ContainerError.hashMismatch(name: name, declared: expected.sha256, actual: digest.hex)
             }
             members[name] = data
         }
-        for m in manifest.members where members[m.name] == nil {
+        for m in manifest.members where members[m.name] == nil && spilled[m.name] == nil {
             throw ContainerError.missingMember(m.name)
         }
         try checkTrailer(tar, limits: limits)
@@ -104,7 +221,7 @@ public enum ContainerReader {
             manifest.included = try IncludedList.decode(list, count: count, limits: limits)
             try manifest.validate()
         }
-        return Container(manifest: manifest, manifestBytes: manifestBytes, members: members)
+        return Container(manifest: manifest, manifestBytes: manifestBytes, members: members, spilled: spilled)
     }
 
     /// The per-entry rules of fedbatch-bundle(5): plain relative names,

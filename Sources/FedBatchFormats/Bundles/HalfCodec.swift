@@ -22,19 +22,21 @@ public struct HalfCodec: TensorCodec {
         }
     }
 
-    public func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws {
+    public func check(_ stored: some TensorSource, arch: ModelArchitecture) throws {
         try Codecs.checkLayout(stored, codec: name, expected: arch.tensorShapes.map { ($0.name, dtype, $0.shape) })
-        for (tensor, _) in arch.tensorShapes where !stored.tensor(tensor)!.allFinite() {
+        for (tensor, _) in arch.tensorShapes where !stored.allFinite(stored.entry(tensor)!) {
             throw CodecError(codec: name, tensor: tensor, problem: "holds a NaN or an infinity", kind: .nonFinite)
         }
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
+        _ stored: some TensorSource, tensor t: Int, elements range: Range<Int>, arch: ModelArchitecture,
+        into out: NumericBuffer<Float>
     ) {
-        let data = stored.tensor(arch.tensorShapes[t].name)!.data
+        let entry = stored.entry(arch.tensorShapes[t].name)!
+        let data = stored.bytes(of: entry, range: (range.lowerBound * 2)..<(range.upperBound * 2))
         let bf16 = dtype == .bf16
-        LittleEndian.forEach(data, as: UInt16.self, count: out.count) { i, bits in
+        LittleEndian.forEach(data, as: UInt16.self, count: range.count) { i, bits in
             out[i] = bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
         }
     }

@@ -46,7 +46,7 @@ public struct Int8Codec: TensorCodec {
         return out
     }
 
-    public func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws {
+    public func check(_ stored: some TensorSource, arch: ModelArchitecture) throws {
         var expected: [(name: String, dtype: DType, shape: [Int])] = []
         for (tensorName, shape) in arch.tensorShapes {
             expected.append((tensorName, .i8, shape))
@@ -55,27 +55,37 @@ public struct Int8Codec: TensorCodec {
         try Codecs.checkLayout(stored, codec: name, expected: expected)
         for (tensorName, _) in arch.tensorShapes {
             let scaleName = Self.scaleName(tensorName)
-            for s in stored.tensor(scaleName)!.floats() where !(s.isFinite && s >= 0) {
-                throw CodecError(
-                    codec: name, tensor: scaleName,
-                    problem: "holds the scale \(s); scales must be finite and not negative")
+            try stored.forEachPiece(of: stored.entry(scaleName)!, as: UInt32.self) { _, bits in
+                for s in bits.lazy.map({ Float(bitPattern: $0) }) where !(s.isFinite && s >= 0) {
+                    throw CodecError(
+                        codec: name, tensor: scaleName,
+                        problem: "holds the scale \(s); scales must be finite and not negative")
+                }
             }
-            if stored.tensor(tensorName)!.data.contains(0x80) {
+            if stored.contains(byte: 0x80, in: stored.entry(tensorName)!) {
                 throw CodecError(codec: name, tensor: tensorName, problem: "holds -128; values run from -127 to 127")
             }
         }
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
+        _ stored: some TensorSource, tensor t: Int, elements range: Range<Int>, arch: ModelArchitecture,
+        into out: NumericBuffer<Float>
     ) {
+        guard !range.isEmpty else { return }
         let tensorName = arch.tensorShapes[t].name
-        let scales = stored.tensor(Self.scaleName(tensorName))!.floats()
-        let q = LittleEndian.map(stored.tensor(tensorName)!.data, as: Int8.self, count: out.count) { $0 }
+        let firstBlock = range.lowerBound / Self.blockSize
+        let scales = stored.floats(
+            stored.entry(Self.scaleName(tensorName))!,
+            elements: firstBlock..<((range.upperBound - 1) / Self.blockSize + 1))
+        let q = LittleEndian.map(
+            stored.bytes(of: stored.entry(tensorName)!, range: range), as: Int8.self, count: range.count
+        ) { $0 }
         // Block by block, so the inner loop is a plain multiply by one scale.
         for (b, s) in scales.enumerated() {
-            let start = b * Self.blockSize, end = min(out.count, start + Self.blockSize)
-            for i in start..<end { out[i] = Float(q[i]) * s }
+            let start = max(range.lowerBound, (firstBlock + b) * Self.blockSize)
+            let end = min(range.upperBound, (firstBlock + b + 1) * Self.blockSize)
+            for i in start..<end { out[i - range.lowerBound] = Float(q[i - range.lowerBound]) * s }
         }
     }
 }

@@ -49,10 +49,18 @@ public struct Statement: Equatable, Sendable {
     /// `manifestBytes`.
     public init(for manifest: Manifest, payload: Data, manifestBytes: Data? = nil) {
         self.init(
+            for: manifest, payloadLength: Int64(payload.count), payloadDigest: Digest.of(payload),
+            manifestBytes: manifestBytes)
+    }
+
+    /// The statement of a payload written a piece at a time, by its length
+    /// and SHA-256.
+    public init(for manifest: Manifest, payloadLength: Int64, payloadDigest: Digest, manifestBytes: Data? = nil) {
+        self.init(
             kind: manifest.kind, model: manifest.model.id,
             generation: manifest.kind == .generation ? manifest.generation : nil,
-            site: manifest.kind != .generation ? manifest.site : nil, payloadLength: Int64(payload.count),
-            payloadDigest: Digest.of(payload),
+            site: manifest.kind != .generation ? manifest.site : nil, payloadLength: payloadLength,
+            payloadDigest: payloadDigest,
             manifestDigest: manifest.kind == .generation ? manifestBytes.map(Digest.of) : nil)
     }
 

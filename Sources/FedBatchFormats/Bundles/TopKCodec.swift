@@ -72,7 +72,7 @@ public struct TopKCodec: TensorCodec {
         return a[rank]
     }
 
-    public func check(_ stored: SafetensorsFile, arch: ModelArchitecture) throws {
+    public func check(_ stored: some TensorSource, arch: ModelArchitecture) throws {
         var expected: [(name: String, dtype: DType, shape: [Int])] = []
         for (tensorName, shape) in arch.tensorShapes {
             let count = elementCount(shape)!
@@ -92,17 +92,16 @@ public struct TopKCodec: TensorCodec {
         for (tensorName, shape) in arch.tensorShapes {
             let count = elementCount(shape)!
             let indicesName = Self.indicesName(tensorName)
-            do {
-                var previous = -1
-                for (j, i) in LittleEndian.map(stored.tensor(indicesName)!.data, as: Int32.self, { Int($0) })
-                    .enumerated()
-                {
+            var previous = -1
+            try stored.forEachPiece(of: stored.entry(indicesName)!, as: UInt32.self) { first, piece in
+                for (offset, bits) in piece.enumerated() {
+                    let i = Int(Int32(bitPattern: bits))
                     guard i > previous else {
                         throw CodecError(
                             codec: name, tensor: indicesName,
                             problem:
-                                "index \(i) at position \(j) is not above the one before (\(previous)): indices must "
-                                + "be strictly increasing"
+                                "index \(i) at position \(first + offset) is not above the one before (\(previous)): "
+                                + "indices must be strictly increasing"
                         )
                     }
                     guard i < count else {
@@ -112,7 +111,7 @@ public struct TopKCodec: TensorCodec {
                     previous = i
                 }
             }
-            guard stored.tensor(Self.valuesName(tensorName))!.allFinite() else {
+            guard stored.allFinite(stored.entry(Self.valuesName(tensorName))!) else {
                 throw CodecError(
                     codec: name, tensor: Self.valuesName(tensorName), problem: "holds a NaN or an infinity",
                     kind: .nonFinite)
@@ -121,12 +120,36 @@ public struct TopKCodec: TensorCodec {
     }
 
     public func decode(
-        _ stored: SafetensorsFile, tensor t: Int, arch: ModelArchitecture, into out: NumericBuffer<Float>
+        _ stored: some TensorSource, tensor t: Int, elements range: Range<Int>, arch: ModelArchitecture,
+        into out: NumericBuffer<Float>
     ) {
         let tensorName = arch.tensorShapes[t].name
-        for i in out.indices { out[i] = 0 }
-        let values = stored.tensor(Self.valuesName(tensorName))!.floats()
-        let indices = LittleEndian.map(stored.tensor(Self.indicesName(tensorName))!.data, as: Int32.self) { Int($0) }
-        for (j, v) in values.enumerated() { out[indices[j]] = v }
+        for i in 0..<range.count { out[i] = 0 }
+        let indices = stored.entry(Self.indicesName(tensorName))!
+        let values = stored.entry(Self.valuesName(tensorName))!
+        // The indices are strictly increasing (check), so those inside the
+        // range are one run, found by two binary searches; the run is no
+        // longer than the range.
+        func index(_ j: Int) -> Int {
+            Int(
+                Int32(
+                    bitPattern: LittleEndian.load(
+                        UInt32.self, from: stored.bytes(of: indices, range: (j * 4)..<(j * 4 + 4)))))
+        }
+        func firstPosition(atLeast bound: Int) -> Int {
+            var lo = 0, hi = indices.shape[0]
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2
+                if index(mid) < bound { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
+        }
+        let lo = firstPosition(atLeast: range.lowerBound), hi = firstPosition(atLeast: range.upperBound)
+        guard lo < hi else { return }
+        let at = LittleEndian.map(stored.bytes(of: indices, range: (lo * 4)..<(hi * 4)), as: Int32.self) { Int($0) }
+        let v = LittleEndian.map(stored.bytes(of: values, range: (lo * 2)..<(hi * 2)), as: UInt16.self) {
+            Float(Float16(bitPattern: $0))
+        }
+        for (j, i) in at.enumerated() { out[i - range.lowerBound] = v[j] }
     }
 }

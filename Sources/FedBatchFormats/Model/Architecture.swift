@@ -194,7 +194,7 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
     /// right shapes, all finite: floating-point values for the built-in
     /// kinds; for a `tensors:` model, each in exactly its pinned dtype, and
     /// integers small enough to carry exactly.
-    public func check(_ file: SafetensorsFile) throws {
+    public func check(_ file: some TensorSource) throws {
         let expected = tensorShapes
         let names = Set(expected.map(\.name))
         for e in file.entries where !names.contains(e.name) {
@@ -210,9 +210,8 @@ public struct ModelArchitecture: Sendable, Equatable, CustomStringConvertible {
                 guard e.dtype.isFloatingPoint else { throw ArchitectureError.wrongDType(name, e.dtype) }
             }
             guard e.shape == shape else { throw ArchitectureError.wrongShape(name, expected: shape, actual: e.shape) }
-            let t = file.tensor(name)!
-            guard t.allFinite() else { throw ArchitectureError.nonFinite(name) }
-            if let ints = t.integers(), ints.contains(where: { $0.magnitude >= UInt64(Self.maxIntegerMagnitude) }) {
+            guard file.allFinite(e) else { throw ArchitectureError.nonFinite(name) }
+            if !e.dtype.isFloatingPoint, file.containsInteger(in: e, atLeast: UInt64(Self.maxIntegerMagnitude)) {
                 throw ArchitectureError.integerTooLarge(name)
             }
         }

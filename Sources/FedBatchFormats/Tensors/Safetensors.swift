@@ -115,10 +115,24 @@ public struct SafetensorsFile: Sendable {
             throw SafetensorsError.headerBeyondFile(length: headerLength, fileSize: bytes.count)
         }
         let dataStart = 8 + Int(headerLength)
-        let dataSize = bytes.count - dataStart
+        (entries, metadata) = try Self.layout(
+            header: bytes[8..<dataStart], dataStart: dataStart, fileSize: bytes.count, limits: limits)
+        self.bytes = bytes
+        var index: [String: Int] = [:]
+        for (i, e) in entries.enumerated() { index[e.name] = i }
+        self.index = index
+    }
+
+    /// The entries (in data order) and metadata a header describes, checked
+    /// against a file of `fileSize` bytes whose data section starts at
+    /// `dataStart`: the same rules whether the file is in memory or on disk.
+    package static func layout(
+        header headerBytes: Data, dataStart: Int, fileSize: Int, limits: SafetensorsLimits
+    ) throws -> (entries: [Entry], metadata: [String: String]) {
+        let dataSize = fileSize - dataStart
         let header: JSONValue
         do {
-            header = try StrictJSON.parse(bytes[8..<dataStart])
+            header = try StrictJSON.parse(headerBytes)
         } catch let e as JSONSyntaxError {
             throw SafetensorsError.headerSyntax(e.description)
         }
@@ -205,14 +219,9 @@ public struct SafetensorsFile: Sendable {
             cursor = e.range.upperBound
             previous = e.name
         }
-        if cursor != bytes.count { throw SafetensorsError.trailingBytes(bytes.count - cursor) }
+        if cursor != fileSize { throw SafetensorsError.trailingBytes(fileSize - cursor) }
+        return (entries, metadata)
 
-        self.entries = entries
-        self.metadata = metadata
-        self.bytes = bytes
-        var index: [String: Int] = [:]
-        for (i, e) in entries.enumerated() { index[e.name] = i }
-        self.index = index
     }
 
     /// Maps a file and validates it; the tensors are not copied.
@@ -243,6 +252,19 @@ public struct SafetensorsFile: Sendable {
 /// starts 8-byte aligned (as the reference implementation does).
 public enum SafetensorsWriter {
     public static func encode(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:]) -> Data {
+        var out = header(tensors.map { ($0.name, $0.tensor.dtype, $0.tensor.shape) }, metadata: metadata)
+        out.reserveCapacity(out.count + tensors.reduce(0) { $0 + $1.tensor.data.count })
+        for (_, t) in tensors { out.append(t.data) }
+        return out
+    }
+
+    /// The header `encode` writes for tensors of these names, dtypes and
+    /// shapes, in this order: its 8-byte length, then the padded JSON. The
+    /// data follows it, each tensor's bytes at the offset the header gives:
+    /// what a streaming merge writes a piece at a time.
+    public static func header(
+        _ layout: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String] = [:]
+    ) -> Data {
         var header = "{"
         var first = true
         if !metadata.isEmpty {
@@ -253,22 +275,21 @@ public enum SafetensorsWriter {
             first = false
         }
         var offset = 0
-        for (name, t) in tensors {
+        for (name, dtype, shape) in layout {
             if !first { header += "," }
             first = false
-            let end = offset + t.data.count
-            let shape = t.shape.map(String.init).joined(separator: ",")
-            header += "\(StrictJSON.quote(name)):{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":[\(shape)],"
+            let end = offset + elementCount(shape)! * dtype.byteSize
+            let dims = shape.map(String.init).joined(separator: ",")
+            header += "\(StrictJSON.quote(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(dims)],"
             header += "\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"
         var headerBytes = Array(header.utf8)
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
-        var out = Data(capacity: 8 + headerBytes.count + offset)
+        var out = Data(capacity: 8 + headerBytes.count)
         out.append(LittleEndian.bytes(of: UInt64(headerBytes.count)))
         out.append(contentsOf: headerBytes)
-        for (_, t) in tensors { out.append(t.data) }
         return out
     }
 

@@ -30,8 +30,11 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
     public let weightCap: Int64
     private let arch: ModelArchitecture
     /// One exact sum per float tensor (nil for integer tensors), outside
-    /// the Swift heap (see LargeBuffer).
-    private let sums: [NumericBuffer<Int128>?]
+    /// the Swift heap (see LargeBuffer); made at the first addition, so that
+    /// a streaming merge, which sums a chunk at a time, never holds them.
+    private lazy var sums: [NumericBuffer<Int128>?] = zip(arch.tensorShapes, arch.dtypes).map {
+        $1.isFloatingPoint ? NumericBuffer<Int128>(count: elementCount($0.shape)!) : nil
+    }
     /// For integer tensors, the largest rounded increment seen so far.
     private var maxIncrements: [Int: [Double]] = [:]
     public private(set) var totalWeight: Double = 0
@@ -53,9 +56,6 @@ public final class FedAvg: AggregationStrategy, PartialAggregating {
         self.serverLearningRate = serverLearningRate
         self.weightCap = weightCap
         self.arch = arch
-        sums = zip(arch.tensorShapes, arch.dtypes).map {
-            $1.isFloatingPoint ? NumericBuffer<Int128>(count: elementCount($0.shape)!) : nil
-        }
         for (t, dtype) in arch.dtypes.enumerated() where !dtype.isFloatingPoint {
             maxIncrements[t] = [Double](repeating: -.infinity, count: elementCount(arch.tensorShapes[t].shape)!)
         }
@@ -279,6 +279,56 @@ public enum AggregationError: Error, Equatable, Sendable, ReasonCoded {
             return
                 "with this update, element \(index) of tensor \"\(tensor)\" would no longer be a finite float32: the "
                 + "update is too large to merge"
+        }
+    }
+}
+
+extension FedAvg: StreamingAggregation {
+    public func beginStreaming(inputs: [StreamingMerge.Input], state: (any TensorSource)?) throws {
+        if let t = arch.dtypes.firstIndex(where: { !$0.isFloatingPoint }) {
+            throw StreamingError.integerTensor(arch.tensorShapes[t].name)
+        }
+        // The same additions, in the same order, as `add` makes.
+        for input in inputs { totalWeight += input.weight }
+        count += inputs.count
+    }
+
+    public func finish(
+        tensor t: Int, elements range: Range<Int>, sums: NumericBuffer<Int128>, base b: NumericBuffer<Float>,
+        into out: NumericBuffer<Float>, moments: (m: NumericBuffer<Float>, v: NumericBuffer<Float>)?
+    ) throws {
+        guard totalWeight > 0 else {
+            for i in 0..<range.count { out[i] = b[i] }
+            return
+        }
+        // `finish`'s formula, element by element.
+        let lr = serverLearningRate
+        let scale = lr / (noise?.denominator ?? totalWeight)
+        if let noise {
+            for i in 0..<range.count {
+                out[i] = Float(Double(b[i]) + scale * FixedPoint.double(sums[i]) + lr * noise.next())
+            }
+        } else {
+            for i in 0..<range.count { out[i] = Float(Double(b[i]) + scale * FixedPoint.double(sums[i])) }
+        }
+        if let i = (0..<range.count).first(where: { !out[$0].isFinite }) {
+            throw AggregationError.nonFiniteResult(tensor: arch.tensorShapes[t].name, index: range.lowerBound + i)
+        }
+    }
+
+    public var streamedState: StreamedState? { nil }
+}
+
+/// Why a merge cannot stream.
+public enum StreamingError: Error, Equatable, Sendable, CustomStringConvertible, ReasonCoded {
+    case integerTensor(String)
+    public var code: String { "merge.streaming" }
+    public var description: String {
+        switch self {
+        case .integerTensor(let name):
+            return
+                "the model's integer tensor \"\(name)\" follows the largest-increment rule, which a streaming merge "
+                + "does not implement; this merge holds the model in memory"
         }
     }
 }

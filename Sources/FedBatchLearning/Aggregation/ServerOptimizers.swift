@@ -35,6 +35,10 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
     var v: [[Double]]?
     var step = 0
     private(set) var newState: [(name: String, tensor: Tensor)]?
+    /// A streaming merge's restored m and v, read a chunk at a time, and
+    /// where it writes the new ones.
+    private var restoredMoments: (source: any TensorSource, m: [SafetensorsFile.Entry], v: [SafetensorsFile.Entry])?
+    public private(set) var streamedState: StreamedState?
 
     required init(arch: ModelArchitecture, parameters p: [String: Double], defaults d: [String: Double]) {
         self.arch = arch
@@ -115,6 +119,76 @@ public class ServerOptimizer: AggregationStrategy, PartialAggregating {
             + zip(arch.tensorShapes, m).map { ("m/\($0.name)", Tensor(shape: $0.shape, floats: $1.map(Float.init))) }
             + zip(arch.tensorShapes, v).map { ("v/\($0.name)", Tensor(shape: $0.shape, floats: $1.map(Float.init))) }
         return ModelWeights(arch: base.arch, tensors: tensors)
+    }
+}
+
+extension ServerOptimizer: StreamingAggregation {
+    public func beginStreaming(inputs: [StreamingMerge.Input], state: (any TensorSource)?) throws {
+        try average.beginStreaming(inputs: inputs, state: nil)
+        restoredMoments = nil
+        // `restore`'s rules, with the tensors read a piece at a time.
+        if let state, state.metadata["fedbatch_strategy"] == Self.name, let stepEntry = state.entry("step"),
+            stepEntry.dtype == .f32, stepEntry.shape == [1],
+            let t = state.floats(stepEntry, elements: 0..<1).first, t >= 1, let count = Int(exactly: t)
+        {
+            func entries(_ prefix: String) -> [SafetensorsFile.Entry]? {
+                var out: [SafetensorsFile.Entry] = []
+                for (name, shape) in arch.tensorShapes {
+                    guard let e = state.entry("\(prefix)/\(name)"), e.shape == shape, e.dtype == .f32,
+                        state.allFinite(e)
+                    else { return nil }
+                    out.append(e)
+                }
+                return out
+            }
+            if let m = entries("m"), let v = entries("v") {
+                restoredMoments = (state, m, v)
+                step = count
+            }
+        }
+        step += 1
+        let sizes = arch.tensorShapes.map { elementCount($0.shape)! }
+        let total = sizes.reduce(0, +)
+        var offsets: [(m: Int, v: Int)] = []
+        var at = 1
+        for n in sizes {
+            offsets.append((at, at + total))
+            at += n
+        }
+        streamedState = StreamedState(
+            header: SafetensorsWriter.header(
+                [("step", .f32, [1])] + arch.tensorShapes.map { ("m/\($0.name)", .f32, $0.shape) }
+                    + arch.tensorShapes.map { ("v/\($0.name)", .f32, $0.shape) },
+                metadata: stateMetadata),
+            step: Float(step), offsets: offsets)
+    }
+
+    /// One chunk of the new weights into `out` and of the new moments into
+    /// `moments`, by `finish`'s formulas element by element.
+    public func finish(
+        tensor t: Int, elements range: Range<Int>, sums: NumericBuffer<Int128>, base b: NumericBuffer<Float>,
+        into out: NumericBuffer<Float>, moments: (m: NumericBuffer<Float>, v: NumericBuffer<Float>)?
+    ) throws {
+        let newM = moments?.m ?? NumericBuffer<Float>(count: range.count)
+        let newV = moments?.v ?? NumericBuffer<Float>(count: range.count)
+        let first = restoredMoments == nil
+        let oldM = restoredMoments.map { $0.source.floats($0.m[t], elements: range) }
+        let oldV = restoredMoments.map { $0.source.floats($0.v[t], elements: range) }
+        let noise = average.noise, total = average.totalWeight
+        for i in 0..<range.count {
+            // FedAvg's mean delta (`meanDelta`), then the rule.
+            let s = FixedPoint.double(sums[i])
+            let mean = noise.map { s / $0.denominator + $0.next() } ?? (total > 0 ? s / total : 0)
+            var m = oldM.map { Double($0[i]) } ?? 0
+            var v = oldV.map { Double($0[i]) } ?? 0
+            let x = update(delta: mean, m: &m, v: &v, first: first)
+            out[i] = Float(Double(b[i]) + x)
+            newM[i] = Float(m)
+            newV[i] = Float(v)
+        }
+        if let i = (0..<range.count).first(where: { !out[$0].isFinite }) {
+            throw AggregationError.nonFiniteResult(tensor: arch.tensorShapes[t].name, index: range.lowerBound + i)
+        }
     }
 }
 

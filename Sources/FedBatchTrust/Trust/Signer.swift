@@ -118,6 +118,20 @@ public final class PayloadSigner {
         )
     }
 
+    /// `sealInParts` written into `file` a piece at a time: the payload,
+    /// compressed as it is produced (members on disk are never held whole),
+    /// then the slot. The caller commits the file.
+    public func seal(
+        manifest: Manifest, members: [(name: String, contents: ContainerWriter.Contents)], into file: PendingFile
+    ) throws -> (manifest: Manifest, digest: Digest) {
+        let final = try ContainerWriter.write(manifest: manifest, members: members) { try file.write($0) }
+        let statement = Statement(
+            for: final, payloadLength: file.size, payloadDigest: file.digest, manifestBytes: try final.encoded())
+        let bytes = statement.encoded
+        try file.write(ContainerFile.slot(statement: bytes, signature: try sign(bytes)))
+        return (final, statement.payloadDigest)
+    }
+
     /// Signs a scratch text as a generation's statement is signed, and
     /// checks the signature against this key's public part alone, in a
     /// scratch keyring: what `fedbatch check` runs to prove the key signs

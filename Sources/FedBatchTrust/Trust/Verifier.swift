@@ -38,7 +38,8 @@ public struct VerifiedContainer: Sendable {
                 manifest: container.manifest, manifestBytes: container.manifestBytes,
                 members: container.members.filter {
                     $0.key == ContainerPath.schema || $0.key == ContainerPath.optimizerState
-                }),
+                },
+                spilled: container.spilled.filter { $0.key == ContainerPath.optimizerState }),
             signer: signer, statement: statement, digest: digest)
     }
 }
@@ -598,6 +599,50 @@ public final class Verifier: @unchecked Sendable {
         try open(file: try ContainerFile.split(bytes, limits: limits), path: path, limits: limits)
     }
 
+    /// Verifies a container on disk without holding its payload: the
+    /// signature from the slot, then the payload hashed a piece at a time
+    /// against the statement, and only then decompressed, again a piece at
+    /// a time, with the members `spill` names written to scratch files. The
+    /// bytes decompressed are hashed a second time and must give the digest
+    /// that verified, so a file changed between the two reads is refused.
+    /// How a streaming merge opens bundles and the current generation.
+    public func open(
+        _ handle: OpenFile, path: String, limits: ContainerLimits = .default, spill: ContainerReader.Spill
+    ) throws -> VerifiedContainer {
+        let slot = try ContainerFile.slot(of: handle, limits: limits)
+        let statement = try Statement.parse(slot.statement)
+        let length =
+            handle.size - Int64(slot.statement.count + slot.signature.count)
+            - Int64(ContainerFile.trailerSize + ContainerFile.frameHeaderSize)
+        guard length == statement.payloadLength else {
+            throw StatementError.payloadLength(declared: statement.payloadLength, actual: length)
+        }
+        func digest() throws -> Digest {
+            let hasher = SHA2Hasher()
+            try hasher.update(file: handle, count: length)
+            let digest = hasher.finalize()
+            guard digest == statement.payloadDigest else {
+                throw StatementError.payloadDigest(declared: statement.payloadDigest.hex, actual: digest.hex)
+            }
+            return digest
+        }
+        let signer: PinnedKey
+        do {
+            signer = try verify(slot)
+        } catch TrustError.unknownSigner(let who) where !vouchedInputs.isEmpty {
+            guard let vouched = vouchedInputs[try digest().hex] else { throw TrustError.unknownSigner(who) }
+            signer = vouched
+        }
+        let verified = try digest()
+        let (container, decompressed) = try ContainerReader.read(
+            file: handle, length: length, limits: limits, spill: spill)
+        guard decompressed == verified else {
+            throw FileError(path: path, message: "changed while it was being read")
+        }
+        return try accept(
+            container, signer: signer, statement: statement, digest: verified, file: slot, path: path)
+    }
+
     private func open(file: ContainerFile, path: String, limits: ContainerLimits) throws -> VerifiedContainer {
         let signer: PinnedKey
         do {
@@ -608,6 +653,15 @@ public final class Verifier: @unchecked Sendable {
         }
         let (statement, digest) = try checkPayload(file)
         let container = try ContainerReader.read(payload: file.payload, limits: limits)
+        return try accept(container, signer: signer, statement: statement, digest: digest, file: file, path: path)
+    }
+
+    /// The checks of a container whose signature and payload verified: its
+    /// manifest against the statement, and the signer's role and range.
+    private func accept(
+        _ container: Container, signer: PinnedKey, statement: Statement, digest: Digest, file: ContainerFile,
+        path: String
+    ) throws -> VerifiedContainer {
         let m = container.manifest
         try statement.check(against: m)
         if let declared = statement.manifestDigest, Digest.of(container.manifestBytes) != declared {

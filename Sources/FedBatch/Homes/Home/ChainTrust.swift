@@ -133,8 +133,10 @@ extension Home {
     /// trusting it: only to choose which links to walk before the file is
     /// verified (the verified manifest must then say the same).
     func claimedGeneration(_ path: String) -> Int? {
-        guard let handle = try? OpenFile(path: path), let file = try? ContainerFile.read(handle),
-            let statement = try? Statement.parse(file.statement), statement.kind == .generation
+        // The statement alone, from the file's last bytes: not the payload,
+        // which is as large as the model.
+        guard let handle = try? OpenFile(path: path), let statement = try? ContainerFile.statement(of: handle),
+            statement.kind == .generation
         else { return nil }
         return statement.generation
     }
@@ -143,9 +145,16 @@ extension Home {
     /// `openVerified`, a signer the walk hands the number to, the parent
     /// link, and no fork of a generation this home accepted before.
     func openTrusted(_ path: String, verifier: Verifier) throws -> (VerifiedContainer, SafetensorsFile) {
+        try openTrusted(path, verifier: verifier) { try openVerified($0, verifier: verifier) }
+    }
+
+    /// `openTrusted` with the file itself opened by `open`.
+    func openTrusted<Tensors>(
+        _ path: String, verifier: Verifier, open: (String) throws -> (VerifiedContainer, Tensors)
+    ) throws -> (VerifiedContainer, Tensors) {
         var parent: String?
         if let n = claimedGeneration(path) { parent = try walkTrust(to: n, verifier: verifier) }
-        let (v, tensors) = try openVerified(path, verifier: verifier)
+        let (v, tensors) = try open(path)
         if v.manifest.kind == .generation, let n = v.manifest.generation {
             if let parent, v.manifest.parent?.digest != parent {
                 throw ChainError(

@@ -41,19 +41,35 @@ extension Home {
     func checkBelongs(
         _ v: VerifiedContainer, limits: ContainerLimits = .default
     ) throws -> (VerifiedContainer, SafetensorsFile) {
+        let tensors = try v.container.tensors(limits: limits.safetensors)
+        try checkTensors(tensors, of: v)
+        return (v, tensors)
+    }
+
+    /// The same checks of a container a streaming merge opened, whose
+    /// tensors may be spilled to disk (read a piece at a time).
+    func checkBelongs(spilled v: VerifiedContainer, limits: ContainerLimits = .default) throws -> any TensorSource {
+        let tensors = try v.container.tensorSource(limits: limits.safetensors)
+        try checkTensors(tensors, of: v)
+        return tensors
+    }
+
+    private func checkTensors(_ tensors: some TensorSource, of v: VerifiedContainer) throws {
         let m = v.manifest
         let arch = try checkModel(m)
-        let tensors = try v.container.tensors(limits: limits.safetensors)
         // A generation holds full weights; an update holds a delta in its
         // codec's layout, checked here before anything is decoded; a
         // partial aggregate holds exact sums.
         switch m.kind {
         case .generation: try arch.check(tensors)
         case .update: try Codecs.make(name: m.codec).check(tensors, arch: arch)
-        case .partial: _ = try PartialAggregate(file: tensors, arch: arch, totalWeight: 0, count: 0)
+        case .partial:
+            guard let tensors = tensors as? SafetensorsFile else {
+                throw PartialError.tensors("a streaming merge does not take partial aggregates")
+            }
+            _ = try PartialAggregate(file: tensors, arch: arch, totalWeight: 0, count: 0)
         case .stats: throw ModelMismatch.kind(expected: .update, actual: .stats)
         }
-        return (v, tensors)
     }
 
     /// A statistics bundle's checks after its signature: the home's model,
@@ -85,7 +101,19 @@ extension Home {
     public func openGeneration(
         _ path: String, verifier: Verifier, requireWitnesses: Bool = true
     ) throws -> (VerifiedContainer, ModelWeights) {
-        let (v, tensors) = try openTrusted(path, verifier: verifier)
+        let (v, tensors) = try openGeneration(path, verifier: verifier, requireWitnesses: requireWitnesses) {
+            try openVerified($0, verifier: verifier)
+        }
+        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+    }
+
+    /// `openGeneration` with the file opened by `open`: a streaming merge
+    /// spills the weights to disk rather than holding them.
+    func openGeneration<Tensors>(
+        _ path: String, verifier: Verifier, requireWitnesses: Bool = true,
+        open: (String) throws -> (VerifiedContainer, Tensors)
+    ) throws -> (VerifiedContainer, Tensors) {
+        let (v, tensors) = try openTrusted(path, verifier: verifier, open: open)
         guard v.manifest.kind == .generation, v.manifest.generation != nil else {
             throw ModelMismatch.kind(expected: .generation, actual: v.manifest.kind)
         }
@@ -94,7 +122,7 @@ extension Home {
         // The generation's own rotation or signer set applies to the ones
         // after it.
         try adoptTrustChanges(carriedBy: v, verifier: verifier)
-        return (v, try ModelWeights(arch: try ModelArchitecture(spec: v.manifest.model.arch), file: tensors))
+        return (v, tensors)
     }
 
     /// Verifies each file independently; one bad file does not stop the rest.

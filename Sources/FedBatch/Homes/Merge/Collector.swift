@@ -88,6 +88,19 @@ public struct Collector {
     /// write the next generation.
     private func mergeRoot(_ run: MergeRun, noiseSeed: [UInt8]?) throws -> MergeReport {
         let verifier = try home.verifier()
+        if let spill = try streamingSpill(strategyName: run.strategyName) {
+            var refused: [MergeReport.Rejection] = []
+            while true {
+                do {
+                    return try mergeStreaming(run, noiseSeed: noiseSeed, verifier: verifier, spill: spill)
+                        .addingRejections(refused)
+                } catch let restart as StreamingRestart {
+                    // A sum left the exact grid: the bundle adding whole
+                    // would refuse is refused, and the merge runs again.
+                    refused.append(restart.rejection)
+                }
+            }
+        }
         let (current, currentWeights, ledger) = try prepareToWrite(verifier: verifier)
         try home.checkNoWaitingProposal(for: current.manifest.generation! + 1)
         let strategy = try makeStrategy(run, current: current, arch: currentWeights.arch)
@@ -137,10 +150,11 @@ public struct Collector {
     /// wait in the inbox).
     func gather(
         _ run: MergeRun, into round: inout MergeRound, strategy: AggregationStrategy, arch: ModelArchitecture,
-        verifier: Verifier, ledger: Ledger, outcomes: inout MergeOutcomes
+        verifier: Verifier, ledger: Ledger, outcomes: inout MergeOutcomes, spill: ContainerReader.Spill? = nil
     ) throws -> MergeReport? {
         run.progress(.init(phase: .identify, done: 0, total: 0, file: nil))
-        let intake = Intake(home: home, arch: arch, decryption: signer.decryption)
+        var intake = Intake(home: home, arch: arch, decryption: signer.decryption)
+        intake.spill = spill
         let ordered = try identifyInbox(
             intake, settle: run.settleSeconds, ledger: ledger, now: run.now, outcomes: &outcomes)
         try open(
@@ -231,8 +245,9 @@ public struct Collector {
     /// state.db, and the strategy with the clip, the staleness rule and, at
     /// a root, who the regions are and which sites each serves.
     func makeRound(
-        current: VerifiedContainer, base: ModelWeights, ledger: Ledger, strategy: AggregationStrategy,
-        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool
+        current: VerifiedContainer, base: ModelWeights?, ledger: Ledger, strategy: AggregationStrategy,
+        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool,
+        streaming: MergeRound.StreamingBase? = nil
     ) throws -> MergeRound {
         let settings = home.config.merge
         let lookups = LedgerLookups(ledger)
@@ -253,7 +268,8 @@ public struct Collector {
         var round = MergeRound(
             knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
             uniformWeights: release != nil, regions: root ? settings.regions : [],
-            siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base)
+            siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base,
+            streaming: streaming)
         round.schema = try current.tabularSchema()
         round.takesStatistics = root
         return round
@@ -261,13 +277,22 @@ public struct Collector {
 
     /// A collector's last step: the next generation from the round, signed
     /// and written (`write`), with its privacy record and optimiser state.
-    private func writeGeneration(
+    func writeGeneration(
         round: MergeRound, strategy: AggregationStrategy, current: VerifiedContainer, ledger: Ledger,
         release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, quorum: Int,
-        outcomes: MergeOutcomes
+        outcomes: MergeOutcomes, streamed: StreamedOutput? = nil
     ) throws -> MergeReport {
-        var (manifest, next) = try round.finish(
-            current: current, rejected: try ledger.pendingRejections().map { .init(digest: $0.id, reason: $0.reason) })
+        let rejected = try ledger.pendingRejections().map { Manifest.RejectedBundle(digest: $0.id, reason: $0.reason) }
+        var manifest: Manifest
+        let weights: GenerationWeights
+        if let streamed {
+            manifest = round.manifest(current: current, rejected: rejected)
+            weights = .spilled(streamed.weights)
+        } else {
+            let (m, next) = try round.finish(current: current, rejected: rejected)
+            manifest = m
+            weights = .memory(next)
+        }
         if let release {
             manifest.privacy = release.record
             // The seed is kept, secret, before the generation that used it is
@@ -276,14 +301,15 @@ public struct Collector {
                 Data(release.noise.seed.map { String(format: "%02x", $0) }.joined().utf8 + [0x0A]),
                 to: try home.layout.noiseSeed(manifest.generation!), mode: 0o600)
         }
-        let state =
-            strategy.stateTensors.map {
-                [(ServerOptimizer.stateMember, SafetensorsWriter.encode($0, metadata: strategy.stateMetadata))]
+        let state: [(name: String, contents: ContainerWriter.Contents)] =
+            streamed?.state.map { [(ServerOptimizer.stateMember, .spilled($0))] }
+            ?? strategy.stateTensors.map {
+                [(ServerOptimizer.stateMember, .data(SafetensorsWriter.encode($0, metadata: strategy.stateMetadata)))]
             } ?? []
         let inputs = round.inputs
         let (path, digest, stored) = try write(
-            manifest, weights: next, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
-            carrying: current, members: state)
+            manifest, weights: weights, inputs: inputs.map { ($0.entry, $0.digest) }, ledger: ledger,
+            carrying: current, contents: state)
         var report = outcomes.report(
             .merged, quorum: quorum, passed: inputs.count, strategy: type(of: strategy).name,
             generation: manifest.generation, file: path, digest: digest, accepted: accepted(round, stored: stored))
@@ -307,7 +333,7 @@ public struct Collector {
 
     /// Under [privacy]: the accounting after one more noisy generation, the
     /// refusal if it would overspend, and the noise, handed to the strategy.
-    private func privateRelease(
+    func privateRelease(
         strategy: AggregationStrategy, current: Manifest, seed: [UInt8]?
     )
         throws -> (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?
@@ -421,6 +447,18 @@ public struct Collector {
         ledger: Ledger, carrying current: VerifiedContainer,
         members extra: [(name: String, data: Data)] = [], schema replacement: Data? = nil
     ) throws -> (path: String, digest: String, stored: [String: String]) {
+        try write(
+            manifest, weights: .memory(next), inputs: kept, ledger: ledger, carrying: current,
+            contents: extra.map { ($0.name, .data($0.data)) }, schema: replacement)
+    }
+
+    /// `write` with the weights in memory or on disk (a streaming merge's),
+    /// and members that may be on disk too.
+    func write(
+        _ manifest: Manifest, weights: GenerationWeights, inputs kept: [(entry: DirectoryEntry, digest: String)],
+        ledger: Ledger, carrying current: VerifiedContainer,
+        contents extra: [(name: String, contents: ContainerWriter.Contents)], schema replacement: Data? = nil
+    ) throws -> (path: String, digest: String, stored: [String: String]) {
         let layout = home.layout
         let number = manifest.generation!
         // A pending key rotation rides in this generation, the last the old
@@ -446,16 +484,30 @@ public struct Collector {
         // The tabular schema, if the model has one, is carried forward from
         // the current generation, unless this one pins a new normalisation
         // (`fedbatch stats --pin`).
-        let sealed = try signer.sealInParts(
-            manifest: manifest,
-            members: try Self.generationMembers(
-                weights: next, schema: replacement ?? current.container.members[TabularSchema.member], extra: extra,
-                rotation: (rotation?.members ?? []) + (signerSet?.members ?? [])))
+        let members = try Self.generationMembers(
+            weights: weights, schema: replacement ?? current.container.members[TabularSchema.member], extra: extra,
+            rotation: (rotation?.members ?? []) + (signerSet?.members ?? []))
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
         // 1. the generation (temp file, fsync, rename, fsync dir) ...
-        try writeFileAtomically(parts: sealed.parts, to: path)
+        let sealed: (manifest: Manifest, digest: Digest)
+        if case .spilled = weights {
+            // Compressed and hashed as it is written, never whole in memory.
+            let file = try PendingFile(
+                in: layout.generations, prefix: ".\((path as NSString).lastPathComponent).tmp")
+            sealed = try signer.seal(manifest: manifest, members: members, into: file)
+            try file.commit(as: (path as NSString).lastPathComponent, replacing: true)
+        } else {
+            let parts = try signer.sealInParts(
+                manifest: manifest,
+                members: members.map { name, contents in
+                    guard case .data(let d) = contents else { preconditionFailure("\(name) is on disk") }
+                    return (name, d)
+                })
+            try writeFileAtomically(parts: parts.parts, to: path)
+            sealed = (parts.manifest, parts.digest)
+        }
         faultPoint("after-generation")
         // 2. ... then the index ...
         try ledger.recordGeneration(sealed.manifest, digest: sealed.digest.hex, file: path, stored: stored)
@@ -487,6 +539,21 @@ public struct Collector {
             + extra + rotation
     }
 
+    /// The same members, with the weights and the extra members possibly
+    /// on disk (a streaming merge's).
+    static func generationMembers(
+        weights: GenerationWeights, schema: Data?, extra: [(name: String, contents: ContainerWriter.Contents)],
+        rotation: [(name: String, data: Data)]
+    ) throws -> [(name: String, contents: ContainerWriter.Contents)] {
+        let tensors: ContainerWriter.Contents
+        switch weights {
+        case .memory(let w): tensors = .data(try w.generationMember())
+        case .spilled(let s): tensors = .spilled(s)
+        }
+        return [(ContainerPath.tensors, tensors)] + (schema.map { [(TabularSchema.member, .data($0))] } ?? [])
+            + extra + rotation.map { ($0.name, .data($0.data)) }
+    }
+
     /// Files a refused entry; if the file system will not let it be moved
     /// (permissions, a full disk), the entry stays in the inbox with the
     /// reason reported, and the merge goes on with the others. A failure of
@@ -501,6 +568,14 @@ public struct Collector {
             outcomes.wait(entry, "refused, but could not be quarantined: \(error)")
         }
     }
+}
+
+/// A new generation's weights: in memory, or written by a streaming merge
+/// to a scratch file (already checked chunk by chunk: float32, finite, the
+/// model's layout).
+enum GenerationWeights {
+    case memory(ModelWeights)
+    case spilled(Container.SpilledMember)
 }
 
 /// The options of one merge run, resolved against `[merge]`.

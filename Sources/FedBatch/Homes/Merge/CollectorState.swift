@@ -32,12 +32,31 @@ extension Home {
 extension Collector {
     /// The newest generation, verified, with weights that are all finite.
     func currentGeneration(verifier: Verifier) throws -> (VerifiedContainer, ModelWeights) {
+        try currentGeneration(verifier: verifier) { try home.openGeneration($0, verifier: verifier) }
+    }
+
+    /// The current generation with its weights and optimiser state spilled
+    /// to scratch files in `spill.directory`, for a merge that may stream.
+    func currentGeneration(
+        verifier: Verifier, spill: ContainerReader.Spill
+    ) throws -> (VerifiedContainer, any TensorSource) {
+        try currentGeneration(verifier: verifier) { path in
+            try home.openGeneration(path, verifier: verifier) { path in
+                let v = try verifier.open(try OpenFile(path: path), path: path, spill: spill)
+                return (v, try home.checkBelongs(spilled: v))
+            }
+        }
+    }
+
+    private func currentGeneration<Weights>(
+        verifier: Verifier, open: (String) throws -> (VerifiedContainer, Weights)
+    ) throws -> (VerifiedContainer, Weights) {
         guard let newest = home.layout.generationNumbers().last else {
             throw HomeError.noGeneration(home.layout.generations)
         }
-        let v: VerifiedContainer, weights: ModelWeights
+        let v: VerifiedContainer, weights: Weights
         do {
-            (v, weights) = try home.openGeneration(home.layout.generation(newest), verifier: verifier)
+            (v, weights) = try open(home.layout.generation(newest))
         } catch let e as ThresholdError where home.config.role == .collector {
             // This signer's own proposal, or one it co-signed, that the
             // others have not signed yet: nothing can be built on it.
@@ -63,7 +82,14 @@ extension Collector {
     func prepareToWrite(
         verifier: Verifier
     ) throws -> (current: VerifiedContainer, weights: ModelWeights, ledger: Ledger) {
-        let (current, weights) = try currentGeneration(verifier: verifier)
+        try prepareToWrite(verifier: verifier) { try currentGeneration(verifier: verifier) }
+    }
+
+    /// `prepareToWrite` with the current generation opened by `open`.
+    func prepareToWrite<Weights>(
+        verifier: Verifier, open: () throws -> (VerifiedContainer, Weights)
+    ) throws -> (current: VerifiedContainer, weights: Weights, ledger: Ledger) {
+        let (current, weights) = try open()
         let ledger = try openLedger(verifier: verifier)
         if home.config.role == .region { try catchUp(ledger: ledger, verifier: verifier, current: current) }
         try checkAgreement(ledger: ledger, current: current)
@@ -86,8 +112,15 @@ extension Collector {
     /// Recreates state.db from the signed generations and the reason files.
     public func rebuild(verifier: Verifier) throws {
         var gens: [(Manifest, digest: String, file: String)] = []
+        // Only manifests are kept: the weights go to scratch files, freed at
+        // once, so that a rebuild never holds a model in memory.
+        let spill = ContainerReader.Spill(
+            members: [ContainerPath.tensors, ContainerPath.optimizerState], directory: home.layout.root)
         for (_, path, pruned) in home.layout.chainFiles() {
-            let v = pruned ? try verifier.openPruned(path: path) : try verifier.open(path: path)
+            let v =
+                pruned
+                ? try verifier.openPruned(path: path)
+                : try verifier.open(try OpenFile(path: path), path: path, spill: spill)
             gens.append((v.manifest, v.digest.hex, v.path))
         }
         let q = home.layout.quarantine

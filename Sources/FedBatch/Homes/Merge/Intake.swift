@@ -22,6 +22,8 @@ struct Intake: @unchecked Sendable {
     /// The collector's secret key, for bundles encrypted to it; nil where
     /// the command has none (`verify` on a copy of the public keys).
     let decryption: BundleDecryption?
+    /// In a streaming merge, where bundles' tensors go instead of memory.
+    var spill: ContainerReader.Spill?
 
     /// `takesPartials` overrides the home's own rule: an audit reads the
     /// partial aggregates a generation names on any home.
@@ -198,6 +200,8 @@ struct Intake: @unchecked Sendable {
         do {
             if let plain = try decrypted(file, { try $0.open(file, limits: limits) }) {
                 v = try verifier.open(bytes: plain, path: entry.displayPath, limits: limits)
+            } else if let spill {
+                v = try verifier.open(file, path: entry.displayPath, limits: limits, spill: spill)
             } else {
                 v = try verifier.open(file, path: entry.displayPath, limits: limits)
             }
@@ -214,6 +218,15 @@ struct Intake: @unchecked Sendable {
             }
             if v.manifest.kind == .stats {
                 return .stats(v.droppingPayload(), try home.checkStatistics(v))
+            }
+            if spill != nil {
+                // Decoded a chunk at a time by the merge, never whole.
+                return .ok(
+                    v.droppingPayload(),
+                    DecodedDelta(
+                        arch: try ModelArchitecture(spec: v.manifest.model.arch),
+                        stored: try home.checkBelongs(spilled: v, limits: limits),
+                        codec: try Codecs.make(name: v.manifest.codec)))
             }
             let (v, tensors) = try home.checkBelongs(v, limits: limits)
             // checkBelongs ran the codec's checks; decoding here keeps that

@@ -31,14 +31,16 @@ extension Collector {
     /// being written, and if its file in accepted/ still verifies. Returns
     /// why each other site with an earlier update was forgotten.
     func remember(
-        into round: inout MergeRound, current: VerifiedContainer, arch: ModelArchitecture, ledger: Ledger
+        into round: inout MergeRound, current: VerifiedContainer, arch: ModelArchitecture, ledger: Ledger,
+        spill: ContainerReader.Spill? = nil
     ) throws -> [MergeReport.Forgotten] {
         let settings = home.config.merge
         guard settings.memory != .none else { return [] }
         let number = current.manifest.generation!
         let reset = try ledger.lastMemoryReset() ?? -1
         let fresh = Set(round.included.map(\.site))
-        let intake = Intake(home: home, arch: arch, decryption: signer.decryption)
+        var intake = Intake(home: home, arch: arch, decryption: signer.decryption)
+        intake.spill = spill
         // A bundle signed by a key since rotated verifies, as `verify` lets
         // it: its site is still pinned. A removed site is not in the list.
         let verifier = try home.verifier()

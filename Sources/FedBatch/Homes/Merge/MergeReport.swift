@@ -79,7 +79,7 @@ public struct MergeReport: Sendable, Codable {
     public let passed: Int
     public let strategy: String
     public let accepted: [Accepted]
-    public let rejected: [Rejection]
+    public internal(set) var rejected: [Rejection]
     public let waiting: [Waiting]
     /// The new generation's privacy record, under `[privacy]`.
     public var privacy: Manifest.Privacy? = nil
@@ -93,6 +93,9 @@ public struct MergeReport: Sendable, Codable {
     /// Set when the strategy, on the bundles it merged, was no more robust
     /// than the plain mean (see `AggregationStrategy.degeneracy`).
     public var degenerate: String? = nil
+    /// Whether the merge ran a chunk of the model at a time, with the
+    /// bundles, the base and the output on disk (`[merge] stream`).
+    public var streamed = false
 }
 
 /// Where a merge is, for a progress line or a JSON status message.
@@ -140,5 +143,15 @@ struct MergeOutcomes {
         MergeReport(
             outcome: outcome, generation: generation, file: file, digest: digest, quorum: quorum, passed: passed,
             strategy: strategy, accepted: accepted, rejected: rejected, waiting: waiting, kind: kind)
+    }
+}
+
+extension MergeReport {
+    /// The same report with `earlier` listed first among its rejections:
+    /// the bundles an earlier attempt of the same merge refused.
+    func addingRejections(_ earlier: [Rejection]) -> MergeReport {
+        var report = self
+        report.rejected = earlier + rejected
+        return report
     }
 }

@@ -45,7 +45,21 @@ struct MergeRound {
     /// Which region serves each site attached through one (pinned at this
     /// collector with keys add --region); the others reach it directly.
     private let siteRegions: [String: String]
-    private let base: ModelWeights
+    /// The current weights, in memory; nil in a streaming merge.
+    private let base: ModelWeights?
+    /// A streaming merge's base, read a chunk at a time, and what it needs
+    /// to check each delta as `add` would (`StreamingMerge.admit`).
+    struct StreamingBase {
+        let base: DecodedDelta
+        let chunk: Int
+        /// The rate FedAvg's finiteness check scales a delta by (FedAvg's
+        /// server_lr; 1 under a server optimiser, as its check is FedAvg's).
+        let learningRate: Double
+    }
+    let streaming: StreamingBase?
+    /// In a streaming merge: the deltas admitted, in the order added, with
+    /// the digest each came from, for the chunk pass.
+    private(set) var streamed: [(input: StreamingMerge.Input, digest: String)] = []
     private var firstCopy: [Digest: String] = [:]
     /// Digests of the bundles added so far, directly or inside a partial.
     private var bundleDigests: Set<String> = []
@@ -67,7 +81,8 @@ struct MergeRound {
     init(
         knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction,
         clipNorm: Double? = nil,
-        uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights
+        uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights?,
+        streaming: StreamingBase? = nil
     ) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
@@ -77,6 +92,7 @@ struct MergeRound {
         self.regions = Set(regions)
         self.siteRegions = siteRegions
         self.base = base
+        self.streaming = streaming
     }
 
     mutating func take(_ v: VerifiedContainer, delta: DecodedDelta, entry: DirectoryEntry, arrived: Double) -> Outcome {
@@ -90,7 +106,7 @@ struct MergeRound {
                 throw PartialError.viaRegion(site: id, region: region)
             }
             let (site, n, s) = try rules.decide(m, digest: v.digest.hex)
-            let (weight, factor) = try add(delta, examples: n, staleness: s)
+            let (weight, factor) = try add(delta, examples: n, staleness: s, digest: v.digest.hex)
             firstCopy[v.digest] = entry.displayName
             bundleDigests.insert(v.digest.hex)
             rules.accepted(site: site.id)
@@ -118,10 +134,20 @@ struct MergeRound {
     /// Checks a delta and adds it to the strategy with its example weight,
     /// its staleness factor and the clip, as every update is added, fresh
     /// or remembered; returns the weight and the factor the manifest records.
-    private func add(_ delta: DecodedDelta, examples n: Int64, staleness s: Int) throws -> (Double, Double) {
-        try strategy.check(delta: delta, base: base)
+    private mutating func add(
+        _ delta: DecodedDelta, examples n: Int64, staleness s: Int, digest: String
+    ) throws -> (Double, Double) {
         let weight = uniformWeights ? 1 : strategy.weight(examples: n)
         let factor = staleness.weight(staleness: s)
+        if let streaming {
+            // The same checks, a chunk at a time; the sums come at the end.
+            let clip = try StreamingMerge.admit(
+                delta, base: streaming.base, serverLearningRate: streaming.learningRate, weight: weight,
+                staleness: factor, clipNorm: clipNorm, chunk: streaming.chunk)
+            streamed.append((.init(delta: delta, weight: weight, scale: factor * clip), digest))
+            return (weight, factor)
+        }
+        try strategy.check(delta: delta, base: base!)
         // Clipping scales the whole delta down to the norm bound, the same
         // for every tensor, so its direction is kept.
         var clip = 1.0
@@ -148,7 +174,7 @@ struct MergeRound {
                 throw ProtocolError.notAnUpdate
             }
             let s = rules.knowledge.current.number - base.number
-            let (weight, factor) = try add(delta, examples: n, staleness: s)
+            let (weight, factor) = try add(delta, examples: n, staleness: s, digest: v.digest.hex)
             included.append(
                 .init(
                     digest: v.digest.hex, site: site.id, signer: v.signer.fingerprint, seq: site.seq, numExamples: n,
@@ -282,7 +308,8 @@ struct MergeRound {
                 throw PartialError.bundle("it lists a bundle twice")
             }
             // Its counters' increments obey the rule each bundle's would.
-            try FedAvg.checkIncrements(sums.maxIncrements, base: self.base)
+            guard let weights = self.base else { throw PartialError.tensors("a streaming merge takes no partials") }
+            try FedAvg.checkIncrements(sums.maxIncrements, base: weights)
             // checkPartial took the total weight and count from this list.
             try summing.add(partial: sums)
             firstCopy[v.digest] = entry.displayName
@@ -337,8 +364,14 @@ struct MergeRound {
     /// differs between two collectors given the same inputs: its time is the
     /// newest input's, refusals are codes.
     func finish(current: VerifiedContainer, rejected: [Manifest.RejectedBundle]) throws -> (Manifest, ModelWeights) {
+        let next = try strategy.finish(base: base!)
+        return (manifest(current: current, rejected: rejected), next)
+    }
+
+    /// The next generation's manifest (`finish` without the weights, which
+    /// a streaming merge computes itself). After the strategy's `finish`.
+    func manifest(current: VerifiedContainer, rejected: [Manifest.RejectedBundle]) -> Manifest {
         let number = current.manifest.generation!
-        let next = try strategy.finish(base: base)
         let selected = strategy.selectedPositions.map { $0.map { included[$0].digest }.sorted() }
         var manifest = Manifest(
             kind: .generation, model: current.manifest.model, created: inputs.map(\.created).max()!,
@@ -355,6 +388,6 @@ struct MergeRound {
             "bundles": Double(new.count), "examples": new.reduce(0.0) { $0 + Double($1.numExamples) },
         ]
         if !remembered.isEmpty { manifest.metrics["remembered"] = Double(remembered.count) }
-        return (manifest, next)
+        return manifest
     }
 }

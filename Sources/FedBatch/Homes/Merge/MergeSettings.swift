@@ -68,6 +68,11 @@ public struct MergeSettings: Sendable, Equatable {
     public var memory = MemoryRule.none
     /// How stale a remembered update may be (nil: `maxStaleness`).
     public var memoryWindow: Int?
+    /// Whether FedAvg and the server optimisers merge a chunk of the model
+    /// at a time, with the bundles, the base and the output on disk
+    /// (fedbatch-merge(1), STREAMING): `auto` does for models above
+    /// `StreamMode.autoParameters`.
+    public var stream = StreamMode.auto
     public init() {}
 
     /// The window a remembered update must be within.
@@ -92,7 +97,7 @@ public struct MergeSettings: Sendable, Equatable {
         "strategy", "min_bundles", "max_examples", "weight_cap", "server_lr", "settle_seconds", "accept_codecs",
         "max_wait", "max_staleness", "staleness", "staleness_a", "staleness_b", "clip_norm",
         "momentum", "beta1", "beta2", "tau", "trim", "byzantine", "keep", "chunk_mb", "regions", "memory",
-        "memory_window",
+        "memory_window", "stream",
     ]
 
     /// The staleness weighting these settings describe.
@@ -119,6 +124,9 @@ public struct MergeSettings: Sendable, Equatable {
             trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
             "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
             chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
+            "# A model larger than 16M parameters merges a chunk at a time, its bundles, base and output on disk",
+            "# (\"auto\"); \"always\" and \"never\" force it either way (fedbatch-merge(1), STREAMING).",
+            "stream = \(StrictJSON.quote(stream.rawValue))",
             "# Seconds an inbox file must be unchanged before a merge reads it.",
             "settle_seconds = \(Int(settleSeconds))",
             "# Codecs whose bundles a merge takes (fedbatch-bundle(5)); others are quarantined.",
@@ -139,6 +147,15 @@ public struct MergeSettings: Sendable, Equatable {
                         : "regions = [\(regions.map(StrictJSON.quote).joined(separator: ", "))]",
                 ])
     }
+}
+
+/// When a merge streams (`[merge] stream`).
+public enum StreamMode: String, Sendable, CaseIterable {
+    case auto, always, never
+    /// Above this many parameters `auto` streams: a merge in memory holds
+    /// about 28 bytes a parameter (exact sums, base, output) plus three
+    /// bundles in flight, 0.5 GB here.
+    public static let autoParameters = 1 << 24
 }
 
 /// What a merge remembers of the sites that sent nothing new.
@@ -193,6 +210,7 @@ extension MergeSettings {
                 each: { "a regional collector id (\(ContainerPath.identifierRule("id", $0 ?? "?")))" },
                 where: ContainerPath.isIdentifier) ?? m.regions
         m.memory = try s.choice("memory", "\"none\" or \"mifa\"") ?? m.memory
+        m.stream = try s.choice("stream", "\"auto\", \"always\" or \"never\"") ?? m.stream
         m.memoryWindow =
             try s.int("memory_window", "an integer from 0 to 1000") { (0...1000).contains($0) } ?? m.memoryWindow
         m.settleSeconds =
