@@ -123,6 +123,7 @@ bench: build bench-deps
 	bench/transfers.sh | tee bench/out/transfers.md
 	bench/included.sh | tee bench/out/included.md
 	bench/signatures.sh | tee bench/out/signatures.md
+	bench/stream.sh | tee bench/out/stream.md
 
 # libFuzzer targets for every parser of untrusted bytes (not part of
 # make test, which only replays the corpus). FUZZ_SECONDS per target.

@@ -37,26 +37,30 @@ zstd -q -3 -c "$work/base.safetensors" > "$work/out.zst"; openssl dgst -sha256 "
 t1b=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/py.rss" "$py" "$root/bench/python_merge.py" "$GNUPGHOME" "$work/base.safetensors" "$work/py.safetensors" "${bundles[@]}"
 t2=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" --settle 0 -q
+/usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" --settle 0 --json > "$work/fb.json"
 t3=$(date +%s.%N)
+streamed=$("$py" -c 'import json,sys; print("yes" if json.load(open(sys.argv[1]))["streamed"] else "no")' "$work/fb.json")
 
-floor=$(echo "$t1 - $t0" | bc); output=$(echo "$t1b - $t1" | bc); python=$(echo "$t2 - $t1b" | bc); fedbatch=$(echo "$t3 - $t2" | bc)
-# The last two columns: the floor with the output written (zstd -3 and
-# sha256 of one model-size file), and fedbatch against it.
-echo "| bundles | parameters | codec | MB in | floor s | Python s | fedbatch s | fedbatch/floor | Python/fedbatch | fedbatch peak RSS MB | Python peak RSS MB | floor with output s | fedbatch/floor with output |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-printf '| %d | %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d | %.2f | %.2f |\n' "$n" "$arch" "$codec" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
-  "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 )) \
-  "$(echo "$floor + $output" | bc)" "$(echo "$fedbatch / ($floor + $output)" | bc -l)"
 sync
 t6=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/mem.rss" "$fb" merge --home "$work/col-memory" --settle 0 -q
 t7=$(date +%s.%N)
 # zstd skips the signature's skippable frame: what it prints is the payload.
 same=$(cmp -s <(zstd -qdc "$work/col/generations/g000001.fbg" | sha256sum) \
-              <(zstd -qdc "$work/col-memory/generations/g000001.fbg" | sha256sum) && echo "the same" || echo "DIFFERENT")
-printf '\n[merge] stream = "%s" above; the same merge in memory (stream = "never"): %.2f s, peak RSS %d MB; payloads %s\n' \
-  "$(sed -n 's/^stream = "\(.*\)"/\1/p' "$work/col/fedbatch.toml")" "$(echo "$t7 - $t6" | bc)" $(( $(tail -1 "$work/mem.rss") / 1024 )) "$same"
+              <(zstd -qdc "$work/col-memory/generations/g000001.fbg" | sha256sum) && echo yes || echo NO)
+
+floor=$(echo "$t1 - $t0" | bc); output=$(echo "$t1b - $t1" | bc); python=$(echo "$t2 - $t1b" | bc); fedbatch=$(echo "$t3 - $t2" | bc)
+# Then: the floor with the output written (zstd -3 and sha256 of one
+# model-size file), and fedbatch against it; whether fedbatch streamed
+# ([merge] stream = "auto"), and the same merge held in memory
+# (stream = "never"): its time, its peak RSS, and whether it wrote the same
+# payload.
+echo "| bundles | parameters | codec | MB in | floor s | Python s | fedbatch s | fedbatch/floor | Python/fedbatch | fedbatch peak RSS MB | Python peak RSS MB | floor with output s | fedbatch/floor with output | streamed | in memory s | in memory peak RSS MB | same bytes |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+printf '| %d | %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %d | %d | %.2f | %.2f | %s | %.2f | %d | %s |\n' "$n" "$arch" "$codec" $((size / 1000000)) "$floor" "$python" "$fedbatch" \
+  "$(echo "$fedbatch / $floor" | bc -l)" "$(echo "$python / $fedbatch" | bc -l)" $(( $(tail -1 "$work/fb.rss") / 1024 )) $(( $(tail -1 "$work/py.rss") / 1024 )) \
+  "$(echo "$floor + $output" | bc)" "$(echo "$fedbatch / ($floor + $output)" | bc -l)" \
+  "$streamed" "$(echo "$t7 - $t6" | bc)" $(( $(tail -1 "$work/mem.rss") / 1024 )) "$same"
 if [ -n "${COMPARE_WITH:-}" ]; then
   sync
   t4=$(date +%s.%N)

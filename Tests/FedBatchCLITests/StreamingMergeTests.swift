@@ -176,4 +176,36 @@ struct StreamingMergeTests {
         let sums = 16 * 33_644_554 / 1024
         #expect(large < sums, "peak RSS \(large) KiB; a merge in memory holds \(sums) KiB of sums alone")
     }
+
+    @Test(
+        "a streamed merge killed at each write step leaves the old generation or the new one, and a rerun finishes with the bytes of a merge in memory",
+        arguments: ["before-generation-rename", "after-generation", "after-ledger", "after-first-move"])
+    func crash(at point: String) throws {
+        let (fed, twin) = try twins([("chunk_mb", "0.01")])
+        for (i, site) in Self.sites.prefix(2).enumerated() {
+            try send(fed, twin: twin, site: site, seq: 1, base: 0, codec: ["fp32", "int8"][i])
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["GNUPGHOME"] = fed.keyring.home
+        env["FEDBATCH_FAULT"] = point
+        let crashed = try Subprocess.run(TestPaths.fedbatch, ["merge", "--home", twin], environment: env)
+        #expect(crashed.status == 99, "\(crashed.err)")
+        let generations = { try FileManager.default.contentsOfDirectory(atPath: twin + "/generations").sorted() }
+        if point == "before-generation-rename" {
+            // Written whole under a hidden name, never under the real one.
+            #expect(try generations().contains { $0.hasPrefix(".g000001.fbg.tmp-") })
+            #expect(try !generations().contains("g000001.fbg"))
+        }
+        env.removeValue(forKey: "FEDBATCH_FAULT")
+        let rerun = try Subprocess.run(TestPaths.fedbatch, ["merge", "--home", twin], environment: env)
+        #expect(rerun.status == (point == "before-generation-rename" ? 0 : 5), "\(rerun.err)")
+        #expect(try generations() == ["g000000.fbg", "g000001.fbg"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: twin + "/inbox").isEmpty)
+        #expect(try fed.fedbatch(["log", "--home", twin]).status == 0)
+        try fed.run(["merge", "--home", fed.collector])
+        let name = "/generations/g000001.fbg"
+        #expect(
+            try ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: fed.collector + name))).payload
+                == ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: twin + name))).payload)
+    }
 }

@@ -497,6 +497,7 @@ public struct Collector {
             let file = try PendingFile(
                 in: layout.generations, prefix: ".\((path as NSString).lastPathComponent).tmp")
             sealed = try signer.seal(manifest: manifest, members: members, into: file)
+            faultPoint("before-generation-rename")
             try file.commit(as: (path as NSString).lastPathComponent, replacing: true)
         } else {
             let parts = try signer.sealInParts(
