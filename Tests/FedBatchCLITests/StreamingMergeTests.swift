@@ -73,12 +73,13 @@ struct StreamingMergeTests {
     }
 
     @Test(
-        "streamed, fedavg with a clip and a stale update, and fedadam over two generations, write the bytes a merge in memory writes, from bundles in every codec"
+        "streamed, fedavg with a clip, a stale update and a remembered one, and fedadam over two generations, write the bytes a merge in memory writes, from bundles in every codec"
     )
     func sameBytes() throws {
         for strategy in ["fedavg", "fedadam"] {
             let (fed, twin) = try twins([
                 ("strategy", "\"\(strategy)\""), ("chunk_mb", "0.01"), ("clip_norm", "2.0"), ("max_staleness", "2"),
+                ("memory", "\"mifa\""),
             ])
             let codecs = ["fp32", "fp16", "bf16", "int8", "topk"]
             for (i, site) in Self.sites.enumerated() {
@@ -87,12 +88,15 @@ struct StreamingMergeTests {
             let first = try mergeBoth(fed, twin: twin, generation: 1)
             #expect((first["accepted"] as? [Any])?.count == 5)
             // Generation 2: a server optimiser resumes its moments from
-            // generation 1's state member; site-5's update is one behind.
-            for (i, site) in Self.sites.prefix(4).enumerated() {
+            // generation 1's state member; site-5's update is one behind;
+            // site-4 sends nothing, and its update of generation 1 is
+            // remembered (read back from accepted/, spilled as any bundle).
+            for (i, site) in Self.sites.prefix(3).enumerated() {
                 try send(fed, twin: twin, site: site, seq: 2, base: 1, codec: codecs[(i + 2) % 5])
             }
             try send(fed, twin: twin, site: "site-5", seq: 2, base: 0, codec: "int8")
-            _ = try mergeBoth(fed, twin: twin, generation: 2)
+            let second = try mergeBoth(fed, twin: twin, generation: 2)
+            #expect((second["remembered"] as? [[String: Any]])?.map { $0["site"] as? String } == ["site-4"])
             if strategy == "fedadam" {
                 let state = try Verifier(keysDirectory: twin + "/keys")
                     .open(path: twin + "/generations/" + HomeLayout.generationFileName(2))
@@ -203,6 +207,32 @@ struct StreamingMergeTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: twin + "/inbox").isEmpty)
         #expect(try fed.fedbatch(["log", "--home", twin]).status == 0)
         try fed.run(["merge", "--home", fed.collector])
+        let name = "/generations/g000001.fbg"
+        #expect(
+            try ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: fed.collector + name))).payload
+                == ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: twin + name))).payload)
+    }
+
+    @Test(
+        "a private merge streamed draws the same noise for the same elements as one in memory: the same bytes from the same seed"
+    )
+    func privateSameBytes() throws {
+        let fed = try Federation(sites: Self.sites, arch: Self.arch)
+        try Federation.setConfig(home: fed.collector, table: "merge", "chunk_mb", "0.01")
+        try PrivacyTests.enablePrivacy(fed, z: 1, clip: 1, sites: 5, delta: 1e-5, maxEpsilon: 100)
+        let twin = fed.root + "/twin"
+        #expect(try Subprocess.run("/bin/cp", ["-a", fed.collector, twin]).status == 0)
+        try Federation.setConfig(home: fed.collector, table: "merge", "stream", "\"never\"")
+        try Federation.setConfig(home: twin, table: "merge", "stream", "\"always\"")
+        for (i, site) in Self.sites.enumerated() {
+            try send(fed, twin: twin, site: site, seq: 1, base: 0, codec: ["fp32", "int8", "bf16", "topk", "fp16"][i])
+        }
+        let dir = TempDir()
+        let seed = try dir.write("seed", Data((String(repeating: "5a", count: 32) + "\n").utf8))
+        let memory = try fed.run(["merge", "--home", fed.collector, "--json", "--noise-seed", seed]).summary()
+        let streamed = try fed.run(["merge", "--home", twin, "--json", "--noise-seed", seed]).summary()
+        #expect(memory["streamed"] as? Bool == false && streamed["streamed"] as? Bool == true)
+        #expect(streamed["privacy"] != nil)
         let name = "/generations/g000001.fbg"
         #expect(
             try ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: fed.collector + name))).payload
