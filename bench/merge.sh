@@ -39,7 +39,8 @@ t1b=$(date +%s.%N)
 t2=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" --settle 0 --json > "$work/fb.json"
 t3=$(date +%s.%N)
-streamed=$("$py" -c 'import json,sys; print("yes" if json.load(open(sys.argv[1]))["streamed"] else "no")' "$work/fb.json")
+# The summary is the last line (status lines come before it).
+streamed=$(tail -1 "$work/fb.json" | "$py" -c 'import json,sys; print("yes" if json.load(sys.stdin)["streamed"] else "no")')
 
 sync
 t6=$(date +%s.%N)

@@ -33,7 +33,8 @@ zstd -q -3 -c "$work/base.safetensors" | openssl dgst -sha256 > /dev/null
 t2=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/fb.rss" "$fb" merge --home "$work/col" --settle 0 --json > "$work/merge.json"
 t3=$(date +%s.%N)
-streamed=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["streamed"])' "$work/merge.json")
+# The summary is the last line (status lines come before it).
+streamed=$(tail -1 "$work/merge.json" | "$py" -c 'import json,sys; print("yes" if json.load(sys.stdin)["streamed"] else "no")')
 # The generation written verifies as a site would check it.
 "$fb" verify --home "$work/col" "$work/col/generations/g000001.fbg" -q
 

@@ -73,7 +73,10 @@ extension TensorSource {
         var start = 0
         while start < entry.range.count {
             let end = min(entry.range.count, start + piece)
-            if bytes(of: entry, range: start..<end).contains(byte) { return true }
+            // Through the bytes in place: Data's own iterator takes a call a byte.
+            if LittleEndian.contains(bytes(of: entry, range: start..<end), as: UInt8.self, where: { $0 == byte }) {
+                return true
+            }
             start = end
         }
         return false
