@@ -122,7 +122,7 @@ public struct MergeSettings: Sendable, Equatable {
             "# trim (trimmed-mean), byzantine and keep (krum, multikrum, bulyan).",
             serverLearningRate.map { "server_lr = \($0)" } ?? "# server_lr = 1.0",
             trim.map { "trim = \($0)" } ?? "# trim = 0.2", byzantine.map { "byzantine = \($0)" } ?? "# byzantine = 2",
-            "# Memory for the robust rules' chunked passes over the bundles, in MiB.",
+            "# Memory for the robust rules' chunked passes over the bundles, and a streaming merge's chunk, in MiB.",
             chunkMiB.map { "chunk_mb = \($0)" } ?? "# chunk_mb = 64",
             "# A model larger than 16M parameters merges a chunk at a time, its bundles, base and output on disk",
             "# (\"auto\"); \"always\" and \"never\" force it either way (fedbatch-merge(1), STREAMING).",
