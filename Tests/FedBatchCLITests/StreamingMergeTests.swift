@@ -238,4 +238,45 @@ struct StreamingMergeTests {
             try ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: fed.collector + name))).payload
                 == ContainerFile.split(Data(contentsOf: URL(fileURLWithPath: twin + name))).payload)
     }
+
+    @Test(
+        "bad bundles are refused streamed for the same reasons as in memory, and the good ones merge to the same bytes")
+    func sameRefusals() throws {
+        let (fed, twin) = try twins([("chunk_mb", "0.01")])
+        try send(fed, twin: twin, site: "site-1", seq: 1, base: 0, codec: "fp32")
+        try send(fed, twin: twin, site: "site-2", seq: 1, base: 0, codec: "int8")
+        // A NaN deep in the first tensor (the codec's check), then two
+        // deltas whose terms (weight × delta) leave the exact grid (2^62):
+        // float32's largest values, which the finiteness check lets pass,
+        // and 1e17 at weight 100.
+        try send(fed, twin: twin, site: "site-3", seq: 1, base: 0, codec: "fp32") { $0[0][9000] = .nan }
+        try send(fed, twin: twin, site: "site-4", seq: 1, base: 0, codec: "fp32") { t in
+            for j in 0..<16 { t[1][j] = j % 2 == 0 ? .greatestFiniteMagnitude : -.greatestFiniteMagnitude }
+        }
+        try send(fed, twin: twin, site: "site-5", seq: 1, base: 0, codec: "fp32", examples: 100) { $0[0][100] = 1e17 }
+        for home in [fed.collector, twin] {
+            try Data("not a bundle".utf8).write(to: URL(fileURLWithPath: home + "/inbox/junk.fbu"))
+        }
+        let streamed = try mergeBoth(fed, twin: twin, generation: 1)
+        #expect((streamed["accepted"] as? [Any])?.count == 2)
+        func reasons(_ home: String) throws -> [String: String] {
+            var out: [String: String] = [:]
+            for f in try FileManager.default.contentsOfDirectory(atPath: home + "/quarantine")
+            where f.hasSuffix(".reason.json") {
+                let r = try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: "\(home)/quarantine/\(f)")))
+                out[f] = (r as? [String: Any])?["code"] as? String
+            }
+            return out
+        }
+        let memory = try reasons(fed.collector)
+        #expect(memory.count == 4)
+        #expect(try reasons(twin) == memory)
+        #expect(
+            memory == [
+                "junk.fbu.reason.json": "signature.missing", "site-3-1.fbu.reason.json": "tensors.non-finite",
+                "site-4-1.fbu.reason.json": "aggregation.out-of-range",
+                "site-5-1.fbu.reason.json": "aggregation.out-of-range",
+            ], "\(memory)")
+    }
 }
