@@ -78,8 +78,18 @@ public struct ContainerFile: Sendable {
     /// A file's statement and signature, from its last few hundred bytes,
     /// with no payload: enough to check a signature or a cosignature.
     public static func slot(of file: OpenFile, limits: ContainerLimits = .default) throws -> ContainerFile {
+        try slotAndPayloadLength(of: file, limits: limits).0
+    }
+
+    /// `slot(of:)`, with the length of the payload before it.
+    public static func slotAndPayloadLength(
+        of file: OpenFile, limits: ContainerLimits = .default
+    ) throws -> (ContainerFile, payloadLength: Int64) {
         let slot = try locate(size: file.size, limits: limits) { try file.read(at: $0, count: $1) }
-        return ContainerFile(payload: Data(), statement: slot.statement, signature: slot.signature)
+        return (
+            ContainerFile(payload: Data(), statement: slot.statement, signature: slot.signature),
+            Int64(slot.payloadLength)
+        )
     }
 
     /// The statement of a file, parsed but not verified, from its last few

@@ -108,20 +108,8 @@ public enum ContainerReader {
         file: OpenFile, length: Int64, limits: ContainerLimits = .default, spill: Spill
     ) throws -> (Container, Digest) {
         let hasher = SHA2Hasher()
-        var offset: Int64 = 0
         do {
-            let decoder = try ZstdDecoder(windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes) {
-                n in
-                let count = Int(min(Int64(n), length - offset))
-                guard count > 0 else { return Data() }
-                let data = try file.read(at: offset, count: count)
-                guard data.count == count else {
-                    throw FileError(path: file.displayPath, message: "shrank while it was being read")
-                }
-                hasher.update(data)
-                offset += Int64(count)
-                return data
-            }
+            let decoder = try decoder(of: file, length: length, limits: limits, hashingInto: hasher)
             let container = try readStream(decoder, limits: limits, spill: spill)
             return (container, hasher.finalize())
         } catch let e as ZstdError {
@@ -135,22 +123,32 @@ public enum ContainerReader {
     /// of its payload, **unverified**: only for choosing how to read the
     /// file (a streaming merge or not), never for trusting anything in it.
     public static func peekManifest(_ file: OpenFile, limits: ContainerLimits = .default) throws -> Manifest {
-        let slot = try ContainerFile.slot(of: file, limits: limits)
-        let length =
-            file.size - Int64(slot.statement.count + slot.signature.count)
-            - Int64(ContainerFile.trailerSize + ContainerFile.frameHeaderSize)
-        var offset: Int64 = 0
-        let decoder = try ZstdDecoder(windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes) { n in
-            let count = Int(min(Int64(n), length - offset))
-            guard count > 0 else { return Data() }
-            defer { offset += Int64(count) }
-            return try file.read(at: offset, count: count)
-        }
+        let (_, length) = try ContainerFile.slotAndPayloadLength(of: file, limits: limits)
+        let decoder = try decoder(of: file, length: length, limits: limits)
         let tar = try TarReader(reading: decoder)
         guard let first = try tar.next(), first.pathString == ContainerPath.manifest,
             let size = first.size, size <= Int64(limits.maxManifestBytes)
         else { throw ContainerError.manifestNotFirst(found: "?") }
         return try Manifest.decode(try readMember(tar, name: ContainerPath.manifest, size: size).data)
+    }
+
+    /// A decoder of the first `length` bytes of `file` (the payload), read
+    /// a piece at a time and hashed into `hasher` if one is given.
+    private static func decoder(
+        of file: OpenFile, length: Int64, limits: ContainerLimits, hashingInto hasher: SHA2Hasher? = nil
+    ) throws -> ZstdDecoder {
+        var offset: Int64 = 0
+        return try ZstdDecoder(windowLogMax: limits.windowLogMax, outputCap: limits.maxDecompressedBytes) { n in
+            let count = Int(min(Int64(n), length - offset))
+            guard count > 0 else { return Data() }
+            let data = try file.read(at: offset, count: count)
+            guard data.count == count else {
+                throw FileError(path: file.displayPath, message: "shrank while it was being read")
+            }
+            hasher?.update(data)
+            offset += Int64(count)
+            return data
+        }
     }
 
     private static func readStream(_ decoder: ZstdDecoder, limits: ContainerLimits, spill: Spill?) throws -> Container {

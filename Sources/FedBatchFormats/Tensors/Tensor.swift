@@ -155,7 +155,11 @@ public struct Tensor: Sendable, Equatable {
     }
 
     /// True when no element is NaN or infinite (integers always are).
-    public func allFinite() -> Bool {
+    public func allFinite() -> Bool { Self.allFinite(data, dtype: dtype) }
+
+    /// Whether the `dtype` values in `data` are all finite: a whole tensor's
+    /// bytes, or a piece of them.
+    static func allFinite(_ data: Data, dtype: DType) -> Bool {
         switch dtype {
         // Exponent bits all ones means Inf or NaN.
         case .f32: return !LittleEndian.contains(data, as: UInt32.self) { $0 & 0x7F80_0000 == 0x7F80_0000 }

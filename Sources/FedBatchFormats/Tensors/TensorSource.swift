@@ -50,19 +50,7 @@ extension TensorSource {
         var start = 0
         while start < entry.range.count {
             let end = min(entry.range.count, start + piece)
-            let data = bytes(of: entry, range: start..<end)
-            // Exponent bits all ones means Inf or NaN.
-            switch entry.dtype {
-            case .f32:
-                if LittleEndian.contains(data, as: UInt32.self, where: { $0 & 0x7F80_0000 == 0x7F80_0000 }) {
-                    return false
-                }
-            case .f16:
-                if LittleEndian.contains(data, as: UInt16.self, where: { $0 & 0x7C00 == 0x7C00 }) { return false }
-            case .bf16:
-                if LittleEndian.contains(data, as: UInt16.self, where: { $0 & 0x7F80 == 0x7F80 }) { return false }
-            default: return true
-            }
+            if !Tensor.allFinite(bytes(of: entry, range: start..<end), dtype: entry.dtype) { return false }
             start = end
         }
         return true
@@ -84,21 +72,18 @@ extension TensorSource {
 
     /// Whether an integer tensor holds a value of magnitude `bound` or more.
     public func containsInteger(in entry: SafetensorsFile.Entry, atLeast bound: UInt64) -> Bool {
-        func scan<T: FixedWidthInteger & SignedInteger>(_: T.Type) -> Bool {
+        func scan<T: FixedWidthInteger>(_: T.Type) -> Bool {
             var found = false
             forEachPiece(of: entry, as: T.self) { _, v in
-                if !found { found = v.contains { $0.magnitude >= bound } }
+                if !found { found = v.contains { UInt64($0.magnitude) >= bound } }
             }
             return found
         }
         switch entry.dtype {
         case .i8: return scan(Int8.self)
+        case .u8: return scan(UInt8.self)
         case .i32: return scan(Int32.self)
         case .i64: return scan(Int64.self)
-        case .u8:
-            var found = false
-            forEachPiece(of: entry, as: UInt8.self) { _, v in if !found { found = v.contains { UInt64($0) >= bound } } }
-            return found
         default: return false
         }
     }
@@ -121,7 +106,6 @@ extension TensorSource {
 public final class SpilledSafetensors: TensorSource, @unchecked Sendable {
     public let entries: [SafetensorsFile.Entry]
     public let metadata: [String: String]
-    public let size: Int64
     private let file: ScratchFile
     private let index: [String: Int]
     private let lock = NSLock()
@@ -141,7 +125,6 @@ public final class SpilledSafetensors: TensorSource, @unchecked Sendable {
         (entries, metadata) = try SafetensorsFile.layout(
             header: header, dataStart: 8 + Int(headerLength), fileSize: Int(size), limits: limits)
         self.file = file
-        self.size = size
         var index: [String: Int] = [:]
         for (i, e) in entries.enumerated() { index[e.name] = i }
         self.index = index
@@ -164,11 +147,5 @@ public final class SpilledSafetensors: TensorSource, @unchecked Sendable {
     /// Throws the first read that failed, if one did.
     public func checkReads() throws {
         if let e = lock.withLock({ readError }) { throw e }
-    }
-
-    /// Every byte of the file, a piece at a time, in order: what a merge
-    /// hashes and compresses a spilled member from.
-    public func forEachPiece(piece: Int = 1 << 20, _ body: (Data) throws -> Void) throws {
-        try file.forEachPiece(size: size, piece: piece, body)
     }
 }

@@ -169,8 +169,8 @@ extension ServerOptimizer: StreamingAggregation {
         tensor t: Int, elements range: Range<Int>, sums: NumericBuffer<Int128>, base b: NumericBuffer<Float>,
         into out: NumericBuffer<Float>, moments: (m: NumericBuffer<Float>, v: NumericBuffer<Float>)?
     ) throws {
-        let newM = moments?.m ?? NumericBuffer<Float>(count: range.count)
-        let newV = moments?.v ?? NumericBuffer<Float>(count: range.count)
+        // streamedState told the merge to give the moments a place.
+        guard let (newM, newV) = moments else { preconditionFailure("a server optimiser's moments need a place") }
         let first = restoredMoments == nil
         let oldM = restoredMoments.map { $0.source.floats($0.m[t], elements: range) }
         let oldV = restoredMoments.map { $0.source.floats($0.v[t], elements: range) }

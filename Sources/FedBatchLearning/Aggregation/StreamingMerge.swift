@@ -35,9 +35,6 @@ public enum StreamingMerge {
         var factor: Double { weight * scale }
     }
 
-    /// Where the output of one chunk goes: tensor `t`, elements `range`.
-    public typealias Sink = (_ t: Int, _ range: Range<Int>, _ values: NumericBuffer<Float>) throws -> Void
-
     /// Every tensor in chunks of `chunk` elements, in the model's order.
     static func chunks(_ arch: ModelArchitecture, chunk: Int) -> [(t: Int, range: Range<Int>)] {
         var out: [(Int, Range<Int>)] = []

@@ -609,11 +609,8 @@ public final class Verifier: @unchecked Sendable {
     public func open(
         _ handle: OpenFile, path: String, limits: ContainerLimits = .default, spill: ContainerReader.Spill
     ) throws -> VerifiedContainer {
-        let slot = try ContainerFile.slot(of: handle, limits: limits)
+        let (slot, length) = try ContainerFile.slotAndPayloadLength(of: handle, limits: limits)
         let statement = try Statement.parse(slot.statement)
-        let length =
-            handle.size - Int64(slot.statement.count + slot.signature.count)
-            - Int64(ContainerFile.trailerSize + ContainerFile.frameHeaderSize)
         guard length == statement.payloadLength else {
             throw StatementError.payloadLength(declared: statement.payloadLength, actual: length)
         }

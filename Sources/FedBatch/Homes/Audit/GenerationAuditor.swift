@@ -149,7 +149,7 @@ struct GenerationAuditor {
         var round = MergeRound(
             knowledge: knowledge, strategy: strategy, staleness: StalenessFunction(recorded: parameters),
             clipNorm: parameters["clip_norm"], uniformWeights: m.privacy?.noise != nil,
-            regions: partials.map(\.region), siteRegions: siteRegions, base: p.weights)
+            regions: partials.map(\.region), siteRegions: siteRegions, base: .memory(p.weights))
         round.schema = try p.v.tabularSchema()
 
         // The fresh inputs in digest order, as the merge summed them.
@@ -258,7 +258,7 @@ struct GenerationAuditor {
         knowledge.lastStatisticsSequence = { history.lastStatisticsSequence[$0] }
         var round = MergeRound(
             knowledge: knowledge, strategy: try Strategies.make(name: "fedavg", parameters: [:], arch: p.weights.arch),
-            staleness: StalenessFunction(kind: .constant), base: p.weights)
+            staleness: StalenessFunction(kind: .constant), base: .memory(p.weights))
         round.schema = schema
         let intake = Intake(home: home, arch: p.weights.arch, decryption: decryption, takesPartials: true)
         let listed = (m.statistics ?? []).sorted { $0.digest < $1.digest }

@@ -107,7 +107,8 @@ public struct Collector {
         try checkMemory(strategy: strategy)
         let release = try privateRelease(strategy: strategy, current: current.manifest, seed: noiseSeed)
         var round = try makeRound(
-            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: release, root: true)
+            current: current, base: .memory(currentWeights), ledger: ledger, strategy: strategy, release: release,
+            root: true)
         var outcomes = MergeOutcomes()
         if let waiting = try gather(
             run, into: &round, strategy: strategy, arch: currentWeights.arch, verifier: verifier, ledger: ledger,
@@ -245,9 +246,8 @@ public struct Collector {
     /// state.db, and the strategy with the clip, the staleness rule and, at
     /// a root, who the regions are and which sites each serves.
     func makeRound(
-        current: VerifiedContainer, base: ModelWeights?, ledger: Ledger, strategy: AggregationStrategy,
-        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool,
-        streaming: MergeRound.StreamingBase? = nil
+        current: VerifiedContainer, base: MergeRound.Base, ledger: Ledger, strategy: AggregationStrategy,
+        release: (settings: PrivacySettings, noise: GaussianNoise, record: Manifest.Privacy)?, root: Bool
     ) throws -> MergeRound {
         let settings = home.config.merge
         let lookups = LedgerLookups(ledger)
@@ -268,8 +268,7 @@ public struct Collector {
         var round = MergeRound(
             knowledge: knowledge, strategy: strategy, staleness: settings.stalenessFunction, clipNorm: clip,
             uniformWeights: release != nil, regions: root ? settings.regions : [],
-            siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base,
-            streaming: streaming)
+            siteRegions: root ? try TrustSet.siteRegions(keysDirectory: home.layout.keys) : [:], base: base)
         round.schema = try current.tabularSchema()
         round.takesStatistics = root
         return round
@@ -490,25 +489,13 @@ public struct Collector {
         let path = layout.generation(number)
         var stored: [String: String] = [:]
         for k in kept { stored[k.digest] = try Filing.freeName(in: layout.accepted, for: k.entry.name) }
-        // 1. the generation (temp file, fsync, rename, fsync dir) ...
-        let sealed: (manifest: Manifest, digest: Digest)
-        if case .spilled = weights {
-            // Compressed and hashed as it is written, never whole in memory.
-            let file = try PendingFile(
-                in: layout.generations, prefix: ".\((path as NSString).lastPathComponent).tmp")
-            sealed = try signer.seal(manifest: manifest, members: members, into: file)
-            faultPoint("before-generation-rename")
-            try file.commit(as: (path as NSString).lastPathComponent, replacing: true)
-        } else {
-            let parts = try signer.sealInParts(
-                manifest: manifest,
-                members: members.map { name, contents in
-                    guard case .data(let d) = contents else { preconditionFailure("\(name) is on disk") }
-                    return (name, d)
-                })
-            try writeFileAtomically(parts: parts.parts, to: path)
-            sealed = (parts.manifest, parts.digest)
-        }
+        // 1. the generation (temp file, fsync, rename, fsync dir), compressed
+        // and hashed as it is written: members on disk (a streaming merge's)
+        // are never held whole, nor is the compressed payload.
+        let file = try PendingFile(in: layout.generations, prefix: ".\((path as NSString).lastPathComponent).tmp")
+        let sealed = try signer.seal(manifest: manifest, members: members, into: file)
+        faultPoint("before-generation-rename")
+        try file.commit(as: (path as NSString).lastPathComponent, replacing: true)
         faultPoint("after-generation")
         // 2. ... then the index ...
         try ledger.recordGeneration(sealed.manifest, digest: sealed.digest.hex, file: path, stored: stored)

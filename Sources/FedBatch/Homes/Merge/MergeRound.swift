@@ -45,8 +45,12 @@ struct MergeRound {
     /// Which region serves each site attached through one (pinned at this
     /// collector with keys add --region); the others reach it directly.
     private let siteRegions: [String: String]
-    /// The current weights, in memory; nil in a streaming merge.
-    private let base: ModelWeights?
+    /// The current weights: in memory, or a streaming merge's on disk.
+    enum Base {
+        case memory(ModelWeights)
+        case streamed(StreamingBase)
+    }
+    private let base: Base
     /// A streaming merge's base, read a chunk at a time, and what it needs
     /// to check each delta as `add` would (`StreamingMerge.admit`).
     struct StreamingBase {
@@ -56,7 +60,6 @@ struct MergeRound {
         /// server_lr; 1 under a server optimiser, as its check is FedAvg's).
         let learningRate: Double
     }
-    let streaming: StreamingBase?
     /// In a streaming merge: the deltas admitted, in the order added, with
     /// the digest each came from, for the chunk pass.
     private(set) var streamed: [(input: StreamingMerge.Input, digest: String)] = []
@@ -81,8 +84,7 @@ struct MergeRound {
     init(
         knowledge: MergeProtocol.Knowledge, strategy: AggregationStrategy, staleness: StalenessFunction,
         clipNorm: Double? = nil,
-        uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: ModelWeights?,
-        streaming: StreamingBase? = nil
+        uniformWeights: Bool = false, regions: [String] = [], siteRegions: [String: String] = [:], base: Base
     ) {
         rules = MergeProtocol(knowledge: knowledge)
         self.strategy = strategy
@@ -92,7 +94,6 @@ struct MergeRound {
         self.regions = Set(regions)
         self.siteRegions = siteRegions
         self.base = base
-        self.streaming = streaming
     }
 
     mutating func take(_ v: VerifiedContainer, delta: DecodedDelta, entry: DirectoryEntry, arrived: Double) -> Outcome {
@@ -139,7 +140,10 @@ struct MergeRound {
     ) throws -> (Double, Double) {
         let weight = uniformWeights ? 1 : strategy.weight(examples: n)
         let factor = staleness.weight(staleness: s)
-        if let streaming {
+        let weights: ModelWeights
+        switch base {
+        case .memory(let w): weights = w
+        case .streamed(let streaming):
             // The same checks, a chunk at a time; the sums come at the end.
             let clip = try StreamingMerge.admit(
                 delta, base: streaming.base, serverLearningRate: streaming.learningRate, weight: weight,
@@ -147,7 +151,7 @@ struct MergeRound {
             streamed.append((.init(delta: delta, weight: weight, scale: factor * clip), digest))
             return (weight, factor)
         }
-        try strategy.check(delta: delta, base: base!)
+        try strategy.check(delta: delta, base: weights)
         // Clipping scales the whole delta down to the norm bound, the same
         // for every tensor, so its direction is kept.
         var clip = 1.0
@@ -308,7 +312,9 @@ struct MergeRound {
                 throw PartialError.bundle("it lists a bundle twice")
             }
             // Its counters' increments obey the rule each bundle's would.
-            guard let weights = self.base else { throw PartialError.tensors("a streaming merge takes no partials") }
+            guard case .memory(let weights) = self.base else {
+                throw PartialError.tensors("a streaming merge takes no partials")
+            }
             try FedAvg.checkIncrements(sums.maxIncrements, base: weights)
             // checkPartial took the total weight and count from this list.
             try summing.add(partial: sums)
@@ -364,7 +370,8 @@ struct MergeRound {
     /// differs between two collectors given the same inputs: its time is the
     /// newest input's, refusals are codes.
     func finish(current: VerifiedContainer, rejected: [Manifest.RejectedBundle]) throws -> (Manifest, ModelWeights) {
-        let next = try strategy.finish(base: base!)
+        guard case .memory(let weights) = base else { preconditionFailure("a streaming merge finishes by chunks") }
+        let next = try strategy.finish(base: weights)
         return (manifest(current: current, rejected: rejected), next)
     }
 

@@ -82,7 +82,8 @@ extension Collector {
         }
         if let waits = regionWaits(current: current, strategy: strategy, quorum: run.quorum) { return waits }
         var round = try makeRound(
-            current: current, base: currentWeights, ledger: ledger, strategy: strategy, release: nil, root: false)
+            current: current, base: .memory(currentWeights), ledger: ledger, strategy: strategy, release: nil,
+            root: false)
         var outcomes = MergeOutcomes()
         if let waiting = try gather(
             run, into: &round, strategy: strategy, arch: arch, verifier: verifier, ledger: ledger, outcomes: &outcomes)

@@ -53,7 +53,7 @@ extension Collector {
         guard let schema = try current.tabularSchema() else { throw StatisticsError.noSchema }
         let strategy = try Strategies.make(name: "fedavg", parameters: [:], arch: weights.arch)
         var round = try makeRound(
-            current: current, base: weights, ledger: ledger, strategy: strategy, release: nil, root: true)
+            current: current, base: .memory(weights), ledger: ledger, strategy: strategy, release: nil, root: true)
         var outcomes = MergeOutcomes()
         let intake = Intake(home: home, arch: weights.arch, decryption: signer.decryption)
         let identified = try identifyInbox(

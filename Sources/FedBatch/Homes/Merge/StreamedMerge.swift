@@ -55,8 +55,10 @@ extension Collector {
         let chunk = Self.streamingChunk(home.config.merge)
         let base = DecodedDelta(arch: arch, stored: baseSource, codec: FP32Codec())
         var round = try makeRound(
-            current: current, base: nil, ledger: ledger, strategy: strategy, release: release, root: true,
-            streaming: .init(base: base, chunk: chunk, learningRate: (strategy as? FedAvg)?.serverLearningRate ?? 1))
+            current: current,
+            base: .streamed(
+                .init(base: base, chunk: chunk, learningRate: (strategy as? FedAvg)?.serverLearningRate ?? 1)),
+            ledger: ledger, strategy: strategy, release: release, root: true)
         var outcomes = MergeOutcomes()
         if let waiting = try gather(
             run, into: &round, strategy: strategy, arch: arch, verifier: verifier, ledger: ledger,
